@@ -1,0 +1,123 @@
+//! Running `cargo build` for the selected binary and finding the file it produced.
+
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use cargo_metadata::Message;
+use miette::{Diagnostic, Result};
+
+use crate::cli::PushArgs;
+use crate::plan::Target;
+
+/// Options passed through to cargo unchanged.
+#[derive(Debug, Clone, Default)]
+pub struct CargoOptions {
+    pub features: Vec<String>,
+    pub all_features: bool,
+    pub no_default_features: bool,
+    pub profile: String,
+    pub locked: bool,
+    pub frozen: bool,
+    pub offline: bool,
+}
+
+impl CargoOptions {
+    pub fn from_args(args: &PushArgs) -> CargoOptions {
+        CargoOptions {
+            features: args.features.clone(),
+            all_features: args.all_features,
+            no_default_features: args.no_default_features,
+            profile: args.profile.clone(),
+            locked: args.locked,
+            frozen: args.frozen,
+            offline: args.offline,
+        }
+    }
+
+    /// `--locked`, `--frozen`, `--offline` as given, for every cargo command we run.
+    pub fn manifest_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if self.locked {
+            flags.push("--locked".into());
+        }
+        if self.frozen {
+            flags.push("--frozen".into());
+        }
+        if self.offline {
+            flags.push("--offline".into());
+        }
+        flags
+    }
+}
+
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum CargoError {
+    #[error("could not run cargo ({program}): {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("`cargo build` failed for package `{package}` (its errors are above)")]
+    Failed { package: String },
+    #[error("`cargo build` finished but reported no executable for bin `{bin}` of `{package}`")]
+    #[diagnostic(help("is `{bin}` a [[bin]] target of `{package}`? `cargo build --bin {bin} -p {package}` should produce it"))]
+    NoArtifact { package: String, bin: String },
+}
+
+/// The cargo that invoked us (`$CARGO`), else `cargo` on PATH.
+pub fn cargo_program() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Builds the target's binary; cargo's own output goes to stderr. Blocking.
+pub fn build_binary(target: &Target, options: &CargoOptions) -> Result<PathBuf, CargoError> {
+    let program = cargo_program();
+    let mut cmd = Command::new(&program);
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(&target.manifest_path)
+        .args(["--package", &format!("{}@{}", target.package, target.version)])
+        .args(["--bin", &target.bin])
+        .args(["--profile", &options.profile])
+        .arg("--message-format=json-render-diagnostics")
+        .args(options.manifest_flags());
+    if !options.features.is_empty() {
+        cmd.args(["--features", &options.features.join(",")]);
+    }
+    if options.all_features {
+        cmd.arg("--all-features");
+    }
+    if options.no_default_features {
+        cmd.arg("--no-default-features");
+    }
+    if crate::output::verbosity() == crate::output::Verbosity::Quiet {
+        cmd.arg("--quiet");
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
+    crate::output::trace(&format!("running {cmd:?}"));
+
+    let mut child = cmd.spawn().map_err(|source| CargoError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let mut executable = None;
+    if let Some(stdout) = child.stdout.take() {
+        for message in Message::parse_stream(BufReader::new(stdout)).flatten() {
+            if let Message::CompilerArtifact(artifact) = message
+                && artifact.target.name == target.bin
+                && artifact.target.is_bin()
+                && let Some(path) = artifact.executable
+            {
+                executable = Some(path.into_std_path_buf());
+            }
+        }
+    }
+    let status = child.wait().map_err(|source| CargoError::Spawn { program, source })?;
+    if !status.success() {
+        return Err(CargoError::Failed {
+            package: target.package.clone(),
+        });
+    }
+    executable.ok_or_else(|| CargoError::NoArtifact {
+        package: target.package.clone(),
+        bin: target.bin.clone(),
+    })
+}

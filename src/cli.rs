@@ -1,0 +1,173 @@
+//! Command line: `cargo adapt-push [OPTIONS]`, also runnable as `cargo-adapt-push [OPTIONS]`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, ValueEnum};
+
+/// Cargo invokes `cargo-adapt-push adapt-push ARGS`; the outer enum swallows that word.
+#[derive(Debug, Parser)]
+#[command(name = "cargo", bin_name = "cargo", version, styles = clap::builder::Styles::styled())]
+pub enum CargoCli {
+    AdaptPush(PushArgs),
+}
+
+/// The same options when run directly as `cargo-adapt-push`.
+#[derive(Debug, Parser)]
+#[command(name = "cargo-adapt-push", version)]
+pub struct DirectCli {
+    #[command(flatten)]
+    pub args: PushArgs,
+}
+
+/// Parses the process arguments in either form.
+pub fn parse() -> PushArgs {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "adapt-push") {
+        let CargoCli::AdaptPush(a) = CargoCli::parse_from(args);
+        a
+    } else {
+        DirectCli::parse_from(args).args
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BuilderChoice {
+    /// The engine builder when the package has a Dockerfile, else the daemonless one.
+    Auto,
+    /// Daemonless: OCI layers assembled in-process, pushed over the registry API.
+    Oci,
+    /// Through a Docker engine (Dockerfile, or a generated one).
+    Docker,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Build a crate's container image, push it to a (split) registry, print the pull reference.
+#[derive(Debug, Clone, Args)]
+#[command(
+    about = "Build a Rust crate's container image, push it to a split registry, print the digest-pinned pull reference",
+    after_help = "Settings come from [package.metadata.cluster] (defaults from [workspace.metadata.cluster]).\nstdout carries only the pull references (or JSON); progress goes to stderr."
+)]
+pub struct PushArgs {
+    /// Path to Cargo.toml
+    #[arg(long, value_name = "PATH", help_heading = "Package Selection")]
+    pub manifest_path: Option<PathBuf>,
+
+    /// Package to build (repeat for several)
+    #[arg(short, long = "package", value_name = "SPEC", help_heading = "Package Selection")]
+    pub packages: Vec<String>,
+
+    /// Binary target to put in the image
+    #[arg(long, value_name = "NAME", help_heading = "Package Selection")]
+    pub bin: Option<String>,
+
+    /// Features to activate (space or comma separated)
+    #[arg(short = 'F', long, value_name = "FEATURES", help_heading = "Feature Selection")]
+    pub features: Vec<String>,
+
+    /// Activate all available features
+    #[arg(long, help_heading = "Feature Selection")]
+    pub all_features: bool,
+
+    /// Do not activate the `default` feature
+    #[arg(long, help_heading = "Feature Selection")]
+    pub no_default_features: bool,
+
+    /// Cargo profile to build with
+    #[arg(long, value_name = "NAME", default_value = "release", help_heading = "Compilation Options")]
+    pub profile: String,
+
+    /// Assert that Cargo.lock will remain unchanged
+    #[arg(long, help_heading = "Manifest Options")]
+    pub locked: bool,
+
+    /// Equivalent to --locked and --offline
+    #[arg(long, help_heading = "Manifest Options")]
+    pub frozen: bool,
+
+    /// Run without accessing the network (for cargo)
+    #[arg(long, help_heading = "Manifest Options")]
+    pub offline: bool,
+
+    /// Registry to push to and pull from (replaces `registry`; both addresses the same)
+    #[arg(long, env = "ADAPT_PUSH_REGISTRY", value_name = "HOST[:PORT][/PATH]")]
+    pub registry: Option<String>,
+
+    /// Address to push through (overrides the `external` side of `registry`)
+    #[arg(long, env = "ADAPT_PUSH_REGISTRY_EXTERNAL", value_name = "HOST[:PORT][/PATH]")]
+    pub registry_external: Option<String>,
+
+    /// Address the cluster pulls through (overrides the `internal` side of `registry`)
+    #[arg(long, env = "ADAPT_PUSH_REGISTRY_INTERNAL", value_name = "HOST[:PORT][/PATH]")]
+    pub registry_internal: Option<String>,
+
+    /// Tag to push (repeatable; replaces `tags`)
+    #[arg(long = "tag", short = 't', value_name = "TAG", env = "ADAPT_PUSH_TAGS", value_delimiter = ',')]
+    pub tags: Vec<String>,
+
+    /// Which builder to use
+    #[arg(long, value_enum, env = "ADAPT_PUSH_BUILDER", value_name = "BUILDER")]
+    pub builder: Option<BuilderChoice>,
+
+    /// Output format on stdout
+    #[arg(long, value_enum, default_value = "text", env = "ADAPT_PUSH_FORMAT")]
+    pub format: Format,
+
+    /// Also write the pull references to this file, one per line
+    #[arg(long, value_name = "FILE", env = "ADAPT_PUSH_IMAGE_REFS")]
+    pub image_refs: Option<PathBuf>,
+
+    /// Extra CA certificate (PEM) to trust for the registry
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Print nothing on stderr but errors
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// More detail on stderr (repeat for more)
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Resolve and print the plan; build and push nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definitions_are_consistent() {
+        CargoCli::command().debug_assert();
+        DirectCli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_cargo_form() {
+        let CargoCli::AdaptPush(a) = CargoCli::parse_from([
+            "cargo-adapt-push",
+            "adapt-push",
+            "-p",
+            "greeter",
+            "--tag",
+            "v1",
+            "--tag",
+            "latest",
+            "--builder",
+            "oci",
+            "-vv",
+        ]);
+        assert_eq!(a.packages, vec!["greeter"]);
+        assert_eq!(a.tags, vec!["v1", "latest"]);
+        assert_eq!(a.builder, Some(BuilderChoice::Oci));
+        assert_eq!(a.verbose, 2);
+        assert_eq!(a.profile, "release");
+    }
+}

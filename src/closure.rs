@@ -1,0 +1,1246 @@
+//! Finds the runtime closure of an ELF executable: the program interpreter and
+//! every shared library it loads, so that the executable can run in a
+//! `FROM scratch` image with no base image.
+//!
+//! The search mimics glibc's loader (`ld.so`) reading the files with `object`;
+//! nothing is executed. The host environment (`LD_LIBRARY_PATH`,
+//! `LD_PRELOAD`) is ignored: it will not exist in the image.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::ffi::OsString;
+use std::fs;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use object::LittleEndian;
+use object::elf;
+use object::read::elf::{Dyn as _, FileHeader as _, ProgramHeader as _};
+
+/// One file the binary needs at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeFile {
+    /// Absolute path inside the image where the loader will look for it (e.g. "/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/libc.so.6").
+    pub image_path: PathBuf,
+    /// The real file on the host to copy the bytes from (symlinks fully resolved).
+    pub host_path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Linkage {
+    /// No program interpreter: the binary runs on its own (includes static-pie).
+    Static,
+    /// Loaded by `interpreter` (the `PT_INTERP` path, as written in the binary).
+    Dynamic { interpreter: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeClosure {
+    pub linkage: Linkage,
+    /// Sorted by `image_path`, no duplicates, empty when `Static`.
+    pub files: Vec<RuntimeFile>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClosureError {
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not an ELF file", path.display())]
+    NotElf { path: PathBuf },
+    #[error("{} is a malformed ELF file: {reason}", path.display())]
+    Malformed { path: PathBuf, reason: String },
+    #[error("{} is not supported: {reason}", path.display())]
+    Unsupported { path: PathBuf, reason: String },
+    #[error(
+        "shared library {library} needed by {} was not found (searched: {})",
+        needed_by.display(),
+        display_paths(searched)
+    )]
+    LibraryNotFound {
+        /// The `DT_NEEDED` name.
+        library: String,
+        /// The executable or library whose `DT_NEEDED` names it.
+        needed_by: PathBuf,
+        /// Directories searched in order, or the path itself for a name containing '/'.
+        searched: Vec<PathBuf>,
+    },
+}
+
+/// Finds the files `binary` needs at run time on this host.
+///
+/// Libraries found through `DT_RPATH`/`DT_RUNPATH` (including `$ORIGIN`
+/// entries, expanded against the binary's canonical host directory) are
+/// placed at their host path. If a `RUNPATH` uses `$ORIGIN`, the caller must
+/// put the binary in the image at its own canonical host path too, or the
+/// loader will not find them.
+///
+/// Libraries that the host finds only through `/etc/ld.so.conf` are placed
+/// in the interpreter's directory instead: the image has no `ld.so.cache`, so
+/// the loader there only searches its built-in directories, which always
+/// include the one it lives in.
+///
+/// Not modelled: `$LIB`/`$PLATFORM` expansion and glibc-hwcaps
+/// subdirectories (the baseline library found instead runs everywhere).
+pub fn runtime_closure(binary: &Path) -> Result<RuntimeClosure, ClosureError> {
+    closure_with_ld_so_conf(binary, Path::new(LD_SO_CONF))
+}
+
+fn closure_with_ld_so_conf(binary: &Path, conf: &Path) -> Result<RuntimeClosure, ClosureError> {
+    let bytes = read_file(binary)?;
+    let header = parse_header(binary, &bytes)?;
+    let file_type = header.e_type(LittleEndian);
+    if file_type != elf::ET_EXEC && file_type != elf::ET_DYN {
+        return Err(unsupported(
+            binary,
+            format!("not an executable (e_type {})", file_type.0),
+        ));
+    }
+    let info = parse_dynamic_info(binary, &bytes)?;
+    let Some(interpreter) = info.interpreter.clone() else {
+        // Needs nothing from the host, whatever the machine.
+        return Ok(RuntimeClosure {
+            linkage: Linkage::Static,
+            files: Vec::new(),
+        });
+    };
+    let machine = header.e_machine(LittleEndian);
+    let Some(triplet) = multiarch_triplet(machine) else {
+        return Err(unsupported(
+            binary,
+            format!("unsupported machine (e_machine {})", machine.0),
+        ));
+    };
+
+    let mut resolver = Resolver::new(
+        binary,
+        info,
+        &interpreter,
+        machine,
+        ld_so_conf_dirs(conf),
+        default_library_dirs(triplet),
+    )?;
+    resolver.load_dependencies()?;
+    Ok(RuntimeClosure {
+        linkage: Linkage::Dynamic {
+            interpreter: PathBuf::from(interpreter),
+        },
+        files: resolver.into_files(),
+    })
+}
+
+/// Names the kernel maps into every process (the vDSO): there is never a file.
+const KERNEL_PROVIDED: &[&str] = &["linux-vdso.so.1", "linux-vdso64.so.1", "linux-gate.so.1"];
+
+const LD_SO_CONF: &str = "/etc/ld.so.conf";
+
+/// Size of `Elf64_Ehdr`: enough to tell whether a candidate library fits.
+const ELF64_HEADER_LEN: u64 = size_of::<elf::FileHeader64<LittleEndian>>() as u64;
+
+/// Debian multiarch tuple of the machines we know library directories for.
+fn multiarch_triplet(machine: elf::Machine) -> Option<&'static str> {
+    match machine {
+        elf::EM_X86_64 => Some("x86_64-linux-gnu"),
+        elf::EM_AARCH64 => Some("aarch64-linux-gnu"),
+        _ => None,
+    }
+}
+
+/// The loader's built-in search path, after `ld.so.cache`.
+fn default_library_dirs(triplet: &str) -> Vec<PathBuf> {
+    [
+        format!("/lib/{triplet}"),
+        format!("/usr/lib/{triplet}"),
+        "/lib64".to_owned(),
+        "/usr/lib64".to_owned(),
+        "/lib".to_owned(),
+        "/usr/lib".to_owned(),
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .collect()
+}
+
+/// The parts of an ELF file that decide what the loader loads for it.
+#[derive(Debug, Default)]
+struct DynamicInfo {
+    interpreter: Option<String>,
+    needed: Vec<String>,
+    soname: Option<String>,
+    /// `DT_RPATH` entries; empty when `DT_RUNPATH` exists, as glibc then ignores them.
+    rpath: Vec<String>,
+    runpath: Option<Vec<String>>,
+    /// `DF_1_NODEFLIB`: dependencies are not searched in the cache or default dirs.
+    no_default_dirs: bool,
+}
+
+/// An object in the load order: the executable first, then libraries breadth-first.
+struct LoadedObject {
+    /// The path the loader opens it by (not canonicalized): `$ORIGIN` is its directory.
+    path: PathBuf,
+    info: DynamicInfo,
+    /// Index of the object whose `DT_NEEDED` first pulled this one in.
+    loaded_by: Option<usize>,
+}
+
+/// A directory to look for libraries in, and where a library found there goes in the image.
+struct SearchDir {
+    host_dir: PathBuf,
+    image_dir: PathBuf,
+}
+
+struct FoundLibrary {
+    /// Where it was found, as the loader would open it (symlinks unresolved).
+    host_path: PathBuf,
+    image_path: PathBuf,
+}
+
+struct Resolver {
+    machine: elf::Machine,
+    ld_so_conf_dirs: Vec<PathBuf>,
+    default_dirs: Vec<PathBuf>,
+    /// Image directory for libraries found only through ld.so.conf.
+    interpreter_dir: PathBuf,
+    objects: Vec<LoadedObject>,
+    /// Names that already refer to a loaded object (`DT_NEEDED` names, sonames,
+    /// the interpreter path): the loader reuses it instead of searching again.
+    loaded_names: HashSet<String>,
+    /// Image path → canonical host path.
+    files: BTreeMap<PathBuf, PathBuf>,
+}
+
+impl Resolver {
+    /// Starts with the executable and its interpreter loaded.
+    fn new(
+        binary: &Path,
+        binary_info: DynamicInfo,
+        interpreter: &str,
+        machine: elf::Machine,
+        ld_so_conf_dirs: Vec<PathBuf>,
+        default_dirs: Vec<PathBuf>,
+    ) -> Result<Self, ClosureError> {
+        let interpreter_image_path = PathBuf::from(interpreter);
+        if !interpreter_image_path.is_absolute() {
+            return Err(unsupported(
+                binary,
+                format!("relative interpreter path {interpreter}"),
+            ));
+        }
+        let interpreter_host_path = canonicalize(&interpreter_image_path)?;
+        let interpreter_bytes = read_file(&interpreter_host_path)?;
+        let interpreter_header = parse_header(&interpreter_host_path, &interpreter_bytes)?;
+        if interpreter_header.e_machine(LittleEndian) != machine {
+            return Err(unsupported(
+                &interpreter_host_path,
+                format!(
+                    "interpreter is for another machine than {}",
+                    binary.display()
+                ),
+            ));
+        }
+        let interpreter_info = parse_dynamic_info(&interpreter_host_path, &interpreter_bytes)?;
+
+        // libc.so.6 needs "ld-linux-x86-64.so.2": the loader satisfies that by
+        // the interpreter's soname, it never searches for a second copy.
+        let mut loaded_names = HashSet::from([interpreter.to_owned()]);
+        loaded_names.extend(interpreter_info.soname);
+        loaded_names.extend(binary_info.soname.clone());
+
+        let interpreter_dir = interpreter_host_path
+            .parent()
+            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+        let files = BTreeMap::from([(
+            normalize_lexically(&interpreter_image_path),
+            interpreter_host_path,
+        )]);
+        // Like /proc/self/exe, which glibc uses for the executable's $ORIGIN.
+        let binary_path = canonicalize(binary)?;
+
+        Ok(Resolver {
+            machine,
+            ld_so_conf_dirs,
+            default_dirs,
+            interpreter_dir,
+            objects: vec![LoadedObject {
+                path: binary_path,
+                info: binary_info,
+                loaded_by: None,
+            }],
+            loaded_names,
+            files,
+        })
+    }
+
+    /// Loads `DT_NEEDED` entries breadth-first, each name once, like glibc.
+    fn load_dependencies(&mut self) -> Result<(), ClosureError> {
+        let mut queue = VecDeque::from([0]);
+        while let Some(index) = queue.pop_front() {
+            let needed = self.objects[index].info.needed.clone();
+            for name in needed {
+                if KERNEL_PROVIDED.contains(&name.as_str()) || self.loaded_names.contains(&name) {
+                    continue;
+                }
+                let found = self.find_library(index, &name)?;
+                let bytes = read_file(&found.host_path)?;
+                let info = parse_dynamic_info(&found.host_path, &bytes)?;
+                let canonical_path = canonicalize(&found.host_path)?;
+
+                self.loaded_names.insert(name);
+                self.loaded_names.extend(info.soname.clone());
+                self.files.entry(found.image_path).or_insert(canonical_path);
+                self.objects.push(LoadedObject {
+                    path: found.host_path,
+                    info,
+                    loaded_by: Some(index),
+                });
+                queue.push_back(self.objects.len() - 1);
+            }
+        }
+        Ok(())
+    }
+
+    fn find_library(&self, needing: usize, name: &str) -> Result<FoundLibrary, ClosureError> {
+        let needing_object = &self.objects[needing];
+        let not_found = |searched| ClosureError::LibraryNotFound {
+            library: name.to_owned(),
+            needed_by: needing_object.path.clone(),
+            searched,
+        };
+
+        if name.contains('/') {
+            let path = expand_origin(name, origin_of(&needing_object.path));
+            if path.is_absolute() && self.is_loadable(&path) {
+                return Ok(FoundLibrary {
+                    image_path: normalize_lexically(&path),
+                    host_path: path,
+                });
+            }
+            return Err(not_found(vec![path]));
+        }
+
+        let mut searched: Vec<PathBuf> = Vec::new();
+        for dir in self.search_dirs(needing) {
+            let candidate = dir.host_dir.join(name);
+            if self.is_loadable(&candidate) {
+                return Ok(FoundLibrary {
+                    image_path: normalize_lexically(&dir.image_dir.join(name)),
+                    host_path: candidate,
+                });
+            }
+            if !searched.contains(&dir.host_dir) {
+                searched.push(dir.host_dir);
+            }
+        }
+        Err(not_found(searched))
+    }
+
+    /// glibc's order for a name without '/': `DT_RPATH` of the needing object and
+    /// of the chain that loaded it (only if the needing object has no
+    /// `DT_RUNPATH`), `DT_RUNPATH` of the needing object, ld.so.conf (standing in
+    /// for ld.so.cache), the built-in directories.
+    fn search_dirs(&self, needing: usize) -> Vec<SearchDir> {
+        let needing_object = &self.objects[needing];
+        let mut dirs = Vec::new();
+        let mut add_path_list = |entries: &[String], owner: &LoadedObject| {
+            for entry in entries {
+                let dir = expand_origin(entry, origin_of(&owner.path));
+                // A relative entry depends on the working directory at run time.
+                if dir.is_absolute() {
+                    dirs.push(SearchDir {
+                        host_dir: dir.clone(),
+                        image_dir: dir,
+                    });
+                }
+            }
+        };
+
+        if needing_object.info.runpath.is_none() {
+            let mut chain = Some(needing);
+            while let Some(index) = chain {
+                let object = &self.objects[index];
+                add_path_list(&object.info.rpath, object);
+                chain = object.loaded_by;
+            }
+        }
+        if let Some(runpath) = &needing_object.info.runpath {
+            add_path_list(runpath, needing_object);
+        }
+        if !needing_object.info.no_default_dirs {
+            for dir in &self.ld_so_conf_dirs {
+                let image_dir = if self.default_dirs.contains(dir) {
+                    dir.clone()
+                } else {
+                    self.interpreter_dir.clone()
+                };
+                dirs.push(SearchDir {
+                    host_dir: dir.clone(),
+                    image_dir,
+                });
+            }
+            for dir in &self.default_dirs {
+                dirs.push(SearchDir {
+                    host_dir: dir.clone(),
+                    image_dir: dir.clone(),
+                });
+            }
+        }
+        dirs
+    }
+
+    /// Whether the loader would accept this file: an ELF of the binary's class and
+    /// machine. Anything else (missing, a directory, 32-bit, foreign) is skipped.
+    fn is_loadable(&self, path: &Path) -> bool {
+        let mut header_bytes = Vec::new();
+        let read = fs::File::open(path)
+            .and_then(|file| file.take(ELF64_HEADER_LEN).read_to_end(&mut header_bytes));
+        read.is_ok()
+            && parse_header(path, &header_bytes)
+                .is_ok_and(|header| header.e_machine(LittleEndian) == self.machine)
+    }
+
+    fn into_files(self) -> Vec<RuntimeFile> {
+        self.files
+            .into_iter()
+            .map(|(image_path, host_path)| RuntimeFile {
+                image_path,
+                host_path,
+            })
+            .collect()
+    }
+}
+
+/// Checks the identification bytes and returns the 64-bit little-endian header.
+fn parse_header<'data>(
+    path: &Path,
+    bytes: &'data [u8],
+) -> Result<&'data elf::FileHeader64<LittleEndian>, ClosureError> {
+    // e_ident: 4 magic bytes, then EI_CLASS and EI_DATA.
+    if bytes.get(..4) != Some(&elf::ELFMAG[..]) {
+        return Err(ClosureError::NotElf {
+            path: path.to_owned(),
+        });
+    }
+    match bytes.get(4).copied().map(elf::FileClass) {
+        Some(elf::ELFCLASS64) => {}
+        Some(elf::ELFCLASS32) => return Err(unsupported(path, "32-bit ELF".to_owned())),
+        _ => return Err(malformed(path, "invalid ELF class".to_owned())),
+    }
+    match bytes.get(5).copied().map(elf::DataEncoding) {
+        Some(elf::ELFDATA2LSB) => {}
+        Some(elf::ELFDATA2MSB) => return Err(unsupported(path, "big-endian ELF".to_owned())),
+        _ => return Err(malformed(path, "invalid ELF data encoding".to_owned())),
+    }
+    elf::FileHeader64::<LittleEndian>::parse(bytes)
+        .map_err(|error| malformed(path, error.to_string()))
+}
+
+/// Reads `PT_INTERP` and the `PT_DYNAMIC` entries through the program headers,
+/// as the loader does (section headers may be stripped).
+fn parse_dynamic_info(path: &Path, bytes: &[u8]) -> Result<DynamicInfo, ClosureError> {
+    let endian = LittleEndian;
+    let header = parse_header(path, bytes)?;
+    let segments = header
+        .program_headers(endian, bytes)
+        .map_err(|error| malformed(path, error.to_string()))?;
+
+    let mut info = DynamicInfo::default();
+    for segment in segments {
+        let interpreter = segment
+            .interpreter(endian, bytes)
+            .map_err(|error| malformed(path, error.to_string()))?;
+        if let Some(interpreter) = interpreter {
+            info.interpreter = Some(utf8(path, interpreter, "interpreter path")?);
+            break;
+        }
+    }
+
+    let mut dynamic_entries = None;
+    for segment in segments {
+        dynamic_entries = segment
+            .dynamic(endian, bytes)
+            .map_err(|error| malformed(path, error.to_string()))?;
+        if dynamic_entries.is_some() {
+            break;
+        }
+    }
+    let Some(dynamic_entries) = dynamic_entries else {
+        return Ok(info);
+    };
+
+    // String-valued entries hold offsets into DT_STRTAB, which may come later.
+    let mut needed_offsets = Vec::new();
+    let mut soname_offset = None;
+    let mut rpath_offset = None;
+    let mut runpath_offset = None;
+    let mut strtab_address = None;
+    let mut strtab_size = None;
+    for entry in dynamic_entries {
+        let value = entry.d_val(endian);
+        match entry.d_tag(endian) {
+            elf::DT_NULL => break,
+            elf::DT_NEEDED => needed_offsets.push(value),
+            elf::DT_SONAME => soname_offset = Some(value),
+            elf::DT_RPATH => rpath_offset = Some(value),
+            elf::DT_RUNPATH => runpath_offset = Some(value),
+            elf::DT_STRTAB => strtab_address = Some(value),
+            elf::DT_STRSZ => strtab_size = Some(value),
+            elf::DT_FLAGS_1 => {
+                info.no_default_dirs = value & elf::DF_1_NODEFLIB.0 != 0;
+            }
+            _ => {}
+        }
+    }
+
+    let has_strings = !needed_offsets.is_empty()
+        || soname_offset.is_some()
+        || rpath_offset.is_some()
+        || runpath_offset.is_some();
+    if !has_strings {
+        return Ok(info);
+    }
+    let (Some(strtab_address), Some(strtab_size)) = (strtab_address, strtab_size) else {
+        return Err(malformed(path, "missing DT_STRTAB or DT_STRSZ".to_owned()));
+    };
+    let strtab = segments
+        .iter()
+        .filter(|segment| segment.p_type(endian) == elf::PT_LOAD)
+        .find_map(|segment| {
+            segment
+                .data_range(endian, bytes, strtab_address, strtab_size)
+                .ok()
+                .flatten()
+        })
+        .ok_or_else(|| malformed(path, "DT_STRTAB is outside the loaded segments".to_owned()))?;
+    let string = |offset: u64, what: &str| -> Result<String, ClosureError> {
+        let bytes = usize::try_from(offset)
+            .ok()
+            .and_then(|offset| strtab.get(offset..))
+            .and_then(|rest| {
+                rest.iter()
+                    .position(|&byte| byte == 0)
+                    .map(|end| &rest[..end])
+            })
+            .ok_or_else(|| malformed(path, format!("{what} string is outside DT_STRTAB")))?;
+        utf8(path, bytes, what)
+    };
+
+    for offset in needed_offsets {
+        info.needed.push(string(offset, "DT_NEEDED")?);
+    }
+    info.soname = soname_offset
+        .map(|offset| string(offset, "DT_SONAME"))
+        .transpose()?;
+    info.runpath = runpath_offset
+        .map(|offset| string(offset, "DT_RUNPATH").map(|list| split_path_list(&list)))
+        .transpose()?;
+    // glibc ignores DT_RPATH when DT_RUNPATH is present.
+    if let (None, Some(offset)) = (&info.runpath, rpath_offset) {
+        info.rpath = split_path_list(&string(offset, "DT_RPATH")?);
+    }
+    Ok(info)
+}
+
+fn split_path_list(list: &str) -> Vec<String> {
+    list.split(':')
+        .filter(|entry| !entry.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn origin_of(object_path: &Path) -> &Path {
+    object_path.parent().unwrap_or(Path::new("/"))
+}
+
+/// Replaces `$ORIGIN` and `${ORIGIN}` with `origin`. Like glibc, `$ORIGINX` is
+/// not `$ORIGIN` followed by "X", so it is left alone.
+fn expand_origin(entry: &str, origin: &Path) -> PathBuf {
+    let mut expanded = OsString::new();
+    let mut rest = entry;
+    while let Some(dollar) = rest.find('$') {
+        expanded.push(&rest[..dollar]);
+        let after_dollar = &rest[dollar + 1..];
+        if let Some(after) = after_dollar.strip_prefix("{ORIGIN}") {
+            expanded.push(origin);
+            rest = after;
+        } else if let Some(after) = after_dollar
+            .strip_prefix("ORIGIN")
+            .filter(|after| !after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            expanded.push(origin);
+            rest = after;
+        } else {
+            expanded.push("$");
+            rest = after_dollar;
+        }
+    }
+    expanded.push(rest);
+    PathBuf::from(expanded)
+}
+
+/// Resolves "." and ".." without touching the file system: in the image the
+/// directories are real directories we create, not the host's symlinks.
+fn normalize_lexically(path: &Path) -> PathBuf {
+    let mut normalized = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                normalized.pop();
+            }
+            other => normalized.push(other),
+        }
+    }
+    normalized
+}
+
+/// Library directories listed in `conf` and the files it includes, in order,
+/// without duplicates. A missing file just contributes nothing.
+fn ld_so_conf_dirs(conf: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    read_ld_so_conf(conf, &mut dirs, &mut HashSet::new());
+    let mut seen = HashSet::new();
+    dirs.retain(|dir| seen.insert(dir.clone()));
+    dirs
+}
+
+fn read_ld_so_conf(conf: &Path, dirs: &mut Vec<PathBuf>, visited: &mut HashSet<PathBuf>) {
+    // Guards against include cycles.
+    if !visited.insert(conf.to_path_buf()) {
+        return;
+    }
+    let Ok(text) = fs::read_to_string(conf) else {
+        return;
+    };
+    let conf_dir = conf.parent().unwrap_or(Path::new("/"));
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if let Some(patterns) = strip_keyword(line, "include") {
+            for pattern in patterns.split_whitespace() {
+                // Relative includes are relative to the including file, as in ldconfig.
+                for included in glob_file_name(&conf_dir.join(pattern)) {
+                    read_ld_so_conf(&included, dirs, visited);
+                }
+            }
+        } else if line.is_empty() || strip_keyword(line, "hwcap").is_some() {
+            continue;
+        } else {
+            // Legacy "dir=libtype" entries: the type is irrelevant here.
+            let dir = line.split('=').next().unwrap_or_default().trim_end();
+            let dir = Path::new(dir);
+            if dir.is_absolute() {
+                dirs.push(normalize_lexically(dir));
+            }
+        }
+    }
+}
+
+/// The rest of `line` if it starts with `keyword` followed by whitespace.
+fn strip_keyword<'a>(line: &'a str, keyword: &str) -> Option<&'a str> {
+    line.strip_prefix(keyword)
+        .filter(|rest| rest.starts_with(char::is_whitespace))
+}
+
+/// Expands `*` and `?` in the last component of `pattern`, sorted like glob(3).
+/// Wildcards in directory components and `[...]` classes are not supported.
+fn glob_file_name(pattern: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name_pattern)) = (
+        pattern.parent(),
+        pattern.file_name().and_then(|name| name.to_str()),
+    ) else {
+        return Vec::new();
+    };
+    if !name_pattern.contains(['*', '?']) {
+        return vec![pattern.to_path_buf()];
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut matches: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| wildcard_matches(name_pattern, name))
+        })
+        .map(|entry| entry.path())
+        .collect();
+    matches.sort();
+    matches
+}
+
+/// Shell-style matching of `*` and `?`; like glob(3), a leading '.' must be
+/// matched explicitly.
+fn wildcard_matches(pattern: &str, name: &str) -> bool {
+    if name.starts_with('.') && !pattern.starts_with('.') {
+        return false;
+    }
+    let pattern: Vec<char> = pattern.chars().collect();
+    let name: Vec<char> = name.chars().collect();
+    let (mut p, mut n) = (0, 0);
+    // Position of the last '*' and the name position it currently stands for.
+    let mut backtrack: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match pattern.get(p) {
+            Some('*') => {
+                backtrack = Some((p, n));
+                p += 1;
+            }
+            Some(&c) if c == '?' || c == name[n] => {
+                p += 1;
+                n += 1;
+            }
+            _ => match backtrack {
+                // Let the last '*' swallow one more character.
+                Some((star, star_n)) => {
+                    backtrack = Some((star, star_n + 1));
+                    p = star + 1;
+                    n = star_n + 1;
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, ClosureError> {
+    fs::read(path).map_err(|source| ClosureError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn canonicalize(path: &Path) -> Result<PathBuf, ClosureError> {
+    fs::canonicalize(path).map_err(|source| ClosureError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn utf8(path: &Path, bytes: &[u8], what: &str) -> Result<String, ClosureError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| malformed(path, format!("{what} is not UTF-8")))
+}
+
+fn malformed(path: &Path, reason: String) -> ClosureError {
+    ClosureError::Malformed {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+fn unsupported(path: &Path, reason: String) -> ClosureError {
+    ClosureError::Unsupported {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    if paths.is_empty() {
+        return "nothing".to_owned();
+    }
+    paths
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn system_ls() -> PathBuf {
+        ["/usr/bin/ls", "/bin/ls"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|path| path.is_file())
+            .expect("ls is installed")
+    }
+
+    fn write_file(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        fs::write(&path, contents).expect("write test file");
+        path
+    }
+
+    fn image_paths(closure: &RuntimeClosure) -> Vec<String> {
+        closure
+            .files
+            .iter()
+            .map(|file| file.image_path.display().to_string())
+            .collect()
+    }
+
+    fn assert_sorted_unique_regular_files(closure: &RuntimeClosure) {
+        for pair in closure.files.windows(2) {
+            assert!(
+                pair[0].image_path < pair[1].image_path,
+                "not sorted or duplicated: {pair:?}"
+            );
+        }
+        for file in &closure.files {
+            assert!(file.image_path.is_absolute(), "{file:?}");
+            let metadata = fs::symlink_metadata(&file.host_path).expect("host file exists");
+            assert!(metadata.is_file(), "not a regular file: {file:?}");
+        }
+    }
+
+    #[test]
+    fn ls_needs_interpreter_and_libc() {
+        let closure = runtime_closure(&system_ls()).expect("closure of ls");
+        assert_eq!(
+            closure.linkage,
+            Linkage::Dynamic {
+                interpreter: PathBuf::from("/lib64/ld-linux-x86-64.so.2")
+            }
+        );
+        assert_sorted_unique_regular_files(&closure);
+        let paths = image_paths(&closure);
+        assert!(
+            paths.contains(&"/lib64/ld-linux-x86-64.so.2".to_owned()),
+            "{paths:?}"
+        );
+        let libc = closure
+            .files
+            .iter()
+            .find(|file| file.image_path.ends_with("libc.so.6"))
+            .expect("libc.so.6 in the closure");
+        // Placed where the image's loader searches, not where /lib's symlink points.
+        assert!(
+            libc.image_path == Path::new("/lib/x86_64-linux-gnu/libc.so.6")
+                || libc.image_path == Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            "{libc:?}"
+        );
+        // libc's DT_NEEDED on ld-linux-x86-64.so.2 is satisfied by the interpreter.
+        let loader_copies = paths
+            .iter()
+            .filter(|path| path.ends_with("ld-linux-x86-64.so.2"))
+            .count();
+        assert_eq!(loader_copies, 1, "{paths:?}");
+    }
+
+    #[test]
+    fn transitive_dependencies_are_resolved_once() {
+        // apt → libstdc++.so.6 → libm.so.6, and libgcc_s.so.1 is needed twice.
+        let apt = Path::new("/usr/bin/apt");
+        if !apt.is_file() {
+            eprintln!("skipped: /usr/bin/apt is not installed");
+            return;
+        }
+        let closure = runtime_closure(apt).expect("closure of apt");
+        assert_sorted_unique_regular_files(&closure);
+        let names: Vec<_> = closure
+            .files
+            .iter()
+            .filter_map(|file| file.image_path.file_name()?.to_str())
+            .collect();
+        for needed in ["libstdc++.so.6", "libm.so.6", "libgcc_s.so.1", "libc.so.6"] {
+            assert_eq!(
+                names.iter().filter(|name| **name == needed).count(),
+                1,
+                "{needed} in {names:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn busybox_static_is_static() {
+        let busybox = Path::new("/bin/busybox");
+        if !busybox.is_file() {
+            eprintln!("skipped: /bin/busybox is not installed");
+            return;
+        }
+        let closure = runtime_closure(busybox).expect("closure of busybox");
+        assert_eq!(closure.linkage, Linkage::Static);
+        assert!(closure.files.is_empty());
+    }
+
+    #[test]
+    fn files_that_are_not_elf_are_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = write_file(dir.path(), "empty", b"");
+        let script = write_file(dir.path(), "script.sh", b"#!/bin/sh\necho hi\n");
+        for path in [empty, script] {
+            let error = runtime_closure(&path).expect_err("not ELF");
+            assert!(matches!(error, ClosureError::NotElf { .. }), "{error}");
+        }
+
+        let missing = dir.path().join("missing");
+        let error = runtime_closure(&missing).expect_err("missing file");
+        assert!(matches!(error, ClosureError::Io { .. }), "{error}");
+        assert!(error.to_string().contains("missing"), "{error}");
+    }
+
+    #[test]
+    fn garbage_after_elf_magic_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut garbage = elf::ELFMAG.to_vec();
+        garbage.extend([2, 1, 1]);
+        garbage.extend((0..200u32).map(|i| (i.wrapping_mul(37) ^ 0xa5) as u8));
+        let cases: [(&str, &[u8]); 4] = [
+            ("magic-only", &elf::ELFMAG),
+            ("garbage", &garbage),
+            ("32-bit", &[0x7f, b'E', b'L', b'F', 1, 1, 1, 0]),
+            ("big-endian", &[0x7f, b'E', b'L', b'F', 2, 2, 1, 0]),
+        ];
+        for (name, bytes) in cases {
+            let path = write_file(dir.path(), name, bytes);
+            let error = runtime_closure(&path).expect_err(name);
+            assert!(
+                matches!(
+                    error,
+                    ClosureError::Malformed { .. } | ClosureError::Unsupported { .. }
+                ),
+                "{name}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_or_corrupted_binaries_never_panic() {
+        let ls = fs::read(system_ls()).expect("read ls");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mangled");
+        let check = |bytes: &[u8]| {
+            fs::write(&path, bytes).expect("write");
+            // Either outcome is fine; only a panic fails the test.
+            let _ = runtime_closure(&path);
+        };
+
+        for length in (0..128).chain((128..ls.len()).step_by(4093)) {
+            check(&ls[..length]);
+        }
+        // Deterministic pseudo-random corruption of the first pages (headers,
+        // .dynstr) and of the dynamic section itself.
+        let header = parse_header(&path, &ls).expect("ls header");
+        let (dynamic_offset, dynamic_size) = header
+            .program_headers(LittleEndian, &ls[..])
+            .expect("ls program headers")
+            .iter()
+            .find(|segment| segment.p_type(LittleEndian) == elf::PT_DYNAMIC)
+            .expect("ls has PT_DYNAMIC")
+            .file_range(LittleEndian);
+        let regions = [(0, 8192), (dynamic_offset as usize, dynamic_size as usize)];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for round in 0..400 {
+            let (start, size) = regions[round % regions.len()];
+            let mut mangled = ls.clone();
+            for _ in 0..4 {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                let position = start + (seed >> 33) as usize % size;
+                mangled[position] = (seed >> 20) as u8;
+            }
+            check(&mangled);
+        }
+    }
+
+    #[test]
+    fn foreign_machine_is_unsupported() {
+        let mut ls = fs::read(system_ls()).expect("read ls");
+        let dir = tempfile::tempdir().expect("tempdir");
+        // e_machine is the little-endian u16 at offset 18.
+        ls[18..20].copy_from_slice(&elf::EM_RISCV.0.to_le_bytes());
+        let riscv = write_file(dir.path(), "riscv", &ls);
+        let error = runtime_closure(&riscv).expect_err("riscv");
+        assert!(matches!(error, ClosureError::Unsupported { .. }), "{error}");
+
+        // aarch64 is supported, but not with this host's x86-64 interpreter.
+        ls[18..20].copy_from_slice(&elf::EM_AARCH64.0.to_le_bytes());
+        let aarch64 = write_file(dir.path(), "aarch64", &ls);
+        let error = runtime_closure(&aarch64).expect_err("aarch64");
+        assert!(matches!(error, ClosureError::Unsupported { .. }), "{error}");
+    }
+
+    #[test]
+    fn missing_library_names_library_needer_and_dirs() {
+        let mut ls = fs::read(system_ls()).expect("read ls");
+        // Same length, so the .dynstr offsets stay valid.
+        let (original, replacement) = (&b"\0libselinux.so.1\0"[..], &b"\0libnothere.so.1\0"[..]);
+        let Some(position) = ls
+            .windows(original.len())
+            .position(|window| window == original)
+        else {
+            eprintln!("skipped: ls does not need libselinux.so.1");
+            return;
+        };
+        ls[position..position + replacement.len()].copy_from_slice(replacement);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let patched = write_file(dir.path(), "ls-patched", &ls);
+
+        let error = runtime_closure(&patched).expect_err("missing library");
+        let ClosureError::LibraryNotFound {
+            library,
+            needed_by,
+            searched,
+        } = &error
+        else {
+            panic!("unexpected error: {error}");
+        };
+        assert_eq!(library, "libnothere.so.1");
+        assert_eq!(needed_by, &fs::canonicalize(&patched).expect("canonical"));
+        assert!(searched.contains(&PathBuf::from("/lib/x86_64-linux-gnu")));
+        let message = error.to_string();
+        assert!(message.contains("libnothere.so.1"), "{message}");
+        assert!(message.contains("ls-patched"), "{message}");
+        assert!(message.contains("/usr/lib/x86_64-linux-gnu"), "{message}");
+    }
+
+    /// Runs the C compiler; `None` (the test is skipped) if there is none or it fails.
+    fn cc(args: &[String]) -> Option<()> {
+        match Command::new("cc").args(args).output() {
+            Ok(output) if output.status.success() => Some(()),
+            Ok(output) => {
+                eprintln!(
+                    "skipped: cc {args:?} failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                None
+            }
+            Err(error) => {
+                eprintln!("skipped: cannot run cc: {error}");
+                None
+            }
+        }
+    }
+
+    /// Builds `root/bin/main` → `root/lib/libfoo.so` → `root/lib/libbar.so`,
+    /// where main finds libfoo through `-rpath $ORIGIN/../lib`.
+    fn build_main_foo_bar(root: &Path, main_dtags: &str, foo_flags: &[&str]) -> Option<PathBuf> {
+        let (bin, lib) = (root.join("bin"), root.join("lib"));
+        fs::create_dir_all(&bin).ok()?;
+        fs::create_dir_all(&lib).ok()?;
+        write_file(&lib, "bar.c", b"int bar(void) { return 0; }\n");
+        write_file(
+            &lib,
+            "foo.c",
+            b"int bar(void);\nint foo(void) { return bar(); }\n",
+        );
+        write_file(
+            &bin,
+            "main.c",
+            b"int foo(void);\nint main(void) { return foo(); }\n",
+        );
+        let (bin, lib) = (bin.display(), lib.display());
+
+        cc(&[
+            "-shared".into(),
+            "-fPIC".into(),
+            format!("-o{lib}/libbar.so"),
+            format!("{lib}/bar.c"),
+        ])?;
+        let mut foo_args = vec![
+            "-shared".into(),
+            "-fPIC".into(),
+            format!("-o{lib}/libfoo.so"),
+            format!("{lib}/foo.c"),
+            format!("-L{lib}"),
+            "-lbar".into(),
+        ];
+        foo_args.extend(foo_flags.iter().map(|flag| flag.to_string()));
+        cc(&foo_args)?;
+        cc(&[
+            format!("-o{bin}/main"),
+            format!("{bin}/main.c"),
+            format!("-L{lib}"),
+            "-lfoo".into(),
+            format!("-Wl,-rpath-link,{lib}"),
+            format!("-Wl,{main_dtags},-rpath,$ORIGIN/../lib"),
+        ])?;
+        Some(root.join("bin/main"))
+    }
+
+    fn canonical_tempdir() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = fs::canonicalize(dir.path()).expect("canonical tempdir");
+        (dir, root)
+    }
+
+    #[test]
+    fn runpath_origin_is_expanded_and_normalized() {
+        let (_dir, root) = canonical_tempdir();
+        let Some(main) = build_main_foo_bar(
+            &root,
+            "--enable-new-dtags",
+            &["-Wl,--enable-new-dtags,-rpath,$ORIGIN"],
+        ) else {
+            return;
+        };
+        let closure = runtime_closure(&main).expect("closure");
+        assert_sorted_unique_regular_files(&closure);
+        let paths = image_paths(&closure);
+        for library in ["libfoo.so", "libbar.so"] {
+            let expected = root.join("lib").join(library).display().to_string();
+            assert!(paths.contains(&expected), "{expected} in {paths:?}");
+        }
+        assert!(paths.iter().all(|path| !path.contains("..")), "{paths:?}");
+    }
+
+    #[test]
+    fn runpath_does_not_apply_to_indirect_dependencies() {
+        // glibc: libfoo has no RUNPATH of its own, and main's RUNPATH only
+        // serves main's own DT_NEEDED, so libbar.so is not found.
+        let (_dir, root) = canonical_tempdir();
+        let Some(main) = build_main_foo_bar(&root, "--enable-new-dtags", &[]) else {
+            return;
+        };
+        let error = runtime_closure(&main).expect_err("libbar.so unreachable");
+        let ClosureError::LibraryNotFound {
+            library, needed_by, ..
+        } = &error
+        else {
+            panic!("unexpected error: {error}");
+        };
+        assert_eq!(library, "libbar.so");
+        assert_eq!(needed_by, &root.join("bin/../lib/libfoo.so"));
+    }
+
+    #[test]
+    fn rpath_of_the_loading_chain_applies_to_indirect_dependencies() {
+        let (_dir, root) = canonical_tempdir();
+        let Some(main) = build_main_foo_bar(&root, "--disable-new-dtags", &[]) else {
+            return;
+        };
+        let closure = runtime_closure(&main).expect("closure");
+        let paths = image_paths(&closure);
+        let libbar = root.join("lib/libbar.so").display().to_string();
+        assert!(paths.contains(&libbar), "{libbar} in {paths:?}");
+    }
+
+    #[test]
+    fn static_and_static_pie_executables_are_static() {
+        let (_dir, root) = canonical_tempdir();
+        let source = write_file(&root, "main.c", b"int main(void) { return 0; }\n");
+        for flag in ["-static", "-static-pie"] {
+            let output = root.join(format!("main{flag}"));
+            if cc(&[
+                flag.into(),
+                format!("-o{}", output.display()),
+                source.display().to_string(),
+            ])
+            .is_none()
+            {
+                continue;
+            }
+            let closure = runtime_closure(&output).expect("closure");
+            assert_eq!(closure.linkage, Linkage::Static, "{flag}");
+            assert!(closure.files.is_empty(), "{flag}");
+        }
+    }
+
+    #[test]
+    fn libraries_found_only_through_ld_so_conf_go_next_to_the_interpreter() {
+        let (_dir, root) = canonical_tempdir();
+        let lib = root.join("extra-lib");
+        fs::create_dir(&lib).expect("mkdir");
+        write_file(&lib, "foo.c", b"int foo(void) { return 0; }\n");
+        write_file(
+            &root,
+            "main.c",
+            b"int foo(void);\nint main(void) { return foo(); }\n",
+        );
+        let (lib_dir, root_dir) = (lib.display(), root.display());
+        let built = cc(&[
+            "-shared".into(),
+            "-fPIC".into(),
+            format!("-o{lib_dir}/libfoo.so"),
+            format!("{lib_dir}/foo.c"),
+        ])
+        .and_then(|()| {
+            cc(&[
+                format!("-o{root_dir}/main"),
+                format!("{root_dir}/main.c"),
+                format!("-L{lib_dir}"),
+                "-lfoo".into(),
+            ])
+        });
+        if built.is_none() {
+            return;
+        }
+        let conf = write_file(&root, "ld.so.conf", format!("{lib_dir}\n").as_bytes());
+
+        let closure = closure_with_ld_so_conf(&root.join("main"), &conf).expect("closure");
+        let libfoo = closure
+            .files
+            .iter()
+            .find(|file| file.image_path.ends_with("libfoo.so"))
+            .expect("libfoo.so in the closure");
+        let interpreter_dir = fs::canonicalize("/lib64/ld-linux-x86-64.so.2")
+            .expect("interpreter")
+            .with_file_name("libfoo.so");
+        assert_eq!(libfoo.image_path, interpreter_dir);
+        assert_eq!(libfoo.host_path, lib.join("libfoo.so"));
+
+        let error = closure_with_ld_so_conf(&root.join("main"), &root.join("absent.conf"))
+            .expect_err("libfoo.so is not in a default dir");
+        assert!(error.to_string().contains("libfoo.so"), "{error}");
+    }
+
+    #[test]
+    fn ld_so_conf_includes_are_followed_in_order() {
+        let (_dir, root) = canonical_tempdir();
+        let conf_d = root.join("conf.d");
+        fs::create_dir(&conf_d).expect("mkdir");
+        let conf = write_file(
+            &root,
+            "ld.so.conf",
+            b"# comment\ninclude conf.d/*.conf\n/opt/first # trailing\nhwcap 0 nosegneg\n\
+              /opt/legacy=libc6\nrelative/dir\ninclude ld.so.conf\n",
+        );
+        write_file(&conf_d, "b.conf", b"/opt/b\n/opt/first\n");
+        write_file(&conf_d, "a.conf", b"/opt/a/\n");
+        write_file(&conf_d, ".hidden.conf", b"/opt/hidden\n");
+        write_file(&conf_d, "c.txt", b"/opt/txt\n");
+
+        let dirs = ld_so_conf_dirs(&conf);
+        let expected: Vec<PathBuf> = ["/opt/a", "/opt/b", "/opt/first", "/opt/legacy"]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(dirs, expected);
+        assert!(ld_so_conf_dirs(&root.join("absent.conf")).is_empty());
+    }
+
+    #[test]
+    fn wildcards_match_like_glob() {
+        assert!(wildcard_matches("*.conf", "libc.conf"));
+        assert!(!wildcard_matches("*.conf", "libc.con"));
+        assert!(!wildcard_matches("*.conf", ".hidden.conf"));
+        assert!(wildcard_matches("a*b*c", "aXXbYc"));
+        assert!(wildcard_matches("*a", "aaa"));
+        assert!(wildcard_matches("lib?.conf", "libx.conf"));
+        assert!(!wildcard_matches("lib?.conf", "lib.conf"));
+        assert!(wildcard_matches("exact", "exact"));
+    }
+
+    #[test]
+    fn origin_is_expanded_only_as_a_whole_word() {
+        let origin = Path::new("/opt/app/bin");
+        assert_eq!(
+            expand_origin("$ORIGIN/../lib", origin),
+            Path::new("/opt/app/bin/../lib")
+        );
+        assert_eq!(
+            expand_origin("${ORIGIN}/lib", origin),
+            Path::new("/opt/app/bin/lib")
+        );
+        assert_eq!(
+            expand_origin("/x/$ORIGINAL", origin),
+            Path::new("/x/$ORIGINAL")
+        );
+        assert_eq!(expand_origin("/x/$LIB", origin), Path::new("/x/$LIB"));
+    }
+
+    #[test]
+    fn paths_are_normalized_lexically() {
+        assert_eq!(
+            normalize_lexically(Path::new("/opt/app/bin/../lib/./libfoo.so")),
+            Path::new("/opt/app/lib/libfoo.so")
+        );
+        assert_eq!(normalize_lexically(Path::new("/../x")), Path::new("/x"));
+    }
+}

@@ -1,0 +1,629 @@
+//! `[package.metadata.cluster]` and `[workspace.metadata.cluster]`: reading, merging, and errors
+//! that point at the key in the Cargo.toml it came from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use miette::{Diagnostic, NamedSource, SourceSpan};
+use serde_json::Value;
+
+/// Which table of which Cargo.toml a setting came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub manifest: PathBuf,
+    pub section: Section,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Workspace,
+    Package,
+}
+
+impl Origin {
+    pub fn package(manifest: &Path) -> Origin {
+        Origin {
+            manifest: manifest.to_path_buf(),
+            section: Section::Package,
+        }
+    }
+
+    pub fn workspace(manifest: &Path) -> Origin {
+        Origin {
+            manifest: manifest.to_path_buf(),
+            section: Section::Workspace,
+        }
+    }
+
+    /// The TOML table path of the cluster table: `package.metadata.cluster`.
+    fn table_path(&self) -> [&'static str; 3] {
+        match self.section {
+            Section::Workspace => ["workspace", "metadata", "cluster"],
+            Section::Package => ["package", "metadata", "cluster"],
+        }
+    }
+
+    /// Resolves a path given in this Cargo.toml relative to its directory.
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        let dir = self.manifest.parent().unwrap_or(Path::new("."));
+        dir.join(path)
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[{}] in {}",
+            self.table_path().join("."),
+            self.manifest.display()
+        )
+    }
+}
+
+/// A configuration value together with where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub origin: Origin,
+    /// Key path below the cluster table, e.g. `["registry", "internal"]`.
+    pub key: Vec<String>,
+}
+
+impl<T> Sourced<T> {
+    /// An error about this value, pointing at its key.
+    pub fn error(&self, message: impl Into<String>, help: Option<String>) -> ConfigError {
+        let key: Vec<&str> = self.key.iter().map(String::as_str).collect();
+        ConfigError::at(&self.origin, &key, message, help)
+    }
+}
+
+/// The registry setting: one address, or the split form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistrySetting {
+    Same(String),
+    Split { external: String, internal: String },
+}
+
+/// A file or directory to copy into the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncludeSetting {
+    /// Path on the host, relative to the Cargo.toml that named it.
+    pub from: String,
+    /// Absolute path in the image.
+    pub to: String,
+}
+
+/// The merged cluster settings for one package. Every field knows where it came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub registry: Option<Sourced<RegistrySetting>>,
+    pub image: Option<Sourced<String>>,
+    pub tags: Option<Sourced<Vec<String>>>,
+    pub bin: Option<Sourced<String>>,
+    pub base: Option<Sourced<String>>,
+    pub builder: Option<Sourced<String>>,
+    pub env: BTreeMap<String, Sourced<String>>,
+    pub labels: BTreeMap<String, Sourced<String>>,
+    pub user: Option<Sourced<String>>,
+    pub include: Option<Sourced<Vec<IncludeSetting>>>,
+    pub insecure: Option<Sourced<Vec<String>>>,
+    pub ca_cert: Option<Sourced<String>>,
+    pub dockerfile: Option<Sourced<String>>,
+    pub context: Option<Sourced<String>>,
+    pub build_args: BTreeMap<String, Sourced<String>>,
+    pub target: Option<Sourced<String>>,
+    pub pull: Option<Sourced<bool>>,
+    pub platform: Option<Sourced<String>>,
+}
+
+/// Every key the cluster table accepts, for validation and did-you-mean hints.
+pub const KNOWN_KEYS: &[&str] = &[
+    "registry",
+    "image",
+    "tags",
+    "bin",
+    "base",
+    "builder",
+    "env",
+    "labels",
+    "user",
+    "include",
+    "insecure",
+    "ca-cert",
+    "dockerfile",
+    "context",
+    "build-args",
+    "target",
+    "pull",
+    "platform",
+];
+
+impl ClusterConfig {
+    /// Reads one cluster table (the JSON cargo metadata gives for it).
+    pub fn from_table(value: &Value, origin: &Origin) -> Result<ClusterConfig, ConfigError> {
+        let table = match value {
+            Value::Null => return Ok(ClusterConfig::default()),
+            Value::Object(map) => map,
+            other => {
+                return Err(ConfigError::at(
+                    origin,
+                    &[],
+                    format!(
+                        "`cluster` must be a table, found {}",
+                        json_type_name(other)
+                    ),
+                    Some("write it as a table header: [package.metadata.cluster]".into()),
+                ));
+            }
+        };
+        let mut config = ClusterConfig::default();
+        let reader = Reader { origin };
+        for (key, value) in table {
+            match key.as_str() {
+                "registry" => config.registry = Some(reader.registry(value)?),
+                "image" => config.image = Some(reader.string(key, value)?),
+                "tags" => config.tags = Some(reader.string_list(key, value)?),
+                "bin" => config.bin = Some(reader.string(key, value)?),
+                "base" => config.base = Some(reader.string(key, value)?),
+                "builder" => config.builder = Some(reader.string(key, value)?),
+                "env" => config.env = reader.string_table(key, value)?,
+                "labels" => config.labels = reader.string_table(key, value)?,
+                "user" => config.user = Some(reader.string(key, value)?),
+                "include" => config.include = Some(reader.includes(value)?),
+                "insecure" => config.insecure = Some(reader.string_list(key, value)?),
+                "ca-cert" => config.ca_cert = Some(reader.string(key, value)?),
+                "dockerfile" => config.dockerfile = Some(reader.string(key, value)?),
+                "context" => config.context = Some(reader.string(key, value)?),
+                "build-args" => config.build_args = reader.string_table(key, value)?,
+                "target" => config.target = Some(reader.string(key, value)?),
+                "pull" => config.pull = Some(reader.boolean(key, value)?),
+                "platform" => config.platform = Some(reader.string(key, value)?),
+                unknown => return Err(reader.unknown_key(&[], unknown, KNOWN_KEYS)),
+            }
+        }
+        Ok(config)
+    }
+
+    /// Package settings over workspace defaults: each key set in the package replaces the
+    /// workspace's; the tables `env`, `labels` and `build-args` merge entry by entry.
+    pub fn merged_over(self, workspace: ClusterConfig) -> ClusterConfig {
+        fn merge_map(
+            mut base: BTreeMap<String, Sourced<String>>,
+            top: BTreeMap<String, Sourced<String>>,
+        ) -> BTreeMap<String, Sourced<String>> {
+            base.extend(top);
+            base
+        }
+        ClusterConfig {
+            registry: self.registry.or(workspace.registry),
+            image: self.image.or(workspace.image),
+            tags: self.tags.or(workspace.tags),
+            bin: self.bin.or(workspace.bin),
+            base: self.base.or(workspace.base),
+            builder: self.builder.or(workspace.builder),
+            env: merge_map(workspace.env, self.env),
+            labels: merge_map(workspace.labels, self.labels),
+            user: self.user.or(workspace.user),
+            include: self.include.or(workspace.include),
+            insecure: self.insecure.or(workspace.insecure),
+            ca_cert: self.ca_cert.or(workspace.ca_cert),
+            dockerfile: self.dockerfile.or(workspace.dockerfile),
+            context: self.context.or(workspace.context),
+            build_args: merge_map(workspace.build_args, self.build_args),
+            target: self.target.or(workspace.target),
+            pull: self.pull.or(workspace.pull),
+            platform: self.platform.or(workspace.platform),
+        }
+    }
+
+    /// Whether the package says anything at all (used to list candidates in a workspace).
+    pub fn is_empty(&self) -> bool {
+        *self == ClusterConfig::default()
+    }
+}
+
+/// Reads typed values out of one cluster table, turning type mismatches into located errors.
+struct Reader<'a> {
+    origin: &'a Origin,
+}
+
+impl Reader<'_> {
+    fn sourced<T>(&self, key: &[&str], value: T) -> Sourced<T> {
+        Sourced {
+            value,
+            origin: self.origin.clone(),
+            key: key.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
+    fn type_error(&self, key: &[&str], expected: &str, found: &Value) -> ConfigError {
+        ConfigError::at(
+            self.origin,
+            key,
+            format!(
+                "`{}` must be {expected}, found {}",
+                key.join("."),
+                json_type_name(found)
+            ),
+            None,
+        )
+    }
+
+    fn unknown_key(&self, parent: &[&str], unknown: &str, known: &[&str]) -> ConfigError {
+        let mut path: Vec<&str> = parent.to_vec();
+        path.push(unknown);
+        let suggestion = known
+            .iter()
+            .map(|k| (strsim::jaro_winkler(unknown, k), *k))
+            .filter(|(score, _)| *score > 0.8)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, k)| k);
+        let help = match suggestion {
+            Some(k) => format!("did you mean `{k}`?"),
+            None => format!("known keys: {}", known.join(", ")),
+        };
+        ConfigError::at(
+            self.origin,
+            &path,
+            format!("unknown key `{}`", path.join(".")),
+            Some(help),
+        )
+    }
+
+    fn string(&self, key: &str, value: &Value) -> Result<Sourced<String>, ConfigError> {
+        match value {
+            Value::String(s) => Ok(self.sourced(&[key], s.clone())),
+            other => Err(self.type_error(&[key], "a string", other)),
+        }
+    }
+
+    fn boolean(&self, key: &str, value: &Value) -> Result<Sourced<bool>, ConfigError> {
+        match value {
+            Value::Bool(b) => Ok(self.sourced(&[key], *b)),
+            other => Err(self.type_error(&[key], "true or false", other)),
+        }
+    }
+
+    fn string_list(&self, key: &str, value: &Value) -> Result<Sourced<Vec<String>>, ConfigError> {
+        let Value::Array(items) = value else {
+            return Err(self.type_error(&[key], "an array of strings", value));
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Value::String(s) => out.push(s.clone()),
+                other => return Err(self.type_error(&[key], "an array of strings", other)),
+            }
+        }
+        Ok(self.sourced(&[key], out))
+    }
+
+    fn string_table(
+        &self,
+        key: &str,
+        value: &Value,
+    ) -> Result<BTreeMap<String, Sourced<String>>, ConfigError> {
+        let Value::Object(map) = value else {
+            return Err(self.type_error(&[key], "a table of strings", value));
+        };
+        let mut out = BTreeMap::new();
+        for (name, v) in map {
+            let Value::String(s) = v else {
+                return Err(ConfigError::at(
+                    self.origin,
+                    &[key, name],
+                    format!(
+                        "`{key}.{name}` must be a string, found {}",
+                        json_type_name(v)
+                    ),
+                    Some(format!("quote the value: {name} = \"{}\"", plain(v))),
+                ));
+            };
+            out.insert(name.clone(), self.sourced(&[key, name], s.clone()));
+        }
+        Ok(out)
+    }
+
+    fn registry(&self, value: &Value) -> Result<Sourced<RegistrySetting>, ConfigError> {
+        match value {
+            Value::String(s) => Ok(self.sourced(&["registry"], RegistrySetting::Same(s.clone()))),
+            Value::Object(map) => {
+                for key in map.keys() {
+                    if key != "external" && key != "internal" {
+                        return Err(self.unknown_key(&["registry"], key, &["external", "internal"]));
+                    }
+                }
+                let side = |name: &str| -> Result<String, ConfigError> {
+                    match map.get(name) {
+                        Some(Value::String(s)) => Ok(s.clone()),
+                        Some(other) => Err(self.type_error(&["registry", name], "a string", other)),
+                        None => Err(ConfigError::at(
+                            self.origin,
+                            &["registry"],
+                            format!("`registry` has no `{name}` address; a split registry needs both `external` and `internal`"),
+                            Some(
+                                "write registry = { external = \"localhost:5001\", internal = \"registry:5000\" }, or a plain string when both are the same".into(),
+                            ),
+                        )),
+                    }
+                };
+                let external = side("external")?;
+                let internal = side("internal")?;
+                Ok(self.sourced(&["registry"], RegistrySetting::Split { external, internal }))
+            }
+            other => Err(self.type_error(
+                &["registry"],
+                "a string or a table { external = \"...\", internal = \"...\" }",
+                other,
+            )),
+        }
+    }
+
+    fn includes(&self, value: &Value) -> Result<Sourced<Vec<IncludeSetting>>, ConfigError> {
+        let Value::Array(items) = value else {
+            return Err(self.type_error(&["include"], "an array", value));
+        };
+        let mut out = Vec::new();
+        for item in items {
+            match item {
+                // A bare path lands at the same path under the image root.
+                Value::String(s) => out.push(IncludeSetting {
+                    from: s.clone(),
+                    to: format!("/{}", s.trim_start_matches("./").trim_start_matches('/')),
+                }),
+                Value::Object(map) => {
+                    for key in map.keys() {
+                        if key != "from" && key != "to" {
+                            return Err(self.unknown_key(&["include"], key, &["from", "to"]));
+                        }
+                    }
+                    let (Some(Value::String(from)), Some(Value::String(to))) =
+                        (map.get("from"), map.get("to"))
+                    else {
+                        return Err(ConfigError::at(
+                            self.origin,
+                            &["include"],
+                            "each `include` entry needs string `from` (host path) and `to` (path in the image)",
+                            Some("include = [{ from = \"config/app.toml\", to = \"/etc/app/app.toml\" }]".into()),
+                        ));
+                    };
+                    out.push(IncludeSetting {
+                        from: from.clone(),
+                        to: to.clone(),
+                    });
+                }
+                other => {
+                    return Err(self.type_error(&["include"], "a path or { from, to } table", other));
+                }
+            }
+        }
+        Ok(self.sourced(&["include"], out))
+    }
+}
+
+fn json_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "a table",
+    }
+}
+
+fn plain(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A configuration error that names the key and the Cargo.toml it came from, with the line and
+/// a snippet of the file when the key can be found in it.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("{message}")]
+#[diagnostic(code(adapt_push::config))]
+pub struct ConfigError {
+    message: String,
+    #[help]
+    help: Option<String>,
+    #[source_code]
+    source_code: Option<NamedSource<String>>,
+    #[label("here")]
+    span: Option<SourceSpan>,
+}
+
+impl ConfigError {
+    /// An error about `key` (a path below the cluster table) in the table `origin` names.
+    pub fn at(
+        origin: &Origin,
+        key: &[&str],
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> ConfigError {
+        let message = message.into();
+        let text = std::fs::read_to_string(&origin.manifest).ok();
+        let span = text.as_deref().and_then(|t| {
+            let mut path: Vec<&str> = origin.table_path().to_vec();
+            path.extend_from_slice(key);
+            locate(t, &path)
+        });
+        let mut where_ = format!("{}", origin.manifest.display());
+        if let (Some(t), Some(range)) = (&text, &span) {
+            let line = t[..range.start].matches('\n').count() + 1;
+            where_ = format!("{where_}:{line}");
+        }
+        let key_name = match key {
+            [] => format!("[{}]", origin.table_path().join(".")),
+            _ => format!("`{}` in [{}]", key.join("."), origin.table_path().join(".")),
+        };
+        ConfigError {
+            message: format!("{where_}: {key_name}: {message}"),
+            help,
+            source_code: text.map(|t| {
+                NamedSource::new(origin.manifest.display().to_string(), t).with_language("TOML")
+            }),
+            span: span.map(|r| SourceSpan::from(r.start..r.end)),
+        }
+    }
+
+    /// An error with no location, for settings given on the command line.
+    pub fn plain(message: impl Into<String>, help: Option<String>) -> ConfigError {
+        ConfigError {
+            message: message.into(),
+            help,
+            source_code: None,
+            span: None,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// Finds the byte range of the key (or, failing that, its nearest parent) at `path` in a TOML
+/// document. Returns `None` when the text does not parse.
+fn locate(text: &str, path: &[&str]) -> Option<std::ops::Range<usize>> {
+    let root = toml::de::DeTable::parse(text).ok()?;
+    let mut found = None;
+    let mut table = root.get_ref();
+    let mut array_value: Option<&toml::de::DeValue> = None;
+    for (depth, segment) in path.iter().enumerate() {
+        if let Some(value) = array_value.take() {
+            // Inside an array we cannot follow names; stop at the array.
+            let _ = value;
+            break;
+        }
+        let entry = table.iter().find(|(k, _)| k.get_ref().as_ref() == *segment);
+        let Some((key, value)) = entry else { break };
+        found = Some(key.span());
+        match value.get_ref() {
+            toml::de::DeValue::Table(inner) => table = inner,
+            _ if depth + 1 < path.len() => {
+                array_value = Some(value.get_ref());
+            }
+            _ => {}
+        }
+    }
+    // Spans for keys of dotted or header tables can be empty; treat those as unknown.
+    found.filter(|r| r.end > r.start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn origin_with(text: &str) -> (tempfile::TempDir, Origin) {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("Cargo.toml");
+        std::fs::write(&manifest, text).unwrap();
+        (dir, Origin::package(&manifest))
+    }
+
+    #[test]
+    fn reads_every_key() {
+        let (_d, origin) = origin_with("[package]\nname = \"x\"\n");
+        let table = json!({
+            "registry": {"external": "localhost:5001", "internal": "registry:5000"},
+            "image": "team/greeter", "tags": ["{version}", "latest"], "bin": "greeter",
+            "base": "scratch", "builder": "oci", "env": {"A": "1"}, "labels": {"l": "v"},
+            "user": "65532", "include": ["assets", {"from": "a.toml", "to": "/etc/a.toml"}],
+            "insecure": ["registry.lan:5000"], "ca-cert": "ca.pem", "dockerfile": "Dockerfile",
+            "context": ".", "build-args": {"X": "y"}, "target": "runtime", "pull": true,
+            "platform": "linux/amd64"
+        });
+        let c = ClusterConfig::from_table(&table, &origin).unwrap();
+        assert_eq!(
+            c.registry.unwrap().value,
+            RegistrySetting::Split {
+                external: "localhost:5001".into(),
+                internal: "registry:5000".into()
+            }
+        );
+        assert_eq!(c.include.unwrap().value[0].to, "/assets");
+        assert_eq!(c.env["A"].key, vec!["env", "A"]);
+        assert_eq!(c.pull.unwrap().value, true);
+    }
+
+    #[test]
+    fn unknown_key_suggests_and_locates() {
+        let text = "[package]\nname = \"x\"\n\n[package.metadata.cluster]\nregistry = \"localhost:5000\"\nimgae = \"x\"\n";
+        let (_d, origin) = origin_with(text);
+        let e = ClusterConfig::from_table(&json!({"imgae": "x"}), &origin).unwrap_err();
+        assert!(e.message().contains("Cargo.toml:6"), "{}", e.message());
+        assert!(e.message().contains("unknown key `imgae`"));
+        assert_eq!(e.help.as_deref(), Some("did you mean `image`?"));
+    }
+
+    #[test]
+    fn split_registry_needs_both_sides() {
+        let text = "[package]\nname = \"x\"\n[package.metadata.cluster]\nregistry = { external = \"a:1\" }\n";
+        let (_d, origin) = origin_with(text);
+        let e = ClusterConfig::from_table(&json!({"registry": {"external": "a:1"}}), &origin)
+            .unwrap_err();
+        assert!(e.message().contains("no `internal`"), "{}", e.message());
+        assert!(e.message().contains(":4:"), "{}", e.message());
+        let e = ClusterConfig::from_table(
+            &json!({"registry": {"external": "a:1", "internal": "b:1", "extrnal": "c"}}),
+            &origin,
+        )
+        .unwrap_err();
+        assert!(e.message().contains("registry.extrnal"), "{}", e.message());
+    }
+
+    #[test]
+    fn type_errors_name_the_key() {
+        let (_d, origin) = origin_with("[package]\nname = \"x\"\n");
+        for (table, key) in [
+            (json!({"tags": "latest"}), "tags"),
+            (json!({"tags": [1]}), "tags"),
+            (json!({"image": 3}), "image"),
+            (json!({"env": {"PORT": 8080}}), "env.PORT"),
+            (json!({"pull": "yes"}), "pull"),
+            (json!({"registry": 5}), "registry"),
+            (json!({"include": [{"from": "a"}]}), "include"),
+        ] {
+            let e = ClusterConfig::from_table(&table, &origin).unwrap_err();
+            assert!(e.message().contains(key), "{table}: {}", e.message());
+        }
+        let e = ClusterConfig::from_table(&json!("x"), &origin).unwrap_err();
+        assert!(e.message().contains("must be a table"));
+    }
+
+    #[test]
+    fn package_overrides_workspace_key_by_key() {
+        let (_d, origin) = origin_with("[package]\nname = \"x\"\n");
+        let ws = ClusterConfig::from_table(
+            &json!({"registry": "ws:5000", "tags": ["ws"], "env": {"A": "ws", "B": "ws"}}),
+            &Origin::workspace(&origin.manifest),
+        )
+        .unwrap();
+        let pkg =
+            ClusterConfig::from_table(&json!({"tags": ["pkg"], "env": {"B": "pkg"}}), &origin)
+                .unwrap();
+        let merged = pkg.merged_over(ws);
+        assert_eq!(
+            merged.registry.unwrap().value,
+            RegistrySetting::Same("ws:5000".into())
+        );
+        assert_eq!(merged.tags.unwrap().value, vec!["pkg"]);
+        assert_eq!(merged.env["A"].value, "ws");
+        assert_eq!(merged.env["B"].value, "pkg");
+    }
+
+    #[test]
+    fn locate_handles_inline_and_dotted_tables() {
+        let text = "[package]\nname = \"x\"\nmetadata.cluster.image = \"A\"\n";
+        let r = locate(text, &["package", "metadata", "cluster", "image"]).unwrap();
+        assert_eq!(&text[r], "image");
+        let text = "[package.metadata.cluster]\nregistry = { external = 1, internal = \"b\" }\n";
+        let r = locate(text, &["package", "metadata", "cluster", "registry", "external"]).unwrap();
+        assert_eq!(&text[r], "external");
+        assert!(locate("not = [toml", &["a"]).is_none());
+    }
+}

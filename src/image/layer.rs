@@ -1,0 +1,299 @@
+//! Reproducible layers: sorted entries, uid/gid 0, fixed modes and mtimes, one gzip setting.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use flate2::{Compression, GzBuilder};
+use sha2::{Digest as _, Sha256};
+
+use crate::reference::Digest;
+
+/// The gzip level every layer uses. One setting everywhere, or digests drift between machines.
+const GZIP_LEVEL: u32 = 6;
+
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// A finished, compressed layer.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// sha256 of the uncompressed tar: what the image config's `rootfs.diff_ids` lists.
+    pub diff_id: Digest,
+    /// sha256 of the compressed bytes: what the manifest lists and the registry stores.
+    pub digest: Digest,
+    pub bytes: Bytes,
+    /// What the layer holds, for progress output ("runtime libraries", "binary greeter").
+    pub description: String,
+}
+
+#[derive(Debug, Clone)]
+enum Entry {
+    Dir,
+    File { source: Source, mode: u32 },
+    Symlink { target: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Host(PathBuf),
+    Bytes(Bytes),
+}
+
+/// Collects entries by image path, then writes them in sorted order.
+#[derive(Debug)]
+pub struct LayerBuilder {
+    entries: BTreeMap<String, Entry>,
+    mtime: u64,
+    description: String,
+}
+
+impl LayerBuilder {
+    /// `mtime` is stamped on every entry (SOURCE_DATE_EPOCH or 0).
+    pub fn new(description: impl Into<String>, mtime: u64) -> LayerBuilder {
+        LayerBuilder {
+            entries: BTreeMap::new(),
+            mtime,
+            description: description.into(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds a host file at `image_path`, keeping only whether it is executable.
+    pub fn add_host_file(&mut self, image_path: &str, host_path: &Path) -> io::Result<()> {
+        let meta = std::fs::metadata(host_path)?;
+        let mode = if is_executable(&meta) { 0o755 } else { 0o644 };
+        self.insert(
+            image_path,
+            Entry::File {
+                source: Source::Host(host_path.to_path_buf()),
+                mode,
+            },
+        );
+        Ok(())
+    }
+
+    /// Adds a host file with an explicit mode.
+    pub fn add_host_file_mode(&mut self, image_path: &str, host_path: &Path, mode: u32) {
+        self.insert(
+            image_path,
+            Entry::File {
+                source: Source::Host(host_path.to_path_buf()),
+                mode,
+            },
+        );
+    }
+
+    pub fn add_bytes(&mut self, image_path: &str, bytes: Bytes, mode: u32) {
+        self.insert(
+            image_path,
+            Entry::File {
+                source: Source::Bytes(bytes),
+                mode,
+            },
+        );
+    }
+
+    /// Adds a host file or a whole directory tree (walked sorted; symlinks kept as links).
+    pub fn add_host_path(&mut self, image_path: &str, host_path: &Path) -> io::Result<()> {
+        let meta = std::fs::symlink_metadata(host_path)?;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(host_path)?;
+            self.insert(image_path, Entry::Symlink { target });
+        } else if meta.is_dir() {
+            self.insert(image_path, Entry::Dir);
+            let mut children: Vec<_> = std::fs::read_dir(host_path)?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()?;
+            children.sort();
+            for name in children {
+                let child_image = format!("{}/{}", image_path.trim_end_matches('/'), name.to_string_lossy());
+                self.add_host_path(&child_image, &host_path.join(&name))?;
+            }
+        } else {
+            self.add_host_file(image_path, host_path)?;
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, image_path: &str, entry: Entry) {
+        let path = normalize(image_path);
+        // Parent directories are explicit entries so every extractor creates them with our modes.
+        let mut parent = String::new();
+        for component in path.split('/').rev().skip(1).collect::<Vec<_>>().into_iter().rev() {
+            if !parent.is_empty() {
+                parent.push('/');
+            }
+            parent.push_str(component);
+            self.entries.entry(parent.clone()).or_insert(Entry::Dir);
+        }
+        self.entries.insert(path, entry);
+    }
+
+    /// Writes the tar, compresses it, and hashes both forms.
+    pub fn finish(self) -> io::Result<Layer> {
+        let compressed = HashingWriter::new(Vec::new());
+        let gzip = GzBuilder::new().mtime(0).write(compressed, Compression::new(GZIP_LEVEL));
+        let uncompressed = HashingWriter::new(gzip);
+        let mut tar = tar::Builder::new(uncompressed);
+        for (path, entry) in &self.entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_mtime(self.mtime);
+            header.set_uid(0);
+            header.set_gid(0);
+            match entry {
+                Entry::Dir => {
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_mode(0o755);
+                    header.set_size(0);
+                    tar.append_data(&mut header, format!("{path}/"), io::empty())?;
+                }
+                Entry::Symlink { target } => {
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_mode(0o777);
+                    header.set_size(0);
+                    tar.append_link(&mut header, path, target)?;
+                }
+                Entry::File { source, mode } => {
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_mode(*mode);
+                    match source {
+                        Source::Bytes(b) => {
+                            header.set_size(b.len() as u64);
+                            tar.append_data(&mut header, path, &b[..])?;
+                        }
+                        Source::Host(p) => {
+                            let file = std::fs::File::open(p).map_err(|e| {
+                                io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+                            })?;
+                            header.set_size(file.metadata()?.len());
+                            tar.append_data(&mut header, path, file)?;
+                        }
+                    }
+                }
+            }
+        }
+        let uncompressed = tar.into_inner()?;
+        let (gzip, diff_id) = uncompressed.finish();
+        let compressed = gzip.finish()?;
+        let (bytes, digest) = compressed.finish();
+        Ok(Layer {
+            diff_id,
+            digest,
+            bytes: Bytes::from(bytes),
+            description: self.description,
+        })
+    }
+}
+
+fn normalize(image_path: &str) -> String {
+    image_path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn is_executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+/// Passes bytes through while hashing them.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    fn finish(self) -> (W, Digest) {
+        (self.inner, Digest::from_sha256_bytes(&self.hasher.finalize()))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn entries(layer: &Layer) -> Vec<(String, u32, u64, u64)> {
+        let gz = flate2::read::GzDecoder::new(&layer.bytes[..]);
+        let mut archive = tar::Archive::new(gz);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    h.mode().unwrap(),
+                    h.mtime().unwrap(),
+                    h.uid().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sorted_with_parents_and_fixed_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.txt"), "b").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/a.txt"), "a").unwrap();
+        let mut builder = LayerBuilder::new("t", 1_700_000_000);
+        builder.add_host_path("/srv/data", dir.path()).unwrap();
+        builder.add_bytes("/app/bin", Bytes::from_static(b"\x7fELF"), 0o755);
+        let layer = builder.finish().unwrap();
+        let names: Vec<String> = entries(&layer).into_iter().map(|e| e.0).collect();
+        assert_eq!(
+            names,
+            ["app/", "app/bin", "srv/", "srv/data/", "srv/data/b.txt", "srv/data/sub/", "srv/data/sub/a.txt"]
+        );
+        for (name, mode, mtime, uid) in entries(&layer) {
+            assert_eq!(mtime, 1_700_000_000, "{name}");
+            assert_eq!(uid, 0, "{name}");
+            let expected = if name.ends_with('/') || name == "app/bin" { 0o755 } else { 0o644 };
+            assert_eq!(mode, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn same_input_same_digests_and_diff_id_is_uncompressed_hash() {
+        let build = || {
+            let mut b = LayerBuilder::new("t", 0);
+            b.add_bytes("/x", Bytes::from_static(b"hello"), 0o644);
+            b.finish().unwrap()
+        };
+        let (a, b) = (build(), build());
+        assert_eq!(a.digest, b.digest);
+        assert_eq!(a.diff_id, b.diff_id);
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(&a.bytes[..]).read_to_end(&mut raw).unwrap();
+        assert_eq!(a.diff_id, Digest::sha256_of(&raw));
+        assert_eq!(a.digest, Digest::sha256_of(&a.bytes));
+        assert_ne!(a.digest, a.diff_id);
+    }
+}

@@ -1,0 +1,321 @@
+//! An image as the publishers see it: manifest bytes, a config blob and layer blobs, each blob
+//! either in memory or still in another repository. How it was made is not recorded here.
+
+pub mod layer;
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use oci_spec::image::{
+    Config, Descriptor, History, ImageConfiguration, ImageManifest, ImageManifestBuilder, MediaType,
+};
+
+use crate::reference::{Digest, Registry, Repository};
+use layer::Layer;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// Where a blob's bytes are.
+#[derive(Debug, Clone)]
+pub enum BlobSource {
+    Bytes(Bytes),
+    /// Still in a registry (a base image's layer): mount it or stream it across.
+    Registry {
+        registry: Registry,
+        repository: Repository,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    pub source: BlobSource,
+    /// For progress output: "binary greeter", "base layer 2/3".
+    pub description: String,
+}
+
+/// A complete single-platform image, ready to publish.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The exact manifest bytes; the digest is computed over these.
+    pub manifest: Bytes,
+    pub manifest_media_type: String,
+    pub digest: Digest,
+    pub config: Blob,
+    pub layers: Vec<Blob>,
+}
+
+impl Image {
+    /// Config first, then layers: every blob the manifest needs.
+    pub fn blobs(&self) -> impl Iterator<Item = &Blob> {
+        std::iter::once(&self.config).chain(self.layers.iter())
+    }
+}
+
+/// A base image fetched from a registry: its manifest and config, layers left where they are.
+#[derive(Debug, Clone)]
+pub struct BaseImage {
+    pub registry: Registry,
+    pub repository: Repository,
+    pub manifest: ImageManifest,
+    /// Docker schema 2 or OCI; our manifest keeps the same family.
+    pub manifest_media_type: String,
+    pub config: ImageConfiguration,
+}
+
+/// What our config says about the process, besides the layers.
+#[derive(Debug, Clone, Default)]
+pub struct RunConfig {
+    pub entrypoint: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub user: Option<String>,
+    /// Seconds since the epoch for `created`.
+    pub epoch: u64,
+    /// GOARCH-style architecture of the binary: "amd64", "arm64".
+    pub architecture: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    #[error("the base image's {what} could not be read: {source}")]
+    Base {
+        what: &'static str,
+        source: oci_spec::OciSpecError,
+    },
+    #[error("could not write the image {what}: {source}")]
+    Encode {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("the base image has {layers} layers but its config lists {diff_ids} diff_ids")]
+    Inconsistent { layers: usize, diff_ids: usize },
+}
+
+/// Puts our layers on top of the base (or on nothing) and writes config and manifest.
+pub fn assemble(
+    base: Option<&BaseImage>,
+    layers: Vec<Layer>,
+    run: &RunConfig,
+) -> Result<Image, AssembleError> {
+    let docker_family = base.is_some_and(|b| b.manifest_media_type == DOCKER_MANIFEST);
+    let (manifest_type, config_type, layer_type) = if docker_family {
+        (DOCKER_MANIFEST, DOCKER_CONFIG, DOCKER_LAYER_GZIP)
+    } else {
+        (OCI_MANIFEST, OCI_CONFIG, layer::OCI_LAYER_GZIP)
+    };
+    let created = rfc3339(run.epoch);
+
+    let mut config = match base {
+        Some(b) => b.config.clone(),
+        None => {
+            let mut c = ImageConfiguration::default();
+            c.set_os(oci_spec::image::Os::Linux);
+            c
+        }
+    };
+    config.set_architecture(oci_spec::image::Arch::from(run.architecture.as_str()));
+    config.set_created(Some(created.clone()));
+    config.set_author(None);
+
+    let mut blobs: Vec<Blob> = Vec::new();
+    if let Some(b) = base {
+        let diff_ids = b.config.rootfs().diff_ids().len();
+        if diff_ids != b.manifest.layers().len() {
+            return Err(AssembleError::Inconsistent {
+                layers: b.manifest.layers().len(),
+                diff_ids,
+            });
+        }
+        let count = b.manifest.layers().len();
+        for (i, d) in b.manifest.layers().iter().enumerate() {
+            blobs.push(Blob {
+                digest: Digest::parse(d.digest().as_ref()).map_err(|e| AssembleError::Base {
+                    what: "manifest",
+                    source: oci_spec::OciSpecError::Other(e.0),
+                })?,
+                size: d.size(),
+                media_type: d.media_type().to_string(),
+                source: BlobSource::Registry {
+                    registry: b.registry.clone(),
+                    repository: b.repository.clone(),
+                },
+                description: format!("base layer {}/{count}", i + 1),
+            });
+        }
+    }
+    let had_history = config.history().as_ref().is_some_and(|h| !h.is_empty());
+    for l in &layers {
+        config.rootfs_mut().diff_ids_mut().push(l.diff_id.to_string());
+        if had_history || base.is_none() {
+            let mut h = History::default();
+            h.set_created(Some(created.clone()));
+            h.set_created_by(Some(format!("cargo adapt-push: {}", l.description)));
+            config.history_mut().get_or_insert_with(Vec::new).push(h);
+        }
+        blobs.push(Blob {
+            digest: l.digest.clone(),
+            size: l.bytes.len() as u64,
+            media_type: layer_type.to_string(),
+            source: BlobSource::Bytes(l.bytes.clone()),
+            description: l.description.clone(),
+        });
+    }
+
+    let mut process = config.config().clone().unwrap_or_else(Config::default);
+    process.set_entrypoint(Some(run.entrypoint.clone()));
+    // A base image's CMD would become arguments to our binary: drop it, as ko does.
+    process.set_cmd(None);
+    let mut env: Vec<String> = process.env().clone().unwrap_or_default();
+    for (name, value) in &run.env {
+        env.retain(|e| e.split('=').next() != Some(name.as_str()));
+        env.push(format!("{name}={value}"));
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    process.set_env(Some(env));
+    if let Some(u) = &run.user {
+        process.set_user(Some(u.clone()));
+    }
+    let mut labels: HashMap<String, String> = process.labels().clone().unwrap_or_default();
+    labels.extend(run.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    process.set_labels((!labels.is_empty()).then_some(labels));
+    config.set_config(Some(process));
+
+    let config_bytes = canonical_json(&config).map_err(|source| AssembleError::Encode {
+        what: "config",
+        source,
+    })?;
+    let config_blob = Blob {
+        digest: Digest::sha256_of(&config_bytes),
+        size: config_bytes.len() as u64,
+        media_type: config_type.to_string(),
+        source: BlobSource::Bytes(config_bytes),
+        description: "config".into(),
+    };
+
+    let mut manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::from(manifest_type))
+        .config(descriptor(&config_blob))
+        .layers(blobs.iter().map(descriptor).collect::<Vec<_>>())
+        .build()
+        .map_err(|source| AssembleError::Base { what: "manifest", source })?;
+    if !docker_family && !run.annotations.is_empty() {
+        manifest.set_annotations(Some(
+            run.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ));
+    }
+    let manifest_bytes = canonical_json(&manifest).map_err(|source| AssembleError::Encode {
+        what: "manifest",
+        source,
+    })?;
+    Ok(Image {
+        digest: Digest::sha256_of(&manifest_bytes),
+        manifest: manifest_bytes,
+        manifest_media_type: manifest_type.to_string(),
+        config: config_blob,
+        layers: blobs,
+    })
+}
+
+fn descriptor(blob: &Blob) -> Descriptor {
+    let digest: oci_spec::image::Digest = blob
+        .digest
+        .as_str()
+        .parse()
+        .unwrap_or_else(|_| unreachable!("Digest is validated on construction"));
+    Descriptor::new(MediaType::from(blob.media_type.as_str()), blob.size, digest)
+}
+
+/// JSON with object keys sorted, so maps (labels, annotations) serialize the same every run.
+pub fn canonical_json<T: serde::Serialize>(value: &T) -> Result<Bytes, serde_json::Error> {
+    // serde_json's Map is a BTreeMap (no preserve_order feature), so this sorts every object.
+    let value = serde_json::to_value(value)?;
+    Ok(Bytes::from(serde_json::to_vec(&value)?))
+}
+
+/// `1970-01-01T00:00:00Z` for an epoch second count (UTC, no leap seconds).
+pub fn rfc3339(epoch: u64) -> String {
+    let days = (epoch / 86_400) as i64;
+    let secs = epoch % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use layer::LayerBuilder;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    fn sample_layer(content: &'static [u8]) -> Layer {
+        let mut b = LayerBuilder::new("binary app", 0);
+        b.add_bytes("/app", Bytes::from_static(content), 0o755);
+        b.finish().unwrap()
+    }
+
+    #[test]
+    fn scratch_image_is_consistent_and_reproducible() {
+        let run = RunConfig {
+            entrypoint: vec!["/app".into()],
+            env: vec![("RUST_LOG".into(), "info".into())],
+            labels: [("b".to_string(), "2".to_string()), ("a".to_string(), "1".to_string())].into(),
+            annotations: [("org.opencontainers.image.version".to_string(), "1.0.0".to_string())].into(),
+            user: Some("65532".into()),
+            epoch: 0,
+            architecture: "amd64".into(),
+        };
+        let a = assemble(None, vec![sample_layer(b"x")], &run).unwrap();
+        let b = assemble(None, vec![sample_layer(b"x")], &run).unwrap();
+        assert_eq!(a.digest, b.digest);
+        assert_eq!(a.manifest, b.manifest);
+        assert_eq!(a.digest, Digest::sha256_of(&a.manifest));
+
+        let manifest: serde_json::Value = serde_json::from_slice(&a.manifest).unwrap();
+        assert_eq!(manifest["mediaType"], OCI_MANIFEST);
+        assert_eq!(manifest["config"]["digest"], a.config.digest.as_str());
+        assert_eq!(manifest["layers"][0]["digest"], a.layers[0].digest.as_str());
+        let BlobSource::Bytes(config_bytes) = &a.config.source else { panic!() };
+        let config: serde_json::Value = serde_json::from_slice(config_bytes).unwrap();
+        assert_eq!(config["created"], "1970-01-01T00:00:00Z");
+        assert_eq!(config["architecture"], "amd64");
+        assert_eq!(config["config"]["Entrypoint"][0], "/app");
+        assert_eq!(config["config"]["User"], "65532");
+        assert!(config["config"]["Env"].as_array().unwrap().iter().any(|e| e == "RUST_LOG=info"));
+        assert_eq!(config["rootfs"]["diff_ids"][0], sample_layer(b"x").diff_id.as_str());
+
+        let c = assemble(None, vec![sample_layer(b"y")], &run).unwrap();
+        assert_ne!(a.digest, c.digest);
+    }
+}

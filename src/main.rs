@@ -1,0 +1,127 @@
+//! `cargo adapt-push`: build a crate's container image, push it through the external address of
+//! a split registry, print the digest-pinned pull reference at the internal address.
+//!
+//! Data flows one way: CLI + cargo metadata → plan → builder → image → publisher → report.
+
+mod build;
+mod cargo;
+mod cli;
+mod closure;
+mod config;
+mod image;
+mod output;
+mod plan;
+mod publish;
+mod reference;
+mod registry;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use miette::{IntoDiagnostic, Result, WrapErr};
+
+use crate::cargo::CargoOptions;
+use crate::output::Pushed;
+use crate::plan::{BuilderKind, Target};
+use crate::publish::registry::RegistryPublisher;
+use crate::registry::pool::Clients;
+use crate::registry::ClientOptions;
+
+fn main() -> ExitCode {
+    let args = cli::parse();
+    output::init(args.quiet, args.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: cli::PushArgs) -> Result<()> {
+    let manifest = locate_manifest(args.manifest_path.as_deref())?;
+    let cargo_options = CargoOptions::from_args(&args);
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .cargo_path(cargo::cargo_program())
+        .manifest_path(&manifest)
+        .no_deps()
+        .other_options(cargo_options.manifest_flags())
+        .exec()
+        .map_err(|e| miette::miette!(help = "run `cargo metadata` there to see cargo's full message", "cargo could not read {}: {e}", manifest.display()))?;
+    let plan = plan::make_plan(&args, &metadata, &manifest)?;
+
+    if args.dry_run {
+        output::print_plan(&plan, args.format).into_diagnostic()?;
+        return Ok(());
+    }
+
+    let mut pushed = Vec::new();
+    for target in &plan.targets {
+        pushed.push(build_and_push(target, &cargo_options).await?);
+    }
+    output::report(&pushed, args.format, args.image_refs.as_deref())
+        .into_diagnostic()
+        .wrap_err("writing the result")?;
+    Ok(())
+}
+
+async fn build_and_push(target: &Target, cargo_options: &CargoOptions) -> Result<Pushed> {
+    let clients = Clients::new(ClientOptions {
+        insecure: target.registry_options.insecure.clone(),
+        ca_cert: target.registry_options.ca_cert.clone(),
+        ..ClientOptions::default()
+    });
+    let published = match target.builder {
+        BuilderKind::Oci => {
+            let image = build::oci::build(target, cargo_options, &clients).await?;
+            RegistryPublisher::new(&clients).publish(&image, &target.destination).await?
+        }
+        BuilderKind::Docker => {
+            return Err(miette::miette!(
+                help = "use --builder oci (or builder = \"oci\") to build without an engine",
+                "the Docker engine builder is not available in this version"
+            ));
+        }
+    };
+    let d = &target.destination;
+    Ok(Pushed {
+        package: target.package.clone(),
+        bin: target.bin.clone(),
+        push_ref: format!("{}@{}", d.push_name(), published.digest),
+        pull_ref: format!("{}@{}", d.pull_name(), published.digest),
+        digest: published.digest.to_string(),
+        tags: d.tags.iter().map(|t| t.to_string()).collect(),
+        builder: target.builder.name().to_string(),
+    })
+}
+
+/// `--manifest-path`, else the nearest Cargo.toml from the current directory upward (cargo's rule).
+fn locate_manifest(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = given {
+        let path = if path.is_dir() { path.join("Cargo.toml") } else { path.to_path_buf() };
+        if !path.is_file() {
+            return Err(miette::miette!("--manifest-path: {} does not exist", path.display()));
+        }
+        return path.canonicalize().into_diagnostic();
+    }
+    let cwd = std::env::current_dir().into_diagnostic()?;
+    for dir in cwd.ancestors() {
+        let candidate = dir.join("Cargo.toml");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(miette::miette!(
+        help = "run it inside a Rust package, or pass --manifest-path",
+        "could not find Cargo.toml in {} or any parent directory",
+        cwd.display()
+    ))
+}

@@ -1,0 +1,208 @@
+//! Everything the user sees. stdout carries only the result (pull references or JSON); progress,
+//! logs and warnings go to stderr: bars on a terminal, plain lines otherwise, nothing with -q.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::cli::Format;
+use crate::plan::Plan;
+
+/// How much to say on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+    Trace,
+}
+
+struct Ui {
+    verbosity: Verbosity,
+    bars: Option<MultiProgress>,
+}
+
+static UI: OnceLock<Ui> = OnceLock::new();
+
+/// Sets up stderr output once, at start-up.
+pub fn init(quiet: bool, verbose: u8) {
+    let verbosity = match (quiet, verbose) {
+        (true, _) => Verbosity::Quiet,
+        (false, 0) => Verbosity::Normal,
+        (false, 1) => Verbosity::Verbose,
+        (false, _) => Verbosity::Trace,
+    };
+    let bars = (verbosity >= Verbosity::Normal && std::io::stderr().is_terminal())
+        .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+    let _ = UI.set(Ui { verbosity, bars });
+}
+
+fn ui() -> &'static Ui {
+    UI.get_or_init(|| Ui {
+        verbosity: Verbosity::Normal,
+        bars: None,
+    })
+}
+
+pub fn verbosity() -> Verbosity {
+    ui().verbosity
+}
+
+fn line(min: Verbosity, text: &str) {
+    let ui = ui();
+    if ui.verbosity < min {
+        return;
+    }
+    match &ui.bars {
+        Some(bars) => {
+            let _ = bars.println(text);
+        }
+        None => {
+            let _ = writeln!(std::io::stderr(), "{text}");
+        }
+    }
+}
+
+/// A step the user should see ("Building greeter").
+pub fn status(verb: &str, text: &str) {
+    line(Verbosity::Normal, &format!("{verb:>12} {text}"));
+}
+
+/// Detail shown with -v.
+pub fn detail(text: &str) {
+    line(Verbosity::Verbose, &format!("{:>12} {text}", "·"));
+}
+
+/// Protocol-level detail shown with -vv. Never pass secrets here.
+pub fn trace(text: &str) {
+    line(Verbosity::Trace, &format!("{:>12} {text}", "trace"));
+}
+
+/// Warnings show unless -q.
+pub fn warn(text: &str) {
+    line(Verbosity::Normal, &format!("{:>12} {text}", "warning:"));
+}
+
+/// Lets a child process (cargo, the engine's build output) write to stderr without bars in the way.
+pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
+    match &ui().bars {
+        Some(bars) => bars.suspend(f),
+        None => f(),
+    }
+}
+
+/// A byte-count progress bar on a terminal; a no-op otherwise.
+#[derive(Clone)]
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    pub fn bytes(label: &str, total: u64) -> Progress {
+        let bar = ui().bars.as_ref().map(|bars| {
+            let bar = bars.add(ProgressBar::new(total));
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>12.cyan.bold} {msg:30!} [{bar:25}] {bytes}/{total_bytes}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix("Uploading");
+            bar.set_message(label.to_string());
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Progress { bar }
+    }
+
+    pub fn advance(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+
+    pub fn reset(&self) {
+        if let Some(b) = &self.bar {
+            b.set_position(0);
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// One pushed image, as reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pushed {
+    pub package: String,
+    pub bin: String,
+    pub push_ref: String,
+    pub pull_ref: String,
+    pub digest: String,
+    pub tags: Vec<String>,
+    pub builder: String,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    images: &'a [Pushed],
+}
+
+/// Writes the result to stdout (and the refs file when asked).
+pub fn report(images: &[Pushed], format: Format, image_refs: Option<&Path>) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Text => {
+            for image in images {
+                writeln!(out, "{}", image.pull_ref)?;
+            }
+        }
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &Report { images })?;
+            writeln!(out)?;
+        }
+    }
+    out.flush()?;
+    if let Some(path) = image_refs {
+        let mut text = String::new();
+        for image in images {
+            text.push_str(&image.pull_ref);
+            text.push('\n');
+        }
+        std::fs::write(path, text)?;
+    }
+    Ok(())
+}
+
+/// `--dry-run`: the plan on stdout, as text or JSON.
+pub fn print_plan(plan: &Plan, format: Format) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, plan)?;
+            writeln!(out)?;
+        }
+        Format::Text => {
+            for t in &plan.targets {
+                let d = &t.destination;
+                let base = match &t.image.base {
+                    crate::plan::Base::Scratch => "scratch".to_string(),
+                    crate::plan::Base::Image(r) => r.to_string(),
+                };
+                writeln!(out, "{} {} (bin {})", t.package, t.version, t.bin)?;
+                writeln!(out, "  builder   {}", t.builder.name())?;
+                writeln!(out, "  base      {base}")?;
+                let tags: Vec<String> = d.tags.iter().map(|t| t.to_string()).collect();
+                writeln!(out, "  push to   {} (tags: {})", d.push_name(), tags.join(", "))?;
+                writeln!(out, "  pull as   {}@sha256:<digest of the pushed manifest>", d.pull_name())?;
+            }
+        }
+    }
+    out.flush()
+}

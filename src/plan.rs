@@ -1,0 +1,714 @@
+//! CLI + cargo metadata → a validated plan: which binary, which image, where it goes.
+//! Everything a user can get wrong is checked here, before anything is built or pushed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cargo_metadata::{Metadata, Package, TargetKind};
+use serde::Serialize;
+
+use crate::cli::{BuilderChoice, PushArgs};
+use crate::config::{ClusterConfig, ConfigError, Origin, RegistrySetting, Sourced};
+use crate::reference::{ImageRef, Registry, RegistryLocation, Repository, Tag};
+
+/// Everything needed to build and push, per package.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub targets: Vec<Target>,
+}
+
+/// One image to build and push.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub package: String,
+    pub version: String,
+    pub manifest_path: PathBuf,
+    pub package_dir: PathBuf,
+    pub bin: String,
+    pub builder: BuilderKind,
+    pub destination: Destination,
+    pub image: ImageSpec,
+    pub docker: DockerSpec,
+    pub registry_options: RegistryOptions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuilderKind {
+    Oci,
+    Docker,
+}
+
+impl BuilderKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BuilderKind::Oci => "oci",
+            BuilderKind::Docker => "docker",
+        }
+    }
+}
+
+/// Where the image goes: pushed through `external`, pulled by the cluster through `internal`.
+/// Both name one registry, so the same repository path and digest are valid through either.
+#[derive(Debug, Clone, Serialize)]
+pub struct Destination {
+    #[serde(serialize_with = "as_display")]
+    pub external: Registry,
+    #[serde(serialize_with = "as_display")]
+    pub internal: Registry,
+    #[serde(serialize_with = "as_display")]
+    pub repository: Repository,
+    #[serde(serialize_with = "display_list")]
+    pub tags: Vec<Tag>,
+}
+
+impl Destination {
+    /// `external/repository`, the name pushes go to.
+    pub fn push_name(&self) -> String {
+        format!("{}/{}", self.external, self.repository)
+    }
+
+    /// `internal/repository`, the name the cluster pulls.
+    pub fn pull_name(&self) -> String {
+        format!("{}/{}", self.internal, self.repository)
+    }
+}
+
+/// What goes into the image besides the binary.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageSpec {
+    pub base: Base,
+    pub env: Vec<(String, String)>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub user: Option<String>,
+    pub includes: Vec<Include>,
+    /// Seconds since the epoch for file mtimes and `created`: SOURCE_DATE_EPOCH, else 0.
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Base {
+    /// No base: the binary and, if dynamically linked, its runtime closure from the host.
+    Scratch,
+    /// Layers of this image, then ours.
+    Image(#[serde(serialize_with = "as_display")] ImageRef),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Include {
+    pub host_path: PathBuf,
+    pub image_path: String,
+}
+
+/// Settings for the Docker engine builder.
+#[derive(Debug, Clone, Serialize)]
+pub struct DockerSpec {
+    /// `None` means generate one (the package has no Dockerfile).
+    pub dockerfile: Option<PathBuf>,
+    pub context: PathBuf,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub pull: bool,
+    pub platform: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RegistryOptions {
+    #[serde(serialize_with = "display_list")]
+    pub insecure: Vec<Registry>,
+    pub ca_cert: Option<PathBuf>,
+}
+
+fn as_display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn display_list<T: std::fmt::Display, S: serde::Serializer>(
+    v: &[T],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|t| t.to_string()))
+}
+
+/// Builds the plan from the CLI and `cargo metadata`.
+pub fn make_plan(args: &PushArgs, metadata: &Metadata, manifest: &Path) -> Result<Plan, ConfigError> {
+    let packages = select_packages(args, metadata, manifest)?;
+    let workspace_manifest = metadata.workspace_root.join("Cargo.toml").into_std_path_buf();
+    let workspace_config = ClusterConfig::from_table(
+        &metadata.workspace_metadata["cluster"],
+        &Origin::workspace(&workspace_manifest),
+    )?;
+    let epoch = source_date_epoch()?;
+    let mut targets = Vec::new();
+    for package in packages {
+        let manifest_path = package.manifest_path.clone().into_std_path_buf();
+        let package_config =
+            ClusterConfig::from_table(&package.metadata["cluster"], &Origin::package(&manifest_path))?;
+        let config = package_config.merged_over(workspace_config.clone());
+        targets.push(plan_target(args, package, &config, epoch)?);
+    }
+    Ok(Plan { targets })
+}
+
+/// `-p` names packages; otherwise the package whose Cargo.toml was found (cargo's rule).
+fn select_packages<'m>(
+    args: &PushArgs,
+    metadata: &'m Metadata,
+    manifest: &Path,
+) -> Result<Vec<&'m Package>, ConfigError> {
+    let members = metadata.workspace_packages();
+    if !args.packages.is_empty() {
+        let mut chosen = Vec::new();
+        for spec in &args.packages {
+            let name = spec.split('@').next().unwrap_or(spec);
+            match members.iter().find(|p| p.name.as_str() == name) {
+                Some(p) => chosen.push(*p),
+                None => {
+                    let names: Vec<&str> = members.iter().map(|p| p.name.as_str()).collect();
+                    return Err(ConfigError::plain(
+                        format!("package `{name}` is not a member of the workspace at {}", metadata.workspace_root),
+                        Some(format!("members: {}", names.join(", "))),
+                    ));
+                }
+            }
+        }
+        return Ok(chosen);
+    }
+    let canonical = manifest.canonicalize().unwrap_or_else(|_| manifest.to_path_buf());
+    let here = members.iter().find(|p| {
+        p.manifest_path
+            .as_std_path()
+            .canonicalize()
+            .is_ok_and(|m| m == canonical)
+    });
+    if let Some(p) = here {
+        return Ok(vec![*p]);
+    }
+    // A virtual workspace root: make the user choose, showing the packages that are set up.
+    let with_settings: Vec<&str> = members
+        .iter()
+        .filter(|p| p.metadata.get("cluster").is_some())
+        .map(|p| p.name.as_str())
+        .collect();
+    let help = if with_settings.is_empty() {
+        format!(
+            "no member has [package.metadata.cluster] yet; members: {}",
+            members.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+        )
+    } else {
+        format!(
+            "packages with [package.metadata.cluster]: {}; run e.g. `cargo adapt-push -p {}`",
+            with_settings.join(", "),
+            with_settings[0]
+        )
+    };
+    Err(ConfigError::plain(
+        format!(
+            "{} is a virtual workspace manifest: choose a package with -p, or run from inside a member's directory",
+            manifest.display()
+        ),
+        Some(help),
+    ))
+}
+
+fn plan_target(
+    args: &PushArgs,
+    package: &Package,
+    config: &ClusterConfig,
+    epoch: u64,
+) -> Result<Target, ConfigError> {
+    let manifest_path = package.manifest_path.clone().into_std_path_buf();
+    let package_dir = manifest_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let origin = Origin::package(&manifest_path);
+
+    let bin = select_bin(args, package, config, &origin)?;
+    let (external, internal) = registry_split(args, config, &origin)?;
+    if external.namespace != internal.namespace {
+        let message = format!(
+            "the external ({external}) and internal ({internal}) addresses must name the same repository path: they are one registry seen under two addresses"
+        );
+        return Err(match &config.registry {
+            Some(r) => r.error(message, None),
+            None => ConfigError::plain(message, None),
+        });
+    }
+
+    let image_name = match &config.image {
+        Some(image) => image.clone(),
+        None => Sourced {
+            value: package.name.to_ascii_lowercase(),
+            origin: origin.clone(),
+            key: vec!["image".into()],
+        },
+    };
+    let repository = external.repository(&image_name.value).map_err(|e| {
+        let help = Some("set `image` to a lowercase path like \"team/service\"".into());
+        if config.image.is_some() {
+            image_name.error(e.0, help)
+        } else {
+            ConfigError::at(
+                &origin,
+                &[],
+                format!("the package name `{}` is not a valid image name: {}", package.name, e.0),
+                help,
+            )
+        }
+    })?;
+
+    let git = GitInfo::read(&package_dir);
+    let tags = render_tags(args, config, package, &bin, &git, &origin)?;
+    let builder = choose_builder(args, config, &package_dir)?;
+    let base = match &config.base {
+        None => Base::Scratch,
+        Some(b) if b.value == "scratch" => Base::Scratch,
+        Some(b) => Base::Image(ImageRef::parse(&b.value).map_err(|e| {
+            b.error(
+                format!("`{}` is not an image reference: {}", b.value, e.0),
+                Some("use \"scratch\" or a reference like \"localhost:5000/base:1\"".into()),
+            )
+        })?),
+    };
+
+    // The tool never contacts `internal`: a base named by the internal address is read through
+    // the external one (same registry), which also lets its layers be mounted, not copied.
+    let base = match base {
+        Base::Image(mut r) if r.registry.without_scheme() == internal.registry.without_scheme()
+            && internal.registry != external.registry =>
+        {
+            r.registry = external.registry.clone();
+            Base::Image(r)
+        }
+        other => other,
+    };
+    if let (Base::Scratch, Some(u)) = (&base, &config.user)
+        && !u.value.split(':').all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(u.error(
+            format!("`user = \"{}\"` names a user, but a scratch image has no /etc/passwd to look it up", u.value),
+            Some("use a numeric id like \"65532\" or \"65532:65532\", or a `base` image that defines the user".into()),
+        ));
+    }
+
+    let mut env = Vec::new();
+    for (name, value) in &config.env {
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            return Err(value.error(format!("`{name}` is not a valid environment variable name"), None));
+        }
+        env.push((name.clone(), value.value.clone()));
+    }
+
+    let mut annotations = BTreeMap::new();
+    annotations.insert("org.opencontainers.image.title".to_string(), package.name.to_string());
+    annotations.insert("org.opencontainers.image.version".to_string(), package.version.to_string());
+    if let Some(d) = &package.description {
+        annotations.insert("org.opencontainers.image.description".into(), d.trim().to_string());
+    }
+    if let Some(l) = &package.license {
+        annotations.insert("org.opencontainers.image.licenses".into(), l.clone());
+    }
+    if let Some(r) = &package.repository {
+        annotations.insert("org.opencontainers.image.source".into(), r.clone());
+    }
+    if let Some(sha) = &git.sha {
+        annotations.insert("org.opencontainers.image.revision".into(), sha.clone());
+    }
+    // Annotations double as labels so `docker inspect` shows them; the user's labels win.
+    let mut labels = annotations.clone();
+    for (k, v) in &config.labels {
+        labels.insert(k.clone(), v.value.clone());
+    }
+
+    let user = match &config.user {
+        Some(u) if u.value.trim().is_empty() || u.value.contains(char::is_whitespace) => {
+            return Err(u.error(
+                "`user` must be a user name or id, optionally with a group: \"65532\", \"app:app\"",
+                None,
+            ));
+        }
+        Some(u) => Some(u.value.clone()),
+        None => None,
+    };
+
+    let mut includes = Vec::new();
+    if let Some(inc) = &config.include {
+        for item in &inc.value {
+            let host_path = inc.origin.resolve(&item.from);
+            if !host_path.exists() {
+                return Err(inc.error(
+                    format!("`{}` does not exist (looked for {})", item.from, host_path.display()),
+                    Some("paths in `include` are relative to the Cargo.toml that names them".into()),
+                ));
+            }
+            if !item.to.starts_with('/') || item.to.split('/').any(|c| c == "..") {
+                return Err(inc.error(
+                    format!("`to = \"{}\"` must be an absolute path in the image, without `..`", item.to),
+                    None,
+                ));
+            }
+            includes.push(Include {
+                host_path,
+                image_path: item.to.clone(),
+            });
+        }
+    }
+
+    let mut insecure = Vec::new();
+    if let Some(list) = &config.insecure {
+        for entry in &list.value {
+            insecure.push(Registry::parse(entry).map_err(|e| list.error(e.0, None))?.without_scheme());
+        }
+    }
+    let ca_cert = match (&args.ca_cert, &config.ca_cert) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(c)) => Some(c.origin.resolve(&c.value)),
+        (None, None) => None,
+    };
+    if let Some(path) = &ca_cert
+        && !path.is_file()
+    {
+        let message = format!("the CA certificate {} does not exist", path.display());
+        return Err(match (&args.ca_cert, &config.ca_cert) {
+            (None, Some(c)) => c.error(message, None),
+            _ => ConfigError::plain(format!("--ca-cert: {message}"), None),
+        });
+    }
+
+    let docker = docker_spec(config, &package_dir)?;
+
+    Ok(Target {
+        package: package.name.to_string(),
+        version: package.version.to_string(),
+        manifest_path,
+        package_dir,
+        bin,
+        builder,
+        destination: Destination {
+            external: external.registry,
+            internal: internal.registry,
+            repository,
+            tags,
+        },
+        image: ImageSpec {
+            base,
+            env,
+            labels,
+            annotations,
+            user,
+            includes,
+            epoch,
+        },
+        docker,
+        registry_options: RegistryOptions { insecure, ca_cert },
+    })
+}
+
+fn select_bin(
+    args: &PushArgs,
+    package: &Package,
+    config: &ClusterConfig,
+    origin: &Origin,
+) -> Result<String, ConfigError> {
+    let bins: Vec<&str> = package
+        .targets
+        .iter()
+        .filter(|t| t.kind.contains(&TargetKind::Bin))
+        .map(|t| t.name.as_str())
+        .collect();
+    if bins.is_empty() {
+        return Err(ConfigError::at(
+            origin,
+            &[],
+            format!("package `{}` has no binary target to put in an image", package.name),
+            Some("add src/main.rs or a [[bin]] target".into()),
+        ));
+    }
+    let requested = match (&args.bin, &config.bin) {
+        (Some(b), _) => Some((b.clone(), None)),
+        (None, Some(b)) => Some((b.value.clone(), Some(b))),
+        (None, None) => None,
+    };
+    match requested {
+        Some((name, sourced)) => {
+            if bins.contains(&name.as_str()) {
+                Ok(name)
+            } else {
+                let message = format!(
+                    "package `{}` has no binary named `{name}`; it has: {}",
+                    package.name,
+                    bins.join(", ")
+                );
+                Err(match sourced {
+                    Some(s) => s.error(message, None),
+                    None => ConfigError::plain(format!("--bin: {message}"), None),
+                })
+            }
+        }
+        None if bins.len() == 1 => Ok(bins[0].to_string()),
+        None => match &package.default_run {
+            Some(d) => Ok(d.clone()),
+            None => Err(ConfigError::at(
+                origin,
+                &[],
+                format!(
+                    "package `{}` has several binaries ({}); say which one goes in the image",
+                    package.name,
+                    bins.join(", ")
+                ),
+                Some(format!("set bin = \"{}\" in [package.metadata.cluster], or pass --bin", bins[0])),
+            )),
+        },
+    }
+}
+
+/// CLI flags over config: `--registry` sets both sides, `--registry-external/-internal` one side.
+fn registry_split(
+    args: &PushArgs,
+    config: &ClusterConfig,
+    origin: &Origin,
+) -> Result<(RegistryLocation, RegistryLocation), ConfigError> {
+    let parse_flag = |flag: &str, value: &str| {
+        RegistryLocation::parse(value).map_err(|e| ConfigError::plain(format!("{flag}: {}", e.0), None))
+    };
+    let (mut external, mut internal) = match (&args.registry, &config.registry) {
+        (Some(r), _) => {
+            let loc = parse_flag("--registry", r)?;
+            (Some(loc.clone()), Some(loc))
+        }
+        (None, Some(setting)) => {
+            let parse_side = |side: &str, value: &str| {
+                RegistryLocation::parse(value).map_err(|e| {
+                    let mut s = setting.clone();
+                    if side != "registry" {
+                        s.key.push(side.to_string());
+                    }
+                    s.error(e.0, None)
+                })
+            };
+            match &setting.value {
+                RegistrySetting::Same(s) => {
+                    let loc = parse_side("registry", s)?;
+                    (Some(loc.clone()), Some(loc))
+                }
+                RegistrySetting::Split { external, internal } => (
+                    Some(parse_side("external", external)?),
+                    Some(parse_side("internal", internal)?),
+                ),
+            }
+        }
+        (None, None) => (None, None),
+    };
+    if let Some(e) = &args.registry_external {
+        external = Some(parse_flag("--registry-external", e)?);
+    }
+    if let Some(i) = &args.registry_internal {
+        internal = Some(parse_flag("--registry-internal", i)?);
+    }
+    match (external, internal) {
+        (Some(e), Some(i)) => Ok((e, i)),
+        (Some(e), None) => Ok((e.clone(), e)),
+        (None, Some(_)) => Err(ConfigError::plain(
+            "--registry-internal is set but there is no external address to push through",
+            Some("set --registry-external, or `registry` in [package.metadata.cluster]".into()),
+        )),
+        (None, None) => Err(ConfigError::at(
+            origin,
+            &[],
+            "no registry to push to",
+            Some(
+                "add registry = { external = \"localhost:5001\", internal = \"registry:5000\" } (or registry = \"host:port\") to [package.metadata.cluster], or pass --registry"
+                    .into(),
+            ),
+        )),
+    }
+}
+
+fn choose_builder(
+    args: &PushArgs,
+    config: &ClusterConfig,
+    package_dir: &Path,
+) -> Result<BuilderKind, ConfigError> {
+    let choice = match (args.builder, &config.builder) {
+        (Some(b), _) => b,
+        (None, Some(b)) => match b.value.as_str() {
+            "auto" => BuilderChoice::Auto,
+            "oci" => BuilderChoice::Oci,
+            "docker" => BuilderChoice::Docker,
+            other => {
+                return Err(b.error(
+                    format!("unknown builder `{other}`"),
+                    Some("use \"auto\", \"oci\" or \"docker\"".into()),
+                ));
+            }
+        },
+        (None, None) => BuilderChoice::Auto,
+    };
+    Ok(match choice {
+        BuilderChoice::Oci => BuilderKind::Oci,
+        BuilderChoice::Docker => BuilderKind::Docker,
+        BuilderChoice::Auto => {
+            let has_dockerfile = match &config.dockerfile {
+                Some(d) => d.origin.resolve(&d.value).is_file(),
+                None => package_dir.join("Dockerfile").is_file(),
+            };
+            if has_dockerfile {
+                BuilderKind::Docker
+            } else {
+                BuilderKind::Oci
+            }
+        }
+    })
+}
+
+fn docker_spec(config: &ClusterConfig, package_dir: &Path) -> Result<DockerSpec, ConfigError> {
+    let dockerfile = match &config.dockerfile {
+        Some(d) => {
+            let path = d.origin.resolve(&d.value);
+            if !path.is_file() {
+                return Err(d.error(format!("the Dockerfile {} does not exist", path.display()), None));
+            }
+            Some(path)
+        }
+        None => Some(package_dir.join("Dockerfile")).filter(|p| p.is_file()),
+    };
+    let context = match &config.context {
+        Some(c) => {
+            let path = c.origin.resolve(&c.value);
+            if !path.is_dir() {
+                return Err(c.error(format!("the build context {} is not a directory", path.display()), None));
+            }
+            path
+        }
+        None => package_dir.to_path_buf(),
+    };
+    if let Some(p) = &config.platform
+        && !p.value.starts_with("linux/")
+    {
+        return Err(p.error(
+            format!("platform `{}` is not a Linux platform", p.value),
+            Some("use e.g. \"linux/amd64\"".into()),
+        ));
+    }
+    Ok(DockerSpec {
+        dockerfile,
+        context,
+        build_args: config.build_args.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect(),
+        target: config.target.as_ref().map(|t| t.value.clone()),
+        pull: config.pull.as_ref().is_some_and(|p| p.value),
+        platform: config.platform.as_ref().map(|p| p.value.clone()),
+    })
+}
+
+/// The commit the package's source is at, for `{git_sha}` tags and the revision annotation.
+#[derive(Debug, Default)]
+struct GitInfo {
+    sha: Option<String>,
+}
+
+impl GitInfo {
+    fn read(dir: &Path) -> GitInfo {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["rev-parse", "--verify", "-q", "HEAD"])
+            .stderr(std::process::Stdio::null())
+            .output();
+        let sha = match out {
+            Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
+            _ => None,
+        };
+        GitInfo {
+            sha: sha.filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+fn render_tags(
+    args: &PushArgs,
+    config: &ClusterConfig,
+    package: &Package,
+    bin: &str,
+    git: &GitInfo,
+    origin: &Origin,
+) -> Result<Vec<Tag>, ConfigError> {
+    let (templates, sourced): (Vec<String>, Option<&Sourced<Vec<String>>>) = if !args.tags.is_empty() {
+        (args.tags.clone(), None)
+    } else if let Some(t) = &config.tags {
+        (t.value.clone(), Some(t))
+    } else {
+        (vec!["latest".into()], None)
+    };
+    let fail = |message: String, help: Option<String>| match sourced {
+        Some(s) => s.error(message, help),
+        None if !args.tags.is_empty() => ConfigError::plain(format!("--tag: {message}"), help),
+        None => ConfigError::at(origin, &[], message, help),
+    };
+    if templates.is_empty() {
+        return Err(fail("`tags` is empty; at least one tag is needed".into(), Some("tags = [\"latest\"]".into())));
+    }
+    let mut tags: Vec<Tag> = Vec::new();
+    for template in &templates {
+        let rendered = render_template(template, package, bin, git).map_err(|m| fail(m, None))?;
+        // `+build` metadata is legal in versions but not in tags; Helm uses `_` the same way.
+        let rendered = rendered.replace('+', "_");
+        let tag = Tag::parse(&rendered).map_err(|e| {
+            fail(
+                format!("`{template}` gives the tag `{rendered}`, which is not valid: {}", e.0),
+                None,
+            )
+        })?;
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    }
+    Ok(tags)
+}
+
+fn render_template(template: &str, package: &Package, bin: &str, git: &GitInfo) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("`{template}` has a `{{` that is never closed"));
+        };
+        let name = &after[..end];
+        let need_git = || {
+            git.sha.clone().ok_or_else(|| {
+                format!("`{{{name}}}` in `{template}` needs a git checkout, and {} is not in one", package.manifest_path)
+            })
+        };
+        let value = match name {
+            "version" => package.version.to_string(),
+            "package" => package.name.to_string(),
+            "bin" => bin.to_string(),
+            "git_sha" => need_git()?,
+            "git_short_sha" => need_git()?.chars().take(7).collect(),
+            other => {
+                return Err(format!(
+                    "unknown placeholder `{{{other}}}` in `{template}`; known: {{version}}, {{package}}, {{bin}}, {{git_sha}}, {{git_short_sha}}"
+                ));
+            }
+        };
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// `SOURCE_DATE_EPOCH` (reproducible-builds.org), else the Unix epoch.
+fn source_date_epoch() -> Result<u64, ConfigError> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Err(_) => Ok(0),
+        Ok(s) if s.is_empty() => Ok(0),
+        Ok(s) => s.trim().parse::<u64>().map_err(|_| {
+            ConfigError::plain(
+                format!("SOURCE_DATE_EPOCH=`{s}` is not a whole number of seconds since 1970"),
+                Some("unset it, or set it to e.g. `git log -1 --format=%ct`".into()),
+            )
+        }),
+    }
+}

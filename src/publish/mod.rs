@@ -1,0 +1,17 @@
+//! Publishers put a finished image somewhere and say what digest it got there. They never know
+//! how the image was made. `registry` pushes an in-process image over the distribution API.
+
+pub mod registry;
+
+use crate::reference::Digest;
+
+/// What a publisher reports back.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub digest: Digest,
+    /// Blobs uploaded, mounted, and already present: for the summary line.
+    pub uploaded: usize,
+    pub mounted: usize,
+    pub present: usize,
+    pub uploaded_bytes: u64,
+}

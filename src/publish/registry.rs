@@ -1,0 +1,168 @@
+//! Pushes an [`Image`] to the `external` side of a destination over the distribution API:
+//! HEAD each blob and skip those present, mount blobs that live in another repository of the
+//! same registry, upload the rest, and put the manifest last, once every blob is confirmed, so
+//! a tag never points at missing blobs.
+
+use std::sync::Arc;
+
+use futures_util::{StreamExt, TryStreamExt, stream};
+use miette::{IntoDiagnostic, Result, WrapErr};
+
+use super::Published;
+use crate::image::{Blob, BlobSource, Image};
+use crate::output;
+use crate::plan::Destination;
+use crate::reference::Repository;
+use crate::registry::pool::Clients;
+use crate::registry::{Mount, RegistryClient, RegistryError};
+
+/// How many blobs move at once.
+const PARALLEL_BLOBS: usize = 4;
+/// Whole-copy attempts for blobs streamed from another registry (the stream cannot rewind).
+const STREAM_ATTEMPTS: u32 = 3;
+
+pub struct RegistryPublisher<'a> {
+    clients: &'a Clients,
+}
+
+enum BlobOutcome {
+    Present,
+    Mounted,
+    Uploaded(u64),
+}
+
+impl<'a> RegistryPublisher<'a> {
+    pub fn new(clients: &'a Clients) -> Self {
+        RegistryPublisher { clients }
+    }
+
+    pub async fn publish(&self, image: &Image, destination: &Destination) -> Result<Published> {
+        let client = self.clients.get(&destination.external).await?;
+        let repo = &destination.repository;
+        output::status("Pushing", &format!("{} ({} blobs)", destination.push_name(), image.layers.len() + 1));
+
+        let outcomes: Vec<BlobOutcome> = stream::iter(image.blobs())
+            .map(|blob| self.push_blob(&client, repo, blob))
+            .buffered(PARALLEL_BLOBS)
+            .try_collect()
+            .await?;
+
+        // Every blob is now confirmed in the registry: only now may a tag point at them.
+        for tag in &destination.tags {
+            client
+                .put_manifest(repo, tag.as_str(), &image.manifest_media_type, &image.manifest, &image.digest)
+                .await
+                .wrap_err_with(|| format!("pushing the manifest as {}:{tag}", destination.push_name()))?;
+            output::detail(&format!("tagged {}:{tag}", destination.push_name()));
+        }
+
+        let mut published = Published {
+            digest: image.digest.clone(),
+            uploaded: 0,
+            mounted: 0,
+            present: 0,
+            uploaded_bytes: 0,
+        };
+        for o in outcomes {
+            match o {
+                BlobOutcome::Present => published.present += 1,
+                BlobOutcome::Mounted => published.mounted += 1,
+                BlobOutcome::Uploaded(n) => {
+                    published.uploaded += 1;
+                    published.uploaded_bytes += n;
+                }
+            }
+        }
+        let tags: Vec<&str> = destination.tags.iter().map(|t| t.as_str()).collect();
+        output::status(
+            "Pushed",
+            &format!(
+                "{}:{} ({} uploaded, {}; {} mounted; {} already there)",
+                destination.push_name(),
+                tags.join(", :"),
+                published.uploaded,
+                human_bytes(published.uploaded_bytes),
+                published.mounted,
+                published.present
+            ),
+        );
+        Ok(published)
+    }
+
+    async fn push_blob(&self, client: &Arc<RegistryClient>, repo: &Repository, blob: &Blob) -> Result<BlobOutcome> {
+        if client.blob_exists(repo, &blob.digest).await? {
+            output::detail(&format!("{} {} is already there", blob.description, blob.digest));
+            return Ok(BlobOutcome::Present);
+        }
+        match &blob.source {
+            BlobSource::Bytes(bytes) => {
+                let progress = output::Progress::bytes(&blob.description, bytes.len() as u64);
+                let result = client.upload_bytes(repo, &blob.digest, bytes.clone(), &progress, None).await;
+                progress.finish();
+                result.wrap_err_with(|| format!("uploading {} to {}", blob.description, client.registry()))?;
+                output::detail(&format!("uploaded {} ({})", blob.description, human_bytes(blob.size)));
+                Ok(BlobOutcome::Uploaded(blob.size))
+            }
+            BlobSource::Registry { registry, repository } => {
+                let mut session = None;
+                if registry.api_authority() == client.registry().api_authority() {
+                    match client.mount_blob(repo, &blob.digest, repository).await? {
+                        Mount::Mounted => {
+                            output::detail(&format!("mounted {} from {repository}", blob.description));
+                            return Ok(BlobOutcome::Mounted);
+                        }
+                        // Mount refused: the registry opened an upload instead; use it.
+                        Mount::UploadStarted(location) => session = Some(location),
+                    }
+                }
+                let source = self.clients.get(registry).await?;
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    match self.copy_blob(&source, repository, client, repo, blob, session.take()).await {
+                        Ok(()) => break,
+                        Err(e) if attempt < STREAM_ATTEMPTS => {
+                            output::detail(&format!("copying {}: {e}; starting over", blob.description));
+                        }
+                        Err(e) => {
+                            return Err(e).into_diagnostic().wrap_err_with(|| {
+                                format!("copying {} from {registry}/{repository}", blob.description)
+                            });
+                        }
+                    }
+                }
+                Ok(BlobOutcome::Uploaded(blob.size))
+            }
+        }
+    }
+
+    /// Streams a blob from one registry into another without holding it in memory.
+    async fn copy_blob(
+        &self,
+        source: &RegistryClient,
+        source_repo: &Repository,
+        dest: &RegistryClient,
+        dest_repo: &Repository,
+        blob: &Blob,
+        session: Option<String>,
+    ) -> Result<(), RegistryError> {
+        let response = source.get_blob(source_repo, &blob.digest).await?;
+        let progress = output::Progress::bytes(&blob.description, blob.size);
+        let p = progress.clone();
+        let body = reqwest::Body::wrap_stream(response.bytes_stream().inspect_ok(move |chunk| p.advance(chunk.len() as u64)));
+        let result = dest.upload_stream(dest_repo, &blob.digest, blob.size, body, session).await;
+        progress.finish();
+        result
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}

@@ -1,0 +1,349 @@
+//! Where credentials for a registry come from: CI environment variables, then the Docker config
+//! (`credHelpers`, `auths`, `credsStore`), then containers' `auth.json`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::reference::Registry;
+
+/// A credential. `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    Basic { username: String, password: String },
+    /// An OAuth2 refresh token (Docker's `identitytoken`), exchanged at the token endpoint.
+    IdentityToken(String),
+    /// A bearer token to send as is.
+    RegistryToken(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Basic { username, .. } => write!(f, "Basic({username}, <redacted>)"),
+            Credential::IdentityToken(_) => f.write_str("IdentityToken(<redacted>)"),
+            Credential::RegistryToken(_) => f.write_str("RegistryToken(<redacted>)"),
+        }
+    }
+}
+
+/// The result of a lookup: what was found, where, and where else was looked (for error messages).
+#[derive(Debug, Clone, Default)]
+pub struct Lookup {
+    pub credential: Option<Credential>,
+    /// Human description of where the credential came from.
+    pub source: Option<String>,
+    /// Every place consulted, in order.
+    pub searched: Vec<String>,
+    /// Problems worth telling the user (a missing helper, an unreadable file).
+    pub warnings: Vec<String>,
+}
+
+/// How long a credential helper may take before we give up on it.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Looks up credentials for `registry` in the documented order. Blocking (it may run helpers):
+/// call it off the async runtime.
+pub fn lookup(registry: &Registry) -> Lookup {
+    let mut found = Lookup::default();
+    let host = registry.authority();
+
+    found.searched.push("ADAPT_PUSH_USERNAME/ADAPT_PUSH_PASSWORD, ADAPT_PUSH_TOKEN".into());
+    if let Ok(token) = std::env::var("ADAPT_PUSH_TOKEN")
+        && !token.is_empty()
+    {
+        found.credential = Some(Credential::RegistryToken(token));
+        found.source = Some("ADAPT_PUSH_TOKEN".into());
+        return found;
+    }
+    if let Ok(username) = std::env::var("ADAPT_PUSH_USERNAME")
+        && !username.is_empty()
+    {
+        match std::env::var("ADAPT_PUSH_PASSWORD") {
+            Ok(password) => {
+                found.credential = Some(Credential::Basic { username, password });
+                found.source = Some("ADAPT_PUSH_USERNAME/ADAPT_PUSH_PASSWORD".into());
+                return found;
+            }
+            Err(_) => found
+                .warnings
+                .push("ADAPT_PUSH_USERNAME is set but ADAPT_PUSH_PASSWORD is not; ignoring it".into()),
+        }
+    }
+
+    let docker_config = docker_config_path();
+    found.searched.push(docker_config.display().to_string());
+    if let Some(config) = read_json(&docker_config, &mut found.warnings)
+        && let Some((credential, source)) = from_docker_config(&config, registry, &mut found.warnings)
+    {
+        found.credential = Some(credential);
+        found.source = Some(format!("{} ({source})", docker_config.display()));
+        return found;
+    }
+
+    for path in containers_auth_paths() {
+        found.searched.push(path.display().to_string());
+        if let Some(config) = read_json(&path, &mut found.warnings)
+            && let Some(credential) = from_auths(&config, registry)
+        {
+            found.credential = Some(credential);
+            found.source = Some(format!("{} (auths)", path.display()));
+            return found;
+        }
+    }
+    let _ = host;
+    found
+}
+
+fn docker_config_path() -> PathBuf {
+    match std::env::var_os("DOCKER_CONFIG") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("config.json"),
+        _ => home_dir().join(".docker").join("config.json"),
+    }
+}
+
+fn home_dir() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+}
+
+fn containers_auth_paths() -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    if let Some(p) = std::env::var_os("REGISTRY_AUTH_FILE").filter(|p| !p.is_empty()) {
+        paths.push(PathBuf::from(p));
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
+        paths.push(PathBuf::from(dir).join("containers").join("auth.json"));
+    }
+    paths
+}
+
+fn read_json(path: &Path, warnings: &mut Vec<String>) -> Option<Value> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            warnings.push(format!("could not read {}: {e}", path.display()));
+            return None;
+        }
+    };
+    match serde_json::from_str(&text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            // serde_json's message names a line and column, never the content.
+            warnings.push(format!("{} is not valid JSON ({e}); ignoring it", path.display()));
+            None
+        }
+    }
+}
+
+/// The keys a registry may be filed under in `auths` and `credHelpers`.
+fn registry_keys(registry: &Registry) -> Vec<String> {
+    if registry.is_docker_hub() {
+        return vec![
+            "https://index.docker.io/v1/".into(),
+            "index.docker.io".into(),
+            "docker.io".into(),
+            "registry-1.docker.io".into(),
+        ];
+    }
+    vec![registry.authority()]
+}
+
+/// Normalizes an `auths` key: `https://host:port/v1/` → `host:port`.
+fn normalize_key(key: &str) -> String {
+    let without_scheme = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    let host = without_scheme.split('/').next().unwrap_or(without_scheme);
+    let host = host.to_ascii_lowercase();
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "docker.io" => "https://index.docker.io/v1/".into(),
+        _ => host,
+    }
+}
+
+fn matches(key: &str, registry: &Registry) -> bool {
+    let normalized = normalize_key(key);
+    registry_keys(registry).iter().any(|k| normalize_key(k) == normalized)
+}
+
+fn from_docker_config(
+    config: &Value,
+    registry: &Registry,
+    warnings: &mut Vec<String>,
+) -> Option<(Credential, String)> {
+    if let Some(helpers) = config.get("credHelpers").and_then(Value::as_object) {
+        for (key, helper) in helpers {
+            if matches(key, registry)
+                && let Some(helper) = helper.as_str()
+            {
+                return run_helper(helper, registry, warnings).map(|c| (c, format!("credHelpers: docker-credential-{helper}")));
+            }
+        }
+    }
+    if let Some(c) = from_auths(config, registry) {
+        return Some((c, "auths".into()));
+    }
+    if let Some(store) = config.get("credsStore").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        return run_helper(store, registry, warnings).map(|c| (c, format!("credsStore: docker-credential-{store}")));
+    }
+    None
+}
+
+fn from_auths(config: &Value, registry: &Registry) -> Option<Credential> {
+    let auths = config.get("auths")?.as_object()?;
+    let entry = auths.iter().find(|(k, _)| matches(k, registry)).map(|(_, v)| v)?;
+    if let Some(token) = entry.get("identitytoken").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        return Some(Credential::IdentityToken(token.to_string()));
+    }
+    if let Some(token) = entry.get("registrytoken").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        return Some(Credential::RegistryToken(token.to_string()));
+    }
+    if let (Some(u), Some(p)) = (
+        entry.get("username").and_then(Value::as_str),
+        entry.get("password").and_then(Value::as_str),
+    ) && !u.is_empty()
+    {
+        return Some(Credential::Basic {
+            username: u.into(),
+            password: p.into(),
+        });
+    }
+    let auth = entry.get("auth").and_then(Value::as_str).filter(|a| !a.is_empty())?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(auth.trim()).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (username, password) = decoded.split_once(':')?;
+    Some(Credential::Basic {
+        username: username.into(),
+        password: password.into(),
+    })
+}
+
+/// Runs `docker-credential-<helper> get`. "Not found" (non-zero exit) means anonymous.
+fn run_helper(helper: &str, registry: &Registry, warnings: &mut Vec<String>) -> Option<Credential> {
+    let program = format!("docker-credential-{helper}");
+    let server = if registry.is_docker_hub() {
+        "https://index.docker.io/v1/".to_string()
+    } else {
+        registry.authority()
+    };
+    let child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            warnings.push(format!(
+                "the Docker config names the credential helper `{helper}`, but `{program}` is not on PATH; continuing without credentials for {server}"
+            ));
+            return None;
+        }
+        Err(e) => {
+            warnings.push(format!("could not run {program}: {e}"));
+            return None;
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        let _ = stdin.write_all(server.as_bytes());
+    }
+    // Read stdout on a thread so a hung helper can be killed at the deadline.
+    let stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        if let Some(mut s) = stdout {
+            use std::io::Read;
+            let _ = s.read_to_end(&mut out);
+        }
+        out
+    });
+    let deadline = std::time::Instant::now() + HELPER_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                warnings.push(format!("{program} did not answer within {}s; continuing without credentials", HELPER_TIMEOUT.as_secs()));
+                break None;
+            }
+            Err(e) => {
+                warnings.push(format!("waiting for {program}: {e}"));
+                break None;
+            }
+        }
+    }?;
+    let out = reader.join().unwrap_or_default();
+    if !status.success() {
+        return None;
+    }
+    let value: Value = serde_json::from_slice(&out).ok()?;
+    let username = value.get("Username").and_then(Value::as_str).unwrap_or_default();
+    let secret = value.get("Secret").and_then(Value::as_str).unwrap_or_default();
+    if secret.is_empty() {
+        return None;
+    }
+    // Docker's convention: the username `<token>` marks an identity token.
+    if username == "<token>" {
+        Some(Credential::IdentityToken(secret.into()))
+    } else {
+        Some(Credential::Basic {
+            username: username.into(),
+            password: secret.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn auths_forms() {
+        let r = Registry::parse("localhost:5001").unwrap();
+        let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+        let config = json!({"auths": {"http://localhost:5001/v2/": {"auth": auth}}});
+        assert_eq!(
+            from_auths(&config, &r),
+            Some(Credential::Basic { username: "alice".into(), password: "s3cret".into() })
+        );
+        let config = json!({"auths": {"localhost:5001": {"identitytoken": "tok"}}});
+        assert_eq!(from_auths(&config, &r), Some(Credential::IdentityToken("tok".into())));
+        let config = json!({"auths": {"localhost:5002": {"auth": auth}}});
+        assert_eq!(from_auths(&config, &r), None);
+    }
+
+    #[test]
+    fn docker_hub_keys_are_normalized() {
+        let hub = Registry::docker_hub();
+        let config = json!({"auths": {"https://index.docker.io/v1/": {"username": "u", "password": "p"}}});
+        assert!(from_auths(&config, &hub).is_some());
+        let config = json!({"auths": {"docker.io": {"username": "u", "password": "p"}}});
+        assert!(from_auths(&config, &hub).is_some());
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let c = Credential::Basic { username: "alice".into(), password: "hunter2".into() };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!format!("{:?}", Credential::IdentityToken("tok123".into())).contains("tok123"));
+    }
+
+    #[test]
+    fn missing_helper_is_a_warning() {
+        let r = Registry::parse("localhost:5001").unwrap();
+        let mut warnings = Vec::new();
+        let config = json!({"credHelpers": {"localhost:5001": "definitely-not-installed-xyz"}});
+        assert!(from_docker_config(&config, &r, &mut warnings).is_none());
+        assert!(warnings[0].contains("docker-credential-definitely-not-installed-xyz"), "{warnings:?}");
+    }
+}
