@@ -30,6 +30,11 @@ use crate::registry::ClientOptions;
 fn main() -> ExitCode {
     let args = cli::parse();
     output::init(args.quiet, args.verbose);
+    // On a terminal, miette's graphical reports; in CI logs, no wrapping, so messages stay whole.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(terminal).build())
+    }));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
