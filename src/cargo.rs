@@ -54,11 +54,16 @@ impl CargoOptions {
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum CargoError {
     #[error("could not run cargo ({program}): {source}")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     #[error("`cargo build` failed for package `{package}` (its errors are above)")]
     Failed { package: String },
     #[error("`cargo build` finished but reported no executable for bin `{bin}` of `{package}`")]
-    #[diagnostic(help("is `{bin}` a [[bin]] target of `{package}`? `cargo build --bin {bin} -p {package}` should produce it"))]
+    #[diagnostic(help(
+        "is `{bin}` a [[bin]] target of `{package}`? `cargo build --bin {bin} -p {package}` should produce it"
+    ))]
     NoArtifact { package: String, bin: String },
 }
 
@@ -74,7 +79,10 @@ pub fn build_binary(target: &Target, options: &CargoOptions) -> Result<PathBuf, 
     cmd.arg("build")
         .arg("--manifest-path")
         .arg(&target.manifest_path)
-        .args(["--package", &format!("{}@{}", target.package, target.version)])
+        .args([
+            "--package",
+            &format!("{}@{}", target.package, target.version),
+        ])
         .args(["--bin", &target.bin])
         .args(["--profile", &options.profile])
         .arg("--message-format=json-render-diagnostics")
@@ -91,7 +99,9 @@ pub fn build_binary(target: &Target, options: &CargoOptions) -> Result<PathBuf, 
     if crate::output::verbosity() == crate::output::Verbosity::Quiet {
         cmd.arg("--quiet");
     }
-    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .stdin(Stdio::null());
     crate::output::trace(&format!("running {cmd:?}"));
 
     let mut child = cmd.spawn().map_err(|source| CargoError::Spawn {
@@ -110,7 +120,9 @@ pub fn build_binary(target: &Target, options: &CargoOptions) -> Result<PathBuf, 
             }
         }
     }
-    let status = child.wait().map_err(|source| CargoError::Spawn { program, source })?;
+    let status = child
+        .wait()
+        .map_err(|source| CargoError::Spawn { program, source })?;
     if !status.success() {
         return Err(CargoError::Failed {
             package: target.package.clone(),

@@ -58,7 +58,12 @@ pub struct PushArgs {
     pub manifest_path: Option<PathBuf>,
 
     /// Package to build (repeat for several)
-    #[arg(short, long = "package", value_name = "SPEC", help_heading = "Package Selection")]
+    #[arg(
+        short,
+        long = "package",
+        value_name = "SPEC",
+        help_heading = "Package Selection"
+    )]
     pub packages: Vec<String>,
 
     /// Binary target to put in the image
@@ -66,7 +71,12 @@ pub struct PushArgs {
     pub bin: Option<String>,
 
     /// Features to activate (space or comma separated)
-    #[arg(short = 'F', long, value_name = "FEATURES", help_heading = "Feature Selection")]
+    #[arg(
+        short = 'F',
+        long,
+        value_name = "FEATURES",
+        help_heading = "Feature Selection"
+    )]
     pub features: Vec<String>,
 
     /// Activate all available features
@@ -78,7 +88,12 @@ pub struct PushArgs {
     pub no_default_features: bool,
 
     /// Cargo profile to build with
-    #[arg(long, value_name = "NAME", default_value = "release", help_heading = "Compilation Options")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "release",
+        help_heading = "Compilation Options"
+    )]
     pub profile: String,
 
     /// Assert that Cargo.lock will remain unchanged
@@ -98,15 +113,29 @@ pub struct PushArgs {
     pub registry: Option<String>,
 
     /// Address to push through (overrides the `external` side of `registry`)
-    #[arg(long, env = "ADAPT_PUSH_REGISTRY_EXTERNAL", value_name = "HOST[:PORT][/PATH]")]
+    #[arg(
+        long,
+        env = "ADAPT_PUSH_REGISTRY_EXTERNAL",
+        value_name = "HOST[:PORT][/PATH]"
+    )]
     pub registry_external: Option<String>,
 
     /// Address the cluster pulls through (overrides the `internal` side of `registry`)
-    #[arg(long, env = "ADAPT_PUSH_REGISTRY_INTERNAL", value_name = "HOST[:PORT][/PATH]")]
+    #[arg(
+        long,
+        env = "ADAPT_PUSH_REGISTRY_INTERNAL",
+        value_name = "HOST[:PORT][/PATH]"
+    )]
     pub registry_internal: Option<String>,
 
     /// Tag to push (repeatable; replaces `tags`)
-    #[arg(long = "tag", short = 't', value_name = "TAG", env = "ADAPT_PUSH_TAGS", value_delimiter = ',')]
+    #[arg(
+        long = "tag",
+        short = 't',
+        value_name = "TAG",
+        env = "ADAPT_PUSH_TAGS",
+        value_delimiter = ','
+    )]
     pub tags: Vec<String>,
 
     /// Which builder to use

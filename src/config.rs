@@ -150,10 +150,7 @@ impl ClusterConfig {
                 return Err(ConfigError::at(
                     origin,
                     &[],
-                    format!(
-                        "`cluster` must be a table, found {}",
-                        json_type_name(other)
-                    ),
+                    format!("`cluster` must be a table, found {}", json_type_name(other)),
                     Some("write it as a table header: [package.metadata.cluster]".into()),
                 ));
             }
@@ -216,11 +213,6 @@ impl ClusterConfig {
             pull: self.pull.or(workspace.pull),
             platform: self.platform.or(workspace.platform),
         }
-    }
-
-    /// Whether the package says anything at all (used to list candidates in a workspace).
-    pub fn is_empty(&self) -> bool {
-        *self == ClusterConfig::default()
     }
 }
 
@@ -332,7 +324,11 @@ impl Reader<'_> {
             Value::Object(map) => {
                 for key in map.keys() {
                     if key != "external" && key != "internal" {
-                        return Err(self.unknown_key(&["registry"], key, &["external", "internal"]));
+                        return Err(self.unknown_key(
+                            &["registry"],
+                            key,
+                            &["external", "internal"],
+                        ));
                     }
                 }
                 let side = |name: &str| -> Result<String, ConfigError> {
@@ -395,7 +391,11 @@ impl Reader<'_> {
                     });
                 }
                 other => {
-                    return Err(self.type_error(&["include"], "a path or { from, to } table", other));
+                    return Err(self.type_error(
+                        &["include"],
+                        "a path or { from, to } table",
+                        other,
+                    ));
                 }
             }
         }
@@ -480,6 +480,7 @@ impl ConfigError {
         }
     }
 
+    #[cfg(test)]
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -622,7 +623,11 @@ mod tests {
         let r = locate(text, &["package", "metadata", "cluster", "image"]).unwrap();
         assert_eq!(&text[r], "image");
         let text = "[package.metadata.cluster]\nregistry = { external = 1, internal = \"b\" }\n";
-        let r = locate(text, &["package", "metadata", "cluster", "registry", "external"]).unwrap();
+        let r = locate(
+            text,
+            &["package", "metadata", "cluster", "registry", "external"],
+        )
+        .unwrap();
         assert_eq!(&text[r], "external");
         assert!(locate("not = [toml", &["a"]).is_none());
     }

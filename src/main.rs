@@ -24,8 +24,8 @@ use crate::cargo::CargoOptions;
 use crate::output::Pushed;
 use crate::plan::{BuilderKind, Target};
 use crate::publish::registry::RegistryPublisher;
-use crate::registry::pool::Clients;
 use crate::registry::ClientOptions;
+use crate::registry::pool::Clients;
 
 fn main() -> ExitCode {
     let args = cli::parse();
@@ -33,9 +33,16 @@ fn main() -> ExitCode {
     // On a terminal, miette's graphical reports; in CI logs, no wrapping, so messages stay whole.
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = miette::set_hook(Box::new(move |_| {
-        Box::new(miette::MietteHandlerOpts::new().wrap_lines(terminal).build())
+        Box::new(
+            miette::MietteHandlerOpts::new()
+                .wrap_lines(terminal)
+                .build(),
+        )
     }));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: could not start the async runtime: {e}");
@@ -60,7 +67,13 @@ async fn run(args: cli::PushArgs) -> Result<()> {
         .no_deps()
         .other_options(cargo_options.manifest_flags())
         .exec()
-        .map_err(|e| miette::miette!(help = "run `cargo metadata` there to see cargo's full message", "cargo could not read {}: {e}", manifest.display()))?;
+        .map_err(|e| {
+            miette::miette!(
+                help = "run `cargo metadata` there to see cargo's full message",
+                "cargo could not read {}: {e}",
+                manifest.display()
+            )
+        })?;
     let plan = plan::make_plan(&args, &metadata, &manifest)?;
 
     if args.dry_run {
@@ -87,7 +100,9 @@ async fn build_and_push(target: &Target, cargo_options: &CargoOptions) -> Result
     let published = match target.builder {
         BuilderKind::Oci => {
             let image = build::oci::build(target, cargo_options, &clients).await?;
-            RegistryPublisher::new(&clients).publish(&image, &target.destination).await?
+            RegistryPublisher::new(&clients)
+                .publish(&image, &target.destination)
+                .await?
         }
         BuilderKind::Docker => {
             return Err(miette::miette!(
@@ -111,9 +126,16 @@ async fn build_and_push(target: &Target, cargo_options: &CargoOptions) -> Result
 /// `--manifest-path`, else the nearest Cargo.toml from the current directory upward (cargo's rule).
 fn locate_manifest(given: Option<&Path>) -> Result<PathBuf> {
     if let Some(path) = given {
-        let path = if path.is_dir() { path.join("Cargo.toml") } else { path.to_path_buf() };
+        let path = if path.is_dir() {
+            path.join("Cargo.toml")
+        } else {
+            path.to_path_buf()
+        };
         if !path.is_file() {
-            return Err(miette::miette!("--manifest-path: {} does not exist", path.display()));
+            return Err(miette::miette!(
+                "--manifest-path: {} does not exist",
+                path.display()
+            ));
         }
         return path.canonicalize().into_diagnostic();
     }

@@ -106,9 +106,11 @@ impl Progress {
         let bar = ui().bars.as_ref().map(|bars| {
             let bar = bars.add(ProgressBar::new(total));
             bar.set_style(
-                ProgressStyle::with_template("{prefix:>12.cyan.bold} {msg:30!} [{bar:25}] {bytes}/{total_bytes}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:>12.cyan.bold} {msg:30!} [{bar:25}] {bytes}/{total_bytes}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             bar.set_prefix("Uploading");
             bar.set_message(label.to_string());
@@ -199,8 +201,17 @@ pub fn print_plan(plan: &Plan, format: Format) -> std::io::Result<()> {
                 writeln!(out, "  builder   {}", t.builder.name())?;
                 writeln!(out, "  base      {base}")?;
                 let tags: Vec<String> = d.tags.iter().map(|t| t.to_string()).collect();
-                writeln!(out, "  push to   {} (tags: {})", d.push_name(), tags.join(", "))?;
-                writeln!(out, "  pull as   {}@sha256:<digest of the pushed manifest>", d.pull_name())?;
+                writeln!(
+                    out,
+                    "  push to   {} (tags: {})",
+                    d.push_name(),
+                    tags.join(", ")
+                )?;
+                writeln!(
+                    out,
+                    "  pull as   {}@sha256:<digest of the pushed manifest>",
+                    d.pull_name()
+                )?;
             }
         }
     }

@@ -133,9 +133,16 @@ fn display_list<T: std::fmt::Display, S: serde::Serializer>(
 }
 
 /// Builds the plan from the CLI and `cargo metadata`.
-pub fn make_plan(args: &PushArgs, metadata: &Metadata, manifest: &Path) -> Result<Plan, ConfigError> {
+pub fn make_plan(
+    args: &PushArgs,
+    metadata: &Metadata,
+    manifest: &Path,
+) -> Result<Plan, ConfigError> {
     let packages = select_packages(args, metadata, manifest)?;
-    let workspace_manifest = metadata.workspace_root.join("Cargo.toml").into_std_path_buf();
+    let workspace_manifest = metadata
+        .workspace_root
+        .join("Cargo.toml")
+        .into_std_path_buf();
     let workspace_config = ClusterConfig::from_table(
         &metadata.workspace_metadata["cluster"],
         &Origin::workspace(&workspace_manifest),
@@ -144,8 +151,10 @@ pub fn make_plan(args: &PushArgs, metadata: &Metadata, manifest: &Path) -> Resul
     let mut targets = Vec::new();
     for package in packages {
         let manifest_path = package.manifest_path.clone().into_std_path_buf();
-        let package_config =
-            ClusterConfig::from_table(&package.metadata["cluster"], &Origin::package(&manifest_path))?;
+        let package_config = ClusterConfig::from_table(
+            &package.metadata["cluster"],
+            &Origin::package(&manifest_path),
+        )?;
         let config = package_config.merged_over(workspace_config.clone());
         targets.push(plan_target(args, package, &config, epoch)?);
     }
@@ -168,7 +177,10 @@ fn select_packages<'m>(
                 None => {
                     let names: Vec<&str> = members.iter().map(|p| p.name.as_str()).collect();
                     return Err(ConfigError::plain(
-                        format!("package `{name}` is not a member of the workspace at {}", metadata.workspace_root),
+                        format!(
+                            "package `{name}` is not a member of the workspace at {}",
+                            metadata.workspace_root
+                        ),
                         Some(format!("members: {}", names.join(", "))),
                     ));
                 }
@@ -176,7 +188,9 @@ fn select_packages<'m>(
         }
         return Ok(chosen);
     }
-    let canonical = manifest.canonicalize().unwrap_or_else(|_| manifest.to_path_buf());
+    let canonical = manifest
+        .canonicalize()
+        .unwrap_or_else(|_| manifest.to_path_buf());
     let here = members.iter().find(|p| {
         p.manifest_path
             .as_std_path()
@@ -195,7 +209,11 @@ fn select_packages<'m>(
     let help = if with_settings.is_empty() {
         format!(
             "no member has [package.metadata.cluster] yet; members: {}",
-            members.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+            members
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     } else {
         format!(
@@ -220,7 +238,10 @@ fn plan_target(
     epoch: u64,
 ) -> Result<Target, ConfigError> {
     let manifest_path = package.manifest_path.clone().into_std_path_buf();
-    let package_dir = manifest_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let package_dir = manifest_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     let origin = Origin::package(&manifest_path);
 
     let bin = select_bin(args, package, config, &origin)?;
@@ -251,7 +272,10 @@ fn plan_target(
             ConfigError::at(
                 &origin,
                 &[],
-                format!("the package name `{}` is not a valid image name: {}", package.name, e.0),
+                format!(
+                    "the package name `{}` is not a valid image name: {}",
+                    package.name, e.0
+                ),
                 help,
             )
         }
@@ -274,8 +298,9 @@ fn plan_target(
     // The tool never contacts `internal`: a base named by the internal address is read through
     // the external one (same registry), which also lets its layers be mounted, not copied.
     let base = match base {
-        Base::Image(mut r) if r.registry.without_scheme() == internal.registry.without_scheme()
-            && internal.registry != external.registry =>
+        Base::Image(mut r)
+            if r.registry.without_scheme() == internal.registry.without_scheme()
+                && internal.registry != external.registry =>
         {
             r.registry = external.registry.clone();
             Base::Image(r)
@@ -283,7 +308,10 @@ fn plan_target(
         other => other,
     };
     if let (Base::Scratch, Some(u)) = (&base, &config.user)
-        && !u.value.split(':').all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+        && !u
+            .value
+            .split(':')
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
     {
         return Err(u.error(
             format!("`user = \"{}\"` names a user, but a scratch image has no /etc/passwd to look it up", u.value),
@@ -294,16 +322,28 @@ fn plan_target(
     let mut env = Vec::new();
     for (name, value) in &config.env {
         if name.is_empty() || name.contains('=') || name.contains('\0') {
-            return Err(value.error(format!("`{name}` is not a valid environment variable name"), None));
+            return Err(value.error(
+                format!("`{name}` is not a valid environment variable name"),
+                None,
+            ));
         }
         env.push((name.clone(), value.value.clone()));
     }
 
     let mut annotations = BTreeMap::new();
-    annotations.insert("org.opencontainers.image.title".to_string(), package.name.to_string());
-    annotations.insert("org.opencontainers.image.version".to_string(), package.version.to_string());
+    annotations.insert(
+        "org.opencontainers.image.title".to_string(),
+        package.name.to_string(),
+    );
+    annotations.insert(
+        "org.opencontainers.image.version".to_string(),
+        package.version.to_string(),
+    );
     if let Some(d) = &package.description {
-        annotations.insert("org.opencontainers.image.description".into(), d.trim().to_string());
+        annotations.insert(
+            "org.opencontainers.image.description".into(),
+            d.trim().to_string(),
+        );
     }
     if let Some(l) = &package.license {
         annotations.insert("org.opencontainers.image.licenses".into(), l.clone());
@@ -337,13 +377,22 @@ fn plan_target(
             let host_path = inc.origin.resolve(&item.from);
             if !host_path.exists() {
                 return Err(inc.error(
-                    format!("`{}` does not exist (looked for {})", item.from, host_path.display()),
-                    Some("paths in `include` are relative to the Cargo.toml that names them".into()),
+                    format!(
+                        "`{}` does not exist (looked for {})",
+                        item.from,
+                        host_path.display()
+                    ),
+                    Some(
+                        "paths in `include` are relative to the Cargo.toml that names them".into(),
+                    ),
                 ));
             }
             if !item.to.starts_with('/') || item.to.split('/').any(|c| c == "..") {
                 return Err(inc.error(
-                    format!("`to = \"{}\"` must be an absolute path in the image, without `..`", item.to),
+                    format!(
+                        "`to = \"{}\"` must be an absolute path in the image, without `..`",
+                        item.to
+                    ),
                     None,
                 ));
             }
@@ -357,7 +406,11 @@ fn plan_target(
     let mut insecure = Vec::new();
     if let Some(list) = &config.insecure {
         for entry in &list.value {
-            insecure.push(Registry::parse(entry).map_err(|e| list.error(e.0, None))?.without_scheme());
+            insecure.push(
+                Registry::parse(entry)
+                    .map_err(|e| list.error(e.0, None))?
+                    .without_scheme(),
+            );
         }
     }
     let ca_cert = match (&args.ca_cert, &config.ca_cert) {
@@ -420,7 +473,10 @@ fn select_bin(
         return Err(ConfigError::at(
             origin,
             &[],
-            format!("package `{}` has no binary target to put in an image", package.name),
+            format!(
+                "package `{}` has no binary target to put in an image",
+                package.name
+            ),
             Some("add src/main.rs or a [[bin]] target".into()),
         ));
     }
@@ -456,7 +512,10 @@ fn select_bin(
                     package.name,
                     bins.join(", ")
                 ),
-                Some(format!("set bin = \"{}\" in [package.metadata.cluster], or pass --bin", bins[0])),
+                Some(format!(
+                    "set bin = \"{}\" in [package.metadata.cluster], or pass --bin",
+                    bins[0]
+                )),
             )),
         },
     }
@@ -469,7 +528,8 @@ fn registry_split(
     origin: &Origin,
 ) -> Result<(RegistryLocation, RegistryLocation), ConfigError> {
     let parse_flag = |flag: &str, value: &str| {
-        RegistryLocation::parse(value).map_err(|e| ConfigError::plain(format!("{flag}: {}", e.0), None))
+        RegistryLocation::parse(value)
+            .map_err(|e| ConfigError::plain(format!("{flag}: {}", e.0), None))
     };
     let (mut external, mut internal) = match (&args.registry, &config.registry) {
         (Some(r), _) => {
@@ -566,7 +626,10 @@ fn docker_spec(config: &ClusterConfig, package_dir: &Path) -> Result<DockerSpec,
         Some(d) => {
             let path = d.origin.resolve(&d.value);
             if !path.is_file() {
-                return Err(d.error(format!("the Dockerfile {} does not exist", path.display()), None));
+                return Err(d.error(
+                    format!("the Dockerfile {} does not exist", path.display()),
+                    None,
+                ));
             }
             Some(path)
         }
@@ -576,7 +639,10 @@ fn docker_spec(config: &ClusterConfig, package_dir: &Path) -> Result<DockerSpec,
         Some(c) => {
             let path = c.origin.resolve(&c.value);
             if !path.is_dir() {
-                return Err(c.error(format!("the build context {} is not a directory", path.display()), None));
+                return Err(c.error(
+                    format!("the build context {} is not a directory", path.display()),
+                    None,
+                ));
             }
             path
         }
@@ -593,7 +659,11 @@ fn docker_spec(config: &ClusterConfig, package_dir: &Path) -> Result<DockerSpec,
     Ok(DockerSpec {
         dockerfile,
         context,
-        build_args: config.build_args.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect(),
+        build_args: config
+            .build_args
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value.clone()))
+            .collect(),
         target: config.target.as_ref().map(|t| t.value.clone()),
         pull: config.pull.as_ref().is_some_and(|p| p.value),
         platform: config.platform.as_ref().map(|p| p.value.clone()),
@@ -615,7 +685,9 @@ impl GitInfo {
             .stderr(std::process::Stdio::null())
             .output();
         let sha = match out {
-            Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
+            Ok(o) if o.status.success() => {
+                Some(String::from_utf8_lossy(&o.stdout).trim().to_string())
+            }
             _ => None,
         };
         GitInfo {
@@ -632,20 +704,24 @@ fn render_tags(
     git: &GitInfo,
     origin: &Origin,
 ) -> Result<Vec<Tag>, ConfigError> {
-    let (templates, sourced): (Vec<String>, Option<&Sourced<Vec<String>>>) = if !args.tags.is_empty() {
-        (args.tags.clone(), None)
-    } else if let Some(t) = &config.tags {
-        (t.value.clone(), Some(t))
-    } else {
-        (vec!["latest".into()], None)
-    };
+    let (templates, sourced): (Vec<String>, Option<&Sourced<Vec<String>>>) =
+        if !args.tags.is_empty() {
+            (args.tags.clone(), None)
+        } else if let Some(t) = &config.tags {
+            (t.value.clone(), Some(t))
+        } else {
+            (vec!["latest".into()], None)
+        };
     let fail = |message: String, help: Option<String>| match sourced {
         Some(s) => s.error(message, help),
         None if !args.tags.is_empty() => ConfigError::plain(format!("--tag: {message}"), help),
         None => ConfigError::at(origin, &[], message, help),
     };
     if templates.is_empty() {
-        return Err(fail("`tags` is empty; at least one tag is needed".into(), Some("tags = [\"latest\"]".into())));
+        return Err(fail(
+            "`tags` is empty; at least one tag is needed".into(),
+            Some("tags = [\"latest\"]".into()),
+        ));
     }
     let mut tags: Vec<Tag> = Vec::new();
     for template in &templates {
@@ -654,7 +730,10 @@ fn render_tags(
         let rendered = rendered.replace('+', "_");
         let tag = Tag::parse(&rendered).map_err(|e| {
             fail(
-                format!("`{template}` gives the tag `{rendered}`, which is not valid: {}", e.0),
+                format!(
+                    "`{template}` gives the tag `{rendered}`, which is not valid: {}",
+                    e.0
+                ),
                 None,
             )
         })?;
@@ -665,7 +744,12 @@ fn render_tags(
     Ok(tags)
 }
 
-fn render_template(template: &str, package: &Package, bin: &str, git: &GitInfo) -> Result<String, String> {
+fn render_template(
+    template: &str,
+    package: &Package,
+    bin: &str,
+    git: &GitInfo,
+) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = template;
     while let Some(start) = rest.find('{') {
@@ -677,7 +761,10 @@ fn render_template(template: &str, package: &Package, bin: &str, git: &GitInfo) 
         let name = &after[..end];
         let need_git = || {
             git.sha.clone().ok_or_else(|| {
-                format!("`{{{name}}}` in `{template}` needs a git checkout, and {} is not in one", package.manifest_path)
+                format!(
+                    "`{{{name}}}` in `{template}` needs a git checkout, and {} is not in one",
+                    package.manifest_path
+                )
             })
         };
         let value = match name {

@@ -52,14 +52,6 @@ impl Registry {
         }
     }
 
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
-    pub fn port(&self) -> Option<u16> {
-        self.port
-    }
-
     pub fn scheme(&self) -> Option<Scheme> {
         self.scheme
     }
@@ -150,7 +142,10 @@ impl RegistryLocation {
             None => None,
             Some(p) => {
                 validate_repository_path(p).map_err(|e| {
-                    ReferenceError(format!("the path in registry `{input}` is not valid: {}", e.0))
+                    ReferenceError(format!(
+                        "the path in registry `{input}` is not valid: {}",
+                        e.0
+                    ))
                 })?;
                 Some(p.to_string())
             }
@@ -200,7 +195,9 @@ fn split_scheme(input: &str) -> Result<(Option<Scheme>, &str), ReferenceError> {
 /// Parses `host`, `host:port`, `[v6]`, `[v6]:port`; returns the lowercase host and the port.
 fn parse_authority(authority: &str, whole: &str) -> Result<(String, Option<u16>), ReferenceError> {
     if authority.is_empty() {
-        return err(format!("`{whole}` has no host; expected something like `localhost:5000`"));
+        return err(format!(
+            "`{whole}` has no host; expected something like `localhost:5000`"
+        ));
     }
     if authority.contains('@') {
         return err(format!(
@@ -209,7 +206,9 @@ fn parse_authority(authority: &str, whole: &str) -> Result<(String, Option<u16>)
     }
     let (host, port_text) = if let Some(rest) = authority.strip_prefix('[') {
         let Some(end) = rest.find(']') else {
-            return err(format!("`{whole}`: `[` opens an IPv6 address that is never closed"));
+            return err(format!(
+                "`{whole}`: `[` opens an IPv6 address that is never closed"
+            ));
         };
         let v6 = &rest[..end];
         if v6.parse::<Ipv6Addr>().is_err() {
@@ -219,7 +218,11 @@ fn parse_authority(authority: &str, whole: &str) -> Result<(String, Option<u16>)
         let port = match after {
             "" => None,
             p if p.starts_with(':') => Some(&p[1..]),
-            _ => return err(format!("`{whole}`: unexpected `{after}` after the IPv6 address")),
+            _ => {
+                return err(format!(
+                    "`{whole}`: unexpected `{after}` after the IPv6 address"
+                ));
+            }
         };
         (v6.to_ascii_lowercase(), port)
     } else {
@@ -407,8 +410,7 @@ impl Digest {
                 ));
             }
         };
-        if hex.len() != expected || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
+        if hex.len() != expected || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return err(format!(
                 "`{digest}`: a {algorithm} digest is {expected} lowercase hex digits"
             ));
@@ -487,10 +489,15 @@ impl ImageRef {
                 || first.chars().any(|c| c.is_ascii_uppercase()));
         let (registry, path) = if first_is_registry {
             let (host, port) = parse_authority(first, input)?;
-            (Registry { host, port, scheme }, remainder.unwrap_or_default().to_string())
+            (
+                Registry { host, port, scheme },
+                remainder.unwrap_or_default().to_string(),
+            )
         } else {
             if scheme.is_some() {
-                return err(format!("`{input}`: a scheme needs a registry host after it"));
+                return err(format!(
+                    "`{input}`: a scheme needs a registry host after it"
+                ));
             }
             let path = if remainder.is_none() {
                 format!("library/{name}")
@@ -549,10 +556,30 @@ mod tests {
             ("[::1]:5000", "[::1]:5000", None, None),
             ("[::1]", "[::1]", None, None),
             ("[FE80::1]:80", "[fe80::1]:80", None, None),
-            ("http://localhost:5000", "localhost:5000", None, Some(Scheme::Http)),
-            ("https://ghcr.io/acme/", "ghcr.io", Some("acme"), Some(Scheme::Https)),
-            ("HTTP://10.0.0.1:5000", "10.0.0.1:5000", None, Some(Scheme::Http)),
-            ("my-registry.internal:443", "my-registry.internal:443", None, None),
+            (
+                "http://localhost:5000",
+                "localhost:5000",
+                None,
+                Some(Scheme::Http),
+            ),
+            (
+                "https://ghcr.io/acme/",
+                "ghcr.io",
+                Some("acme"),
+                Some(Scheme::Https),
+            ),
+            (
+                "HTTP://10.0.0.1:5000",
+                "10.0.0.1:5000",
+                None,
+                Some(Scheme::Http),
+            ),
+            (
+                "my-registry.internal:443",
+                "my-registry.internal:443",
+                None,
+                None,
+            ),
         ];
         for (input, authority, namespace, scheme) in ok {
             let loc = RegistryLocation::parse(input)
@@ -601,7 +628,11 @@ mod tests {
             ("ghcr.io", false),
             ("localhost.evil.com", false),
         ] {
-            assert_eq!(Registry::parse(input).unwrap().is_loopback(), loopback, "{input}");
+            assert_eq!(
+                Registry::parse(input).unwrap().is_loopback(),
+                loopback,
+                "{input}"
+            );
         }
     }
 
@@ -613,7 +644,10 @@ mod tests {
         for bad in [
             "", "Team/x", "a/", "/a", "a//b", "_a", "a_", "a___b", "a._b", "a b", "a:b", "é",
         ] {
-            assert!(Repository::parse(bad).is_err(), "{bad:?} should be rejected");
+            assert!(
+                Repository::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
         assert!(Repository::parse(&"a".repeat(256)).is_err());
     }
@@ -646,15 +680,57 @@ mod tests {
     fn image_references() {
         let d = format!("sha256:{}", "b".repeat(64));
         let cases: Vec<(String, &str, &str, Option<&str>, bool)> = vec![
-            ("busybox".into(), "docker.io", "library/busybox", None, false),
-            ("busybox:1.36".into(), "docker.io", "library/busybox", Some("1.36"), false),
+            (
+                "busybox".into(),
+                "docker.io",
+                "library/busybox",
+                None,
+                false,
+            ),
+            (
+                "busybox:1.36".into(),
+                "docker.io",
+                "library/busybox",
+                Some("1.36"),
+                false,
+            ),
             ("acme/app".into(), "docker.io", "acme/app", None, false),
             ("localhost/app".into(), "localhost", "app", None, false),
-            ("localhost:5000/a/b:v1".into(), "localhost:5000", "a/b", Some("v1"), false),
-            ("[::1]:5000/base:1".into(), "[::1]:5000", "base", Some("1"), false),
-            (format!("ghcr.io/acme/base@{d}"), "ghcr.io", "acme/base", None, true),
-            (format!("ghcr.io/acme/base:1@{d}"), "ghcr.io", "acme/base", Some("1"), true),
-            ("http://127.0.0.1:5000/base:1".into(), "127.0.0.1:5000", "base", Some("1"), false),
+            (
+                "localhost:5000/a/b:v1".into(),
+                "localhost:5000",
+                "a/b",
+                Some("v1"),
+                false,
+            ),
+            (
+                "[::1]:5000/base:1".into(),
+                "[::1]:5000",
+                "base",
+                Some("1"),
+                false,
+            ),
+            (
+                format!("ghcr.io/acme/base@{d}"),
+                "ghcr.io",
+                "acme/base",
+                None,
+                true,
+            ),
+            (
+                format!("ghcr.io/acme/base:1@{d}"),
+                "ghcr.io",
+                "acme/base",
+                Some("1"),
+                true,
+            ),
+            (
+                "http://127.0.0.1:5000/base:1".into(),
+                "127.0.0.1:5000",
+                "base",
+                Some("1"),
+                false,
+            ),
         ];
         for (input, registry, repo, tag, pinned) in cases {
             let r = ImageRef::parse(&input).unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -663,13 +739,23 @@ mod tests {
             assert_eq!(r.tag.as_ref().map(|t| t.as_str()), tag, "{input}");
             assert_eq!(r.digest.is_some(), pinned, "{input}");
         }
-        for bad in ["", "Busybox", "a:b:c", "ghcr.io/x@sha256:12", "ftp://h/x", "x:"] {
+        for bad in [
+            "",
+            "Busybox",
+            "a:b:c",
+            "ghcr.io/x@sha256:12",
+            "ftp://h/x",
+            "x:",
+        ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?}");
         }
         let r = ImageRef::parse("localhost:5000/a/b:v1").unwrap();
         assert_eq!(r.to_string(), "localhost:5000/a/b:v1");
         assert_eq!(r.reference(), "v1");
         assert!(Registry::docker_hub().is_docker_hub());
-        assert_eq!(Registry::docker_hub().api_authority(), "registry-1.docker.io");
+        assert_eq!(
+            Registry::docker_hub().api_authority(),
+            "registry-1.docker.io"
+        );
     }
 }

@@ -47,28 +47,46 @@ pub enum BuildError {
         architecture: String,
         available: String,
     },
-    #[error("the base image {reference} is a {media_type}, which is not an image manifest or index")]
-    UnsupportedBase { reference: String, media_type: String },
+    #[error(
+        "the base image {reference} is a {media_type}, which is not an image manifest or index"
+    )]
+    UnsupportedBase {
+        reference: String,
+        media_type: String,
+    },
 }
 
 /// Builds the binary with cargo and assembles its image.
-pub async fn build(target: &Target, cargo_options: &CargoOptions, clients: &Clients) -> Result<Image> {
+pub async fn build(
+    target: &Target,
+    cargo_options: &CargoOptions,
+    clients: &Clients,
+) -> Result<Image> {
     output::status(
         "Building",
-        &format!("{} v{} (bin {}, profile {})", target.package, target.version, target.bin, cargo_options.profile),
+        &format!(
+            "{} v{} (bin {}, profile {})",
+            target.package, target.version, target.bin, cargo_options.profile
+        ),
     );
     let binary = {
         let target = target.clone();
         let options = cargo_options.clone();
-        tokio::task::spawn_blocking(move || output::suspend(|| cargo::build_binary(&target, &options)))
-            .await
-            .into_diagnostic()??
+        tokio::task::spawn_blocking(move || {
+            output::suspend(|| cargo::build_binary(&target, &options))
+        })
+        .await
+        .into_diagnostic()??
     };
     assemble_for_binary(target, &binary, clients).await
 }
 
 /// Assembles the image for an already built binary.
-pub async fn assemble_for_binary(target: &Target, binary: &Path, clients: &Clients) -> Result<Image> {
+pub async fn assemble_for_binary(
+    target: &Target,
+    binary: &Path,
+    clients: &Clients,
+) -> Result<Image> {
     let architecture = architecture_of(binary)?;
     let base = match &target.image.base {
         Base::Scratch => None,
@@ -92,7 +110,11 @@ pub async fn assemble_for_binary(target: &Target, binary: &Path, clients: &Clien
         architecture,
     };
     let image = image::assemble(base.as_ref(), layers, &run).into_diagnostic()?;
-    output::detail(&format!("image {} ({} layers)", image.digest, image.layers.len()));
+    output::detail(&format!(
+        "image {} ({} layers)",
+        image.digest,
+        image.layers.len()
+    ));
     Ok(image)
 }
 
@@ -153,7 +175,9 @@ fn make_layers(target: &Target, binary: &Path, on_scratch: bool) -> Result<Vec<L
 /// GOARCH name of an ELF executable's machine.
 fn architecture_of(binary: &Path) -> Result<String> {
     use object::Object;
-    let data = std::fs::read(binary).into_diagnostic().wrap_err_with(|| format!("reading {}", binary.display()))?;
+    let data = std::fs::read(binary)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("reading {}", binary.display()))?;
     let file = object::File::parse(&*data).map_err(|e| BuildError::Architecture {
         path: binary.to_path_buf(),
         reason: e.to_string(),
@@ -176,7 +200,11 @@ fn architecture_of(binary: &Path) -> Result<String> {
 }
 
 /// Reads a base image's manifest (choosing linux/<arch> from an index) and config.
-pub async fn fetch_base(reference: &ImageRef, architecture: &str, clients: &Clients) -> Result<BaseImage> {
+pub async fn fetch_base(
+    reference: &ImageRef,
+    architecture: &str,
+    clients: &Clients,
+) -> Result<BaseImage> {
     output::status("Resolving", &format!("base image {reference}"));
     let client = clients.get(&reference.registry).await?;
     let repo = &reference.repository;

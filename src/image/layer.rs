@@ -110,7 +110,11 @@ impl LayerBuilder {
                 .collect::<Result<_, _>>()?;
             children.sort();
             for name in children {
-                let child_image = format!("{}/{}", image_path.trim_end_matches('/'), name.to_string_lossy());
+                let child_image = format!(
+                    "{}/{}",
+                    image_path.trim_end_matches('/'),
+                    name.to_string_lossy()
+                );
                 self.add_host_path(&child_image, &host_path.join(&name))?;
             }
         } else {
@@ -123,7 +127,14 @@ impl LayerBuilder {
         let path = normalize(image_path);
         // Parent directories are explicit entries so every extractor creates them with our modes.
         let mut parent = String::new();
-        for component in path.split('/').rev().skip(1).collect::<Vec<_>>().into_iter().rev() {
+        for component in path
+            .split('/')
+            .rev()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
             if !parent.is_empty() {
                 parent.push('/');
             }
@@ -136,7 +147,9 @@ impl LayerBuilder {
     /// Writes the tar, compresses it, and hashes both forms.
     pub fn finish(self) -> io::Result<Layer> {
         let compressed = HashingWriter::new(Vec::new());
-        let gzip = GzBuilder::new().mtime(0).write(compressed, Compression::new(GZIP_LEVEL));
+        let gzip = GzBuilder::new()
+            .mtime(0)
+            .write(compressed, Compression::new(GZIP_LEVEL));
         let uncompressed = HashingWriter::new(gzip);
         let mut tar = tar::Builder::new(uncompressed);
         for (path, entry) in &self.entries {
@@ -217,7 +230,10 @@ impl<W: Write> HashingWriter<W> {
     }
 
     fn finish(self) -> (W, Digest) {
-        (self.inner, Digest::from_sha256_bytes(&self.hasher.finalize()))
+        (
+            self.inner,
+            Digest::from_sha256_bytes(&self.hasher.finalize()),
+        )
     }
 }
 
@@ -270,12 +286,24 @@ mod tests {
         let names: Vec<String> = entries(&layer).into_iter().map(|e| e.0).collect();
         assert_eq!(
             names,
-            ["app/", "app/bin", "srv/", "srv/data/", "srv/data/b.txt", "srv/data/sub/", "srv/data/sub/a.txt"]
+            [
+                "app/",
+                "app/bin",
+                "srv/",
+                "srv/data/",
+                "srv/data/b.txt",
+                "srv/data/sub/",
+                "srv/data/sub/a.txt"
+            ]
         );
         for (name, mode, mtime, uid) in entries(&layer) {
             assert_eq!(mtime, 1_700_000_000, "{name}");
             assert_eq!(uid, 0, "{name}");
-            let expected = if name.ends_with('/') || name == "app/bin" { 0o755 } else { 0o644 };
+            let expected = if name.ends_with('/') || name == "app/bin" {
+                0o755
+            } else {
+                0o644
+            };
             assert_eq!(mode, expected, "{name}");
         }
     }
@@ -291,7 +319,9 @@ mod tests {
         assert_eq!(a.digest, b.digest);
         assert_eq!(a.diff_id, b.diff_id);
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(&a.bytes[..]).read_to_end(&mut raw).unwrap();
+        flate2::read::GzDecoder::new(&a.bytes[..])
+            .read_to_end(&mut raw)
+            .unwrap();
         assert_eq!(a.diff_id, Digest::sha256_of(&raw));
         assert_eq!(a.digest, Digest::sha256_of(&a.bytes));
         assert_ne!(a.digest, a.diff_id);

@@ -155,7 +155,10 @@ pub fn assemble(
     }
     let had_history = config.history().as_ref().is_some_and(|h| !h.is_empty());
     for l in &layers {
-        config.rootfs_mut().diff_ids_mut().push(l.diff_id.to_string());
+        config
+            .rootfs_mut()
+            .diff_ids_mut()
+            .push(l.diff_id.to_string());
         if had_history || base.is_none() {
             let mut h = History::default();
             h.set_created(Some(created.clone()));
@@ -181,7 +184,10 @@ pub fn assemble(
         env.push(format!("{name}={value}"));
     }
     if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
     }
     process.set_env(Some(env));
     if let Some(u) = &run.user {
@@ -210,10 +216,16 @@ pub fn assemble(
         .config(descriptor(&config_blob))
         .layers(blobs.iter().map(descriptor).collect::<Vec<_>>())
         .build()
-        .map_err(|source| AssembleError::Base { what: "manifest", source })?;
+        .map_err(|source| AssembleError::Base {
+            what: "manifest",
+            source,
+        })?;
     if !docker_family && !run.annotations.is_empty() {
         manifest.set_annotations(Some(
-            run.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            run.annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         ));
     }
     let manifest_bytes = canonical_json(&manifest).map_err(|source| AssembleError::Encode {
@@ -290,8 +302,16 @@ mod tests {
         let run = RunConfig {
             entrypoint: vec!["/app".into()],
             env: vec![("RUST_LOG".into(), "info".into())],
-            labels: [("b".to_string(), "2".to_string()), ("a".to_string(), "1".to_string())].into(),
-            annotations: [("org.opencontainers.image.version".to_string(), "1.0.0".to_string())].into(),
+            labels: [
+                ("b".to_string(), "2".to_string()),
+                ("a".to_string(), "1".to_string()),
+            ]
+            .into(),
+            annotations: [(
+                "org.opencontainers.image.version".to_string(),
+                "1.0.0".to_string(),
+            )]
+            .into(),
             user: Some("65532".into()),
             epoch: 0,
             architecture: "amd64".into(),
@@ -306,14 +326,25 @@ mod tests {
         assert_eq!(manifest["mediaType"], OCI_MANIFEST);
         assert_eq!(manifest["config"]["digest"], a.config.digest.as_str());
         assert_eq!(manifest["layers"][0]["digest"], a.layers[0].digest.as_str());
-        let BlobSource::Bytes(config_bytes) = &a.config.source else { panic!() };
+        let BlobSource::Bytes(config_bytes) = &a.config.source else {
+            panic!()
+        };
         let config: serde_json::Value = serde_json::from_slice(config_bytes).unwrap();
         assert_eq!(config["created"], "1970-01-01T00:00:00Z");
         assert_eq!(config["architecture"], "amd64");
         assert_eq!(config["config"]["Entrypoint"][0], "/app");
         assert_eq!(config["config"]["User"], "65532");
-        assert!(config["config"]["Env"].as_array().unwrap().iter().any(|e| e == "RUST_LOG=info"));
-        assert_eq!(config["rootfs"]["diff_ids"][0], sample_layer(b"x").diff_id.as_str());
+        assert!(
+            config["config"]["Env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e == "RUST_LOG=info")
+        );
+        assert_eq!(
+            config["rootfs"]["diff_ids"][0],
+            sample_layer(b"x").diff_id.as_str()
+        );
 
         let c = assemble(None, vec![sample_layer(b"y")], &run).unwrap();
         assert_ne!(a.digest, c.digest);

@@ -39,7 +39,14 @@ impl<'a> RegistryPublisher<'a> {
     pub async fn publish(&self, image: &Image, destination: &Destination) -> Result<Published> {
         let client = self.clients.get(&destination.external).await?;
         let repo = &destination.repository;
-        output::status("Pushing", &format!("{} ({} blobs)", destination.push_name(), image.layers.len() + 1));
+        output::status(
+            "Pushing",
+            &format!(
+                "{} ({} blobs)",
+                destination.push_name(),
+                image.layers.len() + 1
+            ),
+        );
 
         let outcomes: Vec<BlobOutcome> = stream::iter(image.blobs())
             .map(|blob| self.push_blob(&client, repo, blob))
@@ -50,9 +57,17 @@ impl<'a> RegistryPublisher<'a> {
         // Every blob is now confirmed in the registry: only now may a tag point at them.
         for tag in &destination.tags {
             client
-                .put_manifest(repo, tag.as_str(), &image.manifest_media_type, &image.manifest, &image.digest)
+                .put_manifest(
+                    repo,
+                    tag.as_str(),
+                    &image.manifest_media_type,
+                    &image.manifest,
+                    &image.digest,
+                )
                 .await
-                .wrap_err_with(|| format!("pushing the manifest as {}:{tag}", destination.push_name()))?;
+                .wrap_err_with(|| {
+                    format!("pushing the manifest as {}:{tag}", destination.push_name())
+                })?;
             output::detail(&format!("tagged {}:{tag}", destination.push_name()));
         }
 
@@ -89,26 +104,48 @@ impl<'a> RegistryPublisher<'a> {
         Ok(published)
     }
 
-    async fn push_blob(&self, client: &Arc<RegistryClient>, repo: &Repository, blob: &Blob) -> Result<BlobOutcome> {
+    async fn push_blob(
+        &self,
+        client: &Arc<RegistryClient>,
+        repo: &Repository,
+        blob: &Blob,
+    ) -> Result<BlobOutcome> {
         if client.blob_exists(repo, &blob.digest).await? {
-            output::detail(&format!("{} {} is already there", blob.description, blob.digest));
+            output::detail(&format!(
+                "{} {} is already there",
+                blob.description, blob.digest
+            ));
             return Ok(BlobOutcome::Present);
         }
         match &blob.source {
             BlobSource::Bytes(bytes) => {
                 let progress = output::Progress::bytes(&blob.description, bytes.len() as u64);
-                let result = client.upload_bytes(repo, &blob.digest, bytes.clone(), &progress, None).await;
+                let result = client
+                    .upload_bytes(repo, &blob.digest, bytes.clone(), &progress, None)
+                    .await;
                 progress.finish();
-                result.wrap_err_with(|| format!("uploading {} to {}", blob.description, client.registry()))?;
-                output::detail(&format!("uploaded {} ({})", blob.description, human_bytes(blob.size)));
+                result.wrap_err_with(|| {
+                    format!("uploading {} to {}", blob.description, client.registry())
+                })?;
+                output::detail(&format!(
+                    "uploaded {} ({})",
+                    blob.description,
+                    human_bytes(blob.size)
+                ));
                 Ok(BlobOutcome::Uploaded(blob.size))
             }
-            BlobSource::Registry { registry, repository } => {
+            BlobSource::Registry {
+                registry,
+                repository,
+            } => {
                 let mut session = None;
                 if registry.api_authority() == client.registry().api_authority() {
                     match client.mount_blob(repo, &blob.digest, repository).await? {
                         Mount::Mounted => {
-                            output::detail(&format!("mounted {} from {repository}", blob.description));
+                            output::detail(&format!(
+                                "mounted {} from {repository}",
+                                blob.description
+                            ));
                             return Ok(BlobOutcome::Mounted);
                         }
                         // Mount refused: the registry opened an upload instead; use it.
@@ -119,10 +156,16 @@ impl<'a> RegistryPublisher<'a> {
                 let mut attempt = 0;
                 loop {
                     attempt += 1;
-                    match self.copy_blob(&source, repository, client, repo, blob, session.take()).await {
+                    match self
+                        .copy_blob(&source, repository, client, repo, blob, session.take())
+                        .await
+                    {
                         Ok(()) => break,
                         Err(e) if attempt < STREAM_ATTEMPTS => {
-                            output::detail(&format!("copying {}: {e}; starting over", blob.description));
+                            output::detail(&format!(
+                                "copying {}: {e}; starting over",
+                                blob.description
+                            ));
                         }
                         Err(e) => {
                             return Err(e).into_diagnostic().wrap_err_with(|| {
@@ -149,8 +192,14 @@ impl<'a> RegistryPublisher<'a> {
         let response = source.get_blob(source_repo, &blob.digest).await?;
         let progress = output::Progress::bytes(&blob.description, blob.size);
         let p = progress.clone();
-        let body = reqwest::Body::wrap_stream(response.bytes_stream().inspect_ok(move |chunk| p.advance(chunk.len() as u64)));
-        let result = dest.upload_stream(dest_repo, &blob.digest, blob.size, body, session).await;
+        let body = reqwest::Body::wrap_stream(
+            response
+                .bytes_stream()
+                .inspect_ok(move |chunk| p.advance(chunk.len() as u64)),
+        );
+        let result = dest
+            .upload_stream(dest_repo, &blob.digest, blob.size, body, session)
+            .await;
         progress.finish();
         result
     }
@@ -164,5 +213,9 @@ pub fn human_bytes(n: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }

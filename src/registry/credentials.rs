@@ -13,7 +13,10 @@ use crate::reference::Registry;
 /// A credential. `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// An OAuth2 refresh token (Docker's `identitytoken`), exchanged at the token endpoint.
     IdentityToken(String),
     /// A bearer token to send as is.
@@ -51,7 +54,9 @@ pub fn lookup(registry: &Registry) -> Lookup {
     let mut found = Lookup::default();
     let host = registry.authority();
 
-    found.searched.push("ADAPT_PUSH_USERNAME/ADAPT_PUSH_PASSWORD, ADAPT_PUSH_TOKEN".into());
+    found
+        .searched
+        .push("ADAPT_PUSH_USERNAME/ADAPT_PUSH_PASSWORD, ADAPT_PUSH_TOKEN".into());
     if let Ok(token) = std::env::var("ADAPT_PUSH_TOKEN")
         && !token.is_empty()
     {
@@ -68,16 +73,17 @@ pub fn lookup(registry: &Registry) -> Lookup {
                 found.source = Some("ADAPT_PUSH_USERNAME/ADAPT_PUSH_PASSWORD".into());
                 return found;
             }
-            Err(_) => found
-                .warnings
-                .push("ADAPT_PUSH_USERNAME is set but ADAPT_PUSH_PASSWORD is not; ignoring it".into()),
+            Err(_) => found.warnings.push(
+                "ADAPT_PUSH_USERNAME is set but ADAPT_PUSH_PASSWORD is not; ignoring it".into(),
+            ),
         }
     }
 
     let docker_config = docker_config_path();
     found.searched.push(docker_config.display().to_string());
     if let Some(config) = read_json(&docker_config, &mut found.warnings)
-        && let Some((credential, source)) = from_docker_config(&config, registry, &mut found.warnings)
+        && let Some((credential, source)) =
+            from_docker_config(&config, registry, &mut found.warnings)
     {
         found.credential = Some(credential);
         found.source = Some(format!("{} ({source})", docker_config.display()));
@@ -106,7 +112,9 @@ fn docker_config_path() -> PathBuf {
 }
 
 fn home_dir() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 fn containers_auth_paths() -> Vec<PathBuf> {
@@ -133,7 +141,10 @@ fn read_json(path: &Path, warnings: &mut Vec<String>) -> Option<Value> {
         Ok(v) => Some(v),
         Err(e) => {
             // serde_json's message names a line and column, never the content.
-            warnings.push(format!("{} is not valid JSON ({e}); ignoring it", path.display()));
+            warnings.push(format!(
+                "{} is not valid JSON ({e}); ignoring it",
+                path.display()
+            ));
             None
         }
     }
@@ -161,14 +172,18 @@ fn normalize_key(key: &str) -> String {
     let host = without_scheme.split('/').next().unwrap_or(without_scheme);
     let host = host.to_ascii_lowercase();
     match host.as_str() {
-        "index.docker.io" | "registry-1.docker.io" | "docker.io" => "https://index.docker.io/v1/".into(),
+        "index.docker.io" | "registry-1.docker.io" | "docker.io" => {
+            "https://index.docker.io/v1/".into()
+        }
         _ => host,
     }
 }
 
 fn matches(key: &str, registry: &Registry) -> bool {
     let normalized = normalize_key(key);
-    registry_keys(registry).iter().any(|k| normalize_key(k) == normalized)
+    registry_keys(registry)
+        .iter()
+        .any(|k| normalize_key(k) == normalized)
 }
 
 fn from_docker_config(
@@ -181,26 +196,43 @@ fn from_docker_config(
             if matches(key, registry)
                 && let Some(helper) = helper.as_str()
             {
-                return run_helper(helper, registry, warnings).map(|c| (c, format!("credHelpers: docker-credential-{helper}")));
+                return run_helper(helper, registry, warnings)
+                    .map(|c| (c, format!("credHelpers: docker-credential-{helper}")));
             }
         }
     }
     if let Some(c) = from_auths(config, registry) {
         return Some((c, "auths".into()));
     }
-    if let Some(store) = config.get("credsStore").and_then(Value::as_str).filter(|s| !s.is_empty()) {
-        return run_helper(store, registry, warnings).map(|c| (c, format!("credsStore: docker-credential-{store}")));
+    if let Some(store) = config
+        .get("credsStore")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
+        return run_helper(store, registry, warnings)
+            .map(|c| (c, format!("credsStore: docker-credential-{store}")));
     }
     None
 }
 
 fn from_auths(config: &Value, registry: &Registry) -> Option<Credential> {
     let auths = config.get("auths")?.as_object()?;
-    let entry = auths.iter().find(|(k, _)| matches(k, registry)).map(|(_, v)| v)?;
-    if let Some(token) = entry.get("identitytoken").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+    let entry = auths
+        .iter()
+        .find(|(k, _)| matches(k, registry))
+        .map(|(_, v)| v)?;
+    if let Some(token) = entry
+        .get("identitytoken")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    {
         return Some(Credential::IdentityToken(token.to_string()));
     }
-    if let Some(token) = entry.get("registrytoken").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+    if let Some(token) = entry
+        .get("registrytoken")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    {
         return Some(Credential::RegistryToken(token.to_string()));
     }
     if let (Some(u), Some(p)) = (
@@ -213,8 +245,13 @@ fn from_auths(config: &Value, registry: &Registry) -> Option<Credential> {
             password: p.into(),
         });
     }
-    let auth = entry.get("auth").and_then(Value::as_str).filter(|a| !a.is_empty())?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(auth.trim()).ok()?;
+    let auth = entry
+        .get("auth")
+        .and_then(Value::as_str)
+        .filter(|a| !a.is_empty())?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth.trim())
+        .ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
     let (username, password) = decoded.split_once(':')?;
     Some(Credential::Basic {
@@ -268,11 +305,16 @@ fn run_helper(helper: &str, registry: &Registry, warnings: &mut Vec<String>) -> 
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
-            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                warnings.push(format!("{program} did not answer within {}s; continuing without credentials", HELPER_TIMEOUT.as_secs()));
+                warnings.push(format!(
+                    "{program} did not answer within {}s; continuing without credentials",
+                    HELPER_TIMEOUT.as_secs()
+                ));
                 break None;
             }
             Err(e) => {
@@ -286,8 +328,14 @@ fn run_helper(helper: &str, registry: &Registry, warnings: &mut Vec<String>) -> 
         return None;
     }
     let value: Value = serde_json::from_slice(&out).ok()?;
-    let username = value.get("Username").and_then(Value::as_str).unwrap_or_default();
-    let secret = value.get("Secret").and_then(Value::as_str).unwrap_or_default();
+    let username = value
+        .get("Username")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let secret = value
+        .get("Secret")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if secret.is_empty() {
         return None;
     }
@@ -314,10 +362,16 @@ mod tests {
         let config = json!({"auths": {"http://localhost:5001/v2/": {"auth": auth}}});
         assert_eq!(
             from_auths(&config, &r),
-            Some(Credential::Basic { username: "alice".into(), password: "s3cret".into() })
+            Some(Credential::Basic {
+                username: "alice".into(),
+                password: "s3cret".into()
+            })
         );
         let config = json!({"auths": {"localhost:5001": {"identitytoken": "tok"}}});
-        assert_eq!(from_auths(&config, &r), Some(Credential::IdentityToken("tok".into())));
+        assert_eq!(
+            from_auths(&config, &r),
+            Some(Credential::IdentityToken("tok".into()))
+        );
         let config = json!({"auths": {"localhost:5002": {"auth": auth}}});
         assert_eq!(from_auths(&config, &r), None);
     }
@@ -325,7 +379,8 @@ mod tests {
     #[test]
     fn docker_hub_keys_are_normalized() {
         let hub = Registry::docker_hub();
-        let config = json!({"auths": {"https://index.docker.io/v1/": {"username": "u", "password": "p"}}});
+        let config =
+            json!({"auths": {"https://index.docker.io/v1/": {"username": "u", "password": "p"}}});
         assert!(from_auths(&config, &hub).is_some());
         let config = json!({"auths": {"docker.io": {"username": "u", "password": "p"}}});
         assert!(from_auths(&config, &hub).is_some());
@@ -333,7 +388,10 @@ mod tests {
 
     #[test]
     fn debug_never_shows_secrets() {
-        let c = Credential::Basic { username: "alice".into(), password: "hunter2".into() };
+        let c = Credential::Basic {
+            username: "alice".into(),
+            password: "hunter2".into(),
+        };
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!format!("{:?}", Credential::IdentityToken("tok123".into())).contains("tok123"));
     }
@@ -344,6 +402,9 @@ mod tests {
         let mut warnings = Vec::new();
         let config = json!({"credHelpers": {"localhost:5001": "definitely-not-installed-xyz"}});
         assert!(from_docker_config(&config, &r, &mut warnings).is_none());
-        assert!(warnings[0].contains("docker-credential-definitely-not-installed-xyz"), "{warnings:?}");
+        assert!(
+            warnings[0].contains("docker-credential-definitely-not-installed-xyz"),
+            "{warnings:?}"
+        );
     }
 }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use bytes::Bytes;
 use miette::Diagnostic;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION, WWW_AUTHENTICATE,
+};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use tokio::sync::Mutex;
 
@@ -60,11 +62,19 @@ pub struct ClientOptions {
 pub enum RegistryError {
     #[error("cannot reach the registry at {url}: {cause}")]
     #[diagnostic(help("{hint}"))]
-    Unreachable { url: String, cause: String, hint: String },
+    Unreachable {
+        url: String,
+        cause: String,
+        hint: String,
+    },
 
     #[error("TLS with {url} failed: {cause}")]
     #[diagnostic(help("{hint}"))]
-    Tls { url: String, cause: String, hint: String },
+    Tls {
+        url: String,
+        cause: String,
+        hint: String,
+    },
 
     #[error("{registry} refused our credentials for `{repository}` ({status})")]
     #[diagnostic(help("{hint}"))]
@@ -77,7 +87,11 @@ pub enum RegistryError {
 
     #[error("{what} was not found in {registry}")]
     #[diagnostic(help("{hint}"))]
-    NotFound { registry: String, what: String, hint: String },
+    NotFound {
+        registry: String,
+        what: String,
+        hint: String,
+    },
 
     #[error("{registry} rejected {what}: HTTP {status}{detail}")]
     #[diagnostic(help("{hint}"))]
@@ -90,10 +104,18 @@ pub enum RegistryError {
     },
 
     #[error("{registry} stored the manifest as {got}, but we sent {expected}")]
-    DigestMismatch { registry: String, expected: String, got: String },
+    DigestMismatch {
+        registry: String,
+        expected: String,
+        got: String,
+    },
 
     #[error("{registry} answered {what} with something we cannot read: {cause}")]
-    Protocol { registry: String, what: String, cause: String },
+    Protocol {
+        registry: String,
+        what: String,
+        cause: String,
+    },
 
     #[error("reading the TLS settings: {0}")]
     TlsSetup(String),
@@ -103,7 +125,10 @@ pub enum RegistryError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Challenge {
     Basic,
-    Bearer { realm: String, service: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -165,7 +190,10 @@ pub struct RegistryClient {
 
 impl RegistryClient {
     /// Picks the scheme, finds credentials, and checks the registry answers `/v2/`.
-    pub async fn connect(registry: &Registry, options: &ClientOptions) -> Result<Arc<RegistryClient>, RegistryError> {
+    pub async fn connect(
+        registry: &Registry,
+        options: &ClientOptions,
+    ) -> Result<Arc<RegistryClient>, RegistryError> {
         let http = http_client(options)?;
         let authority = registry.api_authority();
         let plain = registry.without_scheme();
@@ -245,7 +273,11 @@ impl RegistryClient {
     }
 
     /// Does the repository have this blob?
-    pub async fn blob_exists(&self, repo: &Repository, digest: &Digest) -> Result<bool, RegistryError> {
+    pub async fn blob_exists(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+    ) -> Result<bool, RegistryError> {
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.base_url);
         let what = format!("a check for blob {}", short(digest));
         let response = self
@@ -259,11 +291,23 @@ impl RegistryClient {
     }
 
     /// Asks the registry to link a blob from another repository of the same registry.
-    pub async fn mount_blob(&self, repo: &Repository, digest: &Digest, from: &Repository) -> Result<Mount, RegistryError> {
-        let url = format!("{}/v2/{repo}/blobs/uploads/?mount={digest}&from={from}", self.base_url);
+    pub async fn mount_blob(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        from: &Repository,
+    ) -> Result<Mount, RegistryError> {
+        let url = format!(
+            "{}/v2/{repo}/blobs/uploads/?mount={digest}&from={from}",
+            self.base_url
+        );
         let what = format!("mounting blob {} from {from}", short(digest));
         let scope = Scope::push_and_mount(repo, from);
-        let response = self.send_with_retry(Some(&scope), &what, || self.http.post(&url).header(CONTENT_LENGTH, 0)).await?;
+        let response = self
+            .send_with_retry(Some(&scope), &what, || {
+                self.http.post(&url).header(CONTENT_LENGTH, 0)
+            })
+            .await?;
         match response.status() {
             StatusCode::CREATED => Ok(Mount::Mounted),
             StatusCode::ACCEPTED => Ok(Mount::UploadStarted(self.location(&response, &what)?)),
@@ -275,7 +319,9 @@ impl RegistryClient {
     async fn start_upload(&self, repo: &Repository, what: &str) -> Result<String, RegistryError> {
         let url = format!("{}/v2/{repo}/blobs/uploads/", self.base_url);
         let response = self
-            .send_with_retry(Some(&Scope::push(repo)), what, || self.http.post(&url).header(CONTENT_LENGTH, 0))
+            .send_with_retry(Some(&Scope::push(repo)), what, || {
+                self.http.post(&url).header(CONTENT_LENGTH, 0)
+            })
             .await?;
         match response.status() {
             StatusCode::ACCEPTED | StatusCode::CREATED => self.location(&response, what),
@@ -304,9 +350,13 @@ impl RegistryClient {
             };
             progress.reset();
             let result = if bytes.len() <= MONOLITHIC_LIMIT {
-                self.put_blob(repo, &location, digest, Some(bytes.clone()), progress).await
+                self.put_blob(repo, &location, digest, Some(bytes.clone()), progress)
+                    .await
             } else {
-                match self.patch_blob(repo, &location, bytes.clone(), progress).await {
+                match self
+                    .patch_blob(repo, &location, bytes.clone(), progress)
+                    .await
+                {
                     Ok(next) => self.put_blob(repo, &next, digest, None, progress).await,
                     Err(e) => Err(e),
                 }
@@ -319,7 +369,10 @@ impl RegistryClient {
                         return Err(e);
                     }
                     let delay = self.backoff(attempt, None);
-                    output::detail(&format!("{e}; starting the upload again in {:.1}s", delay.as_secs_f32()));
+                    output::detail(&format!(
+                        "{e}; starting the upload again in {:.1}s",
+                        delay.as_secs_f32()
+                    ));
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -376,9 +429,14 @@ impl RegistryClient {
             None => request.header(CONTENT_LENGTH, 0),
         };
         let what = format!("the upload of blob {}", short(digest));
-        self.finish_transfer(repo, &what, request, &[StatusCode::CREATED, StatusCode::NO_CONTENT, StatusCode::OK])
-            .await
-            .map(|_| ())
+        self.finish_transfer(
+            repo,
+            &what,
+            request,
+            &[StatusCode::CREATED, StatusCode::NO_CONTENT, StatusCode::OK],
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn patch_blob(
@@ -396,9 +454,15 @@ impl RegistryClient {
             .header(CONTENT_LENGTH, bytes.len())
             .body(progress_body(bytes, progress.clone()));
         let response = self
-            .finish_transfer(repo, "a blob upload (PATCH)", request, &[StatusCode::ACCEPTED, StatusCode::NO_CONTENT])
+            .finish_transfer(
+                repo,
+                "a blob upload (PATCH)",
+                request,
+                &[StatusCode::ACCEPTED, StatusCode::NO_CONTENT],
+            )
             .await?;
-        self.location(&response, "a blob upload (PATCH)").map_err(Attempt::Fatal)
+        self.location(&response, "a blob upload (PATCH)")
+            .map_err(Attempt::Fatal)
     }
 
     /// Sends a transfer request once, sorting failures into retry-the-upload and give-up.
@@ -413,7 +477,11 @@ impl RegistryClient {
             Ok(r) => r,
             Err(e) => {
                 let err = self.transport_error(&e);
-                return Err(if is_retryable_transport(&e) { Attempt::Retry(err) } else { Attempt::Fatal(err) });
+                return Err(if is_retryable_transport(&e) {
+                    Attempt::Retry(err)
+                } else {
+                    Attempt::Fatal(err)
+                });
             }
         };
         let status = response.status();
@@ -422,14 +490,24 @@ impl RegistryClient {
         }
         let retry = is_retryable_status(status) || status == StatusCode::NOT_FOUND;
         let err = self.status_error(repo, what, status, response).await;
-        Err(if retry { Attempt::Retry(err) } else { Attempt::Fatal(err) })
+        Err(if retry {
+            Attempt::Retry(err)
+        } else {
+            Attempt::Fatal(err)
+        })
     }
 
     /// Opens a blob for reading (streaming).
-    pub async fn get_blob(&self, repo: &Repository, digest: &Digest) -> Result<Response, RegistryError> {
+    pub async fn get_blob(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+    ) -> Result<Response, RegistryError> {
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.base_url);
         let what = format!("blob {} of {repo}", short(digest));
-        let response = self.send_with_retry(Some(&Scope::pull(repo)), &what, || self.http.get(&url)).await?;
+        let response = self
+            .send_with_retry(Some(&Scope::pull(repo)), &what, || self.http.get(&url))
+            .await?;
         match response.status() {
             s if s.is_success() => Ok(response),
             s => Err(self.status_error(repo, &what, s, response).await),
@@ -437,9 +515,16 @@ impl RegistryClient {
     }
 
     /// Reads a small blob (a config) whole and checks its digest.
-    pub async fn get_blob_bytes(&self, repo: &Repository, digest: &Digest) -> Result<Bytes, RegistryError> {
+    pub async fn get_blob_bytes(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+    ) -> Result<Bytes, RegistryError> {
         let response = self.get_blob(repo, digest).await?;
-        let bytes = response.bytes().await.map_err(|e| self.transport_error(&e))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
         let actual = Digest::sha256_of(&bytes);
         if digest.as_str().starts_with("sha256:") && actual != *digest {
             return Err(RegistryError::DigestMismatch {
@@ -452,17 +537,28 @@ impl RegistryClient {
     }
 
     /// Fetches a manifest by tag or digest: (media type, exact bytes, digest of those bytes).
-    pub async fn get_manifest(&self, repo: &Repository, reference: &str) -> Result<(String, Bytes, Digest), RegistryError> {
+    pub async fn get_manifest(
+        &self,
+        repo: &Repository,
+        reference: &str,
+    ) -> Result<(String, Bytes, Digest), RegistryError> {
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.base_url);
         let what = format!("manifest {repo}:{reference}");
         let response = self
-            .send_with_retry(Some(&Scope::pull(repo)), &what, || self.http.get(&url).header("Accept", MANIFEST_ACCEPT))
+            .send_with_retry(Some(&Scope::pull(repo)), &what, || {
+                self.http.get(&url).header("Accept", MANIFEST_ACCEPT)
+            })
             .await?;
         if !response.status().is_success() {
-            return Err(self.status_error(repo, &what, response.status(), response).await);
+            return Err(self
+                .status_error(repo, &what, response.status(), response)
+                .await);
         }
         let media_type = header_str(response.headers(), CONTENT_TYPE.as_str()).unwrap_or_default();
-        let bytes = response.bytes().await.map_err(|e| self.transport_error(&e))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
         let digest = Digest::sha256_of(&bytes);
         if reference.starts_with("sha256:") && reference != digest.as_str() {
             return Err(RegistryError::DigestMismatch {
@@ -476,7 +572,11 @@ impl RegistryClient {
             // Some registries send no useful type: read it from the document.
             _ => serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
-                .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(String::from))
+                .and_then(|v| {
+                    v.get("mediaType")
+                        .and_then(|m| m.as_str())
+                        .map(String::from)
+                })
                 .unwrap_or_else(|| crate::image::OCI_MANIFEST.to_string()),
         };
         Ok((media_type, bytes, digest))
@@ -495,11 +595,16 @@ impl RegistryClient {
         let what = format!("manifest {repo}:{reference}");
         let response = self
             .send_with_retry(Some(&Scope::push(repo)), &what, || {
-                self.http.put(&url).header(CONTENT_TYPE, media_type).body(bytes.clone())
+                self.http
+                    .put(&url)
+                    .header(CONTENT_TYPE, media_type)
+                    .body(bytes.clone())
             })
             .await?;
         if !response.status().is_success() {
-            return Err(self.status_error(repo, &what, response.status(), response).await);
+            return Err(self
+                .status_error(repo, &what, response.status(), response)
+                .await);
         }
         if let Some(got) = header_str(response.headers(), "docker-content-digest")
             && got != expected.as_str()
@@ -536,24 +641,34 @@ impl RegistryClient {
                         return Err(err);
                     }
                     let delay = self.backoff(attempt, None);
-                    output::detail(&format!("{what}: {err}; retrying in {:.1}s", delay.as_secs_f32()));
+                    output::detail(&format!(
+                        "{what}: {err}; retrying in {:.1}s",
+                        delay.as_secs_f32()
+                    ));
                     tokio::time::sleep(delay).await;
                 }
-                Ok(response) if response.status() == StatusCode::UNAUTHORIZED && scope.is_some() && !reauthenticated => {
+                Ok(response)
+                    if response.status() == StatusCode::UNAUTHORIZED
+                        && scope.is_some()
+                        && !reauthenticated =>
+                {
                     reauthenticated = true;
                     let challenge = response
                         .headers()
                         .get(WWW_AUTHENTICATE)
                         .and_then(|v| v.to_str().ok())
                         .and_then(parse_challenge);
-                    let Some(challenge) = challenge else { return Ok(response) };
+                    let Some(challenge) = challenge else {
+                        return Ok(response);
+                    };
                     let mut state = self.auth.lock().await;
                     state.challenge = Some(challenge);
                     state.tokens.clear();
                     attempt -= 1;
                 }
                 Ok(response) if is_retryable_status(response.status()) && budget_left => {
-                    let retry_after = header_str(response.headers(), "retry-after").and_then(|v| v.trim().parse::<u64>().ok());
+                    let retry_after = header_str(response.headers(), "retry-after")
+                        .and_then(|v| v.trim().parse::<u64>().ok());
                     let delay = self.backoff(attempt, retry_after.map(Duration::from_secs));
                     output::detail(&format!(
                         "{what}: {} answered {}; retrying in {:.1}s",
@@ -573,27 +688,42 @@ impl RegistryClient {
         if let Some(d) = retry_after {
             return d.min(self.retry.max_delay.max(Duration::from_secs(1)) * 2);
         }
-        let exp = self.retry.first_delay.saturating_mul(1u32 << attempt.min(10));
+        let exp = self
+            .retry
+            .first_delay
+            .saturating_mul(1u32 << attempt.min(10));
         let cap = exp.min(self.retry.max_delay);
         let jitter: f64 = rand::random::<f64>() * 0.5 + 0.5;
         cap.mul_f64(jitter)
     }
 
     /// Adds the Authorization header the last challenge calls for.
-    async fn authorize(&self, scope: Option<&Scope>, request: RequestBuilder) -> Result<RequestBuilder, RegistryError> {
-        let Some(scope) = scope else { return Ok(request) };
+    async fn authorize(
+        &self,
+        scope: Option<&Scope>,
+        request: RequestBuilder,
+    ) -> Result<RequestBuilder, RegistryError> {
+        let Some(scope) = scope else {
+            return Ok(request);
+        };
         let challenge = self.auth.lock().await.challenge.clone();
         let header = match (&challenge, &self.credential) {
             (None, _) => None,
-            (Some(Challenge::Basic), Some(Credential::Basic { username, password })) => Some(format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
-            )),
-            (Some(Challenge::Basic), _) => None,
-            (Some(Challenge::Bearer { .. }), Some(Credential::RegistryToken(t))) => Some(format!("Bearer {t}")),
-            (Some(Challenge::Bearer { realm, service }), _) => {
-                Some(format!("Bearer {}", self.token(realm, service.as_deref(), scope).await?))
+            (Some(Challenge::Basic), Some(Credential::Basic { username, password })) => {
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{username}:{password}"))
+                ))
             }
+            (Some(Challenge::Basic), _) => None,
+            (Some(Challenge::Bearer { .. }), Some(Credential::RegistryToken(t))) => {
+                Some(format!("Bearer {t}"))
+            }
+            (Some(Challenge::Bearer { realm, service }), _) => Some(format!(
+                "Bearer {}",
+                self.token(realm, service.as_deref(), scope).await?
+            )),
         };
         Ok(match header {
             Some(h) => {
@@ -610,7 +740,12 @@ impl RegistryClient {
     }
 
     /// A bearer token for `scope`, from the cache or the token endpoint.
-    async fn token(&self, realm: &str, service: Option<&str>, scope: &Scope) -> Result<String, RegistryError> {
+    async fn token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &Scope,
+    ) -> Result<String, RegistryError> {
         let key = scope.key();
         if let Some(t) = self.auth.lock().await.tokens.get(&key)
             && t.expires > Instant::now()
@@ -634,16 +769,23 @@ impl RegistryClient {
                 form.extend(query.iter().cloned());
                 self.http.post(realm).form(&form)
             }
-            Some(Credential::Basic { username, password }) => {
-                self.http.get(realm).query(&query).basic_auth(username, Some(password))
-            }
+            Some(Credential::Basic { username, password }) => self
+                .http
+                .get(realm)
+                .query(&query)
+                .basic_auth(username, Some(password)),
             _ => self.http.get(realm).query(&query),
         };
-        output::trace(&format!("requesting a token from {realm} for {}", scope.key()));
+        output::trace(&format!(
+            "requesting a token from {realm} for {}",
+            scope.key()
+        ));
         let response = request.send().await.map_err(|e| self.transport_error(&e))?;
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(self.unauthorized(scope.0.first().map(String::as_str).unwrap_or(""), status));
+            return Err(
+                self.unauthorized(scope.0.first().map(String::as_str).unwrap_or(""), status)
+            );
         }
         if !status.is_success() {
             return Err(RegistryError::Protocol {
@@ -652,12 +794,16 @@ impl RegistryClient {
                 cause: format!("HTTP {status}"),
             });
         }
-        let text = response.bytes().await.map_err(|e| self.transport_error(&e))?;
-        let body: serde_json::Value = serde_json::from_slice(&text).map_err(|e| RegistryError::Protocol {
-            registry: self.registry.to_string(),
-            what: format!("the token endpoint {realm}"),
-            cause: e.to_string(),
-        })?;
+        let text = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let body: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| RegistryError::Protocol {
+                registry: self.registry.to_string(),
+                what: format!("the token endpoint {realm}"),
+                cause: e.to_string(),
+            })?;
         let value = body
             .get("token")
             .or_else(|| body.get("access_token"))
@@ -668,25 +814,44 @@ impl RegistryClient {
                 cause: "no token in the answer".into(),
             })?
             .to_string();
-        let lifetime = body.get("expires_in").and_then(|e| e.as_u64()).unwrap_or(60).max(10);
+        let lifetime = body
+            .get("expires_in")
+            .and_then(|e| e.as_u64())
+            .unwrap_or(60)
+            .max(10);
         // Renew a little early so a token never expires mid-request.
         let expires = Instant::now() + Duration::from_secs(lifetime.saturating_sub(5));
-        self.auth.lock().await.tokens.insert(key, Token { value: value.clone(), expires });
+        self.auth.lock().await.tokens.insert(
+            key,
+            Token {
+                value: value.clone(),
+                expires,
+            },
+        );
         Ok(value)
     }
 
     fn location(&self, response: &Response, what: &str) -> Result<String, RegistryError> {
-        let raw = header_str(response.headers(), LOCATION.as_str()).ok_or_else(|| RegistryError::Protocol {
-            registry: self.registry.to_string(),
-            what: what.to_string(),
-            cause: "no Location header".into(),
+        let raw = header_str(response.headers(), LOCATION.as_str()).ok_or_else(|| {
+            RegistryError::Protocol {
+                registry: self.registry.to_string(),
+                what: what.to_string(),
+                cause: "no Location header".into(),
+            }
         })?;
         // Location may be relative to the registry.
-        Ok(if raw.starts_with("http://") || raw.starts_with("https://") {
-            raw
-        } else {
-            format!("{}{}{}", self.base_url, if raw.starts_with('/') { "" } else { "/" }, raw)
-        })
+        Ok(
+            if raw.starts_with("http://") || raw.starts_with("https://") {
+                raw
+            } else {
+                format!(
+                    "{}{}{}",
+                    self.base_url,
+                    if raw.starts_with('/') { "" } else { "/" },
+                    raw
+                )
+            },
+        )
     }
 
     fn unauthorized(&self, repository: &str, status: StatusCode) -> RegistryError {
@@ -697,7 +862,10 @@ impl RegistryClient {
             .to_string();
         let source = match &self.lookup.source {
             Some(s) => format!("credentials came from {s}"),
-            None => format!("no credentials were found (looked in: {})", self.lookup.searched.join(", ")),
+            None => format!(
+                "no credentials were found (looked in: {})",
+                self.lookup.searched.join(", ")
+            ),
         };
         RegistryError::Unauthorized {
             registry: self.registry.to_string(),
@@ -721,7 +889,13 @@ impl RegistryClient {
         }
     }
 
-    async fn status_error(&self, repo: &Repository, what: &str, status: StatusCode, response: Response) -> RegistryError {
+    async fn status_error(
+        &self,
+        repo: &Repository,
+        what: &str,
+        status: StatusCode,
+        response: Response,
+    ) -> RegistryError {
         match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => self.unauthorized(repo.as_str(), status),
             StatusCode::NOT_FOUND => RegistryError::NotFound {
@@ -768,14 +942,23 @@ fn transport_error(base_url: &str, registry: &Registry, e: &reqwest::Error) -> R
     let chain = error_chain(e);
     let lower = chain.to_ascii_lowercase();
     let https = base_url.starts_with("https://");
-    if https && (lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("invalid peer")) {
+    if https
+        && (lower.contains("certificate")
+            || lower.contains("unknownissuer")
+            || lower.contains("invalid peer"))
+    {
         return RegistryError::Tls {
             url: base_url.to_string(),
             cause: chain,
             hint: "trust the registry's CA with `ca-cert` in [package.metadata.cluster], --ca-cert, or SSL_CERT_FILE".into(),
         };
     }
-    if https && (lower.contains("invalidcontenttype") || lower.contains("corrupt message") || lower.contains("received corrupt") || lower.contains("http response to an https")) {
+    if https
+        && (lower.contains("invalidcontenttype")
+            || lower.contains("corrupt message")
+            || lower.contains("received corrupt")
+            || lower.contains("http response to an https"))
+    {
         return RegistryError::Tls {
             url: base_url.to_string(),
             cause: "the server answered in plain HTTP to an HTTPS client".into(),
@@ -789,7 +972,9 @@ fn transport_error(base_url: &str, registry: &Registry, e: &reqwest::Error) -> R
     RegistryError::Unreachable {
         url: base_url.to_string(),
         cause: chain,
-        hint: format!("check that the registry runs and that {registry} is the address reachable from here (the `external` side of a split registry)"),
+        hint: format!(
+            "check that the registry runs and that {registry} is the address reachable from here (the `external` side of a split registry)"
+        ),
     }
 }
 
@@ -812,7 +997,9 @@ fn is_retryable_transport(e: &reqwest::Error) -> bool {
     }
     let chain = error_chain(e).to_ascii_lowercase();
     // A certificate problem will not go away by asking again.
-    !(chain.contains("certificate") || chain.contains("unknownissuer") || chain.contains("invalidcontenttype"))
+    !(chain.contains("certificate")
+        || chain.contains("unknownissuer")
+        || chain.contains("invalidcontenttype"))
 }
 
 fn is_retryable_status(s: StatusCode) -> bool {
@@ -821,7 +1008,9 @@ fn is_retryable_status(s: StatusCode) -> bool {
 
 /// The registry's own error message (`{"errors":[{"code","message"}]}`), shortened.
 async fn error_detail(response: Response) -> String {
-    let Ok(text) = response.text().await else { return String::new() };
+    let Ok(text) = response.text().await else {
+        return String::new();
+    };
     let parsed: Option<serde_json::Value> = serde_json::from_str(&text).ok();
     let summary = parsed
         .as_ref()
@@ -843,11 +1032,18 @@ async fn error_detail(response: Response) -> String {
                 .join("; ")
         })
         .unwrap_or_else(|| text.chars().take(200).collect());
-    if summary.trim().is_empty() { String::new() } else { format!(" ({})", summary.trim()) }
+    if summary.trim().is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", summary.trim())
+    }
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(String::from)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
 }
 
 fn with_digest(location: &str, digest: &Digest) -> String {
@@ -882,7 +1078,11 @@ fn parse_auth_params(s: &str) -> HashMap<String, String> {
     let mut rest = s.trim();
     while !rest.is_empty() {
         let Some(eq) = rest.find('=') else { break };
-        let key = rest[..eq].trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let key = rest[..eq]
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
         rest = &rest[eq + 1..];
         let value;
         if let Some(stripped) = rest.strip_prefix('"') {
@@ -915,7 +1115,10 @@ fn parse_auth_params(s: &str) -> HashMap<String, String> {
 /// Request body that reports progress as it is read.
 fn progress_body(bytes: Bytes, progress: output::Progress) -> reqwest::Body {
     const CHUNK: usize = 256 * 1024;
-    let chunks: Vec<Bytes> = (0..bytes.len()).step_by(CHUNK).map(|i| bytes.slice(i..(i + CHUNK).min(bytes.len()))).collect();
+    let chunks: Vec<Bytes> = (0..bytes.len())
+        .step_by(CHUNK)
+        .map(|i| bytes.slice(i..(i + CHUNK).min(bytes.len())))
+        .collect();
     let stream = futures_util::stream::iter(chunks.into_iter().map(move |c| {
         progress.advance(c.len() as u64);
         Ok::<Bytes, std::io::Error>(c)
@@ -932,17 +1135,22 @@ fn http_client(options: &ClientOptions) -> Result<reqwest::Client, RegistryError
         let _ = roots.add(cert);
     }
     if let Some(path) = &options.ca_cert {
-        let pem = std::fs::read(path).map_err(|e| RegistryError::TlsSetup(format!("{}: {e}", path.display())))?;
+        let pem = std::fs::read(path)
+            .map_err(|e| RegistryError::TlsSetup(format!("{}: {e}", path.display())))?;
         let mut added = 0;
         for cert in rustls_pemfile::certs(&mut &pem[..]) {
-            let cert = cert.map_err(|e| RegistryError::TlsSetup(format!("{}: {e}", path.display())))?;
+            let cert =
+                cert.map_err(|e| RegistryError::TlsSetup(format!("{}: {e}", path.display())))?;
             roots
                 .add(cert)
                 .map_err(|e| RegistryError::TlsSetup(format!("{}: {e}", path.display())))?;
             added += 1;
         }
         if added == 0 {
-            return Err(RegistryError::TlsSetup(format!("{} holds no PEM certificate", path.display())));
+            return Err(RegistryError::TlsSetup(format!(
+                "{} holds no PEM certificate",
+                path.display()
+            )));
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -969,13 +1177,18 @@ mod tests {
     #[test]
     fn challenges() {
         assert_eq!(
-            parse_challenge(r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a:pull""#),
+            parse_challenge(
+                r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a:pull""#
+            ),
             Some(Challenge::Bearer {
                 realm: "https://auth.example/token".into(),
                 service: Some("registry.example".into())
             })
         );
-        assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
+        assert_eq!(
+            parse_challenge(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
         assert_eq!(parse_challenge("Negotiate"), None);
         assert_eq!(parse_challenge("Bearer service=x"), None);
         assert_eq!(parse_challenge(""), None);
@@ -988,20 +1201,31 @@ mod tests {
     #[test]
     fn upload_urls() {
         let d = Digest::sha256_of(b"x");
-        assert_eq!(with_digest("http://h/u/1", &d), format!("http://h/u/1?digest={d}"));
-        assert_eq!(with_digest("http://h/u/1?_state=x", &d), format!("http://h/u/1?_state=x&digest={d}"));
+        assert_eq!(
+            with_digest("http://h/u/1", &d),
+            format!("http://h/u/1?digest={d}")
+        );
+        assert_eq!(
+            with_digest("http://h/u/1?_state=x", &d),
+            format!("http://h/u/1?_state=x&digest={d}")
+        );
     }
 
     #[test]
     fn backoff_is_bounded() {
         let client = RegistryClient {
-            http: reqwest::Client::builder().tls_backend_preconfigured(
-                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            http: reqwest::Client::builder()
+                .tls_backend_preconfigured(
+                    rustls::ClientConfig::builder_with_provider(Arc::new(
+                        rustls::crypto::ring::default_provider(),
+                    ))
                     .with_safe_default_protocol_versions()
                     .unwrap()
                     .with_root_certificates(rustls::RootCertStore::empty())
                     .with_no_client_auth(),
-            ).build().unwrap(),
+                )
+                .build()
+                .unwrap(),
             registry: Registry::parse("localhost:1").unwrap(),
             base_url: "http://localhost:1".into(),
             credential: None,
@@ -1012,6 +1236,9 @@ mod tests {
         for attempt in 1..40 {
             assert!(client.backoff(attempt, None) <= Duration::from_secs(5));
         }
-        assert_eq!(client.backoff(1, Some(Duration::from_secs(3))), Duration::from_secs(3));
+        assert_eq!(
+            client.backoff(1, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
     }
 }
