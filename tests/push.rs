@@ -34,7 +34,13 @@ fn stderr(o: &Output) -> String {
 }
 
 fn assert_success(o: &Output) {
-    assert!(o.status.success(), "tool failed ({}):\nstdout:\n{}\nstderr:\n{}", o.status, stdout(o), stderr(o));
+    assert!(
+        o.status.success(),
+        "tool failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
 }
 
 /// Splits `host/repo@sha256:hex` into (host, repo, digest).
@@ -45,7 +51,11 @@ fn split_ref(reference: &str) -> (String, String, String) {
 }
 
 fn push(manifest: &Path, extra_args: &[&str]) -> Output {
-    run(tool().arg("adapt-push").arg("--manifest-path").arg(manifest).args(extra_args))
+    run(tool()
+        .arg("adapt-push")
+        .arg("--manifest-path")
+        .arg(manifest)
+        .args(extra_args))
 }
 
 #[test]
@@ -56,7 +66,11 @@ fn split_push_never_contacts_internal_and_the_reference_pulls_through_it() {
     let manifest = write_crate(
         dir.path(),
         "greeter",
-        &split_config(&registry.addr(), &internal.addr(), "image = \"team/greeter\"\ntags = [\"{version}\", \"latest\"]\n"),
+        &split_config(
+            &registry.addr(),
+            &internal.addr(),
+            "image = \"team/greeter\"\ntags = [\"{version}\", \"latest\"]\n",
+        ),
         HELLO,
     );
 
@@ -64,12 +78,27 @@ fn split_push_never_contacts_internal_and_the_reference_pulls_through_it() {
     assert_success(&out);
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 1, "stdout must be exactly the pull reference: {text:?}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "stdout must be exactly the pull reference: {text:?}"
+    );
     let (host, repo, digest) = split_ref(lines[0]);
-    assert_eq!(host, internal.addr(), "the pull reference names the internal address");
+    assert_eq!(
+        host,
+        internal.addr(),
+        "the pull reference names the internal address"
+    );
     assert_eq!(repo, "team/greeter");
-    assert!(digest.starts_with("sha256:") && digest.len() == 71, "{digest}");
-    assert_eq!(internal.connections(), 0, "the push must never touch the internal address");
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+    assert_eq!(
+        internal.connections(),
+        0,
+        "the push must never touch the internal address"
+    );
 
     // Both tags were pushed, and they point at the printed digest.
     let mut tags = registry.tags("team/greeter");
@@ -77,17 +106,32 @@ fn split_push_never_contacts_internal_and_the_reference_pulls_through_it() {
     assert_eq!(tags, vec!["0.1.0", "latest"]);
     let (status, headers, _) = registry.manifest("team/greeter", "0.1.0");
     assert_eq!(status, 200);
-    assert_eq!(header(&headers, "Docker-Content-Digest"), Some(digest.as_str()));
+    assert_eq!(
+        header(&headers, "Docker-Content-Digest"),
+        Some(digest.as_str())
+    );
 
     // The printed reference resolves through the internal address.
-    let (status, headers, body) = http_get(&internal.addr(), &format!("/v2/{repo}/manifests/{digest}"), MANIFEST_ACCEPT);
+    let (status, headers, body) = http_get(
+        &internal.addr(),
+        &format!("/v2/{repo}/manifests/{digest}"),
+        MANIFEST_ACCEPT,
+    );
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(header(&headers, "Docker-Content-Digest"), Some(digest.as_str()));
+    assert_eq!(
+        header(&headers, "Docker-Content-Digest"),
+        Some(digest.as_str())
+    );
     assert!(internal.connections() > 0);
     let manifest_json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     for layer in manifest_json["layers"].as_array().unwrap() {
         let d = layer["digest"].as_str().unwrap();
-        let (status, _, _) = http_request(&internal.addr(), "HEAD", &format!("/v2/{repo}/blobs/{d}"), &[]);
+        let (status, _, _) = http_request(
+            &internal.addr(),
+            "HEAD",
+            &format!("/v2/{repo}/blobs/{d}"),
+            &[],
+        );
         assert_eq!(status, 200, "layer {d} reachable through internal");
     }
 
@@ -115,11 +159,17 @@ fn example_project_pushes_with_env_overrides_and_runs() {
         .env("ADAPT_PUSH_REGISTRY_INTERNAL", internal.addr()));
     assert_success(&out);
     let reference = stdout(&out).trim().to_string();
-    assert!(reference.starts_with(&format!("{}/demo/greeter@sha256:", internal.addr())), "{reference}");
+    assert!(
+        reference.starts_with(&format!("{}/demo/greeter@sha256:", internal.addr())),
+        "{reference}"
+    );
     assert_eq!(internal.connections(), 0);
     if let Some(host) = docker_host() {
         docker_ok(&host, &["pull", &reference]);
-        assert_eq!(docker_ok(&host, &["run", "--rm", &reference, "--once"]), "hello from greeter 0.1.0");
+        assert_eq!(
+            docker_ok(&host, &["run", "--rm", &reference, "--once"]),
+            "hello from greeter 0.1.0"
+        );
         let _ = docker(&host, &["rmi", "-f", &reference]);
     }
 }
@@ -128,20 +178,44 @@ fn example_project_pushes_with_env_overrides_and_runs() {
 fn json_output_and_image_refs_file() {
     let registry = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
-    let manifest = write_crate(dir.path(), "svc", &split_config(&registry.addr(), "registry:5000", ""), HELLO);
+    let manifest = write_crate(
+        dir.path(),
+        "svc",
+        &split_config(&registry.addr(), "registry:5000", ""),
+        HELLO,
+    );
     let refs = dir.path().join("refs.txt");
-    let out = push(&manifest, &["--format", "json", "--image-refs", refs.to_str().unwrap(), "--tag", "v1", "--tag", "v2"]);
+    let out = push(
+        &manifest,
+        &[
+            "--format",
+            "json",
+            "--image-refs",
+            refs.to_str().unwrap(),
+            "--tag",
+            "v1",
+            "--tag",
+            "v2",
+        ],
+    );
     assert_success(&out);
-    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("stdout is one JSON document");
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&out)).expect("stdout is one JSON document");
     let image = &json["images"][0];
     let digest = image["digest"].as_str().unwrap();
     assert_eq!(image["package"], "svc");
     assert_eq!(image["bin"], "svc");
     assert_eq!(image["builder"], "oci");
     assert_eq!(image["pull_ref"], format!("registry:5000/svc@{digest}"));
-    assert_eq!(image["push_ref"], format!("{}/svc@{digest}", registry.addr()));
+    assert_eq!(
+        image["push_ref"],
+        format!("{}/svc@{digest}", registry.addr())
+    );
     assert_eq!(image["tags"], serde_json::json!(["v1", "v2"]));
-    assert_eq!(std::fs::read_to_string(&refs).unwrap(), format!("registry:5000/svc@{digest}\n"));
+    assert_eq!(
+        std::fs::read_to_string(&refs).unwrap(),
+        format!("registry:5000/svc@{digest}\n")
+    );
     let mut tags = registry.tags("svc");
     tags.sort();
     assert_eq!(tags, vec!["v1", "v2"], "--tag replaces `tags`");
@@ -151,25 +225,53 @@ fn json_output_and_image_refs_file() {
 fn reproducible_across_cargo_clean_and_source_date_epoch_changes_only_time() {
     let registry = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
-    let manifest = write_crate(dir.path(), "repro", &split_config(&registry.addr(), &registry.addr(), ""), HELLO);
+    let manifest = write_crate(
+        dir.path(),
+        "repro",
+        &split_config(&registry.addr(), &registry.addr(), ""),
+        HELLO,
+    );
     let first = push(&manifest, &["-q"]);
     assert_success(&first);
-    assert!(stderr(&first).is_empty(), "-q leaves stderr silent: {}", stderr(&first));
-    let status = std::process::Command::new("cargo").arg("clean").arg("--manifest-path").arg(&manifest).status().unwrap();
+    assert!(
+        stderr(&first).is_empty(),
+        "-q leaves stderr silent: {}",
+        stderr(&first)
+    );
+    let status = std::process::Command::new("cargo")
+        .arg("clean")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .status()
+        .unwrap();
     assert!(status.success());
     let second = push(&manifest, &["-q"]);
     assert_success(&second);
-    assert_eq!(stdout(&first), stdout(&second), "same source, same digest, also after cargo clean");
+    assert_eq!(
+        stdout(&first),
+        stdout(&second),
+        "same source, same digest, also after cargo clean"
+    );
 
     let (_, repo, digest) = split_ref(stdout(&first).trim());
     let (_, _, body) = registry.manifest(&repo, &digest);
     let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let config_digest = m["config"]["digest"].as_str().unwrap();
-    let (_, _, config) = http_get(&registry.addr(), &format!("/v2/{repo}/blobs/{config_digest}"), "");
+    let (_, _, config) = http_get(
+        &registry.addr(),
+        &format!("/v2/{repo}/blobs/{config_digest}"),
+        "",
+    );
     let config: serde_json::Value = serde_json::from_slice(&config).unwrap();
     assert_eq!(config["created"], "1970-01-01T00:00:00Z");
-    assert_eq!(config["config"]["Entrypoint"], serde_json::json!(["/usr/local/bin/repro"]));
-    assert_eq!(config["config"]["Labels"]["org.opencontainers.image.version"], "0.1.0");
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/repro"])
+    );
+    assert_eq!(
+        config["config"]["Labels"]["org.opencontainers.image.version"],
+        "0.1.0"
+    );
 
     let dated = run(tool()
         .arg("adapt-push")
@@ -178,7 +280,11 @@ fn reproducible_across_cargo_clean_and_source_date_epoch_changes_only_time() {
         .arg("-q")
         .env("SOURCE_DATE_EPOCH", "1700000000"));
     assert_success(&dated);
-    assert_ne!(stdout(&dated), stdout(&first), "SOURCE_DATE_EPOCH changes the timestamps");
+    assert_ne!(
+        stdout(&dated),
+        stdout(&first),
+        "SOURCE_DATE_EPOCH changes the timestamps"
+    );
 }
 
 #[test]
@@ -190,12 +296,20 @@ fn a_code_change_uploads_only_the_binary_layer() {
     let manifest = write_crate(
         dir.path(),
         "layered",
-        &split_config(&registry.addr(), &registry.addr(), "include = [{ from = \"assets\", to = \"/srv/assets\" }]\n"),
+        &split_config(
+            &registry.addr(),
+            &registry.addr(),
+            "include = [{ from = \"assets\", to = \"/srv/assets\" }]\n",
+        ),
         HELLO,
     );
     let first = push(&manifest, &[]);
     assert_success(&first);
-    std::fs::write(dir.path().join("src/main.rs"), HELLO.replace("hello from", "hi from")).unwrap();
+    std::fs::write(
+        dir.path().join("src/main.rs"),
+        HELLO.replace("hello from", "hi from"),
+    )
+    .unwrap();
     let second = push(&manifest, &[]);
     assert_success(&second);
     assert_ne!(stdout(&first), stdout(&second));
@@ -214,7 +328,11 @@ fn tags_render_templates() {
     let manifest = write_crate(
         dir.path(),
         "tagged",
-        &split_config(&registry.addr(), &registry.addr(), "tags = [\"{version}\", \"{package}-{bin}\", \"git-{git_short_sha}\"]\n"),
+        &split_config(
+            &registry.addr(),
+            &registry.addr(),
+            "tags = [\"{version}\", \"{package}-{bin}\", \"git-{git_short_sha}\"]\n",
+        ),
         HELLO,
     );
     let git = |args: &[&str]| {
@@ -225,7 +343,11 @@ fn tags_render_templates() {
             .args(args)
             .output()
             .unwrap();
-        assert!(ok.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&ok.stderr));
+        assert!(
+            ok.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
         String::from_utf8_lossy(&ok.stdout).trim().to_string()
     };
     git(&["init", "-q"]);
@@ -236,7 +358,11 @@ fn tags_render_templates() {
     assert_success(&out);
     let mut tags = registry.tags("tagged");
     tags.sort();
-    let mut expected = vec!["0.1.0".to_string(), "tagged-tagged".into(), format!("git-{}", &sha[..7])];
+    let mut expected = vec![
+        "0.1.0".to_string(),
+        "tagged-tagged".into(),
+        format!("git-{}", &sha[..7]),
+    ];
     expected.sort();
     assert_eq!(tags, expected);
 }
@@ -260,13 +386,19 @@ fn workspace_defaults_and_package_selection() {
         std::fs::create_dir_all(d.join("src")).unwrap();
         std::fs::write(
             d.join("Cargo.toml"),
-            format!("[package]\nname = \"{name}\"\nversion = \"0.2.0\"\nedition = \"2021\"\n{extra}"),
+            format!(
+                "[package]\nname = \"{name}\"\nversion = \"0.2.0\"\nedition = \"2021\"\n{extra}"
+            ),
         )
         .unwrap();
         std::fs::write(d.join("src/main.rs"), HELLO).unwrap();
     };
     // Two packages whose directories share a basename must not collide.
-    member("a/svc", "alpha", "\n[package.metadata.cluster]\nimage = \"a/svc\"\nenv = { LEVEL = \"pkg\" }\n");
+    member(
+        "a/svc",
+        "alpha",
+        "\n[package.metadata.cluster]\nimage = \"a/svc\"\nenv = { LEVEL = \"pkg\" }\n",
+    );
     member("b/svc", "beta", "\n[package.metadata.cluster]\n");
     member("tools", "tools", "");
 
@@ -275,27 +407,50 @@ fn workspace_defaults_and_package_selection() {
     assert!(!out.status.success());
     assert!(stdout(&out).is_empty());
     let err = stderr(&out);
-    assert!(err.contains("virtual workspace") && err.contains("alpha") && err.contains("beta"), "{err}");
+    assert!(
+        err.contains("virtual workspace") && err.contains("alpha") && err.contains("beta"),
+        "{err}"
+    );
     assert!(registry.tags("a/svc").is_empty());
 
     // -p picks a member; workspace tags and env are inherited; package keys win.
-    let out = push(&root.join("Cargo.toml"), &["-p", "alpha", "--format", "json"]);
+    let out = push(
+        &root.join("Cargo.toml"),
+        &["-p", "alpha", "--format", "json"],
+    );
     assert_success(&out);
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert!(json["images"][0]["pull_ref"].as_str().unwrap().starts_with("registry:5000/a/svc@sha256:"));
+    assert!(
+        json["images"][0]["pull_ref"]
+            .as_str()
+            .unwrap()
+            .starts_with("registry:5000/a/svc@sha256:")
+    );
     assert_eq!(registry.tags("a/svc"), vec!["ws-0.2.0"]);
     let (_, _, body) = registry.manifest("a/svc", "ws-0.2.0");
     let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let cfg = m["config"]["digest"].as_str().unwrap();
     let (_, _, config) = http_get(&registry.addr(), &format!("/v2/a/svc/blobs/{cfg}"), "");
     let config: serde_json::Value = serde_json::from_slice(&config).unwrap();
-    let env: Vec<&str> = config["config"]["Env"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
-    assert!(env.contains(&"FROM=workspace") && env.contains(&"LEVEL=pkg"), "{env:?}");
+    let env: Vec<&str> = config["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(
+        env.contains(&"FROM=workspace") && env.contains(&"LEVEL=pkg"),
+        "{env:?}"
+    );
 
     // From inside a member's directory, that member (image defaults to the package name).
     let out = run(tool().arg("adapt-push").current_dir(root.join("b/svc")));
     assert_success(&out);
-    assert!(stdout(&out).starts_with("registry:5000/beta@sha256:"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("registry:5000/beta@sha256:"),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(registry.tags("beta"), vec!["ws-0.2.0"]);
 }
 
@@ -303,13 +458,25 @@ fn workspace_defaults_and_package_selection() {
 fn dry_run_pushes_nothing() {
     let registry = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
-    let manifest = write_crate(dir.path(), "planned", &split_config(&registry.addr(), "registry:5000", ""), HELLO);
+    let manifest = write_crate(
+        dir.path(),
+        "planned",
+        &split_config(&registry.addr(), "registry:5000", ""),
+        HELLO,
+    );
     let out = push(&manifest, &["--dry-run"]);
     assert_success(&out);
     let text = stdout(&out);
-    assert!(text.contains(&format!("{}/planned", registry.addr())) && text.contains("registry:5000/planned"), "{text}");
+    assert!(
+        text.contains(&format!("{}/planned", registry.addr()))
+            && text.contains("registry:5000/planned"),
+        "{text}"
+    );
     assert!(registry.tags("planned").is_empty());
-    assert!(!dir.path().join("target").exists(), "a dry run builds nothing");
+    assert!(
+        !dir.path().join("target").exists(),
+        "a dry run builds nothing"
+    );
 }
 
 /// Every config mistake: non-zero exit, a message naming the key and the Cargo.toml (with the
@@ -320,43 +487,113 @@ fn config_errors_name_key_file_and_line() {
     let r = registry.addr();
     // (cluster table body, expected fragments of stderr)
     let cases: Vec<(String, Vec<&str>)> = vec![
-        (format!("registry = \"{r}\"\nimgae = \"x\""), vec!["unknown key `imgae`", "did you mean `image`", "Cargo.toml:"]),
-        (format!("registry = {{ external = \"{r}\" }}"), vec!["no `internal`", "registry"]),
-        (format!("registry = {{ external = \"{r}\", internal = \"r:1\", other = \"x\" }}"), vec!["registry.other"]),
-        ("registry = \"ftp://host:5000\"".into(), vec!["unsupported scheme", "registry"]),
+        (
+            format!("registry = \"{r}\"\nimgae = \"x\""),
+            vec!["unknown key `imgae`", "did you mean `image`", "Cargo.toml:"],
+        ),
+        (
+            format!("registry = {{ external = \"{r}\" }}"),
+            vec!["no `internal`", "registry"],
+        ),
+        (
+            format!("registry = {{ external = \"{r}\", internal = \"r:1\", other = \"x\" }}"),
+            vec!["registry.other"],
+        ),
+        (
+            "registry = \"ftp://host:5000\"".into(),
+            vec!["unsupported scheme", "registry"],
+        ),
         ("registry = \"localhost:99999\"".into(), vec!["port number"]),
-        (format!("registry = \"{r}\"\nimage = \"Team/App\""), vec!["`image`", "uppercase"]),
-        (format!("registry = \"{r}\"\ntags = \"latest\""), vec!["`tags` must be an array"]),
-        (format!("registry = \"{r}\"\ntags = [\"{{nope}}\"]"), vec!["unknown placeholder `{nope}`"]),
-        (format!("registry = \"{r}\"\ntags = [\"bad tag\"]"), vec!["not valid"]),
-        (format!("registry = \"{r}\"\nenv = {{ PORT = 8080 }}"), vec!["`env.PORT` must be a string", "quote the value"]),
-        (format!("registry = \"{r}\"\nuser = \"app\""), vec!["`user`", "numeric"]),
-        (format!("registry = \"{r}\"\ninclude = [\"missing.txt\"]"), vec!["`include`", "missing.txt", "does not exist"]),
-        (format!("registry = \"{r}\"\nbuilder = \"kaniko\""), vec!["unknown builder `kaniko`"]),
-        (format!("registry = \"{r}\"\nbin = \"other\""), vec!["no binary named `other`"]),
-        (format!("registry = \"{r}\"\nbase = \"Not A Ref\""), vec!["`base`", "not an image reference"]),
+        (
+            format!("registry = \"{r}\"\nimage = \"Team/App\""),
+            vec!["`image`", "uppercase"],
+        ),
+        (
+            format!("registry = \"{r}\"\ntags = \"latest\""),
+            vec!["`tags` must be an array"],
+        ),
+        (
+            format!("registry = \"{r}\"\ntags = [\"{{nope}}\"]"),
+            vec!["unknown placeholder `{nope}`"],
+        ),
+        (
+            format!("registry = \"{r}\"\ntags = [\"bad tag\"]"),
+            vec!["not valid"],
+        ),
+        (
+            format!("registry = \"{r}\"\nenv = {{ PORT = 8080 }}"),
+            vec!["`env.PORT` must be a string", "quote the value"],
+        ),
+        (
+            format!("registry = \"{r}\"\nuser = \"app\""),
+            vec!["`user`", "numeric"],
+        ),
+        (
+            format!("registry = \"{r}\"\ninclude = [\"missing.txt\"]"),
+            vec!["`include`", "missing.txt", "does not exist"],
+        ),
+        (
+            format!("registry = \"{r}\"\nbuilder = \"kaniko\""),
+            vec!["unknown builder `kaniko`"],
+        ),
+        (
+            format!("registry = \"{r}\"\nbin = \"other\""),
+            vec!["no binary named `other`"],
+        ),
+        (
+            format!("registry = \"{r}\"\nbase = \"Not A Ref\""),
+            vec!["`base`", "not an image reference"],
+        ),
         ("image = \"x\"".into(), vec!["no registry to push to"]),
-        (format!("registry = \"{r}\"\npull = \"yes\""), vec!["`pull` must be true or false"]),
-        (format!("registry = {{ external = \"{r}/a\", internal = \"r:1/b\" }}"), vec!["same repository path"]),
+        (
+            format!("registry = \"{r}\"\npull = \"yes\""),
+            vec!["`pull` must be true or false"],
+        ),
+        (
+            format!("registry = {{ external = \"{r}/a\", internal = \"r:1/b\" }}"),
+            vec!["same repository path"],
+        ),
     ];
     for (i, (body, expected)) in cases.iter().enumerate() {
         let dir = tempfile::tempdir().unwrap();
-        let manifest = write_crate(dir.path(), "bad", &format!("\n[package.metadata.cluster]\n{body}\n"), HELLO);
+        let manifest = write_crate(
+            dir.path(),
+            "bad",
+            &format!("\n[package.metadata.cluster]\n{body}\n"),
+            HELLO,
+        );
         let out = push(&manifest, &[]);
         let err = stderr(&out);
         assert!(!out.status.success(), "case {i} ({body}) should fail");
-        assert!(stdout(&out).is_empty(), "case {i}: stdout must stay empty: {}", stdout(&out));
+        assert!(
+            stdout(&out).is_empty(),
+            "case {i}: stdout must stay empty: {}",
+            stdout(&out)
+        );
         assert!(!err.contains("panicked"), "case {i}: {err}");
         for fragment in expected {
-            assert!(err.contains(fragment), "case {i} ({body}): stderr lacks {fragment:?}:\n{err}");
+            assert!(
+                err.contains(fragment),
+                "case {i} ({body}): stderr lacks {fragment:?}:\n{err}"
+            );
         }
-        assert!(err.contains(manifest.to_str().unwrap()), "case {i}: names the Cargo.toml:\n{err}");
-        assert!(!dir.path().join("target").exists(), "case {i}: nothing built");
+        assert!(
+            err.contains(manifest.to_str().unwrap()),
+            "case {i}: names the Cargo.toml:\n{err}"
+        );
+        assert!(
+            !dir.path().join("target").exists(),
+            "case {i}: nothing built"
+        );
     }
     let (status, _, body) = http_get(&registry.addr(), "/v2/_catalog", "");
     assert_eq!(status, 200);
     let catalog: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(catalog["repositories"], serde_json::json!([]), "nothing was pushed");
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!([]),
+        "nothing was pushed"
+    );
 }
 
 #[test]
@@ -365,7 +602,16 @@ fn base_image_layers_are_mounted_in_the_same_registry_and_copied_across_registri
     let other = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
     // A base image: pushed by the tool itself into `other/base`.
-    let base_manifest = write_crate(&dir.path().join("base"), "base", &split_config(&other.addr(), &other.addr(), "image = \"base\"\ntags = [\"1\"]\n"), HELLO);
+    let base_manifest = write_crate(
+        &dir.path().join("base"),
+        "base",
+        &split_config(
+            &other.addr(),
+            &other.addr(),
+            "image = \"base\"\ntags = [\"1\"]\n",
+        ),
+        HELLO,
+    );
     assert_success(&push(&base_manifest, &[]));
     // And the same base in the destination registry, under another repository.
     assert_success(&push(&base_manifest, &["--registry", &registry.addr()]));
@@ -375,7 +621,11 @@ fn base_image_layers_are_mounted_in_the_same_registry_and_copied_across_registri
         let manifest = write_crate(
             d.path(),
             "app",
-            &split_config(&registry.addr(), "registry:5000", &format!("base = \"{base}\"\nenv = {{ MODE = \"on-base\" }}\n")),
+            &split_config(
+                &registry.addr(),
+                "registry:5000",
+                &format!("base = \"{base}\"\nenv = {{ MODE = \"on-base\" }}\n"),
+            ),
             HELLO,
         );
         let out = push(&manifest, &["-v"]);
@@ -383,7 +633,11 @@ fn base_image_layers_are_mounted_in_the_same_registry_and_copied_across_registri
         (d, out)
     };
     let (_d1, same) = app(format!("{}/base:1", registry.addr()));
-    assert!(stderr(&same).contains("mounted base layer 1/2 from base"), "{}", stderr(&same));
+    assert!(
+        stderr(&same).contains("mounted base layer 1/2 from base"),
+        "{}",
+        stderr(&same)
+    );
     let (_d2, across) = app(format!("{}/base:1", other.addr()));
     assert!(stdout(&across).starts_with("registry:5000/app@sha256:"));
 
@@ -396,13 +650,17 @@ fn base_image_layers_are_mounted_in_the_same_registry_and_copied_across_registri
     assert!(layers.len() >= 3, "base layers plus ours: {m}");
     for layer in layers {
         let d = layer["digest"].as_str().unwrap();
-        let (status, _, _) = http_request(&registry.addr(), "HEAD", &format!("/v2/app/blobs/{d}"), &[]);
+        let (status, _, _) =
+            http_request(&registry.addr(), "HEAD", &format!("/v2/app/blobs/{d}"), &[]);
         assert_eq!(status, 200, "blob {d}");
     }
     if let Some(host) = docker_host() {
         let reference = format!("{}/app@{digest}", registry.addr());
         docker_ok(&host, &["pull", &reference]);
-        assert_eq!(docker_ok(&host, &["run", "--rm", &reference, "--once"]), "hello from app 0.1.0");
+        assert_eq!(
+            docker_ok(&host, &["run", "--rm", &reference, "--once"]),
+            "hello from app 0.1.0"
+        );
         let _ = docker(&host, &["rmi", "-f", &reference]);
     }
 }
@@ -412,8 +670,17 @@ fn an_unreachable_registry_fails_with_its_address() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{port}");
-    let manifest = write_crate(dir.path(), "lonely", &split_config(&addr, "registry:5000", ""), HELLO);
-    let out = run(tool().arg("adapt-push").arg("--manifest-path").arg(&manifest).env("ADAPT_PUSH_RETRY_TIMEOUT", "3"));
+    let manifest = write_crate(
+        dir.path(),
+        "lonely",
+        &split_config(&addr, "registry:5000", ""),
+        HELLO,
+    );
+    let out = run(tool()
+        .arg("adapt-push")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("ADAPT_PUSH_RETRY_TIMEOUT", "3"));
     assert!(!out.status.success());
     assert!(stdout(&out).is_empty());
     let err = stderr(&out);
