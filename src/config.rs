@@ -425,7 +425,6 @@ fn plain(v: &Value) -> String {
 /// a snippet of the file when the key can be found in it.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("{message}")]
-#[diagnostic(code(adapt_push::config))]
 pub struct ConfigError {
     message: String,
     #[help]
@@ -456,12 +455,16 @@ impl ConfigError {
             let line = t[..range.start].matches('\n').count() + 1;
             where_ = format!("{where_}:{line}");
         }
-        let key_name = match key {
-            [] => format!("[{}]", origin.table_path().join(".")),
-            _ => format!("`{}` in [{}]", key.join("."), origin.table_path().join(".")),
+        let table = format!("[{}]", origin.table_path().join("."));
+        let key_path = key.join(".");
+        // Name the key unless the message already does.
+        let message = if key.is_empty() || message.contains(&format!("`{key_path}`")) {
+            format!("{table}: {message}")
+        } else {
+            format!("{table} `{key_path}`: {message}")
         };
         ConfigError {
-            message: format!("{where_}: {key_name}: {message}"),
+            message: format!("{where_}: {message}"),
             help,
             source_code: text.map(|t| {
                 NamedSource::new(origin.manifest.display().to_string(), t).with_language("TOML")
