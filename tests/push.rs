@@ -686,3 +686,60 @@ fn an_unreachable_registry_fails_with_its_address() {
     let err = stderr(&out);
     assert!(err.contains(&addr) && err.contains("cannot reach"), "{err}");
 }
+
+#[test]
+fn a_static_binary_goes_in_alone_and_runs_from_scratch() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "lone",
+        &split_config(&registry.addr(), &registry.addr(), ""),
+        HELLO,
+    );
+    let out = run(tool()
+        .arg("adapt-push")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("-v")
+        .env("RUSTFLAGS", "-C target-feature=+crt-static"));
+    assert_success(&out);
+    assert!(
+        stderr(&out).contains("statically linked"),
+        "{}",
+        stderr(&out)
+    );
+    let (_, repo, digest) = split_ref(stdout(&out).trim());
+    let (_, _, body) = registry.manifest(&repo, &digest);
+    let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    // Every file in the image: only the CA bundle and the binary (plus their directories).
+    let mut files = Vec::new();
+    for layer in m["layers"].as_array().unwrap() {
+        let d = layer["digest"].as_str().unwrap();
+        let (status, _, blob) = http_get(&registry.addr(), &format!("/v2/{repo}/blobs/{d}"), "");
+        assert_eq!(status, 200);
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&blob[..]));
+        for entry in archive.entries().unwrap() {
+            let entry = entry.unwrap();
+            if entry.header().entry_type().is_file() {
+                files.push(entry.path().unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    files.sort();
+    let expected: Vec<&str> = if Path::new("/etc/ssl/certs/ca-certificates.crt").is_file() {
+        vec!["etc/ssl/certs/ca-certificates.crt", "usr/local/bin/lone"]
+    } else {
+        vec!["usr/local/bin/lone"]
+    };
+    assert_eq!(files, expected);
+    if let Some(host) = docker_host() {
+        let reference = stdout(&out).trim().to_string();
+        docker_ok(&host, &["pull", &reference]);
+        assert_eq!(
+            docker_ok(&host, &["run", "--rm", &reference, "--once"]),
+            "hello from lone 0.1.0"
+        );
+        let _ = docker(&host, &["rmi", "-f", &reference]);
+    }
+}
