@@ -30,6 +30,8 @@ pub struct Target {
     pub image: ImageSpec,
     pub docker: DockerSpec,
     pub registry_options: RegistryOptions,
+    /// Where compressed layers are kept between runs (under cargo's target directory).
+    pub layer_cache: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -156,7 +158,9 @@ pub fn make_plan(
             &Origin::package(&manifest_path),
         )?;
         let config = package_config.merged_over(workspace_config.clone());
-        targets.push(plan_target(args, package, &config, epoch)?);
+        let mut target = plan_target(args, package, &config, epoch)?;
+        target.layer_cache = metadata.target_directory.join("adapt-push").join("layers").into_std_path_buf();
+        targets.push(target);
     }
     Ok(Plan { targets })
 }

@@ -13,7 +13,7 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 use crate::cargo::{self, CargoOptions};
 use crate::closure::{self, Linkage};
-use crate::image::layer::{Layer, LayerBuilder};
+use crate::image::layer::{Layer, LayerBuilder, LayerCache};
 use crate::image::{self, BaseImage, Image, RunConfig};
 use crate::output;
 use crate::plan::{Base, Target};
@@ -121,6 +121,10 @@ pub async fn assemble_for_binary(
 fn make_layers(target: &Target, binary: &Path, on_scratch: bool) -> Result<Vec<Layer>> {
     let epoch = target.image.epoch;
     let mut layers = Vec::new();
+    let cache = |kind: &str| LayerCache {
+        dir: target.layer_cache.clone(),
+        slot: format!("{}-{}-{kind}", target.package, target.bin),
+    };
 
     let mut runtime = LayerBuilder::new("runtime libraries and CA certificates", epoch);
     if on_scratch {
@@ -148,7 +152,7 @@ fn make_layers(target: &Target, binary: &Path, on_scratch: bool) -> Result<Vec<L
         }
     }
     if !runtime.is_empty() {
-        layers.push(runtime.finish().into_diagnostic()?);
+        layers.push(runtime.finish_with_cache(Some(&cache("runtime"))).into_diagnostic()?);
     }
 
     if !target.image.includes.is_empty() {
@@ -159,13 +163,13 @@ fn make_layers(target: &Target, binary: &Path, on_scratch: bool) -> Result<Vec<L
                 .into_diagnostic()
                 .wrap_err_with(|| format!("reading {}", include.host_path.display()))?;
         }
-        layers.push(includes.finish().into_diagnostic()?);
+        layers.push(includes.finish_with_cache(Some(&cache("includes"))).into_diagnostic()?);
     }
 
     let mut app = LayerBuilder::new(format!("binary {}", target.bin), epoch);
     app.add_host_file_mode(&binary_path_in_image(&target.bin), binary, 0o755);
     layers.push(
-        app.finish()
+        app.finish_with_cache(Some(&cache("binary")))
             .into_diagnostic()
             .wrap_err_with(|| format!("reading {}", binary.display()))?,
     );

@@ -37,6 +37,7 @@ enum Entry {
 #[derive(Debug, Clone)]
 enum Source {
     Host(PathBuf),
+    #[cfg(test)]
     Bytes(Bytes),
 }
 
@@ -87,6 +88,7 @@ impl LayerBuilder {
         );
     }
 
+    #[cfg(test)]
     pub fn add_bytes(&mut self, image_path: &str, bytes: Bytes, mode: u32) {
         self.insert(
             image_path,
@@ -145,13 +147,46 @@ impl LayerBuilder {
     }
 
     /// Writes the tar, compresses it, and hashes both forms.
+    #[cfg(test)]
     pub fn finish(self) -> io::Result<Layer> {
-        let compressed = HashingWriter::new(Vec::new());
-        let gzip = GzBuilder::new()
+        self.finish_with_cache(None)
+    }
+
+    /// Like [`finish`](Self::finish), but an unchanged layer (same uncompressed tar) is taken
+    /// from `cache` instead of being compressed again.
+    pub fn finish_with_cache(self, cache: Option<&LayerCache>) -> io::Result<Layer> {
+        let (tar, diff_id) = self.write_tar()?;
+        if let Some(cache) = cache
+            && let Some((bytes, digest)) = cache.get(&diff_id)
+        {
+            return Ok(Layer {
+                diff_id,
+                digest,
+                bytes,
+                description: self.description,
+            });
+        }
+        let compressed = HashingWriter::new(Vec::with_capacity(tar.len() / 2));
+        let mut gzip = GzBuilder::new()
             .mtime(0)
             .write(compressed, Compression::new(GZIP_LEVEL));
-        let uncompressed = HashingWriter::new(gzip);
-        let mut tar = tar::Builder::new(uncompressed);
+        gzip.write_all(&tar)?;
+        let (bytes, digest) = gzip.finish()?.finish();
+        let bytes = Bytes::from(bytes);
+        if let Some(cache) = cache {
+            cache.put(&diff_id, &digest, &bytes);
+        }
+        Ok(Layer {
+            diff_id,
+            digest,
+            bytes,
+            description: self.description,
+        })
+    }
+
+    /// The uncompressed tar and its sha256 (the diff_id).
+    fn write_tar(&self) -> io::Result<(Vec<u8>, Digest)> {
+        let mut tar = tar::Builder::new(HashingWriter::new(Vec::new()));
         for (path, entry) in &self.entries {
             let mut header = tar::Header::new_gnu();
             header.set_mtime(self.mtime);
@@ -174,6 +209,7 @@ impl LayerBuilder {
                     header.set_entry_type(tar::EntryType::Regular);
                     header.set_mode(*mode);
                     match source {
+                        #[cfg(test)]
                         Source::Bytes(b) => {
                             header.set_size(b.len() as u64);
                             tar.append_data(&mut header, path, &b[..])?;
@@ -189,16 +225,53 @@ impl LayerBuilder {
                 }
             }
         }
-        let uncompressed = tar.into_inner()?;
-        let (gzip, diff_id) = uncompressed.finish();
-        let compressed = gzip.finish()?;
-        let (bytes, digest) = compressed.finish();
-        Ok(Layer {
-            diff_id,
-            digest,
-            bytes: Bytes::from(bytes),
-            description: self.description,
-        })
+        Ok(tar.into_inner()?.finish())
+    }
+}
+
+/// Compressed layers from earlier runs, by diff_id, so unchanged layers are not gzipped again.
+/// Files are named `<slot>.<diff_id hex>.<digest hex>.gz`; one file is kept per slot (a package's
+/// runtime, includes or binary layer), so the cache never grows past the latest push.
+#[derive(Debug, Clone)]
+pub struct LayerCache {
+    pub dir: PathBuf,
+    /// Stable name for what this layer is, e.g. "greeter-runtime".
+    pub slot: String,
+}
+
+impl LayerCache {
+    fn get(&self, diff_id: &Digest) -> Option<(Bytes, Digest)> {
+        let prefix = format!("{}.{}.", self.slot, diff_id.hex());
+        let entry = std::fs::read_dir(&self.dir)
+            .ok()?
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let expected = name.strip_prefix(&prefix)?.strip_suffix(".gz")?.to_string();
+        let bytes = std::fs::read(entry.path()).ok()?;
+        let digest = Digest::sha256_of(&bytes);
+        // A truncated or altered file is ignored and rewritten.
+        (digest.hex() == expected).then(|| (Bytes::from(bytes), digest))
+    }
+
+    /// Best effort: a cache that cannot be written only costs time.
+    fn put(&self, diff_id: &Digest, digest: &Digest, bytes: &[u8]) {
+        if std::fs::create_dir_all(&self.dir).is_err() {
+            return;
+        }
+        let name = format!("{}.{}.{}.gz", self.slot, diff_id.hex(), digest.hex());
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&format!("{}.", self.slot)) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        // Write then rename, so a reader never sees half a file.
+        let tmp = self.dir.join(format!(".{name}.{}", std::process::id()));
+        if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, self.dir.join(&name)).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
     }
 }
 
@@ -306,6 +379,34 @@ mod tests {
             };
             assert_eq!(mode, expected, "{name}");
         }
+    }
+
+    #[test]
+    fn cache_returns_the_same_layer_and_ignores_damaged_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache {
+            dir: dir.path().to_path_buf(),
+            slot: "app-runtime".into(),
+        };
+        let build = |content: &'static [u8]| {
+            let mut b = LayerBuilder::new("t", 0);
+            b.add_bytes("/x", Bytes::from_static(content), 0o644);
+            b.finish_with_cache(Some(&cache)).unwrap()
+        };
+        let fresh = build(b"hello");
+        let cached = build(b"hello");
+        assert_eq!(fresh.digest, cached.digest);
+        assert_eq!(fresh.bytes, cached.bytes);
+        // Damage the file: the layer is compressed again and still correct.
+        let file = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        std::fs::write(&file, b"junk").unwrap();
+        let again = build(b"hello");
+        assert_eq!(again.digest, fresh.digest);
+        assert_eq!(again.digest, Digest::sha256_of(&again.bytes));
+        // A new version replaces the old one in its slot.
+        let other = build(b"changed");
+        assert_ne!(other.digest, fresh.digest);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
