@@ -8,6 +8,7 @@ mod cargo;
 mod cli;
 mod closure;
 mod config;
+mod engine;
 mod image;
 mod output;
 mod plan;
@@ -23,6 +24,7 @@ use miette::{IntoDiagnostic, Result, WrapErr};
 use crate::cargo::CargoOptions;
 use crate::output::Pushed;
 use crate::plan::{BuilderKind, Target};
+use crate::publish::engine::EnginePublisher;
 use crate::publish::registry::RegistryPublisher;
 use crate::registry::ClientOptions;
 use crate::registry::pool::Clients;
@@ -105,10 +107,10 @@ async fn build_and_push(target: &Target, cargo_options: &CargoOptions) -> Result
                 .await?
         }
         BuilderKind::Docker => {
-            return Err(miette::miette!(
-                help = "use --builder oci (or builder = \"oci\") to build without an engine",
-                "the Docker engine builder is not available in this version"
-            ));
+            let image = build::docker::build(target, cargo_options, &clients).await?;
+            EnginePublisher::new(&clients)
+                .publish(&image, &target.destination)
+                .await?
         }
     };
     let d = &target.destination;

@@ -1,6 +1,8 @@
 //! Publishers put a finished image somewhere and say what digest it got there. They never know
-//! how the image was made. `registry` pushes an in-process image over the distribution API.
+//! how the image was made. `registry` pushes an in-process image over the distribution API;
+//! `engine` has a Docker engine push an image it holds.
 
+pub mod engine;
 pub mod registry;
 
 use crate::reference::Digest;

@@ -1,0 +1,327 @@
+//! A Docker engine, as the engine builder and the engine publisher both use it: where it is
+//! (`DOCKER_HOST`: unix, tcp with or without TLS, ssh), and an image that lives in it.
+//!
+//! Connecting is lazy: nothing talks to an engine until a target uses the docker builder. Then
+//! [`Engine::connect`] negotiates the API version (Debian 12's engine speaks 1.41 and rejects
+//! newer clients) and pings, so an absent engine is one clear error before any work is done.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::auth::DockerCredentials;
+use bollard::{API_DEFAULT_VERSION, Docker};
+use miette::Diagnostic;
+
+use crate::output;
+use crate::reference::Registry;
+use crate::registry::credentials::{self, Credential};
+
+/// The engine's address when `DOCKER_HOST` is unset.
+pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// How long version negotiation and the ping may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a request may take until the engine starts answering. A build request streams the
+/// whole context first, so this bounds the context upload; a push answers at once.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// A connected engine.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+    address: String,
+}
+
+/// An image that exists in an engine, by its ID (`sha256:…`).
+#[derive(Clone)]
+pub struct EngineImage {
+    pub id: String,
+    pub engine: Engine,
+}
+
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum EngineError {
+    #[error("cannot reach the Docker engine at {address}: {cause}")]
+    #[diagnostic(help(
+        "start the engine, or point DOCKER_HOST at one; or build without an engine: --builder oci (builder = \"oci\" in [package.metadata.cluster])"
+    ))]
+    Unreachable { address: String, cause: String },
+
+    #[error("DOCKER_HOST=`{address}` is not an engine address: {reason}")]
+    #[diagnostic(help(
+        "use unix:///path/to/docker.sock, tcp://host:port (with TLS: DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH), or ssh://user@host; or build without an engine: --builder oci"
+    ))]
+    BadAddress { address: String, reason: String },
+
+    #[error("TLS for the Docker engine at {address}: {reason}")]
+    #[diagnostic(help(
+        "DOCKER_CERT_PATH (default ~/.docker) must hold ca.pem, cert.pem and key.pem, as for `docker --tlsverify`; or build without an engine: --builder oci"
+    ))]
+    Tls { address: String, reason: String },
+}
+
+impl Engine {
+    /// Connects to the engine `DOCKER_HOST` names (or the local default) and checks it answers.
+    pub async fn connect() -> Result<Engine, EngineError> {
+        let host = std::env::var("DOCKER_HOST")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty());
+        if host.is_none()
+            && std::env::var_os("DOCKER_CONTEXT").is_some_and(|c| !c.is_empty() && c != "default")
+        {
+            output::warn(
+                "DOCKER_CONTEXT is not read; set DOCKER_HOST to the engine's address instead",
+            );
+        }
+        let address = host.unwrap_or_else(|| DEFAULT_HOST.to_string());
+        let tls_verify = std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty());
+        let cert_path = std::env::var_os("DOCKER_CERT_PATH")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(default_cert_path);
+        let docker = open(&address, tls_verify.then_some(cert_path.as_path()))?;
+
+        let unreachable = |e: bollard::errors::Error| EngineError::Unreachable {
+            address: address.clone(),
+            cause: error_chain(&e),
+        };
+        let docker = docker
+            .with_timeout(PROBE_TIMEOUT)
+            .negotiate_version()
+            .await
+            .map_err(unreachable)?;
+        docker.ping().await.map_err(unreachable)?;
+        let version = docker.client_version();
+        output::detail(&format!("Docker engine at {address} (API {version})"));
+        Ok(Engine {
+            docker: docker.with_timeout(REQUEST_TIMEOUT),
+            address,
+        })
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// The address as the user gave it (`DOCKER_HOST`), for messages.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+}
+
+/// Our credentials for `registry` (the same lookup the registry client uses), in the form the
+/// engine takes in `X-Registry-Auth` / `X-Registry-Config`. `None` means anonymous.
+pub async fn credentials_for(registry: &Registry) -> Option<DockerCredentials> {
+    let target = registry.clone();
+    let mut found = tokio::task::spawn_blocking(move || credentials::lookup(&target))
+        .await
+        .unwrap_or_default();
+    for warning in found.warnings.drain(..) {
+        output::warn(&warning);
+    }
+    if let Some(source) = &found.source {
+        output::trace(&format!("credentials for {registry} from {source}"));
+    }
+    let serveraddress = Some(server_address(registry));
+    Some(match found.credential? {
+        Credential::Basic { username, password } => DockerCredentials {
+            username: Some(username),
+            password: Some(password),
+            serveraddress,
+            ..DockerCredentials::default()
+        },
+        Credential::IdentityToken(token) => DockerCredentials {
+            identitytoken: Some(token),
+            serveraddress,
+            ..DockerCredentials::default()
+        },
+        Credential::RegistryToken(token) => DockerCredentials {
+            registrytoken: Some(token),
+            serveraddress,
+            ..DockerCredentials::default()
+        },
+    })
+}
+
+/// How the engine names a registry in credentials: Docker Hub has its historical key.
+pub fn server_address(registry: &Registry) -> String {
+    if registry.is_docker_hub() {
+        "https://index.docker.io/v1/".into()
+    } else {
+        registry.authority()
+    }
+}
+
+/// `~/.docker`, where the Docker CLI looks for TLS material without DOCKER_CERT_PATH.
+fn default_cert_path() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+        .join(".docker")
+}
+
+/// Makes the client for an address; nothing is sent yet.
+fn open(address: &str, tls_certs: Option<&Path>) -> Result<Docker, EngineError> {
+    let timeout = PROBE_TIMEOUT.as_secs();
+    let bad = |reason: &str| EngineError::BadAddress {
+        address: address.to_string(),
+        reason: reason.to_string(),
+    };
+    let unreachable = |e: bollard::errors::Error| EngineError::Unreachable {
+        address: address.to_string(),
+        cause: error_chain(&e),
+    };
+    let (scheme, rest) = address
+        .split_once("://")
+        .ok_or_else(|| bad("it has no scheme"))?;
+    match scheme {
+        "unix" => {
+            if rest.is_empty() {
+                return Err(bad("no socket path"));
+            }
+            if !Path::new(rest).exists() {
+                return Err(EngineError::Unreachable {
+                    address: address.to_string(),
+                    cause: format!("there is no socket at {rest}"),
+                });
+            }
+            Docker::connect_with_unix(address, timeout, API_DEFAULT_VERSION).map_err(unreachable)
+        }
+        "tcp" | "http" | "https" => {
+            let tls = scheme == "https" || tls_certs.is_some();
+            let authority = with_default_port(rest, if tls { 2376 } else { 2375 })
+                .ok_or_else(|| bad("no host after the scheme"))?;
+            if !tls {
+                return Docker::connect_with_http(
+                    &format!("tcp://{authority}"),
+                    timeout,
+                    API_DEFAULT_VERSION,
+                )
+                .map_err(unreachable);
+            }
+            let dir = tls_certs
+                .map(Path::to_path_buf)
+                .unwrap_or_else(default_cert_path);
+            let (ca, cert, key) = (
+                dir.join("ca.pem"),
+                dir.join("cert.pem"),
+                dir.join("key.pem"),
+            );
+            for file in [&ca, &cert, &key] {
+                if !file.is_file() {
+                    return Err(EngineError::Tls {
+                        address: address.to_string(),
+                        reason: format!("{} does not exist", file.display()),
+                    });
+                }
+            }
+            // rustls with ring is the one crypto provider in this program; make it the default
+            // that bollard's TLS setup asks for. (Already installed is fine.)
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            Docker::connect_with_ssl(
+                &format!("tcp://{authority}"),
+                &key,
+                &cert,
+                &ca,
+                timeout,
+                API_DEFAULT_VERSION,
+            )
+            .map_err(|e| EngineError::Tls {
+                address: address.to_string(),
+                reason: error_chain(&e),
+            })
+        }
+        "ssh" => {
+            if rest.is_empty() {
+                return Err(bad("no host after ssh://"));
+            }
+            Docker::connect_with_ssh(address, timeout, API_DEFAULT_VERSION, None)
+                .map_err(unreachable)
+        }
+        "npipe" => Err(bad("named pipes are Windows-only")),
+        other => Err(bad(&format!("unsupported scheme `{other}://`"))),
+    }
+}
+
+/// `host[:port][/path]` → `host:port`, adding the engine's default port when none is given.
+fn with_default_port(rest: &str, port: u16) -> Option<String> {
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() {
+        return None;
+    }
+    let has_port = match authority.rfind(']') {
+        Some(close) => authority[close..].contains(':'),
+        None => authority.contains(':'),
+    };
+    Some(if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:{port}")
+    })
+}
+
+/// An error and its sources, without repeats: "client error (Connect): Connection refused".
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = err.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ports() {
+        assert_eq!(
+            with_default_port("127.0.0.1", 2376).as_deref(),
+            Some("127.0.0.1:2376")
+        );
+        assert_eq!(
+            with_default_port("127.0.0.1:1234/", 2376).as_deref(),
+            Some("127.0.0.1:1234")
+        );
+        assert_eq!(
+            with_default_port("[::1]", 2375).as_deref(),
+            Some("[::1]:2375")
+        );
+        assert_eq!(
+            with_default_port("[::1]:99", 2375).as_deref(),
+            Some("[::1]:99")
+        );
+        assert_eq!(with_default_port("", 2375), None);
+    }
+
+    #[test]
+    fn addresses_that_cannot_work() {
+        for (address, needle) in [
+            ("localhost:2375", "no scheme"),
+            ("npipe:////./pipe/docker_engine", "Windows"),
+            ("ftp://x", "unsupported scheme"),
+            ("tcp://", "no host"),
+        ] {
+            let Err(e) = open(address, None) else {
+                panic!("{address} opened")
+            };
+            assert!(e.to_string().contains(needle), "{address}: {e}");
+        }
+        let Err(e) = open("unix:///nonexistent.sock", None) else {
+            panic!()
+        };
+        assert!(e.to_string().contains("unix:///nonexistent.sock"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let Err(e) = open("tcp://127.0.0.1:1", Some(dir.path())) else {
+            panic!()
+        };
+        assert!(e.to_string().contains("ca.pem"), "{e}");
+    }
+}

@@ -1,0 +1,707 @@
+//! The Docker engine builder against a real engine (the one `scripts/test` starts; tests that
+//! need it skip without it, and fail under CI): Dockerfile builds with `.dockerignore`, generated
+//! images, a remote engine over TLS, an engine that is down, and a failing build step.
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_success(o: &Output) {
+    assert!(
+        o.status.success(),
+        "cargo-adapt-push failed ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// The one line of stdout, which must be `{prefix}@sha256:<64 hex>`.
+fn single_reference(o: &Output, prefix: &str) -> String {
+    let out = stdout(o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "stdout must be exactly one line:\n{out}\n--- stderr ---\n{}",
+        stderr(o)
+    );
+    let reference = lines[0].to_string();
+    let digest = reference
+        .strip_prefix(&format!("{prefix}@sha256:"))
+        .unwrap_or_else(|| panic!("`{reference}` does not start with {prefix}@sha256:"));
+    assert!(
+        digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{reference}"
+    );
+    reference
+}
+
+fn split_registry(external: &str, internal: &str) -> String {
+    format!("registry = {{ external = \"{external}\", internal = \"{internal}\" }}")
+}
+
+/// A base image made from Debian's busybox-static, imported into the engine and pushed to the
+/// test's registry as `{registry}/base:1`: no image comes from outside the machine.
+fn push_busybox_base(host: &str, registry: &TestRegistry) -> String {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .expect("busybox not found (apt-get install busybox-static; scripts/test installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs.tar");
+    {
+        let mut tar = tar::Builder::new(fs::File::create(&rootfs).unwrap());
+        for d in ["bin/", "tmp/"] {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(if d == "tmp/" { 0o1777 } else { 0o755 });
+            h.set_size(0);
+            tar.append_data(&mut h, d, std::io::empty()).unwrap();
+        }
+        let bytes = fs::read(busybox).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o755);
+        h.set_size(bytes.len() as u64);
+        tar.append_data(&mut h, "bin/busybox", &bytes[..]).unwrap();
+        for applet in [
+            "sh", "echo", "cat", "ls", "find", "env", "test", "true", "false",
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_mode(0o777);
+            h.set_size(0);
+            tar.append_link(&mut h, format!("bin/{applet}"), "busybox")
+                .unwrap();
+        }
+        tar.finish().unwrap();
+    }
+    let name = format!("{}/base:1", registry.addr());
+    docker_ok(
+        host,
+        &[
+            "import",
+            "--change",
+            "ENV PATH=/bin",
+            rootfs.to_str().unwrap(),
+            &name,
+        ],
+    );
+    docker_ok(host, &["push", &name]);
+    name
+}
+
+/// Pulls `reference` through its own address after dropping the engine's local copies of the
+/// pushed tags, so what runs really came through that address.
+fn pull_fresh(host: &str, reference: &str, local_tags: &[String]) {
+    for tag in local_tags {
+        let _ = docker(host, &["rmi", tag]);
+    }
+    docker_ok(host, &["pull", reference]);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn dockerfile_build_honours_dockerignore_and_the_reference_runs_through_internal() {
+    let Some(host) = docker_host() else { return };
+    let registry = TestRegistry::start();
+    let internal = CountingProxy::start(&registry.addr());
+    let base = push_busybox_base(&host, &registry);
+
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "dockerapp",
+        &format!(
+            "\n[package.metadata.cluster]\n{}\nimage = \"team/dockerapp\"\ntags = [\"v1\", \"latest\"]\n\
+             build-args = {{ GREETING = \"hello from a build arg\" }}\n\
+             labels = {{ \"com.example.team\" = \"platform\" }}\n",
+            split_registry(&registry.addr(), &internal.addr())
+        ),
+        "fn main() {}\n",
+    );
+    let root = manifest.parent().unwrap();
+    fs::write(
+        root.join("Dockerfile"),
+        format!(
+            "FROM {base}\n\
+             ARG GREETING=unset\n\
+             RUN echo \"greeting: $GREETING\" > /greeting.txt\n\
+             COPY . /ctx\n\
+             CMD [\"cat\", \"/greeting.txt\"]\n"
+        ),
+    )
+    .unwrap();
+    fs::write(
+        root.join(".dockerignore"),
+        "# build output and secrets stay home\ntarget\nsecret.txt\n*.log\n!keep.log\ndocs/**\n!docs/public.md\n",
+    )
+    .unwrap();
+    for (path, content) in [
+        ("secret.txt", "hunter2"),
+        ("target/release/dockerapp", "a stale binary"),
+        ("app.log", "noise"),
+        ("keep.log", "wanted"),
+        ("docs/private.md", "internal"),
+        ("docs/public.md", "public"),
+        // Patterns are relative to the context root: these are sent.
+        ("nested/target/x", "x"),
+        ("nested/secret.txt", "not the top-level one"),
+    ] {
+        let p = root.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+
+    let out = tool()
+        .arg("adapt-push")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("DOCKER_HOST", &host)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let reference = single_reference(&out, &format!("{}/team/dockerapp", internal.addr()));
+    assert_eq!(
+        internal.connections(),
+        0,
+        "the push contacted the internal address"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("Step 3/"),
+        "the build output goes to stderr:\n{err}"
+    );
+
+    let digest = reference.split('@').nth(1).unwrap();
+    let mut tags = registry.tags("team/dockerapp");
+    tags.sort();
+    assert_eq!(tags, ["latest", "v1"]);
+    let (status, _, _) = registry.manifest("team/dockerapp", digest);
+    assert_eq!(status, 200);
+    for tag in ["v1", "latest"] {
+        let (_, headers, _) = registry.manifest("team/dockerapp", tag);
+        assert_eq!(
+            header(&headers, "docker-content-digest"),
+            Some(digest),
+            "{tag}"
+        );
+    }
+
+    let pushed: Vec<String> = ["v1", "latest"]
+        .iter()
+        .map(|t| format!("{}/team/dockerapp:{t}", registry.addr()))
+        .collect();
+    pull_fresh(&host, &reference, &pushed);
+    assert!(
+        internal.connections() > 0,
+        "the pull did not go through the internal address"
+    );
+    assert_eq!(
+        docker_ok(&host, &["run", "--rm", "--network", "none", &reference]),
+        "greeting: hello from a build arg"
+    );
+    let listing = docker_ok(
+        &host,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &reference,
+            "find",
+            "/ctx",
+        ],
+    );
+    let files: Vec<&str> = listing.lines().collect();
+    for present in [
+        "/ctx/Dockerfile",
+        "/ctx/.dockerignore",
+        "/ctx/Cargo.toml",
+        "/ctx/src/main.rs",
+        "/ctx/keep.log",
+        "/ctx/docs/public.md",
+        "/ctx/nested/target/x",
+        "/ctx/nested/secret.txt",
+    ] {
+        assert!(
+            files.contains(&present),
+            "{present} missing from the image:\n{listing}"
+        );
+    }
+    for absent in [
+        "/ctx/secret.txt",
+        "/ctx/target",
+        "/ctx/app.log",
+        "/ctx/docs/private.md",
+    ] {
+        assert!(
+            !files.contains(&absent),
+            "{absent} reached the engine:\n{listing}"
+        );
+    }
+    assert_eq!(
+        docker_ok(
+            &host,
+            &[
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"com.example.team\"}}",
+                &reference
+            ]
+        ),
+        "platform"
+    );
+    let _ = docker(&host, &["rmi", "-f", &reference]);
+}
+
+#[test]
+fn generated_mode_builds_the_daemonless_image_in_the_engine() {
+    let Some(host) = docker_host() else { return };
+    let registry = TestRegistry::start();
+    let internal = CountingProxy::start(&registry.addr());
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&example_project(), dir.path());
+    assert!(!dir.path().join("Dockerfile").exists());
+
+    let out = tool()
+        .arg("adapt-push")
+        .arg("--manifest-path")
+        .arg(dir.path().join("Cargo.toml"))
+        .args(["--builder", "docker", "--tag", "gen"])
+        .args(["--registry-external", &registry.addr()])
+        .args(["--registry-internal", &internal.addr()])
+        .env("DOCKER_HOST", &host)
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker-generated-target"),
+        )
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let reference = single_reference(&out, &format!("{}/demo/greeter", internal.addr()));
+    assert_eq!(internal.connections(), 0);
+    assert_eq!(registry.tags("demo/greeter"), ["gen"]);
+
+    pull_fresh(
+        &host,
+        &reference,
+        &[format!("{}/demo/greeter:gen", registry.addr())],
+    );
+    assert_eq!(
+        docker_ok(
+            &host,
+            &["run", "--rm", "--network", "none", &reference, "--once"]
+        ),
+        "hello from greeter 0.1.0"
+    );
+    // The daemonless builder's config: entrypoint, PATH, the package's labels.
+    assert_eq!(
+        docker_ok(
+            &host,
+            &[
+                "inspect",
+                "--format",
+                "{{json .Config.Entrypoint}}",
+                &reference
+            ]
+        ),
+        r#"["/usr/local/bin/greeter"]"#
+    );
+    assert_eq!(
+        docker_ok(
+            &host,
+            &[
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"org.opencontainers.image.version\"}}",
+                &reference
+            ]
+        ),
+        "0.1.0"
+    );
+    let _ = docker(&host, &["rmi", "-f", &reference]);
+}
+
+#[test]
+fn an_engine_that_does_not_answer_names_its_address_and_suggests_oci() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "noengine",
+        "\n[package.metadata.cluster]\nregistry = \"127.0.0.1:1\"\n",
+        "fn main() {}\n",
+    );
+    fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+    let closed = format!("tcp://127.0.0.1:{}", free_port());
+    for address in ["unix:///nonexistent.sock", closed.as_str()] {
+        // No --builder: the Dockerfile makes `auto` choose the engine.
+        let out = tool()
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .env("DOCKER_HOST", address)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{address}: succeeded without an engine"
+        );
+        assert_eq!(stdout(&out), "", "{address}");
+        let err = stderr(&out);
+        assert!(err.contains(address), "{address} not named:\n{err}");
+        assert!(
+            err.contains("--builder oci"),
+            "no --builder oci hint:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn a_failing_build_step_shows_its_message_and_pushes_nothing() {
+    let Some(host) = docker_host() else { return };
+    let registry = TestRegistry::start();
+    let base = push_busybox_base(&host, &registry);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "failing",
+        &format!(
+            "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/failing\"\n",
+            registry.addr()
+        ),
+        "fn main() {}\n",
+    );
+    fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {base}\nRUN echo 'this step fails on purpose' && exit 3\nCOPY . /ctx\n"),
+    )
+    .unwrap();
+    let out = tool()
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("DOCKER_HOST", &host)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the build succeeded:\n{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "");
+    let err = stderr(&out);
+    assert!(
+        err.contains("this step fails on purpose"),
+        "the step's output is missing:\n{err}"
+    );
+    assert!(
+        err.contains("returned a non-zero code: 3"),
+        "the engine's message is missing:\n{err}"
+    );
+    assert!(
+        registry.tags("team/failing").is_empty(),
+        "something was pushed"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A remote engine over TCP with TLS
+// ---------------------------------------------------------------------------------------------
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, named as Docker expects
+/// (`ca.pem`, `cert.pem`, `key.pem` for the client; `server-*.pem` for the daemon).
+fn make_certificates(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=adapt-push test CA",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for (name, subject, ext) in [
+        ("server", "/CN=127.0.0.1", "server.ext"),
+        ("client", "/CN=client", "client.ext"),
+    ] {
+        let key = if name == "server" {
+            "server-key.pem"
+        } else {
+            "key.pem"
+        };
+        let cert = if name == "server" {
+            "server-cert.pem"
+        } else {
+            "cert.pem"
+        };
+        let csr = format!("{name}.csr");
+        openssl(
+            dir,
+            &[
+                "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", key, "-out",
+                &csr,
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                cert,
+                "-extfile",
+                ext,
+            ],
+        );
+    }
+}
+
+/// A second dockerd listening only on tcp://127.0.0.1:port with --tlsverify; stopped on drop.
+struct TlsEngine {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl TlsEngine {
+    fn start() -> TlsEngine {
+        // Short paths: containerd's sockets live under the exec root.
+        let dir = tempfile::Builder::new()
+            .prefix("ap-tls-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        make_certificates(dir.path());
+        let port = free_port();
+        let d = dir.path();
+        let dockerd = ["/usr/sbin/dockerd", "/usr/bin/dockerd"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("dockerd"));
+        let log = fs::File::create(d.join("dockerd.log")).unwrap();
+        let child = Command::new(dockerd)
+            .arg("--host")
+            .arg(format!("tcp://127.0.0.1:{port}"))
+            .arg("--tlsverify")
+            .arg("--tlscacert")
+            .arg(d.join("ca.pem"))
+            .arg("--tlscert")
+            .arg(d.join("server-cert.pem"))
+            .arg("--tlskey")
+            .arg(d.join("server-key.pem"))
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("docker.pid"))
+            .args(["--bridge=none", "--iptables=false"])
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/sbin:/sbin",
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let mut engine = TlsEngine { child, dir, port };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = engine.child.try_wait().unwrap() {
+                panic!("dockerd exited ({status}):\n{}", engine.log());
+            }
+            if engine.cli(&["version"]).status.success() {
+                return engine;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dockerd with TLS did not answer in 60s:\n{}",
+                engine.log()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn address(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        let d = self.dir.path();
+        Command::new(docker_bin())
+            .arg("--tlsverify")
+            .arg("--tlscacert")
+            .arg(d.join("ca.pem"))
+            .arg("--tlscert")
+            .arg(d.join("cert.pem"))
+            .arg("--tlskey")
+            .arg(d.join("key.pem"))
+            .args(["-H", &self.address()])
+            .args(args)
+            .env("DOCKER_CONFIG", empty_docker_config())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run docker")
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TlsEngine {
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Whatever the daemon left mounted under its directory, so the directory can go.
+        let prefix = self.dir.path().to_string_lossy().into_owned();
+        let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let mut targets: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|t| t.starts_with(&prefix))
+            .collect();
+        targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        for t in targets {
+            let _ = Command::new("umount").args(["-l", t]).status();
+        }
+    }
+}
+
+#[test]
+fn a_remote_engine_over_tcp_with_tls() {
+    if docker_host().is_none() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("skipping: starting a second dockerd needs root");
+        return;
+    }
+    let engine = TlsEngine::start();
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "remote",
+        &format!(
+            "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/remote\"\n",
+            registry.addr()
+        ),
+        "fn main() {}\n",
+    );
+    fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nCOPY hello.txt /hello.txt\n",
+    )
+    .unwrap();
+    fs::write(dir.path().join("hello.txt"), "hello over TLS\n").unwrap();
+
+    let out = tool()
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("DOCKER_HOST", engine.address())
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", engine.dir.path())
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let reference = single_reference(&out, &format!("{}/team/remote", registry.addr()));
+    assert_eq!(registry.tags("team/remote"), ["latest"]);
+    let (status, _, _) = registry.manifest("team/remote", reference.split('@').nth(1).unwrap());
+    assert_eq!(status, 200);
+    // The image was built by the TLS engine, not the other one.
+    let images = engine.cli(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(
+        stdout(&images).contains(&format!("{}/team/remote:latest", registry.addr())),
+        "{}",
+        stdout(&images)
+    );
+
+    // Without the client certificate the engine refuses us: a clear error, nothing printed.
+    let empty = tempfile::tempdir().unwrap();
+    fs::copy(
+        engine.dir.path().join("ca.pem"),
+        empty.path().join("ca.pem"),
+    )
+    .unwrap();
+    let out = tool()
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("DOCKER_HOST", engine.address())
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", empty.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(stdout(&out), "");
+    assert!(stderr(&out).contains("cert.pem"), "{}", stderr(&out));
+}
