@@ -95,10 +95,22 @@ impl Engine {
         docker.ping().await.map_err(unreachable)?;
         let version = docker.client_version();
         output::detail(&format!("Docker engine at {address} (API {version})"));
-        Ok(Engine {
-            docker: docker.with_timeout(REQUEST_TIMEOUT),
-            address,
-        })
+        // bollard 0.21 builds its request paths without the `/v1.xx` prefix, which an engine
+        // answers with its own newest API. Pin the negotiated version, as the docker CLI does,
+        // so the engine speaks the API these request and response types were written for.
+        let prefix = format!("/v{version}");
+        let docker =
+            docker
+                .with_timeout(REQUEST_TIMEOUT)
+                .with_request_modifier(move |mut request| {
+                    if let Some(uri) = versioned_uri(&request.uri().to_string(), &prefix)
+                        && let Ok(uri) = uri.parse()
+                    {
+                        *request.uri_mut() = uri;
+                    }
+                    request
+                });
+        Ok(Engine { docker, address })
     }
 
     pub fn docker(&self) -> &Docker {
@@ -245,6 +257,18 @@ fn open(address: &str, tls_certs: Option<&Path>) -> Result<Docker, EngineError> 
     }
 }
 
+/// `scheme://authority/path?query` with `prefix` put before the path, unless a version is there.
+fn versioned_uri(uri: &str, prefix: &str) -> Option<String> {
+    let (scheme, rest) = uri.split_once("://")?;
+    let path_start = rest.find('/')?;
+    let (authority, path) = rest.split_at(path_start);
+    let versioned = path
+        .strip_prefix("/v")
+        .and_then(|p| p.split('/').next())
+        .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
+    (!versioned).then(|| format!("{scheme}://{authority}{prefix}{path}"))
+}
+
 /// `host[:port][/path]` → `host:port`, adding the engine's default port when none is given.
 fn with_default_port(rest: &str, port: u16) -> Option<String> {
     let authority = rest.split('/').next().unwrap_or("");
@@ -299,6 +323,27 @@ mod tests {
             Some("[::1]:99")
         );
         assert_eq!(with_default_port("", 2375), None);
+    }
+
+    #[test]
+    fn request_paths_carry_the_api_version() {
+        assert_eq!(
+            versioned_uri("unix://2f746d70/build?dockerfile=Dockerfile", "/v1.41").as_deref(),
+            Some("unix://2f746d70/v1.41/build?dockerfile=Dockerfile")
+        );
+        assert_eq!(
+            versioned_uri(
+                "https://127.0.0.1:2376/images/127.0.0.1:5000/a/push?tag=v1",
+                "/v1.41"
+            )
+            .as_deref(),
+            Some("https://127.0.0.1:2376/v1.41/images/127.0.0.1:5000/a/push?tag=v1")
+        );
+        assert_eq!(versioned_uri("http://h:2375/v1.53/_ping", "/v1.41"), None);
+        assert_eq!(
+            versioned_uri("http://h:2375/volumes", "/v1.41").as_deref(),
+            Some("http://h:2375/v1.41/volumes")
+        );
     }
 
     #[test]
