@@ -246,8 +246,18 @@ fn open(address: &str, tls_certs: Option<&Path>) -> Result<Docker, EngineError> 
             })
         }
         "ssh" => {
-            if rest.is_empty() {
+            let host = rest.trim_end_matches('/');
+            if host.is_empty() {
                 return Err(bad("no host after ssh://"));
+            }
+            let host_port = host.rsplit('@').next().unwrap_or(host);
+            if host_port
+                .rsplit_once(':')
+                .is_some_and(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Err(bad(
+                    "the ssh transport cannot take a port in DOCKER_HOST; give the host an alias with its Port in ~/.ssh/config and use ssh://user@alias",
+                ));
             }
             Docker::connect_with_ssh(address, timeout, API_DEFAULT_VERSION, None)
                 .map_err(unreachable)
@@ -353,6 +363,7 @@ mod tests {
             ("npipe:////./pipe/docker_engine", "Windows"),
             ("ftp://x", "unsupported scheme"),
             ("tcp://", "no host"),
+            ("ssh://me@host:2222", "~/.ssh/config"),
         ] {
             let Err(e) = open(address, None) else {
                 panic!("{address} opened")
