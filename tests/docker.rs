@@ -269,6 +269,110 @@ fn dockerfile_build_honours_dockerignore_and_the_reference_runs_through_internal
     let _ = docker(&host, &["rmi", "-f", &reference]);
 }
 
+/// What `find /ctx` lists in an image, sorted.
+fn context_listing(host: &str, image: &str) -> Vec<String> {
+    let out = docker_ok(
+        host,
+        &["run", "--rm", "--network", "none", image, "find", "/ctx"],
+    );
+    let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn dockerignore_sends_what_the_docker_cli_sends() {
+    let Some(host) = docker_host() else { return };
+    let registry = TestRegistry::start();
+    let base = push_busybox_base(&host, &registry);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "ignorecheck",
+        &format!(
+            "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/ignorecheck\"\n",
+            registry.addr()
+        ),
+        "fn main() {}\n",
+    );
+    let root = manifest.parent().unwrap();
+    fs::write(
+        root.join("Dockerfile"),
+        format!("FROM {base}\nCOPY . /ctx\n"),
+    )
+    .unwrap();
+    fs::write(
+        root.join(".dockerignore"),
+        "# comment\n  # not a comment\ntarget\n/secret.txt\n*.log\n!keep.log\ndocs/**\n!docs/public.md\n\
+         **/*.key\n!**/test.key\ncache/\n!cache/keep\na?c\n[xy].txt\nnested/**/deep\nvendor\n!vendor/allowed\n\
+         ./dot/./slash//\nDockerfile\n",
+    )
+    .unwrap();
+    for path in [
+        "target/x",
+        "secret.txt",
+        "sub/secret.txt",
+        "app.log",
+        "keep.log",
+        "sub/app.log",
+        "docs/private.md",
+        "docs/public.md",
+        "docs/sub/x.md",
+        "real.key",
+        "k/real.key",
+        "k/test.key",
+        "cache/junk",
+        "cache/keep",
+        "abc",
+        "abbc",
+        "x.txt",
+        "z.txt",
+        "nested/a/b/deep/f",
+        "nested/deep",
+        "nested/shallow",
+        "vendor/allowed/f",
+        "vendor/other/f",
+        "dot/slash/f",
+        ".hidden",
+        "# not a comment",
+    ] {
+        let p = root.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, path).unwrap();
+    }
+
+    // The docker CLI's classic builder makes its own context tar from the same directory.
+    let cli_image = format!("adapt-push-ignorecheck-{}:cli", registry.port);
+    let out = Command::new(docker_bin())
+        .args(["-H", &host, "build", "-q", "-t", &cli_image])
+        .arg(root)
+        .env("DOCKER_BUILDKIT", "0")
+        .env("DOCKER_CONFIG", empty_docker_config())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker build: {}", stderr(&out));
+
+    let out = tool()
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("DOCKER_HOST", &host)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let reference = single_reference(&out, &format!("{}/team/ignorecheck", registry.addr()));
+
+    let ours = context_listing(&host, &reference);
+    let theirs = context_listing(&host, &cli_image);
+    assert_eq!(ours, theirs, "our context differs from the docker CLI's");
+    assert!(
+        ours.contains(&"/ctx/vendor/allowed/f".to_string()),
+        "{ours:#?}"
+    );
+    assert!(!ours.contains(&"/ctx/secret.txt".to_string()), "{ours:#?}");
+    let _ = docker(&host, &["rmi", "-f", &reference, &cli_image]);
+}
+
 #[test]
 fn generated_mode_builds_the_daemonless_image_in_the_engine() {
     let Some(host) = docker_host() else { return };
