@@ -458,6 +458,7 @@ fn plan_target(
         },
         docker,
         registry_options: RegistryOptions { insecure, ca_cert },
+        layer_cache: PathBuf::new(),
     })
 }
 
