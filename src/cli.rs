@@ -154,6 +154,17 @@ pub struct PushArgs {
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
 
+    /// Attempts per registry request (the first included) before giving up
+    #[arg(long, env = "ADAPT_PUSH_RETRY_ATTEMPTS", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub retry_attempts: Option<u32>,
+
+    /// Seconds to keep retrying one registry request; a dead registry is given up on within
+    /// this [default: 30]
+    #[arg(long, env = "ADAPT_PUSH_RETRY_TIMEOUT", value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub retry_timeout: Option<u64>,
+
     /// Print nothing on stderr but errors
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,

@@ -94,11 +94,7 @@ async fn run(args: cli::PushArgs) -> Result<()> {
 }
 
 async fn build_and_push(target: &Target, cargo_options: &CargoOptions) -> Result<Pushed> {
-    let clients = Clients::new(ClientOptions {
-        insecure: target.registry_options.insecure.clone(),
-        ca_cert: target.registry_options.ca_cert.clone(),
-        ..ClientOptions::default()
-    });
+    let clients = Clients::new(ClientOptions::from(&target.registry_options));
     let published = match target.builder {
         BuilderKind::Oci => {
             let image = build::oci::build(target, cargo_options, &clients).await?;

@@ -121,6 +121,9 @@ pub struct RegistryOptions {
     #[serde(serialize_with = "display_list")]
     pub insecure: Vec<Registry>,
     pub ca_cert: Option<PathBuf>,
+    /// `--retry-attempts` / `--retry-timeout` (seconds); `None`: the client's defaults.
+    pub retry_attempts: Option<u32>,
+    pub retry_timeout: Option<u64>,
 }
 
 fn as_display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -457,7 +460,12 @@ fn plan_target(
             epoch,
         },
         docker,
-        registry_options: RegistryOptions { insecure, ca_cert },
+        registry_options: RegistryOptions {
+            insecure,
+            ca_cert,
+            retry_attempts: args.retry_attempts,
+            retry_timeout: args.retry_timeout,
+        },
         layer_cache: PathBuf::new(),
     })
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use futures_util::{StreamExt, TryStreamExt, stream};
-use miette::{IntoDiagnostic, Result, WrapErr};
+use miette::{Result, WrapErr};
 
 use super::Published;
 use crate::image::{Blob, BlobSource, Image};
@@ -162,13 +162,21 @@ impl<'a> RegistryPublisher<'a> {
                     {
                         Ok(()) => break,
                         Err(e) if attempt < STREAM_ATTEMPTS => {
+                            // The registry may have stored it before the connection broke.
+                            if let Ok(true) = client.blob_exists(repo, &blob.digest).await {
+                                break;
+                            }
                             output::detail(&format!(
                                 "copying {}: {e}; starting over",
                                 blob.description
                             ));
+                            tokio::time::sleep(std::time::Duration::from_millis(
+                                500 * u64::from(attempt),
+                            ))
+                            .await;
                         }
                         Err(e) => {
-                            return Err(e).into_diagnostic().wrap_err_with(|| {
+                            return Err(miette::Report::new(e)).wrap_err_with(|| {
                                 format!("copying {} from {registry}/{repository}", blob.description)
                             });
                         }
@@ -192,11 +200,9 @@ impl<'a> RegistryPublisher<'a> {
         let response = source.get_blob(source_repo, &blob.digest).await?;
         let progress = output::Progress::bytes(&blob.description, blob.size);
         let p = progress.clone();
-        let body = reqwest::Body::wrap_stream(
-            response
-                .bytes_stream()
-                .inspect_ok(move |chunk| p.advance(chunk.len() as u64)),
-        );
+        let body = response
+            .bytes_stream()
+            .inspect_ok(move |chunk| p.advance(chunk.len() as u64));
         let result = dest
             .upload_stream(dest_repo, &blob.digest, blob.size, body, session)
             .await;

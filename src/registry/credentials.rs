@@ -93,7 +93,7 @@ pub fn lookup(registry: &Registry) -> Lookup {
     for path in containers_auth_paths() {
         found.searched.push(path.display().to_string());
         if let Some(config) = read_json(&path, &mut found.warnings)
-            && let Some(credential) = from_auths(&config, registry)
+            && let Some(credential) = from_auths(&config, registry, &mut found.warnings)
         {
             found.credential = Some(credential);
             found.source = Some(format!("{} (auths)", path.display()));
@@ -201,7 +201,7 @@ fn from_docker_config(
             }
         }
     }
-    if let Some(c) = from_auths(config, registry) {
+    if let Some(c) = from_auths(config, registry, warnings) {
         return Some((c, "auths".into()));
     }
     if let Some(store) = config
@@ -215,7 +215,11 @@ fn from_docker_config(
     None
 }
 
-fn from_auths(config: &Value, registry: &Registry) -> Option<Credential> {
+fn from_auths(
+    config: &Value,
+    registry: &Registry,
+    warnings: &mut Vec<String>,
+) -> Option<Credential> {
     let auths = config.get("auths")?.as_object()?;
     let entry = auths
         .iter()
@@ -251,13 +255,21 @@ fn from_auths(config: &Value, registry: &Registry) -> Option<Credential> {
         .filter(|a| !a.is_empty())?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(auth.trim())
-        .ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (username, password) = decoded.split_once(':')?;
-    Some(Credential::Basic {
-        username: username.into(),
-        password: password.into(),
-    })
+        .ok()
+        .and_then(|d| String::from_utf8(d).ok());
+    match decoded.as_deref().and_then(|d| d.split_once(':')) {
+        Some((username, password)) => Some(Credential::Basic {
+            username: username.into(),
+            password: password.into(),
+        }),
+        None => {
+            // Never quote the value: it is a secret, however malformed.
+            warnings.push(format!(
+                "the `auth` entry for {registry} is not base64 of `user:password`; ignoring it"
+            ));
+            None
+        }
+    }
 }
 
 /// Runs `docker-credential-<helper> get`. "Not found" (non-zero exit) means anonymous.
@@ -325,9 +337,29 @@ fn run_helper(helper: &str, registry: &Registry, warnings: &mut Vec<String>) -> 
     }?;
     let out = reader.join().unwrap_or_default();
     if !status.success() {
+        // "credentials not found" means anonymous; anything else is worth a warning. A
+        // helper's error output is its message, never the secret.
+        let message = String::from_utf8_lossy(&out[..out.len().min(300)])
+            .trim()
+            .to_string();
+        if !message.to_ascii_lowercase().contains("not found") {
+            warnings.push(format!(
+                "{program} get failed ({status}{}); continuing without credentials for {server}",
+                if message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {message}")
+                }
+            ));
+        }
         return None;
     }
-    let value: Value = serde_json::from_slice(&out).ok()?;
+    let Ok(value) = serde_json::from_slice::<Value>(&out) else {
+        warnings.push(format!(
+            "{program} get did not answer with JSON; continuing without credentials for {server}"
+        ));
+        return None;
+    };
     let username = value
         .get("Username")
         .and_then(Value::as_str)
@@ -361,7 +393,7 @@ mod tests {
         let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
         let config = json!({"auths": {"http://localhost:5001/v2/": {"auth": auth}}});
         assert_eq!(
-            from_auths(&config, &r),
+            from_auths(&config, &r, &mut Vec::new()),
             Some(Credential::Basic {
                 username: "alice".into(),
                 password: "s3cret".into()
@@ -369,11 +401,11 @@ mod tests {
         );
         let config = json!({"auths": {"localhost:5001": {"identitytoken": "tok"}}});
         assert_eq!(
-            from_auths(&config, &r),
+            from_auths(&config, &r, &mut Vec::new()),
             Some(Credential::IdentityToken("tok".into()))
         );
         let config = json!({"auths": {"localhost:5002": {"auth": auth}}});
-        assert_eq!(from_auths(&config, &r), None);
+        assert_eq!(from_auths(&config, &r, &mut Vec::new()), None);
     }
 
     #[test]
@@ -381,9 +413,9 @@ mod tests {
         let hub = Registry::docker_hub();
         let config =
             json!({"auths": {"https://index.docker.io/v1/": {"username": "u", "password": "p"}}});
-        assert!(from_auths(&config, &hub).is_some());
+        assert!(from_auths(&config, &hub, &mut Vec::new()).is_some());
         let config = json!({"auths": {"docker.io": {"username": "u", "password": "p"}}});
-        assert!(from_auths(&config, &hub).is_some());
+        assert!(from_auths(&config, &hub, &mut Vec::new()).is_some());
     }
 
     #[test]

@@ -1,5 +1,12 @@
 //! A client for the OCI distribution API: ping, auth challenges (Basic and Bearer tokens),
 //! per-request retries, blob HEAD / mount / upload / download, manifest GET / PUT.
+//!
+//! Every request is bounded. Requests without a large body are retried on connection errors,
+//! stalls, 408, 429 and 5xx with exponential backoff and jitter (or the server's `Retry-After`),
+//! within [`RetryPolicy`]'s attempts and total time; each attempt is cut at that deadline, so a
+//! dead or silent registry is given up on in time. Blob uploads restart with a fresh upload
+//! session when a transfer breaks, and count as stalled only when no byte has moved for
+//! [`RetryPolicy::stall`], so a slow link is not mistaken for a dead one.
 
 pub mod credentials;
 pub mod pool;
@@ -7,16 +14,17 @@ pub mod pool;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use miette::Diagnostic;
 use reqwest::header::{
     AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION, WWW_AUTHENTICATE,
 };
 use reqwest::{RequestBuilder, Response, StatusCode};
-use tokio::sync::Mutex;
 
 use crate::output;
 use crate::reference::{Digest, Registry, Repository, Scheme};
@@ -28,14 +36,22 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, a
 /// Blobs up to this size go in one PUT; larger ones in one streamed PATCH then a closing PUT.
 const MONOLITHIC_LIMIT: usize = 16 * 1024 * 1024;
 
-/// Per-request retry bounds.
+/// Request bodies are handed to the connection in pieces of this size, so progress (and
+/// stall detection) sees bytes move.
+const BODY_CHUNK: usize = 64 * 1024;
+
+/// Retry bounds, per request (and per blob upload).
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
+    /// Attempts per request, the first included.
     pub attempts: u32,
-    /// Give up once this much time has gone on one operation.
+    /// Give up once this much time has gone on one request, retries included; an attempt in
+    /// flight is cut at this deadline.
     pub total: Duration,
     pub first_delay: Duration,
     pub max_delay: Duration,
+    /// No byte moved and no answer for this long: the attempt counts as stalled.
+    pub stall: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -43,9 +59,24 @@ impl Default for RetryPolicy {
         RetryPolicy {
             attempts: 8,
             total: Duration::from_secs(30),
-            first_delay: Duration::from_millis(200),
+            first_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(5),
+            stall: Duration::from_secs(20),
         }
+    }
+}
+
+impl RetryPolicy {
+    /// The defaults with the user's bounds (`--retry-attempts`, `--retry-timeout` in seconds).
+    pub fn with_bounds(attempts: Option<u32>, total_secs: Option<u64>) -> RetryPolicy {
+        let mut policy = RetryPolicy::default();
+        if let Some(a) = attempts {
+            policy.attempts = a.max(1);
+        }
+        if let Some(s) = total_secs {
+            policy.total = Duration::from_secs(s.max(1));
+        }
+        policy
     }
 }
 
@@ -57,13 +88,24 @@ pub struct ClientOptions {
     pub retry: RetryPolicy,
 }
 
+impl From<&crate::plan::RegistryOptions> for ClientOptions {
+    fn from(o: &crate::plan::RegistryOptions) -> Self {
+        ClientOptions {
+            insecure: o.insecure.clone(),
+            ca_cert: o.ca_cert.clone(),
+            retry: RetryPolicy::with_bounds(o.retry_attempts, o.retry_timeout),
+        }
+    }
+}
+
 /// Errors sorted by what the user can do about them.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum RegistryError {
-    #[error("cannot reach the registry at {url}: {cause}")]
+    #[error("cannot reach the registry at {url}{tried}: {cause}")]
     #[diagnostic(help("{hint}"))]
     Unreachable {
         url: String,
+        tried: String,
         cause: String,
         hint: String,
     },
@@ -76,14 +118,26 @@ pub enum RegistryError {
         hint: String,
     },
 
-    #[error("{registry} refused our credentials for `{repository}` ({status})")]
+    /// A plain-HTTP request reached an HTTPS port (Go answers it with a 400).
+    #[error("{url} is an HTTPS port, not plain HTTP")]
+    #[diagnostic(help("{hint}"))]
+    HttpsPort { url: String, hint: String },
+
+    #[error("{registry}: {problem} `{repository}` (HTTP {status})")]
     #[diagnostic(help("{hint}"))]
     Unauthorized {
         registry: String,
         repository: String,
+        problem: String,
         status: u16,
         hint: String,
     },
+
+    #[error("{registry}: the token service {realm} is plain HTTP; not sending credentials there")]
+    #[diagnostic(help(
+        "credentials are only sent over HTTPS, or plain HTTP to a loopback address; configure the registry's token realm with https://"
+    ))]
+    CleartextRealm { registry: String, realm: String },
 
     #[error("{what} was not found in {registry}")]
     #[diagnostic(help("{hint}"))]
@@ -121,6 +175,16 @@ pub enum RegistryError {
     TlsSetup(String),
 }
 
+impl RegistryError {
+    /// Whether this failure says the other scheme (HTTP vs HTTPS) is the one to use.
+    fn suggests_other_scheme(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::Tls { .. } | RegistryError::HttpsPort { .. }
+        )
+    }
+}
+
 /// A parsed `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Challenge {
@@ -131,10 +195,19 @@ enum Challenge {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Token {
     value: String,
     expires: Instant,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("value", &"<redacted>")
+            .field("expires", &self.expires)
+            .finish()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -168,6 +241,16 @@ impl Scope {
     fn key(&self) -> String {
         self.0.join(" ")
     }
+
+    /// The repository the scope is mainly about, for error messages.
+    fn repository(&self) -> String {
+        self.0
+            .first()
+            .and_then(|s| s.strip_prefix("repository:"))
+            .and_then(|s| s.rsplit_once(':'))
+            .map(|(repo, _)| repo.to_string())
+            .unwrap_or_default()
+    }
 }
 
 /// Outcome of a cross-repository mount request.
@@ -177,6 +260,55 @@ pub enum Mount {
     UploadStarted(String),
 }
 
+/// When bytes last moved on a request, and how many: tells a slow transfer from a stalled one.
+#[derive(Clone)]
+struct Activity(Arc<ActivityInner>);
+
+struct ActivityInner {
+    start: Instant,
+    /// Milliseconds after `start` of the last movement.
+    last_ms: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity(Arc::new(ActivityInner {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }))
+    }
+
+    fn moved(&self, n: u64) {
+        let ms = self.0.start.elapsed().as_millis() as u64;
+        self.0.last_ms.store(ms, Ordering::Relaxed);
+        self.0.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.0.start + Duration::from_millis(self.0.last_ms.load(Ordering::Relaxed))
+    }
+
+    fn bytes(&self) -> u64 {
+        self.0.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// One attempt's failure, and whether trying again may help.
+struct Failed {
+    error: RegistryError,
+    retryable: bool,
+}
+
+/// A transfer attempt's failure, sorted for the upload loop.
+enum Attempt {
+    Retry(RegistryError),
+    /// 401 during a transfer: a token may have expired; authenticate again once.
+    Unauthorized(RegistryError),
+    Fatal(RegistryError),
+}
+
 /// A connection to one registry.
 pub struct RegistryClient {
     http: reqwest::Client,
@@ -184,22 +316,39 @@ pub struct RegistryClient {
     base_url: String,
     credential: Option<Credential>,
     lookup: Lookup,
-    auth: Mutex<AuthState>,
+    auth: std::sync::Mutex<AuthState>,
+    /// Held while fetching a token, so concurrent requests wait for one fetch instead of each
+    /// asking the token service.
+    token_fetch: tokio::sync::Mutex<()>,
     retry: RetryPolicy,
+    ca_cert: Option<PathBuf>,
 }
 
 impl RegistryClient {
     /// Picks the scheme, finds credentials, and checks the registry answers `/v2/`.
+    ///
+    /// Without an explicit scheme: loopback hosts are tried over plain HTTP, then HTTPS if the
+    /// port turns out to speak TLS; hosts listed in `insecure` over HTTPS, then plain HTTP if
+    /// TLS fails; every other host over HTTPS only. The second scheme is tried only when the
+    /// first failed in a way that points at it, never for an unreachable address.
     pub async fn connect(
         registry: &Registry,
         options: &ClientOptions,
     ) -> Result<Arc<RegistryClient>, RegistryError> {
         let http = http_client(options)?;
+        Self::connect_with(registry, options, http).await
+    }
+
+    async fn connect_with(
+        registry: &Registry,
+        options: &ClientOptions,
+        http: reqwest::Client,
+    ) -> Result<Arc<RegistryClient>, RegistryError> {
         let authority = registry.api_authority();
         let plain = registry.without_scheme();
         let schemes: Vec<Scheme> = match registry.scheme() {
             Some(s) => vec![s],
-            None if registry.is_loopback() => vec![Scheme::Http],
+            None if registry.is_loopback() => vec![Scheme::Http, Scheme::Https],
             None if options.insecure.contains(&plain) => vec![Scheme::Https, Scheme::Http],
             None => vec![Scheme::Https],
         };
@@ -212,8 +361,8 @@ impl RegistryClient {
             output::warn(&w);
         }
 
-        let mut last_error = None;
-        for scheme in schemes {
+        let mut errors: Vec<RegistryError> = Vec::new();
+        for (i, &scheme) in schemes.iter().enumerate() {
             let base_url = match scheme {
                 Scheme::Http => format!("http://{authority}"),
                 Scheme::Https => format!("https://{authority}"),
@@ -221,9 +370,18 @@ impl RegistryClient {
             let mut credential = lookup.credential.clone();
             if scheme == Scheme::Http && !registry.is_loopback() && credential.is_some() {
                 output::warn(&format!(
-                    "not sending credentials for {registry} over plain HTTP; pushing anonymously"
+                    "not sending the credentials from {} to {registry} over plain HTTP; pushing anonymously",
+                    lookup.source.as_deref().unwrap_or("the environment")
                 ));
                 credential = None;
+            }
+            if i > 0 {
+                output::detail(&format!("trying {base_url} instead"));
+                if scheme == Scheme::Http && !registry.is_loopback() {
+                    output::warn(&format!(
+                        "{registry} does not speak HTTPS; using plain HTTP because it is listed in `insecure`"
+                    ));
+                }
             }
             let client = RegistryClient {
                 http: http.clone(),
@@ -231,8 +389,10 @@ impl RegistryClient {
                 base_url,
                 credential,
                 lookup: lookup.clone(),
-                auth: Mutex::new(AuthState::default()),
+                auth: std::sync::Mutex::new(AuthState::default()),
+                token_fetch: tokio::sync::Mutex::new(()),
                 retry: options.retry,
+                ca_cert: options.ca_cert.clone(),
             };
             match client.ping().await {
                 Ok(()) => {
@@ -241,20 +401,42 @@ impl RegistryClient {
                         registry,
                         client.base_url,
                         match &lookup.source {
-                            Some(s) => format!("credentials from {s}"),
-                            None => "anonymous".into(),
+                            Some(s) if client.credential.is_some() =>
+                                format!("credentials from {s}"),
+                            _ => "anonymous".into(),
                         }
                     ));
                     return Ok(Arc::new(client));
                 }
-                Err(e) => last_error = Some(e),
+                Err(e) => {
+                    let switch = e.suggests_other_scheme();
+                    output::detail(&e.to_string());
+                    errors.push(e);
+                    if !switch {
+                        break;
+                    }
+                }
             }
         }
-        Err(last_error.unwrap_or_else(|| RegistryError::Unreachable {
-            url: registry.to_string(),
-            cause: "no scheme to try".into(),
-            hint: String::new(),
-        }))
+        // The last error is the most telling, unless it only says "wrong scheme" about a
+        // scheme that was a fallback: then the first one is.
+        let last = errors.pop();
+        let first = errors.into_iter().next();
+        match (first, last) {
+            (Some(first), Some(last))
+                if last.suggests_other_scheme() && !first.suggests_other_scheme() =>
+            {
+                Err(first)
+            }
+            (Some(first), Some(RegistryError::HttpsPort { .. })) => Err(first),
+            (_, Some(last)) => Err(last),
+            (first, None) => Err(first.unwrap_or_else(|| RegistryError::Unreachable {
+                url: registry.to_string(),
+                tried: String::new(),
+                cause: "no scheme to try".into(),
+                hint: String::new(),
+            })),
+        }
     }
 
     pub fn registry(&self) -> &Registry {
@@ -263,12 +445,60 @@ impl RegistryClient {
 
     async fn ping(&self) -> Result<(), RegistryError> {
         let url = format!("{}/v2/", self.base_url);
+        let what = "the API check (/v2/)";
         let response = self
-            .send_with_retry(None, "the API check (/v2/)", || self.http.get(&url))
+            .send_with_retry(None, what, || self.http.get(&url))
             .await?;
         match response.status() {
-            s if s.is_success() || s == StatusCode::UNAUTHORIZED => Ok(()),
-            s => Err(self.rejected("the API check (/v2/)", s, response).await),
+            s if s.is_success() => Ok(()),
+            StatusCode::UNAUTHORIZED => {
+                let challenge = header_str(response.headers(), WWW_AUTHENTICATE.as_str())
+                    .as_deref()
+                    .and_then(parse_challenge);
+                output::trace(&format!(
+                    "{} asks for {}",
+                    self.registry,
+                    match &challenge {
+                        Some(Challenge::Basic) => "Basic credentials".to_string(),
+                        Some(Challenge::Bearer { realm, .. }) =>
+                            format!("a bearer token from {realm}"),
+                        None => "authentication of an unknown kind".to_string(),
+                    }
+                ));
+                self.auth_state().challenge = challenge;
+                Ok(())
+            }
+            StatusCode::BAD_REQUEST if self.base_url.starts_with("http://") => {
+                let body = read_text(response, self.retry.stall).await;
+                if body.to_ascii_lowercase().contains("https") {
+                    Err(RegistryError::HttpsPort {
+                        url: self.base_url.clone(),
+                        hint: format!(
+                            "write the registry as https://{} (and trust its CA with `ca-cert` or --ca-cert if it is private)",
+                            self.registry
+                        ),
+                    })
+                } else {
+                    Err(RegistryError::Rejected {
+                        registry: self.registry.to_string(),
+                        what: what.into(),
+                        status: 400,
+                        detail: format!(" ({})", body.chars().take(200).collect::<String>().trim()),
+                        hint: "is this address an OCI registry?".into(),
+                    })
+                }
+            }
+            StatusCode::NOT_FOUND => Err(RegistryError::Rejected {
+                registry: self.registry.to_string(),
+                what: what.into(),
+                status: 404,
+                detail: String::new(),
+                hint: format!(
+                    "{} answers HTTP but has no registry API at /v2/: check the address and port",
+                    self.base_url
+                ),
+            }),
+            s => Err(self.status_error(None, what, s, response).await),
         }
     }
 
@@ -286,7 +516,7 @@ impl RegistryClient {
         match response.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
-            s => Err(self.status_error(repo, &what, s, response).await),
+            s => Err(self.status_error(Some(repo), &what, s, response).await),
         }
     }
 
@@ -311,7 +541,7 @@ impl RegistryClient {
         match response.status() {
             StatusCode::CREATED => Ok(Mount::Mounted),
             StatusCode::ACCEPTED => Ok(Mount::UploadStarted(self.location(&response, &what)?)),
-            s => Err(self.status_error(repo, &what, s, response).await),
+            s => Err(self.status_error(Some(repo), &what, s, response).await),
         }
     }
 
@@ -325,12 +555,13 @@ impl RegistryClient {
             .await?;
         match response.status() {
             StatusCode::ACCEPTED | StatusCode::CREATED => self.location(&response, what),
-            s => Err(self.status_error(repo, what, s, response).await),
+            s => Err(self.status_error(Some(repo), what, s, response).await),
         }
     }
 
     /// Uploads an in-memory blob. A failed transfer restarts with a fresh upload session, since a
-    /// broken session cannot be trusted to resume; the whole thing is bounded by the retry policy.
+    /// broken session cannot be trusted to resume. Bounded by the retry policy's attempts, and
+    /// by its total time counted from the last attempt that moved bytes.
     pub async fn upload_bytes(
         &self,
         repo: &Repository,
@@ -340,8 +571,9 @@ impl RegistryClient {
         mut session: Option<String>,
     ) -> Result<(), RegistryError> {
         let what = format!("the upload of blob {}", short(digest));
-        let started = Instant::now();
+        let mut budget_from = Instant::now();
         let mut attempt = 0;
+        let mut reauthenticated = false;
         loop {
             attempt += 1;
             let location = match session.take() {
@@ -349,62 +581,105 @@ impl RegistryClient {
                 None => self.start_upload(repo, &what).await?,
             };
             progress.reset();
+            let activity = Activity::new();
             let result = if bytes.len() <= MONOLITHIC_LIMIT {
-                self.put_blob(repo, &location, digest, Some(bytes.clone()), progress)
-                    .await
+                self.put_blob(
+                    repo,
+                    &location,
+                    digest,
+                    Some(bytes.clone()),
+                    progress,
+                    &activity,
+                )
+                .await
             } else {
                 match self
-                    .patch_blob(repo, &location, bytes.clone(), progress)
+                    .patch_blob(repo, &location, bytes.clone(), progress, &activity)
                     .await
                 {
-                    Ok(next) => self.put_blob(repo, &next, digest, None, progress).await,
+                    Ok(next) => {
+                        self.put_blob(repo, &next, digest, None, progress, &Activity::new())
+                            .await
+                    }
                     Err(e) => Err(e),
                 }
             };
-            match result {
+            let error = match result {
                 Ok(()) => return Ok(()),
                 Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Retry(e)) => {
-                    if attempt >= self.retry.attempts || started.elapsed() >= self.retry.total {
-                        return Err(e);
-                    }
-                    let delay = self.backoff(attempt, None);
-                    output::detail(&format!(
-                        "{e}; starting the upload again in {:.1}s",
-                        delay.as_secs_f32()
-                    ));
-                    tokio::time::sleep(delay).await;
+                Err(Attempt::Unauthorized(e)) if reauthenticated => return Err(e),
+                Err(Attempt::Unauthorized(_)) => {
+                    reauthenticated = true;
+                    output::detail(&format!("{what}: unauthorized; authenticating again"));
+                    self.auth_state().tokens.clear();
+                    attempt -= 1;
+                    continue;
                 }
+                Err(Attempt::Retry(e)) => e,
+            };
+            if activity.bytes() > 0 {
+                budget_from = Instant::now();
             }
+            if attempt >= self.retry.attempts || budget_from.elapsed() >= self.retry.total {
+                return Err(error);
+            }
+            // The registry may have stored the blob before the connection broke.
+            if let Ok(true) = self.blob_exists(repo, digest).await {
+                output::detail(&format!("{what}: {error}; but the blob arrived"));
+                return Ok(());
+            }
+            let delay = self.backoff(attempt);
+            output::detail(&format!(
+                "{what}: {error}; starting the upload again in {:.1}s (attempt {}/{})",
+                delay.as_secs_f32(),
+                attempt + 1,
+                self.retry.attempts
+            ));
+            tokio::time::sleep(delay).await;
         }
     }
 
     /// Uploads a blob from a stream (a base layer read from another registry). One attempt: the
     /// caller restarts the whole copy, since the source stream cannot be rewound.
-    pub async fn upload_stream(
+    pub async fn upload_stream<S, E>(
         &self,
         repo: &Repository,
         digest: &Digest,
         size: u64,
-        body: reqwest::Body,
+        body: S,
         session: Option<String>,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<(), RegistryError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
         let what = format!("the upload of blob {}", short(digest));
         let location = match session {
             Some(l) => l,
             None => self.start_upload(repo, &what).await?,
         };
         let url = with_digest(&location, digest);
+        let activity = Activity::new();
+        let watched = activity.clone();
+        let body = body.map(move |chunk| {
+            if let Ok(c) = &chunk {
+                watched.moved(c.len() as u64);
+            }
+            chunk
+        });
         let request = self
             .authorize(Some(&Scope::push(repo)), self.http.put(&url))
             .await?
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, size)
-            .body(body);
-        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+            .body(reqwest::Body::wrap_stream(body));
+        let response = self
+            .send_watched(request, &activity, None)
+            .await
+            .map_err(|f| f.error)?;
         match response.status() {
             StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
-            s => Err(self.status_error(repo, &what, s, response).await),
+            s => Err(self.status_error(Some(repo), &what, s, response).await),
         }
     }
 
@@ -415,6 +690,7 @@ impl RegistryClient {
         digest: &Digest,
         body: Option<Bytes>,
         progress: &output::Progress,
+        activity: &Activity,
     ) -> Result<(), Attempt> {
         let url = with_digest(location, digest);
         let mut request = self
@@ -425,7 +701,7 @@ impl RegistryClient {
             Some(bytes) => request
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, bytes.len())
-                .body(progress_body(bytes, progress.clone())),
+                .body(progress_body(bytes, progress.clone(), activity.clone())),
             None => request.header(CONTENT_LENGTH, 0),
         };
         let what = format!("the upload of blob {}", short(digest));
@@ -434,6 +710,7 @@ impl RegistryClient {
             &what,
             request,
             &[StatusCode::CREATED, StatusCode::NO_CONTENT, StatusCode::OK],
+            activity,
         )
         .await
         .map(|_| ())
@@ -445,6 +722,7 @@ impl RegistryClient {
         location: &str,
         bytes: Bytes,
         progress: &output::Progress,
+        activity: &Activity,
     ) -> Result<String, Attempt> {
         let request = self
             .authorize(Some(&Scope::push(repo)), self.http.patch(location))
@@ -452,13 +730,14 @@ impl RegistryClient {
             .map_err(Attempt::Fatal)?
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, bytes.len())
-            .body(progress_body(bytes, progress.clone()));
+            .body(progress_body(bytes, progress.clone(), activity.clone()));
         let response = self
             .finish_transfer(
                 repo,
                 "a blob upload (PATCH)",
                 request,
                 &[StatusCode::ACCEPTED, StatusCode::NO_CONTENT],
+                activity,
             )
             .await?;
         self.location(&response, "a blob upload (PATCH)")
@@ -472,25 +751,23 @@ impl RegistryClient {
         what: &str,
         request: RequestBuilder,
         ok: &[StatusCode],
+        activity: &Activity,
     ) -> Result<Response, Attempt> {
-        let response = match request.send().await {
+        let response = match self.send_watched(request, activity, None).await {
             Ok(r) => r,
-            Err(e) => {
-                let err = self.transport_error(&e);
-                return Err(if is_retryable_transport(&e) {
-                    Attempt::Retry(err)
-                } else {
-                    Attempt::Fatal(err)
-                });
-            }
+            Err(f) if f.retryable => return Err(Attempt::Retry(f.error)),
+            Err(f) => return Err(Attempt::Fatal(f.error)),
         };
         let status = response.status();
         if ok.contains(&status) {
             return Ok(response);
         }
+        // 404: the upload session is gone (a registry restart, a proxy that cut it).
         let retry = is_retryable_status(status) || status == StatusCode::NOT_FOUND;
-        let err = self.status_error(repo, what, status, response).await;
-        Err(if retry {
+        let err = self.status_error(Some(repo), what, status, response).await;
+        Err(if status == StatusCode::UNAUTHORIZED {
+            Attempt::Unauthorized(err)
+        } else if retry {
             Attempt::Retry(err)
         } else {
             Attempt::Fatal(err)
@@ -510,7 +787,7 @@ impl RegistryClient {
             .await?;
         match response.status() {
             s if s.is_success() => Ok(response),
-            s => Err(self.status_error(repo, &what, s, response).await),
+            s => Err(self.status_error(Some(repo), &what, s, response).await),
         }
     }
 
@@ -521,10 +798,7 @@ impl RegistryClient {
         digest: &Digest,
     ) -> Result<Bytes, RegistryError> {
         let response = self.get_blob(repo, digest).await?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
+        let bytes = self.read_body(response).await?;
         let actual = Digest::sha256_of(&bytes);
         if digest.as_str().starts_with("sha256:") && actual != *digest {
             return Err(RegistryError::DigestMismatch {
@@ -551,14 +825,11 @@ impl RegistryClient {
             .await?;
         if !response.status().is_success() {
             return Err(self
-                .status_error(repo, &what, response.status(), response)
+                .status_error(Some(repo), &what, response.status(), response)
                 .await);
         }
         let media_type = header_str(response.headers(), CONTENT_TYPE.as_str()).unwrap_or_default();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
+        let bytes = self.read_body(response).await?;
         let digest = Digest::sha256_of(&bytes);
         if reference.starts_with("sha256:") && reference != digest.as_str() {
             return Err(RegistryError::DigestMismatch {
@@ -603,7 +874,7 @@ impl RegistryClient {
             .await?;
         if !response.status().is_success() {
             return Err(self
-                .status_error(repo, &what, response.status(), response)
+                .status_error(Some(repo), &what, response.status(), response)
                 .await);
         }
         if let Some(got) = header_str(response.headers(), "docker-content-digest")
@@ -618,8 +889,10 @@ impl RegistryClient {
         Ok(())
     }
 
-    /// Sends a request built by `make`, authenticating on a challenge and retrying transient
-    /// failures (connection errors, 408, 429, 5xx) with backoff, within the retry policy.
+    /// Sends a request built by `make`, authenticating on a challenge (once) and retrying
+    /// transient failures (connection errors, stalls, 408, 429, 5xx) with backoff, within the
+    /// retry policy. A retryable status left over when the budget is spent is returned as the
+    /// response, for the caller to turn into an error.
     async fn send_with_retry(
         &self,
         scope: Option<&Scope>,
@@ -627,23 +900,29 @@ impl RegistryClient {
         make: impl Fn() -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
         let started = Instant::now();
+        let deadline = started + self.retry.total;
         let mut attempt = 0;
         let mut reauthenticated = false;
         loop {
             attempt += 1;
             let request = self.authorize(scope, make()).await?;
-            let outcome = request.send().await;
-            let budget_left = attempt < self.retry.attempts && started.elapsed() < self.retry.total;
+            let outcome = self
+                .send_watched(request, &Activity::new(), Some(deadline))
+                .await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let may_retry = attempt < self.retry.attempts && !left.is_zero();
             match outcome {
-                Err(e) => {
-                    let err = self.transport_error(&e);
-                    if !is_retryable_transport(&e) || !budget_left {
-                        return Err(err);
+                Err(failed) => {
+                    if !failed.retryable || !may_retry {
+                        return Err(with_tries(failed.error, attempt, started.elapsed()));
                     }
-                    let delay = self.backoff(attempt, None);
+                    let delay = self.backoff(attempt).min(left);
                     output::detail(&format!(
-                        "{what}: {err}; retrying in {:.1}s",
-                        delay.as_secs_f32()
+                        "{what}: {}; retrying in {:.1}s (attempt {}/{})",
+                        failed.error,
+                        delay.as_secs_f32(),
+                        attempt + 1,
+                        self.retry.attempts
                     ));
                     tokio::time::sleep(delay).await;
                 }
@@ -653,29 +932,50 @@ impl RegistryClient {
                         && !reauthenticated =>
                 {
                     reauthenticated = true;
-                    let challenge = response
-                        .headers()
-                        .get(WWW_AUTHENTICATE)
-                        .and_then(|v| v.to_str().ok())
+                    let challenge = header_str(response.headers(), WWW_AUTHENTICATE.as_str())
+                        .as_deref()
                         .and_then(parse_challenge);
                     let Some(challenge) = challenge else {
                         return Ok(response);
                     };
-                    let mut state = self.auth.lock().await;
+                    output::trace(&format!("{what}: 401; authenticating again"));
+                    let mut state = self.auth_state();
                     state.challenge = Some(challenge);
                     state.tokens.clear();
                     attempt -= 1;
                 }
-                Ok(response) if is_retryable_status(response.status()) && budget_left => {
-                    let retry_after = header_str(response.headers(), "retry-after")
-                        .and_then(|v| v.trim().parse::<u64>().ok());
-                    let delay = self.backoff(attempt, retry_after.map(Duration::from_secs));
+                Ok(response) if is_retryable_status(response.status()) => {
+                    if !may_retry {
+                        return Ok(response);
+                    }
+                    let retry_after = retry_after(response.headers(), SystemTime::now());
+                    let delay = match retry_after {
+                        Some(d) => d,
+                        None => self.backoff(attempt),
+                    };
+                    if delay > left {
+                        output::detail(&format!(
+                            "{what}: {} answered {} and asks to wait {:.0}s, beyond the retry budget",
+                            self.registry,
+                            response.status(),
+                            delay.as_secs_f32()
+                        ));
+                        return Ok(response);
+                    }
                     output::detail(&format!(
-                        "{what}: {} answered {}; retrying in {:.1}s",
+                        "{what}: {} answered {}; retrying in {:.1}s{} (attempt {}/{})",
                         self.registry,
                         response.status(),
-                        delay.as_secs_f32()
+                        delay.as_secs_f32(),
+                        if retry_after.is_some() {
+                            " as Retry-After asks"
+                        } else {
+                            ""
+                        },
+                        attempt + 1,
+                        self.retry.attempts
                     ));
+                    drop(response);
                     tokio::time::sleep(delay).await;
                 }
                 Ok(response) => return Ok(response),
@@ -683,18 +983,102 @@ impl RegistryClient {
         }
     }
 
-    /// Exponential backoff with full jitter, or the server's Retry-After when it gave one.
-    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(d) = retry_after {
-            return d.min(self.retry.max_delay.max(Duration::from_secs(1)) * 2);
+    /// Sends one request, failing it when nothing has moved for the stall time or when the
+    /// hard `limit` passes.
+    async fn send_watched(
+        &self,
+        request: RequestBuilder,
+        activity: &Activity,
+        limit: Option<Instant>,
+    ) -> Result<Response, Failed> {
+        let request = request.build().map_err(|e| Failed {
+            error: self.transport_error(&e),
+            retryable: false,
+        })?;
+        if output::verbosity() >= output::Verbosity::Trace {
+            let auth = request
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(' ').next())
+                .map(|scheme| format!(" (Authorization: {scheme} <redacted>)"))
+                .unwrap_or_default();
+            output::trace(&format!("-> {} {}{auth}", request.method(), request.url()));
         }
+        let label = format!("{} {}", request.method(), request.url().path());
+        let sent = Instant::now();
+        let send = self.http.execute(request);
+        tokio::pin!(send);
+        loop {
+            let stall_at = activity.last() + self.retry.stall;
+            let wake = limit.map_or(stall_at, |l| l.min(stall_at));
+            tokio::select! {
+                result = &mut send => {
+                    return match result {
+                        Ok(response) => {
+                            output::trace(&format!(
+                                "<- {} for {label} after {} ms",
+                                response.status(),
+                                sent.elapsed().as_millis()
+                            ));
+                            Ok(response)
+                        }
+                        Err(e) => Err(Failed {
+                            retryable: is_retryable_transport(&e),
+                            error: self.transport_error(&e),
+                        }),
+                    };
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    let idle = now.saturating_duration_since(activity.last());
+                    if limit.is_some_and(|l| now >= l) || idle >= self.retry.stall {
+                        return Err(Failed {
+                            retryable: true,
+                            error: RegistryError::Unreachable {
+                                url: self.base_url.clone(),
+                                tried: String::new(),
+                                cause: format!(
+                                    "no answer and no progress for {:.0}s",
+                                    idle.as_secs_f32()
+                                ),
+                                hint: self.unreachable_hint(),
+                            },
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads a small response body whole, within the stall time.
+    async fn read_body(&self, response: Response) -> Result<Bytes, RegistryError> {
+        match tokio::time::timeout(self.retry.stall, response.bytes()).await {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(e)) => Err(self.transport_error(&e)),
+            Err(_) => Err(RegistryError::Unreachable {
+                url: self.base_url.clone(),
+                tried: String::new(),
+                cause: "the answer stalled midway".into(),
+                hint: self.unreachable_hint(),
+            }),
+        }
+    }
+
+    /// Exponential backoff with jitter: half to all of `first_delay * 2^(attempt-1)`, capped.
+    fn backoff(&self, attempt: u32) -> Duration {
         let exp = self
             .retry
             .first_delay
-            .saturating_mul(1u32 << attempt.min(10));
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
         let cap = exp.min(self.retry.max_delay);
         let jitter: f64 = rand::random::<f64>() * 0.5 + 0.5;
         cap.mul_f64(jitter)
+    }
+
+    fn auth_state(&self) -> std::sync::MutexGuard<'_, AuthState> {
+        // A panic while holding it cannot leave the state inconsistent: take it anyway.
+        self.auth.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Adds the Authorization header the last challenge calls for.
@@ -706,7 +1090,7 @@ impl RegistryClient {
         let Some(scope) = scope else {
             return Ok(request);
         };
-        let challenge = self.auth.lock().await.challenge.clone();
+        let challenge = self.auth_state().challenge.clone();
         let header = match (&challenge, &self.credential) {
             (None, _) => None,
             (Some(Challenge::Basic), Some(Credential::Basic { username, password })) => {
@@ -722,15 +1106,16 @@ impl RegistryClient {
             }
             (Some(Challenge::Bearer { realm, service }), _) => Some(format!(
                 "Bearer {}",
-                self.token(realm, service.as_deref(), scope).await?
+                // Boxed: fetching a token sends a request (without a scope) itself.
+                Box::pin(self.token(realm, service.as_deref(), scope)).await?
             )),
         };
         Ok(match header {
             Some(h) => {
                 let mut value = HeaderValue::from_str(&h).map_err(|_| RegistryError::Protocol {
                     registry: self.registry.to_string(),
-                    what: "the token endpoint".into(),
-                    cause: "the token has characters that cannot go in a header".into(),
+                    what: "the credentials".into(),
+                    cause: "they have characters that cannot go in an HTTP header".into(),
                 })?;
                 value.set_sensitive(true);
                 request.header(AUTHORIZATION, value)
@@ -739,7 +1124,15 @@ impl RegistryClient {
         })
     }
 
-    /// A bearer token for `scope`, from the cache or the token endpoint.
+    fn cached_token(&self, key: &str) -> Option<String> {
+        self.auth_state()
+            .tokens
+            .get(key)
+            .filter(|t| t.expires > Instant::now())
+            .map(|t| t.value.clone())
+    }
+
+    /// A bearer token for `scope`, from the cache or the token endpoint (one fetch at a time).
     async fn token(
         &self,
         realm: &str,
@@ -747,10 +1140,39 @@ impl RegistryClient {
         scope: &Scope,
     ) -> Result<String, RegistryError> {
         let key = scope.key();
-        if let Some(t) = self.auth.lock().await.tokens.get(&key)
-            && t.expires > Instant::now()
-        {
-            return Ok(t.value.clone());
+        if let Some(t) = self.cached_token(&key) {
+            return Ok(t);
+        }
+        let _fetching = self.token_fetch.lock().await;
+        if let Some(t) = self.cached_token(&key) {
+            return Ok(t);
+        }
+        let what = format!("a token from {realm}");
+        let realm_url = url::Url::parse(realm).map_err(|e| RegistryError::Protocol {
+            registry: self.registry.to_string(),
+            what: "the authentication challenge".into(),
+            cause: format!("the token realm `{realm}` is not a URL ({e})"),
+        })?;
+        let secret = matches!(
+            self.credential,
+            Some(Credential::Basic { .. } | Credential::IdentityToken(_))
+        );
+        match realm_url.scheme() {
+            "https" => {}
+            "http" if !secret || url_is_loopback(&realm_url) => {}
+            "http" => {
+                return Err(RegistryError::CleartextRealm {
+                    registry: self.registry.to_string(),
+                    realm: realm.to_string(),
+                });
+            }
+            other => {
+                return Err(RegistryError::Protocol {
+                    registry: self.registry.to_string(),
+                    what: "the authentication challenge".into(),
+                    cause: format!("the token realm has the scheme `{other}`"),
+                });
+            }
         }
         let mut query: Vec<(&str, &str)> = Vec::new();
         if let Some(s) = service {
@@ -759,58 +1181,62 @@ impl RegistryClient {
         for s in &scope.0 {
             query.push(("scope", s));
         }
-        let request = match &self.credential {
-            Some(Credential::IdentityToken(refresh)) => {
-                let mut form: Vec<(&str, &str)> = vec![
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", refresh),
-                    ("client_id", "cargo-adapt-push"),
-                ];
-                form.extend(query.iter().cloned());
-                self.http.post(realm).form(&form)
-            }
-            Some(Credential::Basic { username, password }) => self
-                .http
-                .get(realm)
-                .query(&query)
-                .basic_auth(username, Some(password)),
-            _ => self.http.get(realm).query(&query),
-        };
         output::trace(&format!(
-            "requesting a token from {realm} for {}",
-            scope.key()
+            "requesting a token from {realm} for {} ({})",
+            scope.key(),
+            match &self.credential {
+                Some(Credential::IdentityToken(_)) => "refresh-token exchange",
+                Some(Credential::Basic { .. }) => "with Basic credentials",
+                _ => "anonymous",
+            }
         ));
-        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let response = self
+            .send_with_retry(None, &what, || match &self.credential {
+                // Docker's identity token is an OAuth2 refresh token: exchange it.
+                Some(Credential::IdentityToken(refresh)) => {
+                    let mut form: Vec<(&str, &str)> = vec![
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", refresh),
+                        ("client_id", "cargo-adapt-push"),
+                    ];
+                    form.extend(query.iter().cloned());
+                    self.http.post(realm).form(&form)
+                }
+                Some(Credential::Basic { username, password }) => self
+                    .http
+                    .get(realm)
+                    .query(&query)
+                    .basic_auth(username, Some(password)),
+                _ => self.http.get(realm).query(&query),
+            })
+            .await?;
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(
-                self.unauthorized(scope.0.first().map(String::as_str).unwrap_or(""), status)
-            );
+            return Err(self.unauthorized(&scope.repository(), status));
         }
         if !status.is_success() {
+            let detail = error_detail(response, self.retry.stall).await;
             return Err(RegistryError::Protocol {
                 registry: self.registry.to_string(),
-                what: format!("the token endpoint {realm}"),
-                cause: format!("HTTP {status}"),
+                what: what.clone(),
+                cause: format!("HTTP {status}{detail}"),
             });
         }
-        let text = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
+        let text = self.read_body(response).await?;
         let body: serde_json::Value =
             serde_json::from_slice(&text).map_err(|e| RegistryError::Protocol {
                 registry: self.registry.to_string(),
-                what: format!("the token endpoint {realm}"),
-                cause: e.to_string(),
+                what: what.clone(),
+                cause: format!("not JSON ({e})"),
             })?;
         let value = body
             .get("token")
             .or_else(|| body.get("access_token"))
             .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
             .ok_or_else(|| RegistryError::Protocol {
                 registry: self.registry.to_string(),
-                what: format!("the token endpoint {realm}"),
+                what: what.clone(),
                 cause: "no token in the answer".into(),
             })?
             .to_string();
@@ -818,10 +1244,10 @@ impl RegistryClient {
             .get("expires_in")
             .and_then(|e| e.as_u64())
             .unwrap_or(60)
-            .max(10);
+            .clamp(10, 24 * 3600);
         // Renew a little early so a token never expires mid-request.
-        let expires = Instant::now() + Duration::from_secs(lifetime.saturating_sub(5));
-        self.auth.lock().await.tokens.insert(
+        let expires = Instant::now() + Duration::from_secs(lifetime - 5);
+        self.auth_state().tokens.insert(
             key,
             Token {
                 value: value.clone(),
@@ -855,70 +1281,89 @@ impl RegistryClient {
     }
 
     fn unauthorized(&self, repository: &str, status: StatusCode) -> RegistryError {
-        let repository = repository
-            .strip_prefix("repository:")
-            .and_then(|r| r.split(':').next())
-            .unwrap_or(repository)
-            .to_string();
-        let source = match &self.lookup.source {
-            Some(s) => format!("credentials came from {s}"),
-            None => format!(
-                "no credentials were found (looked in: {})",
-                self.lookup.searched.join(", ")
+        let searched = self.lookup.searched.join(", ");
+        let (problem, hint) = match (&self.credential, &self.lookup.source, status) {
+            (_, Some(source), StatusCode::FORBIDDEN) if self.credential.is_some() => (
+                "the credentials were accepted, but access is denied to".to_string(),
+                format!(
+                    "credentials came from {source}; that account may not push to this repository"
+                ),
+            ),
+            (Some(_), Some(source), _) => (
+                "the credentials were refused for".to_string(),
+                format!(
+                    "credentials came from {source} (looked in: {searched}); check the username and password or token, log in again with `docker login {}`, or set ADAPT_PUSH_USERNAME and ADAPT_PUSH_PASSWORD",
+                    self.registry
+                ),
+            ),
+            (None, Some(source), _) => (
+                "credentials are required for".to_string(),
+                format!(
+                    "credentials from {source} are not sent to {} over plain HTTP (looked in: {searched}); use https://",
+                    self.registry
+                ),
+            ),
+            _ => (
+                "credentials are required for".to_string(),
+                format!(
+                    "no credentials were found for {} (looked in: {searched}); log in with `docker login {}`, or set ADAPT_PUSH_USERNAME and ADAPT_PUSH_PASSWORD",
+                    self.registry, self.registry
+                ),
             ),
         };
         RegistryError::Unauthorized {
             registry: self.registry.to_string(),
-            repository,
+            repository: repository.to_string(),
+            problem,
             status: status.as_u16(),
-            hint: format!(
-                "{source}. Log in with `docker login {}`, or set ADAPT_PUSH_USERNAME and ADAPT_PUSH_PASSWORD",
-                self.registry
-            ),
-        }
-    }
-
-    async fn rejected(&self, what: &str, status: StatusCode, response: Response) -> RegistryError {
-        let detail = error_detail(response).await;
-        RegistryError::Rejected {
-            registry: self.registry.to_string(),
-            what: what.to_string(),
-            status: status.as_u16(),
-            detail,
-            hint: String::new(),
+            hint,
         }
     }
 
     async fn status_error(
         &self,
-        repo: &Repository,
+        repo: Option<&Repository>,
         what: &str,
         status: StatusCode,
         response: Response,
     ) -> RegistryError {
+        let registry = self.registry.to_string();
         match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => self.unauthorized(repo.as_str(), status),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                self.unauthorized(repo.map(|r| r.as_str()).unwrap_or("/v2/"), status)
+            }
             StatusCode::NOT_FOUND => RegistryError::NotFound {
-                registry: self.registry.to_string(),
+                registry,
                 what: what.to_string(),
-                hint: format!("check the name and tag; the registry was asked at {}", self.base_url),
+                hint: format!(
+                    "check the name and tag; the registry was asked at {}",
+                    self.base_url
+                ),
             },
             StatusCode::PAYLOAD_TOO_LARGE => RegistryError::Rejected {
-                registry: self.registry.to_string(),
+                registry,
                 what: what.to_string(),
                 status: status.as_u16(),
-                detail: error_detail(response).await,
-                hint: "the blob is larger than the registry accepts; raise its upload limit or use a smaller base".into(),
+                detail: error_detail(response, self.retry.stall).await,
+                hint: "the blob is larger than the registry (or a proxy in front of it) accepts; raise its upload limit or use a smaller base".into(),
             },
             _ => {
-                let detail = error_detail(response).await;
-                let hint = if detail.contains("DENIED") || detail.to_ascii_lowercase().contains("quota") {
-                    "the registry denied the request; check the repository's permissions and quota".into()
+                let detail = error_detail(response, self.retry.stall).await;
+                let lower = detail.to_ascii_lowercase();
+                let hint = if lower.contains("denied") || lower.contains("quota") {
+                    "the registry denied the request; check the repository's permissions and storage quota".to_string()
+                } else if status == StatusCode::TOO_MANY_REQUESTS {
+                    "the registry is rate-limiting this client; wait, or allow more time with --retry-timeout".to_string()
+                } else if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
+                    format!(
+                        "the registry kept failing through {} attempts; check its health, or allow more with --retry-attempts / --retry-timeout",
+                        self.retry.attempts
+                    )
                 } else {
                     String::new()
                 };
                 RegistryError::Rejected {
-                    registry: self.registry.to_string(),
+                    registry,
                     what: what.to_string(),
                     status: status.as_u16(),
                     detail,
@@ -929,53 +1374,113 @@ impl RegistryClient {
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> RegistryError {
-        transport_error(&self.base_url, &self.registry, e)
+        transport_error(&self.base_url, &self.registry, self.ca_cert.as_deref(), e)
+    }
+
+    fn unreachable_hint(&self) -> String {
+        unreachable_hint(&self.registry)
     }
 }
 
-enum Attempt {
-    Retry(RegistryError),
-    Fatal(RegistryError),
+fn unreachable_hint(registry: &Registry) -> String {
+    format!(
+        "check that the registry runs and that {registry} is its address as seen from here (the `external` side of a split registry)"
+    )
 }
 
-fn transport_error(base_url: &str, registry: &Registry, e: &reqwest::Error) -> RegistryError {
+/// Adds how often and how long we tried to an unreachable error.
+fn with_tries(error: RegistryError, attempts: u32, elapsed: Duration) -> RegistryError {
+    match error {
+        RegistryError::Unreachable {
+            url, cause, hint, ..
+        } => RegistryError::Unreachable {
+            url,
+            tried: if attempts == 1 {
+                format!(" (1 attempt, {:.1}s)", elapsed.as_secs_f32())
+            } else {
+                format!(" ({attempts} attempts over {:.1}s)", elapsed.as_secs_f32())
+            },
+            cause,
+            hint,
+        },
+        other => other,
+    }
+}
+
+fn url_is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn transport_error(
+    base_url: &str,
+    registry: &Registry,
+    ca_cert: Option<&std::path::Path>,
+    e: &reqwest::Error,
+) -> RegistryError {
     let chain = error_chain(e);
     let lower = chain.to_ascii_lowercase();
     let https = base_url.starts_with("https://");
-    if https
-        && (lower.contains("certificate")
-            || lower.contains("unknownissuer")
-            || lower.contains("invalid peer"))
-    {
+    if https && is_plain_http_answer(&lower) {
+        let plain = registry.without_scheme();
+        return RegistryError::Tls {
+            url: base_url.to_string(),
+            cause: "the server sent an HTTP response to an HTTPS client (it speaks plain HTTP)"
+                .into(),
+            hint: if registry.is_loopback() {
+                format!(
+                    "{plain} serves plain HTTP: write it as http://{plain}, or without a scheme (loopback addresses may use plain HTTP)"
+                )
+            } else {
+                format!(
+                    "if {plain} really serves plain HTTP, list it in `insecure = [\"{plain}\"]` in [package.metadata.cluster] (credentials are never sent over plain HTTP)"
+                )
+            },
+        };
+    }
+    if https && is_certificate_problem(&lower) {
+        return RegistryError::Tls {
+            url: base_url.to_string(),
+            cause: format!("the registry's certificate was not accepted: {chain}"),
+            hint: match ca_cert {
+                Some(path) => format!(
+                    "the certificate does not verify against the system's roots plus {}: check that it is the CA that signed the registry's certificate, and that the certificate names {}",
+                    path.display(),
+                    registry.without_scheme()
+                ),
+                None => "trust the registry's CA with `ca-cert = \"path/to/ca.pem\"` in [package.metadata.cluster], --ca-cert FILE, or SSL_CERT_FILE".into(),
+            },
+        };
+    }
+    if https && (lower.contains("tls") || lower.contains("handshake")) {
         return RegistryError::Tls {
             url: base_url.to_string(),
             cause: chain,
-            hint: "trust the registry's CA with `ca-cert` in [package.metadata.cluster], --ca-cert, or SSL_CERT_FILE".into(),
-        };
-    }
-    if https
-        && (lower.contains("invalidcontenttype")
-            || lower.contains("corrupt message")
-            || lower.contains("received corrupt")
-            || lower.contains("http response to an https"))
-    {
-        return RegistryError::Tls {
-            url: base_url.to_string(),
-            cause: "the server answered in plain HTTP to an HTTPS client".into(),
-            hint: format!(
-                "if {registry} really serves plain HTTP, list it in `insecure = [\"{}\"]` or write the address as http://{}",
-                registry.without_scheme(),
-                registry.without_scheme()
-            ),
+            hint: "the TLS handshake failed; check that the port speaks HTTPS".into(),
         };
     }
     RegistryError::Unreachable {
         url: base_url.to_string(),
+        tried: String::new(),
         cause: chain,
-        hint: format!(
-            "check that the registry runs and that {registry} is the address reachable from here (the `external` side of a split registry)"
-        ),
+        hint: unreachable_hint(registry),
     }
+}
+
+fn is_plain_http_answer(lower_chain: &str) -> bool {
+    lower_chain.contains("invalidcontenttype")
+        || lower_chain.contains("corrupt message")
+        || lower_chain.contains("http response to an https")
+}
+
+fn is_certificate_problem(lower_chain: &str) -> bool {
+    lower_chain.contains("certificate")
+        || lower_chain.contains("unknownissuer")
+        || lower_chain.contains("notvalidforname")
 }
 
 fn error_chain(e: &reqwest::Error) -> String {
@@ -995,22 +1500,37 @@ fn is_retryable_transport(e: &reqwest::Error) -> bool {
     if e.is_builder() || e.is_redirect() {
         return false;
     }
+    // A certificate or protocol mismatch will not go away by asking again.
     let chain = error_chain(e).to_ascii_lowercase();
-    // A certificate problem will not go away by asking again.
-    !(chain.contains("certificate")
-        || chain.contains("unknownissuer")
-        || chain.contains("invalidcontenttype"))
+    !(is_certificate_problem(&chain) || is_plain_http_answer(&chain))
 }
 
 fn is_retryable_status(s: StatusCode) -> bool {
     s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT || s == StatusCode::TOO_MANY_REQUESTS
 }
 
+/// `Retry-After` as a delay: seconds, or an HTTP date (relative to `now`).
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = header_str(headers, "retry-after")?;
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// A response body as text, bounded in time and size.
+async fn read_text(response: Response, limit: Duration) -> String {
+    match tokio::time::timeout(limit, response.bytes()).await {
+        Ok(Ok(b)) => String::from_utf8_lossy(&b[..b.len().min(64 * 1024)]).into_owned(),
+        _ => String::new(),
+    }
+}
+
 /// The registry's own error message (`{"errors":[{"code","message"}]}`), shortened.
-async fn error_detail(response: Response) -> String {
-    let Ok(text) = response.text().await else {
-        return String::new();
-    };
+async fn error_detail(response: Response, limit: Duration) -> String {
+    let text = read_text(response, limit).await;
     let parsed: Option<serde_json::Value> = serde_json::from_str(&text).ok();
     let summary = parsed
         .as_ref()
@@ -1112,25 +1632,29 @@ fn parse_auth_params(s: &str) -> HashMap<String, String> {
     out
 }
 
-/// Request body that reports progress as it is read.
-fn progress_body(bytes: Bytes, progress: output::Progress) -> reqwest::Body {
-    const CHUNK: usize = 256 * 1024;
+/// Request body that reports progress (and activity, for stall detection) as it is read.
+fn progress_body(bytes: Bytes, progress: output::Progress, activity: Activity) -> reqwest::Body {
     let chunks: Vec<Bytes> = (0..bytes.len())
-        .step_by(CHUNK)
-        .map(|i| bytes.slice(i..(i + CHUNK).min(bytes.len())))
+        .step_by(BODY_CHUNK)
+        .map(|i| bytes.slice(i..(i + BODY_CHUNK).min(bytes.len())))
         .collect();
     let stream = futures_util::stream::iter(chunks.into_iter().map(move |c| {
         progress.advance(c.len() as u64);
+        activity.moved(c.len() as u64);
         Ok::<Bytes, std::io::Error>(c)
     }));
     reqwest::Body::wrap_stream(stream)
 }
 
-/// One HTTP client for all registries: rustls with ring, the system's roots plus an extra CA.
+/// One HTTP client for all registries: rustls with ring, the system's roots (or SSL_CERT_FILE /
+/// SSL_CERT_DIR) plus an extra CA.
 fn http_client(options: &ClientOptions) -> Result<reqwest::Client, RegistryError> {
     let mut roots = rustls::RootCertStore::empty();
-    // rustls-native-certs honours SSL_CERT_FILE and SSL_CERT_DIR.
+    // rustls-native-certs reads SSL_CERT_FILE / SSL_CERT_DIR instead of the system store when set.
     let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        output::detail(&format!("loading the system's CA certificates: {e}"));
+    }
     for cert in native.certs {
         let _ = roots.add(cert);
     }
@@ -1159,12 +1683,12 @@ fn http_client(options: &ClientOptions) -> Result<reqwest::Client, RegistryError
         .map_err(|e| RegistryError::TlsSetup(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    // No read timeout here: reqwest's runs from the start of the request, so it would cut long
+    // uploads. Stalls are detected per request instead (see `send_watched`).
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .user_agent(concat!("cargo-adapt-push/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
-        // A transfer that stalls this long is treated as broken and retried.
-        .read_timeout(Duration::from_secs(60))
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| RegistryError::TlsSetup(e.to_string()))
@@ -1199,6 +1723,22 @@ mod tests {
     }
 
     #[test]
+    fn challenge_parser_survives_random_input() {
+        let alphabet: Vec<char> = "aB =,\"\\realmservicBEARERbasic\u{e9}\u{1F600}\t"
+            .chars()
+            .collect();
+        for _ in 0..5000 {
+            let len = rand::random::<u32>() % 40;
+            let s: String = (0..len)
+                .map(|_| alphabet[rand::random::<u32>() as usize % alphabet.len()])
+                .collect();
+            let _ = parse_challenge(&s);
+            let _ = parse_challenge(&format!("Bearer {s}"));
+            let _ = parse_auth_params(&s);
+        }
+    }
+
+    #[test]
     fn upload_urls() {
         let d = Digest::sha256_of(b"x");
         assert_eq!(
@@ -1212,33 +1752,196 @@ mod tests {
     }
 
     #[test]
-    fn backoff_is_bounded() {
-        let client = RegistryClient {
-            http: reqwest::Client::builder()
-                .tls_backend_preconfigured(
-                    rustls::ClientConfig::builder_with_provider(Arc::new(
-                        rustls::crypto::ring::default_provider(),
-                    ))
-                    .with_safe_default_protocol_versions()
-                    .unwrap()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth(),
-                )
-                .build()
-                .unwrap(),
-            registry: Registry::parse("localhost:1").unwrap(),
-            base_url: "http://localhost:1".into(),
-            credential: None,
-            lookup: Lookup::default(),
-            auth: Mutex::new(AuthState::default()),
-            retry: RetryPolicy::default(),
-        };
-        for attempt in 1..40 {
-            assert!(client.backoff(attempt, None) <= Duration::from_secs(5));
-        }
+    fn scopes_name_their_repository() {
+        let repo = Repository::parse("team/app").unwrap();
+        let from = Repository::parse("base/img").unwrap();
+        assert_eq!(Scope::push(&repo).repository(), "team/app");
         assert_eq!(
-            client.backoff(1, Some(Duration::from_secs(3))),
-            Duration::from_secs(3)
+            Scope::push_and_mount(&repo, &from).key(),
+            "repository:team/app:pull,push repository:base/img:pull"
         );
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let mut h = HeaderMap::new();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(retry_after(&h, now), None);
+        h.insert("retry-after", HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(3)));
+        h.insert(
+            "retry-after",
+            HeaderValue::from_str(&httpdate::fmt_http_date(now + Duration::from_secs(7))).unwrap(),
+        );
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)));
+        h.insert(
+            "retry-after",
+            HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
+        );
+        assert_eq!(retry_after(&h, now), Some(Duration::ZERO));
+        h.insert("retry-after", HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h, now), None);
+    }
+
+    #[test]
+    fn token_debug_is_redacted() {
+        let t = Token {
+            value: "secret-token-value".into(),
+            expires: Instant::now(),
+        };
+        assert!(!format!("{t:?}").contains("secret-token-value"));
+    }
+
+    fn test_client(
+        registry: &str,
+        base_url: &str,
+        credential: Option<Credential>,
+    ) -> RegistryClient {
+        RegistryClient {
+            http: plain_http(),
+            registry: Registry::parse(registry).unwrap(),
+            base_url: base_url.into(),
+            credential,
+            lookup: Lookup::default(),
+            auth: std::sync::Mutex::new(AuthState::default()),
+            token_fetch: tokio::sync::Mutex::new(()),
+            retry: RetryPolicy::default(),
+            ca_cert: None,
+        }
+    }
+
+    fn plain_http() -> reqwest::Client {
+        client_builder().build().unwrap()
+    }
+
+    fn client_builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder().tls_backend_preconfigured(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        )
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        let client = test_client("localhost:1", "http://localhost:1", None);
+        for attempt in 1..40 {
+            assert!(client.backoff(attempt) <= Duration::from_secs(5));
+        }
+        assert!(client.backoff(1) <= Duration::from_millis(250));
+        assert!(client.backoff(1) >= Duration::from_millis(125));
+    }
+
+    #[test]
+    fn retry_bounds_from_the_cli() {
+        let p = RetryPolicy::with_bounds(Some(0), Some(0));
+        assert_eq!(p.attempts, 1);
+        assert_eq!(p.total, Duration::from_secs(1));
+        let p = RetryPolicy::with_bounds(None, None);
+        assert_eq!(p.total, Duration::from_secs(30));
+    }
+
+    /// A stub HTTP server standing in for a registry at a non-loopback name (no real registry
+    /// can be reached under such a name on this machine; the client's resolver is pointed at
+    /// 127.0.0.1 instead). It challenges with Basic auth and records every request's headers.
+    fn basic_challenge_stub() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut writer = stream;
+                    loop {
+                        let mut head = String::new();
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            head.push_str(&line);
+                        }
+                        log.lock().unwrap().push(head);
+                        let _ = writer.write_all(
+                            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"stub\"\r\nContent-Length: 0\r\n\r\n",
+                        );
+                    }
+                });
+            }
+        });
+        (port, seen)
+    }
+
+    #[tokio::test]
+    async fn credentials_never_go_over_plain_http_to_a_non_loopback_host() {
+        let (port, seen) = basic_challenge_stub();
+        let host = "registry.example.test";
+        let registry = Registry::parse(&format!("http://{host}:{port}")).unwrap();
+        assert!(!registry.is_loopback());
+        let http = client_builder()
+            .resolve(host, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .build()
+            .unwrap();
+        // Credentials come from the environment in this process's lookup.
+        // SAFETY: this test is the only one in the crate touching these variables.
+        unsafe {
+            std::env::set_var("ADAPT_PUSH_USERNAME", "alice");
+            std::env::set_var("ADAPT_PUSH_PASSWORD", "hunter2-secret");
+        }
+        let options = ClientOptions::default();
+        let client = RegistryClient::connect_with(&registry, &options, http)
+            .await
+            .expect("the stub answers /v2/ with 401, which is a registry");
+        unsafe {
+            std::env::remove_var("ADAPT_PUSH_USERNAME");
+            std::env::remove_var("ADAPT_PUSH_PASSWORD");
+        }
+        assert!(client.credential.is_none());
+        let repo = Repository::parse("team/app").unwrap();
+        let err = client
+            .blob_exists(&repo, &Digest::sha256_of(b"x"))
+            .await
+            .expect_err("the stub never accepts");
+        let text = format!("{err} {:?}", err);
+        assert!(text.contains("credentials are required"), "{text}");
+        let requests = seen.lock().unwrap().clone();
+        assert!(requests.len() >= 2, "{requests:?}");
+        for r in &requests {
+            assert!(!r.to_ascii_lowercase().contains("authorization"), "{r}");
+        }
+    }
+
+    #[tokio::test]
+    async fn no_credentials_to_a_plain_http_token_realm_elsewhere() {
+        let client = test_client(
+            "registry.example.test",
+            "https://registry.example.test",
+            Some(Credential::Basic {
+                username: "alice".into(),
+                password: "pw".into(),
+            }),
+        );
+        let repo = Repository::parse("team/app").unwrap();
+        let err = client
+            .token(
+                "http://auth.example.test/token",
+                Some("svc"),
+                &Scope::push(&repo),
+            )
+            .await
+            .expect_err("must refuse");
+        assert!(matches!(err, RegistryError::CleartextRealm { .. }), "{err}");
     }
 }
