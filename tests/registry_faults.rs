@@ -1,0 +1,260 @@
+//! Faults between the tool and the real registry (Debian's docker-registry), injected by proxies
+//! written for these tests (tests/support, examples/fault-proxy/faults.rs): connection resets,
+//! an upload cut midway, 503 and 429 bursts, a dead address, a silent one, and a push killed
+//! with SIGKILL. Whole pushes must succeed where retrying can make them, fail within the retry
+//! bound naming the address where it cannot, and no tag may ever point at a missing blob.
+
+mod common;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use support::faults::{FaultProxy, HttpFaultProxy, HttpFaults, TcpFaults};
+use support::*;
+
+#[test]
+fn resets_and_a_cut_upload_are_survived() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Every third connection is reset; the first connection to carry 200 kB towards the
+    // registry (an upload of the runtime layer) is cut midway.
+    let proxy = FaultProxy::start(
+        &registry.addr(),
+        TcpFaults {
+            reset_every: 3,
+            cut_after: 200_000,
+            cuts: 1,
+            throttle: 0,
+        },
+    );
+    for i in 0..3 {
+        let manifest = crate_for(
+            &dir.path().join(format!("c{i}")),
+            &proxy.addr(),
+            &format!("faults/tcp{i}"),
+            "tags = [\"v1\", \"latest\"]",
+            &format!("tcp{i}"),
+        );
+        let run = push(&manifest, &["-v"], &[]);
+        run.assert_ok();
+        assert!(
+            run.pull_ref()
+                .starts_with(&format!("{}/faults/tcp{i}@sha256:", proxy.addr()))
+        );
+    }
+    let stats = &proxy.stats;
+    assert!(
+        stats.resets.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "{}",
+        stats.summary()
+    );
+    assert_eq!(
+        stats.cuts.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "{}",
+        stats.summary()
+    );
+    assert_eq!(assert_consistent(&registry.addr(), None), 6);
+}
+
+#[test]
+fn bursts_of_503_and_429_are_waited_out_honouring_retry_after() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Of every 7 requests, the first three are answered 429 with Retry-After: 1, then 503
+    // twice. The very first request is the API check, so it meets all three in a row.
+    let proxy = HttpFaultProxy::start(
+        &registry.addr(),
+        HttpFaults {
+            period: 7,
+            offset: 0,
+            burst: vec![(429, Some(1)), (503, None), (503, None)],
+        },
+    );
+    let manifest = crate_for(
+        dir.path(),
+        &proxy.addr(),
+        "faults/http",
+        "tags = [\"a\", \"b\"]",
+        "http",
+    );
+    let run = push(&manifest, &["-v"], &[]);
+    run.assert_ok();
+    assert_eq!(assert_consistent(&registry.addr(), None), 2);
+
+    let log = proxy.exchanges();
+    let injected_429: Vec<_> = log
+        .iter()
+        .filter(|e| e.injected && e.status == 429)
+        .collect();
+    assert!(log.iter().any(|e| e.injected && e.status == 503), "{log:?}");
+    assert!(!injected_429.is_empty(), "{log:?}");
+    assert_eq!(
+        (log[0].method.as_str(), log[0].path.as_str(), log[0].status),
+        ("GET", "/v2/", 429)
+    );
+    // After a 429 with Retry-After: 1, the same request came back no sooner than a second
+    // later. (Upload POSTs share one path across blobs, so they cannot be told apart here.)
+    for e in injected_429.into_iter().filter(|e| e.method != "POST") {
+        if let Some(next) = log
+            .iter()
+            .find(|n| n.at > e.at && n.method == e.method && n.path == e.path)
+        {
+            assert!(
+                next.at.duration_since(e.at) >= Duration::from_millis(950),
+                "{} {} retried after {:?}",
+                e.method,
+                e.path,
+                next.at.duration_since(e.at)
+            );
+        }
+    }
+    assert!(run.stderr.contains("Retry-After"), "{}", run.stderr);
+}
+
+#[test]
+fn a_registry_that_keeps_failing_is_given_up_on_with_the_status() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Every request is a 503.
+    let proxy = HttpFaultProxy::start(
+        &registry.addr(),
+        HttpFaults {
+            period: 1,
+            offset: 0,
+            burst: vec![(503, None)],
+        },
+    );
+    let manifest = crate_for(dir.path(), &proxy.addr(), "faults/down", "", "down");
+    let started = Instant::now();
+    let run = push(
+        &manifest,
+        &["--retry-attempts", "3", "--retry-timeout", "10"],
+        &[],
+    );
+    run.assert_failed();
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(run.stderr.contains("503"), "{}", run.stderr);
+    assert!(run.stderr.contains(&proxy.addr()), "{}", run.stderr);
+    // Three attempts of the API check, nothing more.
+    assert_eq!(proxy.exchanges().len(), 3, "{:?}", proxy.exchanges());
+}
+
+#[test]
+fn a_dead_address_fails_within_the_bound_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let manifest = crate_for(dir.path(), &addr, "faults/dead", "", "dead");
+    // The elapsed time includes building the crate.
+    let started = Instant::now();
+    let run = push(&manifest, &[], &[]);
+    let elapsed = started.elapsed();
+    run.assert_failed();
+    assert!(
+        run.stderr.contains("cannot reach the registry"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(&addr), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("attempts over"),
+        "says what was tried: {}",
+        run.stderr
+    );
+    // The documented default bound is 30 s of retrying; allow generously for the build.
+    assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
+}
+
+#[test]
+fn a_silent_address_fails_within_the_bound_naming_it() {
+    // A listener that accepts connections and never answers (a blackhole).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = held.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            h.lock().unwrap().push(s);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = crate_for(dir.path(), &addr, "faults/silent", "", "silent");
+
+    // The default bound (30 s).
+    let started = Instant::now();
+    let run = push(&manifest, &[], &[]);
+    let elapsed = started.elapsed();
+    run.assert_failed();
+    assert!(run.stderr.contains(&addr), "{}", run.stderr);
+    assert!(run.stderr.contains("no answer"), "{}", run.stderr);
+    assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
+
+    // A shorter one, from the environment.
+    let started = Instant::now();
+    let run = push(&manifest, &[], &[("ADAPT_PUSH_RETRY_TIMEOUT", "3")]);
+    let elapsed = started.elapsed();
+    run.assert_failed();
+    assert!(run.stderr.contains(&addr), "{}", run.stderr);
+    assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
+}
+
+#[test]
+fn a_push_killed_midway_leaves_no_broken_tag_and_the_next_one_succeeds() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    // A slow link: 100 kB/s towards the registry, so the upload is still running when killed.
+    let slow = FaultProxy::start(
+        &registry.addr(),
+        TcpFaults {
+            throttle: 100_000,
+            ..TcpFaults::default()
+        },
+    );
+    let manifest = crate_for(
+        dir.path(),
+        &slow.addr(),
+        "faults/killed",
+        "tags = [\"v1\", \"latest\"]",
+        "killed",
+    );
+    let mut child = push_command(&manifest, &[], &[])
+        .spawn()
+        .expect("start the tool");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while slow
+        .stats
+        .upstream_bytes
+        .load(std::sync::atomic::Ordering::SeqCst)
+        < 150_000
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the upload never got going: {}",
+            slow.stats.summary()
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the tool finished ({status}) before it could be killed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL"); // Child::kill is SIGKILL on Unix
+    let status = child.wait().unwrap();
+    assert!(status.code().is_none(), "killed by a signal: {status}");
+
+    // No tag exists yet, and certainly none pointing at missing blobs.
+    assert_eq!(assert_consistent(&registry.addr(), None), 0);
+    assert!(registry.tags("faults/killed").is_empty());
+
+    // Run again, through the same slow link: it succeeds and every tag resolves.
+    let run = push(&manifest, &[], &[]);
+    run.assert_ok();
+    assert_eq!(assert_consistent(&registry.addr(), None), 2);
+    let digest = run.pull_ref().split_once('@').unwrap().1.to_string();
+    let (status, _, _) = registry.manifest("faults/killed", &digest);
+    assert_eq!(status, 200);
+}
