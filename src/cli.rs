@@ -160,7 +160,7 @@ pub struct PushArgs {
     pub retry_attempts: Option<u32>,
 
     /// Seconds to keep retrying one registry request; a dead registry is given up on within
-    /// this [default: 30]
+    /// this [default: 25, so within 30 s in all]
     #[arg(long, env = "ADAPT_PUSH_RETRY_TIMEOUT", value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub retry_timeout: Option<u64>,

@@ -10,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use common::*;
-use support::faults::{FaultProxy, HttpFaultProxy, HttpFaults, TcpFaults};
+use support::faults::{Fault, FaultProxy, HttpFaultProxy, HttpFaults, TcpFaults};
 use support::*;
 
 #[test]
@@ -69,7 +69,12 @@ fn bursts_of_503_and_429_are_waited_out_honouring_retry_after() {
         HttpFaults {
             period: 7,
             offset: 0,
-            burst: vec![(429, Some(1)), (503, None), (503, None)],
+            burst: vec![
+                Fault::retry_after(429, 1),
+                Fault::status(503),
+                Fault::status(503),
+            ],
+            ..HttpFaults::default()
         },
     );
     let manifest = crate_for(
@@ -123,7 +128,8 @@ fn a_registry_that_keeps_failing_is_given_up_on_with_the_status() {
         HttpFaults {
             period: 1,
             offset: 0,
-            burst: vec![(503, None)],
+            burst: vec![Fault::status(503)],
+            ..HttpFaults::default()
         },
     );
     let manifest = crate_for(dir.path(), &proxy.addr(), "faults/down", "", "down");

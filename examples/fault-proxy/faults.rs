@@ -242,23 +242,71 @@ fn claim(counter: &AtomicUsize, limit: usize) -> bool {
 // HTTP level
 // ---------------------------------------------------------------------------------------------
 
-/// Statuses to inject: request number `n` (0-based, over all connections) with
-/// `n % period` in `offset..offset + burst.len()` is answered with `burst[n % period - offset]`
-/// (status, `Retry-After` seconds) instead of being forwarded.
+/// An answer the proxy gives instead of forwarding a request.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub status: u16,
+    /// `Retry-After` in seconds.
+    pub retry_after: Option<u64>,
+    /// The JSON error body; a generic one when `None`.
+    pub body: Option<String>,
+}
+
+impl Fault {
+    pub fn status(status: u16) -> Fault {
+        Fault {
+            status,
+            retry_after: None,
+            body: None,
+        }
+    }
+
+    pub fn retry_after(status: u16, seconds: u64) -> Fault {
+        Fault {
+            retry_after: Some(seconds),
+            ..Fault::status(status)
+        }
+    }
+
+    /// A distribution-style error body: `{"errors":[{"code","message"}]}`.
+    pub fn error(status: u16, code: &str, message: &str) -> Fault {
+        Fault {
+            body: Some(format!(
+                r#"{{"errors":[{{"code":"{code}","message":"{message}"}}]}}"#
+            )),
+            ..Fault::status(status)
+        }
+    }
+}
+
+/// Statuses to inject. Requests that match (`method`, a substring of `path`; `None` matches
+/// all) are numbered from 0 over all connections; number `n` with `n % period` in
+/// `offset..offset + burst.len()` is answered with `burst[n % period - offset]` instead of
+/// being forwarded.
 #[derive(Debug, Clone, Default)]
 pub struct HttpFaults {
     pub period: usize,
     pub offset: usize,
-    pub burst: Vec<(u16, Option<u64>)>,
+    pub burst: Vec<Fault>,
+    pub method: Option<String>,
+    pub path_contains: Option<String>,
 }
 
 impl HttpFaults {
-    fn pick(&self, n: usize) -> Option<(u16, Option<u64>)> {
+    fn matches(&self, method: &str, path: &str) -> bool {
+        self.method.as_deref().is_none_or(|m| m == method)
+            && self
+                .path_contains
+                .as_deref()
+                .is_none_or(|p| path.contains(p))
+    }
+
+    fn pick(&self, n: usize) -> Option<&Fault> {
         if self.period == 0 {
             return None;
         }
         let i = (n % self.period).checked_sub(self.offset)?;
-        self.burst.get(i).copied()
+        self.burst.get(i)
     }
 }
 
@@ -439,11 +487,18 @@ fn handle_http(
         let method = parts.next().unwrap_or("").to_string();
         let path = parts.next().unwrap_or("").to_string();
         let authorized = request.get("authorization").is_some();
-        let n = counter.fetch_add(1, Ordering::SeqCst);
-        if let Some((status, retry_after)) = faults.pick(n) {
-            let text = format!(
-                r#"{{"errors":[{{"code":"UNAVAILABLE","message":"injected {status} by the test proxy"}}]}}"#
-            );
+        let fault = if faults.matches(&method, &path) {
+            faults.pick(counter.fetch_add(1, Ordering::SeqCst))
+        } else {
+            None
+        };
+        if let Some(fault) = fault {
+            let (status, retry_after) = (fault.status, fault.retry_after);
+            let text = fault.body.clone().unwrap_or_else(|| {
+                format!(
+                    r#"{{"errors":[{{"code":"UNAVAILABLE","message":"injected {status} by the test proxy"}}]}}"#
+                )
+            });
             let mut response = format!(
                 "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
                 reason(status),

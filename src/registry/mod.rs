@@ -58,7 +58,7 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             attempts: 8,
-            total: Duration::from_secs(30),
+            total: Duration::from_secs(25),
             first_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(5),
             stall: Duration::from_secs(20),
@@ -336,13 +336,18 @@ impl RegistryClient {
         options: &ClientOptions,
     ) -> Result<Arc<RegistryClient>, RegistryError> {
         let http = http_client(options)?;
-        Self::connect_with(registry, options, http).await
+        let lookup_registry = registry.clone();
+        let lookup = tokio::task::spawn_blocking(move || credentials::lookup(&lookup_registry))
+            .await
+            .unwrap_or_default();
+        Self::connect_with(registry, options, http, lookup).await
     }
 
     async fn connect_with(
         registry: &Registry,
         options: &ClientOptions,
         http: reqwest::Client,
+        mut lookup: Lookup,
     ) -> Result<Arc<RegistryClient>, RegistryError> {
         let authority = registry.api_authority();
         let plain = registry.without_scheme();
@@ -353,10 +358,6 @@ impl RegistryClient {
             None => vec![Scheme::Https],
         };
 
-        let lookup_registry = registry.clone();
-        let mut lookup = tokio::task::spawn_blocking(move || credentials::lookup(&lookup_registry))
-            .await
-            .unwrap_or_default();
         for w in lookup.warnings.drain(..) {
             output::warn(&w);
         }
@@ -367,14 +368,6 @@ impl RegistryClient {
                 Scheme::Http => format!("http://{authority}"),
                 Scheme::Https => format!("https://{authority}"),
             };
-            let mut credential = lookup.credential.clone();
-            if scheme == Scheme::Http && !registry.is_loopback() && credential.is_some() {
-                output::warn(&format!(
-                    "not sending the credentials from {} to {registry} over plain HTTP; pushing anonymously",
-                    lookup.source.as_deref().unwrap_or("the environment")
-                ));
-                credential = None;
-            }
             if i > 0 {
                 output::detail(&format!("trying {base_url} instead"));
                 if scheme == Scheme::Http && !registry.is_loopback() {
@@ -382,6 +375,14 @@ impl RegistryClient {
                         "{registry} does not speak HTTPS; using plain HTTP because it is listed in `insecure`"
                     ));
                 }
+            }
+            let mut credential = lookup.credential.clone();
+            if scheme == Scheme::Http && !registry.is_loopback() && credential.is_some() {
+                output::warn(&format!(
+                    "not sending the credentials from {} to {registry} over plain HTTP; pushing anonymously",
+                    lookup.source.as_deref().unwrap_or("the environment")
+                ));
+                credential = None;
             }
             let client = RegistryClient {
                 http: http.clone(),
@@ -1329,8 +1330,24 @@ impl RegistryClient {
     ) -> RegistryError {
         let registry = self.registry.to_string();
         match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            StatusCode::UNAUTHORIZED => {
                 self.unauthorized(repo.map(|r| r.as_str()).unwrap_or("/v2/"), status)
+            }
+            StatusCode::FORBIDDEN => {
+                // 403 is "denied": permissions, or a full quota (said only in the body).
+                let detail = error_detail(response, self.retry.stall).await;
+                let lower = detail.to_ascii_lowercase();
+                if lower.contains("quota") || lower.contains("storage limit") {
+                    RegistryError::Rejected {
+                        registry,
+                        what: what.to_string(),
+                        status: status.as_u16(),
+                        detail,
+                        hint: "the repository's storage quota is used up; free space (delete old tags) or raise the quota".into(),
+                    }
+                } else {
+                    self.unauthorized(repo.map(|r| r.as_str()).unwrap_or("/v2/"), status)
+                }
             }
             StatusCode::NOT_FOUND => RegistryError::NotFound {
                 registry,
@@ -1842,7 +1859,7 @@ mod tests {
         assert_eq!(p.attempts, 1);
         assert_eq!(p.total, Duration::from_secs(1));
         let p = RetryPolicy::with_bounds(None, None);
-        assert_eq!(p.total, Duration::from_secs(30));
+        assert_eq!(p.total, Duration::from_secs(25));
     }
 
     /// A stub HTTP server standing in for a registry at a non-loopback name (no real registry
@@ -1861,6 +1878,17 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().unwrap());
                     let mut writer = stream;
+                    // A TLS ClientHello: answer as a plain-HTTP server does, with a 400.
+                    if reader
+                        .fill_buf()
+                        .map(|b| b.first() == Some(&0x16))
+                        .unwrap_or(false)
+                    {
+                        let _ = writer.write_all(
+                            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                        return;
+                    }
                     loop {
                         let mut head = String::new();
                         loop {
@@ -1884,30 +1912,41 @@ mod tests {
         (port, seen)
     }
 
-    #[tokio::test]
-    async fn credentials_never_go_over_plain_http_to_a_non_loopback_host() {
+    fn alice() -> Lookup {
+        Lookup {
+            credential: Some(Credential::Basic {
+                username: "alice".into(),
+                password: "hunter2-secret".into(),
+            }),
+            source: Some("the test".into()),
+            searched: vec!["the test".into()],
+            warnings: Vec::new(),
+        }
+    }
+
+    /// `registry.example.test:PORT` resolving to the stub on 127.0.0.1.
+    fn stub_registry(
+        scheme: &str,
+    ) -> (
+        Registry,
+        reqwest::Client,
+        Arc<std::sync::Mutex<Vec<String>>>,
+    ) {
         let (port, seen) = basic_challenge_stub();
         let host = "registry.example.test";
-        let registry = Registry::parse(&format!("http://{host}:{port}")).unwrap();
+        let registry = Registry::parse(&format!("{scheme}{host}:{port}")).unwrap();
         assert!(!registry.is_loopback());
         let http = client_builder()
             .resolve(host, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
             .build()
             .unwrap();
-        // Credentials come from the environment in this process's lookup.
-        // SAFETY: this test is the only one in the crate touching these variables.
-        unsafe {
-            std::env::set_var("ADAPT_PUSH_USERNAME", "alice");
-            std::env::set_var("ADAPT_PUSH_PASSWORD", "hunter2-secret");
-        }
-        let options = ClientOptions::default();
-        let client = RegistryClient::connect_with(&registry, &options, http)
-            .await
-            .expect("the stub answers /v2/ with 401, which is a registry");
-        unsafe {
-            std::env::remove_var("ADAPT_PUSH_USERNAME");
-            std::env::remove_var("ADAPT_PUSH_PASSWORD");
-        }
+        (registry, http, seen)
+    }
+
+    async fn assert_no_credentials_sent(
+        client: &RegistryClient,
+        seen: &std::sync::Mutex<Vec<String>>,
+    ) {
         assert!(client.credential.is_none());
         let repo = Repository::parse("team/app").unwrap();
         let err = client
@@ -1916,11 +1955,57 @@ mod tests {
             .expect_err("the stub never accepts");
         let text = format!("{err} {:?}", err);
         assert!(text.contains("credentials are required"), "{text}");
+        assert!(
+            text.contains("not sent") && text.contains("plain HTTP"),
+            "{text}"
+        );
         let requests = seen.lock().unwrap().clone();
         assert!(requests.len() >= 2, "{requests:?}");
         for r in &requests {
             assert!(!r.to_ascii_lowercase().contains("authorization"), "{r}");
         }
+    }
+
+    #[tokio::test]
+    async fn credentials_never_go_over_plain_http_to_a_non_loopback_host() {
+        // http:// written out.
+        let (registry, http, seen) = stub_registry("http://");
+        let client =
+            RegistryClient::connect_with(&registry, &ClientOptions::default(), http, alice())
+                .await
+                .expect("the stub answers /v2/ with 401, which is a registry");
+        assert_no_credentials_sent(&client, &seen).await;
+
+        // Listed in `insecure`: HTTPS fails (the stub speaks plain HTTP), then plain HTTP, still
+        // without the credentials.
+        let (registry, http, seen) = stub_registry("");
+        let options = ClientOptions {
+            insecure: vec![registry.clone()],
+            ..ClientOptions::default()
+        };
+        let client = RegistryClient::connect_with(&registry, &options, http, alice())
+            .await
+            .expect("falls back to plain HTTP for an insecure registry");
+        assert!(client.base_url.starts_with("http://"));
+        assert_no_credentials_sent(&client, &seen).await;
+    }
+
+    #[tokio::test]
+    async fn no_silent_fallback_to_plain_http_for_a_non_loopback_host() {
+        let (registry, http, seen) = stub_registry("");
+        let err = RegistryClient::connect_with(&registry, &ClientOptions::default(), http, alice())
+            .await
+            .err()
+            .expect("a plain-HTTP server is not accepted as HTTPS");
+        let text = format!("{err} {:?}", err);
+        assert!(text.contains("HTTP response to an HTTPS client"), "{text}");
+        assert!(text.contains("insecure"), "{text}");
+        // Only a TLS handshake reached it: no HTTP request at all.
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "{:?}",
+            seen.lock().unwrap()
+        );
     }
 
     #[tokio::test]
