@@ -293,6 +293,8 @@ fn token_auth_pushes_and_reuses_tokens() {
     );
 
     let tokens = issuer.requests();
+    let issued: Vec<&str> = tokens.iter().filter_map(|t| t.token.as_deref()).collect();
+    run.assert_no_secret(&issued);
     let registry_requests = counter.exchanges().len();
     assert!(
         tokens.iter().all(|t| t.kind == "basic" && t.granted),
@@ -376,6 +378,8 @@ fn identity_token_is_exchanged_as_a_refresh_token() {
     run.assert_ok();
     run.assert_no_secret(&[REFRESH]);
     let tokens = issuer.requests();
+    let issued: Vec<&str> = tokens.iter().filter_map(|t| t.token.as_deref()).collect();
+    run.assert_no_secret(&issued);
     assert!(!tokens.is_empty());
     assert!(
         tokens

@@ -3,7 +3,7 @@
 //! may panic.
 #![no_main]
 
-#[allow(dead_code)]
+#[allow(dead_code, clippy::all)]
 #[path = "../../src/config.rs"]
 mod config;
 

@@ -3,7 +3,7 @@
 //! (for registries that cannot be mistaken for a Docker Hub namespace).
 #![no_main]
 
-#[allow(dead_code)]
+#[allow(dead_code, clippy::all)]
 #[path = "../../src/reference.rs"]
 mod reference;
 

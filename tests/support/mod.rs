@@ -365,6 +365,8 @@ pub struct TokenRequest {
     /// "basic", "refresh", "anonymous".
     pub kind: String,
     pub granted: bool,
+    /// The token handed out, if any (a secret: it must never appear in the tool's output).
+    pub token: Option<String>,
 }
 
 /// A token service for `auth: token`: grants every requested action to `user`/`password` (Basic,
@@ -632,13 +634,7 @@ fn serve_token(
             None => ("anonymous", false),
         }
     };
-    requests.lock().unwrap().push(TokenRequest {
-        method: method.clone(),
-        scopes: scopes.clone(),
-        kind: kind.into(),
-        granted,
-    });
-
+    let mut issued = None;
     let response = if granted {
         let access: Vec<serde_json::Value> = scopes
             .iter()
@@ -653,6 +649,7 @@ fn serve_token(
             })
             .collect();
         let token = signer.sign(user, access);
+        issued = Some(token.clone());
         let body = serde_json::json!({
             "token": token,
             "access_token": token,
@@ -670,5 +667,12 @@ fn serve_token(
             body.len()
         )
     };
+    requests.lock().unwrap().push(TokenRequest {
+        method,
+        scopes,
+        kind: kind.into(),
+        granted,
+        token: issued,
+    });
     let _ = writer.write_all(response.as_bytes());
 }
