@@ -424,8 +424,14 @@ fn plain(v: &Value) -> String {
 /// A configuration error that names the key and the Cargo.toml it came from, with the line and
 /// a snippet of the file when the key can be found in it.
 #[derive(Debug, thiserror::Error, Diagnostic)]
+#[error(transparent)]
+#[diagnostic(transparent)]
+pub struct ConfigError(Box<ConfigErrorDetail>);
+
+/// Boxed so results stay small: the source snippet makes this large.
+#[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("{message}")]
-pub struct ConfigError {
+pub struct ConfigErrorDetail {
     message: String,
     #[help]
     help: Option<String>,
@@ -463,29 +469,29 @@ impl ConfigError {
         } else {
             format!("{table} `{key_path}`: {message}")
         };
-        ConfigError {
+        ConfigError(Box::new(ConfigErrorDetail {
             message: format!("{where_}: {message}"),
             help,
             source_code: text.map(|t| {
                 NamedSource::new(origin.manifest.display().to_string(), t).with_language("TOML")
             }),
             span: span.map(|r| SourceSpan::from(r.start..r.end)),
-        }
+        }))
     }
 
     /// An error with no location, for settings given on the command line.
     pub fn plain(message: impl Into<String>, help: Option<String>) -> ConfigError {
-        ConfigError {
+        ConfigError(Box::new(ConfigErrorDetail {
             message: message.into(),
             help,
             source_code: None,
             span: None,
-        }
+        }))
     }
 
     #[cfg(test)]
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 }
 
@@ -551,7 +557,7 @@ mod tests {
         );
         assert_eq!(c.include.unwrap().value[0].to, "/assets");
         assert_eq!(c.env["A"].key, vec!["env", "A"]);
-        assert_eq!(c.pull.unwrap().value, true);
+        assert!(c.pull.unwrap().value);
     }
 
     #[test]
@@ -561,7 +567,7 @@ mod tests {
         let e = ClusterConfig::from_table(&json!({"imgae": "x"}), &origin).unwrap_err();
         assert!(e.message().contains("Cargo.toml:6"), "{}", e.message());
         assert!(e.message().contains("unknown key `imgae`"));
-        assert_eq!(e.help.as_deref(), Some("did you mean `image`?"));
+        assert_eq!(e.0.help.as_deref(), Some("did you mean `image`?"));
     }
 
     #[test]

@@ -162,7 +162,11 @@ pub fn make_plan(
         )?;
         let config = package_config.merged_over(workspace_config.clone());
         let mut target = plan_target(args, package, &config, epoch)?;
-        target.layer_cache = metadata.target_directory.join("adapt-push").join("layers").into_std_path_buf();
+        target.layer_cache = metadata
+            .target_directory
+            .join("adapt-push")
+            .join("layers")
+            .into_std_path_buf();
         targets.push(target);
     }
     Ok(Plan { targets })
@@ -541,7 +545,7 @@ fn registry_split(
     origin: &Origin,
 ) -> Result<(RegistryLocation, RegistryLocation), ConfigError> {
     let parse_flag = |flag: &str, value: &str| {
-        RegistryLocation::parse(value)
+        RegistryLocation::parse_destination(value)
             .map_err(|e| ConfigError::plain(format!("{flag}: {}", e.0), None))
     };
     let (mut external, mut internal) = match (&args.registry, &config.registry) {
@@ -551,7 +555,7 @@ fn registry_split(
         }
         (None, Some(setting)) => {
             let parse_side = |side: &str, value: &str| {
-                RegistryLocation::parse(value).map_err(|e| {
+                RegistryLocation::parse_destination(value).map_err(|e| {
                     let mut s = setting.clone();
                     if side != "registry" {
                         s.key.push(side.to_string());

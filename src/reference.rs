@@ -156,6 +156,26 @@ impl RegistryLocation {
         })
     }
 
+    /// Parses an address images are pushed to or pulled from. Beyond [`parse`](Self::parse), the
+    /// host must read as a registry in an image reference: Docker's rule takes a first component
+    /// without `.` or `:` (other than `localhost`) as a Docker Hub namespace, so `registry/app`
+    /// would mean `docker.io/registry/app`.
+    pub fn parse_destination(input: &str) -> Result<RegistryLocation, ReferenceError> {
+        let location = RegistryLocation::parse(input)?;
+        let r = &location.registry;
+        if r.port.is_none()
+            && !r.host.contains('.')
+            && !r.host.contains(':')
+            && r.host != "localhost"
+        {
+            return err(format!(
+                "`{input}`: in an image reference `{host}/...` would mean Docker Hub (docker.io/{host}/...); give the port, like `{host}:5000`, or a domain, like `{host}.local`",
+                host = r.host
+            ));
+        }
+        Ok(location)
+    }
+
     /// The full repository for an image path under this location.
     pub fn repository(&self, image: &str) -> Result<Repository, ReferenceError> {
         match &self.namespace {
@@ -612,6 +632,24 @@ mod tests {
         for (input, expect) in bad {
             let e = RegistryLocation::parse(input).expect_err(input);
             assert!(e.0.contains(expect), "{input}: {e} should mention {expect}");
+        }
+    }
+
+    #[test]
+    fn destinations_must_read_as_registries_in_references() {
+        for good in [
+            "localhost",
+            "registry:5000",
+            "registry.local",
+            "127.0.0.1",
+            "[::1]",
+            "ghcr.io/acme",
+        ] {
+            RegistryLocation::parse_destination(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in ["registry", "registry/team", "http://kind-registry"] {
+            let e = RegistryLocation::parse_destination(bad).expect_err(bad);
+            assert!(e.0.contains("Docker Hub"), "{bad}: {e}");
         }
     }
 

@@ -546,6 +546,10 @@ fn config_errors_name_key_file_and_line() {
         ),
         ("image = \"x\"".into(), vec!["no registry to push to"]),
         (
+            format!("registry = {{ external = \"{r}\", internal = \"registry\" }}"),
+            vec!["registry.internal", "Docker Hub", "registry:5000"],
+        ),
+        (
             format!("registry = \"{r}\"\npull = \"yes\""),
             vec!["`pull` must be true or false"],
         ),

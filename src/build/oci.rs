@@ -152,7 +152,11 @@ fn make_layers(target: &Target, binary: &Path, on_scratch: bool) -> Result<Vec<L
         }
     }
     if !runtime.is_empty() {
-        layers.push(runtime.finish_with_cache(Some(&cache("runtime"))).into_diagnostic()?);
+        layers.push(
+            runtime
+                .finish_with_cache(Some(&cache("runtime")))
+                .into_diagnostic()?,
+        );
     }
 
     if !target.image.includes.is_empty() {
@@ -163,7 +167,11 @@ fn make_layers(target: &Target, binary: &Path, on_scratch: bool) -> Result<Vec<L
                 .into_diagnostic()
                 .wrap_err_with(|| format!("reading {}", include.host_path.display()))?;
         }
-        layers.push(includes.finish_with_cache(Some(&cache("includes"))).into_diagnostic()?);
+        layers.push(
+            includes
+                .finish_with_cache(Some(&cache("includes")))
+                .into_diagnostic()?,
+        );
     }
 
     let mut app = LayerBuilder::new(format!("binary {}", target.bin), epoch);

@@ -262,14 +262,19 @@ impl LayerCache {
         let name = format!("{}.{}.{}.gz", self.slot, diff_id.hex(), digest.hex());
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(&format!("{}.", self.slot)) {
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{}.", self.slot))
+                {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
         }
         // Write then rename, so a reader never sees half a file.
         let tmp = self.dir.join(format!(".{name}.{}", std::process::id()));
-        if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, self.dir.join(&name)).is_err() {
+        if std::fs::write(&tmp, bytes).is_ok()
+            && std::fs::rename(&tmp, self.dir.join(&name)).is_err()
+        {
             let _ = std::fs::remove_file(&tmp);
         }
     }
@@ -398,7 +403,12 @@ mod tests {
         assert_eq!(fresh.digest, cached.digest);
         assert_eq!(fresh.bytes, cached.bytes);
         // Damage the file: the layer is compressed again and still correct.
-        let file = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        let file = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         std::fs::write(&file, b"junk").unwrap();
         let again = build(b"hello");
         assert_eq!(again.digest, fresh.digest);
