@@ -11,7 +11,7 @@ pub enum CargoCli {
     AdaptPush(PushArgs),
 }
 
-/// The same options when run directly as `cargo-adapt-push`.
+// The same options when run directly as `cargo-adapt-push`.
 #[derive(Debug, Parser)]
 #[command(name = "cargo-adapt-push", version)]
 pub struct DirectCli {
@@ -49,6 +49,7 @@ pub enum Format {
 /// Build a crate's container image, push it to a (split) registry, print the pull reference.
 #[derive(Debug, Clone, Args)]
 #[command(
+    version,
     about = "Build a Rust crate's container image, push it to a split registry, print the digest-pinned pull reference",
     after_help = "Settings come from [package.metadata.cluster] (defaults from [workspace.metadata.cluster]).\nstdout carries only the pull references (or JSON); progress goes to stderr."
 )]

@@ -84,11 +84,26 @@ pub enum ClosureError {
 ///
 /// Not modelled: `$LIB`/`$PLATFORM` expansion and glibc-hwcaps
 /// subdirectories (the baseline library found instead runs everywhere).
+#[cfg(test)]
 pub fn runtime_closure(binary: &Path) -> Result<RuntimeClosure, ClosureError> {
-    closure_with_ld_so_conf(binary, Path::new(LD_SO_CONF))
+    closure_with_ld_so_conf(binary, None, Path::new(LD_SO_CONF))
 }
 
-fn closure_with_ld_so_conf(binary: &Path, conf: &Path) -> Result<RuntimeClosure, ClosureError> {
+/// Like [`runtime_closure`], for a binary that will sit at `binary_image_path` in the image:
+/// libraries found through `$ORIGIN` go where `$ORIGIN` will point there (next to
+/// `binary_image_path`), not at their host paths.
+pub fn runtime_closure_for(
+    binary: &Path,
+    binary_image_path: &Path,
+) -> Result<RuntimeClosure, ClosureError> {
+    closure_with_ld_so_conf(binary, Some(binary_image_path), Path::new(LD_SO_CONF))
+}
+
+fn closure_with_ld_so_conf(
+    binary: &Path,
+    binary_image_path: Option<&Path>,
+    conf: &Path,
+) -> Result<RuntimeClosure, ClosureError> {
     let bytes = read_file(binary)?;
     let header = parse_header(binary, &bytes)?;
     let file_type = header.e_type(LittleEndian);
@@ -116,6 +131,7 @@ fn closure_with_ld_so_conf(binary: &Path, conf: &Path) -> Result<RuntimeClosure,
 
     let mut resolver = Resolver::new(
         binary,
+        binary_image_path,
         info,
         &interpreter,
         machine,
@@ -180,6 +196,8 @@ struct DynamicInfo {
 struct LoadedObject {
     /// The path the loader opens it by (not canonicalized): `$ORIGIN` is its directory.
     path: PathBuf,
+    /// Where it sits in the image: `$ORIGIN` there, for placing what it finds through it.
+    image_path: PathBuf,
     info: DynamicInfo,
     /// Index of the object whose `DT_NEEDED` first pulled this one in.
     loaded_by: Option<usize>,
@@ -215,6 +233,7 @@ impl Resolver {
     /// Starts with the executable and its interpreter loaded.
     fn new(
         binary: &Path,
+        binary_image_path: Option<&Path>,
         binary_info: DynamicInfo,
         interpreter: &str,
         machine: elf::Machine,
@@ -264,6 +283,8 @@ impl Resolver {
             default_dirs,
             interpreter_dir,
             objects: vec![LoadedObject {
+                image_path: binary_image_path
+                    .map_or_else(|| binary_path.clone(), Path::to_path_buf),
                 path: binary_path,
                 info: binary_info,
                 loaded_by: None,
@@ -289,8 +310,11 @@ impl Resolver {
 
                 self.loaded_names.insert(name);
                 self.loaded_names.extend(info.soname.clone());
-                self.files.entry(found.image_path).or_insert(canonical_path);
+                self.files
+                    .entry(found.image_path.clone())
+                    .or_insert(canonical_path);
                 self.objects.push(LoadedObject {
+                    image_path: found.image_path,
                     path: found.host_path,
                     info,
                     loaded_by: Some(index),
@@ -312,8 +336,9 @@ impl Resolver {
         if name.contains('/') {
             let path = expand_origin(name, origin_of(&needing_object.path));
             if path.is_absolute() && self.is_loadable(&path) {
+                let image_path = expand_origin(name, origin_of(&needing_object.image_path));
                 return Ok(FoundLibrary {
-                    image_path: normalize_lexically(&path),
+                    image_path: normalize_lexically(&image_path),
                     host_path: path,
                 });
             }
@@ -349,8 +374,8 @@ impl Resolver {
                 // A relative entry depends on the working directory at run time.
                 if dir.is_absolute() {
                     dirs.push(SearchDir {
-                        host_dir: dir.clone(),
-                        image_dir: dir,
+                        host_dir: dir,
+                        image_dir: expand_origin(entry, origin_of(&owner.image_path)),
                     });
                 }
             }
@@ -1081,6 +1106,34 @@ mod tests {
     }
 
     #[test]
+    fn origin_libraries_follow_the_binary_to_its_image_path() {
+        let (_dir, root) = canonical_tempdir();
+        let Some(main) = build_main_foo_bar(
+            &root,
+            "--enable-new-dtags",
+            &["-Wl,--enable-new-dtags,-rpath,$ORIGIN"],
+        ) else {
+            return;
+        };
+        let closure =
+            runtime_closure_for(&main, Path::new("/usr/local/bin/main")).expect("closure");
+        let paths = image_paths(&closure);
+        // main's RUNPATH is $ORIGIN/../lib: /usr/local/lib in the image; libfoo's own
+        // RUNPATH ($ORIGIN) then finds libbar beside it.
+        for library in ["/usr/local/lib/libfoo.so", "/usr/local/lib/libbar.so"] {
+            assert!(
+                paths.contains(&library.to_string()),
+                "{library} in {paths:?}"
+            );
+        }
+        let root_text = root.display().to_string();
+        assert!(
+            paths.iter().all(|p| !p.starts_with(&root_text)),
+            "no host path leaks into the image: {paths:?}"
+        );
+    }
+
+    #[test]
     fn runpath_does_not_apply_to_indirect_dependencies() {
         // glibc: libfoo has no RUNPATH of its own, and main's RUNPATH only
         // serves main's own DT_NEEDED, so libbar.so is not found.
@@ -1163,7 +1216,7 @@ mod tests {
         }
         let conf = write_file(&root, "ld.so.conf", format!("{lib_dir}\n").as_bytes());
 
-        let closure = closure_with_ld_so_conf(&root.join("main"), &conf).expect("closure");
+        let closure = closure_with_ld_so_conf(&root.join("main"), None, &conf).expect("closure");
         let libfoo = closure
             .files
             .iter()
@@ -1175,7 +1228,7 @@ mod tests {
         assert_eq!(libfoo.image_path, interpreter_dir);
         assert_eq!(libfoo.host_path, lib.join("libfoo.so"));
 
-        let error = closure_with_ld_so_conf(&root.join("main"), &root.join("absent.conf"))
+        let error = closure_with_ld_so_conf(&root.join("main"), None, &root.join("absent.conf"))
             .expect_err("libfoo.so is not in a default dir");
         assert!(error.to_string().contains("libfoo.so"), "{error}");
     }

@@ -365,6 +365,18 @@ impl Reader<'_> {
         for item in items {
             match item {
                 // A bare path lands at the same path under the image root.
+                Value::String(s) if s.starts_with('/') || s.split('/').any(|c| c == "..") => {
+                    return Err(ConfigError::at(
+                        self.origin,
+                        &["include"],
+                        format!(
+                            "`{s}` is outside the package, so it has no path of its own in the image"
+                        ),
+                        Some(format!(
+                            "say where it goes: {{ from = \"{s}\", to = \"/srv/...\" }}"
+                        )),
+                    ));
+                }
                 Value::String(s) => out.push(IncludeSetting {
                     from: s.clone(),
                     to: format!("/{}", s.trim_start_matches("./").trim_start_matches('/')),
@@ -501,22 +513,16 @@ fn locate(text: &str, path: &[&str]) -> Option<std::ops::Range<usize>> {
     let root = toml::de::DeTable::parse(text).ok()?;
     let mut found = None;
     let mut table = root.get_ref();
-    let mut array_value: Option<&toml::de::DeValue> = None;
-    for (depth, segment) in path.iter().enumerate() {
-        if let Some(value) = array_value.take() {
-            // Inside an array we cannot follow names; stop at the array.
-            let _ = value;
+    for segment in path {
+        let Some((key, value)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *segment)
+        else {
             break;
-        }
-        let entry = table.iter().find(|(k, _)| k.get_ref().as_ref() == *segment);
-        let Some((key, value)) = entry else { break };
+        };
         found = Some(key.span());
+        // Only tables can be followed further; stop at anything else (an array, a value).
         match value.get_ref() {
             toml::de::DeValue::Table(inner) => table = inner,
-            _ if depth + 1 < path.len() => {
-                array_value = Some(value.get_ref());
-            }
-            _ => {}
+            _ => break,
         }
     }
     // Spans for keys of dotted or header tables can be empty; treat those as unknown.

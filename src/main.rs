@@ -19,7 +19,7 @@ mod registry;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use miette::{IntoDiagnostic, Result, WrapErr};
+use miette::{IntoDiagnostic, Result};
 
 use crate::cargo::CargoOptions;
 use crate::output::Pushed;
@@ -30,6 +30,7 @@ use crate::registry::ClientOptions;
 use crate::registry::pool::Clients;
 
 fn main() -> ExitCode {
+    ignore_empty_settings();
     let args = cli::parse();
     output::init(args.quiet, args.verbose);
     // On a terminal, miette's graphical reports; in CI logs, no wrapping, so messages stay whole.
@@ -83,29 +84,67 @@ async fn run(args: cli::PushArgs) -> Result<()> {
         return Ok(());
     }
 
-    let mut pushed = Vec::new();
-    for target in &plan.targets {
-        pushed.push(build_and_push(target, &cargo_options).await?);
+    if let Some(path) = &args.image_refs {
+        check_writable(path)?;
     }
-    output::report(&pushed, args.format, args.image_refs.as_deref())
-        .into_diagnostic()
-        .wrap_err("writing the result")?;
-    Ok(())
+
+    // Build every image before pushing any, so a compile error in one package leaves the
+    // registry untouched.
+    let mut built = Vec::new();
+    for target in &plan.targets {
+        let clients = Clients::new(ClientOptions::from(&target.registry_options));
+        let image = build(target, &cargo_options, &clients).await?;
+        built.push((target, clients, image));
+    }
+
+    let mut pushed = Vec::new();
+    let mut failure = None;
+    for (target, clients, image) in &built {
+        match publish(target, clients, image).await {
+            Ok(p) => pushed.push(p),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    // What did get pushed is still reported, so its references are not lost.
+    output::report(&pushed, args.format, args.image_refs.as_deref())?;
+    match failure {
+        None => Ok(()),
+        Some(e) if !pushed.is_empty() => Err(e.wrap_err(format!(
+            "pushed {} of {} images (their references are on stdout); the next one failed",
+            pushed.len(),
+            built.len()
+        ))),
+        Some(e) => Err(e),
+    }
 }
 
-async fn build_and_push(target: &Target, cargo_options: &CargoOptions) -> Result<Pushed> {
-    let clients = Clients::new(ClientOptions::from(&target.registry_options));
-    let published = match target.builder {
-        BuilderKind::Oci => {
-            let image = build::oci::build(target, cargo_options, &clients).await?;
-            RegistryPublisher::new(&clients)
-                .publish(&image, &target.destination)
+enum Built {
+    Oci(image::Image),
+    Engine(engine::EngineImage),
+}
+
+async fn build(target: &Target, cargo_options: &CargoOptions, clients: &Clients) -> Result<Built> {
+    Ok(match target.builder {
+        BuilderKind::Oci => Built::Oci(build::oci::build(target, cargo_options, clients).await?),
+        BuilderKind::Docker => {
+            Built::Engine(build::docker::build(target, cargo_options, clients).await?)
+        }
+    })
+}
+
+async fn publish(target: &Target, clients: &Clients, image: &Built) -> Result<Pushed> {
+    let published = match image {
+        Built::Oci(image) => {
+            RegistryPublisher::new(clients)
+                .publish(image, &target.destination)
                 .await?
         }
-        BuilderKind::Docker => {
-            let image = build::docker::build(target, cargo_options, &clients).await?;
-            EnginePublisher::new(&clients)
-                .publish(&image, &target.destination)
+        Built::Engine(image) => {
+            EnginePublisher::new(clients)
+                .publish(image, &target.destination)
                 .await?
         }
     };
@@ -119,6 +158,41 @@ async fn build_and_push(target: &Target, cargo_options: &CargoOptions) -> Result
         tags: d.tags.iter().map(|t| t.to_string()).collect(),
         builder: target.builder.name().to_string(),
     })
+}
+
+/// CI systems often define variables but leave them empty; an empty `ADAPT_PUSH_*` means unset.
+fn ignore_empty_settings() {
+    let empty: Vec<_> = std::env::vars_os()
+        .filter(|(k, v)| k.to_string_lossy().starts_with("ADAPT_PUSH_") && v.is_empty())
+        .map(|(k, _)| k)
+        .collect();
+    for key in empty {
+        // SAFETY: called first thing in main, before the runtime or any other thread starts.
+        unsafe { std::env::remove_var(key) };
+    }
+}
+
+/// Fails early (before any build) when `--image-refs` cannot be written.
+fn check_writable(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(miette::miette!(
+            help = "create the directory first, or choose another path",
+            "--image-refs {}: the directory {} does not exist",
+            path.display(),
+            dir.display()
+        ));
+    }
+    if path.is_dir() {
+        return Err(miette::miette!(
+            "--image-refs {}: is a directory; give a file path",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// `--manifest-path`, else the nearest Cargo.toml from the current directory upward (cargo's rule).

@@ -157,63 +157,110 @@ struct Report<'a> {
 }
 
 /// Writes the result to stdout (and the refs file when asked).
-pub fn report(images: &[Pushed], format: Format, image_refs: Option<&Path>) -> std::io::Result<()> {
+pub fn report(images: &[Pushed], format: Format, image_refs: Option<&Path>) -> miette::Result<()> {
+    use miette::{IntoDiagnostic, WrapErr};
     let mut out = std::io::stdout().lock();
     match format {
         Format::Text => {
             for image in images {
-                writeln!(out, "{}", image.pull_ref)?;
+                writeln!(out, "{}", image.pull_ref).into_diagnostic()?;
             }
         }
         Format::Json => {
-            serde_json::to_writer_pretty(&mut out, &Report { images })?;
-            writeln!(out)?;
+            serde_json::to_writer_pretty(&mut out, &Report { images }).into_diagnostic()?;
+            writeln!(out).into_diagnostic()?;
         }
     }
-    out.flush()?;
+    out.flush()
+        .into_diagnostic()
+        .wrap_err("writing to stdout")?;
     if let Some(path) = image_refs {
-        let mut text = String::new();
-        for image in images {
-            text.push_str(&image.pull_ref);
-            text.push('\n');
-        }
-        std::fs::write(path, text)?;
+        let text: String = images.iter().map(|i| format!("{}\n", i.pull_ref)).collect();
+        std::fs::write(path, text)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("writing --image-refs {}", path.display()))?;
     }
     Ok(())
 }
 
+/// One planned image, for `--dry-run --format json`: the fields of a real push's report that are
+/// known before building (no digest yet).
+#[derive(Serialize)]
+struct PlannedImage<'a> {
+    package: &'a str,
+    version: &'a str,
+    bin: &'a str,
+    builder: &'a str,
+    base: String,
+    push_name: String,
+    pull_name: String,
+    tags: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct PlanReport<'a> {
+    images: Vec<PlannedImage<'a>>,
+}
+
 /// `--dry-run`: the plan on stdout, as text or JSON.
 pub fn print_plan(plan: &Plan, format: Format) -> std::io::Result<()> {
+    let images: Vec<PlannedImage> = plan
+        .targets
+        .iter()
+        .map(|t| PlannedImage {
+            package: &t.package,
+            version: &t.version,
+            bin: &t.bin,
+            builder: t.builder.name(),
+            base: match &t.image.base {
+                crate::plan::Base::Scratch => "scratch".to_string(),
+                crate::plan::Base::Image(r) => r.to_string(),
+            },
+            push_name: t.destination.push_name(),
+            pull_name: t.destination.pull_name(),
+            tags: t.destination.tags.iter().map(|t| t.to_string()).collect(),
+        })
+        .collect();
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => {
-            serde_json::to_writer_pretty(&mut out, plan)?;
+            serde_json::to_writer_pretty(&mut out, &PlanReport { images })?;
             writeln!(out)?;
         }
         Format::Text => {
-            for t in &plan.targets {
-                let d = &t.destination;
-                let base = match &t.image.base {
-                    crate::plan::Base::Scratch => "scratch".to_string(),
-                    crate::plan::Base::Image(r) => r.to_string(),
-                };
-                writeln!(out, "{} {} (bin {})", t.package, t.version, t.bin)?;
-                writeln!(out, "  builder   {}", t.builder.name())?;
-                writeln!(out, "  base      {base}")?;
-                let tags: Vec<String> = d.tags.iter().map(|t| t.to_string()).collect();
+            for i in &images {
+                writeln!(out, "{} {} (bin {})", i.package, i.version, i.bin)?;
+                writeln!(out, "  builder   {}", i.builder)?;
+                writeln!(out, "  base      {}", i.base)?;
                 writeln!(
                     out,
                     "  push to   {} (tags: {})",
-                    d.push_name(),
-                    tags.join(", ")
+                    i.push_name,
+                    i.tags.join(", ")
                 )?;
                 writeln!(
                     out,
                     "  pull as   {}@sha256:<digest of the pushed manifest>",
-                    d.pull_name()
+                    i.pull_name
                 )?;
             }
         }
     }
     out.flush()
+}
+
+/// `1.2 MiB`, for progress and summaries.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }

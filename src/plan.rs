@@ -161,13 +161,12 @@ pub fn make_plan(
             &Origin::package(&manifest_path),
         )?;
         let config = package_config.merged_over(workspace_config.clone());
-        let mut target = plan_target(args, package, &config, epoch)?;
-        target.layer_cache = metadata
+        let layer_cache = metadata
             .target_directory
             .join("adapt-push")
             .join("layers")
             .into_std_path_buf();
-        targets.push(target);
+        targets.push(plan_target(args, package, &config, epoch, layer_cache)?);
     }
     Ok(Plan { targets })
 }
@@ -180,10 +179,23 @@ fn select_packages<'m>(
 ) -> Result<Vec<&'m Package>, ConfigError> {
     let members = metadata.workspace_packages();
     if !args.packages.is_empty() {
-        let mut chosen = Vec::new();
+        let mut chosen: Vec<&Package> = Vec::new();
         for spec in &args.packages {
-            let name = spec.split('@').next().unwrap_or(spec);
+            let (name, version) = match spec.split_once('@') {
+                Some((n, v)) => (n, Some(v)),
+                None => (spec.as_str(), None),
+            };
             match members.iter().find(|p| p.name.as_str() == name) {
+                Some(p) if version.is_some_and(|v| v != p.version.to_string()) => {
+                    return Err(ConfigError::plain(
+                        format!(
+                            "-p {spec}: the workspace has `{name}` at version {}",
+                            p.version
+                        ),
+                        None,
+                    ));
+                }
+                Some(p) if chosen.iter().any(|c| c.id == p.id) => {}
                 Some(p) => chosen.push(*p),
                 None => {
                     let names: Vec<&str> = members.iter().map(|p| p.name.as_str()).collect();
@@ -196,6 +208,12 @@ fn select_packages<'m>(
                     ));
                 }
             }
+        }
+        if chosen.len() > 1 && args.bin.is_some() {
+            return Err(ConfigError::plain(
+                "--bin names one binary, but several packages were chosen with -p",
+                Some("push one package at a time with --bin, or set `bin` in each package's [package.metadata.cluster]".into()),
+            ));
         }
         return Ok(chosen);
     }
@@ -247,6 +265,7 @@ fn plan_target(
     package: &Package,
     config: &ClusterConfig,
     epoch: u64,
+    layer_cache: PathBuf,
 ) -> Result<Target, ConfigError> {
     let manifest_path = package.manifest_path.clone().into_std_path_buf();
     let package_dir = manifest_path
@@ -261,16 +280,25 @@ fn plan_target(
         let message = format!(
             "the external ({external}) and internal ({internal}) addresses must name the same repository path: they are one registry seen under two addresses"
         );
+        let from_flags = args.registry.is_some()
+            || args.registry_external.is_some()
+            || args.registry_internal.is_some();
         return Err(match &config.registry {
-            Some(r) => r.error(message, None),
-            None => ConfigError::plain(message, None),
+            Some(r) if !from_flags => r.error(message, None),
+            _ => ConfigError::plain(message, None),
         });
     }
 
     let image_name = match &config.image {
         Some(image) => image.clone(),
+        // One binary: the package's name. Several: one repository per binary, so images of
+        // different binaries never overwrite each other's tags.
         None => Sourced {
-            value: package.name.to_ascii_lowercase(),
+            value: if package.targets.iter().filter(|t| t.is_bin()).count() > 1 {
+                format!("{}-{}", package.name, bin).to_ascii_lowercase()
+            } else {
+                package.name.to_ascii_lowercase()
+            },
             origin: origin.clone(),
             key: vec!["image".into()],
         },
@@ -318,6 +346,14 @@ fn plan_target(
         }
         other => other,
     };
+    if let Some(u) = &config.user
+        && (u.value.trim().is_empty() || u.value.contains(char::is_whitespace))
+    {
+        return Err(u.error(
+            "`user` must be a user name or id, optionally with a group: \"65532\", \"app:app\"",
+            None,
+        ));
+    }
     if let (Base::Scratch, Some(u)) = (&base, &config.user)
         && !u
             .value
@@ -368,48 +404,56 @@ fn plan_target(
     // Annotations double as labels so `docker inspect` shows them; the user's labels win.
     let mut labels = annotations.clone();
     for (k, v) in &config.labels {
+        if k.trim().is_empty() {
+            return Err(v.error("a label needs a non-empty name", None));
+        }
         labels.insert(k.clone(), v.value.clone());
     }
 
-    let user = match &config.user {
-        Some(u) if u.value.trim().is_empty() || u.value.contains(char::is_whitespace) => {
-            return Err(u.error(
-                "`user` must be a user name or id, optionally with a group: \"65532\", \"app:app\"",
-                None,
-            ));
-        }
-        Some(u) => Some(u.value.clone()),
-        None => None,
-    };
+    let user = config.user.as_ref().map(|u| u.value.clone());
 
     let mut includes = Vec::new();
     if let Some(inc) = &config.include {
         for item in &inc.value {
+            // A symlink named in `include` is followed, as `COPY` does; links inside a
+            // directory stay links.
             let host_path = inc.origin.resolve(&item.from);
-            if !host_path.exists() {
-                return Err(inc.error(
+            let host_path = host_path.canonicalize().map_err(|e| {
+                inc.error(
                     format!(
-                        "`{}` does not exist (looked for {})",
+                        "`{}` cannot be read ({e}; looked for {})",
                         item.from,
                         host_path.display()
                     ),
                     Some(
                         "paths in `include` are relative to the Cargo.toml that names them".into(),
                     ),
-                ));
-            }
-            if !item.to.starts_with('/') || item.to.split('/').any(|c| c == "..") {
+                )
+            })?;
+            let components: Vec<&str> = item
+                .to
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .collect();
+            if !item.to.starts_with('/') || components.contains(&"..") || components.is_empty() {
                 return Err(inc.error(
                     format!(
-                        "`to = \"{}\"` must be an absolute path in the image, without `..`",
-                        item.to
+                        "`{}` would land at `{}` in the image; the path there must be absolute, below `/`, without `..`",
+                        item.from, item.to
                     ),
-                    None,
+                    Some("write it as { from = \"assets\", to = \"/srv/assets\" }".into()),
                 ));
             }
+            // `to` ending in `/` means "into this directory", as with COPY.
+            let image_path = match host_path.file_name() {
+                Some(name) if item.to.ends_with('/') && host_path.is_file() => {
+                    format!("{}{}", item.to, name.to_string_lossy())
+                }
+                _ => item.to.clone(),
+            };
             includes.push(Include {
                 host_path,
-                image_path: item.to.clone(),
+                image_path,
             });
         }
     }
@@ -470,7 +514,7 @@ fn plan_target(
             retry_attempts: args.retry_attempts,
             retry_timeout: args.retry_timeout,
         },
-        layer_cache: PathBuf::new(),
+        layer_cache,
     })
 }
 
@@ -550,7 +594,7 @@ fn registry_split(
     };
     let (mut external, mut internal) = match (&args.registry, &config.registry) {
         (Some(r), _) => {
-            let loc = parse_flag("--registry", r)?;
+            let loc = parse_flag("--registry (or ADAPT_PUSH_REGISTRY)", r)?;
             (Some(loc.clone()), Some(loc))
         }
         (None, Some(setting)) => {
@@ -577,10 +621,16 @@ fn registry_split(
         (None, None) => (None, None),
     };
     if let Some(e) = &args.registry_external {
-        external = Some(parse_flag("--registry-external", e)?);
+        external = Some(parse_flag(
+            "--registry-external (or ADAPT_PUSH_REGISTRY_EXTERNAL)",
+            e,
+        )?);
     }
     if let Some(i) = &args.registry_internal {
-        internal = Some(parse_flag("--registry-internal", i)?);
+        internal = Some(parse_flag(
+            "--registry-internal (or ADAPT_PUSH_REGISTRY_INTERNAL)",
+            i,
+        )?);
     }
     match (external, internal) {
         (Some(e), Some(i)) => Ok((e, i)),
@@ -691,6 +741,8 @@ fn docker_spec(config: &ClusterConfig, package_dir: &Path) -> Result<DockerSpec,
 #[derive(Debug, Default)]
 struct GitInfo {
     sha: Option<String>,
+    /// Why there is no sha, when git said something other than "not a repository".
+    problem: Option<String>,
 }
 
 impl GitInfo {
@@ -699,16 +751,25 @@ impl GitInfo {
             .arg("-C")
             .arg(dir)
             .args(["rev-parse", "--verify", "-q", "HEAD"])
-            .stderr(std::process::Stdio::null())
             .output();
-        let sha = match out {
+        match out {
             Ok(o) if o.status.success() => {
-                Some(String::from_utf8_lossy(&o.stdout).trim().to_string())
+                let sha = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                GitInfo {
+                    sha: (!sha.is_empty()).then_some(sha),
+                    problem: None,
+                }
             }
-            _ => None,
-        };
-        GitInfo {
-            sha: sha.filter(|s| !s.is_empty()),
+            Ok(o) => {
+                let stderr = String::from_utf8_lossy(&o.stderr).trim().to_string();
+                let problem = (!stderr.is_empty() && !stderr.contains("not a git repository"))
+                    .then(|| format!("git says: {stderr}"));
+                GitInfo { sha: None, problem }
+            }
+            Err(e) => GitInfo {
+                sha: None,
+                problem: Some(format!("git could not be run: {e}")),
+            },
         }
     }
 }
@@ -731,7 +792,9 @@ fn render_tags(
         };
     let fail = |message: String, help: Option<String>| match sourced {
         Some(s) => s.error(message, help),
-        None if !args.tags.is_empty() => ConfigError::plain(format!("--tag: {message}"), help),
+        None if !args.tags.is_empty() => {
+            ConfigError::plain(format!("--tag (or ADAPT_PUSH_TAGS): {message}"), help)
+        }
         None => ConfigError::at(origin, &[], message, help),
     };
     if templates.is_empty() {
@@ -777,11 +840,14 @@ fn render_template(
         };
         let name = &after[..end];
         let need_git = || {
-            git.sha.clone().ok_or_else(|| {
-                format!(
+            git.sha.clone().ok_or_else(|| match &git.problem {
+                Some(problem) => {
+                    format!("`{{{name}}}` in `{template}` needs the git commit, but {problem}")
+                }
+                None => format!(
                     "`{{{name}}}` in `{template}` needs a git checkout, and {} is not in one",
                     package.manifest_path
-                )
+                ),
             })
         };
         let value = match name {
@@ -808,9 +874,10 @@ fn source_date_epoch() -> Result<u64, ConfigError> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Err(_) => Ok(0),
         Ok(s) if s.is_empty() => Ok(0),
-        Ok(s) => s.trim().parse::<u64>().map_err(|_| {
+        // Beyond year 9999 `created` could not be written as RFC 3339.
+        Ok(s) => s.trim().parse::<u64>().ok().filter(|n| *n <= 253_402_300_799).ok_or_else(|| {
             ConfigError::plain(
-                format!("SOURCE_DATE_EPOCH=`{s}` is not a whole number of seconds since 1970"),
+                format!("SOURCE_DATE_EPOCH=`{s}` is not a whole number of seconds since 1970 (up to year 9999)"),
                 Some("unset it, or set it to e.g. `git log -1 --format=%ct`".into()),
             )
         }),

@@ -26,9 +26,8 @@ use super::oci;
 use crate::cargo::{self, CargoOptions};
 use crate::engine::{self, Engine, EngineImage};
 use crate::image::{BlobSource, Image};
-use crate::output;
+use crate::output::{self, human_bytes};
 use crate::plan::{Base, Target};
-use crate::publish::registry::human_bytes;
 use crate::reference::ImageRef;
 use crate::registry::pool::Clients;
 

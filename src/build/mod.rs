@@ -4,3 +4,30 @@
 pub mod docker;
 pub mod dockerignore;
 pub mod oci;
+
+use std::path::PathBuf;
+
+use miette::{IntoDiagnostic, Result};
+
+use crate::cargo::{self, CargoOptions};
+use crate::output;
+use crate::plan::Target;
+
+/// `cargo build` of the target's binary, off the async runtime; cargo's output goes to stderr.
+pub async fn build_binary(target: &Target, options: &CargoOptions) -> Result<PathBuf> {
+    output::status(
+        "Building",
+        &format!(
+            "{} v{} (bin {}, profile {})",
+            target.package, target.version, target.bin, options.profile
+        ),
+    );
+    let target = target.clone();
+    let options = options.clone();
+    let binary = tokio::task::spawn_blocking(move || {
+        output::suspend(|| cargo::build_binary(&target, &options))
+    })
+    .await
+    .into_diagnostic()??;
+    Ok(binary)
+}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use miette::{Diagnostic, IntoDiagnostic, Result, WrapErr};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
-use crate::cargo::{self, CargoOptions};
+use crate::cargo::CargoOptions;
 use crate::closure::{self, Linkage};
 use crate::image::layer::{Layer, LayerBuilder, LayerCache};
 use crate::image::{self, BaseImage, Image, RunConfig};
@@ -62,23 +62,10 @@ pub async fn build(
     cargo_options: &CargoOptions,
     clients: &Clients,
 ) -> Result<Image> {
-    output::status(
-        "Building",
-        &format!(
-            "{} v{} (bin {}, profile {})",
-            target.package, target.version, target.bin, cargo_options.profile
-        ),
-    );
-    let binary = {
-        let target = target.clone();
-        let options = cargo_options.clone();
-        tokio::task::spawn_blocking(move || {
-            output::suspend(|| cargo::build_binary(&target, &options))
-        })
-        .await
-        .into_diagnostic()??
-    };
-    assemble_for_binary(target, &binary, clients).await
+    // Resolve the base first: a typo in `base` should not cost a compile.
+    let base = resolve_base(target, host_architecture(), clients).await?;
+    let binary = super::build_binary(target, cargo_options).await?;
+    assemble_with_base(target, &binary, base).await
 }
 
 /// Assembles the image for an already built binary.
@@ -88,10 +75,43 @@ pub async fn assemble_for_binary(
     clients: &Clients,
 ) -> Result<Image> {
     let architecture = architecture_of(binary)?;
-    let base = match &target.image.base {
-        Base::Scratch => None,
-        Base::Image(reference) => Some(fetch_base(reference, &architecture, clients).await?),
-    };
+    let base = resolve_base(target, &architecture, clients).await?;
+    assemble_with_base(target, binary, base).await
+}
+
+async fn resolve_base(
+    target: &Target,
+    architecture: &str,
+    clients: &Clients,
+) -> Result<Option<BaseImage>> {
+    match &target.image.base {
+        Base::Scratch => Ok(None),
+        Base::Image(reference) => fetch_base(reference, architecture, clients)
+            .await
+            .wrap_err_with(|| {
+                format!(
+                    "resolving the base image {reference} (`base` for package `{}`)",
+                    target.package
+                )
+            })
+            .map(Some),
+    }
+}
+
+async fn assemble_with_base(
+    target: &Target,
+    binary: &Path,
+    base: Option<BaseImage>,
+) -> Result<Image> {
+    let architecture = architecture_of(binary)?;
+    if let Some(b) = &base {
+        let base_arch = b.config.architecture().to_string();
+        if base_arch != architecture {
+            output::warn(&format!(
+                "the base image is for {base_arch}, but the binary is {architecture}"
+            ));
+        }
+    }
     let layers = {
         let target = target.clone();
         let binary = binary.to_path_buf();
@@ -128,10 +148,14 @@ fn make_layers(target: &Target, binary: &Path, on_scratch: bool) -> Result<Vec<L
 
     let mut runtime = LayerBuilder::new("runtime libraries and CA certificates", epoch);
     if on_scratch {
-        let closure = closure::runtime_closure(binary).map_err(|source| BuildError::Closure {
-            path: binary.to_path_buf(),
-            source,
-        })?;
+        let in_image = binary_path_in_image(&target.bin);
+        let closure =
+            closure::runtime_closure_for(binary, Path::new(&in_image)).map_err(|source| {
+                BuildError::Closure {
+                    path: binary.to_path_buf(),
+                    source,
+                }
+            })?;
         match &closure.linkage {
             Linkage::Static => output::detail("statically linked: no runtime libraries needed"),
             Linkage::Dynamic { interpreter } => output::detail(&format!(
@@ -184,31 +208,47 @@ fn make_layers(target: &Target, binary: &Path, on_scratch: bool) -> Result<Vec<L
     Ok(layers)
 }
 
-/// GOARCH name of an ELF executable's machine.
+/// GOARCH name of an ELF executable's machine, read from its header alone.
 fn architecture_of(binary: &Path) -> Result<String> {
-    use object::Object;
-    let data = std::fs::read(binary)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("reading {}", binary.display()))?;
-    let file = object::File::parse(&*data).map_err(|e| BuildError::Architecture {
+    use std::io::Read;
+    let fail = |reason: String| BuildError::Architecture {
         path: binary.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    let arch = match file.architecture() {
-        object::Architecture::X86_64 => "amd64",
-        object::Architecture::Aarch64 => "arm64",
-        object::Architecture::Riscv64 => "riscv64",
-        object::Architecture::PowerPc64 => "ppc64le",
-        object::Architecture::S390x => "s390x",
-        other => {
-            return Err(BuildError::Architecture {
-                path: binary.to_path_buf(),
-                reason: format!("unsupported architecture {other:?}"),
-            }
-            .into());
-        }
+        reason,
+    };
+    let mut header = [0u8; 20];
+    std::fs::File::open(binary)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .map_err(|e| fail(e.to_string()))?;
+    if &header[..4] != b"\x7fELF" {
+        return Err(fail("not an ELF file".into()).into());
+    }
+    // e_machine, in the file's byte order (EI_DATA: 1 little, 2 big endian).
+    let machine = match header[5] {
+        1 => u16::from_le_bytes([header[18], header[19]]),
+        2 => u16::from_be_bytes([header[18], header[19]]),
+        other => return Err(fail(format!("unknown ELF byte order {other}")).into()),
+    };
+    let arch = match machine {
+        62 => "amd64",
+        183 => "arm64",
+        243 => "riscv64",
+        21 => "ppc64le",
+        22 => "s390x",
+        other => return Err(fail(format!("unsupported ELF machine {other}")).into()),
     };
     Ok(arch.to_string())
+}
+
+/// GOARCH name of the machine we run on: what cargo builds for by default.
+fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "riscv64" => "riscv64",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        other => other,
+    }
 }
 
 /// Reads a base image's manifest (choosing linux/<arch> from an index) and config.
@@ -260,12 +300,6 @@ pub async fn fetch_base(
     let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
         .into_diagnostic()
         .wrap_err_with(|| format!("reading the config of {reference}"))?;
-    let base_arch = config.architecture().to_string();
-    if base_arch != architecture {
-        output::warn(&format!(
-            "the base image {reference} is for {base_arch}, but the binary is {architecture}"
-        ));
-    }
     Ok(BaseImage {
         registry: reference.registry.clone(),
         repository: reference.repository.clone(),

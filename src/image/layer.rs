@@ -8,6 +8,7 @@ use bytes::Bytes;
 use flate2::{Compression, GzBuilder};
 use sha2::{Digest as _, Sha256};
 
+use super::exact::ExactReader;
 use crate::reference::Digest;
 
 /// The gzip level every layer uses. One setting everywhere, or digests drift between machines.
@@ -112,11 +113,17 @@ impl LayerBuilder {
                 .collect::<Result<_, _>>()?;
             children.sort();
             for name in children {
-                let child_image = format!(
-                    "{}/{}",
-                    image_path.trim_end_matches('/'),
-                    name.to_string_lossy()
-                );
+                // Lossy names could merge two files into one entry: refuse them instead.
+                let Some(utf8) = name.to_str() else {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: file names in an image must be UTF-8",
+                            host_path.join(&name).display()
+                        ),
+                    ));
+                };
+                let child_image = format!("{}/{utf8}", image_path.trim_end_matches('/'));
                 self.add_host_path(&child_image, &host_path.join(&name))?;
             }
         } else {
@@ -218,8 +225,11 @@ impl LayerBuilder {
                             let file = std::fs::File::open(p).map_err(|e| {
                                 io::Error::new(e.kind(), format!("{}: {e}", p.display()))
                             })?;
-                            header.set_size(file.metadata()?.len());
-                            tar.append_data(&mut header, path, file)?;
+                            let size = file.metadata()?.len();
+                            header.set_size(size);
+                            // The header's size is final: a file that changes meanwhile must not
+                            // corrupt the archive.
+                            tar.append_data(&mut header, path, ExactReader::new(file, size, p))?;
                         }
                     }
                 }

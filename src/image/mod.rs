@@ -1,6 +1,7 @@
 //! An image as the publishers see it: manifest bytes, a config blob and layer blobs, each blob
 //! either in memory or still in another repository. How it was made is not recorded here.
 
+pub(crate) mod exact;
 pub mod layer;
 
 use std::collections::{BTreeMap, HashMap};

@@ -10,7 +10,7 @@ use miette::{Result, WrapErr};
 
 use super::Published;
 use crate::image::{Blob, BlobSource, Image};
-use crate::output;
+use crate::output::{self, human_bytes};
 use crate::plan::Destination;
 use crate::reference::Repository;
 use crate::registry::pool::Clients;
@@ -208,20 +208,5 @@ impl<'a> RegistryPublisher<'a> {
             .await;
         progress.finish();
         result
-    }
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
