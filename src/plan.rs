@@ -420,11 +420,14 @@ fn plan_target(
             let host_path = inc.origin.resolve(&item.from);
             let host_path = host_path.canonicalize().map_err(|e| {
                 inc.error(
-                    format!(
-                        "`{}` cannot be read ({e}; looked for {})",
-                        item.from,
-                        host_path.display()
-                    ),
+                    match e.kind() {
+                        std::io::ErrorKind::NotFound => format!(
+                            "`{}` does not exist (looked for {})",
+                            item.from,
+                            host_path.display()
+                        ),
+                        _ => format!("`{}` cannot be read: {e}", item.from),
+                    },
                     Some(
                         "paths in `include` are relative to the Cargo.toml that names them".into(),
                     ),

@@ -747,3 +747,125 @@ fn a_static_binary_goes_in_alone_and_runs_from_scratch() {
         let _ = docker(&host, &["rmi", "-f", &reference]);
     }
 }
+
+#[test]
+fn a_compile_error_in_one_package_pushes_nothing_at_all() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(
+        root.join("Cargo.toml"),
+        format!(
+            "[workspace]\nmembers = [\"api\", \"worker\"]\nresolver = \"2\"\n\n\
+             [workspace.metadata.cluster]\nregistry = \"{}\"\n",
+            registry.addr()
+        ),
+    )
+    .unwrap();
+    for (name, main) in [
+        ("api", HELLO),
+        ("worker", "fn main() { this is not rust }\n"),
+    ] {
+        let d = root.join(name);
+        std::fs::create_dir_all(d.join("src")).unwrap();
+        std::fs::write(
+            d.join("Cargo.toml"),
+            format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n"),
+        )
+        .unwrap();
+        std::fs::write(d.join("src/main.rs"), main).unwrap();
+    }
+    let out = push(&root.join("Cargo.toml"), &["-p", "api", "-p", "worker"]);
+    assert!(!out.status.success());
+    assert!(stdout(&out).is_empty());
+    assert!(
+        stderr(&out).contains("`cargo build` failed for package `worker`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        registry.tags("api").is_empty(),
+        "api must not be pushed when worker fails to build"
+    );
+}
+
+#[test]
+fn empty_environment_settings_mean_unset_and_several_binaries_get_their_own_repositories() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "multi",
+        &format!(
+            "default-run = \"one\"\n\n[[bin]]\nname = \"one\"\npath = \"src/main.rs\"\n\n[[bin]]\nname = \"two\"\npath = \"src/main.rs\"\n{}",
+            split_config(&registry.addr(), &registry.addr(), "tags = [\"cfg\"]\n")
+        ),
+        HELLO,
+    );
+    for bin in ["one", "two"] {
+        let out = run(tool()
+            .arg("adapt-push")
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .args(["--bin", bin])
+            .env("ADAPT_PUSH_TAGS", "")
+            .env("ADAPT_PUSH_FORMAT", ""));
+        assert_success(&out);
+        assert!(
+            stdout(&out).starts_with(&format!("{}/multi-{bin}@sha256:", registry.addr())),
+            "{}",
+            stdout(&out)
+        );
+        assert_eq!(
+            registry.tags(&format!("multi-{bin}")),
+            vec!["cfg"],
+            "empty ADAPT_PUSH_TAGS is unset"
+        );
+    }
+}
+
+#[test]
+fn includes_behave_like_copy() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::write(real.join("data.txt"), "data\n").unwrap();
+    std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+    std::fs::write(dir.path().join("app.toml"), "x = 1\n").unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "inc",
+        &split_config(
+            &registry.addr(),
+            &registry.addr(),
+            "include = [{ from = \"link\", to = \"/srv/data\" }, { from = \"app.toml\", to = \"/etc/inc/\" }]\n",
+        ),
+        HELLO,
+    );
+    let out = push(&manifest, &[]);
+    assert_success(&out);
+    let (_, repo, digest) = split_ref(stdout(&out).trim());
+    let (_, _, body) = registry.manifest(&repo, &digest);
+    let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mut files = Vec::new();
+    for layer in m["layers"].as_array().unwrap() {
+        let d = layer["digest"].as_str().unwrap();
+        let (_, _, blob) = http_get(&registry.addr(), &format!("/v2/{repo}/blobs/{d}"), "");
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&blob[..]));
+        for entry in archive.entries().unwrap() {
+            let entry = entry.unwrap();
+            if entry.header().entry_type().is_file() {
+                files.push(entry.path().unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    assert!(
+        files.contains(&"srv/data/data.txt".to_string()),
+        "a linked directory is followed: {files:?}"
+    );
+    assert!(
+        files.contains(&"etc/inc/app.toml".to_string()),
+        "`to` ending in / is a directory: {files:?}"
+    );
+}
