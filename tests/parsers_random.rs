@@ -157,30 +157,16 @@ insecure = ["registry:5000"]
 ca-cert = "ca.pem"
 "#;
 
-const KEYS: &[&str] = &[
-    "registry",
-    "image",
-    "tags",
-    "bin",
-    "base",
-    "builder",
-    "env",
-    "labels",
-    "user",
-    "include",
-    "insecure",
-    "ca-cert",
-    "dockerfile",
-    "context",
-    "build-args",
-    "target",
-    "pull",
-    "platform",
-    "regsitry",
-    "Image",
-    "",
-    "include.from",
-];
+/// Near misses besides the real keys, so unknown-key paths are exercised too.
+const NEAR_MISSES: &[&str] = &["regsitry", "Image", "", "include.from"];
+
+fn random_key(rng: &mut StdRng) -> &'static str {
+    let i = rng.random_range(0..config::KNOWN_KEYS.len() + NEAR_MISSES.len());
+    config::KNOWN_KEYS
+        .get(i)
+        .copied()
+        .unwrap_or_else(|| NEAR_MISSES[i - config::KNOWN_KEYS.len()])
+}
 
 fn random_json(rng: &mut StdRng, depth: u32) -> Value {
     match rng.random_range(0..if depth > 2 { 5 } else { 8 }) {
@@ -198,7 +184,7 @@ fn random_json(rng: &mut StdRng, depth: u32) -> Value {
             let mut map = serde_json::Map::new();
             for _ in 0..rng.random_range(0..5) {
                 let key = if rng.random_bool(0.7) {
-                    KEYS[rng.random_range(0..KEYS.len())].to_string()
+                    random_key(rng).to_string()
                 } else {
                     ["from", "to", "external", "internal"][rng.random_range(0..4)].to_string()
                 };

@@ -25,24 +25,6 @@ fn run(cmd: &mut std::process::Command) -> Output {
     cmd.output().expect("run cargo-adapt-push")
 }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_success(o: &Output) {
-    assert!(
-        o.status.success(),
-        "tool failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        stdout(o),
-        stderr(o)
-    );
-}
-
 /// Splits `host/repo@sha256:hex` into (host, repo, digest).
 fn split_ref(reference: &str) -> (String, String, String) {
     let (name, digest) = reference.split_once('@').expect("digest-pinned reference");
@@ -714,23 +696,8 @@ fn a_static_binary_goes_in_alone_and_runs_from_scratch() {
         stderr(&out)
     );
     let (_, repo, digest) = split_ref(stdout(&out).trim());
-    let (_, _, body) = registry.manifest(&repo, &digest);
-    let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
     // Every file in the image: only the CA bundle and the binary (plus their directories).
-    let mut files = Vec::new();
-    for layer in m["layers"].as_array().unwrap() {
-        let d = layer["digest"].as_str().unwrap();
-        let (status, _, blob) = http_get(&registry.addr(), &format!("/v2/{repo}/blobs/{d}"), "");
-        assert_eq!(status, 200);
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&blob[..]));
-        for entry in archive.entries().unwrap() {
-            let entry = entry.unwrap();
-            if entry.header().entry_type().is_file() {
-                files.push(entry.path().unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    files.sort();
+    let files = image_files(&registry, &repo, &digest);
     let expected: Vec<&str> = if Path::new("/etc/ssl/certs/ca-certificates.crt").is_file() {
         vec!["etc/ssl/certs/ca-certificates.crt", "usr/local/bin/lone"]
     } else {
@@ -846,20 +813,7 @@ fn includes_behave_like_copy() {
     let out = push(&manifest, &[]);
     assert_success(&out);
     let (_, repo, digest) = split_ref(stdout(&out).trim());
-    let (_, _, body) = registry.manifest(&repo, &digest);
-    let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let mut files = Vec::new();
-    for layer in m["layers"].as_array().unwrap() {
-        let d = layer["digest"].as_str().unwrap();
-        let (_, _, blob) = http_get(&registry.addr(), &format!("/v2/{repo}/blobs/{d}"), "");
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&blob[..]));
-        for entry in archive.entries().unwrap() {
-            let entry = entry.unwrap();
-            if entry.header().entry_type().is_file() {
-                files.push(entry.path().unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
+    let files = image_files(&registry, &repo, &digest);
     assert!(
         files.contains(&"srv/data/data.txt".to_string()),
         "a linked directory is followed: {files:?}"

@@ -679,3 +679,48 @@ pub fn write_crate(dir: &Path, name: &str, cargo_toml_extra: &str, main_rs: &str
     fs::write(dir.join("src/main.rs"), main_rs).expect("write src/main.rs");
     manifest
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reading results
+// ---------------------------------------------------------------------------------------------
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Panics with both streams when the tool failed.
+pub fn assert_success(o: &Output) {
+    assert!(
+        o.status.success(),
+        "tool failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Paths of the regular files in every layer of `repo@digest`, as stored in the layer tars.
+pub fn image_files(registry: &TestRegistry, repo: &str, digest: &str) -> Vec<String> {
+    let (status, _, body) = registry.manifest(repo, digest);
+    assert_eq!(status, 200, "manifest {repo}@{digest}");
+    let manifest: serde_json::Value = serde_json::from_slice(&body).expect("manifest JSON");
+    let mut files = Vec::new();
+    for layer in manifest["layers"].as_array().expect("layers") {
+        let d = layer["digest"].as_str().expect("layer digest");
+        let (status, _, blob) = http_get(&registry.addr(), &format!("/v2/{repo}/blobs/{d}"), "");
+        assert_eq!(status, 200, "blob {d}");
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&blob[..]));
+        for entry in archive.entries().expect("layer tar") {
+            let entry = entry.expect("tar entry");
+            if entry.header().entry_type().is_file() {
+                files.push(entry.path().expect("path").to_string_lossy().into_owned());
+            }
+        }
+    }
+    files.sort();
+    files
+}
