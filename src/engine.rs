@@ -121,6 +121,34 @@ impl Engine {
     pub fn address(&self) -> &str {
         &self.address
     }
+
+    /// The host the engine runs on, when `DOCKER_HOST` names one that is not this machine's
+    /// loopback (tcp or ssh to another host). Such an engine pulls and pushes from over there:
+    /// `localhost` in a registry address means its own host, not this one.
+    pub fn remote_host(&self) -> Option<String> {
+        remote_host(&self.address)
+    }
+}
+
+/// The host part of a tcp/ssh `DOCKER_HOST`, unless it is a loopback name or address.
+fn remote_host(address: &str) -> Option<String> {
+    let (scheme, rest) = address.split_once("://")?;
+    if !matches!(scheme, "tcp" | "http" | "https" | "ssh") {
+        return None;
+    }
+    let authority = rest.split('/').next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let host = match host_port.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    let lower = host.to_ascii_lowercase();
+    let loopback = lower == "localhost"
+        || lower.ends_with(".localhost")
+        || lower
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!host.is_empty() && !loopback).then(|| host.to_string())
 }
 
 /// Our credentials for `registry` (the same lookup the registry client uses), in the form the
@@ -333,6 +361,25 @@ mod tests {
             Some("[::1]:99")
         );
         assert_eq!(with_default_port("", 2375), None);
+    }
+
+    #[test]
+    fn remote_hosts() {
+        for (address, remote) in [
+            ("unix:///var/run/docker.sock", None),
+            ("tcp://127.0.0.1:2375", None),
+            ("tcp://127.8.9.1", None),
+            ("tcp://localhost:2376", None),
+            ("https://[::1]:2376", None),
+            ("ssh://me@localhost", None),
+            ("tcp://build.example.com:2376", Some("build.example.com")),
+            ("tcp://10.0.0.5:2375/", Some("10.0.0.5")),
+            ("ssh://me@builder", Some("builder")),
+            ("ssh://builder", Some("builder")),
+            ("tcp://[2001:db8::1]:2376", Some("2001:db8::1")),
+        ] {
+            assert_eq!(remote_host(address).as_deref(), remote, "{address}");
+        }
     }
 
     #[test]

@@ -381,6 +381,13 @@ fn generated_mode_builds_the_daemonless_image_in_the_engine() {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&example_project(), dir.path());
     assert!(!dir.path().join("Dockerfile").exists());
+    // Values the Dockerfile must quote: quotes, `$` (no expansion), backslashes, spaces, `=`.
+    let mut manifest = fs::read_to_string(dir.path().join("Cargo.toml")).unwrap();
+    manifest.push_str(concat!(
+        "env = { GREETING = 'hi \"you\" $HOME \\ a=b', EMPTY = '' }\n",
+        "labels = { \"com.example.note\" = 'costs $5 \\ \"net\"', \"com.example.team\" = \"platform\" }\n",
+    ));
+    fs::write(dir.path().join("Cargo.toml"), manifest).unwrap();
 
     let out = tool()
         .arg("adapt-push")
@@ -438,6 +445,42 @@ fn generated_mode_builds_the_daemonless_image_in_the_engine() {
         ),
         "0.1.0"
     );
+    let env = docker_ok(
+        &host,
+        &["inspect", "--format", "{{json .Config.Env}}", &reference],
+    );
+    assert!(
+        env.contains(r#""GREETING=hi \"you\" $HOME \\ a=b""#) && env.contains(r#""EMPTY=""#),
+        "{env}"
+    );
+    let note = docker_ok(
+        &host,
+        &[
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"com.example.note\"}}",
+            &reference,
+        ],
+    );
+    assert_eq!(note, r#"costs $5 \ "net""#);
+    // One ENV and one LABEL step for all of them (each step is an intermediate container).
+    let history = docker_ok(
+        &host,
+        &[
+            "history",
+            "--no-trunc",
+            "--format",
+            "{{.CreatedBy}}",
+            &reference,
+        ],
+    );
+    let steps = |word: &str| {
+        history
+            .lines()
+            .filter(|l| l.contains(&format!("#(nop)  {word} ")))
+            .count()
+    };
+    assert_eq!((steps("ENV"), steps("LABEL")), (1, 1), "{history}");
     let _ = docker(&host, &["rmi", "-f", &reference]);
 }
 

@@ -10,7 +10,7 @@
 //! The result is an [`EngineImage`]; where it goes is the publisher's business.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use bollard::auth::DockerCredentials;
@@ -23,8 +23,10 @@ use tokio::sync::mpsc;
 
 use super::dockerignore::DockerIgnore;
 use super::oci;
-use crate::cargo::{self, CargoOptions};
+use crate::cargo::CargoOptions;
+use crate::engine::error_chain;
 use crate::engine::{self, Engine, EngineImage};
+use crate::image::exact::ExactReader;
 use crate::image::{BlobSource, Image};
 use crate::output::{self, human_bytes};
 use crate::plan::{Base, Target};
@@ -227,22 +229,9 @@ async fn generate_context(
     cargo_options: &CargoOptions,
     clients: &Clients,
 ) -> Result<BuildContext> {
-    output::status(
-        "Building",
-        &format!(
-            "{} v{} (bin {}, profile {})",
-            target.package, target.version, target.bin, cargo_options.profile
-        ),
-    );
-    let binary = {
-        let target = target.clone();
-        let options = cargo_options.clone();
-        tokio::task::spawn_blocking(move || {
-            output::suspend(|| cargo::build_binary(&target, &options))
-        })
-        .await
-        .into_diagnostic()??
-    };
+    let binary = super::build_binary(target, cargo_options).await?;
+    // The whole daemonless image is assembled (the base's manifest and config fetched) though only
+    // its layers and config are used: `oci` has no public way to make the layers alone.
     let image = oci::assemble_for_binary(target, &binary, clients).await?;
 
     let dir = tempfile::Builder::new()
@@ -284,7 +273,10 @@ async fn generate_context(
 }
 
 /// A Dockerfile that rebuilds the daemonless builder's image: its layers `ADD`ed as the tars they
-/// are (so modes, owners and times match), then its entrypoint, environment and user.
+/// are (so modes, owners and times match), then its environment, labels, user and entrypoint.
+///
+/// The classic builder runs an intermediate container for every instruction after `FROM`, so the
+/// environment and the labels are one instruction each, whatever their number.
 fn generated_dockerfile(
     base: Option<&str>,
     layers: &[(String, String)],
@@ -303,6 +295,8 @@ fn generated_dockerfile(
     for (file, description) in layers {
         out.push_str(&format!("# {description}\nADD {file} /\n"));
     }
+
+    let mut env = Vec::new();
     for entry in process["Env"]
         .as_array()
         .into_iter()
@@ -310,21 +304,51 @@ fn generated_dockerfile(
         .filter_map(|e| e.as_str())
     {
         let (name, value) = entry.split_once('=').unwrap_or((entry, ""));
+        // Names go unquoted (Docker versions differ on whether ENV expands quotes in names).
         if name.is_empty()
-            || name
-                .chars()
-                .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | '$' | '='))
+            || name.chars().any(|c| {
+                c.is_whitespace()
+                    || c.is_control()
+                    || matches!(c, '"' | '\'' | '\\' | '$' | '=' | '#')
+            })
         {
             return Err(DockerBuildError::Inexpressible {
                 what: format!("the environment variable name `{name}`"),
             }
             .into());
         }
-        out.push_str(&format!(
-            "ENV {name}={}\n",
+        env.push(format!(
+            "{name}={}",
             dockerfile_quote(value, &format!("env `{name}`"))?
         ));
     }
+    instruction(&mut out, "ENV", &env);
+
+    // The config's labels are the base's and the package's, as the daemonless builder merged them.
+    let mut labels = Vec::new();
+    let mut keys: Vec<(&String, &serde_json::Value)> = process["Labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .collect();
+    keys.sort_by(|a, b| a.0.cmp(b.0));
+    for (key, value) in keys {
+        // The Dockerfile parser splits `key=value` at the first `=`, quoted or not.
+        if key.is_empty() || key.contains('=') {
+            return Err(DockerBuildError::Inexpressible {
+                what: format!("the label name `{key}`"),
+            }
+            .into());
+        }
+        let what = format!("label `{key}`");
+        labels.push(format!(
+            "{}={}",
+            dockerfile_quote(key, &what)?,
+            dockerfile_quote(value.as_str().unwrap_or_default(), &what)?
+        ));
+    }
+    instruction(&mut out, "LABEL", &labels);
+
     if let Some(user) = process["User"].as_str().filter(|u| !u.is_empty()) {
         out.push_str(&format!("USER {}\n", dockerfile_quote(user, "user")?));
     }
@@ -335,11 +359,29 @@ fn generated_dockerfile(
     Ok(out)
 }
 
-/// A double-quoted Dockerfile word whose value is exactly `value` (no variable expansion).
+/// One `ENV` or `LABEL` instruction with every `key=value` pair, a pair per line.
+fn instruction(out: &mut String, keyword: &str, pairs: &[String]) {
+    if pairs.is_empty() {
+        return;
+    }
+    out.push_str(keyword);
+    for (i, pair) in pairs.iter().enumerate() {
+        out.push_str(if i == 0 { " " } else { " \\\n    " });
+        out.push_str(pair);
+    }
+    out.push('\n');
+}
+
+/// A double-quoted Dockerfile word whose value is exactly `value`.
+///
+/// JSON's quoting looks right but is not: the Dockerfile lexer knows no `\n`, `\t` or `\u` escapes
+/// (it would keep the backslash) and would expand `$NAME`. Inside double quotes it takes `\"`,
+/// `\\` and `\$` as escapes and every other character as itself, so those three are escaped and
+/// line breaks (which end the instruction) and other control characters are refused.
 fn dockerfile_quote(value: &str, what: &str) -> Result<String> {
-    if value.contains(['\n', '\r']) {
+    if let Some(c) = value.chars().find(|c| c.is_control() && *c != '\t') {
         return Err(DockerBuildError::Inexpressible {
-            what: format!("a line break in {what}"),
+            what: format!("the control character {c:?} in {what}"),
         }
         .into());
     }
@@ -558,11 +600,7 @@ fn write_tar(listing: &Listing, out: impl Write) -> io::Result<()> {
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_size(*size);
                 let file = std::fs::File::open(&entry.host).map_err(|e| at(&entry.host, e))?;
-                let reader = ExactReader {
-                    inner: file,
-                    remaining: *size,
-                    path: &entry.host,
-                };
+                let reader = ExactReader::new(file, *size, &entry.host);
                 tar.append_data(&mut header, &entry.name, reader)
                     .map_err(|e| at(&entry.host, e))?;
             }
@@ -574,34 +612,6 @@ fn write_tar(listing: &Listing, out: impl Write) -> io::Result<()> {
         }
     }
     tar.into_inner()?.flush()
-}
-
-/// Reads exactly `remaining` bytes: a file that shrinks while being sent is an error, and one
-/// that grows is cut at the size its tar header announced.
-struct ExactReader<'a, R> {
-    inner: R,
-    remaining: u64,
-    path: &'a Path,
-}
-
-impl<R: Read> Read for ExactReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.remaining == 0 {
-            return Ok(0);
-        }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("{} shrank while it was being sent", self.path.display()),
-            ));
-        }
-        self.remaining -= n as u64;
-        Ok(n)
-    }
 }
 
 /// The message a send fails with once the engine stopped reading (the build already failed).
@@ -714,18 +724,20 @@ async fn run_build(engine: &Engine, target: &Target, context: &BuildContext) -> 
         rm: true,
         forcerm: true,
         pull: spec.pull.then(|| "1".to_string()),
-        labels: Some(
+        platform: spec.platform.clone().unwrap_or_default(),
+        ..BuildImageOptions::default()
+    };
+    if !context.generated {
+        // The classic builder adds a LABEL step per label given here; the generated Dockerfile
+        // has them all in one instruction instead.
+        options.labels = Some(
             target
                 .image
                 .labels
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-        ),
-        platform: spec.platform.clone().unwrap_or_default(),
-        ..BuildImageOptions::default()
-    };
-    if !context.generated {
+        );
         options.buildargs = Some(
             spec.build_args
                 .iter()
@@ -816,7 +828,7 @@ async fn run_build(engine: &Engine, target: &Target, context: &BuildContext) -> 
             },
             other => DockerBuildError::Transport {
                 address: engine.address().to_string(),
-                cause: engine::error_chain(&other),
+                cause: error_chain(&other),
             },
         }
         .into());
@@ -921,6 +933,7 @@ impl BuildOutput {
 mod tests {
     use super::*;
     use std::fs;
+    use std::io::Read;
 
     fn listing(context: &BuildContext) -> Listing {
         let outside = context
@@ -1068,5 +1081,88 @@ mod tests {
             r#""\$HOME \"q\" \\""#
         );
         assert!(dockerfile_quote("a\nb", "x").is_err());
+        assert!(dockerfile_quote("a\u{7}b", "x").is_err());
+        assert_eq!(dockerfile_quote("a\tb", "x").unwrap(), "\"a\tb\"");
+    }
+
+    fn image_with_config(config: serde_json::Value) -> Image {
+        let bytes = Bytes::from(serde_json::to_vec(&config).unwrap());
+        let config = crate::image::Blob {
+            digest: crate::reference::Digest::sha256_of(&bytes),
+            size: bytes.len() as u64,
+            media_type: crate::image::OCI_CONFIG.into(),
+            source: BlobSource::Bytes(bytes),
+            description: "config".into(),
+        };
+        Image {
+            manifest: Bytes::new(),
+            manifest_media_type: crate::image::OCI_MANIFEST.into(),
+            digest: config.digest.clone(),
+            config,
+            layers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn generated_dockerfile_has_one_env_and_one_label_instruction() {
+        let image = image_with_config(serde_json::json!({
+            "config": {
+                "Env": ["PATH=/usr/local/bin:/bin", "GREETING=hi \"you\" $HOME \\", "EMPTY="],
+                "Labels": {
+                    "org.opencontainers.image.version": "0.1.0",
+                    "com.example.team": "platform $TEAM",
+                    "a b": "",
+                },
+                "User": "1000:1000",
+                "Entrypoint": ["/usr/local/bin/greeter"],
+            }
+        }));
+        let layers = [
+            ("layer-1.tar.gz".to_string(), "runtime".to_string()),
+            ("layer-2.tar.gz".to_string(), "binary greeter".to_string()),
+        ];
+        let dockerfile = generated_dockerfile(Some("debian:12"), &layers, &image).unwrap();
+        let expected = concat!(
+            "# Generated by cargo adapt-push: the daemonless builder's layers, built by the engine.\n",
+            "FROM debian:12\n",
+            "# runtime\nADD layer-1.tar.gz /\n",
+            "# binary greeter\nADD layer-2.tar.gz /\n",
+            "ENV PATH=\"/usr/local/bin:/bin\" \\\n",
+            "    GREETING=\"hi \\\"you\\\" \\$HOME \\\\\" \\\n",
+            "    EMPTY=\"\"\n",
+            "LABEL \"a b\"=\"\" \\\n",
+            "    \"com.example.team\"=\"platform \\$TEAM\" \\\n",
+            "    \"org.opencontainers.image.version\"=\"0.1.0\"\n",
+            "USER \"1000:1000\"\n",
+            "ENTRYPOINT [\"/usr/local/bin/greeter\"]\n",
+        );
+        assert_eq!(dockerfile, expected, "\n{dockerfile}");
+        // Steps after FROM: two ADDs, ENV, LABEL, USER, ENTRYPOINT.
+        let steps = dockerfile
+            .lines()
+            .filter(|l| !l.starts_with(['#', ' ']) && !l.starts_with("FROM"))
+            .count();
+        assert_eq!(steps, 6);
+
+        let bare = image_with_config(serde_json::json!({
+            "config": { "Entrypoint": ["/x"] }
+        }));
+        assert_eq!(
+            generated_dockerfile(None, &[], &bare)
+                .unwrap()
+                .lines()
+                .skip(1)
+                .collect::<Vec<_>>(),
+            ["FROM scratch", "ENTRYPOINT [\"/x\"]"]
+        );
+
+        for config in [
+            serde_json::json!({ "config": { "Env": ["BAD NAME=1"] } }),
+            serde_json::json!({ "config": { "Env": ["LINES=a\nb"] } }),
+            serde_json::json!({ "config": { "Labels": { "a=b": "c" } } }),
+        ] {
+            let e = generated_dockerfile(None, &[], &image_with_config(config)).unwrap_err();
+            assert!(e.to_string().contains("cannot express"), "{e}");
+        }
     }
 }

@@ -6,17 +6,22 @@
 //! first error item fails the push. The digest is not scraped from the stream's text: it is the
 //! digest of the manifest the registry itself serves for the first tag, checked to describe the
 //! image the engine built, and every other tag must serve the same manifest.
+//!
+//! The engine pushes from where it runs; the digest is read back from here. For a loopback
+//! `external` (`localhost:5001`) and an engine on another host those are two registries, which is
+//! warned about before the push and named in every error after it.
 
 use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
 use futures_util::StreamExt;
 use miette::{Diagnostic, Result, WrapErr};
 
 use super::Published;
+use crate::engine::error_chain;
 use crate::engine::{self, EngineImage};
 use crate::image;
 use crate::output;
 use crate::plan::Destination;
-use crate::reference::Digest;
+use crate::reference::{Digest, Registry};
 use crate::registry::pool::Clients;
 
 #[derive(Debug, thiserror::Error, Diagnostic)]
@@ -98,6 +103,33 @@ impl<'a> EnginePublisher<'a> {
                 destination.external
             ));
         }
+        // `localhost` means the engine's host to the engine and this one to us.
+        let split_view = destination
+            .external
+            .is_loopback()
+            .then(|| image.engine.remote_host())
+            .flatten()
+            .map(|engine_host| {
+                let registry = &destination.external;
+                format!(
+                    "the engine pushes to {registry} as {engine_host} sees it, and the digest is read back from {registry} as this machine sees it: two different registries unless a tunnel joins them"
+                )
+            });
+        if let Some(explanation) = &split_view {
+            output::warn(&format!(
+                "{} is a loopback address but the Docker engine at {address} runs on another host: {explanation}. Give `external` an address that both this machine and the engine reach",
+                destination.external
+            ));
+        }
+        let in_split_view = |message: String| match &split_view {
+            Some(explanation) => format!("{message} ({explanation})"),
+            None => message,
+        };
+        // What the registry here holds need not be what the engine pushed over there.
+        let mismatch = |report: miette::Report| match &split_view {
+            Some(explanation) => report.wrap_err(format!("after the push: {explanation}")),
+            None => report,
+        };
         let credentials = engine::credentials_for(&destination.external).await;
 
         let mut counts = Counts::default();
@@ -117,7 +149,7 @@ impl<'a> EnginePublisher<'a> {
                 .map_err(|e| EnginePushError::Tag {
                     address: address.clone(),
                     name: tagged.clone(),
-                    cause: engine::error_chain(&e),
+                    cause: error_chain(&e),
                 })?;
             let mut stream = docker.push_image(
                 &name,
@@ -153,11 +185,11 @@ impl<'a> EnginePublisher<'a> {
                             bollard::errors::Error::DockerResponseServerError {
                                 message, ..
                             } => message,
-                            other => engine::error_chain(&other),
+                            other => error_chain(&other),
                         };
                         return Err(EnginePushError::Push {
                             address: address.clone(),
-                            hint: push_hint(&message, destination),
+                            hint: push_hint(&message, &destination.external, split_view.is_some()),
                             name: tagged,
                             message: message.trim().to_string(),
                         }
@@ -174,28 +206,32 @@ impl<'a> EnginePublisher<'a> {
         let (media_type, bytes, digest) = client
             .get_manifest(repo, first_tag.as_str())
             .await
-            .wrap_err_with(|| format!("reading back {name}:{first_tag} after the push"))?;
+            .wrap_err_with(|| {
+                in_split_view(format!("reading back {name}:{first_tag} after the push"))
+            })?;
         check_same_image(
             &format!("{name}:{first_tag}"),
             &image.id,
             &media_type,
             &bytes,
             &digest,
-        )?;
+        )
+        .map_err(|e| mismatch(e.into()))?;
         for tag in &destination.tags[1..] {
             let (_, _, other) = client
                 .get_manifest(repo, tag.as_str())
                 .await
-                .wrap_err_with(|| format!("reading back {name}:{tag} after the push"))?;
+                .wrap_err_with(|| {
+                    in_split_view(format!("reading back {name}:{tag} after the push"))
+                })?;
             if other != digest {
-                return Err(EnginePushError::TagsDiffer {
+                return Err(mismatch(miette::Report::new(EnginePushError::TagsDiffer {
                     repository: name.clone(),
                     first: first_tag.to_string(),
                     first_digest: digest.to_string(),
                     other: tag.to_string(),
                     other_digest: other.to_string(),
-                }
-                .into());
+                })));
             }
         }
 
@@ -251,15 +287,15 @@ fn check_same_image(
     }
 }
 
-/// What to try for the usual ways an engine push fails.
-fn push_hint(message: &str, destination: &Destination) -> String {
+/// What to try for the usual ways an engine push fails. Advice about the engine and the registry
+/// only: which builder made the image is not the publisher's business.
+fn push_hint(message: &str, registry: &Registry, split_view: bool) -> String {
     let lower = message.to_ascii_lowercase();
-    let registry = &destination.external;
     if lower.contains("http response to https client")
         || lower.contains("server gave http response")
     {
         format!(
-            "the engine talks HTTPS to {registry}; for a plain-HTTP registry add \"{registry}\" to the engine's insecure-registries (daemon.json), or use --builder oci"
+            "the engine talks HTTPS to {registry}; for a plain-HTTP registry add \"{registry}\" to the engine's insecure-registries (daemon.json) and restart the engine"
         )
     } else if lower.contains("unauthorized")
         || lower.contains("authentication required")
@@ -267,6 +303,10 @@ fn push_hint(message: &str, destination: &Destination) -> String {
     {
         format!(
             "{registry} refused our credentials; log in with `docker login {registry}` or set ADAPT_PUSH_USERNAME/ADAPT_PUSH_PASSWORD"
+        )
+    } else if split_view {
+        format!(
+            "the engine pushes from the host it runs on, where {registry} is that host's own loopback: give `external` an address that both this machine and the engine reach"
         )
     } else if lower.contains("connection refused")
         || lower.contains("no such host")
@@ -313,5 +353,29 @@ mod tests {
         // containerd image store: the ID is the manifest (or index) digest.
         assert!(check_same_image("x", digest.as_str(), image::OCI_INDEX, b"{}", &digest).is_ok());
         assert!(check_same_image("x", &id, image::OCI_INDEX, b"{}", &digest).is_err());
+    }
+
+    #[test]
+    fn hints_are_about_the_engine_and_the_registry() {
+        let local = Registry::parse("localhost:5001").unwrap();
+        let http = push_hint(
+            "Get \"https://localhost:5001/v2/\": http: server gave HTTP response to HTTPS client",
+            &local,
+            false,
+        );
+        assert!(http.contains("insecure-registries"), "{http}");
+        assert!(!http.contains("--builder"), "{http}");
+        let refused = push_hint(
+            "dial tcp 127.0.0.1:5001: connect: connection refused",
+            &local,
+            true,
+        );
+        assert!(refused.contains("loopback"), "{refused}");
+        let here = push_hint(
+            "dial tcp 10.0.0.1:5001: connect: connection refused",
+            &local,
+            false,
+        );
+        assert!(here.contains("reachable from the engine"), "{here}");
     }
 }
