@@ -346,6 +346,18 @@ fn token_auth_with_a_wrong_password_fails_clearly() {
     assert!(run.stderr.contains(&registry.addr()), "{}", run.stderr);
     assert!(run.stderr.contains("team/denied"), "{}", run.stderr);
     assert!(run.stderr.contains("refused"), "{}", run.stderr);
+    // The hint names the variables as the credentials' source instead of suggesting them.
+    let said = run.stderr.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        said.contains("came from ADAPT_PUSH_USERNAME/ADAPT_PUSH_PASSWORD: check them"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !said.contains("or set ADAPT_PUSH_USERNAME"),
+        "{}",
+        run.stderr
+    );
     run.assert_no_secret(
         &secret_forms(USER, wrong)
             .iter()

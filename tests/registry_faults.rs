@@ -36,12 +36,16 @@ fn resets_and_a_cut_upload_are_survived() {
             "tags = [\"v1\", \"latest\"]",
             &format!("tcp{i}"),
         );
-        let run = push(&manifest, &["-v"], &[]);
+        // -vv: traces and the retried failures name upload URLs, which must not show the
+        // upload session's state (a signed token on some registries).
+        let run = push(&manifest, &["-vv"], &[]);
         run.assert_ok();
         assert!(
             run.pull_ref()
                 .starts_with(&format!("{}/faults/tcp{i}@sha256:", proxy.addr()))
         );
+        assert!(run.stderr.contains("_state=…"), "{}", run.stderr);
+        assert_no_upload_state(&run.stderr);
     }
     let stats = &proxy.stats;
     assert!(
@@ -170,6 +174,43 @@ fn a_dead_address_fails_within_the_bound_naming_it() {
     );
     // The documented default bound is 30 s of retrying; allow generously for the build.
     assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
+}
+
+#[test]
+fn a_refused_port_reports_the_refusal_when_the_budget_runs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let manifest = crate_for(dir.path(), &addr, "faults/refused", "", "refused");
+    let run = push(&manifest, &["--retry-timeout", "3"], &[]);
+    run.assert_failed();
+    let err = &run.stderr;
+    assert!(err.contains(&addr), "{err}");
+    // The OS's words for it ("Connection refused" on Linux), not a deadline that no attempt
+    // ever waited for.
+    assert!(err.to_ascii_lowercase().contains("refused"), "{err}");
+    assert!(!err.contains("no progress"), "{err}");
+    assert!(err.contains("attempts over"), "{err}");
+}
+
+#[test]
+fn a_name_that_does_not_resolve_reports_the_lookup_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = crate_for(
+        dir.path(),
+        "nonexistent.invalid:5000",
+        "faults/dns",
+        "",
+        "dns",
+    );
+    let run = push(&manifest, &["--retry-timeout", "3"], &[]);
+    run.assert_failed();
+    let err = &run.stderr;
+    assert!(err.contains("nonexistent.invalid"), "{err}");
+    assert!(!err.contains("no progress for 0s"), "{err}");
+    // Where the resolver answers at all (it may not in a sandbox), its answer is the cause.
+    if !err.contains("no answer") {
+        assert!(err.to_ascii_lowercase().contains("dns error"), "{err}");
+    }
 }
 
 #[test]

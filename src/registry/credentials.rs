@@ -39,6 +39,8 @@ pub struct Lookup {
     pub credential: Option<Credential>,
     /// Human description of where the credential came from.
     pub source: Option<String>,
+    /// The credential came from our own environment variables (`ADAPT_PUSH_*`), not a file.
+    pub from_environment: bool,
     /// Every place consulted, in order.
     pub searched: Vec<String>,
     /// Problems worth telling the user (a missing helper, an unreadable file).
@@ -62,6 +64,7 @@ pub fn lookup(registry: &Registry) -> Lookup {
     {
         found.credential = Some(Credential::RegistryToken(token));
         found.source = Some("ADAPT_PUSH_TOKEN".into());
+        found.from_environment = true;
         return found;
     }
     if let Ok(username) = std::env::var("ADAPT_PUSH_USERNAME")
@@ -71,6 +74,7 @@ pub fn lookup(registry: &Registry) -> Lookup {
             Ok(password) => {
                 found.credential = Some(Credential::Basic { username, password });
                 found.source = Some("ADAPT_PUSH_USERNAME/ADAPT_PUSH_PASSWORD".into());
+                found.from_environment = true;
                 return found;
             }
             Err(_) => found.warnings.push(

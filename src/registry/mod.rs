@@ -331,11 +331,13 @@ impl RegistryClient {
     /// port turns out to speak TLS; hosts listed in `insecure` over HTTPS, then plain HTTP if
     /// TLS fails; every other host over HTTPS only. The second scheme is tried only when the
     /// first failed in a way that points at it, never for an unreachable address.
+    ///
+    /// `http` is the shared client from [`http_client`] (see [`pool::Clients`]).
     pub async fn connect(
         registry: &Registry,
         options: &ClientOptions,
+        http: reqwest::Client,
     ) -> Result<Arc<RegistryClient>, RegistryError> {
-        let http = http_client(options)?;
         let lookup_registry = registry.clone();
         let lookup = tokio::task::spawn_blocking(move || credentials::lookup(&lookup_registry))
             .await
@@ -917,7 +919,16 @@ impl RegistryClient {
                     if !failed.retryable || !may_retry {
                         return Err(with_tries(failed.error, attempt, started.elapsed()));
                     }
-                    let delay = self.backoff(attempt).min(left);
+                    let delay = self.backoff(attempt);
+                    if !worth_another_attempt(left, delay) {
+                        // Waiting would use up the budget: the next attempt could only be cut
+                        // at the deadline. Report what actually went wrong.
+                        output::detail(&format!(
+                            "{what}: {}; no time left in the retry budget for another attempt",
+                            failed.error
+                        ));
+                        return Err(with_tries(failed.error, attempt, started.elapsed()));
+                    }
                     output::detail(&format!(
                         "{what}: {}; retrying in {:.1}s (attempt {}/{})",
                         failed.error,
@@ -954,13 +965,20 @@ impl RegistryClient {
                         Some(d) => d,
                         None => self.backoff(attempt),
                     };
-                    if delay > left {
-                        output::detail(&format!(
-                            "{what}: {} answered {} and asks to wait {:.0}s, beyond the retry budget",
-                            self.registry,
-                            response.status(),
-                            delay.as_secs_f32()
-                        ));
+                    if !worth_another_attempt(left, delay) {
+                        output::detail(&match retry_after {
+                            Some(_) => format!(
+                                "{what}: {} answered {} and asks to wait {:.0}s, beyond the retry budget",
+                                self.registry,
+                                response.status(),
+                                delay.as_secs_f32()
+                            ),
+                            None => format!(
+                                "{what}: {} answered {}; no time left in the retry budget for another attempt",
+                                self.registry,
+                                response.status()
+                            ),
+                        });
                         return Ok(response);
                     }
                     output::detail(&format!(
@@ -1004,7 +1022,11 @@ impl RegistryClient {
                 .and_then(|v| v.split(' ').next())
                 .map(|scheme| format!(" (Authorization: {scheme} <redacted>)"))
                 .unwrap_or_default();
-            output::trace(&format!("-> {} {}{auth}", request.method(), request.url()));
+            output::trace(&format!(
+                "-> {} {}{auth}",
+                request.method(),
+                redact_url(request.url())
+            ));
         }
         let label = format!("{} {}", request.method(), request.url().path());
         let sent = Instant::now();
@@ -1290,6 +1312,12 @@ impl RegistryClient {
                     "credentials came from {source}; that account may not push to this repository"
                 ),
             ),
+            (Some(_), Some(source), _) if self.lookup.from_environment => (
+                "the credentials were refused for".to_string(),
+                format!(
+                    "the credentials came from {source}: check them (they take precedence over `docker login`; unset them to use the Docker config's instead)"
+                ),
+            ),
             (Some(_), Some(source), _) => (
                 "the credentials were refused for".to_string(),
                 format!(
@@ -1405,6 +1433,15 @@ fn unreachable_hint(registry: &Registry) -> String {
     )
 }
 
+/// The least time an attempt should have after a backoff; with less, it would likely be cut at
+/// the deadline and report the deadline instead of what is wrong with the registry.
+const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(500);
+
+/// Whether, with `left` of the retry budget, waiting `delay` still leaves an attempt its time.
+fn worth_another_attempt(left: Duration, delay: Duration) -> bool {
+    left > delay.saturating_add(MIN_ATTEMPT_TIME)
+}
+
 /// Adds how often and how long we tried to an unreachable error.
 fn with_tries(error: RegistryError, attempts: u32, elapsed: Duration) -> RegistryError {
     match error {
@@ -1439,7 +1476,7 @@ fn transport_error(
     ca_cert: Option<&std::path::Path>,
     e: &reqwest::Error,
 ) -> RegistryError {
-    let chain = error_chain(e);
+    let chain = reqwest_chain(e);
     let lower = chain.to_ascii_lowercase();
     let https = base_url.starts_with("https://");
     if https && is_plain_http_answer(&lower) {
@@ -1500,17 +1537,57 @@ fn is_certificate_problem(lower_chain: &str) -> bool {
         || lower_chain.contains("notvalidforname")
 }
 
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut parts = vec![];
-    let mut current: Option<&dyn std::error::Error> = Some(e);
+/// An error and its sources, without repeats: "client error (Connect): Connection refused".
+/// Shared by everything that reports a library's error (registry, engine, publishing).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = current {
         let text = err.to_string();
-        if !parts.iter().any(|p: &String| p.contains(&text)) {
+        if !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
         current = err.source();
     }
     parts.join(": ")
+}
+
+/// A reqwest error's chain with the request URL's query values hidden (see [`redact_url`]).
+fn reqwest_chain(e: &reqwest::Error) -> String {
+    let chain = error_chain(e);
+    match e.url() {
+        Some(url) => chain.replace(url.as_str(), &redact_url(url)),
+        _ => chain,
+    }
+}
+
+/// Query parameters whose values are content addresses, repository names or token scopes,
+/// never secrets.
+const PLAIN_QUERY_KEYS: &[&str] = &["digest", "mount", "from", "n", "last", "service", "scope"];
+
+/// A URL fit for traces and error messages: upload `Location`s may carry signed tokens or
+/// session state in the query, so every query value but a few known-harmless ones becomes `…`
+/// (and a password in the URL becomes `redacted`).
+fn redact_url(url: &url::Url) -> String {
+    let mut base = url.clone();
+    if base.password().is_some() {
+        let _ = base.set_password(Some("redacted"));
+    }
+    base.set_fragment(None);
+    let Some(query) = url.query() else {
+        return base.to_string();
+    };
+    base.set_query(None);
+    let params: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if PLAIN_QUERY_KEYS.contains(&k) => format!("{k}={v}"),
+            Some((k, _)) => format!("{k}=…"),
+            None => "…".to_string(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
 }
 
 fn is_retryable_transport(e: &reqwest::Error) -> bool {
@@ -1664,7 +1741,8 @@ fn progress_body(bytes: Bytes, progress: output::Progress, activity: Activity) -
 }
 
 /// One HTTP client for all registries: rustls with ring, the system's roots (or SSL_CERT_FILE /
-/// SSL_CERT_DIR) plus an extra CA.
+/// SSL_CERT_DIR) plus an extra CA. Blocking (it reads certificate files): call it off the async
+/// runtime, as [`pool::Clients`] does.
 fn http_client(options: &ClientOptions) -> Result<reqwest::Client, RegistryError> {
     let mut roots = rustls::RootCertStore::empty();
     // rustls-native-certs reads SSL_CERT_FILE / SSL_CERT_DIR instead of the system store when set.
@@ -1766,6 +1844,85 @@ mod tests {
             with_digest("http://h/u/1?_state=x", &d),
             format!("http://h/u/1?_state=x&digest={d}")
         );
+    }
+
+    #[test]
+    fn urls_in_traces_and_errors_hide_query_values() {
+        let d = Digest::sha256_of(b"x");
+        let u = url::Url::parse(&format!(
+            "https://r.example/v2/a/blobs/uploads/1?_state=c2VjcmV0&X-Amz-Signature=abc123&digest={d}"
+        ))
+        .unwrap();
+        let shown = redact_url(&u);
+        assert_eq!(
+            shown,
+            format!("https://r.example/v2/a/blobs/uploads/1?_state=…&X-Amz-Signature=…&digest={d}")
+        );
+        let u = url::Url::parse("https://user:pw-secret@r.example/v2/?token#frag").unwrap();
+        let shown = redact_url(&u);
+        assert!(
+            !shown.contains("pw-secret") && !shown.contains("token"),
+            "{shown}"
+        );
+        assert_eq!(
+            redact_url(&url::Url::parse("http://r.example/v2/").unwrap()),
+            "http://r.example/v2/"
+        );
+    }
+
+    #[tokio::test]
+    async fn transport_errors_hide_the_upload_session() {
+        // Nothing listens on this port: the connection is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/v2/a/blobs/uploads/1?_state=c2VjcmV0Cg");
+        let e = plain_http().put(&url).send().await.unwrap_err();
+        assert!(
+            e.to_string().contains("c2VjcmV0Cg"),
+            "reqwest shows the URL: {e}"
+        );
+        let registry = Registry::parse(&format!("127.0.0.1:{port}")).unwrap();
+        let err = transport_error(&format!("http://127.0.0.1:{port}"), &registry, None, &e);
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains("c2VjcmV0Cg"), "{text}");
+        assert!(text.contains("_state=…"), "{text}");
+    }
+
+    #[test]
+    fn no_retry_is_started_that_the_deadline_would_cut() {
+        let ms = Duration::from_millis;
+        assert!(worth_another_attempt(ms(3000), ms(1000)));
+        assert!(!worth_another_attempt(ms(1000), ms(1000)));
+        assert!(!worth_another_attempt(ms(1200), ms(1000)));
+        assert!(!worth_another_attempt(Duration::ZERO, ms(250)));
+    }
+
+    #[tokio::test]
+    async fn a_refused_port_is_reported_as_refused_when_the_budget_runs_out() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut client = test_client(
+            &format!("127.0.0.1:{port}"),
+            &format!("http://127.0.0.1:{port}"),
+            None,
+        );
+        client.retry = RetryPolicy::with_bounds(Some(50), Some(2));
+        let started = Instant::now();
+        let err = client.ping().await.expect_err("nothing listens there");
+        let text = err.to_string();
+        assert!(
+            text.to_ascii_lowercase().contains("refused"),
+            "the real cause: {text}"
+        );
+        assert!(!text.contains("no progress"), "{text}");
+        assert!(text.contains("attempts over"), "{text}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{text}");
     }
 
     #[test]
@@ -1919,6 +2076,7 @@ mod tests {
                 password: "hunter2-secret".into(),
             }),
             source: Some("the test".into()),
+            from_environment: false,
             searched: vec!["the test".into()],
             warnings: Vec::new(),
         }

@@ -98,6 +98,24 @@ impl Run {
     }
 }
 
+/// Panics if an upload session's state (`_state=…` in distribution's upload URLs, a signed token
+/// on some registries) appears in `text` with its value.
+pub fn assert_no_upload_state(text: &str) {
+    for (i, _) in text.match_indices("_state=") {
+        let value = &text[i + "_state=".len()..];
+        if !value.starts_with('…') {
+            let boundary = |mut j: usize| {
+                while !text.is_char_boundary(j) {
+                    j -= 1;
+                }
+                j
+            };
+            let around = &text[boundary(i.saturating_sub(80))..boundary((i + 120).min(text.len()))];
+            panic!("an upload URL is shown with its query: {around}");
+        }
+    }
+}
+
 /// Every encoding of a password we must never print: itself, base64 of `user:password`, and
 /// base64 of the password alone.
 pub fn secret_forms(user: &str, password: &str) -> Vec<String> {
