@@ -15,6 +15,7 @@ use miette::Diagnostic;
 use crate::output;
 use crate::reference::Registry;
 use crate::registry::credentials::{self, Credential};
+use crate::registry::error_chain;
 
 /// The engine's address when `DOCKER_HOST` is unset.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -322,20 +323,6 @@ fn with_default_port(rest: &str, port: u16) -> Option<String> {
     } else {
         format!("{authority}:{port}")
     })
-}
-
-/// An error and its sources, without repeats: "client error (Connect): Connection refused".
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = current {
-        let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = err.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

@@ -24,13 +24,13 @@ use tokio::sync::mpsc;
 use super::dockerignore::DockerIgnore;
 use super::oci;
 use crate::cargo::CargoOptions;
-use crate::engine::error_chain;
 use crate::engine::{self, Engine, EngineImage};
 use crate::image::exact::ExactReader;
 use crate::image::{BlobSource, Image};
 use crate::output::{self, human_bytes};
 use crate::plan::{Base, Target};
 use crate::reference::ImageRef;
+use crate::registry::error_chain;
 use crate::registry::pool::Clients;
 
 /// Size of the pieces the context tar is sent in.

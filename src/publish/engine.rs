@@ -16,12 +16,12 @@ use futures_util::StreamExt;
 use miette::{Diagnostic, Result, WrapErr};
 
 use super::Published;
-use crate::engine::error_chain;
 use crate::engine::{self, EngineImage};
 use crate::image;
 use crate::output;
 use crate::plan::Destination;
 use crate::reference::{Digest, Registry};
+use crate::registry::error_chain;
 use crate::registry::pool::Clients;
 
 #[derive(Debug, thiserror::Error, Diagnostic)]
