@@ -8,7 +8,7 @@ use cargo_metadata::Message;
 use miette::{Diagnostic, Result};
 
 use crate::cli::PushArgs;
-use crate::plan::Target;
+use crate::plan::BuildSpec;
 
 /// Options passed through to cargo unchanged.
 #[derive(Debug, Clone, Default)]
@@ -73,7 +73,7 @@ pub fn cargo_program() -> String {
 }
 
 /// Builds the target's binary; cargo's own output goes to stderr. Blocking.
-pub fn build_binary(target: &Target, options: &CargoOptions) -> Result<PathBuf, CargoError> {
+pub fn build_binary(target: &BuildSpec, options: &CargoOptions) -> Result<PathBuf, CargoError> {
     let program = cargo_program();
     let mut cmd = Command::new(&program);
     cmd.arg("build")

@@ -23,7 +23,7 @@ use miette::{IntoDiagnostic, Result};
 
 use crate::cargo::CargoOptions;
 use crate::output::Pushed;
-use crate::plan::{BuilderKind, Target};
+use crate::plan::{BuildSpec, BuilderKind, Target};
 use crate::publish::engine::EnginePublisher;
 use crate::publish::registry::RegistryPublisher;
 use crate::registry::ClientOptions;
@@ -93,7 +93,7 @@ async fn run(args: cli::PushArgs) -> Result<()> {
     let mut built = Vec::new();
     for target in &plan.targets {
         let clients = Clients::new(ClientOptions::from(&target.registry_options));
-        let image = build(target, &cargo_options, &clients).await?;
+        let image = build(&target.build, &cargo_options, &clients).await?;
         built.push((target, clients, image));
     }
 
@@ -126,11 +126,11 @@ enum Built {
     Engine(engine::EngineImage),
 }
 
-async fn build(target: &Target, cargo_options: &CargoOptions, clients: &Clients) -> Result<Built> {
-    Ok(match target.builder {
-        BuilderKind::Oci => Built::Oci(build::oci::build(target, cargo_options, clients).await?),
+async fn build(spec: &BuildSpec, cargo_options: &CargoOptions, clients: &Clients) -> Result<Built> {
+    Ok(match spec.builder {
+        BuilderKind::Oci => Built::Oci(build::oci::build(spec, cargo_options, clients).await?),
         BuilderKind::Docker => {
-            Built::Engine(build::docker::build(target, cargo_options, clients).await?)
+            Built::Engine(build::docker::build(spec, cargo_options, clients).await?)
         }
     })
 }
@@ -150,13 +150,13 @@ async fn publish(target: &Target, clients: &Clients, image: &Built) -> Result<Pu
     };
     let d = &target.destination;
     Ok(Pushed {
-        package: target.package.clone(),
-        bin: target.bin.clone(),
+        package: target.build.package.clone(),
+        bin: target.build.bin.clone(),
         push_ref: format!("{}@{}", d.push_name(), published.digest),
         pull_ref: format!("{}@{}", d.pull_name(), published.digest),
         digest: published.digest.to_string(),
         tags: d.tags.iter().map(|t| t.to_string()).collect(),
-        builder: target.builder.name().to_string(),
+        builder: target.build.builder.name().to_string(),
     })
 }
 

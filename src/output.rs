@@ -208,11 +208,11 @@ pub fn print_plan(plan: &Plan, format: Format) -> std::io::Result<()> {
         .targets
         .iter()
         .map(|t| PlannedImage {
-            package: &t.package,
-            version: &t.version,
-            bin: &t.bin,
-            builder: t.builder.name(),
-            base: match &t.image.base {
+            package: &t.build.package,
+            version: &t.build.version,
+            bin: &t.build.bin,
+            builder: t.build.builder.name(),
+            base: match &t.build.image.base {
                 crate::plan::Base::Scratch => "scratch".to_string(),
                 crate::plan::Base::Image(r) => r.to_string(),
             },

@@ -20,16 +20,24 @@ pub struct Plan {
 /// One image to build and push.
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
+    /// What to build: all a builder sees.
+    pub build: BuildSpec,
+    /// Where it goes: all a publisher sees.
+    pub destination: Destination,
+    pub registry_options: RegistryOptions,
+}
+
+/// A builder's whole input. It says nothing about where the image will be pushed.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildSpec {
     pub package: String,
     pub version: String,
     pub manifest_path: PathBuf,
     pub package_dir: PathBuf,
     pub bin: String,
     pub builder: BuilderKind,
-    pub destination: Destination,
     pub image: ImageSpec,
     pub docker: DockerSpec,
-    pub registry_options: RegistryOptions,
     /// Where compressed layers are kept between runs (under cargo's target directory).
     pub layer_cache: PathBuf,
 }
@@ -489,35 +497,37 @@ fn plan_target(
     let docker = docker_spec(config, &package_dir)?;
 
     Ok(Target {
-        package: package.name.to_string(),
-        version: package.version.to_string(),
-        manifest_path,
-        package_dir,
-        bin,
-        builder,
+        build: BuildSpec {
+            package: package.name.to_string(),
+            version: package.version.to_string(),
+            manifest_path,
+            package_dir,
+            bin,
+            builder,
+            image: ImageSpec {
+                base,
+                env,
+                labels,
+                annotations,
+                user,
+                includes,
+                epoch,
+            },
+            docker,
+            layer_cache,
+        },
         destination: Destination {
             external: external.registry,
             internal: internal.registry,
             repository,
             tags,
         },
-        image: ImageSpec {
-            base,
-            env,
-            labels,
-            annotations,
-            user,
-            includes,
-            epoch,
-        },
-        docker,
         registry_options: RegistryOptions {
             insecure,
             ca_cert,
             retry_attempts: args.retry_attempts,
             retry_timeout: args.retry_timeout,
         },
-        layer_cache,
     })
 }
 

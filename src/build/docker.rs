@@ -28,7 +28,7 @@ use crate::engine::{self, Engine, EngineImage};
 use crate::image::exact::ExactReader;
 use crate::image::{BlobSource, Image};
 use crate::output::{self, human_bytes};
-use crate::plan::{Base, Target};
+use crate::plan::{Base, BuildSpec};
 use crate::reference::ImageRef;
 use crate::registry::error_chain;
 use crate::registry::pool::Clients;
@@ -75,7 +75,7 @@ pub enum DockerBuildError {
 
 /// Builds the target's image in the engine `DOCKER_HOST` names.
 pub async fn build(
-    target: &Target,
+    target: &BuildSpec,
     cargo_options: &CargoOptions,
     clients: &Clients,
 ) -> Result<EngineImage> {
@@ -225,7 +225,7 @@ fn from_images(dockerfile: &str) -> Vec<ImageRef> {
 /// Generated mode: cargo builds the binary on the host, the daemonless builder's code makes its
 /// layers, and a Dockerfile has the engine put them on the base with the same config.
 async fn generate_context(
-    target: &Target,
+    target: &BuildSpec,
     cargo_options: &CargoOptions,
     clients: &Clients,
 ) -> Result<BuildContext> {
@@ -676,7 +676,7 @@ impl Write for ChannelWriter {
 // The build request
 // ---------------------------------------------------------------------------------------------
 
-async fn run_build(engine: &Engine, target: &Target, context: &BuildContext) -> Result<String> {
+async fn run_build(engine: &Engine, target: &BuildSpec, context: &BuildContext) -> Result<String> {
     let listing = {
         let (root, ignore) = (context.root.clone(), context.ignore.clone());
         let name = context.dockerfile_name.clone();

@@ -11,10 +11,10 @@ use miette::{IntoDiagnostic, Result};
 
 use crate::cargo::{self, CargoOptions};
 use crate::output;
-use crate::plan::Target;
+use crate::plan::BuildSpec;
 
 /// `cargo build` of the target's binary, off the async runtime; cargo's output goes to stderr.
-pub async fn build_binary(target: &Target, options: &CargoOptions) -> Result<PathBuf> {
+pub async fn build_binary(target: &BuildSpec, options: &CargoOptions) -> Result<PathBuf> {
     output::status(
         "Building",
         &format!(

@@ -16,7 +16,7 @@ use crate::closure::{self, Linkage};
 use crate::image::layer::{Layer, LayerBuilder, LayerCache};
 use crate::image::{self, BaseImage, Image, RunConfig};
 use crate::output;
-use crate::plan::{Base, Target};
+use crate::plan::{Base, BuildSpec};
 use crate::reference::{Digest, ImageRef};
 use crate::registry::pool::Clients;
 
@@ -58,7 +58,7 @@ pub enum BuildError {
 
 /// Builds the binary with cargo and assembles its image.
 pub async fn build(
-    target: &Target,
+    target: &BuildSpec,
     cargo_options: &CargoOptions,
     clients: &Clients,
 ) -> Result<Image> {
@@ -70,7 +70,7 @@ pub async fn build(
 
 /// Assembles the image for an already built binary.
 pub async fn assemble_for_binary(
-    target: &Target,
+    target: &BuildSpec,
     binary: &Path,
     clients: &Clients,
 ) -> Result<Image> {
@@ -80,7 +80,7 @@ pub async fn assemble_for_binary(
 }
 
 async fn resolve_base(
-    target: &Target,
+    target: &BuildSpec,
     architecture: &str,
     clients: &Clients,
 ) -> Result<Option<BaseImage>> {
@@ -99,7 +99,7 @@ async fn resolve_base(
 }
 
 async fn assemble_with_base(
-    target: &Target,
+    target: &BuildSpec,
     binary: &Path,
     base: Option<BaseImage>,
 ) -> Result<Image> {
@@ -138,7 +138,7 @@ async fn assemble_with_base(
     Ok(image)
 }
 
-fn make_layers(target: &Target, binary: &Path, on_scratch: bool) -> Result<Vec<Layer>> {
+fn make_layers(target: &BuildSpec, binary: &Path, on_scratch: bool) -> Result<Vec<Layer>> {
     let epoch = target.image.epoch;
     let mut layers = Vec::new();
     let cache = |kind: &str| LayerCache {
