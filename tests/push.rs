@@ -119,11 +119,10 @@ fn split_push_never_contacts_internal_and_the_reference_pulls_through_it() {
 
     // Where an engine runs: pull through the internal address and run it.
     if let Some(host) = docker_host() {
-        let reference = lines[0];
-        docker_ok(&host, &["pull", reference]);
-        let output = docker_ok(&host, &["run", "--rm", reference, "--once"]);
-        assert_eq!(output, "hello from greeter 0.1.0");
-        let _ = docker(&host, &["rmi", "-f", reference]);
+        assert_eq!(
+            docker_pull_run(&host, lines[0], &["--once"]),
+            "hello from greeter 0.1.0"
+        );
     }
 }
 
@@ -147,12 +146,10 @@ fn example_project_pushes_with_env_overrides_and_runs() {
     );
     assert_eq!(internal.connections(), 0);
     if let Some(host) = docker_host() {
-        docker_ok(&host, &["pull", &reference]);
         assert_eq!(
-            docker_ok(&host, &["run", "--rm", &reference, "--once"]),
+            docker_pull_run(&host, &reference, &["--once"]),
             "hello from greeter 0.1.0"
         );
-        let _ = docker(&host, &["rmi", "-f", &reference]);
     }
 }
 
@@ -642,12 +639,10 @@ fn base_image_layers_are_mounted_in_the_same_registry_and_copied_across_registri
     }
     if let Some(host) = docker_host() {
         let reference = format!("{}/app@{digest}", registry.addr());
-        docker_ok(&host, &["pull", &reference]);
         assert_eq!(
-            docker_ok(&host, &["run", "--rm", &reference, "--once"]),
+            docker_pull_run(&host, &reference, &["--once"]),
             "hello from app 0.1.0"
         );
-        let _ = docker(&host, &["rmi", "-f", &reference]);
     }
 }
 
@@ -706,12 +701,10 @@ fn a_static_binary_goes_in_alone_and_runs_from_scratch() {
     assert_eq!(files, expected);
     if let Some(host) = docker_host() {
         let reference = stdout(&out).trim().to_string();
-        docker_ok(&host, &["pull", &reference]);
         assert_eq!(
-            docker_ok(&host, &["run", "--rm", &reference, "--once"]),
+            docker_pull_run(&host, &reference, &["--once"]),
             "hello from lone 0.1.0"
         );
-        let _ = docker(&host, &["rmi", "-f", &reference]);
     }
 }
 

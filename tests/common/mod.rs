@@ -575,6 +575,17 @@ pub fn docker(host: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", docker_bin().display()))
 }
 
+/// Pulls `reference` (so the pull really goes through its registry address), runs it with
+/// `args`, removes it again, and returns the container's trimmed stdout.
+pub fn docker_pull_run(host: &str, reference: &str, args: &[&str]) -> String {
+    docker_ok(host, &["pull", reference]);
+    let mut run = vec!["run", "--rm", reference];
+    run.extend_from_slice(args);
+    let output = docker_ok(host, &run);
+    let _ = docker(host, &["rmi", "-f", reference]);
+    output
+}
+
 /// Like [`docker`] but panics (with stderr) on failure and returns trimmed stdout.
 pub fn docker_ok(host: &str, args: &[&str]) -> String {
     let out = docker(host, args);
