@@ -10,24 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_success(o: &Output) {
-    assert!(
-        o.status.success(),
-        "cargo-adapt-push failed ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        o.status,
-        stdout(o),
-        stderr(o)
-    );
-}
-
 /// The one line of stdout, which must be `{prefix}@sha256:<64 hex>`.
 fn single_reference(o: &Output, prefix: &str) -> String {
     let out = stdout(o);
