@@ -109,7 +109,9 @@ async fn run(args: cli::PushArgs) -> Result<()> {
         }
     }
     // What did get pushed is still reported, so its references are not lost.
-    output::report(&pushed, args.format, args.image_refs.as_deref())?;
+    if failure.is_none() || !pushed.is_empty() {
+        output::report(&pushed, args.format, args.image_refs.as_deref())?;
+    }
     match failure {
         None => Ok(()),
         Some(e) if !pushed.is_empty() => Err(e.wrap_err(format!(
