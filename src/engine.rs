@@ -13,7 +13,7 @@ use bollard::{API_DEFAULT_VERSION, Docker};
 use miette::Diagnostic;
 
 use crate::output;
-use crate::reference::Registry;
+use crate::reference::{Registry, is_loopback_host};
 use crate::registry::credentials::{self, Credential};
 use crate::registry::error_chain;
 
@@ -143,13 +143,7 @@ fn remote_host(address: &str) -> Option<String> {
         Some(bracketed) => bracketed.split(']').next().unwrap_or(""),
         None => host_port.split(':').next().unwrap_or(""),
     };
-    let lower = host.to_ascii_lowercase();
-    let loopback = lower == "localhost"
-        || lower.ends_with(".localhost")
-        || lower
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    (!host.is_empty() && !loopback).then(|| host.to_string())
+    (!host.is_empty() && !is_loopback_host(host)).then(|| host.to_string())
 }
 
 /// Our credentials for `registry` (the same lookup the registry client uses), in the form the

@@ -88,13 +88,7 @@ impl Registry {
 
     /// Loopback hosts may be spoken to over plain HTTP without being listed as insecure.
     pub fn is_loopback(&self) -> bool {
-        if self.host == "localhost" || self.host.ends_with(".localhost") {
-            return true;
-        }
-        match self.host.parse::<IpAddr>() {
-            Ok(ip) => ip.is_loopback(),
-            Err(_) => false,
-        }
+        is_loopback_host(&self.host)
     }
 
     /// The same registry with an explicit scheme dropped, for comparing addresses.
@@ -110,6 +104,17 @@ impl fmt::Display for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.authority())
     }
+}
+
+/// `localhost`, `*.localhost`, 127.0.0.0/8 or `::1` (brackets allowed), in any case.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A registry plus an optional leading repository path, as written in `registry = "ghcr.io/acme"`.
@@ -665,12 +670,28 @@ mod tests {
             ("10.0.0.1", false),
             ("ghcr.io", false),
             ("localhost.evil.com", false),
+            ("LOCALHOST:5000", true),
         ] {
             assert_eq!(
                 Registry::parse(input).unwrap().is_loopback(),
                 loopback,
                 "{input}"
             );
+        }
+    }
+
+    #[test]
+    fn loopback_hosts_with_brackets_and_case() {
+        for (host, loopback) in [
+            ("[::1]", true),
+            ("::1", true),
+            ("Localhost", true),
+            ("127.9.9.9", true),
+            ("[::2]", false),
+            ("registry", false),
+            ("", false),
+        ] {
+            assert_eq!(is_loopback_host(host), loopback, "{host}");
         }
     }
 

@@ -27,7 +27,7 @@ use reqwest::header::{
 use reqwest::{RequestBuilder, Response, StatusCode};
 
 use crate::output;
-use crate::reference::{Digest, Registry, Repository, Scheme};
+use crate::reference::{Digest, Registry, Repository, Scheme, is_loopback_host};
 use credentials::{Credential, Lookup};
 
 /// Manifest types we ask for when reading.
@@ -1462,12 +1462,7 @@ fn with_tries(error: RegistryError, attempts: u32, elapsed: Duration) -> Registr
 }
 
 fn url_is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
+    url.host_str().is_some_and(is_loopback_host)
 }
 
 fn transport_error(
