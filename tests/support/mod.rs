@@ -268,25 +268,11 @@ pub struct Pki {
     pub server_key: PathBuf,
 }
 
-fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 impl Pki {
     pub fn create(dir: &Path) -> Pki {
         fs::create_dir_all(dir).unwrap();
         openssl(
+            dir,
             &[
                 "req",
                 "-x509",
@@ -306,9 +292,9 @@ impl Pki {
                 "-out",
                 "ca.pem",
             ],
-            dir,
         );
         openssl(
+            dir,
             &[
                 "req",
                 "-newkey",
@@ -321,7 +307,6 @@ impl Pki {
                 "-out",
                 "server.csr",
             ],
-            dir,
         );
         fs::write(
             dir.join("server.ext"),
@@ -330,6 +315,7 @@ impl Pki {
         )
         .unwrap();
         openssl(
+            dir,
             &[
                 "x509",
                 "-req",
@@ -347,7 +333,6 @@ impl Pki {
                 "-out",
                 "server.pem",
             ],
-            dir,
         );
         Pki {
             ca_cert: dir.join("ca.pem"),
@@ -404,6 +389,7 @@ impl TokenIssuer {
     pub fn start(dir: &Path, user: &str, password: &str, refresh: &str) -> TokenIssuer {
         fs::create_dir_all(dir).unwrap();
         openssl(
+            dir,
             &[
                 "genpkey",
                 "-algorithm",
@@ -413,9 +399,9 @@ impl TokenIssuer {
                 "-out",
                 "issuer.key",
             ],
-            dir,
         );
         openssl(
+            dir,
             &[
                 "req",
                 "-x509",
@@ -428,7 +414,6 @@ impl TokenIssuer {
                 "-out",
                 "issuer.pem",
             ],
-            dir,
         );
         let key_der = pem_body(&fs::read_to_string(dir.join("issuer.key")).unwrap());
         let cert_der = pem_body(&fs::read_to_string(dir.join("issuer.pem")).unwrap());
