@@ -5,20 +5,19 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cargo_metadata::{Metadata, Package, TargetKind};
-use serde::Serialize;
 
 use crate::cli::{BuilderChoice, PushArgs};
 use crate::config::{ClusterConfig, ConfigError, Origin, RegistrySetting, Sourced};
 use crate::reference::{ImageRef, Registry, RegistryLocation, Repository, Tag};
 
 /// Everything needed to build and push, per package.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Plan {
     pub targets: Vec<Target>,
 }
 
 /// One image to build and push.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Target {
     /// What to build: all a builder sees.
     pub build: BuildSpec,
@@ -28,12 +27,11 @@ pub struct Target {
 }
 
 /// A builder's whole input. It says nothing about where the image will be pushed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct BuildSpec {
     pub package: String,
     pub version: String,
     pub manifest_path: PathBuf,
-    pub package_dir: PathBuf,
     pub bin: String,
     pub builder: BuilderKind,
     pub image: ImageSpec,
@@ -42,8 +40,7 @@ pub struct BuildSpec {
     pub layer_cache: PathBuf,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuilderKind {
     Oci,
     Docker,
@@ -60,15 +57,11 @@ impl BuilderKind {
 
 /// Where the image goes: pushed through `external`, pulled by the cluster through `internal`.
 /// Both name one registry, so the same repository path and digest are valid through either.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Destination {
-    #[serde(serialize_with = "as_display")]
     pub external: Registry,
-    #[serde(serialize_with = "as_display")]
     pub internal: Registry,
-    #[serde(serialize_with = "as_display")]
     pub repository: Repository,
-    #[serde(serialize_with = "display_list")]
     pub tags: Vec<Tag>,
 }
 
@@ -85,7 +78,7 @@ impl Destination {
 }
 
 /// What goes into the image besides the binary.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ImageSpec {
     pub base: Base,
     pub env: Vec<(String, String)>,
@@ -97,23 +90,22 @@ pub struct ImageSpec {
     pub epoch: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone)]
 pub enum Base {
     /// No base: the binary and, if dynamically linked, its runtime closure from the host.
     Scratch,
     /// Layers of this image, then ours.
-    Image(#[serde(serialize_with = "as_display")] ImageRef),
+    Image(ImageRef),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Include {
     pub host_path: PathBuf,
     pub image_path: String,
 }
 
 /// Settings for the Docker engine builder.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct DockerSpec {
     /// `None` means generate one (the package has no Dockerfile).
     pub dockerfile: Option<PathBuf>,
@@ -124,25 +116,13 @@ pub struct DockerSpec {
     pub platform: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
-    #[serde(serialize_with = "display_list")]
     pub insecure: Vec<Registry>,
     pub ca_cert: Option<PathBuf>,
     /// `--retry-attempts` / `--retry-timeout` (seconds); `None`: the client's defaults.
     pub retry_attempts: Option<u32>,
     pub retry_timeout: Option<u64>,
-}
-
-fn as_display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
-}
-
-fn display_list<T: std::fmt::Display, S: serde::Serializer>(
-    v: &[T],
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_seq(v.iter().map(|t| t.to_string()))
 }
 
 /// Builds the plan from the CLI and `cargo metadata`.
@@ -501,7 +481,6 @@ fn plan_target(
             package: package.name.to_string(),
             version: package.version.to_string(),
             manifest_path,
-            package_dir,
             bin,
             builder,
             image: ImageSpec {
