@@ -90,17 +90,27 @@ async fn run(args: cli::PushArgs) -> Result<()> {
 
     // Build every image before pushing any, so a compile error in one package leaves the
     // registry untouched.
+    // One client pool per distinct set of registry options (usually one for the whole run),
+    // so pings, credential lookups and tokens are not repeated for every package.
+    let mut pools: Vec<(ClientOptions, Clients)> = Vec::new();
     let mut built = Vec::new();
     for target in &plan.targets {
-        let clients = Clients::new(ClientOptions::from(&target.registry_options));
-        let image = build(&target.build, &cargo_options, &clients).await?;
-        built.push((target, clients, image));
+        let options = ClientOptions::from(&target.registry_options);
+        let pool = match pools.iter().position(|(o, _)| *o == options) {
+            Some(i) => i,
+            None => {
+                pools.push((options.clone(), Clients::new(options)));
+                pools.len() - 1
+            }
+        };
+        let image = build(&target.build, &cargo_options, &pools[pool].1).await?;
+        built.push((target, pool, image));
     }
 
     let mut pushed = Vec::new();
     let mut failure = None;
-    for (target, clients, image) in &built {
-        match publish(target, clients, image).await {
+    for (target, pool, image) in &built {
+        match publish(target, &pools[*pool].1, image).await {
             Ok(p) => pushed.push(p),
             Err(e) => {
                 failure = Some(e);

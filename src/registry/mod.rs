@@ -41,7 +41,7 @@ const MONOLITHIC_LIMIT: usize = 16 * 1024 * 1024;
 const BODY_CHUNK: usize = 64 * 1024;
 
 /// Retry bounds, per request (and per blob upload).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts per request, the first included.
     pub attempts: u32,
@@ -80,7 +80,7 @@ impl RetryPolicy {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientOptions {
     /// Registries (host[:port]) that may be spoken to over plain HTTP besides loopback.
     pub insecure: Vec<Registry>,
