@@ -40,6 +40,15 @@ pub enum BuilderChoice {
     Docker,
 }
 
+/// Media types of the manifest we push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MediaTypes {
+    /// OCI image manifest (the default); Docker schema 2 if the registry refuses it.
+    Oci,
+    /// Docker image manifest v2, schema 2, for registries that take nothing else.
+    Docker,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
@@ -142,6 +151,11 @@ pub struct PushArgs {
     /// Which builder to use
     #[arg(long, value_enum, env = "ADAPT_PUSH_BUILDER", value_name = "BUILDER")]
     pub builder: Option<BuilderChoice>,
+
+    /// Manifest media types: oci (default; falls back to docker when the registry refuses
+    /// OCI) or docker
+    #[arg(long, value_enum, env = "ADAPT_PUSH_MEDIA_TYPES", value_name = "TYPES")]
+    pub media_types: Option<MediaTypes>,
 
     /// Output format on stdout
     #[arg(long, value_enum, default_value = "text", env = "ADAPT_PUSH_FORMAT")]

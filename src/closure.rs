@@ -731,6 +731,141 @@ fn wildcard_matches(pattern: &str, name: &str) -> bool {
     pattern[p..].iter().all(|&c| c == '*')
 }
 
+/// What a dynamically linked executable asks of the system it runs on: checked against a base
+/// image's filesystem before pushing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requirements {
+    /// `PT_INTERP`; `None` for a static executable.
+    pub interpreter: Option<String>,
+    /// `DT_NEEDED` names, in order.
+    pub needed: Vec<String>,
+    /// `DT_RUNPATH` if present, else `DT_RPATH` (glibc ignores RPATH when RUNPATH exists).
+    pub search_path: Vec<String>,
+    /// Version names (`GLIBC_2.34`) needed per library file (`libc.so.6`), from `.gnu.version_r`.
+    pub versions: BTreeMap<String, Vec<String>>,
+    /// Multiarch triplet of the machine (`x86_64-linux-gnu`), for the default directories.
+    pub triplet: Option<&'static str>,
+}
+
+/// Reads an executable's [`Requirements`].
+pub fn requirements(binary: &Path) -> Result<Requirements, ClosureError> {
+    let bytes = read_file(binary)?;
+    let header = parse_header(binary, &bytes)?;
+    let info = parse_dynamic_info(binary, &bytes)?;
+    let search_path = match &info.runpath {
+        Some(runpath) => runpath.clone(),
+        None => info.rpath.clone(),
+    };
+    Ok(Requirements {
+        interpreter: info.interpreter.clone(),
+        needed: info.needed.clone(),
+        search_path,
+        versions: needed_versions(binary, &bytes)?,
+        triplet: multiarch_triplet(header.e_machine(LittleEndian)),
+    })
+}
+
+/// The loader's directories for a `DT_NEEDED` name without a '/', in order: the binary's
+/// RUNPATH/RPATH (entries with `$ORIGIN` are skipped: they name the host), then the default and
+/// multiarch directories. An image's `ld.so.cache` is not read (see README).
+pub fn library_search_dirs(requirements: &Requirements) -> Vec<String> {
+    let mut dirs: Vec<String> = requirements
+        .search_path
+        .iter()
+        .filter(|d| d.starts_with('/') && !d.contains('$'))
+        .cloned()
+        .collect();
+    let triplet = requirements.triplet.unwrap_or("x86_64-linux-gnu");
+    dirs.extend(
+        default_library_dirs(triplet)
+            .into_iter()
+            .map(|d| d.to_string_lossy().into_owned()),
+    );
+    dirs
+}
+
+/// `.gnu.version_r`: version names needed from each library file.
+pub fn needed_versions(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<BTreeMap<String, Vec<String>>, ClosureError> {
+    let endian = LittleEndian;
+    let header = parse_header(path, bytes)?;
+    let sections = header
+        .sections(endian, bytes)
+        .map_err(|e| malformed(path, e.to_string()))?;
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let Some((mut needs, link)) = sections
+        .gnu_verneed(endian, bytes)
+        .map_err(|e| malformed(path, e.to_string()))?
+    else {
+        return Ok(out);
+    };
+    let strings = sections
+        .strings(endian, bytes, link)
+        .map_err(|e| malformed(path, e.to_string()))?;
+    while let Some((need, mut aux)) = needs.next().map_err(|e| malformed(path, e.to_string()))? {
+        let file = need
+            .file(endian, strings)
+            .map_err(|e| malformed(path, e.to_string()))?;
+        let file = utf8(path, file, "version file")?;
+        while let Some(a) = aux.next().map_err(|e| malformed(path, e.to_string()))? {
+            let name = a
+                .name(endian, strings)
+                .map_err(|e| malformed(path, e.to_string()))?;
+            let name = utf8(path, name, "version name")?;
+            let list = out.entry(file.clone()).or_default();
+            if !list.contains(&name) {
+                list.push(name);
+            }
+        }
+    }
+    for list in out.values_mut() {
+        list.sort();
+    }
+    Ok(out)
+}
+
+/// `.gnu.version_d`: version names a library defines (`GLIBC_2.2.5` … for a libc).
+pub fn defined_versions(path: &Path, bytes: &[u8]) -> Result<HashSet<String>, ClosureError> {
+    let endian = LittleEndian;
+    let header = parse_header(path, bytes)?;
+    let sections = header
+        .sections(endian, bytes)
+        .map_err(|e| malformed(path, e.to_string()))?;
+    let mut out = HashSet::new();
+    let Some((mut defs, link)) = sections
+        .gnu_verdef(endian, bytes)
+        .map_err(|e| malformed(path, e.to_string()))?
+    else {
+        return Ok(out);
+    };
+    let strings = sections
+        .strings(endian, bytes, link)
+        .map_err(|e| malformed(path, e.to_string()))?;
+    while let Some((_, mut aux)) = defs.next().map_err(|e| malformed(path, e.to_string()))? {
+        // The first aux entry is the version's own name; later ones name its parents.
+        if let Some(a) = aux.next().map_err(|e| malformed(path, e.to_string()))? {
+            let name = a
+                .name(endian, strings)
+                .map_err(|e| malformed(path, e.to_string()))?;
+            out.insert(utf8(path, name, "version name")?);
+        }
+    }
+    Ok(out)
+}
+
+/// Versions in `needed` that `defined` lacks, sorted.
+pub fn missing_versions(needed: &[String], defined: &HashSet<String>) -> Vec<String> {
+    let mut missing: Vec<String> = needed
+        .iter()
+        .filter(|v| !defined.contains(*v))
+        .cloned()
+        .collect();
+    missing.sort();
+    missing
+}
+
 fn read_file(path: &Path) -> Result<Vec<u8>, ClosureError> {
     fs::read(path).map_err(|source| ClosureError::Io {
         path: path.to_owned(),

@@ -116,6 +116,9 @@ pub struct ClusterConfig {
     pub target: Option<Sourced<String>>,
     pub pull: Option<Sourced<bool>>,
     pub platform: Option<Sourced<String>>,
+    pub check_base: Option<Sourced<bool>>,
+    pub tzdata: Option<Sourced<bool>>,
+    pub media_types: Option<Sourced<String>>,
 }
 
 /// Every key the cluster table accepts, for validation and did-you-mean hints.
@@ -138,6 +141,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "target",
     "pull",
     "platform",
+    "check-base",
+    "tzdata",
+    "media-types",
 ];
 
 impl ClusterConfig {
@@ -177,6 +183,9 @@ impl ClusterConfig {
                 "target" => config.target = Some(reader.string(key, value)?),
                 "pull" => config.pull = Some(reader.boolean(key, value)?),
                 "platform" => config.platform = Some(reader.string(key, value)?),
+                "check-base" => config.check_base = Some(reader.boolean(key, value)?),
+                "tzdata" => config.tzdata = Some(reader.boolean(key, value)?),
+                "media-types" => config.media_types = Some(reader.string(key, value)?),
                 unknown => return Err(reader.unknown_key(&[], unknown, KNOWN_KEYS)),
             }
         }
@@ -212,6 +221,9 @@ impl ClusterConfig {
             target: self.target.or(workspace.target),
             pull: self.pull.or(workspace.pull),
             platform: self.platform.or(workspace.platform),
+            check_base: self.check_base.or(workspace.check_base),
+            tzdata: self.tzdata.or(workspace.tzdata),
+            media_types: self.media_types.or(workspace.media_types),
         }
     }
 }

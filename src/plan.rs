@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use cargo_metadata::{Metadata, Package, TargetKind};
 
-use crate::cli::{BuilderChoice, PushArgs};
+use crate::cli::{BuilderChoice, MediaTypes, PushArgs};
 use crate::config::{ClusterConfig, ConfigError, Origin, RegistrySetting, Sourced};
 use crate::reference::{ImageRef, Registry, RegistryLocation, Repository, Tag};
 
@@ -88,6 +88,12 @@ pub struct ImageSpec {
     pub includes: Vec<Include>,
     /// Seconds since the epoch for file mtimes and `created`: SOURCE_DATE_EPOCH, else 0.
     pub epoch: u64,
+    /// Check that the base image can start the binary (`check-base`, default on).
+    pub check_base: bool,
+    /// Scratch images: add the host's /usr/share/zoneinfo (`tzdata`).
+    pub tzdata: bool,
+    /// `media-types` / `--media-types`; `None`: OCI, or the base image's family.
+    pub media_types: Option<MediaTypes>,
 }
 
 #[derive(Debug, Clone)]
@@ -342,17 +348,35 @@ fn plan_target(
             None,
         ));
     }
+    // A scratch image's /etc/passwd and /etc/group know root, nonroot and nobody.
+    let known = |part: &str| {
+        (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+            || crate::build::scratch::USERS
+                .iter()
+                .any(|(name, _)| *name == part)
+    };
     if let (Base::Scratch, Some(u)) = (&base, &config.user)
-        && !u
-            .value
-            .split(':')
-            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+        && !u.value.split(':').all(known)
     {
         return Err(u.error(
-            format!("`user = \"{}\"` names a user, but a scratch image has no /etc/passwd to look it up", u.value),
-            Some("use a numeric id like \"65532\" or \"65532:65532\", or a `base` image that defines the user".into()),
+            format!("`user = \"{}\"` names a user that the scratch image's /etc/passwd does not have (it has root, nonroot and nobody)", u.value),
+            Some("use \"nonroot\", a numeric id like \"65532\" or \"65532:65532\", or a `base` image that defines the user".into()),
         ));
     }
+    let media_types = match (args.media_types, &config.media_types) {
+        (Some(m), _) => Some(m),
+        (None, Some(m)) => Some(match m.value.as_str() {
+            "oci" => MediaTypes::Oci,
+            "docker" => MediaTypes::Docker,
+            other => {
+                return Err(m.error(
+                    format!("unknown media types `{other}`"),
+                    Some("use \"oci\" or \"docker\"".into()),
+                ));
+            }
+        }),
+        (None, None) => None,
+    };
 
     let mut env = Vec::new();
     for (name, value) in &config.env {
@@ -491,6 +515,9 @@ fn plan_target(
                 user,
                 includes,
                 epoch,
+                check_base: config.check_base.as_ref().is_none_or(|c| c.value),
+                tzdata: config.tzdata.as_ref().is_some_and(|t| t.value),
+                media_types,
             },
             docker,
             layer_cache,

@@ -1,9 +1,11 @@
 //! Builders turn a planned target into an image. They never know where the image goes.
 //! `oci` assembles layers in-process (like ko and Jib); `docker` has a Docker engine build them.
 
+pub mod base_check;
 pub mod docker;
 pub mod dockerignore;
 pub mod oci;
+pub mod scratch;
 
 use std::path::PathBuf;
 

@@ -1,8 +1,8 @@
 //! The daemonless builder: `cargo build`, then layers assembled in-process.
 //!
 //! Layers are split by how often they change, so a code change re-uploads only the last one:
-//! 1. runtime: the binary's runtime closure from the host (loader and shared libraries, when
-//!    dynamically linked and on scratch) and the host's CA bundle;
+//! 1. runtime (scratch only): system files (users, /tmp, CA bundle; see `scratch`) and the
+//!    binary's runtime closure from the host (loader and libraries, when dynamically linked);
 //! 2. includes: files from `include`;
 //! 3. the binary.
 
@@ -11,10 +11,13 @@ use std::path::{Path, PathBuf};
 use miette::{Diagnostic, IntoDiagnostic, Result, WrapErr};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
+use super::{base_check, scratch};
 use crate::cargo::CargoOptions;
+use crate::cli::MediaTypes;
+use crate::image::base_fs::BaseFs;
 use crate::closure::{self, Linkage};
 use crate::image::layer::{Layer, LayerBuilder, LayerCache};
-use crate::image::{self, BaseImage, Image, RunConfig};
+use crate::image::{self, BaseImage, Family, Image, RunConfig};
 use crate::output;
 use crate::plan::{Base, BuildSpec};
 use crate::reference::{Digest, ImageRef};
@@ -24,9 +27,6 @@ use crate::registry::pool::Clients;
 pub fn binary_path_in_image(bin: &str) -> String {
     format!("/usr/local/bin/{bin}")
 }
-
-/// The CA bundle Debian-family hosts keep; copied so TLS clients in the image work.
-const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum BuildError {
@@ -65,7 +65,7 @@ pub async fn build(
     // Resolve the base first: a typo in `base` should not cost a compile.
     let base = resolve_base(target, host_architecture(), clients).await?;
     let binary = super::build_binary(target, cargo_options).await?;
-    assemble_with_base(target, &binary, base).await
+    assemble_with_base(target, &binary, base, clients).await
 }
 
 /// Assembles the image for an already built binary.
@@ -76,7 +76,7 @@ pub async fn assemble_for_binary(
 ) -> Result<Image> {
     let architecture = architecture_of(binary)?;
     let base = resolve_base(target, &architecture, clients).await?;
-    assemble_with_base(target, binary, base).await
+    assemble_with_base(target, binary, base, clients).await
 }
 
 async fn resolve_base(
@@ -102,6 +102,7 @@ async fn assemble_with_base(
     target: &BuildSpec,
     binary: &Path,
     base: Option<BaseImage>,
+    clients: &Clients,
 ) -> Result<Image> {
     let architecture = architecture_of(binary)?;
     if let Some(b) = &base {
@@ -112,11 +113,29 @@ async fn assemble_with_base(
             ));
         }
     }
+    let base_fs = match &base {
+        None => None,
+        Some(b) => {
+            let cache = target
+                .layer_cache
+                .parent()
+                .unwrap_or(&target.layer_cache)
+                .join("base-fs");
+            let fs = base_check::load(b, clients, &cache).await?;
+            if target.image.check_base {
+                let reference = match &target.image.base {
+                    Base::Image(r) => r.to_string(),
+                    Base::Scratch => String::new(),
+                };
+                base_check::check(binary, &reference, b, &fs, clients).await?;
+            }
+            Some(fs)
+        }
+    };
     let layers = {
         let target = target.clone();
         let binary = binary.to_path_buf();
-        let on_scratch = base.is_none();
-        tokio::task::spawn_blocking(move || make_layers(&target, &binary, on_scratch))
+        tokio::task::spawn_blocking(move || make_layers(&target, &binary, base_fs.as_ref()))
             .await
             .into_diagnostic()??
     };
@@ -128,6 +147,10 @@ async fn assemble_with_base(
         user: target.image.user.clone(),
         epoch: target.image.epoch,
         architecture,
+        family: target.image.media_types.map(|m| match m {
+            MediaTypes::Oci => Family::Oci,
+            MediaTypes::Docker => Family::Docker,
+        }),
     };
     let image = image::assemble(base.as_ref(), layers, &run).into_diagnostic()?;
     output::detail(&format!(
@@ -138,7 +161,8 @@ async fn assemble_with_base(
     Ok(image)
 }
 
-fn make_layers(target: &BuildSpec, binary: &Path, on_scratch: bool) -> Result<Vec<Layer>> {
+fn make_layers(target: &BuildSpec, binary: &Path, base: Option<&BaseFs>) -> Result<Vec<Layer>> {
+    let on_scratch = base.is_none();
     let epoch = target.image.epoch;
     let mut layers = Vec::new();
     let cache = |kind: &str| LayerCache {
@@ -146,7 +170,7 @@ fn make_layers(target: &BuildSpec, binary: &Path, on_scratch: bool) -> Result<Ve
         slot: format!("{}-{}-{kind}", target.package, target.bin),
     };
 
-    let mut runtime = LayerBuilder::new("runtime libraries and CA certificates", epoch);
+    let mut runtime = LayerBuilder::new("system files and runtime libraries", epoch);
     if on_scratch {
         let in_image = binary_path_in_image(&target.bin);
         let closure =
@@ -171,9 +195,9 @@ fn make_layers(target: &BuildSpec, binary: &Path, on_scratch: bool) -> Result<Ve
                 .into_diagnostic()
                 .wrap_err_with(|| format!("reading {}", file.host_path.display()))?;
         }
-        if Path::new(CA_BUNDLE).is_file() {
-            runtime.add_host_file_mode(CA_BUNDLE, Path::new(CA_BUNDLE), 0o644);
-        }
+        scratch::add_system_files(&mut runtime, target.image.tzdata)
+            .into_diagnostic()
+            .wrap_err("adding the scratch image's system files")?;
     }
     if !runtime.is_empty() {
         layers.push(
@@ -191,6 +215,9 @@ fn make_layers(target: &BuildSpec, binary: &Path, on_scratch: bool) -> Result<Ve
                 .into_diagnostic()
                 .wrap_err_with(|| format!("reading {}", include.host_path.display()))?;
         }
+        if let Some(base) = base {
+            includes.merge_onto(base);
+        }
         layers.push(
             includes
                 .finish_with_cache(Some(&cache("includes")))
@@ -200,6 +227,9 @@ fn make_layers(target: &BuildSpec, binary: &Path, on_scratch: bool) -> Result<Ve
 
     let mut app = LayerBuilder::new(format!("binary {}", target.bin), epoch);
     app.add_host_file_mode(&binary_path_in_image(&target.bin), binary, 0o755);
+    if let Some(base) = base {
+        app.merge_onto(base);
+    }
     layers.push(
         app.finish_with_cache(Some(&cache("binary")))
             .into_diagnostic()

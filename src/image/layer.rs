@@ -8,6 +8,7 @@ use bytes::Bytes;
 use flate2::{Compression, GzBuilder};
 use sha2::{Digest as _, Sha256};
 
+use super::base_fs::BaseFs;
 use super::exact::ExactReader;
 use crate::reference::Digest;
 
@@ -30,15 +31,20 @@ pub struct Layer {
 
 #[derive(Debug, Clone)]
 enum Entry {
-    Dir,
+    Dir { mode: u32, owner: u64 },
     File { source: Source, mode: u32 },
     Symlink { target: PathBuf },
 }
 
+/// Directories we create: 0755, root's.
+const DEFAULT_DIR: Entry = Entry::Dir {
+    mode: 0o755,
+    owner: 0,
+};
+
 #[derive(Debug, Clone)]
 enum Source {
     Host(PathBuf),
-    #[cfg(test)]
     Bytes(Bytes),
 }
 
@@ -89,7 +95,7 @@ impl LayerBuilder {
         );
     }
 
-    #[cfg(test)]
+    /// Adds a file with these contents (generated files: /etc/passwd).
     pub fn add_bytes(&mut self, image_path: &str, bytes: Bytes, mode: u32) {
         self.insert(
             image_path,
@@ -100,6 +106,53 @@ impl LayerBuilder {
         );
     }
 
+    /// Adds a directory with its own mode and owner (uid = gid): `/tmp` 1777.
+    pub fn add_dir(&mut self, image_path: &str, mode: u32, owner: u64) {
+        self.insert(image_path, Entry::Dir { mode, owner });
+    }
+
+    pub fn add_symlink(&mut self, image_path: &str, target: &str) {
+        self.insert(
+            image_path,
+            Entry::Symlink {
+                target: PathBuf::from(target),
+            },
+        );
+    }
+
+    /// Makes the layer merge with `base` the way `COPY` does: a destination below a base
+    /// symlink lands at the link's target (`/bin/x` with `/bin -> usr/bin` is `/usr/bin/x`); no
+    /// entry replaces a directory the base has (so its mode and owner stay, `/tmp` keeps 1777)
+    /// or a directory symlink; parent directories the base has are not written again.
+    pub fn merge_onto(&mut self, base: &BaseFs) {
+        let entries = std::mem::take(&mut self.entries);
+        for (path, entry) in entries {
+            let is_dir = matches!(entry, Entry::Dir { .. });
+            // A directory of ours follows a base link at its own name too; a file or link of
+            // ours replaces a base link at its name (as COPY does), but not one above it.
+            let resolved = base.resolve(&path, is_dir).unwrap_or_else(|| path.clone());
+            if is_dir && base.is_dir(&resolved) {
+                continue;
+            }
+            if !is_dir && base.is_dir(&resolved) {
+                // A file over a base directory would hide the directory: keep the directory.
+                continue;
+            }
+            self.entries.insert(resolved, entry);
+        }
+        // Parents that neither the base nor this layer has.
+        let paths: Vec<String> = self.entries.keys().cloned().collect();
+        for path in paths {
+            let mut parent = path.as_str();
+            while let Some((p, _)) = parent.rsplit_once('/') {
+                parent = p;
+                if !base.is_dir(parent) && !self.entries.contains_key(parent) {
+                    self.entries.insert(parent.to_string(), DEFAULT_DIR);
+                }
+            }
+        }
+    }
+
     /// Adds a host file or a whole directory tree (walked sorted; symlinks kept as links).
     pub fn add_host_path(&mut self, image_path: &str, host_path: &Path) -> io::Result<()> {
         let meta = std::fs::symlink_metadata(host_path)?;
@@ -107,7 +160,7 @@ impl LayerBuilder {
             let target = std::fs::read_link(host_path)?;
             self.insert(image_path, Entry::Symlink { target });
         } else if meta.is_dir() {
-            self.insert(image_path, Entry::Dir);
+            self.insert(image_path, DEFAULT_DIR);
             let mut children: Vec<_> = std::fs::read_dir(host_path)?
                 .map(|e| e.map(|e| e.file_name()))
                 .collect::<Result<_, _>>()?;
@@ -148,7 +201,7 @@ impl LayerBuilder {
                 parent.push('/');
             }
             parent.push_str(component);
-            self.entries.entry(parent.clone()).or_insert(Entry::Dir);
+            self.entries.entry(parent.clone()).or_insert(DEFAULT_DIR);
         }
         self.entries.insert(path, entry);
     }
@@ -200,9 +253,11 @@ impl LayerBuilder {
             header.set_uid(0);
             header.set_gid(0);
             match entry {
-                Entry::Dir => {
+                Entry::Dir { mode, owner } => {
                     header.set_entry_type(tar::EntryType::Directory);
-                    header.set_mode(0o755);
+                    header.set_mode(*mode);
+                    header.set_uid(*owner);
+                    header.set_gid(*owner);
                     header.set_size(0);
                     tar.append_data(&mut header, format!("{path}/"), io::empty())?;
                 }
@@ -216,7 +271,6 @@ impl LayerBuilder {
                     header.set_entry_type(tar::EntryType::Regular);
                     header.set_mode(*mode);
                     match source {
-                        #[cfg(test)]
                         Source::Bytes(b) => {
                             header.set_size(b.len() as u64);
                             tar.append_data(&mut header, path, &b[..])?;

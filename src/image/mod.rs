@@ -2,6 +2,7 @@
 //! either in memory or still in another repository. How it was made is not recorded here.
 
 pub(crate) mod exact;
+pub mod base_fs;
 pub mod layer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -54,7 +55,50 @@ pub struct Image {
     pub layers: Vec<Blob>,
 }
 
+/// A base layer's media type in our manifest's family (gzip'd tars only; others kept).
+fn layer_media_type(media_type: &str, docker_family: bool) -> String {
+    match media_type {
+        layer::OCI_LAYER_GZIP if docker_family => DOCKER_LAYER_GZIP.to_string(),
+        DOCKER_LAYER_GZIP if !docker_family => layer::OCI_LAYER_GZIP.to_string(),
+        other => other.to_string(),
+    }
+}
+
 impl Image {
+    /// The same image with Docker schema 2 media types (for registries that refuse OCI): same
+    /// config and layer bytes, so only the manifest (and its digest) changes. `None` if it
+    /// already is one, or a layer has a type Docker schema 2 cannot name.
+    pub fn as_docker_schema2(&self) -> Option<Image> {
+        if self.manifest_media_type != OCI_MANIFEST {
+            return None;
+        }
+        let mut manifest: serde_json::Value = serde_json::from_slice(&self.manifest).ok()?;
+        let object = manifest.as_object_mut()?;
+        object.insert("mediaType".into(), DOCKER_MANIFEST.into());
+        // Schema 2 has no annotations.
+        object.remove("annotations");
+        object.get_mut("config")?.as_object_mut()?.insert("mediaType".into(), DOCKER_CONFIG.into());
+        let mut layers = self.layers.clone();
+        for (value, blob) in object.get_mut("layers")?.as_array_mut()?.iter_mut().zip(&mut layers) {
+            let docker = match blob.media_type.as_str() {
+                layer::OCI_LAYER_GZIP | DOCKER_LAYER_GZIP => DOCKER_LAYER_GZIP,
+                _ => return None,
+            };
+            blob.media_type = docker.to_string();
+            value.as_object_mut()?.insert("mediaType".into(), docker.into());
+        }
+        let bytes = canonical_json(&manifest).ok()?;
+        let mut config = self.config.clone();
+        config.media_type = DOCKER_CONFIG.to_string();
+        Some(Image {
+            digest: Digest::sha256_of(&bytes),
+            manifest: bytes,
+            manifest_media_type: DOCKER_MANIFEST.to_string(),
+            config,
+            layers,
+        })
+    }
+
     /// Config first, then layers: every blob the manifest needs.
     pub fn blobs(&self) -> impl Iterator<Item = &Blob> {
         std::iter::once(&self.config).chain(self.layers.iter())
@@ -84,6 +128,16 @@ pub struct RunConfig {
     pub epoch: u64,
     /// GOARCH-style architecture of the binary: "amd64", "arm64".
     pub architecture: String,
+    /// Manifest media types; `None`: OCI, or the base image's family.
+    pub family: Option<Family>,
+}
+
+/// Which media types the manifest, config and layers carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Oci,
+    /// Docker image manifest v2, schema 2.
+    Docker,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +162,10 @@ pub fn assemble(
     layers: Vec<Layer>,
     run: &RunConfig,
 ) -> Result<Image, AssembleError> {
-    let docker_family = base.is_some_and(|b| b.manifest_media_type == DOCKER_MANIFEST);
+    let docker_family = match run.family {
+        Some(f) => f == Family::Docker,
+        None => base.is_some_and(|b| b.manifest_media_type == DOCKER_MANIFEST),
+    };
     let (manifest_type, config_type, layer_type) = if docker_family {
         (DOCKER_MANIFEST, DOCKER_CONFIG, DOCKER_LAYER_GZIP)
     } else {
@@ -145,7 +202,7 @@ pub fn assemble(
                     source: oci_spec::OciSpecError::Other(e.0),
                 })?,
                 size: d.size(),
-                media_type: d.media_type().to_string(),
+                media_type: layer_media_type(&d.media_type().to_string(), docker_family),
                 source: BlobSource::Registry {
                     registry: b.registry.clone(),
                     repository: b.repository.clone(),
@@ -316,6 +373,7 @@ mod tests {
             user: Some("65532".into()),
             epoch: 0,
             architecture: "amd64".into(),
+            family: None,
         };
         let a = assemble(None, vec![sample_layer(b"x")], &run).unwrap();
         let b = assemble(None, vec![sample_layer(b"x")], &run).unwrap();

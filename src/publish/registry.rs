@@ -55,8 +55,9 @@ impl<'a> RegistryPublisher<'a> {
             .await?;
 
         // Every blob is now confirmed in the registry: only now may a tag point at them.
-        for tag in &destination.tags {
-            client
+        let mut pushed = image.digest.clone();
+        for (i, tag) in destination.tags.iter().enumerate() {
+            let result = client
                 .put_manifest(
                     repo,
                     tag.as_str(),
@@ -64,15 +65,31 @@ impl<'a> RegistryPublisher<'a> {
                     &image.manifest,
                     &image.digest,
                 )
-                .await
-                .wrap_err_with(|| {
-                    format!("pushing the manifest as {}:{tag}", destination.push_name())
-                })?;
+                .await;
+            let result = match (result, image.as_docker_schema2()) {
+                (Err(e), Some(docker)) if i == 0 && refuses_media_type(&e) => {
+                    output::warn(&format!(
+                        "{} refused the OCI manifest ({e}); pushing the same image with Docker schema 2 media types instead. Set `media-types = \"docker\"` (or --media-types docker) to push that directly",
+                        client.registry()
+                    ));
+                    // Same config and layer bytes: only the manifest differs.
+                    let outcome = self
+                        .put_tags(&client, destination, &docker)
+                        .await
+                        .map(|()| docker.digest.clone());
+                    pushed = outcome?;
+                    break;
+                }
+                (result, _) => result,
+            };
+            result.wrap_err_with(|| {
+                format!("pushing the manifest as {}:{tag}", destination.push_name())
+            })?;
             output::detail(&format!("tagged {}:{tag}", destination.push_name()));
         }
 
         let mut published = Published {
-            digest: image.digest.clone(),
+            digest: pushed,
             uploaded: 0,
             mounted: 0,
             present: 0,
@@ -102,6 +119,30 @@ impl<'a> RegistryPublisher<'a> {
             ),
         );
         Ok(published)
+    }
+
+    async fn put_tags(
+        &self,
+        client: &RegistryClient,
+        destination: &Destination,
+        image: &Image,
+    ) -> Result<()> {
+        for tag in &destination.tags {
+            client
+                .put_manifest(
+                    &destination.repository,
+                    tag.as_str(),
+                    &image.manifest_media_type,
+                    &image.manifest,
+                    &image.digest,
+                )
+                .await
+                .wrap_err_with(|| {
+                    format!("pushing the manifest as {}:{tag}", destination.push_name())
+                })?;
+            output::detail(&format!("tagged {}:{tag}", destination.push_name()));
+        }
+        Ok(())
     }
 
     async fn push_blob(
@@ -208,5 +249,21 @@ impl<'a> RegistryPublisher<'a> {
             .await;
         progress.finish();
         result
+    }
+}
+
+/// A registry's answer that means "not this manifest type": `MANIFEST_INVALID`, an unsupported
+/// media type, or HTTP 415.
+fn refuses_media_type(error: &RegistryError) -> bool {
+    match error {
+        RegistryError::Rejected { status, detail, .. } => {
+            let lower = detail.to_ascii_lowercase();
+            *status == 415
+                || (*status == 400
+                    && (lower.contains("manifest_invalid")
+                        || lower.contains("unsupported")
+                        || lower.contains("media type")))
+        }
+        _ => false,
     }
 }

@@ -1629,13 +1629,18 @@ async fn error_detail(response: Response, limit: Duration) -> String {
             errors
                 .iter()
                 .map(|e| {
-                    format!(
-                        "{} {}",
+                    // `detail` is free-form JSON: often the reason itself ("unknown media type").
+                    let detail = match e.get("detail") {
+                        None | Some(serde_json::Value::Null) => String::new(),
+                        Some(serde_json::Value::String(s)) => format!(": {s}"),
+                        Some(other) => format!(": {other}"),
+                    };
+                    let text = format!(
+                        "{} {}{detail}",
                         e.get("code").and_then(|c| c.as_str()).unwrap_or(""),
                         e.get("message").and_then(|c| c.as_str()).unwrap_or("")
-                    )
-                    .trim()
-                    .to_string()
+                    );
+                    text.trim().chars().take(300).collect::<String>()
                 })
                 .collect::<Vec<_>>()
                 .join("; ")

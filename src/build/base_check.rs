@@ -1,0 +1,225 @@
+//! Reads a base image's filesystem listing and checks, before anything is pushed, that the base
+//! can start the binary: its loader and libraries are there, and its C library is new enough.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
+use miette::{Diagnostic, IntoDiagnostic, Result, WrapErr};
+use sha2::{Digest as _, Sha256};
+
+use crate::closure;
+use crate::image::BaseImage;
+use crate::image::base_fs::{self, BaseFs, Kind, LayerListing};
+use crate::output;
+use crate::reference::Digest;
+use crate::registry::pool::Clients;
+
+/// Largest library read out of a base layer for its version definitions.
+const MAX_LIBRARY_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("the base image {reference} cannot start {binary}: {}", missing.join("; "))]
+#[diagnostic(help(
+    "build a static binary (RUSTFLAGS=\"-C target-feature=+crt-static\"), which needs nothing from the base; or choose a base with {wanted}; or set `base = \"scratch\"` to ship the host's loader and libraries with the binary. `check-base = false` turns this check off for bases it cannot judge"
+))]
+pub struct BaseCheckError {
+    pub reference: String,
+    pub binary: PathBuf,
+    pub missing: Vec<String>,
+    pub wanted: String,
+}
+
+/// Stacks the base's layers' listings, reading each layer's tar headers once per machine.
+pub async fn load(base: &BaseImage, clients: &Clients, cache_dir: &Path) -> Result<BaseFs> {
+    let mut fs = BaseFs::default();
+    for (index, layer) in base.manifest.layers().iter().enumerate() {
+        let digest = Digest::parse(layer.digest().as_ref()).into_diagnostic()?;
+        let listing = match LayerListing::cached(cache_dir, &digest) {
+            Some(l) => l,
+            None => {
+                output::detail(&format!(
+                    "reading the file list of base layer {}/{}",
+                    index + 1,
+                    base.manifest.layers().len()
+                ));
+                let file = download(base, clients, &digest, layer.size()).await?;
+                let listing = tokio::task::spawn_blocking(move || {
+                    LayerListing::read(std::io::BufReader::new(file.as_file()))
+                })
+                .await
+                .into_diagnostic()?
+                .into_diagnostic()
+                .wrap_err_with(|| format!("reading base layer {digest}"))?;
+                listing.store(cache_dir, &digest);
+                listing
+            }
+        };
+        fs.apply(index, &listing);
+    }
+    Ok(fs)
+}
+
+/// Streams a base layer into a temporary file (never whole in memory), checking size and digest.
+async fn download(
+    base: &BaseImage,
+    clients: &Clients,
+    digest: &Digest,
+    size: u64,
+) -> Result<tempfile::NamedTempFile> {
+    let client = clients.get(&base.registry).await?;
+    let response = client.get_blob(&base.repository, digest).await?;
+    let mut file = tempfile::NamedTempFile::new().into_diagnostic()?;
+    let mut hasher = Sha256::new();
+    let mut written = 0u64;
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk
+            .into_diagnostic()
+            .wrap_err_with(|| format!("downloading base layer {digest}"))?;
+        written += chunk.len() as u64;
+        if written > size {
+            miette::bail!("base layer {digest} is larger than the {size} bytes its manifest says");
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).into_diagnostic()?;
+    }
+    let actual = Digest::from_sha256_bytes(&hasher.finalize());
+    if digest.as_str().starts_with("sha256:") && actual != *digest {
+        miette::bail!("base layer {digest} arrived as {actual}");
+    }
+    Ok(file)
+}
+
+/// One file's contents from the base layer that holds it.
+async fn read_base_file(
+    base: &BaseImage,
+    clients: &Clients,
+    layer: usize,
+    path: &str,
+) -> Result<Option<Vec<u8>>> {
+    let Some(descriptor) = base.manifest.layers().get(layer) else {
+        return Ok(None);
+    };
+    let digest = Digest::parse(descriptor.digest().as_ref()).into_diagnostic()?;
+    let file = download(base, clients, &digest, descriptor.size()).await?;
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        base_fs::read_file_from_layer(
+            std::io::BufReader::new(file.as_file()),
+            &path,
+            MAX_LIBRARY_BYTES,
+        )
+    })
+    .await
+    .into_diagnostic()?
+    .into_diagnostic()
+}
+
+/// Fails when the base lacks the binary's loader or a library, or its libraries define older
+/// symbol versions than the binary needs.
+pub async fn check(
+    binary: &Path,
+    reference: &str,
+    base: &BaseImage,
+    fs: &BaseFs,
+    clients: &Clients,
+) -> Result<()> {
+    let needs = closure::requirements(binary).into_diagnostic()?;
+    let Some(interpreter) = &needs.interpreter else {
+        return Ok(()); // static: needs nothing from the base
+    };
+    let mut missing = Vec::new();
+    if fs.file(interpreter).is_none() {
+        missing.push(format!("it has no program interpreter {interpreter}"));
+    }
+    let dirs = closure::library_search_dirs(&needs);
+    // DT_NEEDED name → (path in the base, layer holding its bytes).
+    let mut found: BTreeMap<&str, (String, usize)> = BTreeMap::new();
+    for lib in &needs.needed {
+        let candidates: Vec<String> = if lib.contains('/') {
+            vec![lib.clone()]
+        } else {
+            dirs.iter().map(|d| format!("{d}/{lib}")).collect()
+        };
+        match candidates.iter().find_map(|c| fs.file(c)) {
+            Some((path, node)) => {
+                let path = match &node.kind {
+                    Kind::Hardlink(target) => target.clone(),
+                    _ => path,
+                };
+                found.insert(lib, (path, node.layer));
+            }
+            None => missing.push(format!(
+                "it has no {lib} (looked in {})",
+                if lib.contains('/') {
+                    lib.clone()
+                } else {
+                    dirs.join(", ")
+                }
+            )),
+        }
+    }
+    let mut wanted = "the C library the binary needs".to_string();
+    for (lib, versions) in &needs.versions {
+        let Some((path, layer)) = found.get(lib.as_str()) else {
+            continue;
+        };
+        let Some(bytes) = read_base_file(base, clients, *layer, path).await? else {
+            continue;
+        };
+        let defined = closure::defined_versions(Path::new(path), &bytes).into_diagnostic()?;
+        let lacking = closure::missing_versions(versions, &defined);
+        if !lacking.is_empty() {
+            if let Some(newest) = newest_glibc(versions) {
+                wanted = format!("glibc {newest} or newer");
+            }
+            missing.push(format!(
+                "its /{path} lacks the symbol versions {} ({lib} there is older than the one the binary was linked against)",
+                lacking.join(", ")
+            ));
+        }
+    }
+    if missing.is_empty() {
+        output::detail(&format!(
+            "the base has {interpreter} and {} libraries the binary needs",
+            found.len()
+        ));
+        return Ok(());
+    }
+    Err(BaseCheckError {
+        reference: reference.to_string(),
+        binary: binary.to_path_buf(),
+        missing,
+        wanted,
+    }
+    .into())
+}
+
+/// The highest `GLIBC_x.y` in a list, for the hint.
+fn newest_glibc(versions: &[String]) -> Option<String> {
+    versions
+        .iter()
+        .filter_map(|v| v.strip_prefix("GLIBC_"))
+        .filter_map(|v| {
+            let parts: Option<Vec<u32>> = v.split('.').map(|p| p.parse().ok()).collect();
+            parts.map(|p| (p, v))
+        })
+        .max()
+        .map(|(_, v)| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_glibc_compares_numerically() {
+        let v: Vec<String> = ["GLIBC_2.9", "GLIBC_2.34", "GLIBC_2.2.5", "GCC_3.0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(newest_glibc(&v).as_deref(), Some("2.34"));
+    }
+}
