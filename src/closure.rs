@@ -843,7 +843,11 @@ pub fn defined_versions(path: &Path, bytes: &[u8]) -> Result<HashSet<String>, Cl
     let strings = sections
         .strings(endian, bytes, link)
         .map_err(|e| malformed(path, e.to_string()))?;
-    while let Some((_, mut aux)) = defs.next().map_err(|e| malformed(path, e.to_string()))? {
+    while let Some((def, mut aux)) = defs.next().map_err(|e| malformed(path, e.to_string()))? {
+        // The base entry names the file itself (`libc.so.6`), not a version.
+        if (def.vd_flags.get(endian) & elf::VER_FLG_BASE).0 != 0 {
+            continue;
+        }
         // The first aux entry is the version's own name; later ones name its parents.
         if let Some(a) = aux.next().map_err(|e| malformed(path, e.to_string()))? {
             let name = a
@@ -920,6 +924,64 @@ mod tests {
             .map(PathBuf::from)
             .find(|path| path.is_file())
             .expect("ls is installed")
+    }
+
+    fn host_libc() -> (PathBuf, HashSet<String>) {
+        let path = PathBuf::from(format!(
+            "/lib/{}/libc.so.6",
+            multiarch_triplet(elf::EM_X86_64).unwrap()
+        ));
+        let bytes = fs::read(&path).expect("the host's libc");
+        let defined = defined_versions(&path, &bytes).unwrap();
+        (path, defined)
+    }
+
+    #[test]
+    fn glibc_versions_of_real_files() {
+        let (libc, defined) = host_libc();
+        // glibc defines every version since the first of its architecture.
+        assert!(defined.contains("GLIBC_2.2.5"), "{libc:?}: {defined:?}");
+        assert!(defined.contains("GLIBC_2.34"), "{defined:?}");
+        assert!(!defined.iter().any(|v| v == "libc.so.6"), "{defined:?}");
+
+        let ls = system_ls();
+        let needs = requirements(&ls).unwrap();
+        let from_libc = needs.versions.get("libc.so.6").expect("ls uses libc");
+        assert!(from_libc.iter().all(|v| v.starts_with("GLIBC_")), "{from_libc:?}");
+        // The host's libc runs the host's ls.
+        assert_eq!(missing_versions(from_libc, &defined), Vec::<String>::new());
+        // An older libc, without the newest version ls needs, is caught.
+        let newest = from_libc
+            .iter()
+            .max_by_key(|v| {
+                v.trim_start_matches("GLIBC_")
+                    .split('.')
+                    .map(|p| p.parse::<u32>().unwrap_or(0))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap()
+            .clone();
+        let mut older = defined.clone();
+        older.remove(&newest);
+        assert_eq!(missing_versions(from_libc, &older), vec![newest]);
+        assert!(needs.interpreter.is_some());
+        assert!(needs.needed.contains(&"libc.so.6".to_string()));
+        // A library defines versions but needs none of its own from libc itself.
+        let libc_needs = needed_versions(&libc, &fs::read(&libc).unwrap()).unwrap();
+        assert!(!libc_needs.contains_key("libc.so.6"), "{libc_needs:?}");
+    }
+
+    #[test]
+    fn search_dirs_put_rpath_first_and_skip_origin() {
+        let needs = Requirements {
+            search_path: vec!["/opt/lib".into(), "$ORIGIN/../lib".into()],
+            triplet: Some("x86_64-linux-gnu"),
+            ..Requirements::default()
+        };
+        let dirs = library_search_dirs(&needs);
+        assert_eq!(dirs[0], "/opt/lib");
+        assert_eq!(dirs[1], "/lib/x86_64-linux-gnu");
+        assert!(!dirs.iter().any(|d| d.contains('$')));
     }
 
     fn write_file(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {

@@ -97,9 +97,10 @@ impl LayerListing {
                 path,
                 Node {
                     kind,
-                    mode: header.mode()? & 0o7777,
-                    uid: header.uid()?,
-                    gid: header.gid()?,
+                    // Empty numeric fields (some tar writers) read as 0, as extractors do.
+                    mode: header.mode().unwrap_or(0o755) & 0o7777,
+                    uid: header.uid().unwrap_or(0),
+                    gid: header.gid().unwrap_or(0),
                     layer: 0,
                 },
             ));
@@ -296,5 +297,122 @@ fn join(parent: &str, name: &str) -> String {
         name.to_string()
     } else {
         format!("{parent}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(kind: Kind, mode: u32) -> Node {
+        Node {
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            layer: 0,
+        }
+    }
+
+    fn tar_of(entries: &[(&str, tar::EntryType, &str, u32)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, link, mode) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(*mode);
+            if *kind == tar::EntryType::Symlink || *kind == tar::EntryType::Link {
+                h.set_size(0);
+                b.append_link(&mut h, path, link).unwrap();
+            } else {
+                let data = link.as_bytes();
+                h.set_size(if kind.is_file() { data.len() as u64 } else { 0 });
+                b.append_data(&mut h, path, if kind.is_file() { data } else { &[][..] })
+                    .unwrap();
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn gzip(raw: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(raw).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn layers_stack_with_whiteouts_and_opaque_directories() {
+        use tar::EntryType::*;
+        let lower = tar_of(&[
+            ("usr/", Directory, "", 0o755),
+            ("usr/bin/", Directory, "", 0o755),
+            ("usr/bin/busybox", Regular, "bb", 0o755),
+            ("usr/bin/sh", Symlink, "busybox", 0o777),
+            ("bin", Symlink, "usr/bin", 0o777),
+            ("tmp/", Directory, "", 0o1777),
+            ("opt/", Directory, "", 0o755),
+            ("opt/a", Regular, "a", 0o644),
+            ("etc/", Directory, "", 0o755),
+            ("etc/old", Regular, "x", 0o644),
+        ]);
+        let upper = tar_of(&[
+            ("etc/.wh.old", Regular, "", 0o644),
+            ("opt/.wh..wh..opq", Regular, "", 0o644),
+            ("opt/b", Regular, "b", 0o644),
+        ]);
+        let mut fs = BaseFs::default();
+        fs.apply(0, &LayerListing::read(&gzip(&lower)[..]).unwrap());
+        fs.apply(1, &LayerListing::read(&upper[..]).unwrap());
+        assert!(fs.get("etc/old").is_none());
+        assert!(fs.get("opt/a").is_none());
+        assert_eq!(fs.get("opt/b").unwrap().layer, 1);
+        assert_eq!(fs.get("tmp").unwrap().mode, 0o1777);
+        assert_eq!(fs.resolve("/bin/x", false).as_deref(), Some("usr/bin/x"));
+        assert_eq!(fs.resolve("/bin", true).as_deref(), Some("usr/bin"));
+        assert_eq!(fs.resolve("/bin", false).as_deref(), Some("bin"));
+        let (path, n) = fs.file("/bin/sh").unwrap();
+        assert_eq!((path.as_str(), &n.kind), ("usr/bin/busybox", &Kind::File));
+        assert!(fs.is_dir("/bin/") == false && fs.is_dir("usr/bin"));
+        assert!(fs.file("/bin/missing").is_none());
+    }
+
+    #[test]
+    fn chained_relative_links_and_loops() {
+        let mut fs = BaseFs::default();
+        fs.apply(
+            0,
+            &LayerListing {
+                entries: vec![
+                    ("usr".into(), node(Kind::Dir, 0o755)),
+                    ("usr/lib".into(), node(Kind::Dir, 0o755)),
+                    ("usr/lib/x86_64-linux-gnu".into(), node(Kind::Dir, 0o755)),
+                    ("usr/lib/x86_64-linux-gnu/libc.so.6".into(), node(Kind::File, 0o755)),
+                    ("lib".into(), node(Kind::Symlink("usr/lib".into()), 0o777)),
+                    ("lib64".into(), node(Kind::Symlink("./lib/../lib".into()), 0o777)),
+                    ("loop".into(), node(Kind::Symlink("/loop".into()), 0o777)),
+                ],
+                ..LayerListing::default()
+            },
+        );
+        assert_eq!(
+            fs.file("/lib64/x86_64-linux-gnu/libc.so.6").map(|f| f.0),
+            Some("usr/lib/x86_64-linux-gnu/libc.so.6".into())
+        );
+        assert_eq!(fs.resolve("/loop/x", true), None);
+    }
+
+    #[test]
+    fn a_file_is_read_from_a_layer_by_path() {
+        use tar::EntryType::*;
+        let raw = gzip(&tar_of(&[
+            ("lib/", Directory, "", 0o755),
+            ("lib/libc.so.6", Regular, "ELF...", 0o755),
+        ]));
+        assert_eq!(
+            read_file_from_layer(&raw[..], "lib/libc.so.6", 100).unwrap(),
+            Some(b"ELF...".to_vec())
+        );
+        assert_eq!(read_file_from_layer(&raw[..], "lib/x", 100).unwrap(), None);
+        assert!(read_file_from_layer(&raw[..], "lib/libc.so.6", 3).is_err());
     }
 }

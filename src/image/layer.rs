@@ -501,4 +501,49 @@ mod tests {
         assert_eq!(a.digest, Digest::sha256_of(&a.bytes));
         assert_ne!(a.digest, a.diff_id);
     }
+
+    #[test]
+    fn merge_onto_a_usr_merged_base_keeps_its_links_and_directories() {
+        use crate::image::base_fs::{BaseFs, Kind, LayerListing, Node};
+        let n = |kind: Kind, mode: u32| Node {
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            layer: 0,
+        };
+        let mut base = BaseFs::default();
+        base.apply(
+            0,
+            &LayerListing {
+                entries: vec![
+                    ("usr".into(), n(Kind::Dir, 0o755)),
+                    ("usr/bin".into(), n(Kind::Dir, 0o755)),
+                    ("bin".into(), n(Kind::Symlink("usr/bin".into()), 0o777)),
+                    ("tmp".into(), n(Kind::Dir, 0o1777)),
+                ],
+                ..LayerListing::default()
+            },
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "a").unwrap();
+        let mut b = LayerBuilder::new("t", 0);
+        b.add_bytes("/bin/healthcheck", Bytes::from_static(b"#!"), 0o755);
+        b.add_host_path("/tmp/seed", dir.path()).unwrap();
+        b.add_bytes("/srv/new/file", Bytes::from_static(b"x"), 0o644);
+        b.merge_onto(&base);
+        let layer = b.finish().unwrap();
+        let listed: Vec<(String, u32)> = entries(&layer).into_iter().map(|e| (e.0, e.1)).collect();
+        assert_eq!(
+            listed,
+            [
+                ("srv/".to_string(), 0o755),
+                ("srv/new/".to_string(), 0o755),
+                ("srv/new/file".to_string(), 0o644),
+                ("tmp/seed/".to_string(), 0o755),
+                ("tmp/seed/a.txt".to_string(), 0o644),
+                ("usr/bin/healthcheck".to_string(), 0o755),
+            ]
+        );
+    }
 }

@@ -408,4 +408,38 @@ mod tests {
         let c = assemble(None, vec![sample_layer(b"y")], &run).unwrap();
         assert_ne!(a.digest, c.digest);
     }
+
+    #[test]
+    fn docker_schema2_form_keeps_the_blobs_and_changes_only_media_types() {
+        let run = RunConfig {
+            entrypoint: vec!["/app".into()],
+            annotations: [("a".to_string(), "b".to_string())].into(),
+            architecture: "amd64".into(),
+            ..RunConfig::default()
+        };
+        let oci = assemble(None, vec![sample_layer(b"x")], &run).unwrap();
+        let docker = oci.as_docker_schema2().unwrap();
+        assert_eq!(docker.manifest_media_type, DOCKER_MANIFEST);
+        assert_eq!(docker.digest, Digest::sha256_of(&docker.manifest));
+        assert_ne!(docker.digest, oci.digest);
+        assert_eq!(docker.config.digest, oci.config.digest);
+        let m: serde_json::Value = serde_json::from_slice(&docker.manifest).unwrap();
+        assert_eq!(m["mediaType"], DOCKER_MANIFEST);
+        assert_eq!(m["config"]["mediaType"], DOCKER_CONFIG);
+        assert_eq!(m["layers"][0]["mediaType"], DOCKER_LAYER_GZIP);
+        assert_eq!(m["layers"][0]["digest"], oci.layers[0].digest.as_str());
+        assert!(m.get("annotations").is_none());
+        // Asked for directly, the docker family gives the same manifest.
+        let direct = assemble(
+            None,
+            vec![sample_layer(b"x")],
+            &RunConfig {
+                family: Some(Family::Docker),
+                ..run
+            },
+        )
+        .unwrap();
+        assert_eq!(direct.digest, docker.digest);
+        assert!(docker.as_docker_schema2().is_none());
+    }
 }
