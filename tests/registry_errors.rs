@@ -38,6 +38,7 @@ fn upload_fault(fault: Fault) -> HttpFaults {
         burst: vec![fault],
         method: Some("PUT".into()),
         path_contains: Some("/blobs/uploads/".into()),
+        ..HttpFaults::default()
     }
 }
 
@@ -87,4 +88,67 @@ fn a_full_quota_says_so() {
     assert!(run.stderr.contains("quota"), "{}", run.stderr);
     assert!(run.stderr.contains("403"), "{}", run.stderr);
     assert_eq!(assert_consistent(&registry.addr(), None), 0);
+}
+
+/// A registry that refuses OCI manifests (older Quay, Artifactory and ECR setups). Debian's
+/// distribution takes both kinds, so a proxy in front of it stands in for that protocol corner:
+/// it answers every PUT of an OCI manifest with MANIFEST_INVALID and passes the rest through.
+#[test]
+fn a_registry_refusing_oci_manifests_gets_docker_schema_2() {
+    let registry = TestRegistry::start();
+    let detail = "unsupported manifest media type application/vnd.oci.image.manifest.v1+json";
+    let proxy = HttpFaultProxy::start(
+        &registry.addr(),
+        HttpFaults {
+            period: 1,
+            offset: 0,
+            burst: vec![Fault {
+                body: Some(format!(
+                    r#"{{"errors":[{{"code":"MANIFEST_INVALID","message":"manifest invalid","detail":"{detail}"}}]}}"#
+                )),
+                ..Fault::status(400)
+            }],
+            method: Some("PUT".into()),
+            path_contains: Some("/manifests/".into()),
+            content_type_contains: Some("application/vnd.oci.image.manifest".into()),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = crate_for(
+        dir.path(),
+        &proxy.addr(),
+        "errors/mediatypes",
+        "tags = [\"v1\", \"latest\"]",
+        "mediatypes",
+    );
+    let run = push(&manifest, &[], &[]);
+    run.assert_ok();
+    // The warning says what happened (with the registry's own detail) and how to choose.
+    assert!(run.stderr.contains("MANIFEST_INVALID"), "{}", run.stderr);
+    assert!(run.stderr.contains(detail), "{}", run.stderr);
+    assert!(run.stderr.contains("Docker schema 2"), "{}", run.stderr);
+    assert!(run.stderr.contains("media-types"), "{}", run.stderr);
+    // The digest reported is the one the registry holds, a Docker schema 2 manifest, and
+    // every tag points at it.
+    let digest = run.stdout.trim().rsplit('@').next().unwrap().to_string();
+    let (status, headers, body) = registry.manifest("errors/mediatypes", &digest);
+    assert_eq!(status, 200);
+    let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(m["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+    assert_eq!(m["config"]["mediaType"], "application/vnd.docker.container.image.v1+json");
+    for layer in m["layers"].as_array().unwrap() {
+        assert_eq!(layer["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip");
+    }
+    assert_eq!(header(&headers, "docker-content-digest"), Some(digest.as_str()));
+    for tag in ["v1", "latest"] {
+        let (_, headers, _) = registry.manifest("errors/mediatypes", tag);
+        assert_eq!(header(&headers, "docker-content-digest"), Some(digest.as_str()), "{tag}");
+    }
+    assert_eq!(assert_consistent(&registry.addr(), None), 2);
+
+    // Asked for directly, the same image goes up as Docker schema 2 without a refusal.
+    let run = push(&manifest, &["--media-types", "docker"], &[]);
+    run.assert_ok();
+    assert!(!run.stderr.contains("MANIFEST_INVALID"), "{}", run.stderr);
+    assert!(run.stdout.trim().ends_with(&digest), "{}", run.stdout);
 }

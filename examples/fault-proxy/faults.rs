@@ -290,11 +290,16 @@ pub struct HttpFaults {
     pub burst: Vec<Fault>,
     pub method: Option<String>,
     pub path_contains: Option<String>,
+    /// Only requests whose Content-Type contains this (e.g. an OCI manifest's media type).
+    pub content_type_contains: Option<String>,
 }
 
 impl HttpFaults {
-    fn matches(&self, method: &str, path: &str) -> bool {
-        self.method.as_deref().is_none_or(|m| m == method)
+    fn matches(&self, method: &str, path: &str, content_type: &str) -> bool {
+        self.content_type_contains
+            .as_deref()
+            .is_none_or(|c| content_type.contains(c))
+            && self.method.as_deref().is_none_or(|m| m == method)
             && self
                 .path_contains
                 .as_deref()
@@ -487,7 +492,8 @@ fn handle_http(
         let method = parts.next().unwrap_or("").to_string();
         let path = parts.next().unwrap_or("").to_string();
         let authorized = request.get("authorization").is_some();
-        let fault = if faults.matches(&method, &path) {
+        let content_type = request.get("content-type").unwrap_or("").to_string();
+        let fault = if faults.matches(&method, &path, &content_type) {
             faults.pick(counter.fetch_add(1, Ordering::SeqCst))
         } else {
             None
