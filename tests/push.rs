@@ -691,12 +691,24 @@ fn a_static_binary_goes_in_alone_and_runs_from_scratch() {
         stderr(&out)
     );
     let (_, repo, digest) = split_ref(stdout(&out).trim());
-    // Every file in the image: only the CA bundle and the binary (plus their directories).
+    // Every file in the image: the system files a scratch image carries (users, name service
+    // settings), the CA bundle and the binary (plus their directories); no libraries.
     let files = image_files(&registry, &repo, &digest);
     let expected: Vec<&str> = if Path::new("/etc/ssl/certs/ca-certificates.crt").is_file() {
-        vec!["etc/ssl/certs/ca-certificates.crt", "usr/local/bin/lone"]
+        vec![
+            "etc/group",
+            "etc/nsswitch.conf",
+            "etc/passwd",
+            "etc/ssl/certs/ca-certificates.crt",
+            "usr/local/bin/lone",
+        ]
     } else {
-        vec!["usr/local/bin/lone"]
+        vec![
+            "etc/group",
+            "etc/nsswitch.conf",
+            "etc/passwd",
+            "usr/local/bin/lone",
+        ]
     };
     assert_eq!(files, expected);
     if let Some(host) = docker_host() {
@@ -815,4 +827,62 @@ fn includes_behave_like_copy() {
         files.contains(&"etc/inc/app.toml".to_string()),
         "`to` ending in / is a directory: {files:?}"
     );
+}
+
+#[test]
+fn a_dynamic_binary_on_a_base_without_its_c_library_is_refused_before_any_push() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The base: a static binary on scratch, so it has no loader and no libc.
+    let base_manifest = write_crate(
+        &dir.path().join("base"),
+        "nolibc",
+        &split_config(
+            &registry.addr(),
+            &registry.addr(),
+            "image = \"nolibc\"\ntags = [\"1\"]\n",
+        ),
+        HELLO,
+    );
+    assert_success(&run(tool()
+        .arg("adapt-push")
+        .arg("--manifest-path")
+        .arg(&base_manifest)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")));
+
+    let app = |extra: &str| {
+        write_crate(
+            &dir.path().join("app"),
+            "dynapp",
+            &split_config(
+                &registry.addr(),
+                &registry.addr(),
+                &format!(
+                    "base = \"{}/nolibc:1\"\ntags = [\"v1\"]\n{extra}",
+                    registry.addr()
+                ),
+            ),
+            HELLO,
+        )
+    };
+    let out = push(&app(""), &[]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+    let err = stderr(&out);
+    // What is missing, and the ways out.
+    assert!(err.contains("cannot start"), "{err}");
+    assert!(err.contains("ld-linux"), "the loader is named: {err}");
+    assert!(err.contains("libc.so.6"), "the C library is named: {err}");
+    assert!(err.contains("crt-static"), "{err}");
+    assert!(err.contains("scratch"), "{err}");
+    assert!(err.contains("check-base = false"), "{err}");
+    assert!(
+        registry.tags("dynapp").is_empty(),
+        "nothing may be tagged when the base cannot run the binary"
+    );
+
+    // Turned off, the same push goes through (the user knows better about an exotic base).
+    let out = push(&app("check-base = false\n"), &[]);
+    assert_success(&out);
+    assert_eq!(registry.tags("dynapp"), ["v1"]);
 }

@@ -2,7 +2,7 @@
 //! can start the binary: its loader and libraries are there, and its C library is new enough.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
@@ -89,6 +89,8 @@ async fn download(
     if digest.as_str().starts_with("sha256:") && actual != *digest {
         miette::bail!("base layer {digest} arrived as {actual}");
     }
+    // Read from the start: the writes left the cursor at the end.
+    file.as_file_mut().rewind().into_diagnostic()?;
     Ok(file)
 }
 
