@@ -819,3 +819,242 @@ fn a_remote_engine_over_tcp_with_tls() {
     assert_eq!(stdout(&out), "");
     assert!(stderr(&out).contains("cert.pem"), "{}", stderr(&out));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Images that start: merging with a usr-merged base, and what a scratch image carries
+// ---------------------------------------------------------------------------------------------
+
+/// A usr-merged base like debian:12 and distroless, made from busybox-static: `/usr/bin` holds
+/// busybox and its applets, `/bin -> usr/bin`, `/tmp` is 1777. Pushed as `{registry}/usrmerged:1`.
+fn push_usr_merged_base(host: &str, registry: &TestRegistry) -> String {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .expect("busybox not found (apt-get install busybox-static; scripts/test installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs.tar");
+    {
+        let mut tar = tar::Builder::new(fs::File::create(&rootfs).unwrap());
+        for (d, mode) in [("usr/", 0o755), ("usr/bin/", 0o755), ("tmp/", 0o1777)] {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(mode);
+            h.set_size(0);
+            tar.append_data(&mut h, d, std::io::empty()).unwrap();
+        }
+        let bytes = fs::read(busybox).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o755);
+        h.set_size(bytes.len() as u64);
+        tar.append_data(&mut h, "usr/bin/busybox", &bytes[..])
+            .unwrap();
+        let mut link = |path: String, target: &str| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_mode(0o777);
+            h.set_size(0);
+            tar.append_link(&mut h, path, target).unwrap();
+        };
+        for applet in ["sh", "echo", "cat", "ls", "test", "id", "touch"] {
+            link(format!("usr/bin/{applet}"), "busybox");
+        }
+        link("bin".into(), "usr/bin");
+        tar.finish().unwrap();
+    }
+    let name = format!("{}/usrmerged:1", registry.addr());
+    docker_ok(
+        host,
+        &[
+            "import",
+            "--change",
+            "ENV PATH=/usr/bin:/bin",
+            rootfs.to_str().unwrap(),
+            &name,
+        ],
+    );
+    docker_ok(host, &["push", &name]);
+    name
+}
+
+/// `docker run` of `reference` with `sh -c script` as `user`, no network; trimmed stdout.
+fn run_shell(host: &str, reference: &str, user: &str, script: &str) -> String {
+    docker_ok(
+        host,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--user",
+            user,
+            "--entrypoint",
+            "/bin/sh",
+            reference,
+            "-c",
+            script,
+        ],
+    )
+}
+
+#[test]
+fn includes_merge_with_a_usr_merged_base_like_copy() {
+    let Some(host) = docker_host() else { return };
+    let registry = TestRegistry::start();
+    let base = push_usr_merged_base(&host, &registry);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::write(root.join("healthcheck"), "#!/bin/sh\necho healthy\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(root.join("healthcheck"), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::create_dir_all(root.join("seed")).unwrap();
+    fs::write(root.join("seed/data.txt"), "seed data\n").unwrap();
+    let manifest = write_crate(
+        root,
+        "merged",
+        &format!(
+            "\n[package.metadata.cluster]\nregistry = \"{}\"\nbase = \"{base}\"\ntags = [\"v1\"]\n\
+             include = [{{ from = \"healthcheck\", to = \"/bin/\" }}, {{ from = \"seed\", to = \"/tmp/seed/\" }}]\n",
+            registry.addr()
+        ),
+        "fn main() { println!(\"merged app\"); }\n",
+    );
+    let out = tool()
+        .arg("adapt-push")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker-merge-target"),
+        )
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let reference = single_reference(&out, &format!("{}/merged", registry.addr()));
+    pull_fresh(
+        &host,
+        &reference,
+        &[format!("{}/merged:v1", registry.addr())],
+    );
+
+    // /bin is still the base's link; the include landed at its target, next to busybox.
+    let seen = run_shell(
+        &host,
+        &reference,
+        "0",
+        "test -L /bin && echo bin-is-a-link; /bin/healthcheck; ls /usr/bin/healthcheck; \
+         cat /tmp/seed/data.txt; ls -ld /tmp",
+    );
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines[..4], ["bin-is-a-link", "healthy", "/usr/bin/healthcheck", "seed data"], "{seen}");
+    assert!(lines[4].starts_with("drwxrwxrwt"), "/tmp keeps 1777: {seen}");
+    // The unprivileged user can still use /tmp.
+    assert_eq!(
+        run_shell(&host, &reference, "65534", "touch /tmp/by-nobody && id -u"),
+        "65534"
+    );
+    assert_eq!(
+        docker_ok(&host, &["run", "--rm", "--network", "none", &reference]),
+        "merged app"
+    );
+    let _ = docker(&host, &["rmi", "-f", &reference, &base]);
+}
+
+#[test]
+fn a_scratch_image_runs_as_nonroot_with_a_writable_temp_dir() {
+    let Some(host) = docker_host() else { return };
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "tmpwriter",
+        &format!(
+            "\n[package.metadata.cluster]\nregistry = \"{}\"\nuser = \"nonroot\"\n",
+            registry.addr()
+        ),
+        r#"fn main() {
+    let path = std::env::temp_dir().join("written-by-me");
+    std::fs::write(&path, "ok").expect("write to the temp dir");
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1).map(String::from))
+        .unwrap();
+    println!("uid {uid} wrote {} {}", path.display(), std::fs::read_to_string(&path).unwrap());
+}
+"#,
+    );
+    let out = tool()
+        .arg("adapt-push")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker-scratch-target"),
+        )
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let reference = single_reference(&out, &format!("{}/tmpwriter", registry.addr()));
+    assert_eq!(
+        docker_pull_run(&host, &reference, &[]),
+        "uid 65532 wrote /tmp/written-by-me ok"
+    );
+}
+
+#[test]
+fn a_scratch_image_trusts_the_ca_bundle_through_openssl_default_paths() {
+    let Some(host) = docker_host() else { return };
+    let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    let Ok(bundle) = fs::read_to_string(bundle) else {
+        panic!("{} is missing (scripts/test installs ca-certificates)", bundle.display());
+    };
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tls-verify");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls-verify"),
+        &root,
+    );
+    // A real root from the bundle, and a certificate nobody trusts: the first must verify
+    // through the default paths alone, the second must not (so the check can fail).
+    let first_root = bundle
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .find(|c| c.contains("-----BEGIN CERTIFICATE-----"))
+        .expect("a certificate in the bundle");
+    fs::create_dir_all(root.join("certs")).unwrap();
+    fs::write(root.join("certs/bundle-root.pem"), first_root.trim_start()).unwrap();
+    fs::create_dir_all(dir.path().join("pki")).unwrap();
+    let (unknown, _) = self_signed_cert(&dir.path().join("pki"));
+    fs::copy(unknown, root.join("certs/unknown.pem")).unwrap();
+    let mut cargo_toml = fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    cargo_toml = cargo_toml.replace(
+        "[workspace]",
+        &format!(
+            "[package.metadata.cluster]\nregistry = \"{}\"\n\n[workspace]",
+            registry.addr()
+        ),
+    );
+    fs::write(root.join("Cargo.toml"), cargo_toml).unwrap();
+
+    let out = tool()
+        .arg("adapt-push")
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"))
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker-tls-verify-target"),
+        )
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let reference = single_reference(&out, &format!("{}/tls-verify", registry.addr()));
+    let seen = docker_pull_run(&host, &reference, &[]);
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines[0], "bundle root: verified", "{seen}");
+    assert!(lines[1].starts_with("unknown CA: ") && !lines[1].ends_with("verified"), "{seen}");
+}

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use flate2::{Compression, GzBuilder};
 use sha2::{Digest as _, Sha256};
 
-use super::base_fs::BaseFs;
+use super::base_fs::{BaseFs, Kind};
 use super::exact::ExactReader;
 use crate::reference::Digest;
 
@@ -31,7 +31,7 @@ pub struct Layer {
 
 #[derive(Debug, Clone)]
 enum Entry {
-    Dir { mode: u32, owner: u64 },
+    Dir { mode: u32, uid: u64, gid: u64 },
     File { source: Source, mode: u32 },
     Symlink { target: PathBuf },
 }
@@ -39,7 +39,8 @@ enum Entry {
 /// Directories we create: 0755, root's.
 const DEFAULT_DIR: Entry = Entry::Dir {
     mode: 0o755,
-    owner: 0,
+    uid: 0,
+    gid: 0,
 };
 
 #[derive(Debug, Clone)]
@@ -108,7 +109,14 @@ impl LayerBuilder {
 
     /// Adds a directory with its own mode and owner (uid = gid): `/tmp` 1777.
     pub fn add_dir(&mut self, image_path: &str, mode: u32, owner: u64) {
-        self.insert(image_path, Entry::Dir { mode, owner });
+        self.insert(
+            image_path,
+            Entry::Dir {
+                mode,
+                uid: owner,
+                gid: owner,
+            },
+        );
     }
 
     pub fn add_symlink(&mut self, image_path: &str, target: &str) {
@@ -122,8 +130,9 @@ impl LayerBuilder {
 
     /// Makes the layer merge with `base` the way `COPY` does: a destination below a base
     /// symlink lands at the link's target (`/bin/x` with `/bin -> usr/bin` is `/usr/bin/x`); no
-    /// entry replaces a directory the base has (so its mode and owner stay, `/tmp` keeps 1777)
-    /// or a directory symlink; parent directories the base has are not written again.
+    /// entry replaces a directory or a directory symlink the base has. Directories the base has
+    /// are written with the base's own mode and owner: an extractor creates a parent missing from
+    /// a layer with 0755, and that upper directory would hide the base's (`/tmp` 1777).
     pub fn merge_onto(&mut self, base: &BaseFs) {
         let entries = std::mem::take(&mut self.entries);
         for (path, entry) in entries {
@@ -131,24 +140,32 @@ impl LayerBuilder {
             // A directory of ours follows a base link at its own name too; a file or link of
             // ours replaces a base link at its name (as COPY does), but not one above it.
             let resolved = base.resolve(&path, is_dir).unwrap_or_else(|| path.clone());
-            if is_dir && base.is_dir(&resolved) {
-                continue;
-            }
-            if !is_dir && base.is_dir(&resolved) {
+            if base.is_dir(&resolved) && !is_dir {
                 // A file over a base directory would hide the directory: keep the directory.
                 continue;
             }
             self.entries.insert(resolved, entry);
         }
-        // Parents that neither the base nor this layer has.
+        // Every parent, as the base has it, or ours when the base lacks it.
         let paths: Vec<String> = self.entries.keys().cloned().collect();
         for path in paths {
             let mut parent = path.as_str();
             while let Some((p, _)) = parent.rsplit_once('/') {
                 parent = p;
-                if !base.is_dir(parent) && !self.entries.contains_key(parent) {
-                    self.entries.insert(parent.to_string(), DEFAULT_DIR);
-                }
+                self.entries
+                    .entry(parent.to_string())
+                    .or_insert(DEFAULT_DIR);
+            }
+        }
+        for (path, entry) in self.entries.iter_mut() {
+            if let (Entry::Dir { .. }, Some(node)) = (&entry, base.get(path))
+                && node.kind == Kind::Dir
+            {
+                *entry = Entry::Dir {
+                    mode: node.mode,
+                    uid: node.uid,
+                    gid: node.gid,
+                };
             }
         }
     }
@@ -253,11 +270,11 @@ impl LayerBuilder {
             header.set_uid(0);
             header.set_gid(0);
             match entry {
-                Entry::Dir { mode, owner } => {
+                Entry::Dir { mode, uid, gid } => {
                     header.set_entry_type(tar::EntryType::Directory);
                     header.set_mode(*mode);
-                    header.set_uid(*owner);
-                    header.set_gid(*owner);
+                    header.set_uid(*uid);
+                    header.set_gid(*gid);
                     header.set_size(0);
                     tar.append_data(&mut header, format!("{path}/"), io::empty())?;
                 }
@@ -517,7 +534,7 @@ mod tests {
             0,
             &LayerListing {
                 entries: vec![
-                    ("usr".into(), n(Kind::Dir, 0o755)),
+                    ("usr".into(), n(Kind::Dir, 0o750)),
                     ("usr/bin".into(), n(Kind::Dir, 0o755)),
                     ("bin".into(), n(Kind::Symlink("usr/bin".into()), 0o777)),
                     ("tmp".into(), n(Kind::Dir, 0o1777)),
@@ -534,14 +551,18 @@ mod tests {
         b.merge_onto(&base);
         let layer = b.finish().unwrap();
         let listed: Vec<(String, u32)> = entries(&layer).into_iter().map(|e| (e.0, e.1)).collect();
+        // No entry at /bin (the base's link stays); parents the base has keep its modes.
         assert_eq!(
             listed,
             [
                 ("srv/".to_string(), 0o755),
                 ("srv/new/".to_string(), 0o755),
                 ("srv/new/file".to_string(), 0o644),
+                ("tmp/".to_string(), 0o1777),
                 ("tmp/seed/".to_string(), 0o755),
                 ("tmp/seed/a.txt".to_string(), 0o644),
+                ("usr/".to_string(), 0o750),
+                ("usr/bin/".to_string(), 0o755),
                 ("usr/bin/healthcheck".to_string(), 0o755),
             ]
         );
