@@ -359,7 +359,7 @@ fn plan_target(
         && !u.value.split(':').all(known)
     {
         return Err(u.error(
-            format!("`user = \"{}\"` names a user that the scratch image's /etc/passwd does not have (it has root, nonroot and nobody)", u.value),
+            format!("`user`: \"{}\" is not in the scratch image's /etc/passwd (it has root, nonroot and nobody)", u.value),
             Some("use \"nonroot\", a numeric id like \"65532\" or \"65532:65532\", or a `base` image that defines the user".into()),
         ));
     }

@@ -508,6 +508,14 @@ fn config_errors_name_key_file_and_line() {
             vec!["`user`", "numeric"],
         ),
         (
+            format!("registry = \"{r}\"\nmedia-types = \"v1\""),
+            vec!["unknown media types `v1`", "\"oci\" or \"docker\"", "Cargo.toml:"],
+        ),
+        (
+            format!("registry = \"{r}\"\ncheck-base = \"no\""),
+            vec!["`check-base` must be true or false"],
+        ),
+        (
             format!("registry = \"{r}\"\ninclude = [\"missing.txt\"]"),
             vec!["`include`", "missing.txt", "does not exist"],
         ),
@@ -885,4 +893,31 @@ fn a_dynamic_binary_on_a_base_without_its_c_library_is_refused_before_any_push()
     let out = push(&app("check-base = false\n"), &[]);
     assert_success(&out);
     assert_eq!(registry.tags("dynapp"), ["v1"]);
+}
+
+#[test]
+fn a_scratch_image_can_carry_the_hosts_time_zones() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "tz",
+        &split_config(
+            &registry.addr(),
+            &registry.addr(),
+            "tzdata = true\nuser = \"nonroot\"\n",
+        ),
+        HELLO,
+    );
+    let out = run(tool()
+        .arg("adapt-push")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static"));
+    assert_success(&out);
+    let (_, repo, digest) = split_ref(stdout(&out).trim());
+    let files = image_files(&registry, &repo, &digest);
+    for zone in ["usr/share/zoneinfo/Europe/Paris", "etc/passwd", "etc/group"] {
+        assert!(files.iter().any(|f| f == zone), "{zone} missing: {files:?}");
+    }
 }
