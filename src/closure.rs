@@ -947,7 +947,10 @@ mod tests {
         let ls = system_ls();
         let needs = requirements(&ls).unwrap();
         let from_libc = needs.versions.get("libc.so.6").expect("ls uses libc");
-        assert!(from_libc.iter().all(|v| v.starts_with("GLIBC_")), "{from_libc:?}");
+        assert!(
+            from_libc.iter().all(|v| v.starts_with("GLIBC_")),
+            "{from_libc:?}"
+        );
         // The host's libc runs the host's ls.
         assert_eq!(missing_versions(from_libc, &defined), Vec::<String>::new());
         // An older libc, without the newest version ls needs, is caught.

@@ -949,8 +949,20 @@ fn includes_merge_with_a_usr_merged_base_like_copy() {
          cat /tmp/seed/data.txt; ls -ld /tmp",
     );
     let lines: Vec<&str> = seen.lines().collect();
-    assert_eq!(lines[..4], ["bin-is-a-link", "healthy", "/usr/bin/healthcheck", "seed data"], "{seen}");
-    assert!(lines[4].starts_with("drwxrwxrwt"), "/tmp keeps 1777: {seen}");
+    assert_eq!(
+        lines[..4],
+        [
+            "bin-is-a-link",
+            "healthy",
+            "/usr/bin/healthcheck",
+            "seed data"
+        ],
+        "{seen}"
+    );
+    assert!(
+        lines[4].starts_with("drwxrwxrwt"),
+        "/tmp keeps 1777: {seen}"
+    );
     // The unprivileged user can still use /tmp.
     assert_eq!(
         run_shell(&host, &reference, "65534", "touch /tmp/by-nobody && id -u"),
@@ -1011,7 +1023,10 @@ fn a_scratch_image_trusts_the_ca_bundle_through_openssl_default_paths() {
     let Some(host) = docker_host() else { return };
     let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
     let Ok(bundle) = fs::read_to_string(bundle) else {
-        panic!("{} is missing (scripts/test installs ca-certificates)", bundle.display());
+        panic!(
+            "{} is missing (scripts/test installs ca-certificates)",
+            bundle.display()
+        );
     };
     let registry = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
@@ -1056,5 +1071,8 @@ fn a_scratch_image_trusts_the_ca_bundle_through_openssl_default_paths() {
     let seen = docker_pull_run(&host, &reference, &[]);
     let lines: Vec<&str> = seen.lines().collect();
     assert_eq!(lines[0], "bundle root: verified", "{seen}");
-    assert!(lines[1].starts_with("unknown CA: ") && !lines[1].ends_with("verified"), "{seen}");
+    assert!(
+        lines[1].starts_with("unknown CA: ") && !lines[1].ends_with("verified"),
+        "{seen}"
+    );
 }

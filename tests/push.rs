@@ -509,7 +509,11 @@ fn config_errors_name_key_file_and_line() {
         ),
         (
             format!("registry = \"{r}\"\nmedia-types = \"v1\""),
-            vec!["unknown media types `v1`", "\"oci\" or \"docker\"", "Cargo.toml:"],
+            vec![
+                "unknown media types `v1`",
+                "\"oci\" or \"docker\"",
+                "Cargo.toml:",
+            ],
         ),
         (
             format!("registry = \"{r}\"\ncheck-base = \"no\""),

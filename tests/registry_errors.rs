@@ -134,15 +134,31 @@ fn a_registry_refusing_oci_manifests_gets_docker_schema_2() {
     let (status, headers, body) = registry.manifest("errors/mediatypes", &digest);
     assert_eq!(status, 200);
     let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(m["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
-    assert_eq!(m["config"]["mediaType"], "application/vnd.docker.container.image.v1+json");
+    assert_eq!(
+        m["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.docker.container.image.v1+json"
+    );
     for layer in m["layers"].as_array().unwrap() {
-        assert_eq!(layer["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip");
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        );
     }
-    assert_eq!(header(&headers, "docker-content-digest"), Some(digest.as_str()));
+    assert_eq!(
+        header(&headers, "docker-content-digest"),
+        Some(digest.as_str())
+    );
     for tag in ["v1", "latest"] {
         let (_, headers, _) = registry.manifest("errors/mediatypes", tag);
-        assert_eq!(header(&headers, "docker-content-digest"), Some(digest.as_str()), "{tag}");
+        assert_eq!(
+            header(&headers, "docker-content-digest"),
+            Some(digest.as_str()),
+            "{tag}"
+        );
     }
     assert_eq!(assert_consistent(&registry.addr(), None), 2);
 

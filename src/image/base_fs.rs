@@ -372,7 +372,7 @@ mod tests {
         assert_eq!(fs.resolve("/bin", false).as_deref(), Some("bin"));
         let (path, n) = fs.file("/bin/sh").unwrap();
         assert_eq!((path.as_str(), &n.kind), ("usr/bin/busybox", &Kind::File));
-        assert!(fs.is_dir("/bin/") == false && fs.is_dir("usr/bin"));
+        assert!(!fs.is_dir("/bin/") && fs.is_dir("usr/bin"));
         assert!(fs.file("/bin/missing").is_none());
     }
 
@@ -386,9 +386,15 @@ mod tests {
                     ("usr".into(), node(Kind::Dir, 0o755)),
                     ("usr/lib".into(), node(Kind::Dir, 0o755)),
                     ("usr/lib/x86_64-linux-gnu".into(), node(Kind::Dir, 0o755)),
-                    ("usr/lib/x86_64-linux-gnu/libc.so.6".into(), node(Kind::File, 0o755)),
+                    (
+                        "usr/lib/x86_64-linux-gnu/libc.so.6".into(),
+                        node(Kind::File, 0o755),
+                    ),
                     ("lib".into(), node(Kind::Symlink("usr/lib".into()), 0o777)),
-                    ("lib64".into(), node(Kind::Symlink("./lib/../lib".into()), 0o777)),
+                    (
+                        "lib64".into(),
+                        node(Kind::Symlink("./lib/../lib".into()), 0o777),
+                    ),
                     ("loop".into(), node(Kind::Symlink("/loop".into()), 0o777)),
                 ],
                 ..LayerListing::default()

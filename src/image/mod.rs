@@ -1,8 +1,8 @@
 //! An image as the publishers see it: manifest bytes, a config blob and layer blobs, each blob
 //! either in memory or still in another repository. How it was made is not recorded here.
 
-pub(crate) mod exact;
 pub mod base_fs;
+pub(crate) mod exact;
 pub mod layer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -77,15 +77,25 @@ impl Image {
         object.insert("mediaType".into(), DOCKER_MANIFEST.into());
         // Schema 2 has no annotations.
         object.remove("annotations");
-        object.get_mut("config")?.as_object_mut()?.insert("mediaType".into(), DOCKER_CONFIG.into());
+        object
+            .get_mut("config")?
+            .as_object_mut()?
+            .insert("mediaType".into(), DOCKER_CONFIG.into());
         let mut layers = self.layers.clone();
-        for (value, blob) in object.get_mut("layers")?.as_array_mut()?.iter_mut().zip(&mut layers) {
+        for (value, blob) in object
+            .get_mut("layers")?
+            .as_array_mut()?
+            .iter_mut()
+            .zip(&mut layers)
+        {
             let docker = match blob.media_type.as_str() {
                 layer::OCI_LAYER_GZIP | DOCKER_LAYER_GZIP => DOCKER_LAYER_GZIP,
                 _ => return None,
             };
             blob.media_type = docker.to_string();
-            value.as_object_mut()?.insert("mediaType".into(), docker.into());
+            value
+                .as_object_mut()?
+                .insert("mediaType".into(), docker.into());
         }
         let bytes = canonical_json(&manifest).ok()?;
         let mut config = self.config.clone();
@@ -202,7 +212,7 @@ pub fn assemble(
                     source: oci_spec::OciSpecError::Other(e.0),
                 })?,
                 size: d.size(),
-                media_type: layer_media_type(&d.media_type().to_string(), docker_family),
+                media_type: layer_media_type(d.media_type().as_ref(), docker_family),
                 source: BlobSource::Registry {
                     registry: b.registry.clone(),
                     repository: b.repository.clone(),
