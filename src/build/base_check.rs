@@ -32,9 +32,24 @@ pub struct BaseCheckError {
 }
 
 /// Stacks the base's layers' listings, reading each layer's tar headers once per machine.
-pub async fn load(base: &BaseImage, clients: &Clients, cache_dir: &Path) -> Result<BaseFs> {
+/// `None` (with a warning) when a layer is not a tar we can read (zstd, foreign layers): the
+/// image is then assembled without merging or checking, as before.
+pub async fn load(base: &BaseImage, clients: &Clients, cache_dir: &Path) -> Result<Option<BaseFs>> {
     let mut fs = BaseFs::default();
     for (index, layer) in base.manifest.layers().iter().enumerate() {
+        let media_type = layer.media_type().to_string();
+        if !(media_type.ends_with(".tar.gzip")
+            || media_type.ends_with(".tar+gzip")
+            || media_type.ends_with(".tar")
+            || media_type.ends_with("diff.tar"))
+        {
+            output::warn(&format!(
+                "base layer {}/{} is {media_type}, which cannot be read here: our layers are not merged with the base's folders and the base is not checked",
+                index + 1,
+                base.manifest.layers().len()
+            ));
+            return Ok(None);
+        }
         let digest = Digest::parse(layer.digest().as_ref()).into_diagnostic()?;
         let listing = match LayerListing::cached(cache_dir, &digest) {
             Some(l) => l,
@@ -58,7 +73,7 @@ pub async fn load(base: &BaseImage, clients: &Clients, cache_dir: &Path) -> Resu
         };
         fs.apply(index, &listing);
     }
-    Ok(fs)
+    Ok(Some(fs))
 }
 
 /// Streams a base layer into a temporary file (never whole in memory), checking size and digest.

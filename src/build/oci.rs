@@ -122,14 +122,16 @@ async fn assemble_with_base(
                 .unwrap_or(&target.layer_cache)
                 .join("base-fs");
             let fs = base_check::load(b, clients, &cache).await?;
-            if target.image.check_base {
+            if let Some(fs) = &fs
+                && target.image.check_base
+            {
                 let reference = match &target.image.base {
                     Base::Image(r) => r.to_string(),
                     Base::Scratch => String::new(),
                 };
-                base_check::check(binary, &reference, b, &fs, clients).await?;
+                base_check::check(binary, &reference, b, fs, clients).await?;
             }
-            Some(fs)
+            fs
         }
     };
     let layers = {
