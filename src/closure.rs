@@ -766,21 +766,24 @@ pub fn requirements(binary: &Path) -> Result<Requirements, ClosureError> {
 }
 
 /// The loader's directories for a `DT_NEEDED` name without a '/', in order: the binary's
-/// RUNPATH/RPATH (entries with `$ORIGIN` are skipped: they name the host), then the default and
-/// multiarch directories. An image's `ld.so.cache` is not read (see README).
-pub fn library_search_dirs(requirements: &Requirements) -> Vec<String> {
+/// RUNPATH/RPATH (entries with `$ORIGIN` are skipped: they name the host), then `cache_dirs`
+/// (what the image's `ld.so.cache` was made from, its `ld.so.conf`), then the default and
+/// multiarch directories.
+pub fn library_search_dirs(requirements: &Requirements, cache_dirs: &[String]) -> Vec<String> {
     let mut dirs: Vec<String> = requirements
         .search_path
         .iter()
         .filter(|d| d.starts_with('/') && !d.contains('$'))
         .cloned()
         .collect();
+    dirs.extend(cache_dirs.iter().cloned());
     let triplet = requirements.triplet.unwrap_or("x86_64-linux-gnu");
-    dirs.extend(
-        default_library_dirs(triplet)
-            .into_iter()
-            .map(|d| d.to_string_lossy().into_owned()),
-    );
+    for d in default_library_dirs(triplet) {
+        let d = d.to_string_lossy().into_owned();
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
     dirs
 }
 
@@ -981,9 +984,10 @@ mod tests {
             triplet: Some("x86_64-linux-gnu"),
             ..Requirements::default()
         };
-        let dirs = library_search_dirs(&needs);
+        let dirs = library_search_dirs(&needs, &["/usr/local/lib".to_string()]);
         assert_eq!(dirs[0], "/opt/lib");
-        assert_eq!(dirs[1], "/lib/x86_64-linux-gnu");
+        assert_eq!(dirs[1], "/usr/local/lib");
+        assert_eq!(dirs[2], "/lib/x86_64-linux-gnu");
         assert!(!dirs.iter().any(|d| d.contains('$')));
     }
 

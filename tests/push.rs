@@ -925,3 +925,80 @@ fn a_scratch_image_can_carry_the_hosts_time_zones() {
         assert!(files.iter().any(|f| f == zone), "{zone} missing: {files:?}");
     }
 }
+
+#[test]
+fn the_base_check_follows_the_bases_ld_so_conf() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    // A base whose C library sits in /opt/libs, a directory only its ld.so.conf names. Made by
+    // the tool itself from the host's loader and libraries (a static binary on scratch).
+    let make_base = |name: &str, with_conf: bool| {
+        let root = dir.path().join(name);
+        std::fs::create_dir_all(root.join("libs")).unwrap();
+        std::fs::create_dir_all(root.join("conf.d")).unwrap();
+        for lib in ["libc.so.6", "libgcc_s.so.1"] {
+            std::fs::copy(
+                Path::new("/lib/x86_64-linux-gnu").join(lib),
+                root.join("libs").join(lib),
+            )
+            .unwrap();
+        }
+        std::fs::write(
+            root.join("ld.so.conf"),
+            "include /etc/ld.so.conf.d/*.conf\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("conf.d/opt.conf"), "# ours\n/opt/libs\n").unwrap();
+        let conf = if with_conf {
+            ", { from = \"ld.so.conf\", to = \"/etc/ld.so.conf\" }, { from = \"conf.d\", to = \"/etc/ld.so.conf.d\" }"
+        } else {
+            ""
+        };
+        let manifest = write_crate(
+            &root,
+            name,
+            &split_config(
+                &registry.addr(),
+                &registry.addr(),
+                &format!(
+                    "tags = [\"1\"]\ninclude = [{{ from = \"libs\", to = \"/opt/libs\" }}, \
+                     {{ from = \"/lib64/ld-linux-x86-64.so.2\", to = \"/lib64/ld-linux-x86-64.so.2\" }}{conf}]\n"
+                ),
+            ),
+            HELLO,
+        );
+        assert_success(&run(tool()
+            .arg("adapt-push")
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")));
+        format!("{}/{name}:1", registry.addr())
+    };
+    let with_conf = make_base("confbase", true);
+    let without_conf = make_base("bareconf", false);
+
+    let app = |base: &str, name: &str| {
+        let manifest = write_crate(
+            &dir.path().join(name),
+            name,
+            &split_config(
+                &registry.addr(),
+                &registry.addr(),
+                &format!("base = \"{base}\"\n"),
+            ),
+            HELLO,
+        );
+        push(&manifest, &["-v"])
+    };
+    let out = app(&with_conf, "onconf");
+    assert_success(&out);
+    let out = app(&without_conf, "onbare");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("it has no libc.so.6"), "{err}");
+    assert!(
+        !err.contains("program interpreter"),
+        "the loader is there: {err}"
+    );
+    assert!(registry.tags("onbare").is_empty());
+}

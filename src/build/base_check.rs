@@ -1,7 +1,7 @@
 //! Reads a base image's filesystem listing and checks, before anything is pushed, that the base
 //! can start the binary: its loader and libraries are there, and its C library is new enough.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 
@@ -109,29 +109,88 @@ async fn download(
     Ok(file)
 }
 
-/// One file's contents from the base layer that holds it.
-async fn read_base_file(
-    base: &BaseImage,
-    clients: &Clients,
-    layer: usize,
-    path: &str,
-) -> Result<Option<Vec<u8>>> {
-    let Some(descriptor) = base.manifest.layers().get(layer) else {
-        return Ok(None);
-    };
-    let digest = Digest::parse(descriptor.digest().as_ref()).into_diagnostic()?;
-    let file = download(base, clients, &digest, descriptor.size()).await?;
-    let path = path.to_string();
-    tokio::task::spawn_blocking(move || {
-        base_fs::read_file_from_layer(
-            std::io::BufReader::new(file.as_file()),
-            &path,
-            MAX_LIBRARY_BYTES,
-        )
-    })
-    .await
-    .into_diagnostic()?
-    .into_diagnostic()
+/// Reads single files out of the base's layers, downloading each layer at most once.
+struct LayerFiles<'a> {
+    base: &'a BaseImage,
+    clients: &'a Clients,
+    downloaded: HashMap<usize, tempfile::NamedTempFile>,
+}
+
+impl LayerFiles<'_> {
+    async fn read(&mut self, layer: usize, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        let Some(descriptor) = self.base.manifest.layers().get(layer) else {
+            return Ok(None);
+        };
+        if !self.downloaded.contains_key(&layer) {
+            let digest = Digest::parse(descriptor.digest().as_ref()).into_diagnostic()?;
+            let file = download(self.base, self.clients, &digest, descriptor.size()).await?;
+            self.downloaded.insert(layer, file);
+        }
+        let Some(file) = self.downloaded.get(&layer) else {
+            return Ok(None);
+        };
+        let handle = file.reopen().into_diagnostic()?;
+        let path = path.to_string();
+        tokio::task::spawn_blocking(move || {
+            base_fs::read_file_from_layer(std::io::BufReader::new(handle), &path, limit)
+        })
+        .await
+        .into_diagnostic()?
+        .into_diagnostic()
+    }
+}
+
+/// Directories named by the base's `/etc/ld.so.conf` (and the files it includes): what its
+/// `ld.so.cache` was made from. Read only when a library is not in the default directories.
+async fn ld_so_conf_dirs(fs: &BaseFs, files: &mut LayerFiles<'_>) -> Result<Vec<String>> {
+    let mut dirs = Vec::new();
+    let mut queue: VecDeque<String> = VecDeque::from(["etc/ld.so.conf".to_string()]);
+    let mut seen = HashSet::new();
+    while let Some(conf) = queue.pop_front() {
+        // Bounded: a base could include itself or thousands of files.
+        if !seen.insert(conf.clone()) || seen.len() > 64 {
+            continue;
+        }
+        let Some((path, node)) = fs.file(&conf) else {
+            continue;
+        };
+        let Some(bytes) = files.read(node.layer, &path, 1 << 20).await? else {
+            continue;
+        };
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if let Some(patterns) = line.strip_prefix("include ") {
+                for pattern in patterns.split_whitespace() {
+                    let pattern = if pattern.starts_with('/') {
+                        pattern.to_string()
+                    } else {
+                        format!("/etc/{pattern}")
+                    };
+                    let (dir, name) = pattern.rsplit_once('/').unwrap_or(("", &pattern));
+                    let (prefix, suffix) = name.split_once('*').unwrap_or((name, ""));
+                    let exact = !name.contains('*');
+                    for entry in fs.list_dir(dir) {
+                        let file = entry.rsplit('/').next().unwrap_or("");
+                        let matches = if exact {
+                            file == name
+                        } else {
+                            file.starts_with(prefix) && file.ends_with(suffix)
+                        };
+                        if matches {
+                            queue.push_back(entry);
+                        }
+                    }
+                }
+            } else if !line.starts_with("hwcap") {
+                dirs.extend(
+                    line.split([' ', '\t', ':', ','])
+                        .filter(|d| d.starts_with('/'))
+                        .map(|d| d.trim_end_matches('/').to_string()),
+                );
+            }
+        }
+    }
+    Ok(dirs)
 }
 
 /// Fails when the base lacks the binary's loader or a library, or its libraries define older
@@ -151,7 +210,25 @@ pub async fn check(
     if fs.file(interpreter).is_none() {
         missing.push(format!("it has no program interpreter {interpreter}"));
     }
-    let dirs = closure::library_search_dirs(&needs);
+    let mut files = LayerFiles {
+        base,
+        clients,
+        downloaded: HashMap::new(),
+    };
+    let mut dirs = closure::library_search_dirs(&needs, &[]);
+    let in_dirs = |dirs: &[String], lib: &str| {
+        dirs.iter()
+            .any(|d| fs.file(&format!("{d}/{lib}")).is_some())
+    };
+    if needs
+        .needed
+        .iter()
+        .any(|lib| !lib.contains('/') && !in_dirs(&dirs, lib))
+    {
+        // Not in the default directories: where the base's loader cache points, too.
+        let conf = ld_so_conf_dirs(fs, &mut files).await?;
+        dirs = closure::library_search_dirs(&needs, &conf);
+    }
     // DT_NEEDED name → (path in the base, layer holding its bytes).
     let mut found: BTreeMap<&str, (String, usize)> = BTreeMap::new();
     for lib in &needs.needed {
@@ -183,7 +260,7 @@ pub async fn check(
         let Some((path, layer)) = found.get(lib.as_str()) else {
             continue;
         };
-        let Some(bytes) = read_base_file(base, clients, *layer, path).await? else {
+        let Some(bytes) = files.read(*layer, path, MAX_LIBRARY_BYTES).await? else {
             continue;
         };
         let defined = closure::defined_versions(Path::new(path), &bytes).into_diagnostic()?;

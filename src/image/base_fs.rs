@@ -230,6 +230,24 @@ impl BaseFs {
         Some(done.join("/"))
     }
 
+    /// Paths of the entries directly in directory `dir` (after following links), sorted.
+    pub fn list_dir(&self, dir: &str) -> Vec<String> {
+        let Some(dir) = self.resolve(dir, true) else {
+            return Vec::new();
+        };
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        self.nodes
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, _)| !k[prefix.len()..].contains('/'))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// The regular file at `path` after following links, if there is one: (its path, its node).
     pub fn file(&self, path: &str) -> Option<(String, &Node)> {
         let resolved = self.resolve(path, true)?;
