@@ -207,9 +207,12 @@ pub async fn check(
         return Ok(()); // static: needs nothing from the base
     };
     let mut missing = Vec::new();
-    if fs.file(interpreter).is_none() {
+    let no_interpreter = fs.file(interpreter).is_none();
+    if no_interpreter {
         missing.push(format!("it has no program interpreter {interpreter}"));
     }
+    // The loader is often also a DT_NEEDED entry: name it once.
+    let interpreter_name = interpreter.rsplit('/').next().unwrap_or(interpreter);
     let mut files = LayerFiles {
         base,
         clients,
@@ -245,6 +248,7 @@ pub async fn check(
                 };
                 found.insert(lib, (path, node.layer));
             }
+            None if no_interpreter && lib == interpreter_name => {}
             None => missing.push(format!(
                 "it has no {lib} (looked in {})",
                 if lib.contains('/') {
