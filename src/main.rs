@@ -103,6 +103,7 @@ async fn run(args: cli::PushArgs) -> Result<()> {
                 pools.len() - 1
             }
         };
+        pools[pool].1.add_push_target(&target.destination.external);
         let image = build(&target.build, &cargo_options, &pools[pool].1).await?;
         built.push((target, pool, image));
     }

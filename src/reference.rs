@@ -56,6 +56,11 @@ impl Registry {
         self.scheme
     }
 
+    /// The host name or IP literal, without brackets or port.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// `host[:port]` as it appears in an image reference (IPv6 in brackets), without scheme.
     pub fn authority(&self) -> String {
         let host = if self.host.contains(':') {
