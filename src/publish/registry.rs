@@ -56,14 +56,7 @@ impl<'a> RegistryPublisher<'a> {
 
         // Every blob is now confirmed in the registry: only now may a tag point at them.
         for tag in &destination.tags {
-            client
-                .put_manifest(
-                    repo,
-                    tag.as_str(),
-                    &image.manifest_media_type,
-                    &image.manifest,
-                    &image.digest,
-                )
+            self.put_manifest_settling_races(&client, repo, image, tag.as_str())
                 .await
                 .wrap_err_with(|| {
                     format!("pushing the manifest as {}:{tag}", destination.push_name())
@@ -102,6 +95,49 @@ impl<'a> RegistryPublisher<'a> {
             ),
         );
         Ok(published)
+    }
+
+    /// PUTs the manifest. Concurrent pushes of one image into one repository race inside the
+    /// registry (distribution 2.8 may lose a blob link another push was writing and answer
+    /// `MANIFEST_BLOB_UNKNOWN`, `BLOB_UNKNOWN` or `DIGEST_INVALID`): then every blob is checked
+    /// again (HEAD), what is missing is uploaded, and the manifest sent again, within the
+    /// retry policy's attempts.
+    async fn put_manifest_settling_races(
+        &self,
+        client: &Arc<RegistryClient>,
+        repo: &Repository,
+        image: &Image,
+        tag: &str,
+    ) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = client
+                .put_manifest(
+                    repo,
+                    tag,
+                    &image.manifest_media_type,
+                    &image.manifest,
+                    &image.digest,
+                )
+                .await;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_blob_race() && attempt < client.retry_policy().attempts => {
+                    output::detail(&format!(
+                        "the manifest for :{tag}: {e}; checking the blobs again (attempt {}/{})",
+                        attempt + 1,
+                        client.retry_policy().attempts
+                    ));
+                    for blob in image.blobs() {
+                        self.push_blob(client, repo, blob).await?;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
+                        .await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     async fn push_blob(

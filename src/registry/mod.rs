@@ -208,6 +208,15 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// A manifest or blob PUT lost a race with a concurrent push of the same blobs: the
+    /// registry no longer sees a blob, or saw a half-written one.
+    pub fn is_blob_race(&self) -> bool {
+        matches!(self, RegistryError::Rejected { detail, .. }
+            if ["BLOB_UNKNOWN", "DIGEST_INVALID", "BLOB_UPLOAD_UNKNOWN"]
+                .iter()
+                .any(|code| detail.contains(code)))
+    }
+
     /// Whether this failure says the other scheme (HTTP vs HTTPS) is the one to use.
     fn suggests_other_scheme(&self) -> bool {
         matches!(
@@ -496,6 +505,10 @@ impl RegistryClient {
                 hint: String::new(),
             })),
         }
+    }
+
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
     }
 
     pub fn registry(&self) -> &Registry {
@@ -1115,12 +1128,13 @@ impl RegistryClient {
                     ));
                     tokio::time::sleep(delay).await;
                 }
+                // A 401 (an expired or revoked token): authenticate again, the first time for
+                // free, then counting as attempts within the budget.
                 Ok(response)
                     if response.status() == StatusCode::UNAUTHORIZED
                         && scope.is_some()
-                        && !reauthenticated =>
+                        && (!reauthenticated || (may_retry && self.uses_tokens())) =>
                 {
-                    reauthenticated = true;
                     let challenge = header_str(response.headers(), WWW_AUTHENTICATE.as_str())
                         .as_deref()
                         .and_then(parse_challenge);
@@ -1131,7 +1145,10 @@ impl RegistryClient {
                     let mut state = self.auth_state();
                     state.challenge = Some(challenge);
                     state.tokens.clear();
-                    attempt -= 1;
+                    if !reauthenticated {
+                        attempt -= 1;
+                    }
+                    reauthenticated = true;
                 }
                 Ok(response) if is_retryable_status(response.status()) => {
                     if !may_retry {
@@ -1286,6 +1303,11 @@ impl RegistryClient {
         let cap = exp.min(self.retry.max_delay);
         let jitter: f64 = rand::random::<f64>() * 0.5 + 0.5;
         cap.mul_f64(jitter)
+    }
+
+    /// Whether the registry asked for bearer tokens (which expire), not Basic credentials.
+    fn uses_tokens(&self) -> bool {
+        matches!(self.auth_state().challenge, Some(Challenge::Bearer { .. }))
     }
 
     fn auth_state(&self) -> std::sync::MutexGuard<'_, AuthState> {
