@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::*;
-use support::faults::{Fault, HttpFaultProxy, HttpFaults};
+use support::faults::{Fault, FaultProxy, HttpFaultProxy, HttpFaults, TcpFaults};
 use support::*;
 
 const USER: &str = "alice";
@@ -374,6 +374,60 @@ fn retry_after_is_honoured_on_an_upload_patch() {
         "the retry came after {waited:?}"
     );
     assert_eq!(assert_consistent(&registry.addr(), None), 1);
+}
+
+#[test]
+fn a_token_that_expires_after_one_second_during_a_slow_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tokens say `expires_in: 1`, and the registry really refuses them about a second later.
+    let issuer =
+        TokenIssuer::start_with_lifetime(&dir.path().join("issuer"), USER, PASSWORD, "r", 1);
+    let auth = issuer.registry_auth_yaml();
+    let registry = TestRegistry::start_with_config(move |port, _| {
+        format!("{}{auth}", TestRegistry::default_http(port))
+    });
+    // A slow link (1 MiB/s towards the registry), and a recording proxy before it.
+    let slow = FaultProxy::start(
+        &registry.addr(),
+        TcpFaults {
+            throttle: 1024 * 1024,
+            ..TcpFaults::default()
+        },
+    );
+    let front = HttpFaultProxy::start(&slow.addr(), HttpFaults::default());
+    let mut noise = vec![0u8; 3 * 1024 * 1024];
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    fs::write(dir.path().join("noise.bin"), &noise).unwrap();
+    let manifest = crate_for(
+        dir.path(),
+        &front.addr(),
+        "team/short-tokens",
+        "include = [{ from = \"noise.bin\", to = \"/srv/noise.bin\" }]",
+        "short-tokens",
+    );
+    let run = push(&manifest, &["-vv"], &push_env());
+    run.assert_ok();
+    assert_no_push_secret(&run);
+    assert!(!run.stderr.contains("refused"), "{}", run.stderr);
+    // Tokens were renewed as they expired, not used past their `expires_in`: no request but
+    // the first API check met a 401.
+    let refused: Vec<_> = front
+        .exchanges()
+        .into_iter()
+        .filter(|e| e.status == 401 && e.path != "/v2/")
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "requests made with expired tokens: {refused:?}"
+    );
+    let grants = issuer.requests().into_iter().filter(|r| r.granted).count();
+    assert!(grants >= 2, "the tokens were renewed: {grants}");
 }
 
 #[test]
