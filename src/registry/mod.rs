@@ -872,8 +872,7 @@ impl RegistryClient {
         let err = self.status_error(Some(repo), what, status, response).await;
         // Concurrent pushes of one blob into one repository race inside the registry (distribution
         // 2.8 answers DIGEST_INVALID or BLOB_UPLOAD_UNKNOWN): a fresh upload session settles it.
-        let raced = matches!(&err, RegistryError::Rejected { detail, .. }
-            if detail.contains("DIGEST_INVALID") || detail.contains("BLOB_UPLOAD_UNKNOWN"));
+        let raced = err.is_blob_race();
         Err(if status == StatusCode::UNAUTHORIZED {
             Attempt::Unauthorized(err)
         } else if retry || raced {
@@ -1687,6 +1686,17 @@ impl RegistryClient {
     ) -> RegistryError {
         let registry = self.registry.to_string();
         match status {
+            // The token service accepted our credentials and issued a fresh token, and the
+            // registry still said 401: the credentials were not what was refused.
+            StatusCode::UNAUTHORIZED if self.uses_tokens() && self.credential.is_some() => {
+                RegistryError::Unauthorized {
+                    registry,
+                    repository: repo.map(|r| r.to_string()).unwrap_or_else(|| "/v2/".into()),
+                    problem: "fresh tokens from the token service were not accepted for".into(),
+                    status: status.as_u16(),
+                    hint: "the token service granted a token, but the registry refuses it: check that the registry and its token service agree (service name, issuer, certificate) and that the clocks are right".into(),
+                }
+            }
             StatusCode::UNAUTHORIZED => {
                 self.unauthorized(repo.map(|r| r.as_str()).unwrap_or("/v2/"), status)
             }
