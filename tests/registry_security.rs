@@ -58,6 +58,12 @@ fn htpasswd_line(user: &str, password: &str) -> Vec<u8> {
 /// for Basic credentials, the second is open. An upload session opened on the first can be
 /// finished on the second, as with a registry whose uploads go to a separate front end.
 fn registry_pair() -> (TestRegistry, TestRegistry) {
+    registry_pair_with(None)
+}
+
+/// Like [`registry_pair`]; with `second_user`, the second registry asks for that user's
+/// Basic credentials instead of being open.
+fn registry_pair_with(second_user: Option<(&str, &str)>) -> (TestRegistry, TestRegistry) {
     let secret = "shared-http-secret-for-both";
     let authed = TestRegistry::start_with_config(|port, dir| {
         let file = dir.join("htpasswd");
@@ -72,7 +78,18 @@ fn registry_pair() -> (TestRegistry, TestRegistry) {
         let data = dir.join("data");
         let _ = fs::remove_dir(&data);
         std::os::unix::fs::symlink(&shared, &data).unwrap();
-        format!("http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\n")
+        let auth = match second_user {
+            Some((user, password)) => {
+                let file = dir.join("htpasswd");
+                fs::write(&file, htpasswd_line(user, password)).unwrap();
+                format!(
+                    "auth:\n  htpasswd:\n    realm: upload-host\n    path: {}\n",
+                    file.display()
+                )
+            }
+            None => String::new(),
+        };
+        format!("http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\n{auth}")
     });
     (authed, open)
 }
@@ -111,6 +128,56 @@ fn an_upload_on_another_host_gets_no_credentials() {
     }
     // The registry itself got the credentials (the push needs them).
     assert!(front.exchanges().iter().any(|e| e.authorized));
+    let auth = format!("Basic {}", basic_auth_b64(USER, PASSWORD));
+    assert!(assert_consistent(&authed.addr(), Some(&auth)) >= 1);
+}
+
+#[test]
+fn an_upload_host_that_challenges_gets_only_its_own_credentials() {
+    const BOB: &str = "bob";
+    const BOB_PASSWORD: &str = "b0b-upload-host-Pw";
+    let (authed, upload_registry) = registry_pair_with(Some((BOB, BOB_PASSWORD)));
+    // Stand-ins as in `an_upload_on_another_host_gets_no_credentials`; here the upload host
+    // asks for Basic credentials of its own, which only the Docker config holds (for it).
+    let upload_host = HttpFaultProxy::start(&upload_registry.addr(), HttpFaults::default());
+    let front = HttpFaultProxy::start_rewriting(
+        &authed.addr(),
+        HttpFaults::default(),
+        Some(("{self}".into(), upload_host.addr())),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = docker_config(
+        dir.path(),
+        &serde_json::json!({"auths": {upload_host.addr(): {"auth": basic_auth_b64(BOB, BOB_PASSWORD)}}}),
+    );
+    let manifest = crate_for(
+        dir.path(),
+        &front.addr(),
+        "team/challenged",
+        "",
+        "challenged",
+    );
+    let mut env = push_env();
+    env.push(("DOCKER_CONFIG", config.to_str().unwrap()));
+    let run = push(&manifest, &["-vv"], &env);
+    // The upload host accepts only bob: had alice's credentials gone there, the push failed.
+    run.assert_ok();
+    assert_no_push_secret(&run);
+    run.assert_no_secret(&[BOB_PASSWORD, &basic_auth_b64(BOB, BOB_PASSWORD)]);
+    let at_upload_host = upload_host.exchanges();
+    let first = at_upload_host
+        .first()
+        .expect("uploads went to the upload host");
+    assert!(
+        !first.authorized && first.status == 401,
+        "the first request went without credentials and was challenged: {at_upload_host:?}"
+    );
+    assert!(
+        at_upload_host
+            .iter()
+            .any(|e| e.method == "PUT" && e.authorized && e.status == 201),
+        "{at_upload_host:?}"
+    );
     let auth = format!("Basic {}", basic_auth_b64(USER, PASSWORD));
     assert!(assert_consistent(&authed.addr(), Some(&auth)) >= 1);
 }
@@ -445,7 +512,7 @@ fn six_concurrent_pushes_of_one_image_into_one_new_repository_all_succeed() {
     .output()
     .unwrap();
     assert_success(&first);
-    for round in 0..3 {
+    for round in 0..5 {
         let repo = format!("{}/round{round}", registry.addr());
         let children: Vec<_> = (0..6)
             .map(|_| {
@@ -464,7 +531,7 @@ fn six_concurrent_pushes_of_one_image_into_one_new_repository_all_succeed() {
         }
     }
     // Every tag of every round resolves to a manifest whose blobs all exist.
-    assert_eq!(assert_consistent(&registry.addr(), None), 4);
+    assert_eq!(assert_consistent(&registry.addr(), None), 6);
 }
 
 #[test]

@@ -904,7 +904,10 @@ impl RegistryClient {
             && known.looked_up
             && known.challenge == challenge
         {
-            return Ok(false);
+            // Already learnt (perhaps by a concurrent upload that met the same challenge):
+            // another attempt helps only if there is something to answer it with; the upload
+            // loop bounds how often.
+            return Ok(known.credential.is_some());
         }
         let Some(challenge) = challenge else {
             return Ok(false);
