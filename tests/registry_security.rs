@@ -535,6 +535,56 @@ fn six_concurrent_pushes_of_one_image_into_one_new_repository_all_succeed() {
 }
 
 #[test]
+fn the_registrys_race_errors_are_settled_by_checking_blobs_and_retrying() {
+    // What the concurrent pushes above meet now and then (about 1 in 12 against distribution
+    // 2.8), made certain. Stand-ins: a proxy answering the first blob PUT with DIGEST_INVALID,
+    // and one answering the first manifest PUT with MANIFEST_BLOB_UNKNOWN, as the registry does
+    // when two pushes race on one blob.
+    let registry = TestRegistry::start();
+    let blob_race = HttpFaultProxy::start(
+        &registry.addr(),
+        HttpFaults {
+            period: 1_000_000,
+            offset: 0,
+            burst: vec![Fault::error(
+                400,
+                "DIGEST_INVALID",
+                "provided digest did not match uploaded content",
+            )],
+            method: Some("PUT".into()),
+            path_contains: Some("/blobs/uploads/".into()),
+        },
+    );
+    let manifest_race = HttpFaultProxy::start(
+        &blob_race.addr(),
+        HttpFaults {
+            period: 1_000_000,
+            offset: 0,
+            burst: vec![Fault::error(
+                400,
+                "MANIFEST_BLOB_UNKNOWN",
+                "blob unknown to registry",
+            )],
+            method: Some("PUT".into()),
+            path_contains: Some("/manifests/".into()),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = crate_for(
+        dir.path(),
+        &manifest_race.addr(),
+        "race/settled",
+        "",
+        "settled",
+    );
+    let run = push(&manifest, &["-v"], &[]);
+    run.assert_ok();
+    assert!(blob_race.exchanges().iter().any(|e| e.injected));
+    assert!(manifest_race.exchanges().iter().any(|e| e.injected));
+    assert_eq!(assert_consistent(&registry.addr(), None), 1);
+}
+
+#[test]
 fn a_password_in_the_registry_address_is_never_shown() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = crate_for(
