@@ -468,6 +468,26 @@ fn plan_target(
             );
         }
     }
+    // Plain HTTP only to loopback or to a registry listed in `insecure`: refused here, before
+    // anything is built or sent (the registry client checks again).
+    let registry = &external.registry;
+    if registry.scheme() == Some(crate::reference::Scheme::Http)
+        && !registry.is_loopback()
+        && !insecure.contains(&registry.without_scheme())
+    {
+        let plain = registry.without_scheme();
+        let message = format!(
+            "{registry} is plain HTTP to a host that is not loopback; refusing to talk to it"
+        );
+        let help = Some(format!(
+            "if {plain} really serves plain HTTP, add `insecure = [\"{plain}\"]` to [package.metadata.cluster] (credentials are never sent over plain HTTP); otherwise use https://"
+        ));
+        let from_flags = args.registry.is_some() || args.registry_external.is_some();
+        return Err(match &config.registry {
+            Some(r) if !from_flags => r.error(message, help),
+            _ => ConfigError::plain(message, help),
+        });
+    }
     let ca_cert = match (&args.ca_cert, &config.ca_cert) {
         (Some(path), _) => Some(path.clone()),
         (None, Some(c)) => Some(c.origin.resolve(&c.value)),

@@ -585,6 +585,31 @@ fn the_registrys_race_errors_are_settled_by_checking_blobs_and_retrying() {
 }
 
 #[test]
+fn plain_http_to_a_host_elsewhere_is_refused_before_anything_happens() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = crate_for(
+        dir.path(),
+        "http://registry.example:5000/team",
+        "app",
+        "",
+        "plain-http",
+    );
+    let run = push(&manifest, &[], &push_env());
+    run.assert_failed();
+    assert_no_push_secret(&run);
+    let said = run.stderr.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        said.contains("insecure = [\"registry.example:5000\"]") && said.contains("plain HTTP"),
+        "{}",
+        run.stderr
+    );
+    // Refused while reading the configuration (the error points into Cargo.toml), before
+    // anything is built or any address looked up.
+    assert!(said.contains("Cargo.toml"), "{}", run.stderr);
+    assert!(!said.contains("cannot reach"), "{}", run.stderr);
+}
+
+#[test]
 fn a_password_in_the_registry_address_is_never_shown() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = crate_for(
