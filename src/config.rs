@@ -474,7 +474,10 @@ impl ConfigError {
         help: Option<String>,
     ) -> ConfigError {
         let message = message.into();
-        let text = std::fs::read_to_string(&origin.manifest).ok();
+        // The snippet shown must not carry a password written into a registry address.
+        let text = std::fs::read_to_string(&origin.manifest)
+            .ok()
+            .map(|t| crate::reference::redact_userinfo(&t));
         let span = text.as_deref().and_then(|t| {
             let mut path: Vec<&str> = origin.table_path().to_vec();
             path.extend_from_slice(key);

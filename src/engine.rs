@@ -148,9 +148,10 @@ fn remote_host(address: &str) -> Option<String> {
 
 /// Our credentials for `registry` (the same lookup the registry client uses), in the form the
 /// engine takes in `X-Registry-Auth` / `X-Registry-Config`. `None` means anonymous.
-pub async fn credentials_for(registry: &Registry) -> Option<DockerCredentials> {
+/// `push_target`: `registry` is the one pushed to, the only one `ADAPT_PUSH_*` credentials go to.
+pub async fn credentials_for(registry: &Registry, push_target: bool) -> Option<DockerCredentials> {
     let target = registry.clone();
-    let mut found = tokio::task::spawn_blocking(move || credentials::lookup(&target))
+    let mut found = tokio::task::spawn_blocking(move || credentials::lookup(&target, push_target))
         .await
         .unwrap_or_default();
     for warning in found.warnings.drain(..) {

@@ -93,7 +93,7 @@ async fn run(args: cli::PushArgs) -> Result<()> {
     // One client pool per distinct set of registry options (usually one for the whole run),
     // so pings, credential lookups and tokens are not repeated for every package.
     let mut pools: Vec<(ClientOptions, Clients)> = Vec::new();
-    let mut built = Vec::new();
+    let mut pool_of = Vec::new();
     for target in &plan.targets {
         let options = ClientOptions::from(&target.registry_options);
         let pool = match pools.iter().position(|(o, _)| *o == options) {
@@ -103,6 +103,17 @@ async fn run(args: cli::PushArgs) -> Result<()> {
                 pools.len() - 1
             }
         };
+        pool_of.push(pool);
+    }
+    // Every pool knows every registry pushed to before any base is read: only those get the
+    // ADAPT_PUSH_* credentials.
+    for (_, clients) in &pools {
+        for target in &plan.targets {
+            clients.add_push_target(&target.destination.external);
+        }
+    }
+    let mut built = Vec::new();
+    for (target, &pool) in plan.targets.iter().zip(&pool_of) {
         let image = build(&target.build, &cargo_options, &pools[pool].1).await?;
         built.push((target, pool, image));
     }

@@ -160,7 +160,14 @@ pub fn make_plan(
             .join("adapt-push")
             .join("layers")
             .into_std_path_buf();
-        targets.push(plan_target(args, package, &config, epoch, layer_cache)?);
+        targets.push(plan_target(
+            args,
+            package,
+            &config,
+            epoch,
+            layer_cache,
+            metadata.workspace_root.as_std_path(),
+        )?);
     }
     Ok(Plan { targets })
 }
@@ -260,6 +267,7 @@ fn plan_target(
     config: &ClusterConfig,
     epoch: u64,
     layer_cache: PathBuf,
+    workspace_root: &Path,
 ) -> Result<Target, ConfigError> {
     let manifest_path = package.manifest_path.clone().into_std_path_buf();
     let package_dir = manifest_path
@@ -466,6 +474,7 @@ fn plan_target(
                 }
                 _ => item.to.clone(),
             };
+            warn_about_include(&item.from, &host_path, &[&package_dir, workspace_root]);
             includes.push(Include {
                 host_path,
                 image_path,
@@ -482,6 +491,26 @@ fn plan_target(
                     .without_scheme(),
             );
         }
+    }
+    // Plain HTTP only to loopback or to a registry listed in `insecure`: refused here, before
+    // anything is built or sent (the registry client checks again).
+    let registry = &external.registry;
+    if registry.scheme() == Some(crate::reference::Scheme::Http)
+        && !registry.is_loopback()
+        && !insecure.contains(&registry.without_scheme())
+    {
+        let plain = registry.without_scheme();
+        let message = format!(
+            "{registry} is plain HTTP to a host that is not loopback; refusing to talk to it"
+        );
+        let help = Some(format!(
+            "if {plain} really serves plain HTTP, add `insecure = [\"{plain}\"]` to [package.metadata.cluster] (credentials are never sent over plain HTTP); otherwise use https://"
+        ));
+        let from_flags = args.registry.is_some() || args.registry_external.is_some();
+        return Err(match &config.registry {
+            Some(r) if !from_flags => r.error(message, help),
+            _ => ConfigError::plain(message, help),
+        });
     }
     let ca_cert = match (&args.ca_cert, &config.ca_cert) {
         (Some(path), _) => Some(path.clone()),
@@ -535,6 +564,68 @@ fn plan_target(
             retry_timeout: args.retry_timeout,
         },
     })
+}
+
+/// Warns about an `include` source that resolves (through a symlink named in `include`)
+/// outside the package's directory and the workspace root, and about files in it that other
+/// users of the host cannot read: in the image they become readable by every user.
+fn warn_about_include(from: &str, resolved: &Path, roots: &[&Path]) {
+    let inside = roots.iter().any(|root| {
+        let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+        resolved.starts_with(root)
+    });
+    if !inside {
+        crate::output::warn(&format!(
+            "`include` entry `{from}` resolves to {}, outside the package's directory and the workspace root; it goes into the image",
+            resolved.display()
+        ));
+    }
+    let mut private = Vec::new();
+    find_private(resolved, &mut private, 10_000);
+    if let Some(first) = private.first() {
+        crate::output::warn(&format!(
+            "`include` entry `{from}`: {}{} not readable by every user on this host, but becomes world-readable in the image",
+            first.display(),
+            match private.len() {
+                1 => " is".to_string(),
+                n => format!(" and {} more are", n - 1),
+            }
+        ));
+    }
+}
+
+/// Files and directories under `path` (itself included; links not followed below it) without
+/// the world-read bit, at most `budget` entries looked at.
+fn find_private(path: &Path, found: &mut Vec<PathBuf>, budget: usize) -> usize {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return budget;
+        };
+        if meta.file_type().is_symlink() || budget == 0 {
+            return budget.saturating_sub(1);
+        }
+        if meta.permissions().mode() & 0o004 == 0 {
+            found.push(path.to_path_buf());
+        }
+        let mut budget = budget - 1;
+        if meta.is_dir()
+            && let Ok(entries) = std::fs::read_dir(path)
+        {
+            let mut children: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            children.sort();
+            for child in children {
+                budget = find_private(&child, found, budget);
+            }
+        }
+        budget
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, found);
+        budget
+    }
 }
 
 fn select_bin(

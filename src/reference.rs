@@ -56,6 +56,11 @@ impl Registry {
         self.scheme
     }
 
+    /// The host name or IP literal, without brackets or port.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// `host[:port]` as it appears in an image reference (IPv6 in brackets), without scheme.
     pub fn authority(&self) -> String {
         let host = if self.host.contains(':') {
@@ -115,6 +120,37 @@ pub fn is_loopback_host(host: &str) -> bool {
     host == "localhost"
         || host.ends_with(".localhost")
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `text` with the userinfo of every `[scheme://]user:password@host` in it replaced by
+/// `<redacted>`, for showing configuration text that may hold a registry address with a
+/// password in it.
+pub fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('@') {
+        let before = &rest[..at];
+        // The userinfo starts after the last character that cannot be part of an address.
+        let start = before
+            .rfind(|c: char| c.is_whitespace() || "\"'`=[],{}<>()/".contains(c))
+            .map_or(0, |i| i + 1);
+        let userinfo = &before[start..];
+        let after = &rest[at + 1..];
+        let host_follows = after
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '[');
+        if userinfo.contains(':') && host_follows {
+            out.push_str(&before[..start]);
+            out.push_str("<redacted>@");
+        } else {
+            out.push_str(before);
+            out.push('@');
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A registry plus an optional leading repository path, as written in `registry = "ghcr.io/acme"`.
@@ -224,9 +260,11 @@ fn parse_authority(authority: &str, whole: &str) -> Result<(String, Option<u16>)
             "`{whole}` has no host; expected something like `localhost:5000`"
         ));
     }
-    if authority.contains('@') {
+    if let Some(at) = authority.rfind('@') {
+        // Never echo what is before the `@`: it is likely a password.
+        let shown = whole.replacen(&authority[..at], "<redacted>", 1);
         return err(format!(
-            "`{whole}` contains `@`: credentials do not belong in the registry address; use `docker login` or ADAPT_PUSH_USERNAME/ADAPT_PUSH_PASSWORD"
+            "`{shown}` contains `user:password@`: credentials do not belong in the registry address; use `docker login` or ADAPT_PUSH_USERNAME/ADAPT_PUSH_PASSWORD"
         ));
     }
     let (host, port_text) = if let Some(rest) = authority.strip_prefix('[') {
@@ -678,6 +716,25 @@ mod tests {
                 "{input}"
             );
         }
+    }
+
+    #[test]
+    fn userinfo_is_never_echoed() {
+        for input in [
+            "https://bob:s3cret-pw@registry.example/team",
+            "bob:s3cret-pw@registry.example:5000",
+            "http://bob:s3cret-pw@[::1]:5000",
+        ] {
+            let e = RegistryLocation::parse(input).unwrap_err().to_string();
+            assert!(!e.contains("s3cret-pw") && !e.contains("bob"), "{e}");
+            assert!(e.contains("<redacted>@"), "{e}");
+        }
+        let toml =
+            "registry = \"https://bob:s3cret-pw@r.example/x\"\nauthors = [\"A <a@b.org>\"]\n";
+        let shown = redact_userinfo(toml);
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("https://<redacted>@r.example/x"), "{shown}");
+        assert!(shown.contains("<a@b.org>"), "{shown}");
     }
 
     #[test]

@@ -250,6 +250,8 @@ pub struct Fault {
     pub retry_after: Option<u64>,
     /// The JSON error body; a generic one when `None`.
     pub body: Option<String>,
+    /// A `WWW-Authenticate` header to send (with a 401).
+    pub challenge: Option<String>,
 }
 
 impl Fault {
@@ -258,6 +260,15 @@ impl Fault {
             status,
             retry_after: None,
             body: None,
+            challenge: None,
+        }
+    }
+
+    /// A 401 with `WWW-Authenticate: challenge`.
+    pub fn unauthorized(challenge: &str) -> Fault {
+        Fault {
+            challenge: Some(challenge.to_string()),
+            ..Fault::status(401)
         }
     }
 
@@ -336,13 +347,35 @@ pub struct HttpFaultProxy {
 
 impl HttpFaultProxy {
     pub fn start(target: &str, faults: HttpFaults) -> HttpFaultProxy {
+        Self::start_rewriting(target, faults, None)
+    }
+
+    /// Like [`HttpFaultProxy::start`], and in every response's `Location` header replaces the
+    /// text `rewrite.0` with `rewrite.1` (a registry pointing uploads to another host). In
+    /// `rewrite.0`, `{self}` stands for the proxy's own `127.0.0.1:port`.
+    pub fn start_rewriting(
+        target: &str,
+        faults: HttpFaults,
+        rewrite: Option<(String, String)>,
+    ) -> HttpFaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the HTTP fault proxy");
         let port = listener.local_addr().unwrap().port();
+        let rewrite =
+            rewrite.map(|(from, to)| (from.replace("{self}", &format!("127.0.0.1:{port}")), to));
         let log = Arc::new(Mutex::new(Vec::new()));
         let counter = Arc::new(AtomicUsize::new(0));
         let (target, l) = (target.to_string(), log.clone());
         let acceptor = Acceptor::start(listener, move |id, client, open| {
-            let _ = handle_http(id, client, &target, &faults, &counter, &l, &open);
+            let _ = handle_http(
+                id,
+                client,
+                &target,
+                &faults,
+                &counter,
+                &l,
+                &open,
+                rewrite.as_ref(),
+            );
         });
         HttpFaultProxy {
             port,
@@ -466,6 +499,7 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn handle_http(
     id: usize,
     client: TcpStream,
@@ -474,6 +508,7 @@ fn handle_http(
     counter: &AtomicUsize,
     log: &Mutex<Vec<Exchange>>,
     open: &Open,
+    rewrite: Option<&(String, String)>,
 ) -> io::Result<()> {
     open.lock()
         .unwrap()
@@ -512,6 +547,9 @@ fn handle_http(
             );
             if let Some(s) = retry_after {
                 response.push_str(&format!("Retry-After: {s}\r\n"));
+            }
+            if let Some(c) = &fault.challenge {
+                response.push_str(&format!("WWW-Authenticate: {c}\r\n"));
             }
             response.push_str("\r\n");
             response.push_str(&text);
@@ -557,7 +595,23 @@ fn handle_http(
         } else {
             read_body(up_in, &response, true)?
         };
-        client_out.write_all(&response.raw)?;
+        match rewrite {
+            Some((from, to)) => {
+                let head = String::from_utf8_lossy(&response.raw);
+                let rewritten: String = head
+                    .split_inclusive('\n')
+                    .map(|line| {
+                        if line.to_ascii_lowercase().starts_with("location:") {
+                            line.replace(from.as_str(), to)
+                        } else {
+                            line.to_string()
+                        }
+                    })
+                    .collect();
+                client_out.write_all(rewritten.as_bytes())?;
+            }
+            None => client_out.write_all(&response.raw)?,
+        }
         client_out.write_all(&response_body)?;
         log.lock().unwrap().push(Exchange {
             at: Instant::now(),

@@ -842,7 +842,7 @@ async fn build_credentials(images: &[ImageRef]) -> Option<HashMap<String, Docker
     for image in images {
         let key = engine::server_address(&image.registry);
         if !all.contains_key(&key)
-            && let Some(c) = engine::credentials_for(&image.registry).await
+            && let Some(c) = engine::credentials_for(&image.registry, false).await
         {
             all.insert(key, c);
         }

@@ -130,7 +130,7 @@ impl<'a> EnginePublisher<'a> {
             Some(explanation) => report.wrap_err(format!("after the push: {explanation}")),
             None => report,
         };
-        let credentials = engine::credentials_for(&destination.external).await;
+        let credentials = engine::credentials_for(&destination.external, true).await;
 
         let mut counts = Counts::default();
         for (index, tag) in destination.tags.iter().enumerate() {

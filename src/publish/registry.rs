@@ -57,14 +57,8 @@ impl<'a> RegistryPublisher<'a> {
         // Every blob is now confirmed in the registry: only now may a tag point at them.
         let mut pushed = image.digest.clone();
         for (i, tag) in destination.tags.iter().enumerate() {
-            let result = client
-                .put_manifest(
-                    repo,
-                    tag.as_str(),
-                    &image.manifest_media_type,
-                    &image.manifest,
-                    &image.digest,
-                )
+            let result = self
+                .put_manifest_settling_races(&client, repo, image, tag.as_str())
                 .await;
             let result = match (result, image.as_docker_schema2()) {
                 (Err(e), Some(docker)) if i == 0 && refuses_media_type(&e) => {
@@ -73,11 +67,8 @@ impl<'a> RegistryPublisher<'a> {
                         client.registry()
                     ));
                     // Same config and layer bytes: only the manifest differs.
-                    let outcome = self
-                        .put_tags(&client, destination, &docker)
-                        .await
-                        .map(|()| docker.digest.clone());
-                    pushed = outcome?;
+                    self.put_tags(&client, destination, &docker).await?;
+                    pushed = docker.digest.clone();
                     break;
                 }
                 (result, _) => result,
@@ -123,19 +114,12 @@ impl<'a> RegistryPublisher<'a> {
 
     async fn put_tags(
         &self,
-        client: &RegistryClient,
+        client: &Arc<RegistryClient>,
         destination: &Destination,
         image: &Image,
     ) -> Result<()> {
         for tag in &destination.tags {
-            client
-                .put_manifest(
-                    &destination.repository,
-                    tag.as_str(),
-                    &image.manifest_media_type,
-                    &image.manifest,
-                    &image.digest,
-                )
+            self.put_manifest_settling_races(client, &destination.repository, image, tag.as_str())
                 .await
                 .wrap_err_with(|| {
                     format!("pushing the manifest as {}:{tag}", destination.push_name())
@@ -143,6 +127,49 @@ impl<'a> RegistryPublisher<'a> {
             output::detail(&format!("tagged {}:{tag}", destination.push_name()));
         }
         Ok(())
+    }
+
+    /// PUTs the manifest. Concurrent pushes of one image into one repository race inside the
+    /// registry (distribution 2.8 may lose a blob link another push was writing and answer
+    /// `MANIFEST_BLOB_UNKNOWN`, `BLOB_UNKNOWN` or `DIGEST_INVALID`): then every blob is checked
+    /// again (HEAD), what is missing is uploaded, and the manifest sent again, within the
+    /// retry policy's attempts.
+    async fn put_manifest_settling_races(
+        &self,
+        client: &Arc<RegistryClient>,
+        repo: &Repository,
+        image: &Image,
+        tag: &str,
+    ) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = client
+                .put_manifest(
+                    repo,
+                    tag,
+                    &image.manifest_media_type,
+                    &image.manifest,
+                    &image.digest,
+                )
+                .await;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_blob_race() && attempt < client.retry_policy().attempts => {
+                    output::detail(&format!(
+                        "the manifest for :{tag}: {e}; checking the blobs again (attempt {}/{})",
+                        attempt + 1,
+                        client.retry_policy().attempts
+                    ));
+                    for blob in image.blobs() {
+                        self.push_blob(client, repo, blob).await?;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
+                        .await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     async fn push_blob(
@@ -254,9 +281,9 @@ impl<'a> RegistryPublisher<'a> {
 
 /// A registry's answer that means "not this manifest type": `MANIFEST_INVALID`, an unsupported
 /// media type, or HTTP 415.
-fn refuses_media_type(error: &RegistryError) -> bool {
-    match error {
-        RegistryError::Rejected { status, detail, .. } => {
+fn refuses_media_type(error: &miette::Report) -> bool {
+    match error.downcast_ref::<RegistryError>() {
+        Some(RegistryError::Rejected { status, detail, .. }) => {
             let lower = detail.to_ascii_lowercase();
             *status == 415
                 || (*status == 400

@@ -52,10 +52,25 @@ const HELPER_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Looks up credentials for `registry` in the documented order. Blocking (it may run helpers):
 /// call it off the async runtime.
-pub fn lookup(registry: &Registry) -> Lookup {
+///
+/// `push_target`: the registry is the one being pushed to (the `external` address). Only then
+/// are `ADAPT_PUSH_TOKEN` / `ADAPT_PUSH_USERNAME` / `ADAPT_PUSH_PASSWORD` consulted: a base
+/// image's registry, or an upload host a registry points to, gets what the Docker/podman
+/// configuration and helpers hold for that very host, never the push credentials.
+pub fn lookup(registry: &Registry, push_target: bool) -> Lookup {
     let mut found = Lookup::default();
-    let host = registry.authority();
+    if push_target {
+        from_environment(&mut found);
+        if found.credential.is_some() {
+            return found;
+        }
+    }
+    from_files(registry, &mut found);
+    found
+}
 
+/// `ADAPT_PUSH_TOKEN`, or `ADAPT_PUSH_USERNAME` with `ADAPT_PUSH_PASSWORD`.
+fn from_environment(found: &mut Lookup) {
     found
         .searched
         .push("ADAPT_PUSH_USERNAME/ADAPT_PUSH_PASSWORD, ADAPT_PUSH_TOKEN".into());
@@ -65,7 +80,7 @@ pub fn lookup(registry: &Registry) -> Lookup {
         found.credential = Some(Credential::RegistryToken(token));
         found.source = Some("ADAPT_PUSH_TOKEN".into());
         found.from_environment = true;
-        return found;
+        return;
     }
     if let Ok(username) = std::env::var("ADAPT_PUSH_USERNAME")
         && !username.is_empty()
@@ -75,14 +90,16 @@ pub fn lookup(registry: &Registry) -> Lookup {
                 found.credential = Some(Credential::Basic { username, password });
                 found.source = Some("ADAPT_PUSH_USERNAME/ADAPT_PUSH_PASSWORD".into());
                 found.from_environment = true;
-                return found;
             }
             Err(_) => found.warnings.push(
                 "ADAPT_PUSH_USERNAME is set but ADAPT_PUSH_PASSWORD is not; ignoring it".into(),
             ),
         }
     }
+}
 
+/// The Docker config (helpers included), then containers' auth files.
+fn from_files(registry: &Registry, found: &mut Lookup) {
     let docker_config = docker_config_path();
     found.searched.push(docker_config.display().to_string());
     if let Some(config) = read_json(&docker_config, &mut found.warnings)
@@ -91,7 +108,7 @@ pub fn lookup(registry: &Registry) -> Lookup {
     {
         found.credential = Some(credential);
         found.source = Some(format!("{} ({source})", docker_config.display()));
-        return found;
+        return;
     }
 
     for path in containers_auth_paths() {
@@ -101,11 +118,9 @@ pub fn lookup(registry: &Registry) -> Lookup {
         {
             found.credential = Some(credential);
             found.source = Some(format!("{} (auths)", path.display()));
-            return found;
+            return;
         }
     }
-    let _ = host;
-    found
 }
 
 fn docker_config_path() -> PathBuf {

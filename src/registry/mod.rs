@@ -36,6 +36,15 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, a
 /// Blobs up to this size go in one PUT; larger ones in one streamed PATCH then a closing PUT.
 const MONOLITHIC_LIMIT: usize = 16 * 1024 * 1024;
 
+/// The most a manifest may weigh: what the distribution spec asks registries to accept.
+pub const MANIFEST_LIMIT: usize = 4 * 1024 * 1024;
+
+/// The most an image config or a token answer may weigh.
+pub const SMALL_BLOB_LIMIT: usize = 8 * 1024 * 1024;
+
+/// The most of an error answer that is read.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
 /// Request bodies are handed to the connection in pieces of this size, so progress (and
 /// stall detection) sees bytes move.
 const BODY_CHUNK: usize = 64 * 1024;
@@ -173,9 +182,41 @@ pub enum RegistryError {
 
     #[error("reading the TLS settings: {0}")]
     TlsSetup(String),
+
+    /// Plain HTTP to a host that is neither loopback nor listed in `insecure`: refused before
+    /// any request is made.
+    #[error("{url} is plain HTTP to a host that is not loopback; refusing to talk to it")]
+    #[diagnostic(help(
+        "if {plain} really serves plain HTTP, add `insecure = [\"{plain}\"]` to [package.metadata.cluster] (credentials are never sent over plain HTTP); otherwise use https://"
+    ))]
+    PlainHttpRefused { url: String, plain: String },
+
+    /// A `*.localhost` name that resolves to something other than loopback addresses.
+    #[error("{host} resolves to {addresses}, which are not loopback addresses")]
+    #[diagnostic(help(
+        "a `.localhost` name is treated as this machine only when it resolves to loopback addresses; fix the resolver or use 127.0.0.1"
+    ))]
+    NotLoopback { host: String, addresses: String },
+
+    /// An answer larger than we accept for its kind (a hostile or broken registry).
+    #[error("{registry} answered {what} with an answer larger than {limit}; not reading more")]
+    TooLarge {
+        registry: String,
+        what: String,
+        limit: String,
+    },
 }
 
 impl RegistryError {
+    /// A manifest or blob PUT lost a race with a concurrent push of the same blobs: the
+    /// registry no longer sees a blob, or saw a half-written one.
+    pub fn is_blob_race(&self) -> bool {
+        matches!(self, RegistryError::Rejected { detail, .. }
+            if ["BLOB_UNKNOWN", "DIGEST_INVALID", "BLOB_UPLOAD_UNKNOWN"]
+                .iter()
+                .any(|code| detail.contains(code)))
+    }
+
     /// Whether this failure says the other scheme (HTTP vs HTTPS) is the one to use.
     fn suggests_other_scheme(&self) -> bool {
         matches!(
@@ -213,8 +254,20 @@ impl std::fmt::Debug for Token {
 #[derive(Debug, Default)]
 struct AuthState {
     challenge: Option<Challenge>,
-    /// Bearer tokens by scope set.
+    /// Bearer tokens by origin and scope set.
     tokens: HashMap<String, Token>,
+    /// Other origins (upload hosts a `Location` points to), by `scheme://host:port`. The
+    /// registry's own credentials never go there.
+    foreign: HashMap<String, ForeignAuth>,
+}
+
+/// What we know of an origin other than the registry's: the challenge it sent, and what the
+/// credential sources hold for that very host (looked up once, after its first challenge).
+#[derive(Debug, Default, Clone)]
+struct ForeignAuth {
+    challenge: Option<Challenge>,
+    credential: Option<Credential>,
+    looked_up: bool,
 }
 
 /// What a request needs access to, for bearer token scopes.
@@ -303,7 +356,8 @@ struct Failed {
 
 /// A transfer attempt's failure, sorted for the upload loop.
 enum Attempt {
-    Retry(RegistryError),
+    /// Worth another attempt; after the server's `Retry-After`, if it sent one.
+    Retry(RegistryError, Option<Duration>),
     /// 401 during a transfer: a token may have expired; authenticate again once.
     Unauthorized(RegistryError),
     Fatal(RegistryError),
@@ -314,6 +368,10 @@ pub struct RegistryClient {
     http: reqwest::Client,
     registry: Registry,
     base_url: String,
+    /// `scheme://host[:port]` of `base_url`: the one origin the registry's credentials go to.
+    origin: String,
+    /// Hosts that may be spoken to over plain HTTP besides loopback.
+    insecure: Vec<Registry>,
     credential: Option<Credential>,
     lookup: Lookup,
     auth: std::sync::Mutex<AuthState>,
@@ -333,15 +391,18 @@ impl RegistryClient {
     /// first failed in a way that points at it, never for an unreachable address.
     ///
     /// `http` is the shared client from [`http_client`] (see [`pool::Clients`]).
+    /// `push_target`: this registry is pushed to, so `ADAPT_PUSH_*` credentials apply to it.
     pub async fn connect(
         registry: &Registry,
         options: &ClientOptions,
         http: reqwest::Client,
+        push_target: bool,
     ) -> Result<Arc<RegistryClient>, RegistryError> {
         let lookup_registry = registry.clone();
-        let lookup = tokio::task::spawn_blocking(move || credentials::lookup(&lookup_registry))
-            .await
-            .unwrap_or_default();
+        let lookup =
+            tokio::task::spawn_blocking(move || credentials::lookup(&lookup_registry, push_target))
+                .await
+                .unwrap_or_default();
         Self::connect_with(registry, options, http, lookup).await
     }
 
@@ -351,6 +412,8 @@ impl RegistryClient {
         http: reqwest::Client,
         mut lookup: Lookup,
     ) -> Result<Arc<RegistryClient>, RegistryError> {
+        check_plain_http_allowed(registry, &options.insecure)?;
+        check_resolves_to_loopback(registry).await?;
         let authority = registry.api_authority();
         let plain = registry.without_scheme();
         let schemes: Vec<Scheme> = match registry.scheme() {
@@ -389,7 +452,9 @@ impl RegistryClient {
             let client = RegistryClient {
                 http: http.clone(),
                 registry: registry.clone(),
+                origin: origin_of(&base_url),
                 base_url,
+                insecure: options.insecure.clone(),
                 credential,
                 lookup: lookup.clone(),
                 auth: std::sync::Mutex::new(AuthState::default()),
@@ -440,6 +505,10 @@ impl RegistryClient {
                 hint: String::new(),
             })),
         }
+    }
+
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
     }
 
     pub fn registry(&self) -> &Registry {
@@ -607,18 +676,28 @@ impl RegistryClient {
                     Err(e) => Err(e),
                 }
             };
-            let error = match result {
+            let (error, retry_after) = match result {
                 Ok(()) => return Ok(()),
                 Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Unauthorized(e)) if reauthenticated => return Err(e),
+                Err(Attempt::Unauthorized(e))
+                    if reauthenticated && attempt >= self.retry.attempts =>
+                {
+                    return Err(e);
+                }
                 Err(Attempt::Unauthorized(_)) => {
+                    // A token may have expired mid-upload, or an upload host asked for its own
+                    // credentials: authenticate again. The first time is free; after that each
+                    // counts as an attempt, so a registry that keeps refusing fresh tokens is
+                    // given up on within the retry budget.
+                    if !reauthenticated {
+                        attempt -= 1;
+                    }
                     reauthenticated = true;
                     output::detail(&format!("{what}: unauthorized; authenticating again"));
                     self.auth_state().tokens.clear();
-                    attempt -= 1;
                     continue;
                 }
-                Err(Attempt::Retry(e)) => e,
+                Err(Attempt::Retry(e, after)) => (e, after),
             };
             if activity.bytes() > 0 {
                 budget_from = Instant::now();
@@ -631,10 +710,15 @@ impl RegistryClient {
                 output::detail(&format!("{what}: {error}; but the blob arrived"));
                 return Ok(());
             }
-            let delay = self.backoff(attempt);
+            let delay = retry_after.unwrap_or_else(|| self.backoff(attempt));
             output::detail(&format!(
-                "{what}: {error}; starting the upload again in {:.1}s (attempt {}/{})",
+                "{what}: {error}; starting the upload again in {:.1}s{} (attempt {}/{})",
                 delay.as_secs_f32(),
+                if retry_after.is_some() {
+                    " as Retry-After asks"
+                } else {
+                    ""
+                },
                 attempt + 1,
                 self.retry.attempts
             ));
@@ -671,7 +755,7 @@ impl RegistryClient {
             chunk
         });
         let request = self
-            .authorize(Some(&Scope::push(repo)), self.http.put(&url))
+            .authorize_at(&Scope::push(repo), &url, self.http.put(&url))
             .await?
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, size)
@@ -682,6 +766,11 @@ impl RegistryClient {
             .map_err(|f| f.error)?;
         match response.status() {
             StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
+            StatusCode::UNAUTHORIZED if !self.is_own(&url) => {
+                // Learn the upload host's challenge, so the caller's next copy can answer it.
+                let _ = self.learn_foreign_challenge(&url, &response).await;
+                Err(self.foreign_unauthorized(repo, &url))
+            }
             s => Err(self.status_error(Some(repo), &what, s, response).await),
         }
     }
@@ -697,7 +786,7 @@ impl RegistryClient {
     ) -> Result<(), Attempt> {
         let url = with_digest(location, digest);
         let mut request = self
-            .authorize(Some(&Scope::push(repo)), self.http.put(&url))
+            .authorize_at(&Scope::push(repo), &url, self.http.put(&url))
             .await
             .map_err(Attempt::Fatal)?;
         request = match body {
@@ -711,6 +800,7 @@ impl RegistryClient {
         self.finish_transfer(
             repo,
             &what,
+            &url,
             request,
             &[StatusCode::CREATED, StatusCode::NO_CONTENT, StatusCode::OK],
             activity,
@@ -728,7 +818,7 @@ impl RegistryClient {
         activity: &Activity,
     ) -> Result<String, Attempt> {
         let request = self
-            .authorize(Some(&Scope::push(repo)), self.http.patch(location))
+            .authorize_at(&Scope::push(repo), location, self.http.patch(location))
             .await
             .map_err(Attempt::Fatal)?
             .header(CONTENT_TYPE, "application/octet-stream")
@@ -738,6 +828,7 @@ impl RegistryClient {
             .finish_transfer(
                 repo,
                 "a blob upload (PATCH)",
+                location,
                 request,
                 &[StatusCode::ACCEPTED, StatusCode::NO_CONTENT],
                 activity,
@@ -752,29 +843,129 @@ impl RegistryClient {
         &self,
         repo: &Repository,
         what: &str,
+        url: &str,
         request: RequestBuilder,
         ok: &[StatusCode],
         activity: &Activity,
     ) -> Result<Response, Attempt> {
         let response = match self.send_watched(request, activity, None).await {
             Ok(r) => r,
-            Err(f) if f.retryable => return Err(Attempt::Retry(f.error)),
+            Err(f) if f.retryable => return Err(Attempt::Retry(f.error, None)),
             Err(f) => return Err(Attempt::Fatal(f.error)),
         };
         let status = response.status();
         if ok.contains(&status) {
             return Ok(response);
         }
+        if status == StatusCode::UNAUTHORIZED && !self.is_own(url) {
+            // An upload host of its own asks for credentials: learn its challenge and what the
+            // credential sources hold for it, then let the upload loop try once more.
+            return Err(match self.learn_foreign_challenge(url, &response).await {
+                Ok(true) => Attempt::Unauthorized(self.foreign_unauthorized(repo, url)),
+                Ok(false) => Attempt::Fatal(self.foreign_unauthorized(repo, url)),
+                Err(e) => Attempt::Fatal(e),
+            });
+        }
+        let after = retry_after(response.headers(), SystemTime::now());
         // 404: the upload session is gone (a registry restart, a proxy that cut it).
         let retry = is_retryable_status(status) || status == StatusCode::NOT_FOUND;
         let err = self.status_error(Some(repo), what, status, response).await;
+        // Concurrent pushes of one blob into one repository race inside the registry (distribution
+        // 2.8 answers DIGEST_INVALID or BLOB_UPLOAD_UNKNOWN): a fresh upload session settles it.
+        let raced = err.is_blob_race();
         Err(if status == StatusCode::UNAUTHORIZED {
             Attempt::Unauthorized(err)
-        } else if retry {
-            Attempt::Retry(err)
+        } else if retry || raced {
+            Attempt::Retry(err, after)
         } else {
             Attempt::Fatal(err)
         })
+    }
+
+    /// Whether `url` is on the registry's own origin (scheme, host and port).
+    fn is_own(&self, url: &str) -> bool {
+        origin_of(url) == self.origin
+    }
+
+    /// Records the challenge an upload host answered with and looks up what the credential
+    /// sources (Docker/podman config and helpers, never `ADAPT_PUSH_*`) hold for that host.
+    /// `Ok(true)` when a next attempt can carry something new.
+    async fn learn_foreign_challenge(
+        &self,
+        url: &str,
+        response: &Response,
+    ) -> Result<bool, RegistryError> {
+        let origin = origin_of(url);
+        let challenge = header_str(response.headers(), WWW_AUTHENTICATE.as_str())
+            .as_deref()
+            .and_then(parse_challenge);
+        let known = self.auth_state().foreign.get(&origin).cloned();
+        if let Some(known) = &known
+            && known.looked_up
+            && known.challenge == challenge
+        {
+            // Already learnt (perhaps by a concurrent upload that met the same challenge):
+            // another attempt helps only if there is something to answer it with; the upload
+            // loop bounds how often.
+            return Ok(known.credential.is_some());
+        }
+        let Some(challenge) = challenge else {
+            return Ok(false);
+        };
+        let host = url::Url::parse(url)
+            .ok()
+            .and_then(|u| {
+                let host = u.host_str()?.to_string();
+                Some(match u.port() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host,
+                })
+            })
+            .and_then(|h| Registry::parse(&h).ok());
+        let credential = match host {
+            Some(host) => {
+                let found = tokio::task::spawn_blocking(move || credentials::lookup(&host, false))
+                    .await
+                    .unwrap_or_default();
+                found.credential
+            }
+            None => None,
+        };
+        let useful = credential.is_some();
+        output::trace(&format!(
+            "the upload host {origin} asks for credentials; {}",
+            if useful {
+                "found some for that host"
+            } else {
+                "none are configured for that host"
+            }
+        ));
+        self.auth_state().foreign.insert(
+            origin,
+            ForeignAuth {
+                challenge: Some(challenge),
+                credential,
+                looked_up: true,
+            },
+        );
+        Ok(useful)
+    }
+
+    fn foreign_unauthorized(&self, repo: &Repository, url: &str) -> RegistryError {
+        let origin = origin_of(url);
+        RegistryError::Unauthorized {
+            registry: origin.clone(),
+            repository: repo.to_string(),
+            problem: format!(
+                "the upload host that {} sent us to asks for credentials for",
+                self.registry
+            ),
+            status: 401,
+            hint: format!(
+                "credentials of {} are never sent to another host; log in to {origin} itself (`docker login`) if it really needs credentials",
+                self.registry
+            ),
+        }
     }
 
     /// Opens a blob for reading (streaming).
@@ -801,7 +992,8 @@ impl RegistryClient {
         digest: &Digest,
     ) -> Result<Bytes, RegistryError> {
         let response = self.get_blob(repo, digest).await?;
-        let bytes = self.read_body(response).await?;
+        let what = format!("blob {} of {repo}", short(digest));
+        let bytes = self.read_body(response, SMALL_BLOB_LIMIT, &what).await?;
         let actual = Digest::sha256_of(&bytes);
         if digest.as_str().starts_with("sha256:") && actual != *digest {
             return Err(RegistryError::DigestMismatch {
@@ -832,7 +1024,7 @@ impl RegistryClient {
                 .await);
         }
         let media_type = header_str(response.headers(), CONTENT_TYPE.as_str()).unwrap_or_default();
-        let bytes = self.read_body(response).await?;
+        let bytes = self.read_body(response, MANIFEST_LIMIT, &what).await?;
         let digest = Digest::sha256_of(&bytes);
         if reference.starts_with("sha256:") && reference != digest.as_str() {
             return Err(RegistryError::DigestMismatch {
@@ -938,12 +1130,13 @@ impl RegistryClient {
                     ));
                     tokio::time::sleep(delay).await;
                 }
+                // A 401 (an expired or revoked token): authenticate again, the first time for
+                // free, then counting as attempts within the budget.
                 Ok(response)
                     if response.status() == StatusCode::UNAUTHORIZED
                         && scope.is_some()
-                        && !reauthenticated =>
+                        && (!reauthenticated || (may_retry && self.uses_tokens())) =>
                 {
-                    reauthenticated = true;
                     let challenge = header_str(response.headers(), WWW_AUTHENTICATE.as_str())
                         .as_deref()
                         .and_then(parse_challenge);
@@ -954,7 +1147,10 @@ impl RegistryClient {
                     let mut state = self.auth_state();
                     state.challenge = Some(challenge);
                     state.tokens.clear();
-                    attempt -= 1;
+                    if !reauthenticated {
+                        attempt -= 1;
+                    }
+                    reauthenticated = true;
                 }
                 Ok(response) if is_retryable_status(response.status()) => {
                     if !may_retry {
@@ -1074,12 +1270,24 @@ impl RegistryClient {
         }
     }
 
-    /// Reads a small response body whole, within the stall time.
-    async fn read_body(&self, response: Response) -> Result<Bytes, RegistryError> {
-        match tokio::time::timeout(self.retry.stall, response.bytes()).await {
-            Ok(Ok(b)) => Ok(b),
-            Ok(Err(e)) => Err(self.transport_error(&e)),
-            Err(_) => Err(RegistryError::Unreachable {
+    /// Reads a small response body whole, at most `limit` bytes (checked while it streams, so
+    /// an endless or huge answer costs no memory), each piece within the stall time.
+    async fn read_body(
+        &self,
+        response: Response,
+        limit: usize,
+        what: &str,
+    ) -> Result<Bytes, RegistryError> {
+        let too_large = || RegistryError::TooLarge {
+            registry: self.registry.to_string(),
+            what: what.to_string(),
+            limit: human_size(limit),
+        };
+        match read_limited(response, limit, self.retry.stall).await {
+            Ok(b) => Ok(b),
+            Err(BodyError::TooLarge) => Err(too_large()),
+            Err(BodyError::Transport(e)) => Err(self.transport_error(&e)),
+            Err(BodyError::Stalled) => Err(RegistryError::Unreachable {
                 url: self.base_url.clone(),
                 tried: String::new(),
                 cause: "the answer stalled midway".into(),
@@ -1099,12 +1307,76 @@ impl RegistryClient {
         cap.mul_f64(jitter)
     }
 
+    /// Whether the registry asked for bearer tokens (which expire), not Basic credentials.
+    fn uses_tokens(&self) -> bool {
+        matches!(self.auth_state().challenge, Some(Challenge::Bearer { .. }))
+    }
+
     fn auth_state(&self) -> std::sync::MutexGuard<'_, AuthState> {
         // A panic while holding it cannot leave the state inconsistent: take it anyway.
         self.auth.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds the Authorization header the last challenge calls for.
+    /// Authorizes a request to `url`, which may be on another origin than the registry (an
+    /// upload `Location`). The registry's own credentials go only to its own origin; another
+    /// origin gets only what was found for it after it challenged, and nothing over plain HTTP
+    /// unless it is loopback or listed in `insecure`.
+    async fn authorize_at(
+        &self,
+        scope: &Scope,
+        url: &str,
+        request: RequestBuilder,
+    ) -> Result<RequestBuilder, RegistryError> {
+        let parsed = url::Url::parse(url).map_err(|e| RegistryError::Protocol {
+            registry: self.registry.to_string(),
+            what: "an upload".into(),
+            cause: format!("the upload URL is not a URL ({e})"),
+        })?;
+        let origin = parsed.origin().ascii_serialization();
+        if origin == self.origin {
+            return self.authorize(Some(scope), request).await;
+        }
+        if parsed.scheme() == "http" && !self.plain_http_allowed(&parsed) {
+            return Err(RegistryError::PlainHttpRefused {
+                url: format!("{origin} (the upload location {} sent)", self.registry),
+                plain: parsed
+                    .host_str()
+                    .map_or(String::new(), |h| match parsed.port() {
+                        Some(p) => format!("{h}:{p}"),
+                        None => h.to_string(),
+                    }),
+            });
+        }
+        let Some(foreign) = self.auth_state().foreign.get(&origin).cloned() else {
+            return Ok(request);
+        };
+        let header = self
+            .auth_header(
+                foreign.challenge.as_ref(),
+                foreign.credential.as_ref(),
+                scope,
+                &origin,
+            )
+            .await?;
+        self.with_header(request, header)
+    }
+
+    /// Whether plain HTTP may go to this URL's host: loopback, or listed in `insecure`.
+    fn plain_http_allowed(&self, url: &url::Url) -> bool {
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        if is_loopback_host(host) {
+            return true;
+        }
+        let authority = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        Registry::parse(&authority).is_ok_and(|r| self.insecure.contains(&r))
+    }
+
+    /// Adds the Authorization header the registry's last challenge calls for.
     async fn authorize(
         &self,
         scope: Option<&Scope>,
@@ -1114,7 +1386,27 @@ impl RegistryClient {
             return Ok(request);
         };
         let challenge = self.auth_state().challenge.clone();
-        let header = match (&challenge, &self.credential) {
+        let header = self
+            .auth_header(
+                challenge.as_ref(),
+                self.credential.as_ref(),
+                scope,
+                &self.origin,
+            )
+            .await?;
+        self.with_header(request, header)
+    }
+
+    /// The Authorization value `challenge` calls for with `credential` (bearer tokens cached by
+    /// `origin` and scope).
+    async fn auth_header(
+        &self,
+        challenge: Option<&Challenge>,
+        credential: Option<&Credential>,
+        scope: &Scope,
+        origin: &str,
+    ) -> Result<Option<String>, RegistryError> {
+        Ok(match (challenge, credential) {
             (None, _) => None,
             (Some(Challenge::Basic), Some(Credential::Basic { username, password })) => {
                 Some(format!(
@@ -1127,12 +1419,20 @@ impl RegistryClient {
             (Some(Challenge::Bearer { .. }), Some(Credential::RegistryToken(t))) => {
                 Some(format!("Bearer {t}"))
             }
-            (Some(Challenge::Bearer { realm, service }), _) => Some(format!(
+            (Some(Challenge::Bearer { realm, service }), credential) => Some(format!(
                 "Bearer {}",
                 // Boxed: fetching a token sends a request (without a scope) itself.
-                Box::pin(self.token(realm, service.as_deref(), scope)).await?
+                Box::pin(self.token_for(realm, service.as_deref(), scope, credential, origin))
+                    .await?
             )),
-        };
+        })
+    }
+
+    fn with_header(
+        &self,
+        request: RequestBuilder,
+        header: Option<String>,
+    ) -> Result<RequestBuilder, RegistryError> {
         Ok(match header {
             Some(h) => {
                 let mut value = HeaderValue::from_str(&h).map_err(|_| RegistryError::Protocol {
@@ -1155,14 +1455,35 @@ impl RegistryClient {
             .map(|t| t.value.clone())
     }
 
-    /// A bearer token for `scope`, from the cache or the token endpoint (one fetch at a time).
+    /// A bearer token for `scope` on the registry itself.
+    #[cfg(test)]
     async fn token(
         &self,
         realm: &str,
         service: Option<&str>,
         scope: &Scope,
     ) -> Result<String, RegistryError> {
-        let key = scope.key();
+        self.token_for(
+            realm,
+            service,
+            scope,
+            self.credential.as_ref(),
+            &self.origin,
+        )
+        .await
+    }
+
+    /// A bearer token for `scope` on `origin`, got with `credential`, from the cache or the
+    /// token endpoint (one fetch at a time).
+    async fn token_for(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &Scope,
+        credential: Option<&Credential>,
+        origin: &str,
+    ) -> Result<String, RegistryError> {
+        let key = format!("{origin} {}", scope.key());
         if let Some(t) = self.cached_token(&key) {
             return Ok(t);
         }
@@ -1177,7 +1498,7 @@ impl RegistryClient {
             cause: format!("the token realm `{realm}` is not a URL ({e})"),
         })?;
         let secret = matches!(
-            self.credential,
+            credential,
             Some(Credential::Basic { .. } | Credential::IdentityToken(_))
         );
         match realm_url.scheme() {
@@ -1207,14 +1528,14 @@ impl RegistryClient {
         output::trace(&format!(
             "requesting a token from {realm} for {} ({})",
             scope.key(),
-            match &self.credential {
+            match credential {
                 Some(Credential::IdentityToken(_)) => "refresh-token exchange",
                 Some(Credential::Basic { .. }) => "with Basic credentials",
                 _ => "anonymous",
             }
         ));
         let response = self
-            .send_with_retry(None, &what, || match &self.credential {
+            .send_with_retry(None, &what, || match credential {
                 // Docker's identity token is an OAuth2 refresh token: exchange it.
                 Some(Credential::IdentityToken(refresh)) => {
                     let mut form: Vec<(&str, &str)> = vec![
@@ -1245,7 +1566,7 @@ impl RegistryClient {
                 cause: format!("HTTP {status}{detail}"),
             });
         }
-        let text = self.read_body(response).await?;
+        let text = self.read_body(response, SMALL_BLOB_LIMIT, &what).await?;
         let body: serde_json::Value =
             serde_json::from_slice(&text).map_err(|e| RegistryError::Protocol {
                 registry: self.registry.to_string(),
@@ -1263,13 +1584,17 @@ impl RegistryClient {
                 cause: "no token in the answer".into(),
             })?
             .to_string();
-        let lifetime = body
-            .get("expires_in")
-            .and_then(|e| e.as_u64())
-            .unwrap_or(60)
-            .clamp(10, 24 * 3600);
-        // Renew a little early so a token never expires mid-request.
-        let expires = Instant::now() + Duration::from_secs(lifetime - 5);
+        // Kept no longer than the token service says (60 s when it says nothing, as the token
+        // spec does), and renewed a little early so a token rarely expires mid-request; a 401
+        // on one that did is answered by authenticating again.
+        let lifetime = Duration::from_secs(
+            body.get("expires_in")
+                .and_then(|e| e.as_u64())
+                .unwrap_or(60)
+                .min(24 * 3600),
+        );
+        let margin = (lifetime / 10).min(Duration::from_secs(5));
+        let expires = Instant::now() + lifetime.saturating_sub(margin);
         self.auth_state().tokens.insert(
             key,
             Token {
@@ -1288,19 +1613,25 @@ impl RegistryClient {
                 cause: "no Location header".into(),
             }
         })?;
-        // Location may be relative to the registry.
-        Ok(
-            if raw.starts_with("http://") || raw.starts_with("https://") {
-                raw
-            } else {
-                format!(
-                    "{}{}{}",
-                    self.base_url,
-                    if raw.starts_with('/') { "" } else { "/" },
-                    raw
-                )
-            },
-        )
+        // Location may be relative to the registry. Where it points decides what goes with it
+        // (see `authorize_at`): the registry's credentials only to its own origin.
+        let base = url::Url::parse(&format!("{}/v2/", self.base_url)).ok();
+        let joined = if raw.starts_with('/') && !raw.starts_with("//") {
+            url::Url::parse(&format!("{}{raw}", self.base_url))
+        } else {
+            match &base {
+                Some(b) => b.join(&raw),
+                None => url::Url::parse(&raw),
+            }
+        };
+        match joined {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(u.to_string()),
+            _ => Err(RegistryError::Protocol {
+                registry: self.registry.to_string(),
+                what: what.to_string(),
+                cause: "the Location header is not an http(s) URL".into(),
+            }),
+        }
     }
 
     fn unauthorized(&self, repository: &str, status: StatusCode) -> RegistryError {
@@ -1358,6 +1689,17 @@ impl RegistryClient {
     ) -> RegistryError {
         let registry = self.registry.to_string();
         match status {
+            // The token service accepted our credentials and issued a fresh token, and the
+            // registry still said 401: the credentials were not what was refused.
+            StatusCode::UNAUTHORIZED if self.uses_tokens() && self.credential.is_some() => {
+                RegistryError::Unauthorized {
+                    registry,
+                    repository: repo.map(|r| r.to_string()).unwrap_or_else(|| "/v2/".into()),
+                    problem: "fresh tokens from the token service were not accepted for".into(),
+                    status: status.as_u16(),
+                    hint: "the token service granted a token, but the registry refuses it: check that the registry and its token service agree (service name, issuer, certificate) and that the clocks are right".into(),
+                }
+            }
             StatusCode::UNAUTHORIZED => {
                 self.unauthorized(repo.map(|r| r.as_str()).unwrap_or("/v2/"), status)
             }
@@ -1459,6 +1801,97 @@ fn with_tries(error: RegistryError, attempts: u32, elapsed: Duration) -> Registr
         },
         other => other,
     }
+}
+
+/// `scheme://host[:port]` of a URL (the port only when not the scheme's default); an
+/// unparseable URL is an origin of its own that matches nothing.
+fn origin_of(url: &str) -> String {
+    url::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| "null".into())
+}
+
+/// Plain HTTP goes only to loopback or to a registry listed in `insecure`: anything else is
+/// refused before a request is made.
+fn check_plain_http_allowed(
+    registry: &Registry,
+    insecure: &[Registry],
+) -> Result<(), RegistryError> {
+    let plain = registry.without_scheme();
+    if registry.scheme() == Some(Scheme::Http)
+        && !registry.is_loopback()
+        && !insecure.contains(&plain)
+    {
+        return Err(RegistryError::PlainHttpRefused {
+            url: registry.to_string(),
+            plain: plain.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A `localhost` or `*.localhost` name counts as loopback only when it resolves to loopback
+/// addresses (the client's resolver, [`LoopbackNames`], then connects only to those).
+async fn check_resolves_to_loopback(registry: &Registry) -> Result<(), RegistryError> {
+    let host = registry.host();
+    if !is_localhost_name(host) {
+        return Ok(());
+    }
+    let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, 0))
+        .await
+        .map(|a| a.collect())
+        .unwrap_or_default();
+    if addresses.is_empty() || addresses.iter().all(|a| a.ip().is_loopback()) {
+        // Nothing resolved: the connection fails with the resolver's own error.
+        return Ok(());
+    }
+    Err(RegistryError::NotLoopback {
+        host: host.to_string(),
+        addresses: addresses
+            .iter()
+            .map(|a| a.ip().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+fn is_localhost_name(host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost")
+}
+
+/// The client's resolver: the system's, except that `localhost` and `*.localhost` names, which
+/// we treat as this machine (plain HTTP, credentials allowed), connect only to the loopback
+/// addresses they resolve to, and fail when they resolve to none.
+struct LoopbackNames;
+
+impl reqwest::dns::Resolve for LoopbackNames {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addresses = usable_addresses(&host, found)?;
+            let addrs: reqwest::dns::Addrs = Box::new(addresses.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// The addresses a connection to `host` may use: for a `localhost` name only the loopback ones,
+/// and an error when there are none.
+fn usable_addresses(
+    host: &str,
+    found: Vec<std::net::SocketAddr>,
+) -> Result<Vec<std::net::SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+    if !is_localhost_name(host) {
+        return Ok(found);
+    }
+    let loopback: Vec<_> = found.into_iter().filter(|a| a.ip().is_loopback()).collect();
+    if loopback.is_empty() {
+        return Err(format!("{host} resolves to no loopback address").into());
+    }
+    Ok(loopback)
 }
 
 fn url_is_loopback(url: &url::Url) -> bool {
@@ -1609,12 +2042,64 @@ fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// A response body as text, bounded in time and size.
-async fn read_text(response: Response, limit: Duration) -> String {
-    match tokio::time::timeout(limit, response.bytes()).await {
-        Ok(Ok(b)) => String::from_utf8_lossy(&b[..b.len().min(64 * 1024)]).into_owned(),
-        _ => String::new(),
+/// Why a bounded body read ended early.
+enum BodyError {
+    TooLarge,
+    Stalled,
+    Transport(reqwest::Error),
+}
+
+/// Reads a body up to `limit` bytes: an announced or streamed size past it stops the read at
+/// once. Each piece must arrive within `stall`.
+async fn read_limited(
+    mut response: Response,
+    limit: usize,
+    stall: Duration,
+) -> Result<Bytes, BodyError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
     }
+    let mut out = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout(stall, response.chunk()).await {
+            Err(_) => return Err(BodyError::Stalled),
+            Ok(Err(e)) => return Err(BodyError::Transport(e)),
+            Ok(Ok(None)) => return Ok(out.freeze()),
+            Ok(Ok(Some(chunk))) => {
+                if out.len() + chunk.len() > limit {
+                    return Err(BodyError::TooLarge);
+                }
+                out.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+/// `4 MiB`, `64 KiB`.
+fn human_size(n: usize) -> String {
+    if n >= 1024 * 1024 && n % (1024 * 1024) == 0 {
+        format!("{} MiB", n / (1024 * 1024))
+    } else if n >= 1024 && n % 1024 == 0 {
+        format!("{} KiB", n / 1024)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// The first 64 KiB of a response body as text, bounded in time; the rest is not read.
+async fn read_text(mut response: Response, limit: Duration) -> String {
+    let mut out: Vec<u8> = Vec::new();
+    let deadline = Instant::now() + limit;
+    while out.len() < ERROR_BODY_LIMIT {
+        match tokio::time::timeout_at(deadline.into(), response.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                let room = ERROR_BODY_LIMIT - out.len();
+                out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The registry's own error message (`{"errors":[{"code","message"}]}`), shortened.
@@ -1785,6 +2270,10 @@ fn http_client(options: &ClientOptions) -> Result<reqwest::Client, RegistryError
         .user_agent(concat!("cargo-adapt-push/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(30))
+        .dns_resolver(Arc::new(LoopbackNames))
+        // Redirects (registries send blob downloads to storage hosts) are followed with
+        // reqwest's policy, which drops Authorization when scheme, host or port change.
+        .redirect(reqwest::redirect::Policy::limited(10))
         .build()
         .map_err(|e| RegistryError::TlsSetup(e.to_string()))
 }
@@ -1974,7 +2463,9 @@ mod tests {
         RegistryClient {
             http: plain_http(),
             registry: Registry::parse(registry).unwrap(),
+            origin: origin_of(base_url),
             base_url: base_url.into(),
+            insecure: Vec::new(),
             credential,
             lookup: Lookup::default(),
             auth: std::sync::Mutex::new(AuthState::default()),
@@ -2126,12 +2617,40 @@ mod tests {
 
     #[tokio::test]
     async fn credentials_never_go_over_plain_http_to_a_non_loopback_host() {
-        // http:// written out.
+        // http:// written out, not listed in `insecure`: refused before any request, and the
+        // message shows the line to add.
         let (registry, http, seen) = stub_registry("http://");
-        let client =
-            RegistryClient::connect_with(&registry, &ClientOptions::default(), http, alice())
-                .await
-                .expect("the stub answers /v2/ with 401, which is a registry");
+        let err = RegistryClient::connect_with(&registry, &ClientOptions::default(), http, alice())
+            .await
+            .err()
+            .expect("plain HTTP to a non-loopback host without an `insecure` entry");
+        let text = format!(
+            "{err} {}",
+            err.help().map(|h| h.to_string()).unwrap_or_default()
+        );
+        assert!(
+            matches!(err, RegistryError::PlainHttpRefused { .. }),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("insecure = [\"{}\"]", registry.without_scheme())),
+            "{text}"
+        );
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "{:?}",
+            seen.lock().unwrap()
+        );
+
+        // http:// written out and listed in `insecure`: spoken to, without the credentials.
+        let (registry, http, seen) = stub_registry("http://");
+        let options = ClientOptions {
+            insecure: vec![registry.without_scheme()],
+            ..ClientOptions::default()
+        };
+        let client = RegistryClient::connect_with(&registry, &options, http, alice())
+            .await
+            .expect("the stub answers /v2/ with 401, which is a registry");
         assert_no_credentials_sent(&client, &seen).await;
 
         // Listed in `insecure`: HTTPS fails (the stub speaks plain HTTP), then plain HTTP, still
@@ -2163,6 +2682,97 @@ mod tests {
             seen.lock().unwrap().is_empty(),
             "{:?}",
             seen.lock().unwrap()
+        );
+    }
+
+    #[test]
+    fn localhost_names_connect_only_to_loopback_addresses() {
+        let a = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert_eq!(
+            usable_addresses("app.localhost", vec![a("203.0.113.7:0"), a("127.0.0.1:0")]).unwrap(),
+            vec![a("127.0.0.1:0")]
+        );
+        assert!(usable_addresses("app.localhost", vec![a("203.0.113.7:0")]).is_err());
+        assert!(usable_addresses("LOCALHOST", vec![a("[2001:db8::1]:0")]).is_err());
+        assert_eq!(
+            usable_addresses("registry.example", vec![a("203.0.113.7:0")]).unwrap(),
+            vec![a("203.0.113.7:0")]
+        );
+    }
+
+    /// A stub answering every request with `answer` and recording each request head: stands in
+    /// for a storage host a registry redirects to (no real registry here does).
+    fn recording_stub(answer: String) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let (log, answer) = (log.clone(), answer.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut writer = stream;
+                    loop {
+                        let mut head = String::new();
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            head.push_str(&line);
+                        }
+                        log.lock().unwrap().push(head);
+                        let _ = writer.write_all(answer.as_bytes());
+                    }
+                });
+            }
+        });
+        (port, seen)
+    }
+
+    #[tokio::test]
+    async fn a_blob_redirect_to_another_host_carries_no_credentials() {
+        let (storage, at_storage) =
+            recording_stub("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx".into());
+        let (registry, at_registry) = recording_stub(format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{storage}/blob\r\nContent-Length: 0\r\n\r\n"
+        ));
+        let mut client = test_client(
+            &format!("127.0.0.1:{registry}"),
+            &format!("http://127.0.0.1:{registry}"),
+            Some(Credential::Basic {
+                username: "alice".into(),
+                password: "pw".into(),
+            }),
+        );
+        client.http = http_client(&ClientOptions::default()).unwrap();
+        client.auth_state().challenge = Some(Challenge::Basic);
+        let repo = Repository::parse("team/app").unwrap();
+        let bytes = client
+            .get_blob_bytes(&repo, &Digest::sha256_of(b"x"))
+            .await
+            .expect("the redirect is followed");
+        assert_eq!(&bytes[..], b"x");
+        let registry_saw = at_registry.lock().unwrap().clone();
+        assert!(
+            registry_saw[0]
+                .to_ascii_lowercase()
+                .contains("authorization: basic"),
+            "{registry_saw:?}"
+        );
+        let storage_saw = at_storage.lock().unwrap().clone();
+        assert_eq!(storage_saw.len(), 1, "{storage_saw:?}");
+        assert!(
+            !storage_saw[0]
+                .to_ascii_lowercase()
+                .contains("authorization"),
+            "{storage_saw:?}"
         );
     }
 

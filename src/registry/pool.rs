@@ -20,6 +20,10 @@ pub struct Clients {
     /// a connect, so a slow registry does not hold up the others; callers asking for the same
     /// registry at once wait for the one connect in its cell.
     connected: Mutex<HashMap<Key, Arc<OnceCell<Arc<RegistryClient>>>>>,
+    /// The registries pushed to (`external` addresses, as `host[:port]`): the only ones that
+    /// get the `ADAPT_PUSH_*` credentials. Every other registry (a base image's) gets what the
+    /// Docker/podman configuration holds for it.
+    push_targets: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Clients {
@@ -28,7 +32,23 @@ impl Clients {
             options,
             http: OnceCell::new(),
             connected: Mutex::new(HashMap::new()),
+            push_targets: Mutex::new(Default::default()),
         }
+    }
+
+    /// Records that images are pushed to `registry`, before any client for it is made.
+    pub fn add_push_target(&self, registry: &Registry) {
+        self.push_targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(registry.authority());
+    }
+
+    fn is_push_target(&self, registry: &Registry) -> bool {
+        self.push_targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&registry.authority())
     }
 
     /// The client for `registry`, connecting on first use. A failed connect is not remembered:
@@ -45,7 +65,8 @@ impl Clients {
             .clone();
         cell.get_or_try_init(|| async {
             let http = self.http().await?;
-            RegistryClient::connect(registry, &self.options, http).await
+            let push_target = self.is_push_target(registry);
+            RegistryClient::connect(registry, &self.options, http, push_target).await
         })
         .await
         .cloned()

@@ -383,10 +383,27 @@ pub struct TokenIssuer {
     cert_der: Vec<u8>,
     pub requests: Arc<Mutex<Vec<TokenRequest>>>,
     stop: Arc<AtomicBool>,
+    /// Seconds the tokens handed out live (`expires_in`).
+    lifetime: u64,
 }
+
+/// distribution accepts a token this long past its `exp` (clock skew leeway).
+const REGISTRY_LEEWAY: u64 = 60;
 
 impl TokenIssuer {
     pub fn start(dir: &Path, user: &str, password: &str, refresh: &str) -> TokenIssuer {
+        Self::start_with_lifetime(dir, user, password, refresh, 300)
+    }
+
+    /// Tokens that say `expires_in: lifetime` and that the registry really refuses about a
+    /// second later (their `exp` is set back by the registry's leeway).
+    pub fn start_with_lifetime(
+        dir: &Path,
+        user: &str,
+        password: &str,
+        refresh: &str,
+        lifetime: u64,
+    ) -> TokenIssuer {
         fs::create_dir_all(dir).unwrap();
         openssl(
             dir,
@@ -432,6 +449,7 @@ impl TokenIssuer {
             cert_der,
             requests: Arc::new(Mutex::new(Vec::new())),
             stop: Arc::new(AtomicBool::new(false)),
+            lifetime,
         };
         let signer = issuer.signer();
         let (requests, stop) = (issuer.requests.clone(), issuer.stop.clone());
@@ -462,6 +480,7 @@ impl TokenIssuer {
             cert_der: self.cert_der.clone(),
             service: self.service.clone(),
             issuer: self.issuer.clone(),
+            lifetime: self.lifetime,
         }
     }
 
@@ -489,7 +508,11 @@ impl TokenIssuer {
                 serde_json::json!({"type": "repository", "name": r, "actions": ["pull", "push"]}),
             );
         }
-        self.signer().sign("admin", access)
+        Signer {
+            lifetime: 300,
+            ..self.signer()
+        }
+        .sign("admin", access)
     }
 
     pub fn requests(&self) -> Vec<TokenRequest> {
@@ -509,9 +532,20 @@ struct Signer {
     cert_der: Vec<u8>,
     service: String,
     issuer: String,
+    lifetime: u64,
 }
 
 impl Signer {
+    /// The `exp` claim for a token issued at `now`: refused by the registry (leeway included)
+    /// one second after `lifetime` for short-lived tokens.
+    fn expiry(&self, now: u64) -> u64 {
+        if self.lifetime < REGISTRY_LEEWAY {
+            now + self.lifetime + 1 - REGISTRY_LEEWAY
+        } else {
+            now + self.lifetime
+        }
+    }
+
     fn sign(&self, subject: &str, access: Vec<serde_json::Value>) -> String {
         let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
         let std64 = base64::engine::general_purpose::STANDARD.encode(&self.cert_der);
@@ -524,7 +558,7 @@ impl Signer {
             "iss": self.issuer,
             "sub": subject,
             "aud": self.service,
-            "exp": now + 300,
+            "exp": self.expiry(now),
             "nbf": now - 10,
             "iat": now,
             "jti": format!("{now}-{}", rand_u64()),
@@ -656,7 +690,7 @@ fn serve_token(
         let body = serde_json::json!({
             "token": token,
             "access_token": token,
-            "expires_in": 300,
+            "expires_in": signer.lifetime,
         })
         .to_string();
         format!(
