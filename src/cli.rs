@@ -177,6 +177,14 @@ pub struct PushArgs {
     /// Resolve and print the plan; build and push nothing
     #[arg(long)]
     pub dry_run: bool,
+
+    /// SBOM to attach to the image as a referrer (replaces `sbom`) [default: spdx]
+    #[arg(long, value_enum, env = "ADAPT_PUSH_SBOM", value_name = "FORMAT")]
+    pub sbom: Option<crate::supply_chain::SbomFormat>,
+
+    /// Attach SLSA provenance to the image (replaces `provenance`) [default: true]
+    #[arg(long, env = "ADAPT_PUSH_PROVENANCE", value_name = "BOOL")]
+    pub provenance: Option<bool>,
 }
 
 #[cfg(test)]

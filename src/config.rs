@@ -116,6 +116,10 @@ pub struct ClusterConfig {
     pub target: Option<Sourced<String>>,
     pub pull: Option<Sourced<bool>>,
     pub platform: Option<Sourced<String>>,
+    // Supply chain and platforms (issue 12).
+    pub sbom: Option<Sourced<String>>,
+    pub provenance: Option<Sourced<bool>>,
+    pub platforms: Option<Sourced<Vec<String>>>,
 }
 
 /// Every key the cluster table accepts, for validation and did-you-mean hints.
@@ -138,6 +142,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "target",
     "pull",
     "platform",
+    "sbom",
+    "provenance",
+    "platforms",
 ];
 
 impl ClusterConfig {
@@ -177,6 +184,9 @@ impl ClusterConfig {
                 "target" => config.target = Some(reader.string(key, value)?),
                 "pull" => config.pull = Some(reader.boolean(key, value)?),
                 "platform" => config.platform = Some(reader.string(key, value)?),
+                "sbom" => config.sbom = Some(reader.string(key, value)?),
+                "provenance" => config.provenance = Some(reader.boolean(key, value)?),
+                "platforms" => config.platforms = Some(reader.string_list(key, value)?),
                 unknown => return Err(reader.unknown_key(&[], unknown, KNOWN_KEYS)),
             }
         }
@@ -212,6 +222,9 @@ impl ClusterConfig {
             target: self.target.or(workspace.target),
             pull: self.pull.or(workspace.pull),
             platform: self.platform.or(workspace.platform),
+            sbom: self.sbom.or(workspace.sbom),
+            provenance: self.provenance.or(workspace.provenance),
+            platforms: self.platforms.or(workspace.platforms),
         }
     }
 }

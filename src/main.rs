@@ -15,6 +15,8 @@ mod plan;
 mod publish;
 mod reference;
 mod registry;
+mod supply_chain;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,6 +33,9 @@ use crate::registry::pool::Clients;
 
 fn main() -> ExitCode {
     ignore_empty_settings();
+    if let Some(verify_args) = verify::requested() {
+        return run_verify(verify_args);
+    }
     let args = cli::parse();
     output::init(args.quiet, args.verbose);
     // On a terminal, miette's graphical reports; in CI logs, no wrapping, so messages stay whole.
@@ -104,13 +109,14 @@ async fn run(args: cli::PushArgs) -> Result<()> {
             }
         };
         let image = build(&target.build, &cargo_options, &pools[pool].1).await?;
-        built.push((target, pool, image));
+        let facts = build_facts(target, &cargo_options).await?;
+        built.push((target, pool, image, facts));
     }
 
     let mut pushed = Vec::new();
     let mut failure = None;
-    for (target, pool, image) in &built {
-        match publish(target, &pools[*pool].1, image).await {
+    for (target, pool, image, facts) in &built {
+        match publish(target, &pools[*pool].1, image, facts.as_ref()).await {
             Ok(p) => pushed.push(p),
             Err(e) => {
                 failure = Some(e);
@@ -147,7 +153,12 @@ async fn build(spec: &BuildSpec, cargo_options: &CargoOptions, clients: &Clients
     })
 }
 
-async fn publish(target: &Target, clients: &Clients, image: &Built) -> Result<Pushed> {
+async fn publish(
+    target: &Target,
+    clients: &Clients,
+    image: &Built,
+    facts: Option<&supply_chain::BuildFacts>,
+) -> Result<Pushed> {
     let published = match image {
         Built::Oci(image) => {
             RegistryPublisher::new(clients)
@@ -161,6 +172,21 @@ async fn publish(target: &Target, clients: &Clients, image: &Built) -> Result<Pu
         }
     };
     let d = &target.destination;
+    let attached = match facts {
+        Some(facts) => attach_documents(target, clients, &published.digest, facts).await?,
+        None => Vec::new(),
+    };
+    let referrer = |kind| {
+        attached
+            .iter()
+            .find(|a| a.kind == kind)
+            .map(|a| output::Referrer {
+                digest: a.digest.to_string(),
+                artifact_type: a.artifact_type.to_string(),
+                pull_ref: format!("{}@{}", d.pull_name(), a.digest),
+                listed_via: a.via.describe().to_string(),
+            })
+    };
     Ok(Pushed {
         package: target.build.package.clone(),
         bin: target.build.bin.clone(),
@@ -169,7 +195,95 @@ async fn publish(target: &Target, clients: &Clients, image: &Built) -> Result<Pu
         digest: published.digest.to_string(),
         tags: d.tags.iter().map(|t| t.to_string()).collect(),
         builder: target.build.builder.name().to_string(),
+        sbom: referrer(supply_chain::DocumentKind::Sbom),
+        provenance: referrer(supply_chain::DocumentKind::Provenance),
     })
+}
+
+// --- Supply chain: facts gathered beside the build, documents attached after the push. ---
+
+/// The facts the SBOM and provenance state, when the target wants either. A user's Dockerfile
+/// compiles inside the engine, out of our sight: no documents are claimed for it.
+async fn build_facts(
+    target: &Target,
+    cargo_options: &CargoOptions,
+) -> Result<Option<supply_chain::BuildFacts>> {
+    let spec = target.supply_chain;
+    if spec.sbom == supply_chain::SbomFormat::None && !spec.provenance {
+        return Ok(None);
+    }
+    if target.build.builder == BuilderKind::Docker && target.build.docker.dockerfile.is_some() {
+        output::detail(&format!(
+            "{}: built by its Dockerfile, so no SBOM or provenance is attached",
+            target.build.package
+        ));
+        return Ok(None);
+    }
+    let build = target.build.clone();
+    let options = cargo_options.clone();
+    let facts =
+        tokio::task::spawn_blocking(move || supply_chain::collect_facts(&build, &options, None))
+            .await
+            .into_diagnostic()??;
+    Ok(Some(facts))
+}
+
+async fn attach_documents(
+    target: &Target,
+    clients: &Clients,
+    digest: &reference::Digest,
+    facts: &supply_chain::BuildFacts,
+) -> Result<Vec<publish::attach::Attached>> {
+    let d = &target.destination;
+    let subject = supply_chain::Subject {
+        name: d.pull_name(),
+        digest: digest.clone(),
+    };
+    let documents = supply_chain::documents(&target.supply_chain, facts, &subject)
+        .map_err(|e| miette::miette!("could not write the SBOM or provenance: {e}"))?;
+    let client = clients.get(&d.external).await?;
+    let attached =
+        publish::attach::attach_all(&client, &d.repository, digest, &documents, facts.epoch)
+            .await?;
+    if !attached.is_empty() {
+        let kinds: Vec<&str> = attached
+            .iter()
+            .map(|a| match a.kind {
+                supply_chain::DocumentKind::Sbom => "SBOM",
+                supply_chain::DocumentKind::Provenance => "provenance",
+            })
+            .collect();
+        output::status(
+            "Attached",
+            &format!("{} to {}@{digest}", kinds.join(" and "), d.push_name()),
+        );
+    }
+    Ok(attached)
+}
+
+/// `cargo adapt-push verify <reference>`: exit 0 when verified, 1 when a check failed.
+fn run_verify(argv: Vec<std::ffi::OsString>) -> ExitCode {
+    use clap::Parser;
+    let args = verify::VerifyArgs::parse_from(argv);
+    output::init(false, 0);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(verify::run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// CI systems often define variables but leave them empty; an empty `ADAPT_PUSH_*` means unset.

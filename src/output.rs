@@ -149,6 +149,24 @@ pub struct Pushed {
     pub digest: String,
     pub tags: Vec<String>,
     pub builder: String,
+    /// The SBOM attached as a referrer of the image, when one was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<Referrer>,
+    /// The provenance attached as a referrer of the image, when one was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Referrer>,
+}
+
+/// A document attached to a pushed image.
+#[derive(Debug, Clone, Serialize)]
+pub struct Referrer {
+    /// Digest of the referrer's artifact manifest.
+    pub digest: String,
+    pub artifact_type: String,
+    /// `internal/repository@digest` of the artifact manifest.
+    pub pull_ref: String,
+    /// `referrers API` or `referrers tag` (the OCI 1.1 fallback).
+    pub listed_via: String,
 }
 
 #[derive(Serialize)]

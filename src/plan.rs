@@ -24,6 +24,8 @@ pub struct Target {
     /// Where it goes: all a publisher sees.
     pub destination: Destination,
     pub registry_options: RegistryOptions,
+    /// Which supply-chain documents to attach to the pushed image.
+    pub supply_chain: crate::supply_chain::SupplyChainSpec,
 }
 
 /// A builder's whole input. It says nothing about where the image will be pushed.
@@ -475,6 +477,7 @@ fn plan_target(
     }
 
     let docker = docker_spec(config, &package_dir)?;
+    let supply_chain = crate::supply_chain::plan_spec(args, config)?;
 
     Ok(Target {
         build: BuildSpec {
@@ -507,6 +510,7 @@ fn plan_target(
             retry_attempts: args.retry_attempts,
             retry_timeout: args.retry_timeout,
         },
+        supply_chain,
     })
 }
 
