@@ -12,6 +12,7 @@ mod engine;
 mod image;
 mod output;
 mod plan;
+mod platform;
 mod publish;
 mod reference;
 mod registry;
@@ -99,7 +100,12 @@ async fn run(args: cli::PushArgs) -> Result<()> {
     // so pings, credential lookups and tokens are not repeated for every package.
     let mut pools: Vec<(ClientOptions, Clients)> = Vec::new();
     let mut built = Vec::new();
+    // Every platform's toolchain is checked before anything is built.
+    let mut cross_builds = Vec::new();
     for target in &plan.targets {
+        cross_builds.push(cross_builds_for(target)?);
+    }
+    for (target, crosses) in plan.targets.iter().zip(cross_builds) {
         let options = ClientOptions::from(&target.registry_options);
         let pool = match pools.iter().position(|(o, _)| *o == options) {
             Some(i) => i,
@@ -108,15 +114,29 @@ async fn run(args: cli::PushArgs) -> Result<()> {
                 pools.len() - 1
             }
         };
-        let image = build(&target.build, &cargo_options, &pools[pool].1).await?;
-        let facts = build_facts(target, &cargo_options).await?;
-        built.push((target, pool, image, facts));
+        let mut images = Vec::new();
+        for cross in crosses {
+            let mut spec = target.build.clone();
+            spec.cross = cross;
+            let image = build(&spec, &cargo_options, &pools[pool].1).await?;
+            let facts = build_facts(target, &spec, &cargo_options).await?;
+            images.push(PlatformImage {
+                platform: spec.cross.as_ref().map(|c| c.platform),
+                image,
+                facts,
+            });
+        }
+        built.push((target, pool, images));
     }
 
     let mut pushed = Vec::new();
     let mut failure = None;
-    for (target, pool, image, facts) in &built {
-        match publish(target, &pools[*pool].1, image, facts.as_ref()).await {
+    for (target, pool, images) in &built {
+        let result = match images.as_slice() {
+            [one] => publish(target, &pools[*pool].1, &one.image, one.facts.as_ref()).await,
+            several => publish_platforms(target, &pools[*pool].1, several).await,
+        };
+        match result {
             Ok(p) => pushed.push(p),
             Err(e) => {
                 failure = Some(e);
@@ -176,17 +196,6 @@ async fn publish(
         Some(facts) => attach_documents(target, clients, &published.digest, facts).await?,
         None => Vec::new(),
     };
-    let referrer = |kind| {
-        attached
-            .iter()
-            .find(|a| a.kind == kind)
-            .map(|a| output::Referrer {
-                digest: a.digest.to_string(),
-                artifact_type: a.artifact_type.to_string(),
-                pull_ref: format!("{}@{}", d.pull_name(), a.digest),
-                listed_via: a.via.describe().to_string(),
-            })
-    };
     Ok(Pushed {
         package: target.build.package.clone(),
         bin: target.build.bin.clone(),
@@ -195,8 +204,113 @@ async fn publish(
         digest: published.digest.to_string(),
         tags: d.tags.iter().map(|t| t.to_string()).collect(),
         builder: target.build.builder.name().to_string(),
-        sbom: referrer(supply_chain::DocumentKind::Sbom),
-        provenance: referrer(supply_chain::DocumentKind::Provenance),
+        sbom: referrer(&attached, supply_chain::DocumentKind::Sbom, d),
+        provenance: referrer(&attached, supply_chain::DocumentKind::Provenance, d),
+        platforms: Vec::new(),
+    })
+}
+
+fn referrer(
+    attached: &[publish::attach::Attached],
+    kind: supply_chain::DocumentKind,
+    d: &plan::Destination,
+) -> Option<output::Referrer> {
+    attached
+        .iter()
+        .find(|a| a.kind == kind)
+        .map(|a| output::Referrer {
+            digest: a.digest.to_string(),
+            artifact_type: a.artifact_type.to_string(),
+            pull_ref: format!("{}@{}", d.pull_name(), a.digest),
+            listed_via: a.via.describe().to_string(),
+        })
+}
+
+// --- Platforms: one build per platform, an image index on top. ---
+
+/// One platform's build of a target.
+struct PlatformImage {
+    /// `None`: the host's platform, chosen by default.
+    platform: Option<platform::Platform>,
+    image: Built,
+    facts: Option<supply_chain::BuildFacts>,
+}
+
+/// How to build each platform a target asks for (`[None]`: the host's, as a plain cargo build).
+fn cross_builds_for(target: &Target) -> Result<Vec<Option<platform::CrossBuild>>> {
+    let mut platforms = target.platforms.clone();
+    if platforms.is_empty() {
+        if cfg!(target_os = "linux") {
+            return Ok(vec![None]);
+        }
+        // Images run Linux: on another OS (a macOS laptop) the default is linux/<host arch>.
+        platforms = platform::Platform::host().into_iter().collect();
+        if platforms.is_empty() {
+            return Err(miette::miette!(
+                help = "name one with --platform, e.g. --platform linux/amd64",
+                "no Linux platform matches this machine's architecture ({})",
+                std::env::consts::ARCH
+            ));
+        }
+    }
+    let dir = target
+        .build
+        .manifest_path
+        .parent()
+        .unwrap_or(Path::new("."));
+    let host = platform::Host::detect(dir)?;
+    let mut builds = Vec::new();
+    for p in platforms {
+        builds.push(Some(platform::prepare(p, &host)?));
+    }
+    Ok(builds)
+}
+
+/// Pushes each platform's image by digest and an index under the tags; the SBOM and provenance
+/// are attached to each platform's image (their dependencies and targets differ).
+async fn publish_platforms(
+    target: &Target,
+    clients: &Clients,
+    images: &[PlatformImage],
+) -> Result<Pushed> {
+    let mut list = Vec::new();
+    for p in images {
+        match (&p.image, p.platform) {
+            (Built::Oci(image), Some(platform)) => list.push((platform, image)),
+            _ => {
+                return Err(miette::miette!(
+                    "an image index is only made by the daemonless builder"
+                ));
+            }
+        }
+    }
+    let d = &target.destination;
+    let (published, per_platform) = publish::index::publish_index(clients, &list, d).await?;
+    let mut platforms = Vec::new();
+    for ((platform, _), (p, pushed)) in list.iter().zip(images.iter().zip(&per_platform)) {
+        let attached = match &p.facts {
+            Some(facts) => attach_documents(target, clients, &pushed.digest, facts).await?,
+            None => Vec::new(),
+        };
+        platforms.push(output::PlatformPushed {
+            platform: platform.to_string(),
+            digest: pushed.digest.to_string(),
+            pull_ref: format!("{}@{}", d.pull_name(), pushed.digest),
+            sbom: referrer(&attached, supply_chain::DocumentKind::Sbom, d),
+            provenance: referrer(&attached, supply_chain::DocumentKind::Provenance, d),
+        });
+    }
+    Ok(Pushed {
+        package: target.build.package.clone(),
+        bin: target.build.bin.clone(),
+        push_ref: format!("{}@{}", d.push_name(), published.digest),
+        pull_ref: format!("{}@{}", d.pull_name(), published.digest),
+        digest: published.digest.to_string(),
+        tags: d.tags.iter().map(|t| t.to_string()).collect(),
+        builder: target.build.builder.name().to_string(),
+        sbom: None,
+        provenance: None,
+        platforms,
     })
 }
 
@@ -206,6 +320,7 @@ async fn publish(
 /// compiles inside the engine, out of our sight: no documents are claimed for it.
 async fn build_facts(
     target: &Target,
+    build: &BuildSpec,
     cargo_options: &CargoOptions,
 ) -> Result<Option<supply_chain::BuildFacts>> {
     let spec = target.supply_chain;
@@ -219,12 +334,14 @@ async fn build_facts(
         ));
         return Ok(None);
     }
-    let build = target.build.clone();
+    let build = build.clone();
     let options = cargo_options.clone();
-    let facts =
-        tokio::task::spawn_blocking(move || supply_chain::collect_facts(&build, &options, None))
-            .await
-            .into_diagnostic()??;
+    let facts = tokio::task::spawn_blocking(move || {
+        let triple = build.cross.as_ref().and_then(|c| c.target.clone());
+        supply_chain::collect_facts(&build, &options, triple.as_deref())
+    })
+    .await
+    .into_diagnostic()??;
     Ok(Some(facts))
 }
 

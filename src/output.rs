@@ -155,6 +155,21 @@ pub struct Pushed {
     /// The provenance attached as a referrer of the image, when one was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Referrer>,
+    /// For an image index: each platform's image and its documents.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<PlatformPushed>,
+}
+
+/// One platform's image inside a pushed index.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlatformPushed {
+    pub platform: String,
+    pub digest: String,
+    pub pull_ref: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<Referrer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Referrer>,
 }
 
 /// A document attached to a pushed image.

@@ -63,7 +63,11 @@ pub async fn build(
     clients: &Clients,
 ) -> Result<Image> {
     // Resolve the base first: a typo in `base` should not cost a compile.
-    let base = resolve_base(target, host_architecture(), clients).await?;
+    let architecture = match &target.cross {
+        Some(cross) => cross.platform.architecture(),
+        None => host_architecture(),
+    };
+    let base = resolve_base(target, architecture, clients).await?;
     let binary = super::build_binary(target, cargo_options).await?;
     assemble_with_base(target, &binary, base).await
 }
@@ -156,6 +160,18 @@ fn make_layers(target: &BuildSpec, binary: &Path, on_scratch: bool) -> Result<Ve
                     source,
                 }
             })?;
+        // The host's libraries are for the host's architecture: a cross-built binary must
+        // stand alone (see platform.rs).
+        if let (Some(cross), Linkage::Dynamic { .. }) = (&target.cross, &closure.linkage)
+            && cross.target.is_some()
+        {
+            return Err(miette::miette!(
+                help = "remove RUSTFLAGS (it replaces the `+crt-static` flag this tool adds), or use a `base` with the C runtime for that platform",
+                "the {} binary {} is dynamically linked; the host's libraries cannot go in its image",
+                cross.platform,
+                binary.display()
+            ));
+        }
         match &closure.linkage {
             Linkage::Static => output::detail("statically linked: no runtime libraries needed"),
             Linkage::Dynamic { interpreter } => output::detail(&format!(

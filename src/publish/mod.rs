@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod engine;
+pub mod index;
 pub mod registry;
 
 use crate::reference::Digest;
