@@ -228,6 +228,12 @@ struct PlannedImage<'a> {
     push_name: String,
     pull_name: String,
     tags: Vec<String>,
+    /// Empty: the host's platform.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    platforms: Vec<String>,
+    /// `spdx`, `cyclonedx` or `none`.
+    sbom: &'static str,
+    provenance: bool,
 }
 
 #[derive(Serialize)]
@@ -252,6 +258,13 @@ pub fn print_plan(plan: &Plan, format: Format) -> std::io::Result<()> {
             push_name: t.destination.push_name(),
             pull_name: t.destination.pull_name(),
             tags: t.destination.tags.iter().map(|t| t.to_string()).collect(),
+            platforms: t.platforms.iter().map(|p| p.to_string()).collect(),
+            sbom: match t.supply_chain.sbom {
+                crate::supply_chain::SbomFormat::Spdx => "spdx",
+                crate::supply_chain::SbomFormat::Cyclonedx => "cyclonedx",
+                crate::supply_chain::SbomFormat::None => "none",
+            },
+            provenance: t.supply_chain.provenance,
         })
         .collect();
     let mut out = std::io::stdout().lock();
@@ -275,6 +288,15 @@ pub fn print_plan(plan: &Plan, format: Format) -> std::io::Result<()> {
                     out,
                     "  pull as   {}@sha256:<digest of the pushed manifest>",
                     i.pull_name
+                )?;
+                if !i.platforms.is_empty() {
+                    writeln!(out, "  platforms {}", i.platforms.join(", "))?;
+                }
+                writeln!(
+                    out,
+                    "  attach    sbom {}, provenance {}",
+                    i.sbom,
+                    if i.provenance { "yes" } else { "no" }
                 )?;
             }
         }

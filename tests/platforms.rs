@@ -191,6 +191,35 @@ fn amd64_and_arm64_make_an_index_whose_images_run() {
     assert!(text.contains("(linux/arm64/v8)"), "{text}");
     assert!(text.contains("(linux/amd64)"), "{text}");
 
+    // What skopeo sees: the index under the tag, and the arm64 image's SBOM and provenance
+    // listed under its referrers fallback tag.
+    let skopeo = |reference: &str| -> Value {
+        let out = Command::new(find_program("skopeo", &["/usr/bin/skopeo"]))
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{}/multi{reference}", registry.addr()))
+            .output()
+            .expect("run skopeo (scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(skopeo(":latest")["manifests"].as_array().unwrap().len(), 2);
+    let referrers = skopeo(&format!(":{}", arm64.replacen(':', "-", 1)));
+    let types: Vec<&str> = referrers["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["artifactType"].as_str())
+        .collect();
+    assert!(types.contains(&"application/spdx+json"), "{referrers}");
+    assert!(
+        types.contains(&"application/vnd.in-toto+json"),
+        "{referrers}"
+    );
+
     // The engine pulls the index and runs its amd64 image.
     if let Some(host) = docker_host() {
         assert_eq!(

@@ -404,3 +404,38 @@ fn verify_finds_the_documents_and_fails_without_them() {
     let out = verify(&missing, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[test]
+fn bad_sbom_and_platform_settings_name_the_key_and_the_file() {
+    let registry = TestRegistry::start();
+    for (setting, expected) in [
+        ("sbom = \"xml\"", vec!["sbom", "spdx", "cyclonedx"]),
+        ("provenance = \"yes\"", vec!["provenance"]),
+        (
+            "platforms = [\"windows/amd64\"]",
+            vec!["platforms", "linux/arm64"],
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = write_crate(
+            dir.path(),
+            "bad",
+            &format!(
+                "\n[package.metadata.cluster]\nregistry = \"{}\"\n{setting}\n",
+                registry.addr()
+            ),
+            "fn main() {}\n",
+        );
+        let out = push(&manifest, &["--dry-run"]);
+        assert!(!out.status.success(), "{setting} was accepted");
+        let err = stderr(&out);
+        assert!(err.contains("Cargo.toml"), "{setting}: {err}");
+        for fragment in expected {
+            assert!(
+                err.contains(fragment),
+                "{setting}: no `{fragment}` in {err}"
+            );
+        }
+        assert!(stdout(&out).is_empty());
+    }
+}
