@@ -22,7 +22,7 @@ mod verify;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use miette::{IntoDiagnostic, Result};
+use miette::{IntoDiagnostic, Result, WrapErr};
 
 use crate::cargo::CargoOptions;
 use crate::output::Pushed;
@@ -359,9 +359,16 @@ async fn attach_documents(
     let documents = supply_chain::documents(&target.supply_chain, facts, &subject)
         .map_err(|e| miette::miette!("could not write the SBOM or provenance: {e}"))?;
     let client = clients.get(&d.external).await?;
+    // The image itself is already pushed: say so, so its reference is not lost.
     let attached =
         publish::attach::attach_all(&client, &d.repository, digest, &documents, facts.epoch)
-            .await?;
+            .await
+            .wrap_err_with(|| {
+                format!(
+                    "{}@{digest} was pushed, but its SBOM and provenance could not be attached (to push without them: --sbom none --provenance false)",
+                    d.pull_name()
+                )
+            })?;
     if !attached.is_empty() {
         let kinds: Vec<&str> = attached
             .iter()

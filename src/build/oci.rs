@@ -147,7 +147,16 @@ fn make_layers(target: &BuildSpec, binary: &Path, on_scratch: bool) -> Result<Ve
     let mut layers = Vec::new();
     let cache = |kind: &str| LayerCache {
         dir: target.layer_cache.clone(),
-        slot: format!("{}-{}-{kind}", target.package, target.bin),
+        // One slot per platform, so building several platforms does not evict each other.
+        slot: match target.cross.as_ref().filter(|c| c.target.is_some()) {
+            Some(c) => format!(
+                "{}-{}-{}-{kind}",
+                target.package,
+                target.bin,
+                c.platform.architecture()
+            ),
+            None => format!("{}-{}-{kind}", target.package, target.bin),
+        },
     };
 
     let mut runtime = LayerBuilder::new("runtime libraries and CA certificates", epoch);

@@ -90,9 +90,10 @@ impl<'a> RegistryPublisher<'a> {
         }
         let tags: Vec<&str> = destination.tags.iter().map(|t| t.as_str()).collect();
         // No tags: a platform image of an index, pushed by digest.
-        let named = match tags.is_empty() {
-            true => format!("@{}", image.digest),
-            false => format!(":{}", tags.join(", :")),
+        let named = if tags.is_empty() {
+            format!("@{}", image.digest)
+        } else {
+            format!(":{}", tags.join(", :"))
         };
         output::status(
             "Pushed",
