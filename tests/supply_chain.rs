@@ -439,3 +439,201 @@ fn bad_sbom_and_platform_settings_name_the_key_and_the_file() {
         assert!(stdout(&out).is_empty());
     }
 }
+
+/// A referrers API in front of the real registry. Distribution 2.8 has none, and no registry
+/// with one can be installed here, so this stub answers `GET /v2/<name>/referrers/<digest>`
+/// from the manifests with a `subject` that were PUT through it; every other request goes to
+/// the real registry unchanged (one request per connection).
+struct ReferrersApi {
+    addr: String,
+}
+
+type Referrers = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Value)>>>;
+
+impl ReferrersApi {
+    fn start(target: String) -> ReferrersApi {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let known: Referrers = Default::default();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (target, known) = (target.clone(), known.clone());
+                std::thread::spawn(move || {
+                    let _ = ReferrersApi::handle(stream, &target, &known);
+                });
+            }
+        });
+        ReferrersApi { addr }
+    }
+
+    fn handle(
+        mut client: std::net::TcpStream,
+        target: &str,
+        known: &Referrers,
+    ) -> std::io::Result<()> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let mut reader = BufReader::new(client.try_clone()?);
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push(line.trim_end().to_string());
+        }
+        let request_line = head.first().cloned().unwrap_or_default();
+        let mut parts = request_line.split(' ');
+        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let header = |name: &str| {
+            head.iter().skip(1).find_map(|h| {
+                let (k, v) = h.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+        };
+        let mut body = Vec::new();
+        if let Some(n) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            body.resize(n, 0);
+            reader.read_exact(&mut body)?;
+        } else if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            loop {
+                let mut size = String::new();
+                reader.read_line(&mut size)?;
+                let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                let mut chunk = vec![0; n + 2];
+                reader.read_exact(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        }
+
+        if method == "GET"
+            && let Some((name, subject)) = path
+                .strip_prefix("/v2/")
+                .and_then(|p| p.split_once("/referrers/"))
+        {
+            let manifests: Vec<Value> = known
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(n, s, _)| n == name && s == subject)
+                .map(|(_, _, d)| d.clone())
+                .collect();
+            let index = serde_json::json!({
+                "schemaVersion": 2, "mediaType": INDEX, "manifests": manifests,
+            })
+            .to_string();
+            write!(
+                client,
+                "HTTP/1.1 200 OK\r\nContent-Type: {INDEX}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{index}",
+                index.len()
+            )?;
+            return Ok(());
+        }
+
+        // Forward as is, with Content-Length and one request per connection.
+        let mut upstream = std::net::TcpStream::connect(target)?;
+        let mut request = format!("{request_line}\r\n");
+        for h in head.iter().skip(1) {
+            let lower = h.to_ascii_lowercase();
+            if !lower.starts_with("connection:")
+                && !lower.starts_with("content-length:")
+                && !lower.starts_with("transfer-encoding:")
+            {
+                request.push_str(h);
+                request.push_str("\r\n");
+            }
+        }
+        if !body.is_empty() || method == "PUT" || method == "POST" || method == "PATCH" {
+            request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        request.push_str("Connection: close\r\n\r\n");
+        upstream.write_all(request.as_bytes())?;
+        upstream.write_all(&body)?;
+        let mut response = Vec::new();
+        upstream.read_to_end(&mut response)?;
+        client.write_all(&response)?;
+
+        // A manifest with a subject, stored: index it.
+        let stored = response.starts_with(b"HTTP/1.1 201");
+        if method == "PUT" && path.contains("/manifests/") && stored {
+            let manifest: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if let (Some(subject), Some(name)) = (
+                manifest["subject"]["digest"].as_str(),
+                path.strip_prefix("/v2/")
+                    .and_then(|p| p.split_once("/manifests/")),
+            ) {
+                use sha2::Digest as _;
+                let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body)));
+                known.lock().unwrap().push((
+                    name.0.to_string(),
+                    subject.to_string(),
+                    serde_json::json!({
+                        "mediaType": manifest["mediaType"],
+                        "artifactType": manifest["artifactType"],
+                        "digest": digest,
+                        "size": body.len(),
+                    }),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn with_a_referrers_api_no_fallback_tag_is_written() {
+    let registry = TestRegistry::start();
+    let api = ReferrersApi::start(registry.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "withapi",
+        &format!(
+            "\n[package.metadata.cluster]\nregistry = \"{}\"\n",
+            api.addr
+        ),
+        "fn main() {}\n",
+    );
+    let json = json_of(&push(&manifest, &[]));
+    let image = &json["images"][0];
+    let digest = image["digest"].as_str().unwrap();
+    assert_eq!(image["sbom"]["listed_via"], "the referrers API", "{image}");
+    assert_eq!(image["provenance"]["listed_via"], "the referrers API");
+    assert!(
+        !registry
+            .all_tags("withapi")
+            .iter()
+            .any(|t| is_referrers_tag(t)),
+        "no fallback tag when the registry has the API: {:?}",
+        registry.all_tags("withapi")
+    );
+    // The manifests the tool pushed name the image as their subject (that is how the API
+    // found them), and `verify` finds them through the API.
+    let (status, _, body) = http_get(&api.addr, &format!("/v2/withapi/referrers/{digest}"), INDEX);
+    assert_eq!(status, 200);
+    let listed: Value = serde_json::from_slice(&body).unwrap();
+    let digests: Vec<&str> = listed["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["digest"].as_str())
+        .collect();
+    assert!(
+        digests.contains(&image["sbom"]["digest"].as_str().unwrap()),
+        "{listed}"
+    );
+    assert!(
+        digests.contains(&image["provenance"]["digest"].as_str().unwrap()),
+        "{listed}"
+    );
+    let out = verify(image["push_ref"].as_str().unwrap(), &["--format", "json"]);
+    assert_success(&out);
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["images"][0]["referrers_via"], "the referrers API");
+    assert_eq!(report["ok"], true);
+}
