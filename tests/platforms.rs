@@ -349,3 +349,81 @@ fn zig_links_arm64_when_there_is_no_cross_gcc() {
         "aarch64-unknown-linux-musl"
     );
 }
+
+#[test]
+fn each_platform_image_stands_on_the_matching_image_of_a_base_index() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let both = "platforms = [\"linux/amd64\", \"linux/arm64\"]\n";
+    // A two-platform base, made by the tool itself.
+    let base_manifest = fixture(
+        &dir.path().join("base"),
+        "basecrate",
+        &registry.addr(),
+        both,
+    );
+    let base = json_of(
+        &push(&base_manifest, &["--sbom", "none", "--provenance", "false"])
+            .output()
+            .unwrap(),
+    );
+    let base_platforms = base["images"][0]["platforms"].as_array().unwrap().clone();
+    let base_layers = |platform: &str| -> Vec<String> {
+        let digest = base_platforms
+            .iter()
+            .find(|p| p["platform"] == platform)
+            .unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let m = get_json(
+            &registry,
+            &format!("/v2/basecrate/manifests/{digest}"),
+            MANIFEST_ACCEPT,
+        );
+        m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let app = fixture(
+        &dir.path().join("app"),
+        "onbase",
+        &registry.addr(),
+        &format!("{both}base = \"{}/basecrate:latest\"\n", registry.addr()),
+    );
+    let json = json_of(
+        &push(&app, &["--sbom", "none", "--provenance", "false"])
+            .output()
+            .unwrap(),
+    );
+    for p in json["images"][0]["platforms"].as_array().unwrap() {
+        let platform = p["platform"].as_str().unwrap();
+        let m = get_json(
+            &registry,
+            &format!("/v2/onbase/manifests/{}", p["digest"].as_str().unwrap()),
+            MANIFEST_ACCEPT,
+        );
+        let layers: Vec<String> = m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect();
+        let expected = base_layers(platform);
+        assert_eq!(
+            layers[..expected.len()],
+            expected[..],
+            "the {platform} image starts with the base's {platform} layers"
+        );
+    }
+    // The arm64 image's base binary is the arm64 one.
+    let arm64 = json["images"][0]["platforms"][1]["digest"]
+        .as_str()
+        .unwrap();
+    let base_binary = file_from_image(&registry, "onbase", arm64, "/usr/local/bin/basecrate");
+    assert_eq!(run_arm64(&base_binary), "hello from basecrate on aarch64");
+}
