@@ -76,7 +76,8 @@ pub fn cargo_program() -> String {
 pub fn build_binary(target: &BuildSpec, options: &CargoOptions) -> Result<PathBuf, CargoError> {
     let program = cargo_program();
     let mut cmd = Command::new(&program);
-    cmd.arg("build")
+    let zig = target.cross.as_ref().is_some_and(|c| c.zig);
+    cmd.arg(if zig { "zigbuild" } else { "build" })
         .arg("--manifest-path")
         .arg(&target.manifest_path)
         .args([
@@ -95,6 +96,9 @@ pub fn build_binary(target: &BuildSpec, options: &CargoOptions) -> Result<PathBu
     }
     if options.no_default_features {
         cmd.arg("--no-default-features");
+    }
+    if let Some(cross) = &target.cross {
+        crate::platform::add_cargo_args(&mut cmd, cross);
     }
     if crate::output::verbosity() == crate::output::Verbosity::Quiet {
         cmd.arg("--quiet");

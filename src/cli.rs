@@ -191,6 +191,24 @@ pub struct PushArgs {
     /// Resolve and print the plan; build and push nothing
     #[arg(long)]
     pub dry_run: bool,
+
+    /// SBOM to attach to the image as a referrer (replaces `sbom`) [default: spdx]
+    #[arg(long, value_enum, env = "ADAPT_PUSH_SBOM", value_name = "FORMAT")]
+    pub sbom: Option<crate::supply_chain::SbomFormat>,
+
+    /// Platform to build for, e.g. linux/arm64 (repeatable; replaces `platforms`); two or more
+    /// make an image index [default: linux on the host's architecture]
+    #[arg(
+        long = "platform",
+        value_name = "OS/ARCH",
+        env = "ADAPT_PUSH_PLATFORMS",
+        value_delimiter = ','
+    )]
+    pub platforms: Vec<String>,
+
+    /// Attach SLSA provenance to the image (replaces `provenance`) [default: true]
+    #[arg(long, env = "ADAPT_PUSH_PROVENANCE", value_name = "BOOL")]
+    pub provenance: Option<bool>,
 }
 
 #[cfg(test)]

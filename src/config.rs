@@ -119,6 +119,9 @@ pub struct ClusterConfig {
     pub check_base: Option<Sourced<bool>>,
     pub tzdata: Option<Sourced<bool>>,
     pub media_types: Option<Sourced<String>>,
+    pub sbom: Option<Sourced<String>>,
+    pub provenance: Option<Sourced<bool>>,
+    pub platforms: Option<Sourced<Vec<String>>>,
 }
 
 /// Every key the cluster table accepts, for validation and did-you-mean hints.
@@ -144,6 +147,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "check-base",
     "tzdata",
     "media-types",
+    "sbom",
+    "provenance",
+    "platforms",
 ];
 
 impl ClusterConfig {
@@ -186,6 +192,9 @@ impl ClusterConfig {
                 "check-base" => config.check_base = Some(reader.boolean(key, value)?),
                 "tzdata" => config.tzdata = Some(reader.boolean(key, value)?),
                 "media-types" => config.media_types = Some(reader.string(key, value)?),
+                "sbom" => config.sbom = Some(reader.string(key, value)?),
+                "provenance" => config.provenance = Some(reader.boolean(key, value)?),
+                "platforms" => config.platforms = Some(reader.string_list(key, value)?),
                 unknown => return Err(reader.unknown_key(&[], unknown, KNOWN_KEYS)),
             }
         }
@@ -224,6 +233,9 @@ impl ClusterConfig {
             check_base: self.check_base.or(workspace.check_base),
             tzdata: self.tzdata.or(workspace.tzdata),
             media_types: self.media_types.or(workspace.media_types),
+            sbom: self.sbom.or(workspace.sbom),
+            provenance: self.provenance.or(workspace.provenance),
+            platforms: self.platforms.or(workspace.platforms),
         }
     }
 }

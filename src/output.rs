@@ -149,6 +149,39 @@ pub struct Pushed {
     pub digest: String,
     pub tags: Vec<String>,
     pub builder: String,
+    /// The SBOM attached as a referrer of the image, when one was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<Referrer>,
+    /// The provenance attached as a referrer of the image, when one was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Referrer>,
+    /// For an image index: each platform's image and its documents.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<PlatformPushed>,
+}
+
+/// One platform's image inside a pushed index.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlatformPushed {
+    pub platform: String,
+    pub digest: String,
+    pub pull_ref: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<Referrer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Referrer>,
+}
+
+/// A document attached to a pushed image.
+#[derive(Debug, Clone, Serialize)]
+pub struct Referrer {
+    /// Digest of the referrer's artifact manifest.
+    pub digest: String,
+    pub artifact_type: String,
+    /// `internal/repository@digest` of the artifact manifest.
+    pub pull_ref: String,
+    /// `referrers API` or `referrers tag` (the OCI 1.1 fallback).
+    pub listed_via: String,
 }
 
 #[derive(Serialize)]
@@ -195,6 +228,12 @@ struct PlannedImage<'a> {
     push_name: String,
     pull_name: String,
     tags: Vec<String>,
+    /// Empty: the host's platform.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    platforms: Vec<String>,
+    /// `spdx`, `cyclonedx` or `none`.
+    sbom: &'static str,
+    provenance: bool,
 }
 
 #[derive(Serialize)]
@@ -219,6 +258,13 @@ pub fn print_plan(plan: &Plan, format: Format) -> std::io::Result<()> {
             push_name: t.destination.push_name(),
             pull_name: t.destination.pull_name(),
             tags: t.destination.tags.iter().map(|t| t.to_string()).collect(),
+            platforms: t.platforms.iter().map(|p| p.to_string()).collect(),
+            sbom: match t.supply_chain.sbom {
+                crate::supply_chain::SbomFormat::Spdx => "spdx",
+                crate::supply_chain::SbomFormat::Cyclonedx => "cyclonedx",
+                crate::supply_chain::SbomFormat::None => "none",
+            },
+            provenance: t.supply_chain.provenance,
         })
         .collect();
     let mut out = std::io::stdout().lock();
@@ -242,6 +288,15 @@ pub fn print_plan(plan: &Plan, format: Format) -> std::io::Result<()> {
                     out,
                     "  pull as   {}@sha256:<digest of the pushed manifest>",
                     i.pull_name
+                )?;
+                if !i.platforms.is_empty() {
+                    writeln!(out, "  platforms {}", i.platforms.join(", "))?;
+                }
+                writeln!(
+                    out,
+                    "  attach    sbom {}, provenance {}",
+                    i.sbom,
+                    if i.provenance { "yes" } else { "no" }
                 )?;
             }
         }

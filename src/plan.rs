@@ -24,6 +24,10 @@ pub struct Target {
     /// Where it goes: all a publisher sees.
     pub destination: Destination,
     pub registry_options: RegistryOptions,
+    /// Which supply-chain documents to attach to the pushed image.
+    pub supply_chain: crate::supply_chain::SupplyChainSpec,
+    /// `platforms` / `--platform`; empty: the host's platform, one image, no index.
+    pub platforms: Vec<crate::platform::Platform>,
 }
 
 /// A builder's whole input. It says nothing about where the image will be pushed.
@@ -38,6 +42,8 @@ pub struct BuildSpec {
     pub docker: DockerSpec,
     /// Where compressed layers are kept between runs (under cargo's target directory).
     pub layer_cache: PathBuf,
+    /// Building for another platform than the host's: set per platform before building.
+    pub cross: Option<crate::platform::CrossBuild>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -528,6 +534,8 @@ fn plan_target(
     }
 
     let docker = docker_spec(config, &package_dir)?;
+    let supply_chain = crate::supply_chain::plan_spec(args, config)?;
+    let platforms = crate::platform::plan_platforms(args, config, builder)?;
 
     Ok(Target {
         build: BuildSpec {
@@ -550,6 +558,7 @@ fn plan_target(
             },
             docker,
             layer_cache,
+            cross: None,
         },
         destination: Destination {
             external: external.registry,
@@ -563,6 +572,8 @@ fn plan_target(
             retry_attempts: args.retry_attempts,
             retry_timeout: args.retry_timeout,
         },
+        supply_chain,
+        platforms,
     })
 }
 

@@ -63,7 +63,11 @@ pub async fn build(
     clients: &Clients,
 ) -> Result<Image> {
     // Resolve the base first: a typo in `base` should not cost a compile.
-    let base = resolve_base(target, host_architecture(), clients).await?;
+    let architecture = match &target.cross {
+        Some(cross) => cross.platform.architecture(),
+        None => host_architecture(),
+    };
+    let base = resolve_base(target, architecture, clients).await?;
     let binary = super::build_binary(target, cargo_options).await?;
     assemble_with_base(target, &binary, base, clients).await
 }
@@ -169,7 +173,16 @@ fn make_layers(target: &BuildSpec, binary: &Path, base: Option<&BaseFs>) -> Resu
     let mut layers = Vec::new();
     let cache = |kind: &str| LayerCache {
         dir: target.layer_cache.clone(),
-        slot: format!("{}-{}-{kind}", target.package, target.bin),
+        // One slot per platform, so building several platforms does not evict each other.
+        slot: match target.cross.as_ref().filter(|c| c.target.is_some()) {
+            Some(c) => format!(
+                "{}-{}-{}-{kind}",
+                target.package,
+                target.bin,
+                c.platform.architecture()
+            ),
+            None => format!("{}-{}-{kind}", target.package, target.bin),
+        },
     };
 
     let mut runtime = LayerBuilder::new("system files and runtime libraries", epoch);
@@ -182,6 +195,18 @@ fn make_layers(target: &BuildSpec, binary: &Path, base: Option<&BaseFs>) -> Resu
                     source,
                 }
             })?;
+        // The host's libraries are for the host's architecture: a cross-built binary must
+        // stand alone (see platform.rs).
+        if let (Some(cross), Linkage::Dynamic { .. }) = (&target.cross, &closure.linkage)
+            && cross.target.is_some()
+        {
+            return Err(miette::miette!(
+                help = "remove RUSTFLAGS (it replaces the `+crt-static` flag this tool adds), or use a `base` with the C runtime for that platform",
+                "the {} binary {} is dynamically linked; the host's libraries cannot go in its image",
+                cross.platform,
+                binary.display()
+            ));
+        }
         match &closure.linkage {
             Linkage::Static => output::detail("statically linked: no runtime libraries needed"),
             Linkage::Dynamic { interpreter } => output::detail(&format!(

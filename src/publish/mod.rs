@@ -2,7 +2,9 @@
 //! how the image was made. `registry` pushes an in-process image over the distribution API;
 //! `engine` has a Docker engine push an image it holds.
 
+pub mod attach;
 pub mod engine;
+pub mod index;
 pub mod registry;
 
 use crate::reference::Digest;

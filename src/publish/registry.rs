@@ -97,12 +97,17 @@ impl<'a> RegistryPublisher<'a> {
             }
         }
         let tags: Vec<&str> = destination.tags.iter().map(|t| t.as_str()).collect();
+        // No tags: a platform image of an index, pushed by digest.
+        let named = if tags.is_empty() {
+            format!("@{}", image.digest)
+        } else {
+            format!(":{}", tags.join(", :"))
+        };
         output::status(
             "Pushed",
             &format!(
-                "{}:{} ({} uploaded, {}; {} mounted; {} already there)",
+                "{}{named} ({} uploaded, {}; {} mounted; {} already there)",
                 destination.push_name(),
-                tags.join(", :"),
                 published.uploaded,
                 human_bytes(published.uploaded_bytes),
                 published.mounted,

@@ -10,6 +10,7 @@
 
 pub mod credentials;
 pub mod pool;
+pub mod referrers;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

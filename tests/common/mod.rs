@@ -232,7 +232,18 @@ impl TestRegistry {
     }
 
     /// Tags of `repo` (empty if the repository does not exist).
+    /// The repository's image tags. Referrers fallback tags (`sha256-<hex>`, the OCI 1.1 tag
+    /// schema holding an image's SBOM and provenance) are not image tags and are left out; see
+    /// [`TestRegistry::all_tags`].
     pub fn tags(&self, repo: &str) -> Vec<String> {
+        self.all_tags(repo)
+            .into_iter()
+            .filter(|t| !is_referrers_tag(t))
+            .collect()
+    }
+
+    /// Every tag of the repository, referrers fallback tags included.
+    pub fn all_tags(&self, repo: &str) -> Vec<String> {
         let (status, _, body) = http_get(&self.addr(), &format!("/v2/{repo}/tags/list"), "");
         if status == 404 {
             return Vec::new();
@@ -258,6 +269,12 @@ impl Drop for TestRegistry {
 }
 
 /// Runs `openssl args…` in `dir`; panics with its stderr when it fails.
+/// `sha256-<64 hex>`: a referrers fallback tag.
+pub fn is_referrers_tag(tag: &str) -> bool {
+    tag.strip_prefix("sha256-")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 pub fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)

@@ -215,7 +215,14 @@ pub fn assert_consistent(addr: &str, auth: Option<&str>) -> usize {
         for tag in list["tags"].as_array().cloned().unwrap_or_default() {
             let tag = tag.as_str().unwrap();
             check_manifest(addr, &headers, &repo, tag);
-            tags_seen += 1;
+            // A referrers fallback tag (`sha256-<hex>`, listing the SBOM and provenance) is
+            // checked like any manifest but is not an image tag.
+            let referrers_tag = tag
+                .strip_prefix("sha256-")
+                .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !referrers_tag {
+                tags_seen += 1;
+            }
         }
     }
     tags_seen

@@ -1,0 +1,145 @@
+//! Attaches documents (SBOM, provenance) to a pushed image as OCI 1.1 referrers: each becomes
+//! an artifact manifest whose `artifactType` is the document's media type, whose config is the
+//! empty descriptor, whose one layer is the document, and whose `subject` is the image. Then it
+//! is made findable (the registry's referrers API, or the fallback tag).
+//!
+//! Works on any pushed image, whichever publisher pushed it: it only needs the digest.
+
+use bytes::Bytes;
+use miette::{Result, WrapErr};
+use serde_json::{Value, json};
+
+use crate::image::{OCI_MANIFEST, canonical_json, rfc3339};
+use crate::output;
+use crate::reference::{Digest, Repository};
+use crate::registry::RegistryClient;
+use crate::registry::referrers::ReferrersVia;
+use crate::supply_chain::{Document, DocumentKind};
+
+/// The OCI empty descriptor's media type and content (`{}`).
+pub const EMPTY_JSON: &str = "application/vnd.oci.empty.v1+json";
+const EMPTY_CONTENT: &[u8] = b"{}";
+
+/// One attached document, as reported.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    pub kind: DocumentKind,
+    pub artifact_type: &'static str,
+    /// Digest of the referrer manifest (what `oras discover` lists).
+    pub digest: Digest,
+    pub via: ReferrersVia,
+}
+
+/// The artifact manifest for `document` about the image `subject` (its descriptor as JSON).
+pub fn artifact_manifest(document: &Document, subject: &Value, epoch: u64) -> Result<Bytes> {
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": document.media_type,
+        "config": {
+            "mediaType": EMPTY_JSON,
+            "digest": Digest::sha256_of(EMPTY_CONTENT).as_str(),
+            "size": EMPTY_CONTENT.len(),
+            "data": "e30=",
+        },
+        "layers": [{
+            "mediaType": document.media_type,
+            "digest": Digest::sha256_of(&document.bytes).as_str(),
+            "size": document.bytes.len(),
+        }],
+        "subject": subject,
+        "annotations": {
+            "org.opencontainers.image.created": rfc3339(epoch),
+        },
+    });
+    canonical_json(&manifest)
+        .map_err(|e| miette::miette!("could not write the artifact manifest: {e}"))
+}
+
+/// Pushes each document as a referrer of `image` in `repo`.
+pub async fn attach_all(
+    client: &RegistryClient,
+    repo: &Repository,
+    image: &Digest,
+    documents: &[Document],
+    epoch: u64,
+) -> Result<Vec<Attached>> {
+    if documents.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The subject descriptor needs the image manifest's exact type and size: read them back,
+    // which works for every publisher (the engine does not tell them).
+    let (media_type, bytes, _) = client
+        .get_manifest(repo, image.as_str())
+        .await
+        .wrap_err_with(|| format!("reading back {repo}@{image} to attach its SBOM"))?;
+    let subject = json!({
+        "mediaType": media_type,
+        "digest": image.as_str(),
+        "size": bytes.len(),
+    });
+    upload_if_absent(
+        client,
+        repo,
+        Bytes::from_static(EMPTY_CONTENT),
+        "empty config",
+    )
+    .await?;
+
+    let mut attached = Vec::new();
+    for document in documents {
+        let what = match document.kind {
+            DocumentKind::Sbom => "SBOM",
+            DocumentKind::Provenance => "provenance",
+        };
+        upload_if_absent(client, repo, document.bytes.clone(), what).await?;
+        let manifest = artifact_manifest(document, &subject, epoch)?;
+        let digest = Digest::sha256_of(&manifest);
+        client
+            .put_manifest(repo, digest.as_str(), OCI_MANIFEST, &manifest, &digest)
+            .await
+            .wrap_err_with(|| format!("pushing the {what} manifest to {repo}"))?;
+        let descriptor = json!({
+            "mediaType": OCI_MANIFEST,
+            "artifactType": document.media_type,
+            "digest": digest.as_str(),
+            "size": manifest.len(),
+            "annotations": {
+                "org.opencontainers.image.created": rfc3339(epoch),
+            },
+        });
+        let via = client
+            .register_referrer(repo, image, descriptor)
+            .await
+            .wrap_err_with(|| format!("listing the {what} as a referrer of {repo}@{image}"))?;
+        output::detail(&format!(
+            "attached {what} {digest} to {image} (via {})",
+            via.describe()
+        ));
+        attached.push(Attached {
+            kind: document.kind,
+            artifact_type: document.media_type,
+            digest,
+            via,
+        });
+    }
+    Ok(attached)
+}
+
+async fn upload_if_absent(
+    client: &RegistryClient,
+    repo: &Repository,
+    bytes: Bytes,
+    what: &str,
+) -> Result<()> {
+    let digest = Digest::sha256_of(&bytes);
+    if client.blob_exists(repo, &digest).await? {
+        return Ok(());
+    }
+    let progress = output::Progress::bytes(what, bytes.len() as u64);
+    let result = client
+        .upload_bytes(repo, &digest, bytes, &progress, None)
+        .await;
+    progress.finish();
+    result.wrap_err_with(|| format!("uploading the {what} to {}", client.registry()))
+}

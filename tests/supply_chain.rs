@@ -1,0 +1,639 @@
+//! SBOM and provenance attached as OCI 1.1 referrers, read back from a real registry
+//! (Debian's docker-registry, distribution 2.8: no referrers API, so through the fallback tag).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+use serde_json::Value;
+
+const MAIN: &str = r#"fn main() {
+    let mut buf = itoa::Buffer::new();
+    if std::env::args().any(|a| a == "--once") {
+        println!("answer {}", buf.format(42));
+    }
+}
+"#;
+
+/// A crate with one normal dependency (itoa), one dev-dependency (hex) and one
+/// build-dependency (fnv): all tiny, and in the cargo cache of this machine.
+fn crate_with_dependencies(dir: &Path, name: &str, registry: &str) -> std::path::PathBuf {
+    let manifest = write_crate(
+        dir,
+        name,
+        &format!(
+            "\n[dependencies]\nitoa = \"1\"\n\n[dev-dependencies]\nhex = \"0.4\"\n\n\
+             [build-dependencies]\nfnv = \"1\"\n\n[package.metadata.cluster]\nregistry = \"{registry}\"\n"
+        ),
+        MAIN,
+    );
+    std::fs::write(
+        dir.join("build.rs"),
+        "fn main() { let _ = fnv::FnvHashMap::<u8, u8>::default(); }\n",
+    )
+    .unwrap();
+    manifest
+}
+
+fn push(manifest: &Path, args: &[&str]) -> Output {
+    tool()
+        .arg("adapt-push")
+        .arg("--manifest-path")
+        .arg(manifest)
+        .args(["--format", "json"])
+        .args(args)
+        .output()
+        .expect("run cargo-adapt-push")
+}
+
+fn json_of(out: &Output) -> Value {
+    assert_success(out);
+    serde_json::from_str(&stdout(out)).expect("stdout is one JSON document")
+}
+
+fn get_json(registry: &TestRegistry, path: &str, accept: &str) -> Value {
+    let (status, _, body) = http_get(&registry.addr(), path, accept);
+    assert_eq!(
+        status,
+        200,
+        "GET {path}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+}
+
+const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// The referrers of `digest` as the fallback tag lists them.
+fn fallback_referrers(registry: &TestRegistry, repo: &str, digest: &str) -> Vec<Value> {
+    let tag = digest.replacen(':', "-", 1);
+    let index = get_json(registry, &format!("/v2/{repo}/manifests/{tag}"), INDEX);
+    assert_eq!(index["mediaType"], INDEX);
+    index["manifests"].as_array().cloned().unwrap_or_default()
+}
+
+/// The document a referrer manifest carries, after checking the manifest names `subject`.
+fn referred_document(registry: &TestRegistry, repo: &str, referrer: &str, subject: &str) -> Value {
+    let manifest = get_json(
+        registry,
+        &format!("/v2/{repo}/manifests/{referrer}"),
+        MANIFEST_ACCEPT,
+    );
+    assert_eq!(manifest["subject"]["digest"], subject, "{manifest}");
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.oci.empty.v1+json"
+    );
+    assert_eq!(manifest["artifactType"], manifest["layers"][0]["mediaType"]);
+    let blob = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    get_json(registry, &format!("/v2/{repo}/blobs/{blob}"), "")
+}
+
+#[test]
+fn sbom_lists_the_real_dependencies_and_is_found_through_the_fallback_tag() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = crate_with_dependencies(dir.path(), "depsapp", &registry.addr());
+
+    let json = json_of(&push(&manifest, &[]));
+    let image = &json["images"][0];
+    let digest = image["digest"].as_str().unwrap();
+    let sbom = image["sbom"]["digest"]
+        .as_str()
+        .expect("JSON names the SBOM");
+    assert_eq!(image["sbom"]["artifact_type"], "application/spdx+json");
+    assert_eq!(
+        image["sbom"]["pull_ref"],
+        format!("{}/depsapp@{sbom}", registry.addr())
+    );
+
+    // This registry has no referrers API: the tool had to use the fallback tag.
+    let (status, _, _) = http_get(
+        &registry.addr(),
+        &format!("/v2/depsapp/referrers/{digest}"),
+        INDEX,
+    );
+    assert_eq!(status, 404, "distribution 2.8 has no referrers API");
+    let referrers = fallback_referrers(&registry, "depsapp", digest);
+    let entry = referrers
+        .iter()
+        .find(|m| m["artifactType"] == "application/spdx+json")
+        .expect("the fallback index lists the SBOM");
+    assert_eq!(entry["digest"], sbom);
+
+    let doc = referred_document(&registry, "depsapp", sbom, digest);
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    assert!(
+        doc["documentNamespace"]
+            .as_str()
+            .unwrap()
+            .ends_with(digest.trim_start_matches("sha256:")),
+        "the namespace is derived from the image digest"
+    );
+    let packages = doc["packages"].as_array().unwrap();
+    let named = |n: &str| packages.iter().find(|p| p["name"] == n);
+    let itoa = named("itoa").expect("the normal dependency is listed");
+    assert!(
+        itoa["versionInfo"].as_str().unwrap().starts_with("1."),
+        "{itoa}"
+    );
+    assert_eq!(itoa["checksums"][0]["algorithm"], "SHA256");
+    assert_eq!(
+        itoa["checksums"][0]["checksumValue"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+    assert!(
+        itoa["licenseDeclared"].as_str().unwrap().contains("MIT"),
+        "{itoa}"
+    );
+    assert!(
+        itoa["downloadLocation"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://crates.io/")
+    );
+    assert!(
+        named("hex").is_none(),
+        "a dev-dependency is not in the SBOM"
+    );
+    let fnv = named("fnv").expect("the build-dependency is listed");
+    let fnv_id = fnv["SPDXID"].as_str().unwrap();
+    let relationships = doc["relationships"].as_array().unwrap();
+    assert!(
+        relationships
+            .iter()
+            .any(|r| r["spdxElementId"] == fnv_id && r["relationshipType"] == "BUILD_DEPENDENCY_OF"),
+        "the build-dependency is marked as one"
+    );
+    assert!(relationships.iter().any(|r| {
+        r["relationshipType"] == "DEPENDS_ON" && r["relatedSpdxElement"] == itoa["SPDXID"]
+    }));
+}
+
+#[test]
+fn referrers_accumulate_in_the_fallback_tag_without_duplicates() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "acc",
+        &format!(
+            "\n[package.metadata.cluster]\nregistry = \"{}\"\n",
+            registry.addr()
+        ),
+        "fn main() {}\n",
+    );
+
+    // The same image (reproducible) pushed with each SBOM format: both SBOMs stay listed.
+    let first = json_of(&push(&manifest, &[]));
+    let second = json_of(&push(&manifest, &["--sbom", "cyclonedx"]));
+    let digest = first["images"][0]["digest"].as_str().unwrap();
+    assert_eq!(second["images"][0]["digest"], digest);
+    let spdx = first["images"][0]["sbom"]["digest"].as_str().unwrap();
+    let cdx = second["images"][0]["sbom"]["digest"].as_str().unwrap();
+    assert_ne!(spdx, cdx);
+    let listed: Vec<String> = fallback_referrers(&registry, "acc", digest)
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert!(listed.contains(&spdx.to_string()), "{listed:?}");
+    assert!(listed.contains(&cdx.to_string()), "{listed:?}");
+    assert_eq!(listed.len(), 3, "spdx, cyclonedx, provenance: {listed:?}");
+    let cdx_doc = referred_document(&registry, "acc", cdx, digest);
+    assert_eq!(cdx_doc["bomFormat"], "CycloneDX");
+    assert_eq!(cdx_doc["specVersion"], "1.5");
+
+    // The first push again: nothing is listed twice.
+    json_of(&push(&manifest, &[]));
+    assert_eq!(fallback_referrers(&registry, "acc", digest).len(), 3);
+
+    // A different image in the same repository gets its own list; the first keeps its own.
+    std::fs::write(
+        dir.path().join("src/main.rs"),
+        "fn main() { println!(); }\n",
+    )
+    .unwrap();
+    let other = json_of(&push(&manifest, &[]));
+    let other_digest = other["images"][0]["digest"].as_str().unwrap();
+    assert_ne!(other_digest, digest);
+    assert_eq!(fallback_referrers(&registry, "acc", other_digest).len(), 2);
+    assert_eq!(fallback_referrers(&registry, "acc", digest).len(), 3);
+    let mut referrer_tags: Vec<String> = registry
+        .all_tags("acc")
+        .into_iter()
+        .filter(|t| is_referrers_tag(t))
+        .collect();
+    referrer_tags.sort();
+    let mut expected = vec![
+        digest.replacen(':', "-", 1),
+        other_digest.replacen(':', "-", 1),
+    ];
+    expected.sort();
+    assert_eq!(referrer_tags, expected);
+
+    // Turned off: nothing attached, nothing reported.
+    let none = json_of(&push(
+        &manifest,
+        &["--sbom", "none", "--provenance", "false"],
+    ));
+    assert!(none["images"][0].get("sbom").is_none());
+    assert!(none["images"][0].get("provenance").is_none());
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn provenance_names_the_git_commit_and_the_build() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "prov",
+        &format!(
+            "\n[package.metadata.cluster]\nregistry = \"{}\"\n",
+            registry.addr()
+        ),
+        "fn main() {}\n",
+    );
+    std::fs::write(dir.path().join(".gitignore"), "/target\nCargo.lock\n").unwrap();
+    git(dir.path(), &["init", "-q"]);
+    git(dir.path(), &["add", "."]);
+    git(dir.path(), &["commit", "-q", "-m", "fixture"]);
+    let commit = git(dir.path(), &["rev-parse", "HEAD"]);
+
+    let json = json_of(&push(&manifest, &["--sbom", "none"]));
+    let image = &json["images"][0];
+    let digest = image["digest"].as_str().unwrap();
+    assert!(image.get("sbom").is_none());
+    let provenance = image["provenance"]["digest"].as_str().unwrap();
+    assert_eq!(
+        image["provenance"]["artifact_type"],
+        "application/vnd.in-toto+json"
+    );
+    let statement = referred_document(&registry, "prov", provenance, digest);
+    assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(
+        statement["subject"][0]["digest"]["sha256"],
+        digest.trim_start_matches("sha256:")
+    );
+    let definition = &statement["predicate"]["buildDefinition"];
+    let source = definition["resolvedDependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["digest"]["gitCommit"].is_string())
+        .expect("the git commit is a resolved dependency");
+    assert_eq!(source["digest"]["gitCommit"], commit.as_str());
+    assert_eq!(source["annotations"]["dirty"], false, "the tree is clean");
+    assert_eq!(definition["externalParameters"]["profile"], "release");
+    assert_eq!(definition["externalParameters"]["package"], "prov");
+    assert!(
+        definition["externalParameters"]["target"]
+            .as_str()
+            .unwrap()
+            .ends_with("-linux-gnu")
+    );
+    let rustc = statement["predicate"]["runDetails"]["builder"]["version"]["rustc"]
+        .as_str()
+        .unwrap();
+    assert!(rustc.starts_with("rustc 1."), "{rustc}");
+
+    // A change not committed: the next provenance says the tree was dirty.
+    std::fs::write(dir.path().join("src/main.rs"), "fn main() { }\n").unwrap();
+    let json = json_of(&push(&manifest, &["--sbom", "none"]));
+    let image = &json["images"][0];
+    let statement = referred_document(
+        &registry,
+        "prov",
+        image["provenance"]["digest"].as_str().unwrap(),
+        image["digest"].as_str().unwrap(),
+    );
+    let source = &statement["predicate"]["buildDefinition"]["resolvedDependencies"][0];
+    assert_eq!(source["digest"]["gitCommit"], commit.as_str());
+    assert_eq!(source["annotations"]["dirty"], true);
+}
+
+fn verify(reference: &str, args: &[&str]) -> Output {
+    tool()
+        .args(["adapt-push", "verify", reference])
+        .args(args)
+        .output()
+        .expect("run cargo-adapt-push verify")
+}
+
+#[test]
+fn verify_finds_the_documents_and_fails_without_them() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "ver",
+        &format!(
+            "\n[package.metadata.cluster]\nregistry = \"{}\"\n",
+            registry.addr()
+        ),
+        "fn main() {}\n",
+    );
+    let json = json_of(&push(&manifest, &[]));
+    let image = &json["images"][0];
+    let push_ref = image["push_ref"].as_str().unwrap();
+
+    let out = verify(push_ref, &[]);
+    assert_success(&out);
+    let text = stdout(&out);
+    assert!(text.contains(&format!("verified {push_ref}")), "{text}");
+    assert!(
+        text.contains(image["sbom"]["digest"].as_str().unwrap()),
+        "{text}"
+    );
+    let out = verify(push_ref, &["--format", "json"]);
+    assert_success(&out);
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["images"][0]["referrers_via"], "the referrers tag");
+    assert_eq!(
+        report["images"][0]["provenance"],
+        image["provenance"]["digest"]
+    );
+    // By tag too.
+    assert_success(&verify(&format!("{}/ver:latest", registry.addr()), &[]));
+
+    // A different image without documents fails, and says what is missing.
+    std::fs::write(
+        dir.path().join("src/main.rs"),
+        "fn main() { println!(); }\n",
+    )
+    .unwrap();
+    let bare = json_of(&push(
+        &manifest,
+        &["--sbom", "none", "--provenance", "false", "--tag", "bare"],
+    ));
+    let bare_ref = bare["images"][0]["push_ref"].as_str().unwrap();
+    let out = verify(bare_ref, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("no SBOM is attached"), "{text}");
+    assert!(text.contains("no provenance is attached"), "{text}");
+    assert!(text.contains("verification FAILED"), "{text}");
+
+    // Nothing there at all: an error naming the image, exit code 2.
+    let missing = format!("{}/ver@sha256:{}", registry.addr(), "0".repeat(64));
+    let out = verify(&missing, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_sbom_and_platform_settings_name_the_key_and_the_file() {
+    let registry = TestRegistry::start();
+    for (setting, expected) in [
+        ("sbom = \"xml\"", vec!["sbom", "spdx", "cyclonedx"]),
+        ("provenance = \"yes\"", vec!["provenance"]),
+        (
+            "platforms = [\"windows/amd64\"]",
+            vec!["platforms", "linux/arm64"],
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = write_crate(
+            dir.path(),
+            "bad",
+            &format!(
+                "\n[package.metadata.cluster]\nregistry = \"{}\"\n{setting}\n",
+                registry.addr()
+            ),
+            "fn main() {}\n",
+        );
+        let out = push(&manifest, &["--dry-run"]);
+        assert!(!out.status.success(), "{setting} was accepted");
+        let err = stderr(&out);
+        assert!(err.contains("Cargo.toml"), "{setting}: {err}");
+        for fragment in expected {
+            assert!(
+                err.contains(fragment),
+                "{setting}: no `{fragment}` in {err}"
+            );
+        }
+        assert!(stdout(&out).is_empty());
+    }
+}
+
+/// A referrers API in front of the real registry. Distribution 2.8 has none, and no registry
+/// with one can be installed here, so this stub answers `GET /v2/<name>/referrers/<digest>`
+/// from the manifests with a `subject` that were PUT through it; every other request goes to
+/// the real registry unchanged (one request per connection).
+struct ReferrersApi {
+    addr: String,
+}
+
+type Referrers = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Value)>>>;
+
+impl ReferrersApi {
+    fn start(target: String) -> ReferrersApi {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let known: Referrers = Default::default();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (target, known) = (target.clone(), known.clone());
+                std::thread::spawn(move || {
+                    let _ = ReferrersApi::handle(stream, &target, &known);
+                });
+            }
+        });
+        ReferrersApi { addr }
+    }
+
+    fn handle(
+        mut client: std::net::TcpStream,
+        target: &str,
+        known: &Referrers,
+    ) -> std::io::Result<()> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let mut reader = BufReader::new(client.try_clone()?);
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push(line.trim_end().to_string());
+        }
+        let request_line = head.first().cloned().unwrap_or_default();
+        let mut parts = request_line.split(' ');
+        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let header = |name: &str| {
+            head.iter().skip(1).find_map(|h| {
+                let (k, v) = h.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+        };
+        let mut body = Vec::new();
+        if let Some(n) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            body.resize(n, 0);
+            reader.read_exact(&mut body)?;
+        } else if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            loop {
+                let mut size = String::new();
+                reader.read_line(&mut size)?;
+                let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                let mut chunk = vec![0; n + 2];
+                reader.read_exact(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        }
+
+        if method == "GET"
+            && let Some((name, subject)) = path
+                .strip_prefix("/v2/")
+                .and_then(|p| p.split_once("/referrers/"))
+        {
+            let manifests: Vec<Value> = known
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(n, s, _)| n == name && s == subject)
+                .map(|(_, _, d)| d.clone())
+                .collect();
+            let index = serde_json::json!({
+                "schemaVersion": 2, "mediaType": INDEX, "manifests": manifests,
+            })
+            .to_string();
+            write!(
+                client,
+                "HTTP/1.1 200 OK\r\nContent-Type: {INDEX}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{index}",
+                index.len()
+            )?;
+            return Ok(());
+        }
+
+        // Forward as is, with Content-Length and one request per connection.
+        let mut upstream = std::net::TcpStream::connect(target)?;
+        let mut request = format!("{request_line}\r\n");
+        for h in head.iter().skip(1) {
+            let lower = h.to_ascii_lowercase();
+            if !lower.starts_with("connection:")
+                && !lower.starts_with("content-length:")
+                && !lower.starts_with("transfer-encoding:")
+            {
+                request.push_str(h);
+                request.push_str("\r\n");
+            }
+        }
+        if !body.is_empty() || method == "PUT" || method == "POST" || method == "PATCH" {
+            request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        request.push_str("Connection: close\r\n\r\n");
+        upstream.write_all(request.as_bytes())?;
+        upstream.write_all(&body)?;
+        let mut response = Vec::new();
+        upstream.read_to_end(&mut response)?;
+        client.write_all(&response)?;
+
+        // A manifest with a subject, stored: index it.
+        let stored = response.starts_with(b"HTTP/1.1 201");
+        if method == "PUT" && path.contains("/manifests/") && stored {
+            let manifest: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if let (Some(subject), Some(name)) = (
+                manifest["subject"]["digest"].as_str(),
+                path.strip_prefix("/v2/")
+                    .and_then(|p| p.split_once("/manifests/")),
+            ) {
+                use sha2::Digest as _;
+                let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body)));
+                known.lock().unwrap().push((
+                    name.0.to_string(),
+                    subject.to_string(),
+                    serde_json::json!({
+                        "mediaType": manifest["mediaType"],
+                        "artifactType": manifest["artifactType"],
+                        "digest": digest,
+                        "size": body.len(),
+                    }),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn with_a_referrers_api_no_fallback_tag_is_written() {
+    let registry = TestRegistry::start();
+    let api = ReferrersApi::start(registry.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "withapi",
+        &format!(
+            "\n[package.metadata.cluster]\nregistry = \"{}\"\n",
+            api.addr
+        ),
+        "fn main() {}\n",
+    );
+    let json = json_of(&push(&manifest, &[]));
+    let image = &json["images"][0];
+    let digest = image["digest"].as_str().unwrap();
+    assert_eq!(image["sbom"]["listed_via"], "the referrers API", "{image}");
+    assert_eq!(image["provenance"]["listed_via"], "the referrers API");
+    assert!(
+        !registry
+            .all_tags("withapi")
+            .iter()
+            .any(|t| is_referrers_tag(t)),
+        "no fallback tag when the registry has the API: {:?}",
+        registry.all_tags("withapi")
+    );
+    // The manifests the tool pushed name the image as their subject (that is how the API
+    // found them), and `verify` finds them through the API.
+    let (status, _, body) = http_get(&api.addr, &format!("/v2/withapi/referrers/{digest}"), INDEX);
+    assert_eq!(status, 200);
+    let listed: Value = serde_json::from_slice(&body).unwrap();
+    let digests: Vec<&str> = listed["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["digest"].as_str())
+        .collect();
+    assert!(
+        digests.contains(&image["sbom"]["digest"].as_str().unwrap()),
+        "{listed}"
+    );
+    assert!(
+        digests.contains(&image["provenance"]["digest"].as_str().unwrap()),
+        "{listed}"
+    );
+    let out = verify(image["push_ref"].as_str().unwrap(), &["--format", "json"]);
+    assert_success(&out);
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["images"][0]["referrers_via"], "the referrers API");
+    assert_eq!(report["ok"], true);
+}
