@@ -95,10 +95,24 @@ pub async fn attach_all(
         upload_if_absent(client, repo, document.bytes.clone(), what).await?;
         let manifest = artifact_manifest(document, &subject, epoch)?;
         let digest = Digest::sha256_of(&manifest);
-        client
+        match client
             .put_manifest(repo, digest.as_str(), OCI_MANIFEST, &manifest, &digest)
             .await
-            .wrap_err_with(|| format!("pushing the {what} manifest to {repo}"))?;
+        {
+            Ok(()) => {}
+            // A registry that takes no OCI manifests cannot hold OCI 1.1 referrers at all: the
+            // image stands, and the user is told what is missing and why.
+            Err(e) if e.refuses_media_type() => {
+                output::warn(&format!(
+                    "{} does not accept OCI artifact manifests ({e}), so the SBOM and provenance of {repo}@{image} were not attached; use a registry that takes OCI 1.1 manifests, or --sbom none --provenance false to silence this",
+                    client.registry()
+                ));
+                return Ok(attached);
+            }
+            Err(e) => {
+                return Err(e).wrap_err_with(|| format!("pushing the {what} manifest to {repo}"));
+            }
+        }
         let descriptor = json!({
             "mediaType": OCI_MANIFEST,
             "artifactType": document.media_type,

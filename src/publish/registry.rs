@@ -284,18 +284,11 @@ impl<'a> RegistryPublisher<'a> {
     }
 }
 
-/// A registry's answer that means "not this manifest type": `MANIFEST_INVALID`, an unsupported
-/// media type, or HTTP 415.
-fn refuses_media_type(error: &miette::Report) -> bool {
-    match error.downcast_ref::<RegistryError>() {
-        Some(RegistryError::Rejected { status, detail, .. }) => {
-            let lower = detail.to_ascii_lowercase();
-            *status == 415
-                || (*status == 400
-                    && (lower.contains("manifest_invalid")
-                        || lower.contains("unsupported")
-                        || lower.contains("media type")))
-        }
-        _ => false,
-    }
+/// Whether a push failed because the registry refuses the manifest's media type.
+pub(crate) fn refuses_media_type(error: &miette::Report) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<RegistryError>()
+            .is_some_and(RegistryError::refuses_media_type)
+    })
 }

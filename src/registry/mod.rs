@@ -218,6 +218,22 @@ impl RegistryError {
                 .any(|code| detail.contains(code)))
     }
 
+    /// A manifest PUT refused for its media type (older Quay, Artifactory and ECR setups answer
+    /// OCI manifests with `MANIFEST_INVALID` or 415).
+    pub fn refuses_media_type(&self) -> bool {
+        match self {
+            RegistryError::Rejected { status, detail, .. } => {
+                let lower = detail.to_ascii_lowercase();
+                *status == 415
+                    || (*status == 400
+                        && (lower.contains("manifest_invalid")
+                            || lower.contains("unsupported")
+                            || lower.contains("media type")))
+            }
+            _ => false,
+        }
+    }
+
     /// Whether this failure says the other scheme (HTTP vs HTTPS) is the one to use.
     fn suggests_other_scheme(&self) -> bool {
         matches!(
