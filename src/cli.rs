@@ -174,6 +174,11 @@ pub struct PushArgs {
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// After the push, fetch the manifest by digest through the internal address (catches a
+    /// wrong `internal` here instead of in the cluster)
+    #[arg(long)]
+    pub check_pull: bool,
+
     /// Resolve and print the plan; build and push nothing
     #[arg(long)]
     pub dry_run: bool,

@@ -110,7 +110,7 @@ async fn run(args: cli::PushArgs) -> Result<()> {
     let mut pushed = Vec::new();
     let mut failure = None;
     for (target, pool, image) in &built {
-        match publish(target, &pools[*pool].1, image).await {
+        match publish(target, &pools[*pool].1, image, args.check_pull).await {
             Ok(p) => pushed.push(p),
             Err(e) => {
                 failure = Some(e);
@@ -147,7 +147,12 @@ async fn build(spec: &BuildSpec, cargo_options: &CargoOptions, clients: &Clients
     })
 }
 
-async fn publish(target: &Target, clients: &Clients, image: &Built) -> Result<Pushed> {
+async fn publish(
+    target: &Target,
+    clients: &Clients,
+    image: &Built,
+    check_pull: bool,
+) -> Result<Pushed> {
     let published = match image {
         Built::Oci(image) => {
             RegistryPublisher::new(clients)
@@ -161,6 +166,9 @@ async fn publish(target: &Target, clients: &Clients, image: &Built) -> Result<Pu
         }
     };
     let d = &target.destination;
+    if check_pull {
+        publish::check_pull::check_pull(clients, d, &published.digest).await?;
+    }
     Ok(Pushed {
         package: target.build.package.clone(),
         bin: target.build.bin.clone(),

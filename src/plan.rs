@@ -56,12 +56,16 @@ impl BuilderKind {
 }
 
 /// Where the image goes: pushed through `external`, pulled by the cluster through `internal`.
-/// Both name one registry, so the same repository path and digest are valid through either.
+/// The two may name different paths (a pull-through cache or mirror rewrites the path but keeps
+/// the digest), so the pull reference is always pinned by digest.
 #[derive(Debug, Clone)]
 pub struct Destination {
     pub external: Registry,
     pub internal: Registry,
+    /// The repository pushed to, under `external` (its path prefix, then the image).
     pub repository: Repository,
+    /// The repository the cluster pulls, under `internal` (its path prefix, then the image).
+    pub pull_repository: Repository,
     pub tags: Vec<Tag>,
 }
 
@@ -71,9 +75,9 @@ impl Destination {
         format!("{}/{}", self.external, self.repository)
     }
 
-    /// `internal/repository`, the name the cluster pulls.
+    /// `internal/pull_repository`, the name the cluster pulls.
     pub fn pull_name(&self) -> String {
-        format!("{}/{}", self.internal, self.repository)
+        format!("{}/{}", self.internal, self.pull_repository)
     }
 }
 
@@ -264,18 +268,6 @@ fn plan_target(
 
     let bin = select_bin(args, package, config, &origin)?;
     let (external, internal) = registry_split(args, config, &origin)?;
-    if external.namespace != internal.namespace {
-        let message = format!(
-            "the external ({external}) and internal ({internal}) addresses must name the same repository path: they are one registry seen under two addresses"
-        );
-        let from_flags = args.registry.is_some()
-            || args.registry_external.is_some()
-            || args.registry_internal.is_some();
-        return Err(match &config.registry {
-            Some(r) if !from_flags => r.error(message, None),
-            _ => ConfigError::plain(message, None),
-        });
-    }
 
     let image_name = match &config.image {
         Some(image) => image.clone(),
@@ -307,6 +299,16 @@ fn plan_target(
             )
         }
     })?;
+    // The image path was checked under `external`; under `internal` only the prefix differs.
+    let pull_repository = internal.repository(&image_name.value).map_err(|e| {
+        ConfigError::plain(
+            format!(
+                "the image `{}` under the internal address {internal} is not a valid repository: {}",
+                image_name.value, e.0
+            ),
+            None,
+        )
+    })?;
 
     let git = GitInfo::read(&package_dir);
     let tags = render_tags(args, config, package, &bin, &git, &origin)?;
@@ -325,13 +327,7 @@ fn plan_target(
     // The tool never contacts `internal`: a base named by the internal address is read through
     // the external one (same registry), which also lets its layers be mounted, not copied.
     let base = match base {
-        Base::Image(mut r)
-            if r.registry.without_scheme() == internal.registry.without_scheme()
-                && internal.registry != external.registry =>
-        {
-            r.registry = external.registry.clone();
-            Base::Image(r)
-        }
+        Base::Image(r) => Base::Image(through_external(r, &external, &internal)),
         other => other,
     };
     if let Some(u) = &config.user
@@ -499,6 +495,7 @@ fn plan_target(
             external: external.registry,
             internal: internal.registry,
             repository,
+            pull_repository,
             tags,
         },
         registry_options: RegistryOptions {
@@ -508,6 +505,39 @@ fn plan_target(
             retry_timeout: args.retry_timeout,
         },
     })
+}
+
+/// A base image named under the internal address (and its path prefix), read through the
+/// external one instead; any other reference is left as written.
+fn through_external(
+    reference: ImageRef,
+    external: &RegistryLocation,
+    internal: &RegistryLocation,
+) -> ImageRef {
+    if reference.registry.without_scheme() != internal.registry.without_scheme()
+        || external.registry == internal.registry
+    {
+        return reference;
+    }
+    let path = reference.repository.as_str();
+    let rest = match &internal.namespace {
+        None => Some(path),
+        Some(ns) => path
+            .strip_prefix(ns.as_str())
+            .and_then(|r| r.strip_prefix('/')),
+    };
+    let rewritten = rest.and_then(|rest| match &external.namespace {
+        None => Repository::parse(rest).ok(),
+        Some(ns) => Repository::parse(&format!("{ns}/{rest}")).ok(),
+    });
+    match rewritten {
+        Some(repository) => ImageRef {
+            registry: external.registry.clone(),
+            repository,
+            ..reference
+        },
+        None => reference,
+    }
 }
 
 fn select_bin(

@@ -2,6 +2,7 @@
 //! how the image was made. `registry` pushes an in-process image over the distribution API;
 //! `engine` has a Docker engine push an image it holds.
 
+pub mod check_pull;
 pub mod engine;
 pub mod registry;
 
