@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 mod path_proxy;
+#[allow(unused_imports)]
 pub use path_proxy::PathRewritingProxy;
 
 use std::collections::HashMap;
