@@ -67,6 +67,11 @@ pub struct PushArgs {
     )]
     pub packages: Vec<String>,
 
+    /// Every workspace member with cluster settings (its own or the workspace's) and a binary
+    /// target; one member failing does not stop the others
+    #[arg(long, conflicts_with_all = ["packages", "bin"], help_heading = "Package Selection")]
+    pub workspace: bool,
+
     /// Binary target to put in the image
     #[arg(long, value_name = "NAME", help_heading = "Package Selection")]
     pub bin: Option<String>,
@@ -173,6 +178,29 @@ pub struct PushArgs {
     /// More detail on stderr (repeat for more)
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Also write the images to this file, a tar that `docker load` accepts (tagged with the
+    /// pull reference's repository and first tag); skips the registry unless --push
+    #[arg(long, value_name = "FILE", help_heading = "Destinations")]
+    pub tarball: Option<PathBuf>,
+
+    /// Also write the images to this OCI image layout (added to if it exists); skips the
+    /// registry unless --push
+    #[arg(long, value_name = "DIR", help_heading = "Destinations")]
+    pub oci_layout: Option<PathBuf>,
+
+    /// Also load the images into the Docker engine (DOCKER_HOST or the current context), with
+    /// every tag; skips the registry unless --push
+    #[arg(long, help_heading = "Destinations")]
+    pub load: bool,
+
+    /// Build only; print the digest (with --tarball, --oci-layout or --load: do not push either)
+    #[arg(long, conflicts_with = "push", help_heading = "Destinations")]
+    pub no_push: bool,
+
+    /// Push to the registry even when --tarball, --oci-layout or --load is given
+    #[arg(long, help_heading = "Destinations")]
+    pub push: bool,
 
     /// After the push, fetch the manifest by digest through the internal address (catches a
     /// wrong `internal` here instead of in the cluster)

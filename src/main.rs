@@ -5,6 +5,7 @@
 
 mod build;
 mod cargo;
+mod ci;
 mod cli;
 mod closure;
 mod config;
@@ -13,6 +14,7 @@ mod image;
 mod output;
 mod plan;
 mod publish;
+mod push;
 mod reference;
 mod registry;
 
@@ -22,12 +24,6 @@ use std::process::ExitCode;
 use miette::{IntoDiagnostic, Result};
 
 use crate::cargo::CargoOptions;
-use crate::output::Pushed;
-use crate::plan::{BuildSpec, BuilderKind, Target};
-use crate::publish::engine::EnginePublisher;
-use crate::publish::registry::RegistryPublisher;
-use crate::registry::ClientOptions;
-use crate::registry::pool::Clients;
 
 fn main() -> ExitCode {
     ignore_empty_settings();
@@ -56,7 +52,16 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(report) => {
             eprintln!("{report:?}");
-            ExitCode::FAILURE
+            // The runner reads workflow commands from both output streams; stdout stays the
+            // result's alone.
+            if ci::in_github_actions() {
+                eprintln!("{}", ci::annotation_for(&report));
+            }
+            if PARTIAL.load(std::sync::atomic::Ordering::SeqCst) {
+                ExitCode::from(3)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -87,98 +92,18 @@ async fn run(args: cli::PushArgs) -> Result<()> {
     if let Some(path) = &args.image_refs {
         check_writable(path)?;
     }
-
-    // Build every image before pushing any, so a compile error in one package leaves the
-    // registry untouched.
-    // One client pool per distinct set of registry options (usually one for the whole run),
-    // so pings, credential lookups and tokens are not repeated for every package.
-    let mut pools: Vec<(ClientOptions, Clients)> = Vec::new();
-    let mut built = Vec::new();
-    for target in &plan.targets {
-        let options = ClientOptions::from(&target.registry_options);
-        let pool = match pools.iter().position(|(o, _)| *o == options) {
-            Some(i) => i,
-            None => {
-                pools.push((options.clone(), Clients::new(options)));
-                pools.len() - 1
-            }
-        };
-        let image = build(&target.build, &cargo_options, &pools[pool].1).await?;
-        built.push((target, pool, image));
+    let destinations = push::Destinations::from_args(&args);
+    let keep_going = args.workspace;
+    let outcome = push::push_all(&plan, &cargo_options, &destinations, keep_going).await?;
+    let (result, partial) = push::finish(outcome, &args);
+    if partial {
+        PARTIAL.store(true, std::sync::atomic::Ordering::SeqCst);
     }
-
-    let mut pushed = Vec::new();
-    let mut failure = None;
-    for (target, pool, image) in &built {
-        match publish(target, &pools[*pool].1, image, args.check_pull).await {
-            Ok(p) => pushed.push(p),
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-    // What did get pushed is still reported, so its references are not lost.
-    if failure.is_none() || !pushed.is_empty() {
-        output::report(&pushed, args.format, args.image_refs.as_deref())?;
-    }
-    match failure {
-        None => Ok(()),
-        Some(e) if !pushed.is_empty() => Err(e.wrap_err(format!(
-            "pushed {} of {} images (their references are on stdout); the next one failed",
-            pushed.len(),
-            built.len()
-        ))),
-        Some(e) => Err(e),
-    }
+    result
 }
 
-enum Built {
-    Oci(image::Image),
-    Engine(engine::EngineImage),
-}
-
-async fn build(spec: &BuildSpec, cargo_options: &CargoOptions, clients: &Clients) -> Result<Built> {
-    Ok(match spec.builder {
-        BuilderKind::Oci => Built::Oci(build::oci::build(spec, cargo_options, clients).await?),
-        BuilderKind::Docker => {
-            Built::Engine(build::docker::build(spec, cargo_options, clients).await?)
-        }
-    })
-}
-
-async fn publish(
-    target: &Target,
-    clients: &Clients,
-    image: &Built,
-    check_pull: bool,
-) -> Result<Pushed> {
-    let published = match image {
-        Built::Oci(image) => {
-            RegistryPublisher::new(clients)
-                .publish(image, &target.destination)
-                .await?
-        }
-        Built::Engine(image) => {
-            EnginePublisher::new(clients)
-                .publish(image, &target.destination)
-                .await?
-        }
-    };
-    let d = &target.destination;
-    if check_pull {
-        publish::check_pull::check_pull(clients, d, &published.digest).await?;
-    }
-    Ok(Pushed {
-        package: target.build.package.clone(),
-        bin: target.build.bin.clone(),
-        push_ref: format!("{}@{}", d.push_name(), published.digest),
-        pull_ref: format!("{}@{}", d.pull_name(), published.digest),
-        digest: published.digest.to_string(),
-        tags: d.tags.iter().map(|t| t.to_string()).collect(),
-        builder: target.build.builder.name().to_string(),
-    })
-}
+/// Set when some images were done and others failed: exit status 3.
+static PARTIAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// CI systems often define variables but leave them empty; an empty `ADAPT_PUSH_*` means unset.
 fn ignore_empty_settings() {

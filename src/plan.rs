@@ -170,6 +170,9 @@ fn select_packages<'m>(
     manifest: &Path,
 ) -> Result<Vec<&'m Package>, ConfigError> {
     let members = metadata.workspace_packages();
+    if args.workspace {
+        return workspace_members(metadata);
+    }
     if !args.packages.is_empty() {
         let mut chosen: Vec<&Package> = Vec::new();
         for spec in &args.packages {
@@ -250,6 +253,30 @@ fn select_packages<'m>(
         ),
         Some(help),
     ))
+}
+
+/// `--workspace`: members with cluster settings (their own, or the workspace's) and a binary
+/// target, in the workspace's order.
+fn workspace_members(metadata: &Metadata) -> Result<Vec<&Package>, ConfigError> {
+    let inherited = metadata.workspace_metadata.get("cluster").is_some();
+    let members = metadata.workspace_packages();
+    let mut chosen: Vec<&Package> = members
+        .iter()
+        .filter(|p| inherited || p.metadata.get("cluster").is_some())
+        .filter(|p| p.targets.iter().any(|t| t.kind.contains(&TargetKind::Bin)))
+        .copied()
+        .collect();
+    chosen.sort_by(|a, b| a.name.cmp(&b.name));
+    if chosen.is_empty() {
+        return Err(ConfigError::plain(
+            format!(
+                "--workspace: no member of the workspace at {} has cluster settings and a binary target",
+                metadata.workspace_root
+            ),
+            Some("add [package.metadata.cluster] to the members to push, or [workspace.metadata.cluster] to the workspace root".into()),
+        ));
+    }
+    Ok(chosen)
 }
 
 fn plan_target(
