@@ -2,13 +2,13 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Cargo invokes `cargo-adapt-push adapt-push ARGS`; the outer enum swallows that word.
 #[derive(Debug, Parser)]
 #[command(name = "cargo", bin_name = "cargo", version, styles = clap::builder::Styles::styled())]
 pub enum CargoCli {
-    AdaptPush(PushArgs),
+    AdaptPush(TopArgs),
 }
 
 // The same options when run directly as `cargo-adapt-push`.
@@ -16,18 +16,84 @@ pub enum CargoCli {
 #[command(name = "cargo-adapt-push", version)]
 pub struct DirectCli {
     #[command(flatten)]
-    pub args: PushArgs,
+    pub args: TopArgs,
+}
+
+/// Pushing is the default; `resolve` and `completions` are subcommands.
+#[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct TopArgs {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub push: PushArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Replace `adapt://<package>[/<bin>]` in YAML manifests with pull references, building and
+    /// pushing each image once; prints the YAML with every other byte kept
+    Resolve(Box<ResolveArgs>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ResolveArgs {
+    /// A YAML file, a directory of .yaml/.yml files, or `-` for stdin (repeatable)
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub push: PushArgs,
+}
+
+/// What to do, from the process arguments.
+pub enum Invocation {
+    Push(PushArgs),
+    Resolve(ResolveArgs),
+    Completions(clap_complete::Shell),
+}
+
+impl Invocation {
+    /// The options that say how much to print.
+    pub fn verbosity(&self) -> (bool, u8) {
+        match self {
+            Invocation::Push(a) | Invocation::Resolve(ResolveArgs { push: a, .. }) => {
+                (a.quiet, a.verbose)
+            }
+            Invocation::Completions(_) => (true, 0),
+        }
+    }
 }
 
 /// Parses the process arguments in either form.
-pub fn parse() -> PushArgs {
+pub fn parse() -> Invocation {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == "adapt-push") {
+    let top = if args.get(1).is_some_and(|a| a == "adapt-push") {
         let CargoCli::AdaptPush(a) = CargoCli::parse_from(args);
         a
     } else {
         DirectCli::parse_from(args).args
+    };
+    match top.command {
+        None => Invocation::Push(top.push),
+        Some(Command::Resolve(r)) => Invocation::Resolve(*r),
+        Some(Command::Completions { shell }) => Invocation::Completions(shell),
     }
+}
+
+/// `completions SHELL`: the script for `cargo-adapt-push` on stdout.
+pub fn print_completions(shell: clap_complete::Shell) {
+    let mut command = <DirectCli as clap::CommandFactory>::command();
+    clap_complete::generate(
+        shell,
+        &mut command,
+        "cargo-adapt-push",
+        &mut std::io::stdout(),
+    );
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -225,7 +291,7 @@ mod tests {
 
     #[test]
     fn parses_cargo_form() {
-        let CargoCli::AdaptPush(a) = CargoCli::parse_from([
+        let CargoCli::AdaptPush(TopArgs { push: a, .. }) = CargoCli::parse_from([
             "cargo-adapt-push",
             "adapt-push",
             "-p",

@@ -17,6 +17,7 @@ mod publish;
 mod push;
 mod reference;
 mod registry;
+mod resolve;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,8 +28,9 @@ use crate::cargo::CargoOptions;
 
 fn main() -> ExitCode {
     ignore_empty_settings();
-    let args = cli::parse();
-    output::init(args.quiet, args.verbose);
+    let invocation = cli::parse();
+    let (quiet, verbose) = invocation.verbosity();
+    output::init(quiet, verbose);
     // On a terminal, miette's graphical reports; in CI logs, no wrapping, so messages stay whole.
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = miette::set_hook(Box::new(move |_| {
@@ -48,7 +50,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let result = match invocation {
+        cli::Invocation::Push(args) => runtime.block_on(run(args)),
+        cli::Invocation::Resolve(args) => runtime.block_on(resolve::run(args)),
+        cli::Invocation::Completions(shell) => {
+            cli::print_completions(shell);
+            Ok(())
+        }
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(report) => {
             eprintln!("{report:?}");
@@ -67,21 +77,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: cli::PushArgs) -> Result<()> {
-    let manifest = locate_manifest(args.manifest_path.as_deref())?;
-    let cargo_options = CargoOptions::from_args(&args);
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .cargo_path(cargo::cargo_program())
-        .manifest_path(&manifest)
-        .no_deps()
-        .other_options(cargo_options.manifest_flags())
-        .exec()
-        .map_err(|e| {
-            miette::miette!(
-                help = "run `cargo metadata` there to see cargo's full message",
-                "cargo could not read {}: {e}",
-                manifest.display()
-            )
-        })?;
+    let (manifest, cargo_options, metadata) = load_metadata(&args)?;
     let plan = plan::make_plan(&args, &metadata, &manifest)?;
 
     if args.dry_run {
@@ -104,6 +100,28 @@ async fn run(args: cli::PushArgs) -> Result<()> {
 
 /// Set when some images were done and others failed: exit status 3.
 static PARTIAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The Cargo.toml to start from, cargo's options, and `cargo metadata` for its workspace.
+fn load_metadata(
+    args: &cli::PushArgs,
+) -> Result<(PathBuf, CargoOptions, cargo_metadata::Metadata)> {
+    let manifest = locate_manifest(args.manifest_path.as_deref())?;
+    let cargo_options = CargoOptions::from_args(args);
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .cargo_path(cargo::cargo_program())
+        .manifest_path(&manifest)
+        .no_deps()
+        .other_options(cargo_options.manifest_flags())
+        .exec()
+        .map_err(|e| {
+            miette::miette!(
+                help = "run `cargo metadata` there to see cargo's full message",
+                "cargo could not read {}: {e}",
+                manifest.display()
+            )
+        })?;
+    Ok((manifest, cargo_options, metadata))
+}
 
 /// CI systems often define variables but leave them empty; an empty `ADAPT_PUSH_*` means unset.
 fn ignore_empty_settings() {

@@ -55,6 +55,8 @@ pub struct Outcome {
     /// One entry per image built or tried, in package order.
     pub results: Vec<(Target, Result<Pushed>)>,
     pub planned: usize,
+    /// `--workspace`: failures are per image, not "the next one".
+    pub keep_going: bool,
 }
 
 impl Outcome {
@@ -165,6 +167,7 @@ pub async fn push_all(
     Ok(Outcome {
         results,
         planned: plan.targets.len(),
+        keep_going,
     })
 }
 
@@ -254,6 +257,7 @@ pub fn finish(outcome: Outcome, args: &PushArgs) -> (Result<()>, bool) {
 
 fn finish_inner(outcome: Outcome, args: &PushArgs) -> Result<()> {
     let planned = outcome.planned;
+    let keep_going = outcome.keep_going;
     let mut done = Vec::new();
     let mut errors = Vec::new();
     for (target, result) in outcome.results {
@@ -270,7 +274,7 @@ fn finish_inner(outcome: Outcome, args: &PushArgs) -> Result<()> {
     if errors.is_empty() {
         return Ok(());
     }
-    if errors.len() == 1 {
+    if errors.len() == 1 && (done.is_empty() || !keep_going) {
         let (_, e) = errors.remove(0);
         if done.is_empty() {
             return Err(e);
