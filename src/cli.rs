@@ -200,6 +200,15 @@ pub struct PushArgs {
     )]
     pub registry_internal: Option<String>,
 
+    /// Read the registry from the cluster's `kube-public/local-registry-hosting` ConfigMap
+    /// (KEP-1755): `host` to push, `hostFromContainerRuntime` to pull
+    #[arg(long, conflicts_with = "registry")]
+    pub registry_from_cluster: bool,
+
+    /// The kubeconfig context whose cluster is asked (default: the current context)
+    #[arg(long, value_name = "NAME")]
+    pub kube_context: Option<String>,
+
     /// Tag to push (repeatable; replaces `tags`)
     #[arg(
         long = "tag",

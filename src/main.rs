@@ -8,6 +8,7 @@ mod cargo;
 mod ci;
 mod cli;
 mod closure;
+mod cluster;
 mod config;
 mod engine;
 mod image;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use cargo_metadata::{Metadata, Package, TargetKind};
 
 use crate::cli::{BuilderChoice, PushArgs};
+use crate::cluster;
 use crate::config::{ClusterConfig, ConfigError, Origin, RegistrySetting, Sourced};
 use crate::reference::{ImageRef, Registry, RegistryLocation, Repository, Tag};
 
@@ -646,6 +647,53 @@ fn registry_split(
             let loc = parse_flag("--registry (or ADAPT_PUSH_REGISTRY)", r)?;
             (Some(loc.clone()), Some(loc))
         }
+        (None, _) if args.registry_from_cluster => {
+            let source = cluster::Source::Cluster {
+                context: args.kube_context.clone(),
+            };
+            let hosting = cluster::Lookups::global().get(&source).map_err(|e| {
+                ConfigError::plain(format!("--registry-from-cluster: {e}"), Some(e.help()))
+            })?;
+            let side = |value: &str| {
+                parse_flag(
+                    &format!("--registry-from-cluster: the cluster's {}", cluster::KEY),
+                    value,
+                )
+            };
+            (
+                Some(side(&hosting.external)?),
+                Some(side(&hosting.internal)?),
+            )
+        }
+        (None, Some(setting))
+            if matches!(setting.value, RegistrySetting::LocalRegistryHosting(_)) =>
+        {
+            let RegistrySetting::LocalRegistryHosting(from) = &setting.value else {
+                unreachable!("matched above")
+            };
+            let source = if from == "cluster" {
+                cluster::Source::Cluster {
+                    context: args.kube_context.clone(),
+                }
+            } else {
+                cluster::Source::File(setting.origin.resolve(from))
+            };
+            let hosting = cluster::Lookups::global()
+                .get(&source)
+                .map_err(|e| setting.error(e.to_string(), Some(e.help())))?;
+            let side = |value: &str| {
+                RegistryLocation::parse_destination(value).map_err(|e| {
+                    setting.error(
+                        format!("the address {}'s {} gives: {}", from, cluster::KEY, e.0),
+                        None,
+                    )
+                })
+            };
+            (
+                Some(side(&hosting.external)?),
+                Some(side(&hosting.internal)?),
+            )
+        }
         (None, Some(setting)) => {
             let parse_side = |side: &str, value: &str| {
                 RegistryLocation::parse_destination(value).map_err(|e| {
@@ -665,6 +713,7 @@ fn registry_split(
                     Some(parse_side("external", external)?),
                     Some(parse_side("internal", internal)?),
                 ),
+                RegistrySetting::LocalRegistryHosting(_) => (None, None),
             }
         }
         (None, None) => (None, None),
