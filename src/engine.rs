@@ -49,6 +49,12 @@ pub enum EngineError {
     ))]
     Unreachable { address: String, cause: String },
 
+    #[error("{0}")]
+    #[diagnostic(help(
+        "`docker context ls` lists the contexts; set DOCKER_CONTEXT or DOCKER_HOST to choose an engine, or build without one: --builder oci"
+    ))]
+    Context(String),
+
     #[error("DOCKER_HOST=`{address}` is not an engine address: {reason}")]
     #[diagnostic(help(
         "use unix:///path/to/docker.sock, tcp://host:port (with TLS: DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH), or ssh://user@host; or build without an engine: --builder oci"
@@ -65,23 +71,25 @@ pub enum EngineError {
 impl Engine {
     /// Connects to the engine `DOCKER_HOST` names (or the local default) and checks it answers.
     pub async fn connect() -> Result<Engine, EngineError> {
-        let host = std::env::var("DOCKER_HOST")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty());
-        if host.is_none()
-            && std::env::var_os("DOCKER_CONTEXT").is_some_and(|c| !c.is_empty() && c != "default")
-        {
-            output::warn(
-                "DOCKER_CONTEXT is not read; set DOCKER_HOST to the engine's address instead",
-            );
+        // DOCKER_HOST, else DOCKER_CONTEXT, else the Docker config's current context.
+        let endpoint =
+            crate::docker_context::endpoint().map_err(|e| EngineError::Context(e.to_string()))?;
+        if endpoint.source != "DOCKER_HOST" {
+            output::detail(&format!("Docker engine from {}", endpoint.source));
         }
-        let address = host.unwrap_or_else(|| DEFAULT_HOST.to_string());
-        let tls_verify = std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty());
-        let cert_path = std::env::var_os("DOCKER_CERT_PATH")
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(default_cert_path);
+        let address = endpoint
+            .host
+            .clone()
+            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        // A context with TLS material uses it, as the docker CLI does.
+        let tls_verify = std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty())
+            || (endpoint.tls.is_some() && !endpoint.skip_tls_verify);
+        let cert_path = endpoint.tls.clone().unwrap_or_else(|| {
+            std::env::var_os("DOCKER_CERT_PATH")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(default_cert_path)
+        });
         let docker = open(&address, tls_verify.then_some(cert_path.as_path()))?;
 
         let unreachable = |e: bollard::errors::Error| EngineError::Unreachable {

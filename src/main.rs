@@ -10,6 +10,7 @@ mod cli;
 mod closure;
 mod cluster;
 mod config;
+mod docker_context;
 mod engine;
 mod image;
 mod output;

@@ -190,3 +190,69 @@ fn completions_for_each_shell() {
         assert!(text.contains("resolve"), "{shell}");
     }
 }
+
+/// A Docker config directory holding one context, `name`, whose engine is at `host`.
+fn docker_config_with_context(dir: &Path, name: &str, host: &str, current: Option<&str>) {
+    use sha2::Digest;
+    let id = hex::encode(sha2::Sha256::digest(name.as_bytes()));
+    let meta = dir.join("contexts/meta").join(id);
+    std::fs::create_dir_all(&meta).unwrap();
+    std::fs::write(
+        meta.join("meta.json"),
+        serde_json::json!({"Name": name, "Metadata": {}, "Endpoints": {"docker": {"Host": host, "SkipTLSVerify": false}}}).to_string(),
+    )
+    .unwrap();
+    let config = match current {
+        Some(c) => serde_json::json!({"auths": {}, "currentContext": c}),
+        None => serde_json::json!({"auths": {}}),
+    };
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+}
+
+#[test]
+fn the_engine_comes_from_docker_context_or_the_current_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        &dir.path().join("ctx"),
+        "ctx",
+        "\n[package.metadata.cluster]\nregistry = \"localhost:5000/ctx-test\"\n",
+        HELLO,
+    );
+    let config_dir = dir.path().join("docker-config");
+    // An unknown context is an error naming it; nothing falls back to another engine.
+    docker_config_with_context(&config_dir, "private", "unix:///nonexistent.sock", None);
+    let out = tool()
+        .args(["adapt-push", "--load", "--manifest-path"])
+        .arg(&manifest)
+        .env("DOCKER_CONFIG", &config_dir)
+        .env("DOCKER_CONTEXT", "missing")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("docker context `missing`") && err.contains("no such context"),
+        "{err}"
+    );
+
+    let Some(host) = docker_host() else { return };
+    let name = "localhost:5000/ctx-test/ctx:latest";
+    for (context_env, current) in [(Some("private"), None), (None, Some("private"))] {
+        docker_config_with_context(&config_dir, "private", &host, current);
+        let mut cmd = tool();
+        cmd.args(["adapt-push", "--load", "--manifest-path"])
+            .arg(&manifest)
+            .env("DOCKER_CONFIG", &config_dir);
+        if let Some(c) = context_env {
+            cmd.env("DOCKER_CONTEXT", c);
+        }
+        let out = cmd.output().unwrap();
+        assert_success(&out);
+        assert_eq!(
+            docker_ok(&host, &["run", "--rm", name]),
+            "hello",
+            "loaded through the context's engine"
+        );
+        let _ = docker(&host, &["rmi", "-f", name]);
+    }
+}
