@@ -32,6 +32,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 pub struct Engine {
     docker: Docker,
     address: String,
+    /// For `ssh://` engines: the bridge the client talks through, kept while the engine is.
+    _ssh: Option<std::sync::Arc<crate::engine_ssh::SshTunnel>>,
 }
 
 /// An image that exists in an engine, by its ID (`sha256:…`).
@@ -90,7 +92,21 @@ impl Engine {
                 .map(PathBuf::from)
                 .unwrap_or_else(default_cert_path)
         });
-        let docker = open(&address, tls_verify.then_some(cert_path.as_path()))?;
+        let (docker, ssh) = if address.starts_with("ssh://") {
+            let tunnel = crate::engine_ssh::SshTunnel::start(&address).map_err(|reason| {
+                EngineError::BadAddress {
+                    address: address.clone(),
+                    reason,
+                }
+            })?;
+            let socket = format!("unix://{}", tunnel.socket().display());
+            (open(&socket, None)?, Some(std::sync::Arc::new(tunnel)))
+        } else {
+            (
+                open(&address, tls_verify.then_some(cert_path.as_path()))?,
+                None,
+            )
+        };
 
         let unreachable = |e: bollard::errors::Error| EngineError::Unreachable {
             address: address.clone(),
@@ -119,7 +135,11 @@ impl Engine {
                     }
                     request
                 });
-        Ok(Engine { docker, address })
+        Ok(Engine {
+            docker,
+            address,
+            _ssh: ssh,
+        })
     }
 
     pub fn docker(&self) -> &Docker {
@@ -276,23 +296,8 @@ fn open(address: &str, tls_certs: Option<&Path>) -> Result<Docker, EngineError> 
                 reason: error_chain(&e),
             })
         }
-        "ssh" => {
-            let host = rest.trim_end_matches('/');
-            if host.is_empty() {
-                return Err(bad("no host after ssh://"));
-            }
-            let host_port = host.rsplit('@').next().unwrap_or(host);
-            if host_port
-                .rsplit_once(':')
-                .is_some_and(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-            {
-                return Err(bad(
-                    "the ssh transport cannot take a port in DOCKER_HOST; give the host an alias with its Port in ~/.ssh/config and use ssh://user@alias",
-                ));
-            }
-            Docker::connect_with_ssh(address, timeout, API_DEFAULT_VERSION, None)
-                .map_err(unreachable)
-        }
+        // Reached through engine_ssh's bridge, by `Engine::connect`.
+        "ssh" => Err(bad("ssh:// engines are reached through a bridge")),
         "npipe" => Err(bad("named pipes are Windows-only")),
         other => Err(bad(&format!("unsupported scheme `{other}://`"))),
     }
@@ -399,7 +404,6 @@ mod tests {
             ("npipe:////./pipe/docker_engine", "Windows"),
             ("ftp://x", "unsupported scheme"),
             ("tcp://", "no host"),
-            ("ssh://me@host:2222", "~/.ssh/config"),
         ] {
             let Err(e) = open(address, None) else {
                 panic!("{address} opened")

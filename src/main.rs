@@ -12,6 +12,7 @@ mod cluster;
 mod config;
 mod docker_context;
 mod engine;
+mod engine_ssh;
 mod image;
 mod output;
 mod plan;
