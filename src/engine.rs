@@ -34,7 +34,13 @@ pub struct Engine {
     address: String,
     /// For `ssh://` engines: the bridge the client talks through, kept while the engine is.
     _ssh: Option<std::sync::Arc<crate::engine_ssh::SshTunnel>>,
+    /// Podman's Docker-compatible service (`podman system service`), not dockerd.
+    podman: bool,
+    /// Podman only: registries its pushes may reach over plain HTTP (`tlsVerify=false`).
+    plain_http: PlainHttp,
 }
+
+type PlainHttp = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 /// An image that exists in an engine, by its ID (`sha256:…`).
 #[derive(Clone)]
@@ -119,7 +125,23 @@ impl Engine {
             .map_err(unreachable)?;
         docker.ping().await.map_err(unreachable)?;
         let version = docker.client_version();
-        output::detail(&format!("Docker engine at {address} (API {version})"));
+        // Podman names itself in the version's components ("Podman Engine").
+        let podman = docker.version().await.ok().is_some_and(|v| {
+            v.components
+                .iter()
+                .flatten()
+                .any(|c| c.name.to_ascii_lowercase().contains("podman"))
+        });
+        output::detail(&format!(
+            "{} at {address} (API {version})",
+            if podman {
+                "Podman service"
+            } else {
+                "Docker engine"
+            }
+        ));
+        let plain_http = PlainHttp::default();
+        let allowed = plain_http.clone();
         // bollard 0.21 builds its request paths without the `/v1.xx` prefix, which an engine
         // answers with its own newest API. Pin the negotiated version, as the docker CLI does,
         // so the engine speaks the API these request and response types were written for.
@@ -133,17 +155,41 @@ impl Engine {
                     {
                         *request.uri_mut() = uri;
                     }
+                    let registries = allowed.lock().map(|l| l.clone()).unwrap_or_default();
+                    if let Some(uri) = without_tls_verify(&request.uri().to_string(), &registries)
+                        && let Ok(uri) = uri.parse()
+                    {
+                        *request.uri_mut() = uri;
+                    }
                     request
                 });
         Ok(Engine {
             docker,
             address,
             _ssh: ssh,
+            podman,
+            plain_http,
         })
     }
 
     pub fn docker(&self) -> &Docker {
         &self.docker
+    }
+
+    pub fn is_podman(&self) -> bool {
+        self.podman
+    }
+
+    /// Podman: let pushes to `registry` use plain HTTP (`tlsVerify=false`). Only for registries
+    /// we speak plain HTTP to ourselves (loopback, or listed in `insecure`). dockerd decides by
+    /// its own insecure-registries setting and ignores this.
+    pub fn allow_plain_http(&self, registry: &Registry) {
+        if let Ok(mut list) = self.plain_http.lock() {
+            let authority = registry.authority();
+            if !list.contains(&authority) {
+                list.push(authority);
+            }
+        }
     }
 
     /// The address as the user gave it (`DOCKER_HOST`), for messages.
@@ -303,6 +349,25 @@ fn open(address: &str, tls_certs: Option<&Path>) -> Result<Docker, EngineError> 
     }
 }
 
+/// A push (`.../images/{registry}/{repo}/push?...`) to one of `registries`, with `tlsVerify=false`
+/// added; `None` for every other request.
+fn without_tls_verify(uri: &str, registries: &[String]) -> Option<String> {
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let name = path.split_once("/images/")?.1.strip_suffix("/push")?;
+    if !registries
+        .iter()
+        .any(|r| name.starts_with(&format!("{r}/")))
+        || query.split('&').any(|p| p.starts_with("tlsVerify="))
+    {
+        return None;
+    }
+    Some(if query.is_empty() {
+        format!("{path}?tlsVerify=false")
+    } else {
+        format!("{path}?{query}&tlsVerify=false")
+    })
+}
+
 /// `scheme://authority/path?query` with `prefix` put before the path, unless a version is there.
 fn versioned_uri(uri: &str, prefix: &str) -> Option<String> {
     let (scheme, rest) = uri.split_once("://")?;
@@ -395,6 +460,27 @@ mod tests {
             versioned_uri("http://h:2375/volumes", "/v1.41").as_deref(),
             Some("http://h:2375/v1.41/volumes")
         );
+    }
+
+    #[test]
+    fn podman_pushes_to_allowed_registries_skip_tls_verification() {
+        let allowed = vec!["127.0.0.1:5000".to_string()];
+        assert_eq!(
+            without_tls_verify(
+                "http://d/v4.3.1/images/127.0.0.1:5000/a/push?tag=v1",
+                &allowed
+            )
+            .as_deref(),
+            Some("http://d/v4.3.1/images/127.0.0.1:5000/a/push?tag=v1&tlsVerify=false")
+        );
+        for other in [
+            "http://d/v4.3.1/images/registry.corp/a/push?tag=v1",
+            "http://d/v4.3.1/images/127.0.0.1:50001/a/push?tag=v1",
+            "http://d/v4.3.1/images/127.0.0.1:5000/a/json",
+            "http://d/v4.3.1/build?t=127.0.0.1:5000/a/push",
+        ] {
+            assert_eq!(without_tls_verify(other, &allowed), None, "{other}");
+        }
     }
 
     #[test]

@@ -144,3 +144,82 @@ fn the_engine_builder_works_through_ssh_on_another_port() {
         "{err}"
     );
 }
+
+/// `podman system service` on a private unix socket, with its own storage (vfs) and cgroupfs,
+/// so it runs here beside the test engine without touching anything else.
+struct PodmanService {
+    child: Child,
+    socket: std::path::PathBuf,
+}
+
+impl Drop for PodmanService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_podman(dir: &Path) -> PodmanService {
+    let socket = dir.join("podman.sock");
+    let child = Command::new("podman")
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+            "system",
+            "service",
+            "--time=0",
+        ])
+        .arg(format!("unix://{}", socket.display()))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("podman.log")).unwrap())
+        .spawn()
+        .expect("start podman (apt-get install podman)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "podman service did not start: {}",
+            std::fs::read_to_string(dir.join("podman.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    PodmanService { child, socket }
+}
+
+#[test]
+fn the_engine_builder_works_through_podmans_service_and_pushes_to_a_plain_http_registry() {
+    // The pushed image is pulled and run by the test's Docker engine (podman here cannot start
+    // containers without extra ulimit flags; the image is what matters).
+    let Some(engine) = docker_host() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let podman = start_podman(dir.path());
+    let registry = TestRegistry::start();
+    let manifest = write_crate(
+        &dir.path().join("svc"),
+        "svc",
+        &format!(
+            "\n[package.metadata.cluster]\nregistry = \"{}\"\nbuilder = \"docker\"\n",
+            registry.addr()
+        ),
+        HELLO,
+    );
+    let out = tool()
+        .args(["adapt-push", "-v", "--manifest-path"])
+        .arg(&manifest)
+        .env("DOCKER_HOST", format!("unix://{}", podman.socket.display()))
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert!(stderr(&out).contains("Podman service"), "{}", stderr(&out));
+    let reference = stdout(&out).trim().to_string();
+    assert!(reference.starts_with(&format!("{}/svc@sha256:", registry.addr())));
+    assert_eq!(docker_pull_run(&engine, &reference, &[]), "hello over ssh");
+}
