@@ -139,6 +139,28 @@ fn the_registry_comes_from_a_configmap_file() {
     assert_eq!(registry.tags("svc"), vec!["latest"]);
     check_pulls_through(&internal, &reference);
 
+    // Done when: from a kind-style ConfigMap and a directory of manifests, one command gives
+    // resolved manifests whose references pull through the internal address.
+    let manifests = dir.path().join("k8s");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let yaml = "# the service\nkind: Pod\nspec:\n  containers:\n  - image: adapt://svc # here\n";
+    std::fs::write(manifests.join("pod.yaml"), yaml).unwrap();
+    let before = internal.connections();
+    let out = tool()
+        .args(["adapt-push", "resolve", "--manifest-path"])
+        .arg(&manifest)
+        .arg("-f")
+        .arg(&manifests)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), yaml.replace("adapt://svc", &reference));
+    assert_eq!(
+        internal.connections(),
+        before,
+        "resolve never contacts internal"
+    );
+
     // Malformed, missing: errors name the file.
     std::fs::write(&cm, "data:\n  localRegistryHosting.v1: \"help: nothing\"\n").unwrap();
     let out = run(&manifest, &[], &[]);
