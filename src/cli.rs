@@ -287,6 +287,15 @@ pub struct PushArgs {
     pub dry_run: bool,
 }
 
+impl PushArgs {
+    /// Only registry-less destinations (`--tarball`, `--oci-layout`, `--load`, `--no-push`)
+    /// and no `--push`: no registry is contacted, so none needs to be configured.
+    pub fn registry_less(&self) -> bool {
+        !self.push
+            && (self.no_push || self.tarball.is_some() || self.oci_layout.is_some() || self.load)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -737,6 +737,14 @@ fn registry_split(
             "--registry-internal is set but there is no external address to push through",
             Some("set --registry-external, or `registry` in [package.metadata.cluster]".into()),
         )),
+        // Nothing goes to a registry: the image is named as Docker names an unqualified one.
+        (None, None) if args.registry_less() => {
+            let hub = RegistryLocation {
+                registry: Registry::docker_hub(),
+                namespace: None,
+            };
+            Ok((hub.clone(), hub))
+        }
         (None, None) => Err(ConfigError::at(
             origin,
             &[],

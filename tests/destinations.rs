@@ -194,3 +194,32 @@ fn one_image_same_digest_in_the_registry_a_tarball_a_layout_and_the_engine() {
         ],
     );
 }
+
+#[test]
+fn without_a_registry_setting_a_tarball_is_named_as_docker_names_an_unqualified_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        &dir.path().join("solo"),
+        "solo",
+        "\n[package.metadata.cluster]\ntags = [\"dev\"]\n",
+        HELLO,
+    );
+    // A push still needs a registry.
+    let out = push(&manifest, &[], None);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no registry to push to"));
+
+    let tarball = dir.path().join("solo.tar");
+    let out = push(&manifest, &["--tarball", tarball.to_str().unwrap()], None);
+    assert_success(&out);
+    let digest = stdout(&out).trim().to_string();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    let Some(host) = docker_host() else { return };
+    let loaded = docker_ok(&host, &["load", "-i", tarball.to_str().unwrap()]);
+    assert!(loaded.contains("solo:dev"), "{loaded}");
+    assert_eq!(
+        docker_ok(&host, &["run", "--rm", "solo:dev", "--once"]),
+        "hello from solo 0.1.0"
+    );
+    let _ = docker(&host, &["rmi", "-f", "solo:dev"]);
+}
