@@ -19,9 +19,13 @@ pub struct DirectCli {
     pub args: TopArgs,
 }
 
-/// Pushing is the default; `resolve` and `completions` are subcommands.
+// Pushing is the default; `resolve` and `completions` are subcommands.
 #[derive(Debug, Clone, Args)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    about = "Build a Rust crate's container image, push it to a split registry, print the digest-pinned pull reference",
+    after_help = "Settings come from [package.metadata.cluster] (defaults from [workspace.metadata.cluster]).\nstdout carries only the pull references (or JSON); progress goes to stderr.\nExit status: 0 done, 1 failed, 2 bad command line, 3 some images done and others failed."
+)]
 pub struct TopArgs {
     #[command(subcommand)]
     pub command: Option<Command>,
