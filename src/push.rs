@@ -31,6 +31,8 @@ pub struct Destinations {
     pub oci_layout: Option<std::path::PathBuf>,
     pub load: bool,
     pub check_pull: bool,
+    /// Publish several images at once (`--workspace`, `resolve`).
+    pub concurrent: bool,
 }
 
 impl Destinations {
@@ -42,6 +44,7 @@ impl Destinations {
             oci_layout: args.oci_layout.clone(),
             load: args.load,
             check_pull: args.check_pull,
+            concurrent: args.workspace,
         }
     }
 
@@ -119,39 +122,52 @@ pub async fn push_all(
         built.push((target.clone(), pool, result));
     }
 
+    // Publish: one after another, stopping at the first failure (`-p a -p b`), or several at
+    // once (`--workspace`, `resolve`), in package order either way.
+    let mut published: Vec<(Target, Result<Pushed>, Option<Local>)> = Vec::new();
+    if destinations.concurrent {
+        use futures_util::StreamExt;
+        let pools = &pools;
+        published = futures_util::stream::iter(built)
+            .map(|(target, pool, image)| async move {
+                match image {
+                    Ok(image) => {
+                        let (r, l) =
+                            publish_with_local(&target, &pools[pool].1, &image, destinations).await;
+                        (target, r, l)
+                    }
+                    Err(e) => (target, Err(e), None),
+                }
+            })
+            .buffered(PARALLEL_IMAGES)
+            .collect()
+            .await;
+    } else {
+        for (target, pool, image) in built {
+            let image = match image {
+                Ok(image) => image,
+                Err(e) => {
+                    published.push((target, Err(e), None));
+                    continue;
+                }
+            };
+            let (result, local) =
+                publish_with_local(&target, &pools[pool].1, &image, destinations).await;
+            let failed = result.is_err();
+            published.push((target, result, local));
+            if failed && !keep_going {
+                break;
+            }
+        }
+    }
     let mut results = Vec::new();
-    let mut stopped = false;
     let mut local_images: Vec<LocalImage> = Vec::new();
     let mut engine_images: Vec<(EngineImage, Target)> = Vec::new();
-    for (target, pool, image) in built {
-        let clients = &pools[pool].1;
-        let image = match image {
-            Ok(image) => image,
-            Err(e) => {
-                results.push((target, Err(e)));
-                continue;
-            }
-        };
-        if stopped {
-            break;
-        }
-        let result = publish_one(&target, clients, &image, destinations).await;
-        if result.is_ok() && destinations.local() {
-            match &image {
-                Built::Oci(i) => {
-                    match publish::local::materialize(i, &target.destination, clients).await {
-                        Ok(l) => local_images.push(l),
-                        Err(e) => {
-                            results.push((target, Err(e)));
-                            continue;
-                        }
-                    }
-                }
-                Built::Engine(i) => engine_images.push((i.clone(), target.clone())),
-            }
-        }
-        if result.is_err() && !keep_going {
-            stopped = true;
+    for (target, result, local) in published {
+        match local {
+            Some(Local::Oci(l)) => local_images.push(l),
+            Some(Local::Engine(i)) => engine_images.push((i, target.clone())),
+            None => {}
         }
         results.push((target, result));
     }
@@ -169,6 +185,35 @@ pub async fn push_all(
         planned: plan.targets.len(),
         keep_going,
     })
+}
+
+/// How many images are published at once when that is allowed.
+const PARALLEL_IMAGES: usize = 4;
+
+/// What the registry-less destinations need of one image.
+enum Local {
+    Oci(LocalImage),
+    Engine(EngineImage),
+}
+
+/// One image to the registry (when asked), then made ready for the registry-less destinations.
+async fn publish_with_local(
+    target: &Target,
+    clients: &Clients,
+    image: &Built,
+    destinations: &Destinations,
+) -> (Result<Pushed>, Option<Local>) {
+    let result = publish_one(target, clients, image, destinations).await;
+    if result.is_err() || !destinations.local() {
+        return (result, None);
+    }
+    match image {
+        Built::Oci(i) => match publish::local::materialize(i, &target.destination, clients).await {
+            Ok(l) => (result, Some(Local::Oci(l))),
+            Err(e) => (Err(e), None),
+        },
+        Built::Engine(i) => (result, Some(Local::Engine(i.clone()))),
+    }
 }
 
 async fn write_local(

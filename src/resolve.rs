@@ -317,6 +317,7 @@ pub async fn run(args: ResolveArgs) -> Result<()> {
         let destinations = crate::push::Destinations {
             registry: true,
             check_pull: args.push.check_pull,
+            concurrent: true,
             ..Default::default()
         };
         let outcome = crate::push::push_all(&plan, &cargo_options, &destinations, false).await?;
