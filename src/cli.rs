@@ -2,13 +2,13 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Cargo invokes `cargo-adapt-push adapt-push ARGS`; the outer enum swallows that word.
 #[derive(Debug, Parser)]
 #[command(name = "cargo", bin_name = "cargo", version, styles = clap::builder::Styles::styled())]
 pub enum CargoCli {
-    AdaptPush(PushArgs),
+    AdaptPush(TopArgs),
 }
 
 // The same options when run directly as `cargo-adapt-push`.
@@ -16,18 +16,93 @@ pub enum CargoCli {
 #[command(name = "cargo-adapt-push", version)]
 pub struct DirectCli {
     #[command(flatten)]
-    pub args: PushArgs,
+    pub args: TopArgs,
+}
+
+// Pushing is the default; `resolve`, `verify` and `completions` are subcommands.
+#[derive(Debug, Clone, Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    about = "Build a Rust crate's container image, push it to a split registry, print the digest-pinned pull reference",
+    after_help = "Settings come from [package.metadata.cluster] (defaults from [workspace.metadata.cluster]).\nstdout carries only the pull references (or JSON); progress goes to stderr.\nExit status: 0 done, 1 failed, 2 bad command line, 3 some images done and others failed."
+)]
+pub struct TopArgs {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub push: PushArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Replace `adapt://<package>[/<bin>]` in YAML manifests with pull references, building and
+    /// pushing each image once; prints the YAML with every other byte kept
+    Resolve(Box<ResolveArgs>),
+    /// Check that an image has an SBOM and provenance attached that name it
+    Verify(Box<crate::verify::VerifyArgs>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ResolveArgs {
+    /// A YAML file, a directory of .yaml/.yml files, or `-` for stdin (repeatable)
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub push: PushArgs,
+}
+
+/// What to do, from the process arguments.
+pub enum Invocation {
+    Push(PushArgs),
+    Resolve(ResolveArgs),
+    Verify(crate::verify::VerifyArgs),
+    Completions(clap_complete::Shell),
+}
+
+impl Invocation {
+    /// The options that say how much to print.
+    pub fn verbosity(&self) -> (bool, u8) {
+        match self {
+            Invocation::Push(a) | Invocation::Resolve(ResolveArgs { push: a, .. }) => {
+                (a.quiet, a.verbose)
+            }
+            Invocation::Verify(_) => (false, 0),
+            Invocation::Completions(_) => (true, 0),
+        }
+    }
 }
 
 /// Parses the process arguments in either form.
-pub fn parse() -> PushArgs {
+pub fn parse() -> Invocation {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == "adapt-push") {
+    let top = if args.get(1).is_some_and(|a| a == "adapt-push") {
         let CargoCli::AdaptPush(a) = CargoCli::parse_from(args);
         a
     } else {
         DirectCli::parse_from(args).args
+    };
+    match top.command {
+        None => Invocation::Push(top.push),
+        Some(Command::Resolve(r)) => Invocation::Resolve(*r),
+        Some(Command::Verify(v)) => Invocation::Verify(*v),
+        Some(Command::Completions { shell }) => Invocation::Completions(shell),
     }
+}
+
+/// `completions SHELL`: the script for `cargo-adapt-push` on stdout.
+pub fn print_completions(shell: clap_complete::Shell) {
+    let mut command = <DirectCli as clap::CommandFactory>::command();
+    clap_complete::generate(
+        shell,
+        &mut command,
+        "cargo-adapt-push",
+        &mut std::io::stdout(),
+    );
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -75,6 +150,11 @@ pub struct PushArgs {
         help_heading = "Package Selection"
     )]
     pub packages: Vec<String>,
+
+    /// Every workspace member with cluster settings (its own or the workspace's) and a binary
+    /// target; one member failing does not stop the others
+    #[arg(long, conflicts_with_all = ["packages", "bin"], help_heading = "Package Selection")]
+    pub workspace: bool,
 
     /// Binary target to put in the image
     #[arg(long, value_name = "NAME", help_heading = "Package Selection")]
@@ -138,6 +218,15 @@ pub struct PushArgs {
     )]
     pub registry_internal: Option<String>,
 
+    /// Read the registry from the cluster's `kube-public/local-registry-hosting` ConfigMap
+    /// (KEP-1755): `host` to push, `hostFromContainerRuntime` to pull
+    #[arg(long, conflicts_with = "registry")]
+    pub registry_from_cluster: bool,
+
+    /// The kubeconfig context whose cluster is asked (default: the current context)
+    #[arg(long, value_name = "NAME")]
+    pub kube_context: Option<String>,
+
     /// Tag to push (repeatable; replaces `tags`)
     #[arg(
         long = "tag",
@@ -188,6 +277,34 @@ pub struct PushArgs {
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Also write the images to this file, a tar that `docker load` accepts (tagged with the
+    /// pull reference's repository and first tag); skips the registry unless --push
+    #[arg(long, value_name = "FILE", help_heading = "Destinations")]
+    pub tarball: Option<PathBuf>,
+
+    /// Also write the images to this OCI image layout (added to if it exists); skips the
+    /// registry unless --push
+    #[arg(long, value_name = "DIR", help_heading = "Destinations")]
+    pub oci_layout: Option<PathBuf>,
+
+    /// Also load the images into the Docker engine (DOCKER_HOST or the current context), with
+    /// every tag; skips the registry unless --push
+    #[arg(long, help_heading = "Destinations")]
+    pub load: bool,
+
+    /// Build only; print the digest (with --tarball, --oci-layout or --load: do not push either)
+    #[arg(long, conflicts_with = "push", help_heading = "Destinations")]
+    pub no_push: bool,
+
+    /// Push to the registry even when --tarball, --oci-layout or --load is given
+    #[arg(long, help_heading = "Destinations")]
+    pub push: bool,
+
+    /// After the push, fetch the manifest by digest through the internal address (catches a
+    /// wrong `internal` here instead of in the cluster)
+    #[arg(long)]
+    pub check_pull: bool,
+
     /// Resolve and print the plan; build and push nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -211,6 +328,15 @@ pub struct PushArgs {
     pub provenance: Option<bool>,
 }
 
+impl PushArgs {
+    /// Only registry-less destinations (`--tarball`, `--oci-layout`, `--load`, `--no-push`)
+    /// and no `--push`: no registry is contacted, so none needs to be configured.
+    pub fn registry_less(&self) -> bool {
+        !self.push
+            && (self.no_push || self.tarball.is_some() || self.oci_layout.is_some() || self.load)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,7 +350,7 @@ mod tests {
 
     #[test]
     fn parses_cargo_form() {
-        let CargoCli::AdaptPush(a) = CargoCli::parse_from([
+        let CargoCli::AdaptPush(TopArgs { push: a, .. }) = CargoCli::parse_from([
             "cargo-adapt-push",
             "adapt-push",
             "-p",

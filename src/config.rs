@@ -83,7 +83,12 @@ impl<T> Sourced<T> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistrySetting {
     Same(String),
-    Split { external: String, internal: String },
+    Split {
+        external: String,
+        internal: String,
+    },
+    /// KEP-1755: `"cluster"` (the kubeconfig's cluster) or the path of a ConfigMap file.
+    LocalRegistryHosting(String),
 }
 
 /// A file or directory to copy into the image.
@@ -345,13 +350,36 @@ impl Reader<'_> {
     fn registry(&self, value: &Value) -> Result<Sourced<RegistrySetting>, ConfigError> {
         match value {
             Value::String(s) => Ok(self.sourced(&["registry"], RegistrySetting::Same(s.clone()))),
+            Value::Object(map) if map.contains_key("local-registry-hosting") => {
+                if let Some(other) = map.keys().find(|k| *k != "local-registry-hosting") {
+                    return Err(ConfigError::at(
+                        self.origin,
+                        &["registry", other.as_str()],
+                        format!(
+                            "`registry.{other}` cannot be combined with `local-registry-hosting`, which gives both addresses"
+                        ),
+                        None,
+                    ));
+                }
+                match &map["local-registry-hosting"] {
+                    Value::String(s) if !s.trim().is_empty() => Ok(self.sourced(
+                        &["registry", "local-registry-hosting"],
+                        RegistrySetting::LocalRegistryHosting(s.clone()),
+                    )),
+                    other => Err(self.type_error(
+                        &["registry", "local-registry-hosting"],
+                        "\"cluster\" or the path of a ConfigMap file",
+                        other,
+                    )),
+                }
+            }
             Value::Object(map) => {
                 for key in map.keys() {
                     if key != "external" && key != "internal" {
                         return Err(self.unknown_key(
                             &["registry"],
                             key,
-                            &["external", "internal"],
+                            &["external", "internal", "local-registry-hosting"],
                         ));
                     }
                 }

@@ -32,7 +32,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 pub struct Engine {
     docker: Docker,
     address: String,
+    /// For `ssh://` engines: the bridge the client talks through, kept while the engine is.
+    _ssh: Option<std::sync::Arc<crate::engine_ssh::SshTunnel>>,
+    /// Podman's Docker-compatible service (`podman system service`), not dockerd.
+    podman: bool,
+    /// Podman only: registries its pushes may reach over plain HTTP (`tlsVerify=false`).
+    plain_http: PlainHttp,
 }
+
+type PlainHttp = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 /// An image that exists in an engine, by its ID (`sha256:…`).
 #[derive(Clone)]
@@ -48,6 +56,12 @@ pub enum EngineError {
         "start the engine, or point DOCKER_HOST at one; or build without an engine: --builder oci (builder = \"oci\" in [package.metadata.cluster])"
     ))]
     Unreachable { address: String, cause: String },
+
+    #[error("{0}")]
+    #[diagnostic(help(
+        "`docker context ls` lists the contexts; set DOCKER_CONTEXT or DOCKER_HOST to choose an engine, or build without one: --builder oci"
+    ))]
+    Context(String),
 
     #[error("DOCKER_HOST=`{address}` is not an engine address: {reason}")]
     #[diagnostic(help(
@@ -65,24 +79,40 @@ pub enum EngineError {
 impl Engine {
     /// Connects to the engine `DOCKER_HOST` names (or the local default) and checks it answers.
     pub async fn connect() -> Result<Engine, EngineError> {
-        let host = std::env::var("DOCKER_HOST")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty());
-        if host.is_none()
-            && std::env::var_os("DOCKER_CONTEXT").is_some_and(|c| !c.is_empty() && c != "default")
-        {
-            output::warn(
-                "DOCKER_CONTEXT is not read; set DOCKER_HOST to the engine's address instead",
-            );
+        // DOCKER_HOST, else DOCKER_CONTEXT, else the Docker config's current context.
+        let endpoint =
+            crate::docker_context::endpoint().map_err(|e| EngineError::Context(e.to_string()))?;
+        if endpoint.source != "DOCKER_HOST" {
+            output::detail(&format!("Docker engine from {}", endpoint.source));
         }
-        let address = host.unwrap_or_else(|| DEFAULT_HOST.to_string());
-        let tls_verify = std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty());
-        let cert_path = std::env::var_os("DOCKER_CERT_PATH")
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(default_cert_path);
-        let docker = open(&address, tls_verify.then_some(cert_path.as_path()))?;
+        let address = endpoint
+            .host
+            .clone()
+            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        // A context with TLS material uses it, as the docker CLI does.
+        let tls_verify = std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty())
+            || (endpoint.tls.is_some() && !endpoint.skip_tls_verify);
+        let cert_path = endpoint.tls.clone().unwrap_or_else(|| {
+            std::env::var_os("DOCKER_CERT_PATH")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(default_cert_path)
+        });
+        let (docker, ssh) = if address.starts_with("ssh://") {
+            let tunnel = crate::engine_ssh::SshTunnel::start(&address).map_err(|reason| {
+                EngineError::BadAddress {
+                    address: address.clone(),
+                    reason,
+                }
+            })?;
+            let socket = format!("unix://{}", tunnel.socket().display());
+            (open(&socket, None)?, Some(std::sync::Arc::new(tunnel)))
+        } else {
+            (
+                open(&address, tls_verify.then_some(cert_path.as_path()))?,
+                None,
+            )
+        };
 
         let unreachable = |e: bollard::errors::Error| EngineError::Unreachable {
             address: address.clone(),
@@ -95,7 +125,23 @@ impl Engine {
             .map_err(unreachable)?;
         docker.ping().await.map_err(unreachable)?;
         let version = docker.client_version();
-        output::detail(&format!("Docker engine at {address} (API {version})"));
+        // Podman names itself in the version's components ("Podman Engine").
+        let podman = docker.version().await.ok().is_some_and(|v| {
+            v.components
+                .iter()
+                .flatten()
+                .any(|c| c.name.to_ascii_lowercase().contains("podman"))
+        });
+        output::detail(&format!(
+            "{} at {address} (API {version})",
+            if podman {
+                "Podman service"
+            } else {
+                "Docker engine"
+            }
+        ));
+        let plain_http = PlainHttp::default();
+        let allowed = plain_http.clone();
         // bollard 0.21 builds its request paths without the `/v1.xx` prefix, which an engine
         // answers with its own newest API. Pin the negotiated version, as the docker CLI does,
         // so the engine speaks the API these request and response types were written for.
@@ -109,13 +155,41 @@ impl Engine {
                     {
                         *request.uri_mut() = uri;
                     }
+                    let registries = allowed.lock().map(|l| l.clone()).unwrap_or_default();
+                    if let Some(uri) = without_tls_verify(&request.uri().to_string(), &registries)
+                        && let Ok(uri) = uri.parse()
+                    {
+                        *request.uri_mut() = uri;
+                    }
                     request
                 });
-        Ok(Engine { docker, address })
+        Ok(Engine {
+            docker,
+            address,
+            _ssh: ssh,
+            podman,
+            plain_http,
+        })
     }
 
     pub fn docker(&self) -> &Docker {
         &self.docker
+    }
+
+    pub fn is_podman(&self) -> bool {
+        self.podman
+    }
+
+    /// Podman: let pushes to `registry` use plain HTTP (`tlsVerify=false`). Only for registries
+    /// we speak plain HTTP to ourselves (loopback, or listed in `insecure`). dockerd decides by
+    /// its own insecure-registries setting and ignores this.
+    pub fn allow_plain_http(&self, registry: &Registry) {
+        if let Ok(mut list) = self.plain_http.lock() {
+            let authority = registry.authority();
+            if !list.contains(&authority) {
+                list.push(authority);
+            }
+        }
     }
 
     /// The address as the user gave it (`DOCKER_HOST`), for messages.
@@ -269,26 +343,30 @@ fn open(address: &str, tls_certs: Option<&Path>) -> Result<Docker, EngineError> 
                 reason: error_chain(&e),
             })
         }
-        "ssh" => {
-            let host = rest.trim_end_matches('/');
-            if host.is_empty() {
-                return Err(bad("no host after ssh://"));
-            }
-            let host_port = host.rsplit('@').next().unwrap_or(host);
-            if host_port
-                .rsplit_once(':')
-                .is_some_and(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-            {
-                return Err(bad(
-                    "the ssh transport cannot take a port in DOCKER_HOST; give the host an alias with its Port in ~/.ssh/config and use ssh://user@alias",
-                ));
-            }
-            Docker::connect_with_ssh(address, timeout, API_DEFAULT_VERSION, None)
-                .map_err(unreachable)
-        }
+        // Reached through engine_ssh's bridge, by `Engine::connect`.
+        "ssh" => Err(bad("ssh:// engines are reached through a bridge")),
         "npipe" => Err(bad("named pipes are Windows-only")),
         other => Err(bad(&format!("unsupported scheme `{other}://`"))),
     }
+}
+
+/// A push (`.../images/{registry}/{repo}/push?...`) to one of `registries`, with `tlsVerify=false`
+/// added; `None` for every other request.
+fn without_tls_verify(uri: &str, registries: &[String]) -> Option<String> {
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let name = path.split_once("/images/")?.1.strip_suffix("/push")?;
+    if !registries
+        .iter()
+        .any(|r| name.starts_with(&format!("{r}/")))
+        || query.split('&').any(|p| p.starts_with("tlsVerify="))
+    {
+        return None;
+    }
+    Some(if query.is_empty() {
+        format!("{path}?tlsVerify=false")
+    } else {
+        format!("{path}?{query}&tlsVerify=false")
+    })
 }
 
 /// `scheme://authority/path?query` with `prefix` put before the path, unless a version is there.
@@ -386,13 +464,33 @@ mod tests {
     }
 
     #[test]
+    fn podman_pushes_to_allowed_registries_skip_tls_verification() {
+        let allowed = vec!["127.0.0.1:5000".to_string()];
+        assert_eq!(
+            without_tls_verify(
+                "http://d/v4.3.1/images/127.0.0.1:5000/a/push?tag=v1",
+                &allowed
+            )
+            .as_deref(),
+            Some("http://d/v4.3.1/images/127.0.0.1:5000/a/push?tag=v1&tlsVerify=false")
+        );
+        for other in [
+            "http://d/v4.3.1/images/registry.corp/a/push?tag=v1",
+            "http://d/v4.3.1/images/127.0.0.1:50001/a/push?tag=v1",
+            "http://d/v4.3.1/images/127.0.0.1:5000/a/json",
+            "http://d/v4.3.1/build?t=127.0.0.1:5000/a/push",
+        ] {
+            assert_eq!(without_tls_verify(other, &allowed), None, "{other}");
+        }
+    }
+
+    #[test]
     fn addresses_that_cannot_work() {
         for (address, needle) in [
             ("localhost:2375", "no scheme"),
             ("npipe:////./pipe/docker_engine", "Windows"),
             ("ftp://x", "unsupported scheme"),
             ("tcp://", "no host"),
-            ("ssh://me@host:2222", "~/.ssh/config"),
         ] {
             let Err(e) = open(address, None) else {
                 panic!("{address} opened")

@@ -82,6 +82,11 @@ pub fn trace(text: &str) {
     line(Verbosity::Trace, &format!("{:>12} {text}", "trace"));
 }
 
+/// Errors always show (one of several failures; the run's own error is printed by `main`).
+pub fn error(text: &str) {
+    line(Verbosity::Quiet, &format!("{:>12} {text}", "error:"));
+}
+
 /// Warnings show unless -q.
 pub fn warn(text: &str) {
     line(Verbosity::Normal, &format!("{:>12} {text}", "warning:"));
@@ -139,13 +144,14 @@ impl Progress {
     }
 }
 
-/// One pushed image, as reported.
+/// One pushed (or built, with `--no-push` and the registry-less destinations) image, as reported.
 #[derive(Debug, Clone, Serialize)]
 pub struct Pushed {
     pub package: String,
     pub bin: String,
-    pub push_ref: String,
-    pub pull_ref: String,
+    /// `None` when the image did not go to a registry.
+    pub push_ref: Option<String>,
+    pub pull_ref: Option<String>,
     pub digest: String,
     pub tags: Vec<String>,
     pub builder: String,
@@ -189,6 +195,13 @@ struct Report<'a> {
     images: &'a [Pushed],
 }
 
+impl Pushed {
+    /// What stdout says about the image: the pull reference, or the digest when not pushed.
+    pub fn result_line(&self) -> &str {
+        self.pull_ref.as_deref().unwrap_or(&self.digest)
+    }
+}
+
 /// Writes the result to stdout (and the refs file when asked).
 pub fn report(images: &[Pushed], format: Format, image_refs: Option<&Path>) -> miette::Result<()> {
     use miette::{IntoDiagnostic, WrapErr};
@@ -196,7 +209,7 @@ pub fn report(images: &[Pushed], format: Format, image_refs: Option<&Path>) -> m
     match format {
         Format::Text => {
             for image in images {
-                writeln!(out, "{}", image.pull_ref).into_diagnostic()?;
+                writeln!(out, "{}", image.result_line()).into_diagnostic()?;
             }
         }
         Format::Json => {
@@ -208,7 +221,10 @@ pub fn report(images: &[Pushed], format: Format, image_refs: Option<&Path>) -> m
         .into_diagnostic()
         .wrap_err("writing to stdout")?;
     if let Some(path) = image_refs {
-        let text: String = images.iter().map(|i| format!("{}\n", i.pull_ref)).collect();
+        let text: String = images
+            .iter()
+            .map(|i| format!("{}\n", i.result_line()))
+            .collect();
         std::fs::write(path, text)
             .into_diagnostic()
             .wrap_err_with(|| format!("writing --image-refs {}", path.display()))?;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use cargo_metadata::{Metadata, Package, TargetKind};
 
 use crate::cli::{BuilderChoice, MediaTypes, PushArgs};
+use crate::cluster;
 use crate::config::{ClusterConfig, ConfigError, Origin, RegistrySetting, Sourced};
 use crate::reference::{ImageRef, Registry, RegistryLocation, Repository, Tag};
 
@@ -62,12 +63,16 @@ impl BuilderKind {
 }
 
 /// Where the image goes: pushed through `external`, pulled by the cluster through `internal`.
-/// Both name one registry, so the same repository path and digest are valid through either.
+/// The two may name different paths (a pull-through cache or mirror rewrites the path but keeps
+/// the digest), so the pull reference is always pinned by digest.
 #[derive(Debug, Clone)]
 pub struct Destination {
     pub external: Registry,
     pub internal: Registry,
+    /// The repository pushed to, under `external` (its path prefix, then the image).
     pub repository: Repository,
+    /// The repository the cluster pulls, under `internal` (its path prefix, then the image).
+    pub pull_repository: Repository,
     pub tags: Vec<Tag>,
 }
 
@@ -77,9 +82,9 @@ impl Destination {
         format!("{}/{}", self.external, self.repository)
     }
 
-    /// `internal/repository`, the name the cluster pulls.
+    /// `internal/pull_repository`, the name the cluster pulls.
     pub fn pull_name(&self) -> String {
-        format!("{}/{}", self.internal, self.repository)
+        format!("{}/{}", self.internal, self.pull_repository)
     }
 }
 
@@ -185,6 +190,9 @@ fn select_packages<'m>(
     manifest: &Path,
 ) -> Result<Vec<&'m Package>, ConfigError> {
     let members = metadata.workspace_packages();
+    if args.workspace {
+        return workspace_members(metadata);
+    }
     if !args.packages.is_empty() {
         let mut chosen: Vec<&Package> = Vec::new();
         for spec in &args.packages {
@@ -267,6 +275,30 @@ fn select_packages<'m>(
     ))
 }
 
+/// `--workspace`: members with cluster settings (their own, or the workspace's) and a binary
+/// target, in the workspace's order.
+fn workspace_members(metadata: &Metadata) -> Result<Vec<&Package>, ConfigError> {
+    let inherited = metadata.workspace_metadata.get("cluster").is_some();
+    let members = metadata.workspace_packages();
+    let mut chosen: Vec<&Package> = members
+        .iter()
+        .filter(|p| inherited || p.metadata.get("cluster").is_some())
+        .filter(|p| p.targets.iter().any(|t| t.kind.contains(&TargetKind::Bin)))
+        .copied()
+        .collect();
+    chosen.sort_by(|a, b| a.name.cmp(&b.name));
+    if chosen.is_empty() {
+        return Err(ConfigError::plain(
+            format!(
+                "--workspace: no member of the workspace at {} has cluster settings and a binary target",
+                metadata.workspace_root
+            ),
+            Some("add [package.metadata.cluster] to the members to push, or [workspace.metadata.cluster] to the workspace root".into()),
+        ));
+    }
+    Ok(chosen)
+}
+
 fn plan_target(
     args: &PushArgs,
     package: &Package,
@@ -284,18 +316,6 @@ fn plan_target(
 
     let bin = select_bin(args, package, config, &origin)?;
     let (external, internal) = registry_split(args, config, &origin)?;
-    if external.namespace != internal.namespace {
-        let message = format!(
-            "the external ({external}) and internal ({internal}) addresses must name the same repository path: they are one registry seen under two addresses"
-        );
-        let from_flags = args.registry.is_some()
-            || args.registry_external.is_some()
-            || args.registry_internal.is_some();
-        return Err(match &config.registry {
-            Some(r) if !from_flags => r.error(message, None),
-            _ => ConfigError::plain(message, None),
-        });
-    }
 
     let image_name = match &config.image {
         Some(image) => image.clone(),
@@ -327,6 +347,16 @@ fn plan_target(
             )
         }
     })?;
+    // The image path was checked under `external`; under `internal` only the prefix differs.
+    let pull_repository = internal.repository(&image_name.value).map_err(|e| {
+        ConfigError::plain(
+            format!(
+                "the image `{}` under the internal address {internal} is not a valid repository: {}",
+                image_name.value, e.0
+            ),
+            None,
+        )
+    })?;
 
     let git = GitInfo::read(&package_dir);
     let tags = render_tags(args, config, package, &bin, &git, &origin)?;
@@ -345,13 +375,7 @@ fn plan_target(
     // The tool never contacts `internal`: a base named by the internal address is read through
     // the external one (same registry), which also lets its layers be mounted, not copied.
     let base = match base {
-        Base::Image(mut r)
-            if r.registry.without_scheme() == internal.registry.without_scheme()
-                && internal.registry != external.registry =>
-        {
-            r.registry = external.registry.clone();
-            Base::Image(r)
-        }
+        Base::Image(r) => Base::Image(through_external(r, &external, &internal)),
         other => other,
     };
     if let Some(u) = &config.user
@@ -564,6 +588,7 @@ fn plan_target(
             external: external.registry,
             internal: internal.registry,
             repository,
+            pull_repository,
             tags,
         },
         registry_options: RegistryOptions {
@@ -636,6 +661,39 @@ fn find_private(path: &Path, found: &mut Vec<PathBuf>, budget: usize) -> usize {
     {
         let _ = (path, found);
         budget
+    }
+}
+
+/// A base image named under the internal address (and its path prefix), read through the
+/// external one instead; any other reference is left as written.
+fn through_external(
+    reference: ImageRef,
+    external: &RegistryLocation,
+    internal: &RegistryLocation,
+) -> ImageRef {
+    if reference.registry.without_scheme() != internal.registry.without_scheme()
+        || external.registry == internal.registry
+    {
+        return reference;
+    }
+    let path = reference.repository.as_str();
+    let rest = match &internal.namespace {
+        None => Some(path),
+        Some(ns) => path
+            .strip_prefix(ns.as_str())
+            .and_then(|r| r.strip_prefix('/')),
+    };
+    let rewritten = rest.and_then(|rest| match &external.namespace {
+        None => Repository::parse(rest).ok(),
+        Some(ns) => Repository::parse(&format!("{ns}/{rest}")).ok(),
+    });
+    match rewritten {
+        Some(repository) => ImageRef {
+            registry: external.registry.clone(),
+            repository,
+            ..reference
+        },
+        None => reference,
     }
 }
 
@@ -718,6 +776,53 @@ fn registry_split(
             let loc = parse_flag("--registry (or ADAPT_PUSH_REGISTRY)", r)?;
             (Some(loc.clone()), Some(loc))
         }
+        (None, _) if args.registry_from_cluster => {
+            let source = cluster::Source::Cluster {
+                context: args.kube_context.clone(),
+            };
+            let hosting = cluster::Lookups::global().get(&source).map_err(|e| {
+                ConfigError::plain(format!("--registry-from-cluster: {e}"), Some(e.help()))
+            })?;
+            let side = |value: &str| {
+                parse_flag(
+                    &format!("--registry-from-cluster: the cluster's {}", cluster::KEY),
+                    value,
+                )
+            };
+            (
+                Some(side(&hosting.external)?),
+                Some(side(&hosting.internal)?),
+            )
+        }
+        (None, Some(setting))
+            if matches!(setting.value, RegistrySetting::LocalRegistryHosting(_)) =>
+        {
+            let RegistrySetting::LocalRegistryHosting(from) = &setting.value else {
+                unreachable!("matched above")
+            };
+            let source = if from == "cluster" {
+                cluster::Source::Cluster {
+                    context: args.kube_context.clone(),
+                }
+            } else {
+                cluster::Source::File(setting.origin.resolve(from))
+            };
+            let hosting = cluster::Lookups::global()
+                .get(&source)
+                .map_err(|e| setting.error(e.to_string(), Some(e.help())))?;
+            let side = |value: &str| {
+                RegistryLocation::parse_destination(value).map_err(|e| {
+                    setting.error(
+                        format!("the address {}'s {} gives: {}", from, cluster::KEY, e.0),
+                        None,
+                    )
+                })
+            };
+            (
+                Some(side(&hosting.external)?),
+                Some(side(&hosting.internal)?),
+            )
+        }
         (None, Some(setting)) => {
             let parse_side = |side: &str, value: &str| {
                 RegistryLocation::parse_destination(value).map_err(|e| {
@@ -737,6 +842,7 @@ fn registry_split(
                     Some(parse_side("external", external)?),
                     Some(parse_side("internal", internal)?),
                 ),
+                RegistrySetting::LocalRegistryHosting(_) => (None, None),
             }
         }
         (None, None) => (None, None),
@@ -760,6 +866,14 @@ fn registry_split(
             "--registry-internal is set but there is no external address to push through",
             Some("set --registry-external, or `registry` in [package.metadata.cluster]".into()),
         )),
+        // Nothing goes to a registry: the image is named as Docker names an unqualified one.
+        (None, None) if args.registry_less() => {
+            let hub = RegistryLocation {
+                registry: Registry::docker_hub(),
+                namespace: None,
+            };
+            Ok((hub.clone(), hub))
+        }
         (None, None) => Err(ConfigError::at(
             origin,
             &[],

@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::Args;
 use miette::{IntoDiagnostic, Result};
 use serde::Serialize;
 use serde_json::Value;
@@ -21,8 +21,7 @@ use crate::registry::{ClientOptions, RegistryClient, RetryPolicy};
 use crate::supply_chain::{CYCLONEDX_JSON, IN_TOTO_JSON, SPDX_JSON, provenance};
 
 /// Check that an image has an SBOM and provenance attached that name it
-#[derive(Debug, Parser)]
-#[command(name = "cargo adapt-push verify", version)]
+#[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
     /// The image: `host[:port]/repository@sha256:…` or `…:tag`
     pub reference: String,
@@ -46,23 +45,6 @@ pub struct VerifyArgs {
     /// Do not require an SBOM (only the provenance)
     #[arg(long)]
     pub no_sbom: bool,
-}
-
-/// `cargo adapt-push verify …` or `cargo-adapt-push verify …`: the arguments after `verify`.
-pub fn requested() -> Option<Vec<std::ffi::OsString>> {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let skip = if args.get(1).is_some_and(|a| a == "adapt-push") {
-        2
-    } else {
-        1
-    };
-    if args.get(skip).is_some_and(|a| a == "verify") {
-        let mut rest = vec![std::ffi::OsString::from("cargo adapt-push verify")];
-        rest.extend(args.into_iter().skip(skip + 1));
-        Some(rest)
-    } else {
-        None
-    }
 }
 
 /// One checked image (the index, or one platform image).

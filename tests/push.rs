@@ -126,6 +126,73 @@ fn split_push_never_contacts_internal_and_the_reference_pulls_through_it() {
     }
 }
 
+/// The split with different paths: pushed to `registry/team/greeter`, pulled as
+/// `cache/proxy/team/greeter`. A path-rewriting proxy in front of the same registry stands in
+/// for a pull-through cache or mirror (it serves the same digests under another path).
+#[test]
+fn split_with_different_paths_pulls_through_the_rewriting_address_and_check_pull_verifies_it() {
+    let registry = TestRegistry::start();
+    let cache = PathRewritingProxy::start(&registry.addr(), "proxy", "");
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "greeter",
+        &split_config(
+            &format!("{}/team", registry.addr()),
+            &format!("{}/proxy/team", cache.addr()),
+            "image = \"greeter\"\n",
+        ),
+        HELLO,
+    );
+
+    // Without --check-pull the internal address is never contacted.
+    let out = push(&manifest, &[]);
+    assert_success(&out);
+    let reference = stdout(&out).trim().to_string();
+    let (host, repo, digest) = split_ref(&reference);
+    assert_eq!(host, cache.addr());
+    assert_eq!(repo, "proxy/team/greeter");
+    assert_eq!(cache.requests(), 0, "the push must not touch internal");
+    assert_eq!(registry.tags("team/greeter"), vec!["latest"]);
+
+    // The printed reference resolves through the second address, by digest.
+    let (status, headers, _) = http_get(
+        &cache.addr(),
+        &format!("/v2/{repo}/manifests/{digest}"),
+        MANIFEST_ACCEPT,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "Docker-Content-Digest"),
+        Some(digest.as_str())
+    );
+
+    // --check-pull asks the internal address for the manifest by digest.
+    let before = cache.requests();
+    let out = push(&manifest, &["--check-pull"]);
+    assert_success(&out);
+    assert_eq!(stdout(&out).trim(), reference);
+    assert!(cache.requests() > before, "--check-pull contacted internal");
+
+    // A wrong internal path is caught here, not as ImagePullBackOff in the cluster.
+    let wrong = format!("{}/elsewhere", cache.addr());
+    let out = push(&manifest, &["--check-pull", "--registry-internal", &wrong]);
+    assert!(
+        !out.status.success(),
+        "a wrong internal must fail the check"
+    );
+    let err = stderr(&out);
+    assert!(err.contains("--check-pull"), "{err}");
+    assert!(err.contains(&format!("{wrong}/greeter@{digest}")), "{err}");
+
+    if let Some(host) = docker_host() {
+        assert_eq!(
+            docker_pull_run(&host, &reference, &["--once"]),
+            "hello from greeter 0.1.0"
+        );
+    }
+}
+
 #[test]
 fn example_project_pushes_with_env_overrides_and_runs() {
     let registry = TestRegistry::start();
@@ -543,10 +610,6 @@ fn config_errors_name_key_file_and_line() {
         (
             format!("registry = \"{r}\"\npull = \"yes\""),
             vec!["`pull` must be true or false"],
-        ),
-        (
-            format!("registry = {{ external = \"{r}/a\", internal = \"r:1/b\" }}"),
-            vec!["same repository path"],
         ),
     ];
     for (i, (body, expected)) in cases.iter().enumerate() {

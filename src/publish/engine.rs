@@ -131,6 +131,14 @@ impl<'a> EnginePublisher<'a> {
             None => report,
         };
         let credentials = engine::credentials_for(&destination.external, true).await;
+        // Podman verifies TLS unless told otherwise per push; where we ourselves speak plain
+        // HTTP to the registry (loopback, `insecure`), so may it.
+        if image.engine.is_podman()
+            && let Ok(client) = self.clients.get(&destination.external).await
+            && client.speaks_plain_http()
+        {
+            image.engine.allow_plain_http(&destination.external);
+        }
 
         let mut counts = Counts::default();
         for (index, tag) in destination.tags.iter().enumerate() {
@@ -189,7 +197,12 @@ impl<'a> EnginePublisher<'a> {
                         };
                         return Err(EnginePushError::Push {
                             address: address.clone(),
-                            hint: push_hint(&message, &destination.external, split_view.is_some()),
+                            hint: push_hint(
+                                &message,
+                                &destination.external,
+                                split_view.is_some(),
+                                image.engine.is_podman(),
+                            ),
                             name: tagged,
                             message: message.trim().to_string(),
                         }
@@ -289,11 +302,15 @@ fn check_same_image(
 
 /// What to try for the usual ways an engine push fails. Advice about the engine and the registry
 /// only: which builder made the image is not the publisher's business.
-fn push_hint(message: &str, registry: &Registry, split_view: bool) -> String {
+fn push_hint(message: &str, registry: &Registry, split_view: bool, podman: bool) -> String {
     let lower = message.to_ascii_lowercase();
-    if lower.contains("http response to https client")
-        || lower.contains("server gave http response")
-    {
+    let plain_http = lower.contains("http response to https client")
+        || lower.contains("server gave http response");
+    if plain_http && podman {
+        format!(
+            "Podman talks HTTPS to {registry}; for a plain-HTTP registry list it with insecure = true in registries.conf (/etc/containers/registries.conf or ~/.config/containers/registries.conf: [[registry]] location = \"{registry}\" insecure = true), or in `insecure` in [package.metadata.cluster] so this tool pushes with tlsVerify=false"
+        )
+    } else if plain_http {
         format!(
             "the engine talks HTTPS to {registry}; for a plain-HTTP registry add \"{registry}\" to the engine's insecure-registries (daemon.json) and restart the engine"
         )
@@ -362,18 +379,29 @@ mod tests {
             "Get \"https://localhost:5001/v2/\": http: server gave HTTP response to HTTPS client",
             &local,
             false,
+            false,
         );
         assert!(http.contains("insecure-registries"), "{http}");
         assert!(!http.contains("--builder"), "{http}");
+        let podman = push_hint(
+            "pinging container registry localhost:5001: http: server gave HTTP response to HTTPS client",
+            &local,
+            false,
+            true,
+        );
+        assert!(podman.contains("registries.conf"), "{podman}");
+        assert!(!podman.contains("daemon.json"), "{podman}");
         let refused = push_hint(
             "dial tcp 127.0.0.1:5001: connect: connection refused",
             &local,
             true,
+            false,
         );
         assert!(refused.contains("loopback"), "{refused}");
         let here = push_hint(
             "dial tcp 10.0.0.1:5001: connect: connection refused",
             &local,
+            false,
             false,
         );
         assert!(here.contains("reachable from the engine"), "{here}");

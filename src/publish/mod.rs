@@ -3,9 +3,14 @@
 //! `engine` has a Docker engine push an image it holds.
 
 pub mod attach;
+pub mod check_pull;
+pub mod daemon;
 pub mod engine;
 pub mod index;
+pub mod layout;
+pub mod local;
 pub mod registry;
+pub mod tarball;
 
 use crate::reference::Digest;
 

@@ -532,6 +532,11 @@ impl RegistryClient {
         &self.registry
     }
 
+    /// Whether this client speaks plain HTTP: only where that is allowed (loopback, `insecure`).
+    pub fn speaks_plain_http(&self) -> bool {
+        self.base_url.starts_with("http://")
+    }
+
     async fn ping(&self) -> Result<(), RegistryError> {
         let url = format!("{}/v2/", self.base_url);
         let what = "the API check (/v2/)";

@@ -13,6 +13,10 @@
 //! Everything listens on and connects to 127.0.0.1 only.
 #![allow(dead_code)]
 
+mod path_proxy;
+#[allow(unused_imports)]
+pub use path_proxy::PathRewritingProxy;
+
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -1,0 +1,89 @@
+//! `--load`: the images into the Docker engine at `DOCKER_HOST` (or the current context), tagged
+//! with every tag, by handing the engine the same archive `--tarball` writes.
+
+use futures_util::StreamExt;
+use miette::{Diagnostic, Result};
+
+use super::local::LocalImage;
+use super::tarball::{Tags, archive};
+use crate::engine::Engine;
+use crate::output;
+use crate::registry::error_chain;
+
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("--load: the Docker engine at {address} did not load the image: {cause}")]
+#[diagnostic(help(
+    "check that the engine runs (`docker -H {address} info`); --tarball FILE writes the same archive for `docker load -i FILE`"
+))]
+pub struct LoadError {
+    address: String,
+    cause: String,
+}
+
+pub async fn load(engine: &Engine, images: &[LocalImage]) -> Result<()> {
+    let address = engine.address().to_string();
+    let fail = |cause: String| LoadError {
+        address: address.clone(),
+        cause,
+    };
+    let bytes = archive(images, Tags::All).map_err(|e| fail(e.to_string()))?;
+    let options = bollard::query_parameters::ImportImageOptionsBuilder::new()
+        .quiet(true)
+        .build();
+    let mut stream = engine
+        .docker()
+        .import_image(options, bollard::body_full(bytes.into()), None);
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| fail(error_chain(&e)))?;
+        if let Some(text) = info
+            .stream
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            output::detail(text);
+        }
+    }
+    for image in images {
+        for reference in image.references() {
+            output::status(
+                "Loaded",
+                &format!("{reference} into the engine at {address}"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An image the engine built is already there: `--load` only gives it the pull names.
+pub async fn tag_in_engine(
+    image: &crate::engine::EngineImage,
+    destination: &crate::plan::Destination,
+) -> Result<()> {
+    let address = image.engine.address().to_string();
+    let name = destination.pull_name();
+    for tag in &destination.tags {
+        image
+            .engine
+            .docker()
+            .tag_image(
+                &image.id,
+                Some(
+                    bollard::query_parameters::TagImageOptionsBuilder::new()
+                        .repo(&name)
+                        .tag(tag.as_str())
+                        .build(),
+                ),
+            )
+            .await
+            .map_err(|e| LoadError {
+                address: address.clone(),
+                cause: format!("tagging {name}:{tag}: {}", error_chain(&e)),
+            })?;
+        output::status(
+            "Loaded",
+            &format!("{name}:{tag} (in the engine at {address})"),
+        );
+    }
+    Ok(())
+}
