@@ -5,12 +5,15 @@
 //!
 //! Works on any pushed image, whichever publisher pushed it: it only needs the digest.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use miette::{Result, WrapErr};
 use serde_json::{Value, json};
 
 use crate::image::{OCI_MANIFEST, canonical_json, rfc3339};
 use crate::output;
+use crate::publish::registry::lost_blob_race;
 use crate::reference::{Digest, Repository};
 use crate::registry::RegistryClient;
 use crate::registry::referrers::ReferrersVia;
@@ -78,6 +81,49 @@ pub async fn attach_all(
         "digest": image.as_str(),
         "size": bytes.len(),
     });
+    let mut attached = Vec::new();
+    for document in documents {
+        // Concurrent pushes of one image (CI matrix jobs) race inside the registry over the
+        // same artifact blobs and the same referrers tag: a lost race is settled by doing the
+        // document's steps again (each checks what is already there), within the attempts.
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            match attach_one(client, repo, image, &subject, document, epoch).await {
+                Err(e) if lost_blob_race(&e) && attempt < client.retry_policy().attempts => {
+                    output::detail(&format!(
+                        "attaching to {repo}@{image}: {e}; trying again (attempt {}/{})",
+                        attempt + 1,
+                        client.retry_policy().attempts
+                    ));
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
+                other => break other,
+            }
+        };
+        match outcome? {
+            Some(a) => attached.push(a),
+            // The registry refuses OCI artifact manifests: it was said once, nothing more to try.
+            None => break,
+        }
+    }
+    Ok(attached)
+}
+
+/// Uploads one document and its artifact manifest and lists it as a referrer of `image`.
+/// `None` when the registry refuses OCI manifests altogether (the user is warned).
+async fn attach_one(
+    client: &RegistryClient,
+    repo: &Repository,
+    image: &Digest,
+    subject: &Value,
+    document: &Document,
+    epoch: u64,
+) -> Result<Option<Attached>> {
+    let what = match document.kind {
+        DocumentKind::Sbom => "SBOM",
+        DocumentKind::Provenance => "provenance",
+    };
     upload_if_absent(
         client,
         repo,
@@ -85,59 +131,50 @@ pub async fn attach_all(
         "empty config",
     )
     .await?;
-
-    let mut attached = Vec::new();
-    for document in documents {
-        let what = match document.kind {
-            DocumentKind::Sbom => "SBOM",
-            DocumentKind::Provenance => "provenance",
-        };
-        upload_if_absent(client, repo, document.bytes.clone(), what).await?;
-        let manifest = artifact_manifest(document, &subject, epoch)?;
-        let digest = Digest::sha256_of(&manifest);
-        match client
-            .put_manifest(repo, digest.as_str(), OCI_MANIFEST, &manifest, &digest)
-            .await
-        {
-            Ok(()) => {}
-            // A registry that takes no OCI manifests cannot hold OCI 1.1 referrers at all: the
-            // image stands, and the user is told what is missing and why.
-            Err(e) if e.refuses_media_type() => {
-                output::warn(&format!(
-                    "{} does not accept OCI artifact manifests ({e}), so the SBOM and provenance of {repo}@{image} were not attached; use a registry that takes OCI 1.1 manifests, or --sbom none --provenance false to silence this",
-                    client.registry()
-                ));
-                return Ok(attached);
-            }
-            Err(e) => {
-                return Err(e).wrap_err_with(|| format!("pushing the {what} manifest to {repo}"));
-            }
+    upload_if_absent(client, repo, document.bytes.clone(), what).await?;
+    let manifest = artifact_manifest(document, subject, epoch)?;
+    let digest = Digest::sha256_of(&manifest);
+    match client
+        .put_manifest(repo, digest.as_str(), OCI_MANIFEST, &manifest, &digest)
+        .await
+    {
+        Ok(()) => {}
+        // A registry that takes no OCI manifests cannot hold OCI 1.1 referrers at all: the
+        // image stands, and the user is told what is missing and why.
+        Err(e) if e.refuses_media_type() => {
+            output::warn(&format!(
+                "{} does not accept OCI artifact manifests ({e}), so the SBOM and provenance of {repo}@{image} were not attached; use a registry that takes OCI 1.1 manifests, or --sbom none --provenance false to silence this",
+                client.registry()
+            ));
+            return Ok(None);
         }
-        let descriptor = json!({
-            "mediaType": OCI_MANIFEST,
-            "artifactType": document.media_type,
-            "digest": digest.as_str(),
-            "size": manifest.len(),
-            "annotations": {
-                "org.opencontainers.image.created": rfc3339(epoch),
-            },
-        });
-        let via = client
-            .register_referrer(repo, image, descriptor)
-            .await
-            .wrap_err_with(|| format!("listing the {what} as a referrer of {repo}@{image}"))?;
-        output::detail(&format!(
-            "attached {what} {digest} to {image} (via {})",
-            via.describe()
-        ));
-        attached.push(Attached {
-            kind: document.kind,
-            artifact_type: document.media_type,
-            digest,
-            via,
-        });
+        Err(e) => {
+            return Err(e).wrap_err_with(|| format!("pushing the {what} manifest to {repo}"));
+        }
     }
-    Ok(attached)
+    let descriptor = json!({
+        "mediaType": OCI_MANIFEST,
+        "artifactType": document.media_type,
+        "digest": digest.as_str(),
+        "size": manifest.len(),
+        "annotations": {
+            "org.opencontainers.image.created": rfc3339(epoch),
+        },
+    });
+    let via = client
+        .register_referrer(repo, image, descriptor)
+        .await
+        .wrap_err_with(|| format!("listing the {what} as a referrer of {repo}@{image}"))?;
+    output::detail(&format!(
+        "attached {what} {digest} to {image} (via {})",
+        via.describe()
+    ));
+    Ok(Some(Attached {
+        kind: document.kind,
+        artifact_type: document.media_type,
+        digest,
+        via,
+    }))
 }
 
 async fn upload_if_absent(

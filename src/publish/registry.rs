@@ -292,3 +292,12 @@ pub(crate) fn refuses_media_type(error: &miette::Report) -> bool {
             .is_some_and(RegistryError::refuses_media_type)
     })
 }
+
+/// Whether a push failed because it lost a race with a concurrent push of the same blobs.
+pub(crate) fn lost_blob_race(error: &miette::Report) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<RegistryError>()
+            .is_some_and(RegistryError::is_blob_race)
+    })
+}
