@@ -13,7 +13,7 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 use crate::cargo::CargoOptions;
 use crate::closure::{self, Linkage};
-use crate::image::layer::{Layer, LayerBuilder, LayerCache};
+use crate::image::layer::{Layer, LayerBuilder, LayerCache, Origin};
 use crate::image::{self, BaseImage, Image, RunConfig};
 use crate::output;
 use crate::plan::{Base, BuildSpec};
@@ -176,11 +176,7 @@ fn make_layers(target: &BuildSpec, binary: &Path, on_scratch: bool) -> Result<Ve
         }
     }
     if !runtime.is_empty() {
-        layers.push(
-            runtime
-                .finish_with_cache(Some(&cache("runtime")))
-                .into_diagnostic()?,
-        );
+        layers.push(finish_layer(runtime, &cache("runtime")).into_diagnostic()?);
     }
 
     if !target.image.includes.is_empty() {
@@ -191,21 +187,34 @@ fn make_layers(target: &BuildSpec, binary: &Path, on_scratch: bool) -> Result<Ve
                 .into_diagnostic()
                 .wrap_err_with(|| format!("reading {}", include.host_path.display()))?;
         }
-        layers.push(
-            includes
-                .finish_with_cache(Some(&cache("includes")))
-                .into_diagnostic()?,
-        );
+        layers.push(finish_layer(includes, &cache("includes")).into_diagnostic()?);
     }
 
     let mut app = LayerBuilder::new(format!("binary {}", target.bin), epoch);
     app.add_host_file_mode(&binary_path_in_image(&target.bin), binary, 0o755);
     layers.push(
-        app.finish_with_cache(Some(&cache("binary")))
+        finish_layer(app, &cache("binary"))
             .into_diagnostic()
             .wrap_err_with(|| format!("reading {}", binary.display()))?,
     );
     Ok(layers)
+}
+
+/// Finishes a layer with a progress bar (on a terminal) while it is tarred and compressed.
+fn finish_layer(builder: LayerBuilder, cache: &LayerCache) -> std::io::Result<Layer> {
+    let progress =
+        output::Progress::working("Compressing", builder.description(), builder.file_bytes());
+    let advance = progress.clone();
+    let layer = builder.finish_with_cache(cache, &move |n| advance.advance(n));
+    progress.finish();
+    let layer = layer?;
+    if layer.origin == Origin::Unchanged {
+        output::detail(&format!(
+            "{}: inputs unchanged, layer {}",
+            layer.description, layer.digest
+        ));
+    }
+    Ok(layer)
 }
 
 /// GOARCH name of an ELF executable's machine, read from its header alone.

@@ -1,7 +1,10 @@
 //! An image as the publishers see it: manifest bytes, a config blob and layer blobs, each blob
-//! either in memory or still in another repository. How it was made is not recorded here.
+//! in memory, in a file of the layer cache, or still in another repository. How it was made is
+//! not recorded here.
 
+pub mod compress;
 pub(crate) mod exact;
+pub mod input_cache;
 pub mod layer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +29,8 @@ pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.ta
 #[derive(Debug, Clone)]
 pub enum BlobSource {
     Bytes(Bytes),
+    /// A file (a compressed layer in the on-disk cache), read in pieces when uploaded.
+    File(std::path::PathBuf),
     /// Still in a registry (a base image's layer): mount it or stream it across.
     Registry {
         registry: Registry,
@@ -168,9 +173,9 @@ pub fn assemble(
         }
         blobs.push(Blob {
             digest: l.digest.clone(),
-            size: l.bytes.len() as u64,
+            size: l.size,
             media_type: layer_type.to_string(),
-            source: BlobSource::Bytes(l.bytes.clone()),
+            source: BlobSource::File(l.path.clone()),
             description: l.description.clone(),
         });
     }

@@ -8,6 +8,7 @@
 //! session when a transfer breaks, and count as stalled only when no byte has moved for
 //! [`RetryPolicy::stall`], so a slow link is not mistaken for a dead one.
 
+mod blob_file;
 pub mod credentials;
 pub mod pool;
 
@@ -173,6 +174,10 @@ pub enum RegistryError {
 
     #[error("reading the TLS settings: {0}")]
     TlsSetup(String),
+
+    #[error("reading the blob to upload from {path}: {cause}")]
+    #[diagnostic(help("it is in the layer cache under target/adapt-push; run the push again"))]
+    LocalBlob { path: String, cause: String },
 }
 
 impl RegistryError {
