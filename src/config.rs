@@ -116,6 +116,8 @@ pub struct ClusterConfig {
     pub target: Option<Sourced<String>>,
     pub pull: Option<Sourced<bool>>,
     pub platform: Option<Sourced<String>>,
+    /// `buildkit = true | false | "auto"`: `None` inside means auto.
+    pub buildkit: Option<Sourced<Option<bool>>>,
 }
 
 /// Every key the cluster table accepts, for validation and did-you-mean hints.
@@ -138,6 +140,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "target",
     "pull",
     "platform",
+    "buildkit",
 ];
 
 impl ClusterConfig {
@@ -177,6 +180,7 @@ impl ClusterConfig {
                 "target" => config.target = Some(reader.string(key, value)?),
                 "pull" => config.pull = Some(reader.boolean(key, value)?),
                 "platform" => config.platform = Some(reader.string(key, value)?),
+                "buildkit" => config.buildkit = Some(reader.buildkit(value)?),
                 unknown => return Err(reader.unknown_key(&[], unknown, KNOWN_KEYS)),
             }
         }
@@ -212,6 +216,7 @@ impl ClusterConfig {
             target: self.target.or(workspace.target),
             pull: self.pull.or(workspace.pull),
             platform: self.platform.or(workspace.platform),
+            buildkit: self.buildkit.or(workspace.buildkit),
         }
     }
 }
@@ -268,6 +273,14 @@ impl Reader<'_> {
         match value {
             Value::String(s) => Ok(self.sourced(&[key], s.clone())),
             other => Err(self.type_error(&[key], "a string", other)),
+        }
+    }
+
+    fn buildkit(&self, value: &Value) -> Result<Sourced<Option<bool>>, ConfigError> {
+        match value {
+            Value::Bool(b) => Ok(self.sourced(&["buildkit"], Some(*b))),
+            Value::String(s) if s == "auto" => Ok(self.sourced(&["buildkit"], None)),
+            other => Err(self.type_error(&["buildkit"], "true, false or \"auto\"", other)),
         }
     }
 

@@ -32,6 +32,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 pub struct Engine {
     docker: Docker,
     address: String,
+    /// Reached over TLS (DOCKER_TLS_VERIFY).
+    tls: bool,
 }
 
 /// An image that exists in an engine, by its ID (`sha256:…`).
@@ -111,7 +113,11 @@ impl Engine {
                     }
                     request
                 });
-        Ok(Engine { docker, address })
+        Ok(Engine {
+            docker,
+            address,
+            tls: tls_verify,
+        })
     }
 
     pub fn docker(&self) -> &Docker {
@@ -121,6 +127,16 @@ impl Engine {
     /// The address as the user gave it (`DOCKER_HOST`), for messages.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The API version in use with this engine ("1.41").
+    pub fn api_version(&self) -> String {
+        let v = self.docker.client_version();
+        format!("{}.{}", v.major_version, v.minor_version)
     }
 
     /// The host the engine runs on, when `DOCKER_HOST` names one that is not this machine's

@@ -114,6 +114,9 @@ pub struct DockerSpec {
     pub target: Option<String>,
     pub pull: bool,
     pub platform: Option<String>,
+    /// Build with BuildKit: `Some(true)` always, `Some(false)` never (classic builder), `None`
+    /// when the engine has it.
+    pub buildkit: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -726,6 +729,7 @@ fn docker_spec(config: &ClusterConfig, package_dir: &Path) -> Result<DockerSpec,
         target: config.target.as_ref().map(|t| t.value.clone()),
         pull: config.pull.as_ref().is_some_and(|p| p.value),
         platform: config.platform.as_ref().map(|p| p.value.clone()),
+        buildkit: config.buildkit.as_ref().and_then(|b| b.value),
     })
 }
 
