@@ -606,6 +606,25 @@ mod tests {
     }
 
     #[test]
+    fn buildkit_is_true_false_or_auto() {
+        let (_d, origin) = origin_with("[package]\nname = \"x\"\n");
+        for (value, expected) in [
+            (json!(true), Some(true)),
+            (json!(false), Some(false)),
+            (json!("auto"), None),
+        ] {
+            let c = ClusterConfig::from_table(&json!({ "buildkit": value }), &origin).unwrap();
+            assert_eq!(c.buildkit.unwrap().value, expected, "{value}");
+        }
+        assert!(
+            ClusterConfig::from_table(&json!({}), &origin)
+                .unwrap()
+                .buildkit
+                .is_none()
+        );
+    }
+
+    #[test]
     fn type_errors_name_the_key() {
         let (_d, origin) = origin_with("[package]\nname = \"x\"\n");
         for (table, key) in [
@@ -614,6 +633,7 @@ mod tests {
             (json!({"image": 3}), "image"),
             (json!({"env": {"PORT": 8080}}), "env.PORT"),
             (json!({"pull": "yes"}), "pull"),
+            (json!({"buildkit": "yes"}), "buildkit"),
             (json!({"registry": 5}), "registry"),
             (json!({"include": [{"from": "a"}]}), "include"),
         ] {

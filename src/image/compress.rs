@@ -170,9 +170,56 @@ fn closed() -> io::Error {
     io::Error::other("the compression threads stopped")
 }
 
+/// Samples of a block tried before compressing all of it: 4 × 4 KiB spread over the block.
+const SAMPLE: usize = 4096;
+const SAMPLES: usize = 4;
+
+/// One block's deflate data, decided by its content alone: stored as is when samples of it do not
+/// compress (already compressed or random data, where deflating would only cost time), deflated
+/// otherwise.
+fn deflate_block(data: &[u8], last: bool) -> io::Result<Vec<u8>> {
+    if looks_incompressible(data)? {
+        Ok(stored_blocks(data, last))
+    } else {
+        deflate(data, last)
+    }
+}
+
+fn looks_incompressible(data: &[u8]) -> io::Result<bool> {
+    if data.len() < SAMPLE * SAMPLES {
+        return Ok(false);
+    }
+    let step = data.len() / SAMPLES;
+    let mut sizes = 0;
+    for i in 0..SAMPLES {
+        sizes += deflate(&data[i * step..i * step + SAMPLE], true)?.len();
+    }
+    // Less than 3% saved on the samples: not worth compressing.
+    Ok(sizes * 100 >= SAMPLE * SAMPLES * 97)
+}
+
+/// Deflate "stored" blocks (RFC 1951 3.2.4): the data as is, in pieces of at most 65,535 bytes,
+/// the last one carrying the final-block bit when `last`. Byte aligned, like a sync flush.
+fn stored_blocks(data: &[u8], last: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 65_535 * 5 + 5);
+    let mut pieces = data.chunks(65_535).peekable();
+    if pieces.peek().is_none() {
+        out.extend_from_slice(&[u8::from(last), 0, 0, 0xff, 0xff]);
+    }
+    while let Some(piece) = pieces.next() {
+        let final_bit = last && pieces.peek().is_none();
+        let len = piece.len() as u16;
+        out.push(u8::from(final_bit));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(piece);
+    }
+    out
+}
+
 /// Raw deflate of one block from a fresh state: a sync flush ends every block but the last,
 /// which carries the final-block bit.
-fn deflate_block(data: &[u8], last: bool) -> io::Result<Vec<u8>> {
+fn deflate(data: &[u8], last: bool) -> io::Result<Vec<u8>> {
     let mut compress = Compress::new(Compression::new(GZIP_LEVEL), false);
     let flush = if last {
         FlushCompress::Finish
@@ -246,6 +293,35 @@ mod tests {
             .read_to_end(&mut multi)
             .unwrap();
         assert_eq!(multi, data);
+    }
+
+    #[test]
+    fn incompressible_blocks_are_stored_and_still_valid_gzip() {
+        let mut state = 0x9e37_79b9_u32;
+        let noise: Vec<u8> = (0..2 * BLOCK_SIZE + 70_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state as u8
+            })
+            .collect();
+        let z = gzip(&noise, 2, 100_000);
+        assert_eq!(z, gzip(&noise, 1, 4096));
+        // Stored: the data plus 5 bytes per 64 KiB piece, header and trailer.
+        assert!(
+            z.len() < noise.len() + noise.len() / 65_535 * 5 + 64,
+            "{}",
+            z.len()
+        );
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&z[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, noise);
+        // Text still compresses.
+        let text = b"cargo adapt-push ".repeat(100_000);
+        assert!(gzip(&text, 2, 65_536).len() < text.len() / 20);
     }
 
     #[test]

@@ -28,7 +28,8 @@ use crate::reference::Digest;
 pub const RACY_WINDOW: Duration = Duration::from_secs(3);
 
 /// Bumped whenever the layer bytes for the same inputs would change (tar or compression format).
-const FORMAT: &str = "adapt-push layer v2: gnu tar, parallel gzip 512KiB blocks level 1";
+const FORMAT: &str =
+    "adapt-push layer v3: gnu tar, parallel gzip 512KiB blocks level 1, stored when incompressible";
 
 /// Compressed layers from earlier runs, by slot and by digest.
 #[derive(Debug, Clone)]

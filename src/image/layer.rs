@@ -189,13 +189,14 @@ impl LayerBuilder {
         self.entries.insert(path, entry);
     }
 
-    /// Writes the tar into a scratch cache (tests only).
+    /// Writes the tar into a scratch cache (tests only), one slot per call; slots are reused
+    /// across runs, so the directory keeps only the latest run's blobs.
     #[cfg(test)]
     pub fn finish(self) -> io::Result<Layer> {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static SLOT: AtomicUsize = AtomicUsize::new(0);
         let cache = LayerCache {
-            dir: std::env::temp_dir().join(format!("adapt-push-test-{}", std::process::id())),
+            dir: std::env::temp_dir().join("adapt-push-unit-test-layers"),
             slot: format!("test-{}", SLOT.fetch_add(1, Ordering::Relaxed)),
         };
         self.finish_with_cache(&cache, &|_| {})
