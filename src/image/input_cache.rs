@@ -29,7 +29,7 @@ pub const RACY_WINDOW: Duration = Duration::from_secs(3);
 
 /// Bumped whenever the layer bytes for the same inputs would change (tar or compression format).
 const FORMAT: &str =
-    "adapt-push layer v3: gnu tar, parallel gzip 512KiB blocks level 1, stored when incompressible";
+    "adapt-push layer v4: gnu tar, parallel gzip 512KiB blocks level 2, stored when incompressible";
 
 /// Compressed layers from earlier runs, by slot and by digest.
 #[derive(Debug, Clone)]
