@@ -140,7 +140,8 @@ async fn assemble_with_base(
 
 fn make_layers(target: &BuildSpec, binary: &Path, on_scratch: bool) -> Result<Vec<Layer>> {
     let epoch = target.image.epoch;
-    let mut layers = Vec::new();
+    // Layers to finish, with what to say when one cannot be read.
+    let mut pending: Vec<(LayerBuilder, LayerCache, Option<String>)> = Vec::new();
     let cache = |kind: &str| LayerCache {
         dir: target.layer_cache.clone(),
         slot: format!("{}-{}-{kind}", target.package, target.bin),
@@ -176,7 +177,7 @@ fn make_layers(target: &BuildSpec, binary: &Path, on_scratch: bool) -> Result<Ve
         }
     }
     if !runtime.is_empty() {
-        layers.push(finish_layer(runtime, &cache("runtime")).into_diagnostic()?);
+        pending.push((runtime, cache("runtime"), None));
     }
 
     if !target.image.includes.is_empty() {
@@ -187,16 +188,44 @@ fn make_layers(target: &BuildSpec, binary: &Path, on_scratch: bool) -> Result<Ve
                 .into_diagnostic()
                 .wrap_err_with(|| format!("reading {}", include.host_path.display()))?;
         }
-        layers.push(finish_layer(includes, &cache("includes")).into_diagnostic()?);
+        pending.push((includes, cache("includes"), None));
     }
 
     let mut app = LayerBuilder::new(format!("binary {}", target.bin), epoch);
     app.add_host_file_mode(&binary_path_in_image(&target.bin), binary, 0o755);
-    layers.push(
-        finish_layer(app, &cache("binary"))
-            .into_diagnostic()
-            .wrap_err_with(|| format!("reading {}", binary.display()))?,
-    );
+    pending.push((
+        app,
+        cache("binary"),
+        Some(format!("reading {}", binary.display())),
+    ));
+
+    // The layers are independent: read, tar and hash them side by side (each one's compression
+    // already uses every core), in the order the image lists them.
+    let finished: Vec<(std::io::Result<Layer>, Option<String>)> = std::thread::scope(|scope| {
+        let running: Vec<_> = pending
+            .into_iter()
+            .map(|(builder, cache, context)| {
+                (scope.spawn(move || finish_layer(builder, &cache)), context)
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|(thread, context)| {
+                let result = thread.join().unwrap_or_else(|_| {
+                    Err(std::io::Error::other("the thread writing a layer stopped"))
+                });
+                (result, context)
+            })
+            .collect()
+    });
+    let mut layers = Vec::new();
+    for (result, context) in finished {
+        let result = result.into_diagnostic();
+        layers.push(match context {
+            Some(context) => result.wrap_err(context)?,
+            None => result?,
+        });
+    }
     Ok(layers)
 }
 
