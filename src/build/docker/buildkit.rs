@@ -24,6 +24,8 @@ use super::BuildOutput;
 const MAX_LINE: usize = 4 * 1024 * 1024;
 /// An error answer's body, at most.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// The whole build, at most: the bound the engine client puts on its requests.
+const BUILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60 * 60);
 
 /// Where the engine listens, when this module can talk to it.
 #[derive(Debug, Clone)]
@@ -60,6 +62,35 @@ pub enum Failure {
 
 /// Sends the build and follows its output; returns the image id.
 pub async fn build<S>(
+    endpoint: &Endpoint,
+    api_version: &str,
+    query: &[(&str, String)],
+    registry_config: Option<String>,
+    context: S,
+    shown: &mut BuildOutput,
+) -> Result<Option<String>, Failure>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+{
+    let build = send_and_follow(
+        endpoint,
+        api_version,
+        query,
+        registry_config,
+        context,
+        shown,
+    );
+    tokio::time::timeout(BUILD_TIMEOUT, build)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure::Transport(format!(
+                "no end to the build after {} minutes",
+                BUILD_TIMEOUT.as_secs() / 60
+            )))
+        })
+}
+
+async fn send_and_follow<S>(
     endpoint: &Endpoint,
     api_version: &str,
     query: &[(&str, String)],
