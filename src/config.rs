@@ -118,6 +118,8 @@ pub struct ClusterConfig {
     pub platform: Option<Sourced<String>>,
     /// `buildkit = true | false | "auto"`: `None` inside means auto.
     pub buildkit: Option<Sourced<Option<bool>>>,
+    /// `compression = "gzip" | "zstd"`.
+    pub compression: Option<Sourced<String>>,
 }
 
 /// Every key the cluster table accepts, for validation and did-you-mean hints.
@@ -141,6 +143,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "pull",
     "platform",
     "buildkit",
+    "compression",
 ];
 
 impl ClusterConfig {
@@ -181,6 +184,7 @@ impl ClusterConfig {
                 "pull" => config.pull = Some(reader.boolean(key, value)?),
                 "platform" => config.platform = Some(reader.string(key, value)?),
                 "buildkit" => config.buildkit = Some(reader.buildkit(value)?),
+                "compression" => config.compression = Some(reader.string(key, value)?),
                 unknown => return Err(reader.unknown_key(&[], unknown, KNOWN_KEYS)),
             }
         }
@@ -217,6 +221,7 @@ impl ClusterConfig {
             pull: self.pull.or(workspace.pull),
             platform: self.platform.or(workspace.platform),
             buildkit: self.buildkit.or(workspace.buildkit),
+            compression: self.compression.or(workspace.compression),
         }
     }
 }

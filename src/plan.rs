@@ -88,6 +88,8 @@ pub struct ImageSpec {
     pub includes: Vec<Include>,
     /// Seconds since the epoch for file mtimes and `created`: SOURCE_DATE_EPOCH, else 0.
     pub epoch: u64,
+    /// How our layers are compressed (`compression`).
+    pub compression: crate::image::compress::Codec,
 }
 
 #[derive(Debug, Clone)]
@@ -478,6 +480,19 @@ fn plan_target(
     }
 
     let docker = docker_spec(config, &package_dir)?;
+    let compression = match &config.compression {
+        None => crate::image::compress::Codec::Gzip,
+        Some(c) => match c.value.as_str() {
+            "gzip" => crate::image::compress::Codec::Gzip,
+            "zstd" => crate::image::compress::Codec::Zstd,
+            other => {
+                return Err(c.error(
+                    format!("compression `{other}` is not one we write"),
+                    Some("use \"gzip\" (the default, every runtime reads it) or \"zstd\" (containerd 1.5+, CRI-O, podman)".into()),
+                ));
+            }
+        },
+    };
 
     Ok(Target {
         build: BuildSpec {
@@ -494,6 +509,7 @@ fn plan_target(
                 user,
                 includes,
                 epoch,
+                compression,
             },
             docker,
             layer_cache,

@@ -516,6 +516,10 @@ fn config_errors_name_key_file_and_line() {
             vec!["unknown builder `kaniko`"],
         ),
         (
+            format!("registry = \"{r}\"\ncompression = \"brotli\""),
+            vec!["`compression`", "brotli", "zstd"],
+        ),
+        (
             format!("registry = \"{r}\"\nbin = \"other\""),
             vec!["no binary named `other`"],
         ),
@@ -876,4 +880,53 @@ fn a_large_layer_streams_from_the_cache_and_round_trips() {
         }
     }
     assert!(found, "the included file is not in the image");
+}
+
+/// `compression = "zstd"`: every layer of ours is a zstd stream with the OCI zstd media type,
+/// and it reads back to the binary.
+#[test]
+fn zstd_layers_when_asked() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "zapp",
+        &split_config(
+            &registry.addr(),
+            &registry.addr(),
+            "compression = \"zstd\"\n",
+        ),
+        HELLO,
+    );
+    let out = push(&manifest, &[]);
+    assert_success(&out);
+    let (_, repo, digest) = split_ref(stdout(&out).trim());
+    let (status, _, body) = registry.manifest(&repo, &digest);
+    assert_eq!(status, 200);
+    let image: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mut files = Vec::new();
+    for layer in image["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+        let d = layer["digest"].as_str().unwrap();
+        let (status, _, blob) = http_get(&registry.addr(), &format!("/v2/{repo}/blobs/{d}"), "");
+        assert_eq!(status, 200, "blob {d}");
+        let tar = zstd::stream::decode_all(&blob[..]).unwrap();
+        for entry in tar::Archive::new(&tar[..]).entries().unwrap() {
+            files.push(
+                entry
+                    .unwrap()
+                    .path()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+    assert!(
+        files.contains(&"usr/local/bin/zapp".to_string()),
+        "{files:?}"
+    );
 }

@@ -235,7 +235,11 @@ async fn generate_context(
     let binary = super::build_binary(target, cargo_options).await?;
     // The whole daemonless image is assembled (the base's manifest and config fetched) though only
     // its layers and config are used: `oci` has no public way to make the layers alone.
-    let image = oci::assemble_for_binary(target, &binary, clients).await?;
+    // `ADD` unpacks gzip tars, not zstd ones: the engine gets gzip layers whatever `compression`
+    // says (it compresses the layers it pushes itself).
+    let mut gzip_target = target.clone();
+    gzip_target.image.compression = crate::image::compress::Codec::Gzip;
+    let image = oci::assemble_for_binary(&gzip_target, &binary, clients).await?;
 
     let dir = tempfile::Builder::new()
         .prefix("adapt-push-context-")

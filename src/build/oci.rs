@@ -13,6 +13,7 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 use crate::cargo::CargoOptions;
 use crate::closure::{self, Linkage};
+use crate::image::compress::Codec;
 use crate::image::layer::{Layer, LayerBuilder, LayerCache, Origin};
 use crate::image::{self, BaseImage, Image, RunConfig};
 use crate::output;
@@ -140,6 +141,7 @@ async fn assemble_with_base(
 
 fn make_layers(target: &BuildSpec, binary: &Path, on_scratch: bool) -> Result<Vec<Layer>> {
     let epoch = target.image.epoch;
+    let codec = target.image.compression;
     // Layers to finish, with what to say when one cannot be read.
     let mut pending: Vec<(LayerBuilder, LayerCache, Option<String>)> = Vec::new();
     let cache = |kind: &str| LayerCache {
@@ -205,7 +207,10 @@ fn make_layers(target: &BuildSpec, binary: &Path, on_scratch: bool) -> Result<Ve
         let running: Vec<_> = pending
             .into_iter()
             .map(|(builder, cache, context)| {
-                (scope.spawn(move || finish_layer(builder, &cache)), context)
+                (
+                    scope.spawn(move || finish_layer(builder, &cache, codec)),
+                    context,
+                )
             })
             .collect();
         running
@@ -230,11 +235,11 @@ fn make_layers(target: &BuildSpec, binary: &Path, on_scratch: bool) -> Result<Ve
 }
 
 /// Finishes a layer with a progress bar (on a terminal) while it is tarred and compressed.
-fn finish_layer(builder: LayerBuilder, cache: &LayerCache) -> std::io::Result<Layer> {
+fn finish_layer(builder: LayerBuilder, cache: &LayerCache, codec: Codec) -> std::io::Result<Layer> {
     let progress =
         output::Progress::working("Compressing", builder.description(), builder.file_bytes());
     let advance = progress.clone();
-    let layer = builder.finish_with_cache(cache, &move |n| advance.advance(n));
+    let layer = builder.finish_with_cache(cache, codec, &move |n| advance.advance(n));
     progress.finish();
     let layer = layer?;
     if layer.origin == Origin::Unchanged {

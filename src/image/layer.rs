@@ -12,13 +12,14 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
-use super::compress::ParallelGzip;
+use super::compress::{Codec, ParallelGzip, default_threads};
 use super::exact::ExactReader;
 pub use super::input_cache::LayerCache;
 use super::input_cache::{Fingerprint, Recorded};
 use crate::reference::Digest;
 
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// A finished, compressed layer, in the on-disk cache.
 #[derive(Debug, Clone)]
@@ -35,6 +36,7 @@ pub struct Layer {
     pub description: String,
     /// How this run got the layer.
     pub origin: Origin,
+    pub codec: Codec,
 }
 
 /// How a layer was obtained.
@@ -199,7 +201,7 @@ impl LayerBuilder {
             dir: std::env::temp_dir().join("adapt-push-unit-test-layers"),
             slot: format!("test-{}", SLOT.fetch_add(1, Ordering::Relaxed)),
         };
-        self.finish_with_cache(&cache, &|_| {})
+        self.finish_with_cache(&cache, Codec::Gzip, &|_| {})
     }
 
     /// The layer from `cache` when its inputs are unchanged to `stat`; otherwise streams the tar
@@ -207,9 +209,10 @@ impl LayerBuilder {
     pub fn finish_with_cache(
         self,
         cache: &LayerCache,
+        codec: Codec,
         progress: &(dyn Fn(u64) + Sync),
     ) -> io::Result<Layer> {
-        let (fingerprint, racy) = self.fingerprint()?;
+        let (fingerprint, racy) = self.fingerprint(codec)?;
         if let Some((recorded, diff_id, digest, path)) = cache.unchanged(&fingerprint) {
             return Ok(Layer {
                 diff_id,
@@ -218,6 +221,7 @@ impl LayerBuilder {
                 path,
                 description: self.description,
                 origin: Origin::Unchanged,
+                codec,
             });
         }
         let blobs = LayerCache::blobs_dir(&cache.dir);
@@ -228,7 +232,8 @@ impl LayerBuilder {
             .tempfile_in(&blobs)?;
         let (diff_id, digest) = {
             let file = BufWriter::with_capacity(256 * 1024, scratch.as_file());
-            let gzip = ParallelGzip::new(HashingWriter::new(file))?;
+            let gzip =
+                ParallelGzip::with_codec(HashingWriter::new(file), codec, default_threads())?;
             let tar = self.write_tar(Counting {
                 inner: HashingWriter::new(gzip),
                 progress,
@@ -256,12 +261,14 @@ impl LayerBuilder {
             path,
             description: self.description,
             origin: Origin::Written,
+            codec,
         })
     }
 
     /// What `stat` says of every input, with everything else that decides the tar's bytes.
-    fn fingerprint(&self) -> io::Result<(String, bool)> {
+    fn fingerprint(&self, codec: Codec) -> io::Result<(String, bool)> {
         let mut fp = Fingerprint::new();
+        fp.add(codec.name().as_bytes());
         fp.add(&self.mtime.to_le_bytes());
         for (path, entry) in &self.entries {
             fp.add(path.as_bytes());
@@ -491,7 +498,7 @@ mod tests {
     fn build(cache: &LayerCache, file: &Path) -> Layer {
         let mut b = LayerBuilder::new("t", 0);
         b.add_host_path("/data/f", file).unwrap();
-        b.finish_with_cache(cache, &|_| {}).unwrap()
+        b.finish_with_cache(cache, Codec::Gzip, &|_| {}).unwrap()
     }
 
     fn set_mtime(path: &Path, secs: u64) {

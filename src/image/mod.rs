@@ -105,6 +105,10 @@ pub enum AssembleError {
     },
     #[error("the base image has {layers} layers but its config lists {diff_ids} diff_ids")]
     Inconsistent { layers: usize, diff_ids: usize },
+    #[error(
+        "zstd layers need an OCI image, but the base image is a Docker schema 2 image, which has no zstd layer type; use `compression = \"gzip\"` or an OCI base image"
+    )]
+    ZstdOnDockerBase,
 }
 
 /// Puts our layers on top of the base (or on nothing) and writes config and manifest.
@@ -160,6 +164,9 @@ pub fn assemble(
         }
     }
     let had_history = config.history().as_ref().is_some_and(|h| !h.is_empty());
+    if docker_family && layers.iter().any(|l| l.codec == compress::Codec::Zstd) {
+        return Err(AssembleError::ZstdOnDockerBase);
+    }
     for l in &layers {
         config
             .rootfs_mut()
@@ -174,7 +181,10 @@ pub fn assemble(
         blobs.push(Blob {
             digest: l.digest.clone(),
             size: l.size,
-            media_type: layer_type.to_string(),
+            media_type: match l.codec {
+                compress::Codec::Gzip => layer_type.to_string(),
+                compress::Codec::Zstd => layer::OCI_LAYER_ZSTD.to_string(),
+            },
             source: BlobSource::File(l.path.clone()),
             description: l.description.clone(),
         });
