@@ -127,6 +127,10 @@ pub struct ClusterConfig {
     pub sbom: Option<Sourced<String>>,
     pub provenance: Option<Sourced<bool>>,
     pub platforms: Option<Sourced<Vec<String>>>,
+    /// `buildkit = true | false | "auto"`: `None` inside means auto.
+    pub buildkit: Option<Sourced<Option<bool>>>,
+    /// `compression = "gzip" | "zstd"`.
+    pub compression: Option<Sourced<String>>,
 }
 
 /// Every key the cluster table accepts, for validation and did-you-mean hints.
@@ -155,6 +159,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "sbom",
     "provenance",
     "platforms",
+    "buildkit",
+    "compression",
 ];
 
 impl ClusterConfig {
@@ -200,6 +206,8 @@ impl ClusterConfig {
                 "sbom" => config.sbom = Some(reader.string(key, value)?),
                 "provenance" => config.provenance = Some(reader.boolean(key, value)?),
                 "platforms" => config.platforms = Some(reader.string_list(key, value)?),
+                "buildkit" => config.buildkit = Some(reader.buildkit(value)?),
+                "compression" => config.compression = Some(reader.string(key, value)?),
                 unknown => return Err(reader.unknown_key(&[], unknown, KNOWN_KEYS)),
             }
         }
@@ -241,6 +249,8 @@ impl ClusterConfig {
             sbom: self.sbom.or(workspace.sbom),
             provenance: self.provenance.or(workspace.provenance),
             platforms: self.platforms.or(workspace.platforms),
+            buildkit: self.buildkit.or(workspace.buildkit),
+            compression: self.compression.or(workspace.compression),
         }
     }
 }
@@ -297,6 +307,14 @@ impl Reader<'_> {
         match value {
             Value::String(s) => Ok(self.sourced(&[key], s.clone())),
             other => Err(self.type_error(&[key], "a string", other)),
+        }
+    }
+
+    fn buildkit(&self, value: &Value) -> Result<Sourced<Option<bool>>, ConfigError> {
+        match value {
+            Value::Bool(b) => Ok(self.sourced(&["buildkit"], Some(*b))),
+            Value::String(s) if s == "auto" => Ok(self.sourced(&["buildkit"], None)),
+            other => Err(self.type_error(&["buildkit"], "true, false or \"auto\"", other)),
         }
     }
 
@@ -648,6 +666,25 @@ mod tests {
     }
 
     #[test]
+    fn buildkit_is_true_false_or_auto() {
+        let (_d, origin) = origin_with("[package]\nname = \"x\"\n");
+        for (value, expected) in [
+            (json!(true), Some(true)),
+            (json!(false), Some(false)),
+            (json!("auto"), None),
+        ] {
+            let c = ClusterConfig::from_table(&json!({ "buildkit": value }), &origin).unwrap();
+            assert_eq!(c.buildkit.unwrap().value, expected, "{value}");
+        }
+        assert!(
+            ClusterConfig::from_table(&json!({}), &origin)
+                .unwrap()
+                .buildkit
+                .is_none()
+        );
+    }
+
+    #[test]
     fn type_errors_name_the_key() {
         let (_d, origin) = origin_with("[package]\nname = \"x\"\n");
         for (table, key) in [
@@ -656,6 +693,7 @@ mod tests {
             (json!({"image": 3}), "image"),
             (json!({"env": {"PORT": 8080}}), "env.PORT"),
             (json!({"pull": "yes"}), "pull"),
+            (json!({"buildkit": "yes"}), "buildkit"),
             (json!({"registry": 5}), "registry"),
             (json!({"include": [{"from": "a"}]}), "include"),
         ] {

@@ -38,6 +38,8 @@ pub struct Engine {
     podman: bool,
     /// Podman only: registries its pushes may reach over plain HTTP (`tlsVerify=false`).
     plain_http: PlainHttp,
+    /// Reached over TLS (DOCKER_TLS_VERIFY).
+    tls: bool,
 }
 
 type PlainHttp = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
@@ -169,6 +171,7 @@ impl Engine {
             _ssh: ssh,
             podman,
             plain_http,
+            tls: tls_verify,
         })
     }
 
@@ -195,6 +198,16 @@ impl Engine {
     /// The address as the user gave it (`DOCKER_HOST`), for messages.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The API version in use with this engine ("1.41").
+    pub fn api_version(&self) -> String {
+        let v = self.docker.client_version();
+        format!("{}.{}", v.major_version, v.minor_version)
     }
 
     /// The host the engine runs on, when `DOCKER_HOST` names one that is not this machine's

@@ -108,6 +108,11 @@ pub struct Progress {
 
 impl Progress {
     pub fn bytes(label: &str, total: u64) -> Progress {
+        Progress::working("Uploading", label, total)
+    }
+
+    /// A bar for `total` bytes of work named by `verb` ("Uploading", "Compressing").
+    pub fn working(verb: &str, label: &str, total: u64) -> Progress {
         let bar = ui().bars.as_ref().map(|bars| {
             let bar = bars.add(ProgressBar::new(total));
             bar.set_style(
@@ -117,7 +122,7 @@ impl Progress {
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
             );
-            bar.set_prefix("Uploading");
+            bar.set_prefix(verb.to_string());
             bar.set_message(label.to_string());
             bar.enable_steady_tick(Duration::from_millis(200));
             bar

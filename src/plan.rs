@@ -105,6 +105,8 @@ pub struct ImageSpec {
     pub tzdata: bool,
     /// `media-types` / `--media-types`; `None`: OCI, or the base image's family.
     pub media_types: Option<MediaTypes>,
+    /// How our layers are compressed (`compression`).
+    pub compression: crate::image::compress::Codec,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +133,9 @@ pub struct DockerSpec {
     pub target: Option<String>,
     pub pull: bool,
     pub platform: Option<String>,
+    /// Build with BuildKit: `Some(true)` always, `Some(false)` never (classic builder), `None`
+    /// when the engine has it.
+    pub buildkit: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -560,6 +565,19 @@ fn plan_target(
     let docker = docker_spec(config, &package_dir)?;
     let supply_chain = crate::supply_chain::plan_spec(args, config)?;
     let platforms = crate::platform::plan_platforms(args, config, builder)?;
+    let compression = match &config.compression {
+        None => crate::image::compress::Codec::Gzip,
+        Some(c) => match c.value.as_str() {
+            "gzip" => crate::image::compress::Codec::Gzip,
+            "zstd" => crate::image::compress::Codec::Zstd,
+            other => {
+                return Err(c.error(
+                    format!("compression `{other}` is not one we write"),
+                    Some("use \"gzip\" (the default, every runtime reads it) or \"zstd\" (containerd 1.5+, CRI-O, podman)".into()),
+                ));
+            }
+        },
+    };
 
     Ok(Target {
         build: BuildSpec {
@@ -579,6 +597,7 @@ fn plan_target(
                 check_base: config.check_base.as_ref().is_none_or(|c| c.value),
                 tzdata: config.tzdata.as_ref().is_some_and(|t| t.value),
                 media_types,
+                compression,
             },
             docker,
             layer_cache,
@@ -969,6 +988,7 @@ fn docker_spec(config: &ClusterConfig, package_dir: &Path) -> Result<DockerSpec,
         target: config.target.as_ref().map(|t| t.value.clone()),
         pull: config.pull.as_ref().is_some_and(|p| p.value),
         platform: config.platform.as_ref().map(|p| p.value.clone()),
+        buildkit: config.buildkit.as_ref().and_then(|b| b.value),
     })
 }
 

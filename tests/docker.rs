@@ -111,7 +111,8 @@ fn dockerfile_build_honours_dockerignore_and_the_reference_runs_through_internal
         &format!(
             "\n[package.metadata.cluster]\n{}\nimage = \"team/dockerapp\"\ntags = [\"v1\", \"latest\"]\n\
              build-args = {{ GREETING = \"hello from a build arg\" }}\n\
-             labels = {{ \"com.example.team\" = \"platform\" }}\n",
+             labels = {{ \"com.example.team\" = \"platform\" }}\n\
+             buildkit = false\n",
             split_registry(&registry.addr(), &internal.addr())
         ),
         "fn main() {}\n",
@@ -368,6 +369,8 @@ fn generated_mode_builds_the_daemonless_image_in_the_engine() {
     manifest.push_str(concat!(
         "env = { GREETING = 'hi \"you\" $HOME \\ a=b', EMPTY = '' }\n",
         "labels = { \"com.example.note\" = 'costs $5 \\ \"net\"', \"com.example.team\" = \"platform\" }\n",
+        // The step counts below are the classic builder's (BuildKit runs no step containers).
+        "buildkit = false\n",
     ));
     fs::write(dir.path().join("Cargo.toml"), manifest).unwrap();
 
@@ -499,6 +502,7 @@ fn an_engine_that_does_not_answer_names_its_address_and_suggests_oci() {
     }
 }
 
+/// With the classic builder, chosen explicitly (`buildkit = false`).
 #[test]
 fn a_failing_build_step_shows_its_message_and_pushes_nothing() {
     let Some(host) = docker_host() else { return };
@@ -509,7 +513,8 @@ fn a_failing_build_step_shows_its_message_and_pushes_nothing() {
         dir.path(),
         "failing",
         &format!(
-            "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/failing\"\n",
+            "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/failing\"\n\
+             buildkit = false\n",
             registry.addr()
         ),
         "fn main() {}\n",
@@ -538,6 +543,139 @@ fn a_failing_build_step_shows_its_message_and_pushes_nothing() {
     );
     assert!(
         err.contains("returned a non-zero code: 3"),
+        "the engine's message is missing:\n{err}"
+    );
+    assert!(
+        registry.tags("team/failing").is_empty(),
+        "something was pushed"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// BuildKit
+// ---------------------------------------------------------------------------------------------
+
+/// A crate whose Dockerfile writes into a BuildKit cache mount and records what it found there.
+fn cache_mount_crate(
+    dir: &Path,
+    registry: &TestRegistry,
+    base: &str,
+    run: &str,
+    cache_id: &str,
+) -> PathBuf {
+    let manifest = write_crate(
+        dir,
+        "cached",
+        &format!(
+            "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/cached\"\ntags = [\"{run}\"]\n\
+             buildkit = true\nbuild-args = {{ RUN_ID = \"{run}\" }}\n",
+            registry.addr()
+        ),
+        "fn main() {}\n",
+    );
+    fs::write(
+        dir.join("Dockerfile"),
+        format!(
+            "FROM {base}\n\
+             ARG RUN_ID\n\
+             RUN --mount=type=cache,target=/cache,id={cache_id} \
+             ls /cache > /seen.txt && echo \"$RUN_ID\" > \"/cache/$RUN_ID\"\n\
+             CMD [\"cat\", \"/seen.txt\"]\n"
+        ),
+    )
+    .unwrap();
+    manifest
+}
+
+#[test]
+fn buildkit_cache_mounts_build_push_and_persist_between_builds() {
+    let Some(host) = docker_host() else { return };
+    let registry = TestRegistry::start();
+    let base = push_busybox_base(&host, &registry);
+    // A cache of its own, so earlier runs of this test leave nothing in it.
+    let cache_id = format!(
+        "adapt-push-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = Vec::new();
+    for run in ["first", "second"] {
+        let manifest = cache_mount_crate(dir.path(), &registry, &base, run, &cache_id);
+        let out = tool()
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .env("DOCKER_HOST", &host)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "build {run} failed:\n{}",
+            stderr(&out)
+        );
+        let reference = single_reference(&out, &format!("{}/team/cached", registry.addr()));
+        assert!(registry.tags("team/cached").contains(&run.to_string()));
+        pull_fresh(
+            &host,
+            &reference,
+            &[format!("{}/team/cached:{run}", registry.addr())],
+        );
+        seen.push(docker_ok(&host, &["run", "--rm", &reference]));
+    }
+    assert_eq!(
+        seen[0].trim(),
+        "",
+        "the cache mount started with files in it"
+    );
+    assert_eq!(
+        seen[1].trim(),
+        "first",
+        "the second build did not see what the first wrote in the cache mount"
+    );
+}
+
+#[test]
+fn a_failing_buildkit_step_shows_its_output_and_pushes_nothing() {
+    let Some(host) = docker_host() else { return };
+    let registry = TestRegistry::start();
+    let base = push_busybox_base(&host, &registry);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "failing",
+        &format!(
+            "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/failing\"\nbuildkit = true\n",
+            registry.addr()
+        ),
+        "fn main() {}\n",
+    );
+    fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {base}\nRUN echo 'this step fails on purpose' && exit 3\n"),
+    )
+    .unwrap();
+    let out = tool()
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("DOCKER_HOST", &host)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the build succeeded:\n{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "");
+    let err = stderr(&out);
+    assert!(
+        err.contains("this step fails on purpose"),
+        "the step's output is missing:\n{err}"
+    );
+    assert!(
+        err.contains("exit code: 3"),
         "the engine's message is missing:\n{err}"
     );
     assert!(

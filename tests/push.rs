@@ -595,6 +595,10 @@ fn config_errors_name_key_file_and_line() {
             vec!["unknown builder `kaniko`"],
         ),
         (
+            format!("registry = \"{r}\"\ncompression = \"brotli\""),
+            vec!["`compression`", "brotli", "zstd"],
+        ),
+        (
             format!("registry = \"{r}\"\nbin = \"other\""),
             vec!["no binary named `other`"],
         ),
@@ -1064,4 +1068,114 @@ fn the_base_check_follows_the_bases_ld_so_conf() {
         "the loader is there: {err}"
     );
     assert!(registry.tags("onbare").is_empty());
+}
+
+/// A layer larger than one monolithic PUT (16 MiB) goes up in a streamed PATCH read from the
+/// layer cache; what the registry stores decompresses to the very bytes included, across blocks
+/// that were deflated and blocks that were stored (random data).
+#[test]
+fn a_large_layer_streams_from_the_cache_and_round_trips() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = 0x1234_5678_u32;
+    let mut big: Vec<u8> = (0..18 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect();
+    big.extend(
+        b"a compressible line of text\n"
+            .iter()
+            .cycle()
+            .take(4 << 20),
+    );
+    std::fs::write(dir.path().join("big.bin"), &big).unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "large",
+        &split_config(
+            &registry.addr(),
+            &registry.addr(),
+            "include = [{ from = \"big.bin\", to = \"/data/big.bin\" }]\n",
+        ),
+        HELLO,
+    );
+    let out = push(&manifest, &[]);
+    assert_success(&out);
+    let (_, repo, digest) = split_ref(stdout(&out).trim());
+    let (status, _, body) = registry.manifest(&repo, &digest);
+    assert_eq!(status, 200);
+    let image: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mut found = false;
+    for layer in image["layers"].as_array().unwrap() {
+        let d = layer["digest"].as_str().unwrap();
+        let (status, _, blob) = http_get(&registry.addr(), &format!("/v2/{repo}/blobs/{d}"), "");
+        assert_eq!(status, 200, "blob {d}");
+        assert_eq!(layer["size"].as_u64().unwrap(), blob.len() as u64);
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&blob[..]));
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path().unwrap().to_string_lossy() == "data/big.bin" {
+                let mut content = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut content).unwrap();
+                assert!(content == big, "the included file changed on the way");
+                assert!(blob.len() > 16 << 20, "not over the monolithic limit");
+                assert!(blob.len() < big.len(), "the text half was not compressed");
+                found = true;
+            }
+        }
+    }
+    assert!(found, "the included file is not in the image");
+}
+
+/// `compression = "zstd"`: every layer of ours is a zstd stream with the OCI zstd media type,
+/// and it reads back to the binary.
+#[test]
+fn zstd_layers_when_asked() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "zapp",
+        &split_config(
+            &registry.addr(),
+            &registry.addr(),
+            "compression = \"zstd\"\n",
+        ),
+        HELLO,
+    );
+    let out = push(&manifest, &[]);
+    assert_success(&out);
+    let (_, repo, digest) = split_ref(stdout(&out).trim());
+    let (status, _, body) = registry.manifest(&repo, &digest);
+    assert_eq!(status, 200);
+    let image: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mut files = Vec::new();
+    for layer in image["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+        let d = layer["digest"].as_str().unwrap();
+        let (status, _, blob) = http_get(&registry.addr(), &format!("/v2/{repo}/blobs/{d}"), "");
+        assert_eq!(status, 200, "blob {d}");
+        let tar = zstd::stream::decode_all(&blob[..]).unwrap();
+        for entry in tar::Archive::new(&tar[..]).entries().unwrap() {
+            files.push(
+                entry
+                    .unwrap()
+                    .path()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+    assert!(
+        files.contains(&"usr/local/bin/zapp".to_string()),
+        "{files:?}"
+    );
 }

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use base64::Engine as _;
 use bollard::auth::DockerCredentials;
 use bollard::models::BuildInfo;
 use bollard::query_parameters::BuildImageOptions;
@@ -20,6 +21,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use miette::{Diagnostic, IntoDiagnostic, Result, WrapErr};
 use tokio::sync::mpsc;
+
+mod buildkit;
 
 use super::dockerignore::DockerIgnore;
 use super::oci;
@@ -232,7 +235,11 @@ async fn generate_context(
     let binary = super::build_binary(target, cargo_options).await?;
     // The whole daemonless image is assembled (the base's manifest and config fetched) though only
     // its layers and config are used: `oci` has no public way to make the layers alone.
-    let image = oci::assemble_for_binary(target, &binary, clients).await?;
+    // `ADD` unpacks gzip tars, not zstd ones: the engine gets gzip layers whatever `compression`
+    // says (it compresses the layers it pushes itself).
+    let mut gzip_target = target.clone();
+    gzip_target.image.compression = crate::image::compress::Codec::Gzip;
+    let image = oci::assemble_for_binary(&gzip_target, &binary, clients).await?;
 
     let dir = tempfile::Builder::new()
         .prefix("adapt-push-context-")
@@ -245,9 +252,12 @@ async fn generate_context(
     };
     let mut layer_files = Vec::new();
     for blob in &image.layers {
-        if let BlobSource::Bytes(bytes) = &blob.source {
+        if let BlobSource::File(path) = &blob.source {
             let name = format!("layer-{}.tar.gz", layer_files.len() + 1);
-            std::fs::write(dir.path().join(&name), bytes)
+            let to = dir.path().join(&name);
+            // A hard link costs nothing; across file systems, a copy (streamed by the kernel).
+            std::fs::hard_link(path, &to)
+                .or_else(|_| std::fs::copy(path, &to).map(|_| ()))
                 .into_diagnostic()
                 .wrap_err_with(|| format!("writing {name} of the generated build context"))?;
             layer_files.push((name, blob.description.clone()));
@@ -775,29 +785,91 @@ async fn run_build(engine: &Engine, target: &BuildSpec, context: &BuildContext) 
         })
     };
     let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let mut stream =
-        engine
-            .docker()
-            .build_image(options, credentials, Some(bollard::body_try_stream(body)));
-
     let mut shown = BuildOutput::new();
     let mut image_id = None;
     let mut failure = None;
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(info) => {
-                if let Some(id) = info.aux.as_ref().and_then(|a| a.id.clone()) {
-                    image_id = Some(id);
-                }
-                shown.show(&info);
+    if let Some(endpoint) = with_buildkit(engine, spec.buildkit, context).await {
+        output::detail("building with BuildKit");
+        let mut query = vec![
+            ("version", "2".to_string()),
+            ("dockerfile", options.dockerfile.clone()),
+            ("rm", "1".to_string()),
+            ("forcerm", "1".to_string()),
+        ];
+        for (key, value) in [
+            ("pull", options.pull.clone()),
+            ("platform", Some(options.platform.clone())),
+            ("target", Some(options.target.clone())),
+            ("networkmode", endpoint.1.map(str::to_string)),
+            (
+                "labels",
+                options
+                    .labels
+                    .as_ref()
+                    .and_then(|l| serde_json::to_string(l).ok()),
+            ),
+            (
+                "buildargs",
+                options
+                    .buildargs
+                    .as_ref()
+                    .and_then(|a| serde_json::to_string(a).ok()),
+            ),
+        ] {
+            if let Some(v) = value.filter(|v| !v.is_empty()) {
+                query.push((key, v));
             }
-            Err(e) => {
-                failure = Some(e);
-                break;
+        }
+        let registry_config = credentials
+            .as_ref()
+            .and_then(|c| serde_json::to_vec(c).ok())
+            .map(|json| base64::engine::general_purpose::URL_SAFE.encode(json));
+        match buildkit::build(
+            &endpoint.0,
+            &engine.api_version(),
+            &query,
+            registry_config,
+            body,
+            &mut shown,
+        )
+        .await
+        {
+            Ok(id) => image_id = id,
+            Err(buildkit::Failure::Failed(message)) => {
+                failure = Some(bollard::errors::Error::DockerStreamError { error: message })
+            }
+            Err(buildkit::Failure::Refused(status_code, message)) => {
+                failure = Some(bollard::errors::Error::DockerResponseServerError {
+                    status_code,
+                    message,
+                })
+            }
+            Err(buildkit::Failure::Transport(cause)) => {
+                failure = Some(bollard::errors::Error::IOError {
+                    err: io::Error::other(cause),
+                })
+            }
+        }
+    } else {
+        let mut stream =
+            engine
+                .docker()
+                .build_image(options, credentials, Some(bollard::body_try_stream(body)));
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(id) = info.aux.as_ref().and_then(|a| a.id.clone()) {
+                        image_id = Some(id);
+                    }
+                    shown.show(&info);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             }
         }
     }
-    drop(stream);
     shown.finish();
     progress.finish();
     let written = writer.await.into_diagnostic()?;
@@ -834,6 +906,93 @@ async fn run_build(engine: &Engine, target: &BuildSpec, context: &BuildContext) 
         .into());
     }
     image_id.ok_or_else(|| DockerBuildError::NoImage.into())
+}
+
+/// Whether to build with BuildKit, and where to send the build: the engine's endpoint and the
+/// network mode RUN steps need. `choice` is the `buildkit` key (None: when the engine has it).
+async fn with_buildkit(
+    engine: &Engine,
+    choice: Option<bool>,
+    context: &BuildContext,
+) -> Option<(buildkit::Endpoint, Option<&'static str>)> {
+    if choice == Some(false) {
+        return None;
+    }
+    // The classic builder drops a Dockerfile (and .dockerignore) that `.dockerignore` excludes,
+    // or that came from outside the context, once it has read them; BuildKit, given the context
+    // as a tar, keeps them, so `COPY . /app` would copy them into the image.
+    // (`context.ignore` re-includes both, as Docker sends them: read the user's patterns again.)
+    let users_patterns = std::fs::read_to_string(context.root.join(".dockerignore"))
+        .ok()
+        .and_then(|text| DockerIgnore::parse(&text).ok());
+    let dockerfile_not_in_context = context.outside_dockerfile.is_some()
+        || users_patterns.is_some_and(|p| {
+            p.is_excluded(&context.dockerfile_name) || p.is_excluded(".dockerignore")
+        });
+    if dockerfile_not_in_context {
+        let why = "the Dockerfile is outside the context or excluded by .dockerignore, and \
+                   BuildKit given a context tar would keep it in the context";
+        if choice == Some(true) {
+            output::warn(&format!(
+                "{why}; building with BuildKit as `buildkit = true` says"
+            ));
+        } else {
+            output::status("Note", &format!("{why}; building with the classic builder"));
+            return None;
+        }
+    }
+    let fallback = |why: &str| {
+        let text = format!("{why}; building with the classic builder");
+        if choice == Some(true) {
+            output::warn(&text);
+        } else {
+            output::status("Note", &text);
+        }
+    };
+    let Some(endpoint) = buildkit::Endpoint::of(engine.address(), engine.tls()) else {
+        fallback(&format!(
+            "BuildKit builds are sent over unix:// or plain tcp:// engine addresses, not {}",
+            engine.address()
+        ));
+        return None;
+    };
+    if choice.is_none() {
+        // BuildKit is in Linux engines since 18.09 (API 1.39); Windows engines have none.
+        let version = engine.docker().version().await.ok();
+        let linux = version
+            .as_ref()
+            .and_then(|v| v.os.as_deref())
+            .is_some_and(|os| os == "linux");
+        let api = engine.api_version();
+        let new_enough = api
+            .split_once('.')
+            .and_then(|(major, minor)| {
+                Some((major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?))
+            })
+            .is_some_and(|v| v >= (1, 39));
+        if !linux || !new_enough {
+            fallback(&format!(
+                "the engine at {} has no BuildKit (API {api}, {})",
+                engine.address(),
+                version
+                    .as_ref()
+                    .and_then(|v| v.os.clone())
+                    .unwrap_or_else(|| "unknown OS".into())
+            ));
+            return None;
+        }
+    }
+    // An engine without its default bridge network (dockerd --bridge=none) cannot give BuildKit's
+    // RUN steps the default network; give them none, as the classic builder does there.
+    let bridge = engine
+        .docker()
+        .inspect_network(
+            "bridge",
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .is_ok();
+    Some((endpoint, (!bridge).then_some("none")))
 }
 
 /// Credentials for the registries the build pulls from, as `X-Registry-Config`.

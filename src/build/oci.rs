@@ -16,7 +16,8 @@ use crate::cargo::CargoOptions;
 use crate::cli::MediaTypes;
 use crate::closure::{self, Linkage};
 use crate::image::base_fs::BaseFs;
-use crate::image::layer::{Layer, LayerBuilder, LayerCache};
+use crate::image::compress::Codec;
+use crate::image::layer::{Layer, LayerBuilder, LayerCache, Origin};
 use crate::image::{self, BaseImage, Family, Image, RunConfig};
 use crate::output;
 use crate::plan::{Base, BuildSpec};
@@ -170,7 +171,9 @@ async fn assemble_with_base(
 fn make_layers(target: &BuildSpec, binary: &Path, base: Option<&BaseFs>) -> Result<Vec<Layer>> {
     let on_scratch = base.is_none();
     let epoch = target.image.epoch;
-    let mut layers = Vec::new();
+    let codec = target.image.compression;
+    // Layers to finish, with what to say when one cannot be read.
+    let mut pending: Vec<(LayerBuilder, LayerCache, Option<String>)> = Vec::new();
     let cache = |kind: &str| LayerCache {
         dir: target.layer_cache.clone(),
         // One slot per platform, so building several platforms does not evict each other.
@@ -227,11 +230,7 @@ fn make_layers(target: &BuildSpec, binary: &Path, base: Option<&BaseFs>) -> Resu
             .wrap_err("adding the scratch image's system files")?;
     }
     if !runtime.is_empty() {
-        layers.push(
-            runtime
-                .finish_with_cache(Some(&cache("runtime")))
-                .into_diagnostic()?,
-        );
+        pending.push((runtime, cache("runtime"), None));
     }
 
     if !target.image.includes.is_empty() {
@@ -245,11 +244,7 @@ fn make_layers(target: &BuildSpec, binary: &Path, base: Option<&BaseFs>) -> Resu
         if let Some(base) = base {
             includes.merge_onto(base);
         }
-        layers.push(
-            includes
-                .finish_with_cache(Some(&cache("includes")))
-                .into_diagnostic()?,
-        );
+        pending.push((includes, cache("includes"), None));
     }
 
     let mut app = LayerBuilder::new(format!("binary {}", target.bin), epoch);
@@ -257,12 +252,60 @@ fn make_layers(target: &BuildSpec, binary: &Path, base: Option<&BaseFs>) -> Resu
     if let Some(base) = base {
         app.merge_onto(base);
     }
-    layers.push(
-        app.finish_with_cache(Some(&cache("binary")))
-            .into_diagnostic()
-            .wrap_err_with(|| format!("reading {}", binary.display()))?,
-    );
+    pending.push((
+        app,
+        cache("binary"),
+        Some(format!("reading {}", binary.display())),
+    ));
+
+    // The layers are independent: read, tar and hash them side by side (each one's compression
+    // already uses every core), in the order the image lists them.
+    let finished: Vec<(std::io::Result<Layer>, Option<String>)> = std::thread::scope(|scope| {
+        let running: Vec<_> = pending
+            .into_iter()
+            .map(|(builder, cache, context)| {
+                (
+                    scope.spawn(move || finish_layer(builder, &cache, codec)),
+                    context,
+                )
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|(thread, context)| {
+                let result = thread.join().unwrap_or_else(|_| {
+                    Err(std::io::Error::other("the thread writing a layer stopped"))
+                });
+                (result, context)
+            })
+            .collect()
+    });
+    let mut layers = Vec::new();
+    for (result, context) in finished {
+        let result = result.into_diagnostic();
+        layers.push(match context {
+            Some(context) => result.wrap_err(context)?,
+            None => result?,
+        });
+    }
     Ok(layers)
+}
+
+/// Finishes a layer with a progress bar (on a terminal) while it is tarred and compressed.
+fn finish_layer(builder: LayerBuilder, cache: &LayerCache, codec: Codec) -> std::io::Result<Layer> {
+    let progress =
+        output::Progress::working("Compressing", builder.description(), builder.file_bytes());
+    let advance = progress.clone();
+    let layer = builder.finish_with_cache(cache, codec, &move |n| advance.advance(n));
+    progress.finish();
+    let layer = layer?;
+    if layer.origin == Origin::Unchanged {
+        output::detail(&format!(
+            "{}: inputs unchanged, layer {}",
+            layer.description, layer.digest
+        ));
+    }
+    Ok(layer)
 }
 
 /// GOARCH name of an ELF executable's machine, read from its header alone.

@@ -1,32 +1,51 @@
 //! Reproducible layers: sorted entries, uid/gid 0, fixed modes and mtimes, one gzip setting.
+//!
+//! A layer is streamed, never held in memory: tar entries go through a hashing writer (the
+//! diff_id) into the parallel compressor, whose output is hashed (the digest) on its way to a
+//! file in the on-disk cache. The finished [`Layer`] is a descriptor and the path of that file.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use flate2::{Compression, GzBuilder};
 use sha2::{Digest as _, Sha256};
 
 use super::base_fs::{BaseFs, Kind};
+use super::compress::{Codec, ParallelGzip, default_threads};
 use super::exact::ExactReader;
+pub use super::input_cache::LayerCache;
+use super::input_cache::{Fingerprint, Recorded};
 use crate::reference::Digest;
 
-/// The gzip level every layer uses. One setting everywhere, or digests drift between machines.
-const GZIP_LEVEL: u32 = 6;
-
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
-/// A finished, compressed layer.
+/// A finished, compressed layer, in the on-disk cache.
 #[derive(Debug, Clone)]
 pub struct Layer {
     /// sha256 of the uncompressed tar: what the image config's `rootfs.diff_ids` lists.
     pub diff_id: Digest,
     /// sha256 of the compressed bytes: what the manifest lists and the registry stores.
     pub digest: Digest,
-    pub bytes: Bytes,
+    /// Length of the compressed bytes.
+    pub size: u64,
+    /// The compressed bytes, in the cache's `blobs/sha256/`; uploads read them from here.
+    pub path: PathBuf,
     /// What the layer holds, for progress output ("runtime libraries", "binary greeter").
     pub description: String,
+    /// How this run got the layer.
+    pub origin: Origin,
+    pub codec: Codec,
+}
+
+/// How a layer was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Its inputs' stat matched the cache's record: nothing was read.
+    Unchanged,
+    /// Its inputs were read, tarred and compressed.
+    Written,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +88,24 @@ impl LayerBuilder {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Total size of the host files, as `stat` says now (for progress).
+    pub fn file_bytes(&self) -> u64 {
+        self.entries
+            .values()
+            .map(|e| match e {
+                Entry::File {
+                    source: Source::Host(p),
+                    ..
+                } => std::fs::metadata(p).map_or(0, |m| m.len()),
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Adds a host file at `image_path`, keeping only whether it is executable.
@@ -223,47 +260,118 @@ impl LayerBuilder {
         self.entries.insert(path, entry);
     }
 
-    /// Writes the tar, compresses it, and hashes both forms.
+    /// Writes the tar into a scratch cache (tests only), one slot per call; slots are reused
+    /// across runs, so the directory keeps only the latest run's blobs.
     #[cfg(test)]
     pub fn finish(self) -> io::Result<Layer> {
-        self.finish_with_cache(None)
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static SLOT: AtomicUsize = AtomicUsize::new(0);
+        let cache = LayerCache {
+            dir: std::env::temp_dir().join("adapt-push-unit-test-layers"),
+            slot: format!("test-{}", SLOT.fetch_add(1, Ordering::Relaxed)),
+        };
+        self.finish_with_cache(&cache, Codec::Gzip, &|_| {})
     }
 
-    /// Like [`finish`](Self::finish), but an unchanged layer (same uncompressed tar) is taken
-    /// from `cache` instead of being compressed again.
-    pub fn finish_with_cache(self, cache: Option<&LayerCache>) -> io::Result<Layer> {
-        let (tar, diff_id) = self.write_tar()?;
-        if let Some(cache) = cache
-            && let Some((bytes, digest)) = cache.get(&diff_id)
-        {
+    /// The layer from `cache` when its inputs are unchanged to `stat`; otherwise streams the tar
+    /// through the compressor into the cache. `progress` hears of every uncompressed byte.
+    pub fn finish_with_cache(
+        self,
+        cache: &LayerCache,
+        codec: Codec,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> io::Result<Layer> {
+        let (fingerprint, racy) = self.fingerprint(codec)?;
+        if let Some((recorded, diff_id, digest, path)) = cache.unchanged(&fingerprint) {
             return Ok(Layer {
                 diff_id,
                 digest,
-                bytes,
+                size: recorded.size,
+                path,
                 description: self.description,
+                origin: Origin::Unchanged,
+                codec,
             });
         }
-        let compressed = HashingWriter::new(Vec::with_capacity(tar.len() / 2));
-        let mut gzip = GzBuilder::new()
-            .mtime(0)
-            .write(compressed, Compression::new(GZIP_LEVEL));
-        gzip.write_all(&tar)?;
-        let (bytes, digest) = gzip.finish()?.finish();
-        let bytes = Bytes::from(bytes);
-        if let Some(cache) = cache {
-            cache.put(&diff_id, &digest, &bytes);
-        }
+        let blobs = LayerCache::blobs_dir(&cache.dir);
+        std::fs::create_dir_all(&blobs)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", blobs.display())))?;
+        let scratch = tempfile::Builder::new()
+            .prefix(".layer-")
+            .tempfile_in(&blobs)?;
+        let (diff_id, digest) = {
+            let file = BufWriter::with_capacity(256 * 1024, scratch.as_file());
+            let gzip =
+                ParallelGzip::with_codec(HashingWriter::new(file), codec, default_threads())?;
+            let tar = self.write_tar(Counting {
+                inner: HashingWriter::new(gzip),
+                progress,
+            })?;
+            let (gzip, diff_id) = tar.inner.finish();
+            let (mut file, digest) = gzip.finish()?.finish();
+            file.flush()?;
+            (diff_id, digest)
+        };
+        let size = scratch.as_file().metadata()?.len();
+        let path = cache.store(
+            scratch,
+            &Recorded {
+                fingerprint: (!racy).then_some(fingerprint),
+                diff_id: diff_id.to_string(),
+                digest: digest.to_string(),
+                size,
+            },
+            &digest,
+        )?;
         Ok(Layer {
             diff_id,
             digest,
-            bytes,
+            size,
+            path,
             description: self.description,
+            origin: Origin::Written,
+            codec,
         })
     }
 
-    /// The uncompressed tar and its sha256 (the diff_id).
-    fn write_tar(&self) -> io::Result<(Vec<u8>, Digest)> {
-        let mut tar = tar::Builder::new(HashingWriter::new(Vec::new()));
+    /// What `stat` says of every input, with everything else that decides the tar's bytes.
+    fn fingerprint(&self, codec: Codec) -> io::Result<(String, bool)> {
+        let mut fp = Fingerprint::new();
+        fp.add(codec.name().as_bytes());
+        fp.add(&self.mtime.to_le_bytes());
+        for (path, entry) in &self.entries {
+            fp.add(path.as_bytes());
+            match entry {
+                // Modes and owners can come from a base (merge_onto): they decide the bytes too.
+                Entry::Dir { mode, uid, gid } => {
+                    fp.add(b"dir");
+                    fp.add(&mode.to_le_bytes());
+                    fp.add(&uid.to_le_bytes());
+                    fp.add(&gid.to_le_bytes());
+                }
+                Entry::Symlink { target } => {
+                    use std::os::unix::ffi::OsStrExt;
+                    fp.add(b"symlink");
+                    fp.add(target.as_os_str().as_bytes());
+                }
+                Entry::File { source, mode } => {
+                    fp.add(b"file");
+                    fp.add(&mode.to_le_bytes());
+                    match source {
+                        Source::Host(p) => fp.add_file(p).map_err(|e| {
+                            io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+                        })?,
+                        Source::Bytes(b) => fp.add(b),
+                    }
+                }
+            }
+        }
+        Ok(fp.finish())
+    }
+
+    /// Writes the uncompressed tar to `out`.
+    fn write_tar<W: Write>(&self, out: W) -> io::Result<W> {
+        let mut tar = tar::Builder::new(out);
         for (path, entry) in &self.entries {
             let mut header = tar::Header::new_gnu();
             header.set_mtime(self.mtime);
@@ -306,58 +414,7 @@ impl LayerBuilder {
                 }
             }
         }
-        Ok(tar.into_inner()?.finish())
-    }
-}
-
-/// Compressed layers from earlier runs, by diff_id, so unchanged layers are not gzipped again.
-/// Files are named `<slot>.<diff_id hex>.<digest hex>.gz`; one file is kept per slot (a package's
-/// runtime, includes or binary layer), so the cache never grows past the latest push.
-#[derive(Debug, Clone)]
-pub struct LayerCache {
-    pub dir: PathBuf,
-    /// Stable name for what this layer is, e.g. "greeter-runtime".
-    pub slot: String,
-}
-
-impl LayerCache {
-    fn get(&self, diff_id: &Digest) -> Option<(Bytes, Digest)> {
-        let prefix = format!("{}.{}.", self.slot, diff_id.hex());
-        let entry = std::fs::read_dir(&self.dir)
-            .ok()?
-            .flatten()
-            .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let expected = name.strip_prefix(&prefix)?.strip_suffix(".gz")?.to_string();
-        let bytes = std::fs::read(entry.path()).ok()?;
-        let digest = Digest::sha256_of(&bytes);
-        // A truncated or altered file is ignored and rewritten.
-        (digest.hex() == expected).then(|| (Bytes::from(bytes), digest))
-    }
-
-    /// Best effort: a cache that cannot be written only costs time.
-    fn put(&self, diff_id: &Digest, digest: &Digest, bytes: &[u8]) {
-        if std::fs::create_dir_all(&self.dir).is_err() {
-            return;
-        }
-        let name = format!("{}.{}.{}.gz", self.slot, diff_id.hex(), digest.hex());
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for e in entries.flatten() {
-                if e.file_name()
-                    .to_string_lossy()
-                    .starts_with(&format!("{}.", self.slot))
-                {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
-        // Write then rename, so a reader never sees half a file.
-        let tmp = self.dir.join(format!(".{name}.{}", std::process::id()));
-        if std::fs::write(&tmp, bytes).is_ok()
-            && std::fs::rename(&tmp, self.dir.join(&name)).is_err()
-        {
-            let _ = std::fs::remove_file(&tmp);
-        }
+        tar.into_inner()
     }
 }
 
@@ -372,6 +429,24 @@ fn normalize(image_path: &str) -> String {
 fn is_executable(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::PermissionsExt;
     meta.permissions().mode() & 0o111 != 0
+}
+
+/// Passes bytes through while telling `progress` how many went by.
+struct Counting<'a, W> {
+    inner: W,
+    progress: &'a (dyn Fn(u64) + Sync),
+}
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Passes bytes through while hashing them.
@@ -411,11 +486,21 @@ impl<W: Write> Write for HashingWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::input_cache::pretend_later;
     use std::io::Read;
+    use std::time::{Duration, SystemTime};
+
+    fn unpack(layer: &Layer) -> Vec<u8> {
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(&layer.path).unwrap())
+            .read_to_end(&mut raw)
+            .unwrap();
+        raw
+    }
 
     fn entries(layer: &Layer) -> Vec<(String, u32, u64, u64)> {
-        let gz = flate2::read::GzDecoder::new(&layer.bytes[..]);
-        let mut archive = tar::Archive::new(gz);
+        let raw = unpack(layer);
+        let mut archive = tar::Archive::new(&raw[..]);
         archive
             .entries()
             .unwrap()
@@ -468,39 +553,6 @@ mod tests {
     }
 
     #[test]
-    fn cache_returns_the_same_layer_and_ignores_damaged_entries() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = LayerCache {
-            dir: dir.path().to_path_buf(),
-            slot: "app-runtime".into(),
-        };
-        let build = |content: &'static [u8]| {
-            let mut b = LayerBuilder::new("t", 0);
-            b.add_bytes("/x", Bytes::from_static(content), 0o644);
-            b.finish_with_cache(Some(&cache)).unwrap()
-        };
-        let fresh = build(b"hello");
-        let cached = build(b"hello");
-        assert_eq!(fresh.digest, cached.digest);
-        assert_eq!(fresh.bytes, cached.bytes);
-        // Damage the file: the layer is compressed again and still correct.
-        let file = std::fs::read_dir(dir.path())
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
-        std::fs::write(&file, b"junk").unwrap();
-        let again = build(b"hello");
-        assert_eq!(again.digest, fresh.digest);
-        assert_eq!(again.digest, Digest::sha256_of(&again.bytes));
-        // A new version replaces the old one in its slot.
-        let other = build(b"changed");
-        assert_ne!(other.digest, fresh.digest);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-    }
-
-    #[test]
     fn same_input_same_digests_and_diff_id_is_uncompressed_hash() {
         let build = || {
             let mut b = LayerBuilder::new("t", 0);
@@ -510,12 +562,10 @@ mod tests {
         let (a, b) = (build(), build());
         assert_eq!(a.digest, b.digest);
         assert_eq!(a.diff_id, b.diff_id);
-        let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(&a.bytes[..])
-            .read_to_end(&mut raw)
-            .unwrap();
-        assert_eq!(a.diff_id, Digest::sha256_of(&raw));
-        assert_eq!(a.digest, Digest::sha256_of(&a.bytes));
+        assert_eq!(a.diff_id, Digest::sha256_of(&unpack(&a)));
+        let compressed = std::fs::read(&a.path).unwrap();
+        assert_eq!(a.digest, Digest::sha256_of(&compressed));
+        assert_eq!(a.size, compressed.len() as u64);
         assert_ne!(a.digest, a.diff_id);
     }
 
@@ -566,5 +616,125 @@ mod tests {
                 ("usr/bin/healthcheck".to_string(), 0o755),
             ]
         );
+    }
+    /// A layer holding one host file, `data/f`, built against `cache`.
+    fn build(cache: &LayerCache, file: &Path) -> Layer {
+        let mut b = LayerBuilder::new("t", 0);
+        b.add_host_path("/data/f", file).unwrap();
+        b.finish_with_cache(cache, Codec::Gzip, &|_| {}).unwrap()
+    }
+
+    fn set_mtime(path: &Path, secs: u64) {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+            .unwrap();
+    }
+
+    fn setup() -> (tempfile::TempDir, LayerCache, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache {
+            dir: dir.path().join("cache"),
+            slot: "app-app-includes".into(),
+        };
+        let file = dir.path().join("f");
+        std::fs::write(&file, "aaaa").unwrap();
+        set_mtime(&file, 1_700_000_000);
+        (dir, cache, file)
+    }
+
+    #[test]
+    fn unchanged_inputs_are_recognised_by_stat_alone() {
+        let (_dir, cache, file) = setup();
+        // The fingerprint is taken as if a minute had passed: nothing is racy.
+        let _later = pretend_later(Duration::from_secs(60));
+        let first = build(&cache, &file);
+        assert_eq!(first.origin, Origin::Written);
+        let second = build(&cache, &file);
+        assert_eq!(second.origin, Origin::Unchanged);
+        assert_eq!(
+            (&second.digest, &second.diff_id, second.size, &second.path),
+            (&first.digest, &first.diff_id, first.size, &first.path)
+        );
+    }
+
+    #[test]
+    fn a_file_rewritten_with_the_same_size_and_mtime_is_read_again() {
+        let (_dir, cache, file) = setup();
+        let _later = pretend_later(Duration::from_secs(60));
+        let first = build(&cache, &file);
+        // Same second, same nanosecond, same size: only the content (and ctime) differ.
+        std::fs::write(&file, "bbbb").unwrap();
+        set_mtime(&file, 1_700_000_000);
+        let second = build(&cache, &file);
+        assert_eq!(second.origin, Origin::Written);
+        assert_ne!(second.digest, first.digest);
+        assert!(unpack(&second).windows(4).any(|w| w == b"bbbb"));
+    }
+
+    #[test]
+    fn a_file_replaced_through_a_rename_is_read_again() {
+        let (dir, cache, file) = setup();
+        let _later = pretend_later(Duration::from_secs(60));
+        let first = build(&cache, &file);
+        let replacement = dir.path().join("f.new");
+        std::fs::write(&replacement, "cccc").unwrap();
+        set_mtime(&replacement, 1_700_000_000);
+        std::fs::rename(&replacement, &file).unwrap();
+        let second = build(&cache, &file);
+        assert_eq!(second.origin, Origin::Written);
+        assert_ne!(second.digest, first.digest);
+        assert!(unpack(&second).windows(4).any(|w| w == b"cccc"));
+    }
+
+    #[test]
+    fn a_touched_but_unchanged_file_is_read_once_and_gives_the_same_layer() {
+        let (_dir, cache, file) = setup();
+        let _later = pretend_later(Duration::from_secs(60));
+        let first = build(&cache, &file);
+        set_mtime(&file, 1_700_000_100);
+        let touched = build(&cache, &file);
+        assert_eq!(touched.origin, Origin::Written);
+        assert_eq!(touched.digest, first.digest);
+        let again = build(&cache, &file);
+        assert_eq!(again.origin, Origin::Unchanged);
+        assert_eq!(again.digest, first.digest);
+    }
+
+    #[test]
+    fn inputs_changed_just_now_are_not_trusted_to_stat() {
+        let (_dir, cache, file) = setup();
+        // Fingerprints taken now: the file's ctime is within the racy window.
+        let first = build(&cache, &file);
+        let second = build(&cache, &file);
+        assert_eq!(second.origin, Origin::Written);
+        assert_eq!(second.digest, first.digest);
+        let _later = pretend_later(Duration::from_secs(60));
+        assert_eq!(build(&cache, &file).origin, Origin::Written);
+        assert_eq!(build(&cache, &file).origin, Origin::Unchanged);
+    }
+
+    #[test]
+    fn a_damaged_blob_is_written_again_and_old_blobs_are_removed() {
+        let (_dir, cache, file) = setup();
+        let _later = pretend_later(Duration::from_secs(60));
+        let first = build(&cache, &file);
+        std::fs::write(&first.path, b"junk").unwrap();
+        let again = build(&cache, &file);
+        assert_eq!(again.origin, Origin::Written);
+        assert_eq!(again.digest, first.digest);
+        assert_eq!(
+            again.digest,
+            Digest::sha256_of(&std::fs::read(&again.path).unwrap())
+        );
+        // A new version replaces the old one: one blob left for the one slot.
+        std::fs::write(&file, "changed").unwrap();
+        let other = build(&cache, &file);
+        assert_ne!(other.digest, first.digest);
+        let blobs = std::fs::read_dir(LayerCache::blobs_dir(&cache.dir)).unwrap();
+        assert_eq!(blobs.count(), 1);
+        assert!(other.path.exists() && !first.path.exists());
     }
 }

@@ -1,8 +1,11 @@
 //! An image as the publishers see it: manifest bytes, a config blob and layer blobs, each blob
-//! either in memory or still in another repository. How it was made is not recorded here.
+//! in memory, in a file of the layer cache, or still in another repository. How it was made is
+//! not recorded here.
 
 pub mod base_fs;
+pub mod compress;
 pub(crate) mod exact;
+pub mod input_cache;
 pub mod layer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,6 +30,8 @@ pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.ta
 #[derive(Debug, Clone)]
 pub enum BlobSource {
     Bytes(Bytes),
+    /// A file (a compressed layer in the on-disk cache), read in pieces when uploaded.
+    File(std::path::PathBuf),
     /// Still in a registry (a base image's layer): mount it or stream it across.
     Registry {
         registry: Registry,
@@ -164,6 +169,10 @@ pub enum AssembleError {
     },
     #[error("the base image has {layers} layers but its config lists {diff_ids} diff_ids")]
     Inconsistent { layers: usize, diff_ids: usize },
+    #[error(
+        "zstd layers need an OCI image, but the base image is a Docker schema 2 image, which has no zstd layer type; use `compression = \"gzip\"` or an OCI base image"
+    )]
+    ZstdOnDockerBase,
 }
 
 /// Puts our layers on top of the base (or on nothing) and writes config and manifest.
@@ -222,6 +231,9 @@ pub fn assemble(
         }
     }
     let had_history = config.history().as_ref().is_some_and(|h| !h.is_empty());
+    if docker_family && layers.iter().any(|l| l.codec == compress::Codec::Zstd) {
+        return Err(AssembleError::ZstdOnDockerBase);
+    }
     for l in &layers {
         config
             .rootfs_mut()
@@ -235,9 +247,12 @@ pub fn assemble(
         }
         blobs.push(Blob {
             digest: l.digest.clone(),
-            size: l.bytes.len() as u64,
-            media_type: layer_type.to_string(),
-            source: BlobSource::Bytes(l.bytes.clone()),
+            size: l.size,
+            media_type: match l.codec {
+                compress::Codec::Gzip => layer_type.to_string(),
+                compress::Codec::Zstd => layer::OCI_LAYER_ZSTD.to_string(),
+            },
+            source: BlobSource::File(l.path.clone()),
             description: l.description.clone(),
         });
     }

@@ -3,7 +3,7 @@
 //! registry push sends, so the digest is the same whatever the destination.
 
 use bytes::Bytes;
-use miette::{Result, WrapErr};
+use miette::{IntoDiagnostic, Result, WrapErr};
 
 use crate::image::{Blob, BlobSource, Image};
 use crate::plan::Destination;
@@ -66,6 +66,17 @@ pub async fn materialize(
 async fn blob_bytes(blob: &Blob, clients: &Clients) -> Result<Bytes> {
     match &blob.source {
         BlobSource::Bytes(b) => Ok(b.clone()),
+        BlobSource::File(path) => tokio::fs::read(path)
+            .await
+            .map(Bytes::from)
+            .into_diagnostic()
+            .wrap_err_with(|| {
+                format!(
+                    "reading {} from the layer cache ({})",
+                    blob.description,
+                    path.display()
+                )
+            }),
         BlobSource::Registry {
             registry,
             repository,

@@ -191,6 +191,22 @@ impl<'a> RegistryPublisher<'a> {
             return Ok(BlobOutcome::Present);
         }
         match &blob.source {
+            BlobSource::File(path) => {
+                let progress = output::Progress::bytes(&blob.description, blob.size);
+                let result = client
+                    .upload_file(repo, &blob.digest, path, blob.size, &progress)
+                    .await;
+                progress.finish();
+                result.wrap_err_with(|| {
+                    format!("uploading {} to {}", blob.description, client.registry())
+                })?;
+                output::detail(&format!(
+                    "uploaded {} ({})",
+                    blob.description,
+                    human_bytes(blob.size)
+                ));
+                Ok(BlobOutcome::Uploaded(blob.size))
+            }
             BlobSource::Bytes(bytes) => {
                 let progress = output::Progress::bytes(&blob.description, bytes.len() as u64);
                 let result = client

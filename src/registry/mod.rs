@@ -8,6 +8,7 @@
 //! session when a transfer breaks, and count as stalled only when no byte has moved for
 //! [`RetryPolicy::stall`], so a slow link is not mistaken for a dead one.
 
+mod blob_file;
 pub mod credentials;
 pub mod pool;
 pub mod referrers;
@@ -206,6 +207,9 @@ pub enum RegistryError {
         what: String,
         limit: String,
     },
+    #[error("reading the blob to upload from {path}: {cause}")]
+    #[diagnostic(help("it is in the layer cache under target/adapt-push; run the push again"))]
+    LocalBlob { path: String, cause: String },
 }
 
 impl RegistryError {

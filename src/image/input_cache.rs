@@ -1,0 +1,250 @@
+//! The on-disk layer cache: compressed layers stored by digest, and for each layer slot (a
+//! package's runtime, includes or binary layer) a record of what its inputs looked like to
+//! `stat` the last time, so an unchanged layer is recognised without reading a byte of it.
+//!
+//! Layout under `target/adapt-push/layers`:
+//! - `blobs/sha256/<hex>`: compressed layers, the files the registry upload reads;
+//! - `<slot>.json`: the slot's latest layer (diff_id, digest, size) and its input fingerprint.
+//!
+//! The fingerprint hashes, for every entry, its image path and mode and, for host files, the
+//! path, size, mtime and ctime with nanoseconds, inode, device and mode. ctime cannot be set from
+//! user space, so a rewrite that restores size and mtime is still seen, and so is a file replaced
+//! through a rename (another inode). As in git's "racy" rule, a fingerprint is not recorded when
+//! any input changed within [`RACY_WINDOW`] of the moment it was taken: a file written in the same
+//! clock tick as the read could change again without its timestamps moving. Such layers are
+//! read and hashed again next time.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::reference::Digest;
+
+/// Inputs changed more recently than this before the fingerprint are not trusted to it.
+/// Generous against coarse file system timestamps (FAT: 2 s).
+pub const RACY_WINDOW: Duration = Duration::from_secs(3);
+
+/// Bumped whenever the layer bytes for the same inputs would change (tar or compression format).
+const FORMAT: &str =
+    "adapt-push layer v4: gnu tar, parallel gzip 512KiB blocks level 2, stored when incompressible";
+
+/// Compressed layers from earlier runs, by slot and by digest.
+#[derive(Debug, Clone)]
+pub struct LayerCache {
+    pub dir: PathBuf,
+    /// Stable name for what this layer is, e.g. "greeter-greeter-runtime".
+    pub slot: String,
+}
+
+/// What the cache remembers of a slot's latest layer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Recorded {
+    /// None when the inputs were too fresh to trust their stat (see the module doc).
+    pub fingerprint: Option<String>,
+    pub diff_id: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+impl LayerCache {
+    pub fn blobs_dir(dir: &Path) -> PathBuf {
+        dir.join("blobs").join("sha256")
+    }
+
+    pub fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
+        Self::blobs_dir(dir).join(digest.hex())
+    }
+
+    fn record_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.json", self.slot))
+    }
+
+    /// The slot's layer, when its inputs have the same fingerprint and its blob is intact
+    /// (present, with the recorded size; the registry checks the digest on upload).
+    pub fn unchanged(&self, fingerprint: &str) -> Option<(Recorded, Digest, Digest, PathBuf)> {
+        let recorded = self.recorded()?;
+        if recorded.fingerprint.as_deref() != Some(fingerprint) {
+            return None;
+        }
+        let (diff_id, digest) = (
+            Digest::parse(&recorded.diff_id).ok()?,
+            Digest::parse(&recorded.digest).ok()?,
+        );
+        let path = Self::blob_path(&self.dir, &digest);
+        let meta = std::fs::metadata(&path).ok()?;
+        (meta.is_file() && meta.len() == recorded.size).then_some((recorded, diff_id, digest, path))
+    }
+
+    fn recorded(&self) -> Option<Recorded> {
+        let text = std::fs::read(self.record_path()).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Moves a freshly written blob to its place under `blobs/`, records it as the slot's layer,
+    /// and removes blobs no slot refers to any more. Returns the blob's path.
+    pub fn store(
+        &self,
+        blob: tempfile::NamedTempFile,
+        recorded: &Recorded,
+        digest: &Digest,
+    ) -> std::io::Result<PathBuf> {
+        // Slots of one run are written from several threads: one at a time, so a slot's garbage
+        // collection never sees another's blob before its record.
+        static STORE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = STORE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let path = Self::blob_path(&self.dir, digest);
+        blob.persist(&path).map_err(|e| e.error)?;
+        self.record(recorded);
+        Ok(path)
+    }
+
+    /// Records the slot's layer, then removes blobs no slot refers to any more (and files of the
+    /// older cache layout). Best effort: a cache that cannot be written only costs time.
+    fn record(&self, recorded: &Recorded) {
+        let Ok(text) = serde_json::to_vec(recorded) else {
+            return;
+        };
+        let path = self.record_path();
+        let tmp = self
+            .dir
+            .join(format!(".{}.json.{}", self.slot, std::process::id()));
+        if std::fs::write(&tmp, text).is_err() || std::fs::rename(&tmp, &path).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            return;
+        }
+        self.collect_garbage();
+    }
+
+    fn collect_garbage(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut referenced = std::collections::HashSet::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".gz") {
+                // The layout before blobs/: `<slot>.<diff_id>.<digest>.gz`.
+                let _ = std::fs::remove_file(e.path());
+            } else if name.ends_with(".json") && !name.starts_with('.') {
+                let record = std::fs::read(e.path())
+                    .ok()
+                    .and_then(|t| serde_json::from_slice::<Recorded>(&t).ok());
+                match record {
+                    Some(r) => {
+                        referenced.insert(r.digest.trim_start_matches("sha256:").to_string());
+                    }
+                    // A record being written by another run: keep every blob this time.
+                    None => return,
+                }
+            }
+        }
+        let Ok(blobs) = std::fs::read_dir(Self::blobs_dir(&self.dir)) else {
+            return;
+        };
+        for b in blobs.flatten() {
+            let name = b.file_name().to_string_lossy().into_owned();
+            // Temporary files belong to layers being written right now.
+            if !name.starts_with('.') && !referenced.contains(&name) {
+                let _ = std::fs::remove_file(b.path());
+            }
+        }
+    }
+}
+
+/// Hashes what `stat` says about a layer's inputs, in entry order.
+pub struct Fingerprint {
+    hasher: Sha256,
+    taken_at: SystemTime,
+    racy: bool,
+}
+
+impl Default for Fingerprint {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fingerprint {
+    pub fn new() -> Fingerprint {
+        let mut hasher = Sha256::new();
+        hasher.update(FORMAT.as_bytes());
+        #[cfg(not(test))]
+        let taken_at = SystemTime::now();
+        #[cfg(test)]
+        let taken_at = SystemTime::now() + LATER.with(|l| l.get());
+        Fingerprint {
+            hasher,
+            taken_at,
+            racy: false,
+        }
+    }
+
+    /// Anything that decides the layer's bytes besides host files (paths, modes, link targets,
+    /// the mtime stamped on entries). Length-prefixed so fields cannot run into each other.
+    pub fn add(&mut self, field: &[u8]) {
+        self.hasher.update((field.len() as u64).to_le_bytes());
+        self.hasher.update(field);
+    }
+
+    /// A host file whose bytes go into the layer.
+    pub fn add_file(&mut self, path: &Path) -> std::io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let meta = std::fs::metadata(path)?;
+        self.add(path.as_os_str().as_bytes());
+        for n in [
+            meta.len(),
+            meta.mtime() as u64,
+            meta.mtime_nsec() as u64,
+            meta.ctime() as u64,
+            meta.ctime_nsec() as u64,
+            meta.ino(),
+            meta.dev(),
+            u64::from(meta.mode()),
+        ] {
+            self.hasher.update(n.to_le_bytes());
+        }
+        let changed = [
+            (meta.mtime(), meta.mtime_nsec()),
+            (meta.ctime(), meta.ctime_nsec()),
+        ]
+        .into_iter()
+        .map(|(s, ns)| {
+            SystemTime::UNIX_EPOCH + Duration::new(s.max(0) as u64, ns.clamp(0, 999_999_999) as u32)
+        })
+        .max()
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+        if changed + RACY_WINDOW > self.taken_at {
+            self.racy = true;
+        }
+        Ok(())
+    }
+
+    /// The fingerprint, and whether an input is too fresh to be recognised by it later.
+    pub fn finish(self) -> (String, bool) {
+        (hex::encode(self.hasher.finalize()), self.racy)
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    static LATER: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
+/// Tests: fingerprints on this thread are taken as if `by` had passed, until the guard drops, so
+/// files the test just wrote are past the racy window without the test sleeping.
+#[cfg(test)]
+pub fn pretend_later(by: Duration) -> impl Drop {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            LATER.with(|l| l.set(Duration::ZERO));
+        }
+    }
+    LATER.with(|l| l.set(by));
+    Reset
+}
