@@ -949,6 +949,15 @@ async fn with_buildkit(
             output::status("Note", &text);
         }
     };
+    // Podman's Docker-compatible service builds with Buildah and answers a BuildKit request
+    // with Buildah's own progress, which names no image the BuildKit way.
+    if engine.is_podman() {
+        fallback(&format!(
+            "the engine at {} is Podman's service, which has no BuildKit",
+            engine.address()
+        ));
+        return None;
+    }
     let Some(endpoint) = buildkit::Endpoint::of(engine.address(), engine.tls()) else {
         fallback(&format!(
             "BuildKit builds are sent over unix:// or plain tcp:// engine addresses, not {}",
