@@ -469,6 +469,56 @@ fn generated_mode_builds_the_daemonless_image_in_the_engine() {
     let _ = docker(&host, &["rmi", "-f", &reference]);
 }
 
+/// Generated mode through BuildKit (`buildkit = "auto"` on an engine that has it): the same
+/// daemonless layers and config, and the binary runs.
+#[test]
+fn generated_mode_builds_through_buildkit_too() {
+    let Some(host) = docker_host() else { return };
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&example_project(), dir.path());
+    let mut manifest = fs::read_to_string(dir.path().join("Cargo.toml")).unwrap();
+    manifest.push_str("env = { GREETING = 'hi \"you\" $HOME' }\nbuildkit = \"auto\"\n");
+    fs::write(dir.path().join("Cargo.toml"), manifest).unwrap();
+    let out = tool()
+        .arg("adapt-push")
+        .arg("--manifest-path")
+        .arg(dir.path().join("Cargo.toml"))
+        .args(["--builder", "docker", "--tag", "genbk", "-v"])
+        .args(["--registry", &registry.addr()])
+        .env("DOCKER_HOST", &host)
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker-generated-target"),
+        )
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert!(
+        stderr(&out).contains("building with BuildKit"),
+        "{}",
+        stderr(&out)
+    );
+    let reference = single_reference(&out, &format!("{}/demo/greeter", registry.addr()));
+    pull_fresh(
+        &host,
+        &reference,
+        &[format!("{}/demo/greeter:genbk", registry.addr())],
+    );
+    assert_eq!(
+        docker_ok(
+            &host,
+            &["run", "--rm", "--network", "none", &reference, "--once"]
+        ),
+        "hello from greeter 0.1.0"
+    );
+    let env = docker_ok(
+        &host,
+        &["inspect", "--format", "{{json .Config.Env}}", &reference],
+    );
+    assert!(env.contains(r#""GREETING=hi \"you\" $HOME""#), "{env}");
+}
+
 #[test]
 fn an_engine_that_does_not_answer_names_its_address_and_suggests_oci() {
     let dir = tempfile::tempdir().unwrap();

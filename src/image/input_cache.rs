@@ -148,8 +148,21 @@ impl LayerCache {
         };
         for b in blobs.flatten() {
             let name = b.file_name().to_string_lossy().into_owned();
-            // Temporary files belong to layers being written right now.
-            if !name.starts_with('.') && !referenced.contains(&name) {
+            // Temporary files belong to layers being written right now, unless a day old (left
+            // by a run that was killed).
+            let stale = || {
+                b.metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > Duration::from_secs(24 * 3600))
+            };
+            let remove = if name.starts_with('.') {
+                stale()
+            } else {
+                !referenced.contains(&name)
+            };
+            if remove {
                 let _ = std::fs::remove_file(b.path());
             }
         }
