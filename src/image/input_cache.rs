@@ -75,7 +75,15 @@ impl LayerCache {
         );
         let path = Self::blob_path(&self.dir, &digest);
         let meta = std::fs::metadata(&path).ok()?;
-        (meta.is_file() && meta.len() == recorded.size).then_some((recorded, diff_id, digest, path))
+        if !meta.is_file() || meta.len() != recorded.size {
+            return None;
+        }
+        // In use from now on: another run's garbage collection spares blobs used lately.
+        let _ = std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(SystemTime::now()));
+        Some((recorded, diff_id, digest, path))
     }
 
     fn recorded(&self) -> Option<Recorded> {
@@ -148,19 +156,21 @@ impl LayerCache {
         };
         for b in blobs.flatten() {
             let name = b.file_name().to_string_lossy().into_owned();
-            // Temporary files belong to layers being written right now, unless a day old (left
-            // by a run that was killed).
-            let stale = || {
+            let older_than = |limit: Duration| {
                 b.metadata()
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > Duration::from_secs(24 * 3600))
+                    .is_some_and(|age| age > limit)
             };
+            // Temporary files belong to layers being written right now, unless a day old (left
+            // by a run that was killed). A blob no slot refers to any more may still be on its
+            // way up from another run of the same package (a second terminal, CI jobs sharing
+            // a target directory), which wrote or used it lately: it goes once unused a while.
             let remove = if name.starts_with('.') {
-                stale()
+                older_than(TEMP_GRACE)
             } else {
-                !referenced.contains(&name)
+                !referenced.contains(&name) && older_than(UNREFERENCED_GRACE)
             };
             if remove {
                 let _ = std::fs::remove_file(b.path());
@@ -169,6 +179,10 @@ impl LayerCache {
     }
 }
 
+/// How long a temporary blob left by a killed run is kept.
+const TEMP_GRACE: Duration = Duration::from_secs(24 * 3600);
+/// How long a blob no slot refers to is kept after it was last written or used.
+const UNREFERENCED_GRACE: Duration = Duration::from_secs(3600);
 /// Hashes what `stat` says about a layer's inputs, in entry order.
 pub struct Fingerprint {
     hasher: Sha256,

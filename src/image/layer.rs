@@ -729,12 +729,42 @@ mod tests {
             again.digest,
             Digest::sha256_of(&std::fs::read(&again.path).unwrap())
         );
-        // A new version replaces the old one: one blob left for the one slot.
+        // A new version replaces the old one in the slot; the old blob stays while another run
+        // may still be uploading it (it was used just now)...
         std::fs::write(&file, "changed").unwrap();
         let other = build(&cache, &file);
         assert_ne!(other.digest, first.digest);
+        assert!(other.path.exists() && first.path.exists());
+        // ...and goes once it has been unused a while: one blob left for the one slot.
+        set_mtime(&first.path, 1_700_000_000);
+        std::fs::write(&file, "changed again").unwrap();
+        let newest = build(&cache, &file);
+        assert!(newest.path.exists() && other.path.exists() && !first.path.exists());
+        set_mtime(&other.path, 1_700_000_000);
+        std::fs::write(&file, "changed").unwrap();
+        let back = build(&cache, &file);
+        assert_eq!(back.digest, other.digest);
         let blobs = std::fs::read_dir(LayerCache::blobs_dir(&cache.dir)).unwrap();
-        assert_eq!(blobs.count(), 1);
-        assert!(other.path.exists() && !first.path.exists());
+        // `back` rewrote other's blob (fresh again); `newest` is fresh too.
+        assert_eq!(blobs.count(), 2);
+    }
+
+    /// Two runs of one package share a layer cache (a second terminal, CI jobs on one target
+    /// directory): a run replacing the slot's layer must not delete the blob the other found
+    /// unchanged and is about to upload.
+    #[test]
+    fn a_blob_another_run_just_used_is_not_collected() {
+        let (_dir, cache, file) = setup();
+        let _later = pretend_later(Duration::from_secs(60));
+        let first = build(&cache, &file);
+        set_mtime(&first.path, 1_700_000_000);
+        // Run A finds the layer unchanged: it will upload first.path.
+        let a = build(&cache, &file);
+        assert_eq!(a.origin, Origin::Unchanged);
+        // Run B, meanwhile, builds a changed input into the same slot.
+        std::fs::write(&file, "bbbb-changed").unwrap();
+        let b = build(&cache, &file);
+        assert_ne!(b.digest, a.digest);
+        assert!(a.path.exists(), "the blob run A is uploading was removed");
     }
 }
