@@ -3,9 +3,10 @@
 
 use futures_util::StreamExt;
 use miette::{Diagnostic, Result};
+use tokio::io::AsyncReadExt;
 
 use super::local::LocalImage;
-use super::tarball::{Tags, archive};
+use super::tarball::{Tags, archive_file};
 use crate::engine::Engine;
 use crate::output;
 use crate::registry::error_chain;
@@ -26,13 +27,21 @@ pub async fn load(engine: &Engine, images: &[LocalImage]) -> Result<()> {
         address: address.clone(),
         cause,
     };
-    let bytes = archive(images, Tags::All).map_err(|e| fail(e.to_string()))?;
+    // The archive goes to a temporary file and from there to the engine in pieces, so no layer
+    // is held whole in memory; the file is removed when `archive` is dropped.
+    let archive = archive_file(images, Tags::All)
+        .map_err(|e| fail(format!("writing the archive to load: {e}")))?;
+    let file = tokio::fs::File::from_std(
+        archive
+            .reopen()
+            .map_err(|e| fail(format!("reading the archive to load: {e}")))?,
+    );
     let options = bollard::query_parameters::ImportImageOptionsBuilder::new()
         .quiet(true)
         .build();
     let mut stream = engine
         .docker()
-        .import_image(options, bollard::body_full(bytes.into()), None);
+        .import_image_stream(options, file_chunks(file), None);
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| fail(error_chain(&e)))?;
         if let Some(text) = info
@@ -53,6 +62,21 @@ pub async fn load(engine: &Engine, images: &[LocalImage]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A file as a stream of pieces of at most 256 KiB.
+fn file_chunks(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    futures_util::stream::try_unfold(file, |mut file| async move {
+        let mut buf = bytes::BytesMut::zeroed(256 * 1024);
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.truncate(n);
+        Ok(Some((buf.freeze(), file)))
+    })
 }
 
 /// An image the engine built is already there: `--load` only gives it the pull names.

@@ -7,7 +7,7 @@ use std::path::Path;
 use miette::{Diagnostic, Result};
 use serde_json::{Value, json};
 
-use super::local::{LocalImage, write_atomically};
+use super::local::{LocalImage, write_atomically, write_atomically_with};
 use crate::image::OCI_INDEX;
 
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -29,8 +29,8 @@ pub fn index_entries(images: &[LocalImage]) -> Vec<Value> {
         for reference in image.references() {
             entries.push(json!({
                 "mediaType": image.manifest_media_type,
-                "digest": image.digest.as_str(),
-                "size": image.manifest.len(),
+                "digest": image.manifest.digest.as_str(),
+                "size": image.manifest.size,
                 "annotations": { REF_NAME: reference, CONTAINERD_NAME: reference },
             }));
         }
@@ -95,13 +95,16 @@ pub fn write_layout(dir: &Path, images: &[LocalImage]) -> Result<()> {
     std::fs::create_dir_all(&blobs)
         .map_err(|e| fail(format!("cannot create {}: {e}", blobs.display())))?;
     for image in images {
-        for (digest, bytes) in image.blobs() {
-            let path = blobs.join(digest.hex());
-            if path.metadata().is_ok_and(|m| m.len() == bytes.len() as u64) {
+        for blob in image.blobs() {
+            let path = blobs.join(blob.digest.hex());
+            if path.metadata().is_ok_and(|m| m.len() == blob.size) {
                 continue;
             }
-            write_atomically(&path, bytes)
-                .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+            // Copied in pieces: a layer is never read whole into memory.
+            write_atomically_with(&path, |file| {
+                std::io::copy(&mut blob.open()?, file).map(|_| ())
+            })
+            .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
         }
     }
     write_atomically(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#)

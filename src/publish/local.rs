@@ -1,25 +1,120 @@
-//! Registry-less destinations (`--tarball`, `--oci-layout`, `--load`): an image with every blob's
-//! bytes in hand, named as the cluster would pull it. The manifest bytes are the very ones a
-//! registry push sends, so the digest is the same whatever the destination.
+//! Registry-less destinations (`--tarball`, `--oci-layout`, `--load`): an image with every blob
+//! at hand, named as the cluster would pull it. The manifest bytes are the very ones a registry
+//! push sends, so the digest is the same whatever the destination.
+//!
+//! No layer is held whole in memory: cached layers stay files in the layer cache, a base image's
+//! layers are streamed into a temporary directory, and writers copy them in pieces.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use miette::{IntoDiagnostic, Result, WrapErr};
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt;
 
 use crate::image::{Blob, BlobSource, Image};
 use crate::plan::Destination;
 use crate::reference::Digest;
 use crate::registry::pool::Clients;
 
-/// An image whose blobs are all in memory, with the names it goes by.
+/// Where a blob's bytes are.
+#[derive(Debug, Clone)]
+pub enum BlobData {
+    /// Small blobs: the manifest, the config, generated files.
+    Memory(Bytes),
+    /// A file in the layer cache, or a base layer downloaded for this run.
+    File(PathBuf),
+}
+
+/// One blob of a local image.
+#[derive(Debug, Clone)]
+pub struct LocalBlob {
+    pub digest: Digest,
+    pub size: u64,
+    pub data: BlobData,
+}
+
+impl LocalBlob {
+    fn in_memory(digest: Digest, bytes: Bytes) -> LocalBlob {
+        LocalBlob {
+            digest,
+            size: bytes.len() as u64,
+            data: BlobData::Memory(bytes),
+        }
+    }
+
+    /// A reader of exactly `size` bytes: a file that is shorter or longer fails rather than
+    /// writing an archive whose headers lie.
+    pub fn open(&self) -> std::io::Result<ExactReader<Box<dyn Read + '_>>> {
+        let inner: Box<dyn Read + '_> = match &self.data {
+            BlobData::Memory(bytes) => Box::new(bytes.as_ref()),
+            BlobData::File(path) => {
+                let file = std::fs::File::open(path).map_err(|e| with_path(e, path))?;
+                let len = file.metadata().map_err(|e| with_path(e, path))?.len();
+                if len != self.size {
+                    return Err(std::io::Error::other(format!(
+                        "{} has {len} bytes, but blob {} has {}",
+                        path.display(),
+                        self.digest,
+                        self.size
+                    )));
+                }
+                Box::new(file)
+            }
+        };
+        Ok(ExactReader {
+            inner,
+            remaining: self.size,
+        })
+    }
+}
+
+fn with_path(e: std::io::Error, path: &Path) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// Reads exactly as many bytes as announced: ending early is an error, and extra bytes are not
+/// read.
+pub struct ExactReader<R> {
+    inner: R,
+    remaining: u64,
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let max = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("a blob ended {} bytes early", self.remaining),
+            ));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+/// An image whose blobs are all at hand, with the names it goes by.
 pub struct LocalImage {
     /// `internal/repository`: the pull reference's repository, without tag or digest.
     pub name: String,
     pub tags: Vec<String>,
-    pub manifest: Bytes,
+    /// The manifest as a blob: its digest is the image's digest.
+    pub manifest: LocalBlob,
     pub manifest_media_type: String,
-    pub digest: Digest,
-    pub config: (Blob, Bytes),
-    pub layers: Vec<(Blob, Bytes)>,
+    pub config: LocalBlob,
+    pub layers: Vec<LocalBlob>,
+    /// Where downloaded base layers are; removed when the last image using it goes.
+    _downloads: Option<Arc<tempfile::TempDir>>,
 }
 
 impl LocalImage {
@@ -31,80 +126,160 @@ impl LocalImage {
             .collect()
     }
 
-    /// Manifest, config and layers as (digest, bytes): every blob of a layout.
-    pub fn blobs(&self) -> impl Iterator<Item = (&Digest, &Bytes)> {
-        std::iter::once((&self.digest, &self.manifest))
-            .chain(std::iter::once((&self.config.0.digest, &self.config.1)))
-            .chain(self.layers.iter().map(|(b, bytes)| (&b.digest, bytes)))
+    /// Manifest, config and layers: every blob of a layout.
+    pub fn blobs(&self) -> impl Iterator<Item = &LocalBlob> {
+        std::iter::once(&self.manifest)
+            .chain(std::iter::once(&self.config))
+            .chain(self.layers.iter())
     }
 }
 
-/// Fetches what is still in a registry (a base image's layers) so the image can be written out.
+/// Fetches what is still in a registry (a base image's layers) into files, so the image can be
+/// written out.
 pub async fn materialize(
     image: &Image,
     destination: &Destination,
     clients: &Clients,
 ) -> Result<LocalImage> {
+    let mut downloads: Option<Arc<tempfile::TempDir>> = None;
     let mut layers = Vec::with_capacity(image.layers.len());
     for layer in &image.layers {
-        layers.push((layer.clone(), blob_bytes(layer, clients).await?));
+        layers.push(local_blob(layer, clients, &mut downloads).await?);
     }
+    let config = local_blob(&image.config, clients, &mut downloads).await?;
     Ok(LocalImage {
         name: destination.pull_name(),
         tags: destination.tags.iter().map(|t| t.to_string()).collect(),
-        manifest: image.manifest.clone(),
+        manifest: LocalBlob::in_memory(image.digest.clone(), image.manifest.clone()),
         manifest_media_type: image.manifest_media_type.clone(),
-        digest: image.digest.clone(),
-        config: (
-            image.config.clone(),
-            blob_bytes(&image.config, clients).await?,
-        ),
+        config,
         layers,
+        _downloads: downloads,
     })
 }
 
-async fn blob_bytes(blob: &Blob, clients: &Clients) -> Result<Bytes> {
-    match &blob.source {
-        BlobSource::Bytes(b) => Ok(b.clone()),
-        BlobSource::File(path) => tokio::fs::read(path)
-            .await
-            .map(Bytes::from)
-            .into_diagnostic()
-            .wrap_err_with(|| {
-                format!(
-                    "reading {} from the layer cache ({})",
-                    blob.description,
-                    path.display()
-                )
-            }),
+async fn local_blob(
+    blob: &Blob,
+    clients: &Clients,
+    downloads: &mut Option<Arc<tempfile::TempDir>>,
+) -> Result<LocalBlob> {
+    let data = match &blob.source {
+        BlobSource::Bytes(b) => BlobData::Memory(b.clone()),
+        BlobSource::File(path) => BlobData::File(path.clone()),
         BlobSource::Registry {
             registry,
             repository,
         } => {
-            let client = clients.get(registry).await?;
-            client
-                .get_blob_bytes(repository, &blob.digest)
-                .await
-                .wrap_err_with(|| {
-                    format!(
-                        "fetching {} from {registry}/{repository} to write it out",
-                        blob.description
-                    )
-                })
+            let dir = match downloads {
+                Some(dir) => dir.clone(),
+                None => {
+                    let dir = Arc::new(
+                        tempfile::Builder::new()
+                            .prefix("adapt-push-base-")
+                            .tempdir()
+                            .into_diagnostic()
+                            .wrap_err("creating a temporary directory for base image layers")?,
+                    );
+                    *downloads = Some(dir.clone());
+                    dir
+                }
+            };
+            let path = dir.path().join(blob.digest.hex());
+            let fetched = async {
+                let client = clients.get(registry).await?;
+                let response = client.get_blob(repository, &blob.digest).await?;
+                download(response, blob, &path).await
+            };
+            fetched.await.wrap_err_with(|| {
+                format!(
+                    "fetching {} from {registry}/{repository} to write it out",
+                    blob.description
+                )
+            })?;
+            BlobData::File(path)
         }
+    };
+    Ok(LocalBlob {
+        digest: blob.digest.clone(),
+        size: blob.size,
+        data,
+    })
+}
+
+/// How long a registry may send nothing while a blob downloads.
+const STALL: Duration = Duration::from_secs(60);
+
+/// Streams a blob's body into `path`, never past the descriptor's size, and checks its digest.
+async fn download(mut response: reqwest::Response, blob: &Blob, path: &Path) -> Result<()> {
+    if response.content_length().is_some_and(|n| n > blob.size) {
+        miette::bail!(
+            "the registry announced {} bytes for a blob the manifest says has {}",
+            response.content_length().unwrap_or_default(),
+            blob.size
+        );
     }
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .into_diagnostic()
+        .wrap_err_with(|| format!("creating {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut written: u64 = 0;
+    loop {
+        let chunk = match tokio::time::timeout(STALL, response.chunk()).await {
+            Err(_) => miette::bail!("the registry sent nothing for {}s", STALL.as_secs()),
+            Ok(chunk) => chunk.into_diagnostic()?,
+        };
+        let Some(chunk) = chunk else { break };
+        written += chunk.len() as u64;
+        if written > blob.size {
+            miette::bail!(
+                "the registry sent more than the {} bytes the manifest gives this blob",
+                blob.size
+            );
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk)
+            .await
+            .into_diagnostic()
+            .wrap_err_with(|| format!("writing {}", path.display()))?;
+    }
+    file.flush().await.into_diagnostic()?;
+    if written != blob.size {
+        miette::bail!(
+            "the registry sent {written} bytes of a blob the manifest says has {}",
+            blob.size
+        );
+    }
+    let actual = Digest::from_sha256_bytes(&hasher.finalize());
+    if blob.digest.as_str().starts_with("sha256:") && actual != blob.digest {
+        miette::bail!(
+            "the blob's content has digest {actual}, not {} as the manifest says",
+            blob.digest
+        );
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory, so a reader never
 /// sees half a file and an interrupted run leaves the old one.
-pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomically_with(path, |file| {
+        use std::io::Write;
+        file.write_all(bytes)
+    })
+}
+
+/// Like [`write_atomically`], with the content written by `write` into the temporary file.
+pub fn write_atomically_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
+        _ => Path::new("."),
     };
     let mut file = tempfile::NamedTempFile::new_in(dir)?;
-    file.write_all(bytes)?;
+    write(file.as_file_mut())?;
     file.as_file().sync_all()?;
     file.persist(path).map_err(|e| e.error)?;
     Ok(())

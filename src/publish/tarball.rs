@@ -2,13 +2,14 @@
 //! reads (as go-containerregistry's tarball and crane do), so Docker 20.10 and newer engines load
 //! it. Entries are sorted with fixed owner, mode and time, so the same images give the same file.
 
+use std::io::Write;
 use std::path::Path;
 
 use miette::{Diagnostic, Result};
 use serde_json::json;
 
 use super::layout::{index_entries, merged_index};
-use super::local::{LocalImage, write_atomically};
+use super::local::{LocalBlob, LocalImage, write_atomically_with};
 
 #[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("--tarball {path}: {reason}")]
@@ -24,14 +25,17 @@ pub enum Tags {
     All,
 }
 
-/// The archive's bytes.
-pub fn archive(images: &[LocalImage], tags: Tags) -> std::io::Result<Vec<u8>> {
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+/// Writes the archive to `out`, each blob read in pieces from where it is.
+pub fn write_archive<W: Write>(out: W, images: &[LocalImage], tags: Tags) -> std::io::Result<W> {
+    let mut files: Vec<(String, Entry)> = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for image in images {
-        for (digest, bytes) in image.blobs() {
-            if seen.insert(digest.to_string()) {
-                files.push((format!("blobs/sha256/{}", digest.hex()), bytes.to_vec()));
+        for blob in image.blobs() {
+            if seen.insert(blob.digest.to_string()) {
+                files.push((
+                    format!("blobs/sha256/{}", blob.digest.hex()),
+                    Entry::Blob(blob),
+                ));
             }
         }
     }
@@ -44,38 +48,74 @@ pub fn archive(images: &[LocalImage], tags: Tags) -> std::io::Result<Vec<u8>> {
                 Tags::All => references,
             };
             json!({
-                "Config": format!("blobs/sha256/{}", image.config.0.digest.hex()),
+                "Config": format!("blobs/sha256/{}", image.config.digest.hex()),
                 "RepoTags": repo_tags,
                 "Layers": image.layers.iter()
-                    .map(|(b, _)| format!("blobs/sha256/{}", b.digest.hex()))
+                    .map(|b| format!("blobs/sha256/{}", b.digest.hex()))
                     .collect::<Vec<_>>(),
             })
         })
         .collect();
     files.push((
         "manifest.json".into(),
-        serde_json::to_vec(&docker_manifest)?,
+        Entry::Small(serde_json::to_vec(&docker_manifest)?),
     ));
     files.push((
         "index.json".into(),
-        serde_json::to_vec(&merged_index(None, index_entries(images)))?,
+        Entry::Small(serde_json::to_vec(&merged_index(
+            None,
+            index_entries(images),
+        ))?),
     ));
     files.push((
         "oci-layout".into(),
-        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        Entry::Small(br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
     ));
     files.sort_by(|a, b| a.0.cmp(&b.0));
 
-    let mut tar = tar::Builder::new(Vec::new());
+    let mut tar = tar::Builder::new(out);
     for dir in ["blobs/", "blobs/sha256/"] {
         let mut header = header(tar::EntryType::Directory, 0o755, 0);
         tar.append_data(&mut header, dir, std::io::empty())?;
     }
-    for (path, bytes) in &files {
-        let mut header = header(tar::EntryType::Regular, 0o644, bytes.len() as u64);
-        tar.append_data(&mut header, path, bytes.as_slice())?;
+    for (path, entry) in &files {
+        match entry {
+            Entry::Small(bytes) => {
+                let mut header = header(tar::EntryType::Regular, 0o644, bytes.len() as u64);
+                tar.append_data(&mut header, path, bytes.as_slice())?;
+            }
+            Entry::Blob(blob) => {
+                let mut header = header(tar::EntryType::Regular, 0o644, blob.size);
+                tar.append_data(&mut header, path, blob.open()?)?;
+            }
+        }
     }
     tar.into_inner()
+}
+
+/// A file of the archive: a blob of an image, or a small file made here.
+enum Entry<'a> {
+    Blob(&'a LocalBlob),
+    Small(Vec<u8>),
+}
+
+/// Writes the archive into a new temporary file (for `--load`), read back in pieces.
+pub fn archive_file(images: &[LocalImage], tags: Tags) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut file = tempfile::Builder::new()
+        .prefix("adapt-push-load-")
+        .suffix(".tar")
+        .tempfile()?;
+    write_buffered(file.as_file_mut(), images, tags)?;
+    Ok(file)
+}
+
+fn write_buffered(
+    file: &mut std::fs::File,
+    images: &[LocalImage],
+    tags: Tags,
+) -> std::io::Result<()> {
+    let writer = write_archive(std::io::BufWriter::new(file), images, tags)?;
+    writer.into_inner().map_err(|e| e.into_error())?.flush()
 }
 
 fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
@@ -94,7 +134,7 @@ pub fn write_tarball(path: &Path, images: &[LocalImage]) -> Result<()> {
         path: path.display().to_string(),
         reason,
     };
-    let bytes = archive(images, Tags::First).map_err(|e| fail(e.to_string()))?;
-    write_atomically(path, &bytes).map_err(|e| fail(e.to_string()))?;
+    write_atomically_with(path, |file| write_buffered(file, images, Tags::First))
+        .map_err(|e| fail(e.to_string()))?;
     Ok(())
 }
