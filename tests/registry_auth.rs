@@ -5,14 +5,12 @@
 //! appear in any output, even with -vv.
 
 mod common;
-mod support;
 
 use base64::Engine as _;
 use serde_json::json;
 
+use common::faults::{HttpFaultProxy, HttpFaults};
 use common::*;
-use support::faults::{HttpFaultProxy, HttpFaults};
-use support::*;
 
 const USER: &str = "alice";
 const PASSWORD: &str = "pa55-W0rd-never-printed";
