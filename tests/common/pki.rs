@@ -1,4 +1,5 @@
-//! Certificates made with the openssl CLI: a private CA and the certificates it signs.
+//! Certificates made with the openssl CLI: ONE private CA helper, [`Ca`], and the server and
+//! client certificates it signs. Registries, the token issuer and the TLS engine all use it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,41 +21,24 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// Writes `cert.pem`/`key.pem` (self-signed, SAN 127.0.0.1 and localhost) into `dir`.
-pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-        ],
-    );
-    (dir.join("cert.pem"), dir.join("key.pem"))
+/// A private CA in a directory: `ca.pem` and its PKCS#8 RSA key `ca-key.pem`, valid two days.
+pub struct Ca {
+    pub dir: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
-/// A private CA and a server certificate it signed for 127.0.0.1 and localhost.
-pub struct Pki {
-    pub ca_cert: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
+/// A certificate the CA signed, and its key.
+pub struct Issued {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
-impl Pki {
-    pub fn create(dir: &Path) -> Pki {
-        fs::create_dir_all(dir).unwrap();
+impl Ca {
+    /// A new CA named `name` (its subject CN) in `dir`, created if missing.
+    pub fn create(dir: &Path, name: &str) -> Ca {
+        fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let subject = format!("/CN={name}");
         openssl(
             dir,
             &[
@@ -66,62 +50,86 @@ impl Pki {
                 "-days",
                 "2",
                 "-subj",
-                "/CN=adapt-push test CA",
+                &subject,
                 "-addext",
                 "basicConstraints=critical,CA:TRUE",
                 "-addext",
                 "keyUsage=critical,keyCertSign,cRLSign",
                 "-keyout",
-                "ca.key",
+                "ca-key.pem",
                 "-out",
                 "ca.pem",
             ],
         );
+        Ca {
+            dir: dir.to_path_buf(),
+            cert: dir.join("ca.pem"),
+            key: dir.join("ca-key.pem"),
+        }
+    }
+
+    /// A server certificate for 127.0.0.1 and localhost, written as `cert`/`key` in the CA's
+    /// directory.
+    pub fn server(&self, cert: &str, key: &str) -> Issued {
+        self.issue(
+            "127.0.0.1",
+            "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n\
+             subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+            cert,
+            key,
+        )
+    }
+
+    /// A TLS client certificate, written as `cert`/`key` in the CA's directory.
+    pub fn client(&self, cert: &str, key: &str) -> Issued {
+        self.issue(
+            "client",
+            "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
+            cert,
+            key,
+        )
+    }
+
+    fn issue(&self, common_name: &str, extensions: &str, cert: &str, key: &str) -> Issued {
+        let ext = format!("{cert}.ext");
+        let csr = format!("{cert}.csr");
+        fs::write(
+            self.dir.join(&ext),
+            format!("basicConstraints=CA:FALSE\n{extensions}"),
+        )
+        .expect("write the certificate's extensions");
+        let subject = format!("/CN={common_name}");
         openssl(
-            dir,
+            &self.dir,
             &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=127.0.0.1",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
+                "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subject, "-keyout", key, "-out",
+                &csr,
             ],
         );
-        fs::write(
-            dir.join("server.ext"),
-            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-             extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
-        )
-        .unwrap();
+        let (ca_cert, ca_key) = (self.cert.to_string_lossy(), self.key.to_string_lossy());
         openssl(
-            dir,
+            &self.dir,
             &[
                 "x509",
                 "-req",
                 "-in",
-                "server.csr",
+                &csr,
                 "-CA",
-                "ca.pem",
+                &ca_cert,
                 "-CAkey",
-                "ca.key",
+                &ca_key,
                 "-CAcreateserial",
                 "-days",
                 "2",
                 "-extfile",
-                "server.ext",
+                &ext,
                 "-out",
-                "server.pem",
+                cert,
             ],
         );
-        Pki {
-            ca_cert: dir.join("ca.pem"),
-            server_cert: dir.join("server.pem"),
-            server_key: dir.join("server.key"),
+        Issued {
+            cert: self.dir.join(cert),
+            key: self.dir.join(key),
         }
     }
 }

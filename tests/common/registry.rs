@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::http::{ANY_MANIFEST_ACCEPT, HttpResponse, http_get, try_http_request};
-use super::pki::{Pki, self_signed_cert};
+use super::pki::{Ca, Issued};
 use super::{find_program, free_port};
 
 /// A `docker-registry` (CNCF distribution 2.8) serving on `127.0.0.1:port`.
@@ -75,15 +75,13 @@ impl TestRegistry {
         })
     }
 
-    /// A registry serving HTTPS with a fresh self-signed certificate for `127.0.0.1`/`localhost`.
-    /// The certificate (also its own CA) is at [`TestRegistry::tls_cert`]. Needs `openssl`.
+    /// A registry serving HTTPS with a certificate for `127.0.0.1`/`localhost` from a fresh CA
+    /// in its directory; the certificate is at [`TestRegistry::tls_cert`]. Needs `openssl`.
     pub fn start_with_tls() -> Self {
         Self::start_with_config(|port, dir| {
-            let (cert, key) = self_signed_cert(dir);
-            format!(
-                "http:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n",
-                cert.display(),
-                key.display()
+            tls_http(
+                port,
+                &Ca::create(dir, "adapt-push test CA").server("cert.pem", "key.pem"),
             )
         })
     }
@@ -248,16 +246,20 @@ pub fn image_files(registry: &TestRegistry, repo: &str, digest: &str) -> Vec<Str
     files
 }
 
-/// A registry serving HTTPS with a certificate from `pki`.
-pub fn start_tls_registry(pki_dir: &Path) -> (TestRegistry, Pki) {
-    let pki = Pki::create(pki_dir);
-    let (cert, key) = (pki.server_cert.clone(), pki.server_key.clone());
-    let registry = TestRegistry::start_with_config(move |port, _| {
-        format!(
-            "http:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n",
-            cert.display(),
-            key.display()
-        )
-    });
-    (registry, pki)
+/// A registry serving HTTPS with a certificate from a CA made in `pki_dir` (to trust it: the
+/// CA's `cert`).
+pub fn start_tls_registry(pki_dir: &Path) -> (TestRegistry, Ca) {
+    let ca = Ca::create(pki_dir, "adapt-push test CA");
+    let server = ca.server("server.pem", "server-key.pem");
+    let registry = TestRegistry::start_with_config(move |port, _| tls_http(port, &server));
+    (registry, ca)
+}
+
+/// The `http:` section of a registry serving HTTPS with `server`'s certificate.
+fn tls_http(port: u16, server: &Issued) -> String {
+    format!(
+        "http:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n",
+        server.cert.display(),
+        server.key.display()
+    )
 }

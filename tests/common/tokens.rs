@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 
-use super::pki::openssl;
+use super::pki::Ca;
 
 /// What the issuer saw.
 #[derive(Debug, Clone)]
@@ -59,36 +59,10 @@ impl TokenIssuer {
         refresh: &str,
         lifetime: u64,
     ) -> TokenIssuer {
-        fs::create_dir_all(dir).unwrap();
-        openssl(
-            dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-                "-out",
-                "issuer.key",
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-key",
-                "issuer.key",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=adapt-push test token issuer",
-                "-out",
-                "issuer.pem",
-            ],
-        );
-        let key_der = pem_body(&fs::read_to_string(dir.join("issuer.key")).unwrap());
-        let cert_der = pem_body(&fs::read_to_string(dir.join("issuer.pem")).unwrap());
+        // The signing certificate is a CA of its own: distribution trusts it as a root.
+        let ca = Ca::create(dir, "adapt-push test token issuer");
+        let key_der = pem_body(&fs::read_to_string(&ca.key).unwrap());
+        let cert_der = pem_body(&fs::read_to_string(&ca.cert).unwrap());
         let key = Arc::new(
             ring::signature::RsaKeyPair::from_pkcs8(&key_der).expect("PKCS#8 RSA key from openssl"),
         );
@@ -99,7 +73,7 @@ impl TokenIssuer {
             port,
             service: "adapt-push-test-registry".into(),
             issuer: "adapt-push-test-issuer".into(),
-            cert_pem: dir.join("issuer.pem"),
+            cert_pem: ca.cert.clone(),
             key,
             cert_der,
             requests: Arc::new(Mutex::new(Vec::new())),
