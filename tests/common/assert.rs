@@ -4,6 +4,7 @@
 use base64::Engine as _;
 
 use super::http::{ANY_MANIFEST_ACCEPT, http_request};
+use super::registry::is_referrers_tag;
 
 /// Every tag of every repository in the registry at `addr` (plain HTTP) resolves to a manifest
 /// whose config and layers exist (indexes: every child manifest, recursively). `auth` is an
@@ -37,10 +38,7 @@ pub fn assert_consistent(addr: &str, auth: Option<&str>) -> usize {
             check_manifest(addr, &headers, &repo, tag);
             // A referrers fallback tag (`sha256-<hex>`, listing the SBOM and provenance) is
             // checked like any manifest but is not an image tag.
-            let referrers_tag = tag
-                .strip_prefix("sha256-")
-                .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
-            if !referrers_tag {
+            if !is_referrers_tag(tag) {
                 tags_seen += 1;
             }
         }
