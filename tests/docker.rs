@@ -748,73 +748,9 @@ fn is_root() -> bool {
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, named as Docker expects
 /// (`ca.pem`, `cert.pem`, `key.pem` for the client; `server-*.pem` for the daemon).
 fn make_certificates(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=adapt-push test CA",
-            "-keyout",
-            "ca-key.pem",
-            "-out",
-            "ca.pem",
-        ],
-    );
-    fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    for (name, subject, ext) in [
-        ("server", "/CN=127.0.0.1", "server.ext"),
-        ("client", "/CN=client", "client.ext"),
-    ] {
-        let key = if name == "server" {
-            "server-key.pem"
-        } else {
-            "key.pem"
-        };
-        let cert = if name == "server" {
-            "server-cert.pem"
-        } else {
-            "cert.pem"
-        };
-        let csr = format!("{name}.csr");
-        openssl(
-            dir,
-            &[
-                "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", key, "-out",
-                &csr,
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca-key.pem",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-out",
-                cert,
-                "-extfile",
-                ext,
-            ],
-        );
-    }
+    let ca = Ca::create(dir, "adapt-push test CA");
+    ca.server("server-cert.pem", "server-key.pem");
+    ca.client("cert.pem", "key.pem");
 }
 
 /// A second dockerd listening only on tcp://127.0.0.1:port with --tlsverify; stopped on drop.
@@ -1231,9 +1167,8 @@ fn a_scratch_image_trusts_the_ca_bundle_through_openssl_default_paths() {
         .expect("a certificate in the bundle");
     fs::create_dir_all(root.join("certs")).unwrap();
     fs::write(root.join("certs/bundle-root.pem"), first_root.trim_start()).unwrap();
-    fs::create_dir_all(dir.path().join("pki")).unwrap();
-    let (unknown, _) = self_signed_cert(&dir.path().join("pki"));
-    fs::copy(unknown, root.join("certs/unknown.pem")).unwrap();
+    let unknown = Ca::create(&dir.path().join("pki"), "adapt-push unknown CA");
+    fs::copy(unknown.cert, root.join("certs/unknown.pem")).unwrap();
     let mut cargo_toml = fs::read_to_string(root.join("Cargo.toml")).unwrap();
     cargo_toml = cargo_toml.replace(
         "[workspace]",

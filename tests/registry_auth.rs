@@ -5,14 +5,12 @@
 //! appear in any output, even with -vv.
 
 mod common;
-mod support;
 
 use base64::Engine as _;
 use serde_json::json;
 
+use common::faults::{HttpFaultProxy, HttpFaults};
 use common::*;
-use support::faults::{HttpFaultProxy, HttpFaults};
-use support::*;
 
 const USER: &str = "alice";
 const PASSWORD: &str = "pa55-W0rd-never-printed";
@@ -429,7 +427,7 @@ fn curl_manifest(ca: &std::path::Path, port: u16, repo: &str, digest: &str) {
 fn tls_with_a_private_ca_from_the_flag_the_config_and_ssl_cert_file() {
     let dir = tempfile::tempdir().unwrap();
     let (registry, pki) = start_tls_registry(&dir.path().join("pki"));
-    let ca = pki.ca_cert.to_str().unwrap().to_string();
+    let ca = pki.cert.to_str().unwrap().to_string();
 
     // --ca-cert, with the address written without a scheme (loopback: the tool finds the
     // port speaks TLS) …
@@ -443,12 +441,12 @@ fn tls_with_a_private_ca_from_the_flag_the_config_and_ssl_cert_file() {
     let run = push(&manifest, &["--ca-cert", &ca], &[]);
     run.assert_ok();
     let digest = run.pull_ref().split_once('@').unwrap().1.to_string();
-    curl_manifest(&pki.ca_cert, registry.port, "tls/flag", &digest);
+    curl_manifest(&pki.cert, registry.port, "tls/flag", &digest);
 
     // … `ca-cert` in Cargo.toml, relative to it, with https:// written out …
     let b = dir.path().join("b");
     std::fs::create_dir_all(&b).unwrap();
-    std::fs::copy(&pki.ca_cert, b.join("registry-ca.pem")).unwrap();
+    std::fs::copy(&pki.cert, b.join("registry-ca.pem")).unwrap();
     let manifest = crate_for(
         &b,
         &format!("https://{}", registry.addr()),

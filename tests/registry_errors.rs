@@ -5,11 +5,9 @@
 //! non-zero without a panic, says what happened and what to do, and tags nothing.
 
 mod common;
-mod support;
 
+use common::faults::{Fault, HttpFaultProxy, HttpFaults};
 use common::*;
-use support::faults::{Fault, HttpFaultProxy, HttpFaults};
-use support::*;
 
 #[test]
 fn a_base_image_that_does_not_exist_is_named() {

@@ -1,17 +1,15 @@
 //! Faults between the tool and the real registry (Debian's docker-registry), injected by proxies
-//! written for these tests (tests/support, examples/fault-proxy/faults.rs): connection resets,
+//! written for these tests (tests/common/faults.rs, shared with examples/fault-proxy): connection resets,
 //! an upload cut midway, 503 and 429 bursts, a dead address, a silent one, and a push killed
 //! with SIGKILL. Whole pushes must succeed where retrying can make them, fail within the retry
 //! bound naming the address where it cannot, and no tag may ever point at a missing blob.
 
 mod common;
-mod support;
 
 use std::time::{Duration, Instant};
 
+use common::faults::{Fault, FaultProxy, HttpFaultProxy, HttpFaults, TcpFaults};
 use common::*;
-use support::faults::{Fault, FaultProxy, HttpFaultProxy, HttpFaults, TcpFaults};
-use support::*;
 
 #[test]
 fn resets_and_a_cut_upload_are_survived() {

@@ -8,7 +8,6 @@
 //! says which one it uses.
 
 mod common;
-mod support;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -17,9 +16,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use common::faults::{Fault, FaultProxy, HttpFaultProxy, HttpFaults, TcpFaults};
 use common::*;
-use support::faults::{Fault, FaultProxy, HttpFaultProxy, HttpFaults, TcpFaults};
-use support::*;
 
 const USER: &str = "alice";
 const PASSWORD: &str = "pa55-W0rd-for-the-push-only";

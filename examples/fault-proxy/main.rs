@@ -12,6 +12,8 @@
 //! Prints `listening on 127.0.0.1:PORT` on stdout once ready, then a line of counters on stderr
 //! whenever they change. Runs until killed.
 
+// The fault proxies are the test harness's own, so the tests and this tool break links alike.
+#[path = "../../tests/common/faults.rs"]
 mod faults;
 
 use std::io::Write;

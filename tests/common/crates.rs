@@ -1,0 +1,66 @@
+//! Crates to push: the example project, copies of fixtures, and small generated crates.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// A program that prints "hello".
+pub const HELLO: &str = "fn main() {\n    println!(\"hello\");\n}\n";
+
+/// The repository's `example-project/` (the `greeter` crate).
+pub fn example_project() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("example-project")
+}
+
+/// Recursively copies `src` into `dst` (created if missing), skipping `target/` and `.git/`
+/// directories. Symlinks are copied as the files they point to.
+pub fn copy_dir(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst).unwrap_or_else(|e| panic!("create {}: {e}", dst.display()));
+    let entries = fs::read_dir(src).unwrap_or_else(|e| panic!("read {}: {e}", src.display()));
+    for entry in entries {
+        let entry = entry.expect("read dir entry");
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        if from.is_dir() {
+            if entry.file_name() == "target" || entry.file_name() == ".git" {
+                continue;
+            }
+            copy_dir(&from, &to);
+        } else {
+            fs::copy(&from, &to)
+                .unwrap_or_else(|e| panic!("copy {} -> {}: {e}", from.display(), to.display()));
+        }
+    }
+}
+
+/// Writes a minimal std-only binary crate into `dir` and returns its Cargo.toml path.
+///
+/// The manifest is `[package]` (name, version 0.1.0, edition 2021), then `cargo_toml_extra`
+/// verbatim (more `[package]` keys and/or tables such as `[package.metadata.cluster]`), then an
+/// empty `[workspace]` so cargo never searches the parent directories.
+pub fn write_crate(dir: &Path, name: &str, cargo_toml_extra: &str, main_rs: &str) -> PathBuf {
+    fs::create_dir_all(dir.join("src")).expect("create crate src dir");
+    let manifest = dir.join("Cargo.toml");
+    fs::write(
+        &manifest,
+        format!(
+            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\
+             {cargo_toml_extra}\n\n[workspace]\n"
+        ),
+    )
+    .expect("write Cargo.toml");
+    fs::write(dir.join("src/main.rs"), main_rs).expect("write src/main.rs");
+    manifest
+}
+
+/// A crate in `dir` pushing to `registry` (any string form) as `image`, plus `extra` lines for
+/// the cluster table. `salt` goes into the binary so each crate's layers differ.
+pub fn crate_for(dir: &Path, registry: &str, image: &str, extra: &str, salt: &str) -> PathBuf {
+    write_crate(
+        dir,
+        "faulty",
+        &format!(
+            "\n[package.metadata.cluster]\nregistry = \"{registry}\"\nimage = \"{image}\"\n{extra}"
+        ),
+        &format!("fn main() {{\n    println!(\"hello {salt}\");\n}}\n"),
+    )
+}
