@@ -9,7 +9,6 @@
 //! [`RetryPolicy::stall`], so a slow link is not mistaken for a dead one.
 
 mod blob_file;
-pub mod credentials;
 pub mod pool;
 pub mod referrers;
 
@@ -28,9 +27,9 @@ use reqwest::header::{
 };
 use reqwest::{RequestBuilder, Response, StatusCode};
 
+use crate::credentials::{self, Credential, Lookup};
 use crate::output;
 use crate::reference::{Digest, Registry, Repository, Scheme, is_loopback_host};
-use credentials::{Credential, Lookup};
 
 /// Manifest types we ask for when reading.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
