@@ -9,6 +9,7 @@
 //! [`RetryPolicy::stall`], so a slow link is not mistaken for a dead one.
 
 mod blob_file;
+pub mod events;
 pub mod pool;
 pub mod referrers;
 
@@ -28,7 +29,6 @@ use reqwest::header::{
 use reqwest::{RequestBuilder, Response, StatusCode};
 
 use crate::credentials::{self, Credential, Lookup};
-use crate::output;
 use crate::reference::{Digest, Registry, Repository, Scheme, is_loopback_host};
 
 /// Manifest types we ask for when reading.
@@ -96,16 +96,6 @@ pub struct ClientOptions {
     pub insecure: Vec<Registry>,
     pub ca_cert: Option<PathBuf>,
     pub retry: RetryPolicy,
-}
-
-impl From<&crate::plan::RegistryOptions> for ClientOptions {
-    fn from(o: &crate::plan::RegistryOptions) -> Self {
-        ClientOptions {
-            insecure: o.insecure.clone(),
-            ca_cert: o.ca_cert.clone(),
-            retry: RetryPolicy::with_bounds(o.retry_attempts, o.retry_timeout),
-        }
-    }
 }
 
 /// Errors sorted by what the user can do about them.
@@ -444,7 +434,7 @@ impl RegistryClient {
         };
 
         for w in lookup.warnings.drain(..) {
-            output::warn(&w);
+            events::warn(&w);
         }
 
         let mut errors: Vec<RegistryError> = Vec::new();
@@ -454,16 +444,16 @@ impl RegistryClient {
                 Scheme::Https => format!("https://{authority}"),
             };
             if i > 0 {
-                output::detail(&format!("trying {base_url} instead"));
+                events::detail(&format!("trying {base_url} instead"));
                 if scheme == Scheme::Http && !registry.is_loopback() {
-                    output::warn(&format!(
+                    events::warn(&format!(
                         "{registry} does not speak HTTPS; using plain HTTP because it is listed in `insecure`"
                     ));
                 }
             }
             let mut credential = lookup.credential.clone();
             if scheme == Scheme::Http && !registry.is_loopback() && credential.is_some() {
-                output::warn(&format!(
+                events::warn(&format!(
                     "not sending the credentials from {} to {registry} over plain HTTP; pushing anonymously",
                     lookup.source.as_deref().unwrap_or("the environment")
                 ));
@@ -484,7 +474,7 @@ impl RegistryClient {
             };
             match client.ping().await {
                 Ok(()) => {
-                    output::trace(&format!(
+                    events::trace(&format!(
                         "{} answers at {} ({})",
                         registry,
                         client.base_url,
@@ -498,7 +488,7 @@ impl RegistryClient {
                 }
                 Err(e) => {
                     let switch = e.suggests_other_scheme();
-                    output::detail(&e.to_string());
+                    events::detail(&e.to_string());
                     errors.push(e);
                     if !switch {
                         break;
@@ -552,7 +542,7 @@ impl RegistryClient {
                 let challenge = header_str(response.headers(), WWW_AUTHENTICATE.as_str())
                     .as_deref()
                     .and_then(parse_challenge);
-                output::trace(&format!(
+                events::trace(&format!(
                     "{} asks for {}",
                     self.registry,
                     match &challenge {
@@ -664,7 +654,7 @@ impl RegistryClient {
         repo: &Repository,
         digest: &Digest,
         bytes: Bytes,
-        progress: &output::Progress,
+        progress: &dyn events::Progress,
         mut session: Option<String>,
     ) -> Result<(), RegistryError> {
         let what = format!("the upload of blob {}", short(digest));
@@ -718,7 +708,7 @@ impl RegistryClient {
                         attempt -= 1;
                     }
                     reauthenticated = true;
-                    output::detail(&format!("{what}: unauthorized; authenticating again"));
+                    events::detail(&format!("{what}: unauthorized; authenticating again"));
                     self.auth_state().tokens.clear();
                     continue;
                 }
@@ -732,11 +722,11 @@ impl RegistryClient {
             }
             // The registry may have stored the blob before the connection broke.
             if let Ok(true) = self.blob_exists(repo, digest).await {
-                output::detail(&format!("{what}: {error}; but the blob arrived"));
+                events::detail(&format!("{what}: {error}; but the blob arrived"));
                 return Ok(());
             }
             let delay = retry_after.unwrap_or_else(|| self.backoff(attempt));
-            output::detail(&format!(
+            events::detail(&format!(
                 "{what}: {error}; starting the upload again in {:.1}s{} (attempt {}/{})",
                 delay.as_secs_f32(),
                 if retry_after.is_some() {
@@ -806,7 +796,7 @@ impl RegistryClient {
         location: &str,
         digest: &Digest,
         body: Option<Bytes>,
-        progress: &output::Progress,
+        progress: &dyn events::Progress,
         activity: &Activity,
     ) -> Result<(), Attempt> {
         let url = with_digest(location, digest);
@@ -818,7 +808,7 @@ impl RegistryClient {
             Some(bytes) => request
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, bytes.len())
-                .body(progress_body(bytes, progress.clone(), activity.clone())),
+                .body(progress_body(bytes, progress.share(), activity.clone())),
             None => request.header(CONTENT_LENGTH, 0),
         };
         let what = format!("the upload of blob {}", short(digest));
@@ -839,7 +829,7 @@ impl RegistryClient {
         repo: &Repository,
         location: &str,
         bytes: Bytes,
-        progress: &output::Progress,
+        progress: &dyn events::Progress,
         activity: &Activity,
     ) -> Result<String, Attempt> {
         let request = self
@@ -848,7 +838,7 @@ impl RegistryClient {
             .map_err(Attempt::Fatal)?
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, bytes.len())
-            .body(progress_body(bytes, progress.clone(), activity.clone()));
+            .body(progress_body(bytes, progress.share(), activity.clone()));
         let response = self
             .finish_transfer(
                 repo,
@@ -957,7 +947,7 @@ impl RegistryClient {
             None => None,
         };
         let useful = credential.is_some();
-        output::trace(&format!(
+        events::trace(&format!(
             "the upload host {origin} asks for credentials; {}",
             if useful {
                 "found some for that host"
@@ -1140,13 +1130,13 @@ impl RegistryClient {
                     if !worth_another_attempt(left, delay) {
                         // Waiting would use up the budget: the next attempt could only be cut
                         // at the deadline. Report what actually went wrong.
-                        output::detail(&format!(
+                        events::detail(&format!(
                             "{what}: {}; no time left in the retry budget for another attempt",
                             failed.error
                         ));
                         return Err(with_tries(failed.error, attempt, started.elapsed()));
                     }
-                    output::detail(&format!(
+                    events::detail(&format!(
                         "{what}: {}; retrying in {:.1}s (attempt {}/{})",
                         failed.error,
                         delay.as_secs_f32(),
@@ -1168,7 +1158,7 @@ impl RegistryClient {
                     let Some(challenge) = challenge else {
                         return Ok(response);
                     };
-                    output::trace(&format!("{what}: 401; authenticating again"));
+                    events::trace(&format!("{what}: 401; authenticating again"));
                     let mut state = self.auth_state();
                     state.challenge = Some(challenge);
                     state.tokens.clear();
@@ -1187,7 +1177,7 @@ impl RegistryClient {
                         None => self.backoff(attempt),
                     };
                     if !worth_another_attempt(left, delay) {
-                        output::detail(&match retry_after {
+                        events::detail(&match retry_after {
                             Some(_) => format!(
                                 "{what}: {} answered {} and asks to wait {:.0}s, beyond the retry budget",
                                 self.registry,
@@ -1202,7 +1192,7 @@ impl RegistryClient {
                         });
                         return Ok(response);
                     }
-                    output::detail(&format!(
+                    events::detail(&format!(
                         "{what}: {} answered {}; retrying in {:.1}s{} (attempt {}/{})",
                         self.registry,
                         response.status(),
@@ -1235,7 +1225,7 @@ impl RegistryClient {
             error: self.transport_error(&e),
             retryable: false,
         })?;
-        if output::verbosity() >= output::Verbosity::Trace {
+        if events::tracing() {
             let auth = request
                 .headers()
                 .get(AUTHORIZATION)
@@ -1243,7 +1233,7 @@ impl RegistryClient {
                 .and_then(|v| v.split(' ').next())
                 .map(|scheme| format!(" (Authorization: {scheme} <redacted>)"))
                 .unwrap_or_default();
-            output::trace(&format!(
+            events::trace(&format!(
                 "-> {} {}{auth}",
                 request.method(),
                 redact_url(request.url())
@@ -1260,7 +1250,7 @@ impl RegistryClient {
                 result = &mut send => {
                     return match result {
                         Ok(response) => {
-                            output::trace(&format!(
+                            events::trace(&format!(
                                 "<- {} for {label} after {} ms",
                                 response.status(),
                                 sent.elapsed().as_millis()
@@ -1550,7 +1540,7 @@ impl RegistryClient {
         for s in &scope.0 {
             query.push(("scope", s));
         }
-        output::trace(&format!(
+        events::trace(&format!(
             "requesting a token from {realm} for {} ({})",
             scope.key(),
             match credential {
@@ -2237,7 +2227,11 @@ fn parse_auth_params(s: &str) -> HashMap<String, String> {
 }
 
 /// Request body that reports progress (and activity, for stall detection) as it is read.
-fn progress_body(bytes: Bytes, progress: output::Progress, activity: Activity) -> reqwest::Body {
+fn progress_body(
+    bytes: Bytes,
+    progress: Box<dyn events::Progress>,
+    activity: Activity,
+) -> reqwest::Body {
     let chunks: Vec<Bytes> = (0..bytes.len())
         .step_by(BODY_CHUNK)
         .map(|i| bytes.slice(i..(i + BODY_CHUNK).min(bytes.len())))
@@ -2258,7 +2252,7 @@ fn http_client(options: &ClientOptions) -> Result<reqwest::Client, RegistryError
     // rustls-native-certs reads SSL_CERT_FILE / SSL_CERT_DIR instead of the system store when set.
     let native = rustls_native_certs::load_native_certs();
     for e in &native.errors {
-        output::detail(&format!("loading the system's CA certificates: {e}"));
+        events::detail(&format!("loading the system's CA certificates: {e}"));
     }
     for cert in native.certs {
         let _ = roots.add(cert);
