@@ -9,7 +9,9 @@
 //! [`RetryPolicy::stall`], so a slow link is not mistaken for a dead one.
 
 mod blob_file;
+mod error;
 pub mod events;
+mod options;
 pub mod pool;
 pub mod referrers;
 
@@ -22,7 +24,6 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use miette::Diagnostic;
 use reqwest::header::{
     AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION, WWW_AUTHENTICATE,
 };
@@ -30,6 +31,11 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 
 use crate::credentials::{self, Credential, Lookup};
 use crate::reference::{Digest, Registry, Repository, Scheme, is_loopback_host};
+pub use error::{RegistryError, error_chain};
+use error::{
+    is_certificate_problem, is_plain_http_answer, transport_error, unreachable_hint, with_tries,
+};
+pub use options::{ClientOptions, RetryPolicy};
 
 /// Manifest types we ask for when reading.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
@@ -49,192 +55,6 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// Request bodies are handed to the connection in pieces of this size, so progress (and
 /// stall detection) sees bytes move.
 const BODY_CHUNK: usize = 64 * 1024;
-
-/// Retry bounds, per request (and per blob upload).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts per request, the first included.
-    pub attempts: u32,
-    /// Give up once this much time has gone on one request, retries included; an attempt in
-    /// flight is cut at this deadline.
-    pub total: Duration,
-    pub first_delay: Duration,
-    pub max_delay: Duration,
-    /// No byte moved and no answer for this long: the attempt counts as stalled.
-    pub stall: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 8,
-            total: Duration::from_secs(25),
-            first_delay: Duration::from_millis(250),
-            max_delay: Duration::from_secs(5),
-            stall: Duration::from_secs(20),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The defaults with the user's bounds (`--retry-attempts`, `--retry-timeout` in seconds).
-    pub fn with_bounds(attempts: Option<u32>, total_secs: Option<u64>) -> RetryPolicy {
-        let mut policy = RetryPolicy::default();
-        if let Some(a) = attempts {
-            policy.attempts = a.max(1);
-        }
-        if let Some(s) = total_secs {
-            policy.total = Duration::from_secs(s.max(1));
-        }
-        policy
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientOptions {
-    /// Registries (host[:port]) that may be spoken to over plain HTTP besides loopback.
-    pub insecure: Vec<Registry>,
-    pub ca_cert: Option<PathBuf>,
-    pub retry: RetryPolicy,
-}
-
-/// Errors sorted by what the user can do about them.
-#[derive(Debug, thiserror::Error, Diagnostic)]
-pub enum RegistryError {
-    #[error("cannot reach the registry at {url}{tried}: {cause}")]
-    #[diagnostic(help("{hint}"))]
-    Unreachable {
-        url: String,
-        tried: String,
-        cause: String,
-        hint: String,
-    },
-
-    #[error("TLS with {url} failed: {cause}")]
-    #[diagnostic(help("{hint}"))]
-    Tls {
-        url: String,
-        cause: String,
-        hint: String,
-    },
-
-    /// A plain-HTTP request reached an HTTPS port (Go answers it with a 400).
-    #[error("{url} is an HTTPS port, not plain HTTP")]
-    #[diagnostic(help("{hint}"))]
-    HttpsPort { url: String, hint: String },
-
-    #[error("{registry}: {problem} `{repository}` (HTTP {status})")]
-    #[diagnostic(help("{hint}"))]
-    Unauthorized {
-        registry: String,
-        repository: String,
-        problem: String,
-        status: u16,
-        hint: String,
-    },
-
-    #[error("{registry}: the token service {realm} is plain HTTP; not sending credentials there")]
-    #[diagnostic(help(
-        "credentials are only sent over HTTPS, or plain HTTP to a loopback address; configure the registry's token realm with https://"
-    ))]
-    CleartextRealm { registry: String, realm: String },
-
-    #[error("{what} was not found in {registry}")]
-    #[diagnostic(help("{hint}"))]
-    NotFound {
-        registry: String,
-        what: String,
-        hint: String,
-    },
-
-    #[error("{registry} rejected {what}: HTTP {status}{detail}")]
-    #[diagnostic(help("{hint}"))]
-    Rejected {
-        registry: String,
-        what: String,
-        status: u16,
-        detail: String,
-        hint: String,
-    },
-
-    #[error("{registry} stored the manifest as {got}, but we sent {expected}")]
-    DigestMismatch {
-        registry: String,
-        expected: String,
-        got: String,
-    },
-
-    #[error("{registry} answered {what} with something we cannot read: {cause}")]
-    Protocol {
-        registry: String,
-        what: String,
-        cause: String,
-    },
-
-    #[error("reading the TLS settings: {0}")]
-    TlsSetup(String),
-
-    /// Plain HTTP to a host that is neither loopback nor listed in `insecure`: refused before
-    /// any request is made.
-    #[error("{url} is plain HTTP to a host that is not loopback; refusing to talk to it")]
-    #[diagnostic(help(
-        "if {plain} really serves plain HTTP, add `insecure = [\"{plain}\"]` to [package.metadata.cluster] (credentials are never sent over plain HTTP); otherwise use https://"
-    ))]
-    PlainHttpRefused { url: String, plain: String },
-
-    /// A `*.localhost` name that resolves to something other than loopback addresses.
-    #[error("{host} resolves to {addresses}, which are not loopback addresses")]
-    #[diagnostic(help(
-        "a `.localhost` name is treated as this machine only when it resolves to loopback addresses; fix the resolver or use 127.0.0.1"
-    ))]
-    NotLoopback { host: String, addresses: String },
-
-    /// An answer larger than we accept for its kind (a hostile or broken registry).
-    #[error("{registry} answered {what} with an answer larger than {limit}; not reading more")]
-    TooLarge {
-        registry: String,
-        what: String,
-        limit: String,
-    },
-    #[error("reading the blob to upload from {path}: {cause}")]
-    #[diagnostic(help("it is in the layer cache under target/adapt-push; run the push again"))]
-    LocalBlob { path: String, cause: String },
-}
-
-impl RegistryError {
-    /// A manifest or blob PUT lost a race with a concurrent push of the same blobs: the
-    /// registry no longer sees a blob, or saw a half-written one.
-    pub fn is_blob_race(&self) -> bool {
-        matches!(self, RegistryError::Rejected { detail, .. }
-            if ["BLOB_UNKNOWN", "DIGEST_INVALID", "BLOB_UPLOAD_UNKNOWN"]
-                .iter()
-                .any(|code| detail.contains(code)))
-    }
-
-    /// A manifest PUT refused for its media type (older Quay, Artifactory and ECR setups answer
-    /// OCI manifests with `MANIFEST_INVALID` or 415).
-    pub fn refuses_media_type(&self) -> bool {
-        match self {
-            RegistryError::Rejected { status, detail, .. } => {
-                let lower = detail.to_ascii_lowercase();
-                *status == 415
-                    || (*status == 400
-                        && (lower.contains("manifest_invalid")
-                            || lower.contains("unsupported")
-                            || lower.contains("media type")))
-            }
-            _ => false,
-        }
-    }
-
-    /// Whether this failure says the other scheme (HTTP vs HTTPS) is the one to use.
-    fn suggests_other_scheme(&self) -> bool {
-        matches!(
-            self,
-            RegistryError::Tls { .. } | RegistryError::HttpsPort { .. }
-        )
-    }
-}
 
 /// A parsed `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1784,12 +1604,6 @@ impl RegistryClient {
     }
 }
 
-fn unreachable_hint(registry: &Registry) -> String {
-    format!(
-        "check that the registry runs and that {registry} is its address as seen from here (the `external` side of a split registry)"
-    )
-}
-
 /// The least time an attempt should have after a backoff; with less, it would likely be cut at
 /// the deadline and report the deadline instead of what is wrong with the registry.
 const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(500);
@@ -1797,25 +1611,6 @@ const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(500);
 /// Whether, with `left` of the retry budget, waiting `delay` still leaves an attempt its time.
 fn worth_another_attempt(left: Duration, delay: Duration) -> bool {
     left > delay.saturating_add(MIN_ATTEMPT_TIME)
-}
-
-/// Adds how often and how long we tried to an unreachable error.
-fn with_tries(error: RegistryError, attempts: u32, elapsed: Duration) -> RegistryError {
-    match error {
-        RegistryError::Unreachable {
-            url, cause, hint, ..
-        } => RegistryError::Unreachable {
-            url,
-            tried: if attempts == 1 {
-                format!(" (1 attempt, {:.1}s)", elapsed.as_secs_f32())
-            } else {
-                format!(" ({attempts} attempts over {:.1}s)", elapsed.as_secs_f32())
-            },
-            cause,
-            hint,
-        },
-        other => other,
-    }
 }
 
 /// `scheme://host[:port]` of a URL (the port only when not the scheme's default); an
@@ -1911,97 +1706,6 @@ fn usable_addresses(
 
 fn url_is_loopback(url: &url::Url) -> bool {
     url.host_str().is_some_and(is_loopback_host)
-}
-
-fn transport_error(
-    base_url: &str,
-    registry: &Registry,
-    ca_cert: Option<&std::path::Path>,
-    e: &reqwest::Error,
-) -> RegistryError {
-    let chain = reqwest_chain(e);
-    let lower = chain.to_ascii_lowercase();
-    let https = base_url.starts_with("https://");
-    if https && is_plain_http_answer(&lower) {
-        let plain = registry.without_scheme();
-        return RegistryError::Tls {
-            url: base_url.to_string(),
-            cause: "the server sent an HTTP response to an HTTPS client (it speaks plain HTTP)"
-                .into(),
-            hint: if registry.is_loopback() {
-                format!(
-                    "{plain} serves plain HTTP: write it as http://{plain}, or without a scheme (loopback addresses may use plain HTTP)"
-                )
-            } else {
-                format!(
-                    "if {plain} really serves plain HTTP, list it in `insecure = [\"{plain}\"]` in [package.metadata.cluster] (credentials are never sent over plain HTTP)"
-                )
-            },
-        };
-    }
-    if https && is_certificate_problem(&lower) {
-        return RegistryError::Tls {
-            url: base_url.to_string(),
-            cause: format!("the registry's certificate was not accepted: {chain}"),
-            hint: match ca_cert {
-                Some(path) => format!(
-                    "the certificate does not verify against the system's roots plus {}: check that it is the CA that signed the registry's certificate, and that the certificate names {}",
-                    path.display(),
-                    registry.without_scheme()
-                ),
-                None => "trust the registry's CA with `ca-cert = \"path/to/ca.pem\"` in [package.metadata.cluster], --ca-cert FILE, or SSL_CERT_FILE".into(),
-            },
-        };
-    }
-    if https && (lower.contains("tls") || lower.contains("handshake")) {
-        return RegistryError::Tls {
-            url: base_url.to_string(),
-            cause: chain,
-            hint: "the TLS handshake failed; check that the port speaks HTTPS".into(),
-        };
-    }
-    RegistryError::Unreachable {
-        url: base_url.to_string(),
-        tried: String::new(),
-        cause: chain,
-        hint: unreachable_hint(registry),
-    }
-}
-
-fn is_plain_http_answer(lower_chain: &str) -> bool {
-    lower_chain.contains("invalidcontenttype")
-        || lower_chain.contains("corrupt message")
-        || lower_chain.contains("http response to an https")
-}
-
-fn is_certificate_problem(lower_chain: &str) -> bool {
-    lower_chain.contains("certificate")
-        || lower_chain.contains("unknownissuer")
-        || lower_chain.contains("notvalidforname")
-}
-
-/// An error and its sources, without repeats: "client error (Connect): Connection refused".
-/// Shared by everything that reports a library's error (registry, engine, publishing).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = current {
-        let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = err.source();
-    }
-    parts.join(": ")
-}
-
-/// A reqwest error's chain with the request URL's query values hidden (see [`redact_url`]).
-fn reqwest_chain(e: &reqwest::Error) -> String {
-    let chain = error_chain(e);
-    match e.url() {
-        Some(url) => chain.replace(url.as_str(), &redact_url(url)),
-        _ => chain,
-    }
 }
 
 /// Query parameters whose values are content addresses, repository names or token scopes,
@@ -2300,6 +2004,7 @@ fn http_client(options: &ClientOptions) -> Result<reqwest::Client, RegistryError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use miette::Diagnostic;
 
     #[test]
     fn challenges() {
