@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use miette::Diagnostic;
 
-use super::redact_url;
+use super::transport::redact_url;
 use crate::reference::Registry;
 
 /// Errors sorted by what the user can do about them.
