@@ -47,7 +47,7 @@ impl RetryPolicy {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientOptions {
-    /// Registries (host[:port]) that may be spoken to over plain HTTP besides loopback.
+    /// Registries (`host[:port]`) that may be spoken to over plain HTTP besides loopback.
     pub insecure: Vec<Registry>,
     pub ca_cert: Option<PathBuf>,
     pub retry: RetryPolicy,
