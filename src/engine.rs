@@ -12,9 +12,9 @@ use bollard::auth::DockerCredentials;
 use bollard::{API_DEFAULT_VERSION, Docker};
 use miette::Diagnostic;
 
+use crate::credentials::{self, Credential};
 use crate::output;
 use crate::reference::{Registry, is_loopback_host};
-use crate::registry::credentials::{self, Credential};
 use crate::registry::error_chain;
 
 /// The engine's address when `DOCKER_HOST` is unset.

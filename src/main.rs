@@ -10,6 +10,7 @@ mod cli;
 mod closure;
 mod cluster;
 mod config;
+mod credentials;
 mod docker_context;
 mod engine;
 mod engine_ssh;

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::cli::Format;
 use crate::plan::Plan;
+use crate::registry;
 
 /// How much to say on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -39,6 +40,24 @@ pub fn init(quiet: bool, verbose: u8) {
     let bars = (verbosity >= Verbosity::Normal && std::io::stderr().is_terminal())
         .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
     let _ = UI.set(Ui { verbosity, bars });
+    registry::events::set_sink(Box::new(Terminal));
+}
+
+/// The registry client's messages, shown on the terminal like everyone else's.
+struct Terminal;
+
+impl registry::events::Sink for Terminal {
+    fn event(&self, event: registry::events::Event) {
+        match event {
+            registry::events::Event::Detail(text) => detail(&text),
+            registry::events::Event::Warn(text) => warn(&text),
+            registry::events::Event::Trace(text) => trace(&text),
+        }
+    }
+
+    fn tracing(&self) -> bool {
+        verbosity() >= Verbosity::Trace
+    }
 }
 
 fn ui() -> &'static Ui {
@@ -146,6 +165,20 @@ impl Progress {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
+    }
+}
+
+impl registry::events::Progress for Progress {
+    fn advance(&self, n: u64) {
+        Progress::advance(self, n);
+    }
+
+    fn reset(&self) {
+        Progress::reset(self);
+    }
+
+    fn share(&self) -> Box<dyn registry::events::Progress> {
+        Box::new(self.clone())
     }
 }
 

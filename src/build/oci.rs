@@ -351,7 +351,7 @@ fn host_architecture() -> &'static str {
     }
 }
 
-/// Reads a base image's manifest (choosing linux/<arch> from an index) and config.
+/// Reads a base image's manifest (choosing `linux/<arch>` from an index) and config.
 pub async fn fetch_base(
     reference: &ImageRef,
     architecture: &str,

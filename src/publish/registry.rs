@@ -14,7 +14,18 @@ use crate::output::{self, human_bytes};
 use crate::plan::Destination;
 use crate::reference::Repository;
 use crate::registry::pool::Clients;
-use crate::registry::{Mount, RegistryClient, RegistryError};
+use crate::registry::{ClientOptions, Mount, RegistryClient, RegistryError, RetryPolicy};
+
+/// The plan's registry settings as the client's options (the registry knows nothing of the plan).
+impl From<&crate::plan::RegistryOptions> for ClientOptions {
+    fn from(o: &crate::plan::RegistryOptions) -> Self {
+        ClientOptions {
+            insecure: o.insecure.clone(),
+            ca_cert: o.ca_cert.clone(),
+            retry: RetryPolicy::with_bounds(o.retry_attempts, o.retry_timeout),
+        }
+    }
+}
 
 /// How many blobs move at once.
 const PARALLEL_BLOBS: usize = 4;

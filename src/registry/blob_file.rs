@@ -13,10 +13,10 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use tokio::io::AsyncReadExt;
 
+use super::events;
 use super::{
     Activity, Attempt, MONOLITHIC_LIMIT, RegistryClient, RegistryError, Scope, short, with_digest,
 };
-use crate::output;
 use crate::reference::{Digest, Repository};
 
 /// Bytes read from the file per piece of the request body.
@@ -30,7 +30,7 @@ impl RegistryClient {
         digest: &Digest,
         path: &Path,
         size: u64,
-        progress: &output::Progress,
+        progress: &dyn events::Progress,
     ) -> Result<(), RegistryError> {
         let what = format!("the upload of blob {}", short(digest));
         let mut budget_from = Instant::now();
@@ -79,7 +79,7 @@ impl RegistryClient {
                         attempt -= 1;
                     }
                     reauthenticated = true;
-                    output::detail(&format!("{what}: unauthorized; authenticating again"));
+                    events::detail(&format!("{what}: unauthorized; authenticating again"));
                     self.auth_state().tokens.clear();
                     continue;
                 }
@@ -93,11 +93,11 @@ impl RegistryClient {
             }
             // The registry may have stored the blob before the connection broke.
             if let Ok(true) = self.blob_exists(repo, digest).await {
-                output::detail(&format!("{what}: {error}; but the blob arrived"));
+                events::detail(&format!("{what}: {error}; but the blob arrived"));
                 return Ok(());
             }
             let delay = retry_after.unwrap_or_else(|| self.backoff(attempt));
-            output::detail(&format!(
+            events::detail(&format!(
                 "{what}: {error}; starting the upload again in {:.1}s{} (attempt {}/{})",
                 delay.as_secs_f32(),
                 if retry_after.is_some() {
@@ -161,7 +161,7 @@ impl RegistryClient {
 fn file_body(
     path: &Path,
     size: u64,
-    progress: &output::Progress,
+    progress: &dyn events::Progress,
     activity: &Activity,
 ) -> Result<reqwest::Body, RegistryError> {
     let file = std::fs::File::open(path).map_err(|e| RegistryError::LocalBlob {
@@ -169,7 +169,7 @@ fn file_body(
         cause: e.to_string(),
     })?;
     let reader = tokio::fs::File::from_std(file).take(size);
-    let (progress, activity) = (progress.clone(), activity.clone());
+    let (progress, activity) = (progress.share(), activity.clone());
     let stream = futures_util::stream::try_unfold(reader, |mut reader| async move {
         let mut buf = bytes::BytesMut::with_capacity(FILE_CHUNK);
         while buf.len() < FILE_CHUNK {

@@ -8,10 +8,14 @@
 //! session when a transfer breaks, and count as stalled only when no byte has moved for
 //! [`RetryPolicy::stall`], so a slow link is not mistaken for a dead one.
 
+mod auth;
 mod blob_file;
-pub mod credentials;
+mod error;
+pub mod events;
+mod options;
 pub mod pool;
 pub mod referrers;
+mod transport;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,15 +26,21 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use miette::Diagnostic;
 use reqwest::header::{
     AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION, WWW_AUTHENTICATE,
 };
 use reqwest::{RequestBuilder, Response, StatusCode};
 
-use crate::output;
+use crate::credentials::{self, Credential, Lookup};
 use crate::reference::{Digest, Registry, Repository, Scheme, is_loopback_host};
-use credentials::{Credential, Lookup};
+pub use auth::Scope;
+use auth::{AuthState, Challenge, parse_challenge};
+pub use error::{RegistryError, error_chain};
+use error::{
+    is_certificate_problem, is_plain_http_answer, transport_error, unreachable_hint, with_tries,
+};
+pub use options::{ClientOptions, RetryPolicy};
+use transport::*;
 
 /// Manifest types we ask for when reading.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
@@ -51,322 +61,11 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// stall detection) sees bytes move.
 const BODY_CHUNK: usize = 64 * 1024;
 
-/// Retry bounds, per request (and per blob upload).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts per request, the first included.
-    pub attempts: u32,
-    /// Give up once this much time has gone on one request, retries included; an attempt in
-    /// flight is cut at this deadline.
-    pub total: Duration,
-    pub first_delay: Duration,
-    pub max_delay: Duration,
-    /// No byte moved and no answer for this long: the attempt counts as stalled.
-    pub stall: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 8,
-            total: Duration::from_secs(25),
-            first_delay: Duration::from_millis(250),
-            max_delay: Duration::from_secs(5),
-            stall: Duration::from_secs(20),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The defaults with the user's bounds (`--retry-attempts`, `--retry-timeout` in seconds).
-    pub fn with_bounds(attempts: Option<u32>, total_secs: Option<u64>) -> RetryPolicy {
-        let mut policy = RetryPolicy::default();
-        if let Some(a) = attempts {
-            policy.attempts = a.max(1);
-        }
-        if let Some(s) = total_secs {
-            policy.total = Duration::from_secs(s.max(1));
-        }
-        policy
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientOptions {
-    /// Registries (host[:port]) that may be spoken to over plain HTTP besides loopback.
-    pub insecure: Vec<Registry>,
-    pub ca_cert: Option<PathBuf>,
-    pub retry: RetryPolicy,
-}
-
-impl From<&crate::plan::RegistryOptions> for ClientOptions {
-    fn from(o: &crate::plan::RegistryOptions) -> Self {
-        ClientOptions {
-            insecure: o.insecure.clone(),
-            ca_cert: o.ca_cert.clone(),
-            retry: RetryPolicy::with_bounds(o.retry_attempts, o.retry_timeout),
-        }
-    }
-}
-
-/// Errors sorted by what the user can do about them.
-#[derive(Debug, thiserror::Error, Diagnostic)]
-pub enum RegistryError {
-    #[error("cannot reach the registry at {url}{tried}: {cause}")]
-    #[diagnostic(help("{hint}"))]
-    Unreachable {
-        url: String,
-        tried: String,
-        cause: String,
-        hint: String,
-    },
-
-    #[error("TLS with {url} failed: {cause}")]
-    #[diagnostic(help("{hint}"))]
-    Tls {
-        url: String,
-        cause: String,
-        hint: String,
-    },
-
-    /// A plain-HTTP request reached an HTTPS port (Go answers it with a 400).
-    #[error("{url} is an HTTPS port, not plain HTTP")]
-    #[diagnostic(help("{hint}"))]
-    HttpsPort { url: String, hint: String },
-
-    #[error("{registry}: {problem} `{repository}` (HTTP {status})")]
-    #[diagnostic(help("{hint}"))]
-    Unauthorized {
-        registry: String,
-        repository: String,
-        problem: String,
-        status: u16,
-        hint: String,
-    },
-
-    #[error("{registry}: the token service {realm} is plain HTTP; not sending credentials there")]
-    #[diagnostic(help(
-        "credentials are only sent over HTTPS, or plain HTTP to a loopback address; configure the registry's token realm with https://"
-    ))]
-    CleartextRealm { registry: String, realm: String },
-
-    #[error("{what} was not found in {registry}")]
-    #[diagnostic(help("{hint}"))]
-    NotFound {
-        registry: String,
-        what: String,
-        hint: String,
-    },
-
-    #[error("{registry} rejected {what}: HTTP {status}{detail}")]
-    #[diagnostic(help("{hint}"))]
-    Rejected {
-        registry: String,
-        what: String,
-        status: u16,
-        detail: String,
-        hint: String,
-    },
-
-    #[error("{registry} stored the manifest as {got}, but we sent {expected}")]
-    DigestMismatch {
-        registry: String,
-        expected: String,
-        got: String,
-    },
-
-    #[error("{registry} answered {what} with something we cannot read: {cause}")]
-    Protocol {
-        registry: String,
-        what: String,
-        cause: String,
-    },
-
-    #[error("reading the TLS settings: {0}")]
-    TlsSetup(String),
-
-    /// Plain HTTP to a host that is neither loopback nor listed in `insecure`: refused before
-    /// any request is made.
-    #[error("{url} is plain HTTP to a host that is not loopback; refusing to talk to it")]
-    #[diagnostic(help(
-        "if {plain} really serves plain HTTP, add `insecure = [\"{plain}\"]` to [package.metadata.cluster] (credentials are never sent over plain HTTP); otherwise use https://"
-    ))]
-    PlainHttpRefused { url: String, plain: String },
-
-    /// A `*.localhost` name that resolves to something other than loopback addresses.
-    #[error("{host} resolves to {addresses}, which are not loopback addresses")]
-    #[diagnostic(help(
-        "a `.localhost` name is treated as this machine only when it resolves to loopback addresses; fix the resolver or use 127.0.0.1"
-    ))]
-    NotLoopback { host: String, addresses: String },
-
-    /// An answer larger than we accept for its kind (a hostile or broken registry).
-    #[error("{registry} answered {what} with an answer larger than {limit}; not reading more")]
-    TooLarge {
-        registry: String,
-        what: String,
-        limit: String,
-    },
-    #[error("reading the blob to upload from {path}: {cause}")]
-    #[diagnostic(help("it is in the layer cache under target/adapt-push; run the push again"))]
-    LocalBlob { path: String, cause: String },
-}
-
-impl RegistryError {
-    /// A manifest or blob PUT lost a race with a concurrent push of the same blobs: the
-    /// registry no longer sees a blob, or saw a half-written one.
-    pub fn is_blob_race(&self) -> bool {
-        matches!(self, RegistryError::Rejected { detail, .. }
-            if ["BLOB_UNKNOWN", "DIGEST_INVALID", "BLOB_UPLOAD_UNKNOWN"]
-                .iter()
-                .any(|code| detail.contains(code)))
-    }
-
-    /// A manifest PUT refused for its media type (older Quay, Artifactory and ECR setups answer
-    /// OCI manifests with `MANIFEST_INVALID` or 415).
-    pub fn refuses_media_type(&self) -> bool {
-        match self {
-            RegistryError::Rejected { status, detail, .. } => {
-                let lower = detail.to_ascii_lowercase();
-                *status == 415
-                    || (*status == 400
-                        && (lower.contains("manifest_invalid")
-                            || lower.contains("unsupported")
-                            || lower.contains("media type")))
-            }
-            _ => false,
-        }
-    }
-
-    /// Whether this failure says the other scheme (HTTP vs HTTPS) is the one to use.
-    fn suggests_other_scheme(&self) -> bool {
-        matches!(
-            self,
-            RegistryError::Tls { .. } | RegistryError::HttpsPort { .. }
-        )
-    }
-}
-
-/// A parsed `WWW-Authenticate` challenge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Challenge {
-    Basic,
-    Bearer {
-        realm: String,
-        service: Option<String>,
-    },
-}
-
-#[derive(Clone)]
-struct Token {
-    value: String,
-    expires: Instant,
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Token")
-            .field("value", &"<redacted>")
-            .field("expires", &self.expires)
-            .finish()
-    }
-}
-
-#[derive(Debug, Default)]
-struct AuthState {
-    challenge: Option<Challenge>,
-    /// Bearer tokens by origin and scope set.
-    tokens: HashMap<String, Token>,
-    /// Other origins (upload hosts a `Location` points to), by `scheme://host:port`. The
-    /// registry's own credentials never go there.
-    foreign: HashMap<String, ForeignAuth>,
-}
-
-/// What we know of an origin other than the registry's: the challenge it sent, and what the
-/// credential sources hold for that very host (looked up once, after its first challenge).
-#[derive(Debug, Default, Clone)]
-struct ForeignAuth {
-    challenge: Option<Challenge>,
-    credential: Option<Credential>,
-    looked_up: bool,
-}
-
-/// What a request needs access to, for bearer token scopes.
-#[derive(Debug, Clone)]
-pub struct Scope(Vec<String>);
-
-impl Scope {
-    pub fn pull(repo: &Repository) -> Scope {
-        Scope(vec![format!("repository:{repo}:pull")])
-    }
-
-    pub fn push(repo: &Repository) -> Scope {
-        Scope(vec![format!("repository:{repo}:pull,push")])
-    }
-
-    /// Push to `repo` and read `from`, for cross-repository mounts.
-    pub fn push_and_mount(repo: &Repository, from: &Repository) -> Scope {
-        Scope(vec![
-            format!("repository:{repo}:pull,push"),
-            format!("repository:{from}:pull"),
-        ])
-    }
-
-    fn key(&self) -> String {
-        self.0.join(" ")
-    }
-
-    /// The repository the scope is mainly about, for error messages.
-    fn repository(&self) -> String {
-        self.0
-            .first()
-            .and_then(|s| s.strip_prefix("repository:"))
-            .and_then(|s| s.rsplit_once(':'))
-            .map(|(repo, _)| repo.to_string())
-            .unwrap_or_default()
-    }
-}
-
 /// Outcome of a cross-repository mount request.
 pub enum Mount {
     Mounted,
     /// The registry refused to mount and opened an upload session instead (202).
     UploadStarted(String),
-}
-
-/// When bytes last moved on a request, and how many: tells a slow transfer from a stalled one.
-#[derive(Clone)]
-struct Activity(Arc<ActivityInner>);
-
-struct ActivityInner {
-    start: Instant,
-    /// Milliseconds after `start` of the last movement.
-    last_ms: AtomicU64,
-    bytes: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity(Arc::new(ActivityInner {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-        }))
-    }
-
-    fn moved(&self, n: u64) {
-        let ms = self.0.start.elapsed().as_millis() as u64;
-        self.0.last_ms.store(ms, Ordering::Relaxed);
-        self.0.bytes.fetch_add(n, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.0.start + Duration::from_millis(self.0.last_ms.load(Ordering::Relaxed))
-    }
-
-    fn bytes(&self) -> u64 {
-        self.0.bytes.load(Ordering::Relaxed)
-    }
 }
 
 /// One attempt's failure, and whether trying again may help.
@@ -445,7 +144,7 @@ impl RegistryClient {
         };
 
         for w in lookup.warnings.drain(..) {
-            output::warn(&w);
+            events::warn(&w);
         }
 
         let mut errors: Vec<RegistryError> = Vec::new();
@@ -455,16 +154,16 @@ impl RegistryClient {
                 Scheme::Https => format!("https://{authority}"),
             };
             if i > 0 {
-                output::detail(&format!("trying {base_url} instead"));
+                events::detail(&format!("trying {base_url} instead"));
                 if scheme == Scheme::Http && !registry.is_loopback() {
-                    output::warn(&format!(
+                    events::warn(&format!(
                         "{registry} does not speak HTTPS; using plain HTTP because it is listed in `insecure`"
                     ));
                 }
             }
             let mut credential = lookup.credential.clone();
             if scheme == Scheme::Http && !registry.is_loopback() && credential.is_some() {
-                output::warn(&format!(
+                events::warn(&format!(
                     "not sending the credentials from {} to {registry} over plain HTTP; pushing anonymously",
                     lookup.source.as_deref().unwrap_or("the environment")
                 ));
@@ -485,7 +184,7 @@ impl RegistryClient {
             };
             match client.ping().await {
                 Ok(()) => {
-                    output::trace(&format!(
+                    events::trace(&format!(
                         "{} answers at {} ({})",
                         registry,
                         client.base_url,
@@ -499,7 +198,7 @@ impl RegistryClient {
                 }
                 Err(e) => {
                     let switch = e.suggests_other_scheme();
-                    output::detail(&e.to_string());
+                    events::detail(&e.to_string());
                     errors.push(e);
                     if !switch {
                         break;
@@ -553,7 +252,7 @@ impl RegistryClient {
                 let challenge = header_str(response.headers(), WWW_AUTHENTICATE.as_str())
                     .as_deref()
                     .and_then(parse_challenge);
-                output::trace(&format!(
+                events::trace(&format!(
                     "{} asks for {}",
                     self.registry,
                     match &challenge {
@@ -665,7 +364,7 @@ impl RegistryClient {
         repo: &Repository,
         digest: &Digest,
         bytes: Bytes,
-        progress: &output::Progress,
+        progress: &dyn events::Progress,
         mut session: Option<String>,
     ) -> Result<(), RegistryError> {
         let what = format!("the upload of blob {}", short(digest));
@@ -719,7 +418,7 @@ impl RegistryClient {
                         attempt -= 1;
                     }
                     reauthenticated = true;
-                    output::detail(&format!("{what}: unauthorized; authenticating again"));
+                    events::detail(&format!("{what}: unauthorized; authenticating again"));
                     self.auth_state().tokens.clear();
                     continue;
                 }
@@ -733,11 +432,11 @@ impl RegistryClient {
             }
             // The registry may have stored the blob before the connection broke.
             if let Ok(true) = self.blob_exists(repo, digest).await {
-                output::detail(&format!("{what}: {error}; but the blob arrived"));
+                events::detail(&format!("{what}: {error}; but the blob arrived"));
                 return Ok(());
             }
             let delay = retry_after.unwrap_or_else(|| self.backoff(attempt));
-            output::detail(&format!(
+            events::detail(&format!(
                 "{what}: {error}; starting the upload again in {:.1}s{} (attempt {}/{})",
                 delay.as_secs_f32(),
                 if retry_after.is_some() {
@@ -807,7 +506,7 @@ impl RegistryClient {
         location: &str,
         digest: &Digest,
         body: Option<Bytes>,
-        progress: &output::Progress,
+        progress: &dyn events::Progress,
         activity: &Activity,
     ) -> Result<(), Attempt> {
         let url = with_digest(location, digest);
@@ -819,7 +518,7 @@ impl RegistryClient {
             Some(bytes) => request
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, bytes.len())
-                .body(progress_body(bytes, progress.clone(), activity.clone())),
+                .body(progress_body(bytes, progress.share(), activity.clone())),
             None => request.header(CONTENT_LENGTH, 0),
         };
         let what = format!("the upload of blob {}", short(digest));
@@ -840,7 +539,7 @@ impl RegistryClient {
         repo: &Repository,
         location: &str,
         bytes: Bytes,
-        progress: &output::Progress,
+        progress: &dyn events::Progress,
         activity: &Activity,
     ) -> Result<String, Attempt> {
         let request = self
@@ -849,7 +548,7 @@ impl RegistryClient {
             .map_err(Attempt::Fatal)?
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, bytes.len())
-            .body(progress_body(bytes, progress.clone(), activity.clone()));
+            .body(progress_body(bytes, progress.share(), activity.clone()));
         let response = self
             .finish_transfer(
                 repo,
@@ -911,87 +610,6 @@ impl RegistryClient {
     /// Whether `url` is on the registry's own origin (scheme, host and port).
     fn is_own(&self, url: &str) -> bool {
         origin_of(url) == self.origin
-    }
-
-    /// Records the challenge an upload host answered with and looks up what the credential
-    /// sources (Docker/podman config and helpers, never `ADAPT_PUSH_*`) hold for that host.
-    /// `Ok(true)` when a next attempt can carry something new.
-    async fn learn_foreign_challenge(
-        &self,
-        url: &str,
-        response: &Response,
-    ) -> Result<bool, RegistryError> {
-        let origin = origin_of(url);
-        let challenge = header_str(response.headers(), WWW_AUTHENTICATE.as_str())
-            .as_deref()
-            .and_then(parse_challenge);
-        let known = self.auth_state().foreign.get(&origin).cloned();
-        if let Some(known) = &known
-            && known.looked_up
-            && known.challenge == challenge
-        {
-            // Already learnt (perhaps by a concurrent upload that met the same challenge):
-            // another attempt helps only if there is something to answer it with; the upload
-            // loop bounds how often.
-            return Ok(known.credential.is_some());
-        }
-        let Some(challenge) = challenge else {
-            return Ok(false);
-        };
-        let host = url::Url::parse(url)
-            .ok()
-            .and_then(|u| {
-                let host = u.host_str()?.to_string();
-                Some(match u.port() {
-                    Some(p) => format!("{host}:{p}"),
-                    None => host,
-                })
-            })
-            .and_then(|h| Registry::parse(&h).ok());
-        let credential = match host {
-            Some(host) => {
-                let found = tokio::task::spawn_blocking(move || credentials::lookup(&host, false))
-                    .await
-                    .unwrap_or_default();
-                found.credential
-            }
-            None => None,
-        };
-        let useful = credential.is_some();
-        output::trace(&format!(
-            "the upload host {origin} asks for credentials; {}",
-            if useful {
-                "found some for that host"
-            } else {
-                "none are configured for that host"
-            }
-        ));
-        self.auth_state().foreign.insert(
-            origin,
-            ForeignAuth {
-                challenge: Some(challenge),
-                credential,
-                looked_up: true,
-            },
-        );
-        Ok(useful)
-    }
-
-    fn foreign_unauthorized(&self, repo: &Repository, url: &str) -> RegistryError {
-        let origin = origin_of(url);
-        RegistryError::Unauthorized {
-            registry: origin.clone(),
-            repository: repo.to_string(),
-            problem: format!(
-                "the upload host that {} sent us to asks for credentials for",
-                self.registry
-            ),
-            status: 401,
-            hint: format!(
-                "credentials of {} are never sent to another host; log in to {origin} itself (`docker login`) if it really needs credentials",
-                self.registry
-            ),
-        }
     }
 
     /// Opens a blob for reading (streaming).
@@ -1141,13 +759,13 @@ impl RegistryClient {
                     if !worth_another_attempt(left, delay) {
                         // Waiting would use up the budget: the next attempt could only be cut
                         // at the deadline. Report what actually went wrong.
-                        output::detail(&format!(
+                        events::detail(&format!(
                             "{what}: {}; no time left in the retry budget for another attempt",
                             failed.error
                         ));
                         return Err(with_tries(failed.error, attempt, started.elapsed()));
                     }
-                    output::detail(&format!(
+                    events::detail(&format!(
                         "{what}: {}; retrying in {:.1}s (attempt {}/{})",
                         failed.error,
                         delay.as_secs_f32(),
@@ -1169,7 +787,7 @@ impl RegistryClient {
                     let Some(challenge) = challenge else {
                         return Ok(response);
                     };
-                    output::trace(&format!("{what}: 401; authenticating again"));
+                    events::trace(&format!("{what}: 401; authenticating again"));
                     let mut state = self.auth_state();
                     state.challenge = Some(challenge);
                     state.tokens.clear();
@@ -1188,7 +806,7 @@ impl RegistryClient {
                         None => self.backoff(attempt),
                     };
                     if !worth_another_attempt(left, delay) {
-                        output::detail(&match retry_after {
+                        events::detail(&match retry_after {
                             Some(_) => format!(
                                 "{what}: {} answered {} and asks to wait {:.0}s, beyond the retry budget",
                                 self.registry,
@@ -1203,7 +821,7 @@ impl RegistryClient {
                         });
                         return Ok(response);
                     }
-                    output::detail(&format!(
+                    events::detail(&format!(
                         "{what}: {} answered {}; retrying in {:.1}s{} (attempt {}/{})",
                         self.registry,
                         response.status(),
@@ -1236,7 +854,7 @@ impl RegistryClient {
             error: self.transport_error(&e),
             retryable: false,
         })?;
-        if output::verbosity() >= output::Verbosity::Trace {
+        if events::tracing() {
             let auth = request
                 .headers()
                 .get(AUTHORIZATION)
@@ -1244,7 +862,7 @@ impl RegistryClient {
                 .and_then(|v| v.split(' ').next())
                 .map(|scheme| format!(" (Authorization: {scheme} <redacted>)"))
                 .unwrap_or_default();
-            output::trace(&format!(
+            events::trace(&format!(
                 "-> {} {}{auth}",
                 request.method(),
                 redact_url(request.url())
@@ -1261,7 +879,7 @@ impl RegistryClient {
                 result = &mut send => {
                     return match result {
                         Ok(response) => {
-                            output::trace(&format!(
+                            events::trace(&format!(
                                 "<- {} for {label} after {} ms",
                                 response.status(),
                                 sent.elapsed().as_millis()
@@ -1333,60 +951,6 @@ impl RegistryClient {
         cap.mul_f64(jitter)
     }
 
-    /// Whether the registry asked for bearer tokens (which expire), not Basic credentials.
-    fn uses_tokens(&self) -> bool {
-        matches!(self.auth_state().challenge, Some(Challenge::Bearer { .. }))
-    }
-
-    fn auth_state(&self) -> std::sync::MutexGuard<'_, AuthState> {
-        // A panic while holding it cannot leave the state inconsistent: take it anyway.
-        self.auth.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Authorizes a request to `url`, which may be on another origin than the registry (an
-    /// upload `Location`). The registry's own credentials go only to its own origin; another
-    /// origin gets only what was found for it after it challenged, and nothing over plain HTTP
-    /// unless it is loopback or listed in `insecure`.
-    async fn authorize_at(
-        &self,
-        scope: &Scope,
-        url: &str,
-        request: RequestBuilder,
-    ) -> Result<RequestBuilder, RegistryError> {
-        let parsed = url::Url::parse(url).map_err(|e| RegistryError::Protocol {
-            registry: self.registry.to_string(),
-            what: "an upload".into(),
-            cause: format!("the upload URL is not a URL ({e})"),
-        })?;
-        let origin = parsed.origin().ascii_serialization();
-        if origin == self.origin {
-            return self.authorize(Some(scope), request).await;
-        }
-        if parsed.scheme() == "http" && !self.plain_http_allowed(&parsed) {
-            return Err(RegistryError::PlainHttpRefused {
-                url: format!("{origin} (the upload location {} sent)", self.registry),
-                plain: parsed
-                    .host_str()
-                    .map_or(String::new(), |h| match parsed.port() {
-                        Some(p) => format!("{h}:{p}"),
-                        None => h.to_string(),
-                    }),
-            });
-        }
-        let Some(foreign) = self.auth_state().foreign.get(&origin).cloned() else {
-            return Ok(request);
-        };
-        let header = self
-            .auth_header(
-                foreign.challenge.as_ref(),
-                foreign.credential.as_ref(),
-                scope,
-                &origin,
-            )
-            .await?;
-        self.with_header(request, header)
-    }
-
     /// Whether plain HTTP may go to this URL's host: loopback, or listed in `insecure`.
     fn plain_http_allowed(&self, url: &url::Url) -> bool {
         let Some(host) = url.host_str() else {
@@ -1400,235 +964,6 @@ impl RegistryClient {
             None => host.to_string(),
         };
         Registry::parse(&authority).is_ok_and(|r| self.insecure.contains(&r))
-    }
-
-    /// Adds the Authorization header the registry's last challenge calls for.
-    async fn authorize(
-        &self,
-        scope: Option<&Scope>,
-        request: RequestBuilder,
-    ) -> Result<RequestBuilder, RegistryError> {
-        let Some(scope) = scope else {
-            return Ok(request);
-        };
-        let challenge = self.auth_state().challenge.clone();
-        let header = self
-            .auth_header(
-                challenge.as_ref(),
-                self.credential.as_ref(),
-                scope,
-                &self.origin,
-            )
-            .await?;
-        self.with_header(request, header)
-    }
-
-    /// The Authorization value `challenge` calls for with `credential` (bearer tokens cached by
-    /// `origin` and scope).
-    async fn auth_header(
-        &self,
-        challenge: Option<&Challenge>,
-        credential: Option<&Credential>,
-        scope: &Scope,
-        origin: &str,
-    ) -> Result<Option<String>, RegistryError> {
-        Ok(match (challenge, credential) {
-            (None, _) => None,
-            (Some(Challenge::Basic), Some(Credential::Basic { username, password })) => {
-                Some(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD
-                        .encode(format!("{username}:{password}"))
-                ))
-            }
-            (Some(Challenge::Basic), _) => None,
-            (Some(Challenge::Bearer { .. }), Some(Credential::RegistryToken(t))) => {
-                Some(format!("Bearer {t}"))
-            }
-            (Some(Challenge::Bearer { realm, service }), credential) => Some(format!(
-                "Bearer {}",
-                // Boxed: fetching a token sends a request (without a scope) itself.
-                Box::pin(self.token_for(realm, service.as_deref(), scope, credential, origin))
-                    .await?
-            )),
-        })
-    }
-
-    fn with_header(
-        &self,
-        request: RequestBuilder,
-        header: Option<String>,
-    ) -> Result<RequestBuilder, RegistryError> {
-        Ok(match header {
-            Some(h) => {
-                let mut value = HeaderValue::from_str(&h).map_err(|_| RegistryError::Protocol {
-                    registry: self.registry.to_string(),
-                    what: "the credentials".into(),
-                    cause: "they have characters that cannot go in an HTTP header".into(),
-                })?;
-                value.set_sensitive(true);
-                request.header(AUTHORIZATION, value)
-            }
-            None => request,
-        })
-    }
-
-    fn cached_token(&self, key: &str) -> Option<String> {
-        self.auth_state()
-            .tokens
-            .get(key)
-            .filter(|t| t.expires > Instant::now())
-            .map(|t| t.value.clone())
-    }
-
-    /// A bearer token for `scope` on the registry itself.
-    #[cfg(test)]
-    async fn token(
-        &self,
-        realm: &str,
-        service: Option<&str>,
-        scope: &Scope,
-    ) -> Result<String, RegistryError> {
-        self.token_for(
-            realm,
-            service,
-            scope,
-            self.credential.as_ref(),
-            &self.origin,
-        )
-        .await
-    }
-
-    /// A bearer token for `scope` on `origin`, got with `credential`, from the cache or the
-    /// token endpoint (one fetch at a time).
-    async fn token_for(
-        &self,
-        realm: &str,
-        service: Option<&str>,
-        scope: &Scope,
-        credential: Option<&Credential>,
-        origin: &str,
-    ) -> Result<String, RegistryError> {
-        let key = format!("{origin} {}", scope.key());
-        if let Some(t) = self.cached_token(&key) {
-            return Ok(t);
-        }
-        let _fetching = self.token_fetch.lock().await;
-        if let Some(t) = self.cached_token(&key) {
-            return Ok(t);
-        }
-        let what = format!("a token from {realm}");
-        let realm_url = url::Url::parse(realm).map_err(|e| RegistryError::Protocol {
-            registry: self.registry.to_string(),
-            what: "the authentication challenge".into(),
-            cause: format!("the token realm `{realm}` is not a URL ({e})"),
-        })?;
-        let secret = matches!(
-            credential,
-            Some(Credential::Basic { .. } | Credential::IdentityToken(_))
-        );
-        match realm_url.scheme() {
-            "https" => {}
-            "http" if !secret || url_is_loopback(&realm_url) => {}
-            "http" => {
-                return Err(RegistryError::CleartextRealm {
-                    registry: self.registry.to_string(),
-                    realm: realm.to_string(),
-                });
-            }
-            other => {
-                return Err(RegistryError::Protocol {
-                    registry: self.registry.to_string(),
-                    what: "the authentication challenge".into(),
-                    cause: format!("the token realm has the scheme `{other}`"),
-                });
-            }
-        }
-        let mut query: Vec<(&str, &str)> = Vec::new();
-        if let Some(s) = service {
-            query.push(("service", s));
-        }
-        for s in &scope.0 {
-            query.push(("scope", s));
-        }
-        output::trace(&format!(
-            "requesting a token from {realm} for {} ({})",
-            scope.key(),
-            match credential {
-                Some(Credential::IdentityToken(_)) => "refresh-token exchange",
-                Some(Credential::Basic { .. }) => "with Basic credentials",
-                _ => "anonymous",
-            }
-        ));
-        let response = self
-            .send_with_retry(None, &what, || match credential {
-                // Docker's identity token is an OAuth2 refresh token: exchange it.
-                Some(Credential::IdentityToken(refresh)) => {
-                    let mut form: Vec<(&str, &str)> = vec![
-                        ("grant_type", "refresh_token"),
-                        ("refresh_token", refresh),
-                        ("client_id", "cargo-adapt-push"),
-                    ];
-                    form.extend(query.iter().cloned());
-                    self.http.post(realm).form(&form)
-                }
-                Some(Credential::Basic { username, password }) => self
-                    .http
-                    .get(realm)
-                    .query(&query)
-                    .basic_auth(username, Some(password)),
-                _ => self.http.get(realm).query(&query),
-            })
-            .await?;
-        let status = response.status();
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(self.unauthorized(&scope.repository(), status));
-        }
-        if !status.is_success() {
-            let detail = error_detail(response, self.retry.stall).await;
-            return Err(RegistryError::Protocol {
-                registry: self.registry.to_string(),
-                what: what.clone(),
-                cause: format!("HTTP {status}{detail}"),
-            });
-        }
-        let text = self.read_body(response, SMALL_BLOB_LIMIT, &what).await?;
-        let body: serde_json::Value =
-            serde_json::from_slice(&text).map_err(|e| RegistryError::Protocol {
-                registry: self.registry.to_string(),
-                what: what.clone(),
-                cause: format!("not JSON ({e})"),
-            })?;
-        let value = body
-            .get("token")
-            .or_else(|| body.get("access_token"))
-            .and_then(|t| t.as_str())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| RegistryError::Protocol {
-                registry: self.registry.to_string(),
-                what: what.clone(),
-                cause: "no token in the answer".into(),
-            })?
-            .to_string();
-        // Kept no longer than the token service says (60 s when it says nothing, as the token
-        // spec does), and renewed a little early so a token rarely expires mid-request; a 401
-        // on one that did is answered by authenticating again.
-        let lifetime = Duration::from_secs(
-            body.get("expires_in")
-                .and_then(|e| e.as_u64())
-                .unwrap_or(60)
-                .min(24 * 3600),
-        );
-        let margin = (lifetime / 10).min(Duration::from_secs(5));
-        let expires = Instant::now() + lifetime.saturating_sub(margin);
-        self.auth_state().tokens.insert(
-            key,
-            Token {
-                value: value.clone(),
-                expires,
-            },
-        );
-        Ok(value)
     }
 
     fn location(&self, response: &Response, what: &str) -> Result<String, RegistryError> {
@@ -1657,52 +992,6 @@ impl RegistryClient {
                 what: what.to_string(),
                 cause: "the Location header is not an http(s) URL".into(),
             }),
-        }
-    }
-
-    fn unauthorized(&self, repository: &str, status: StatusCode) -> RegistryError {
-        let searched = self.lookup.searched.join(", ");
-        let (problem, hint) = match (&self.credential, &self.lookup.source, status) {
-            (_, Some(source), StatusCode::FORBIDDEN) if self.credential.is_some() => (
-                "the credentials were accepted, but access is denied to".to_string(),
-                format!(
-                    "credentials came from {source}; that account may not push to this repository"
-                ),
-            ),
-            (Some(_), Some(source), _) if self.lookup.from_environment => (
-                "the credentials were refused for".to_string(),
-                format!(
-                    "the credentials came from {source}: check them (they take precedence over `docker login`; unset them to use the Docker config's instead)"
-                ),
-            ),
-            (Some(_), Some(source), _) => (
-                "the credentials were refused for".to_string(),
-                format!(
-                    "credentials came from {source} (looked in: {searched}); check the username and password or token, log in again with `docker login {}`, or set ADAPT_PUSH_USERNAME and ADAPT_PUSH_PASSWORD",
-                    self.registry
-                ),
-            ),
-            (None, Some(source), _) => (
-                "credentials are required for".to_string(),
-                format!(
-                    "credentials from {source} are not sent to {} over plain HTTP (looked in: {searched}); use https://",
-                    self.registry
-                ),
-            ),
-            _ => (
-                "credentials are required for".to_string(),
-                format!(
-                    "no credentials were found for {} (looked in: {searched}); log in with `docker login {}`, or set ADAPT_PUSH_USERNAME and ADAPT_PUSH_PASSWORD",
-                    self.registry, self.registry
-                ),
-            ),
-        };
-        RegistryError::Unauthorized {
-            registry: self.registry.to_string(),
-            repository: repository.to_string(),
-            problem,
-            status: status.as_u16(),
-            hint,
         }
     }
 
@@ -1795,40 +1084,6 @@ impl RegistryClient {
     }
 }
 
-fn unreachable_hint(registry: &Registry) -> String {
-    format!(
-        "check that the registry runs and that {registry} is its address as seen from here (the `external` side of a split registry)"
-    )
-}
-
-/// The least time an attempt should have after a backoff; with less, it would likely be cut at
-/// the deadline and report the deadline instead of what is wrong with the registry.
-const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(500);
-
-/// Whether, with `left` of the retry budget, waiting `delay` still leaves an attempt its time.
-fn worth_another_attempt(left: Duration, delay: Duration) -> bool {
-    left > delay.saturating_add(MIN_ATTEMPT_TIME)
-}
-
-/// Adds how often and how long we tried to an unreachable error.
-fn with_tries(error: RegistryError, attempts: u32, elapsed: Duration) -> RegistryError {
-    match error {
-        RegistryError::Unreachable {
-            url, cause, hint, ..
-        } => RegistryError::Unreachable {
-            url,
-            tried: if attempts == 1 {
-                format!(" (1 attempt, {:.1}s)", elapsed.as_secs_f32())
-            } else {
-                format!(" ({attempts} attempts over {:.1}s)", elapsed.as_secs_f32())
-            },
-            cause,
-            hint,
-        },
-        other => other,
-    }
-}
-
 /// `scheme://host[:port]` of a URL (the port only when not the scheme's default); an
 /// unparseable URL is an origin of its own that matches nothing.
 fn origin_of(url: &str) -> String {
@@ -1881,296 +1136,6 @@ async fn check_resolves_to_loopback(registry: &Registry) -> Result<(), RegistryE
     })
 }
 
-fn is_localhost_name(host: &str) -> bool {
-    let host = host.to_ascii_lowercase();
-    host == "localhost" || host.ends_with(".localhost")
-}
-
-/// The client's resolver: the system's, except that `localhost` and `*.localhost` names, which
-/// we treat as this machine (plain HTTP, credentials allowed), connect only to the loopback
-/// addresses they resolve to, and fail when they resolve to none.
-struct LoopbackNames;
-
-impl reqwest::dns::Resolve for LoopbackNames {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_string();
-        Box::pin(async move {
-            let found: Vec<std::net::SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let addresses = usable_addresses(&host, found)?;
-            let addrs: reqwest::dns::Addrs = Box::new(addresses.into_iter());
-            Ok(addrs)
-        })
-    }
-}
-
-/// The addresses a connection to `host` may use: for a `localhost` name only the loopback ones,
-/// and an error when there are none.
-fn usable_addresses(
-    host: &str,
-    found: Vec<std::net::SocketAddr>,
-) -> Result<Vec<std::net::SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
-    if !is_localhost_name(host) {
-        return Ok(found);
-    }
-    let loopback: Vec<_> = found.into_iter().filter(|a| a.ip().is_loopback()).collect();
-    if loopback.is_empty() {
-        return Err(format!("{host} resolves to no loopback address").into());
-    }
-    Ok(loopback)
-}
-
-fn url_is_loopback(url: &url::Url) -> bool {
-    url.host_str().is_some_and(is_loopback_host)
-}
-
-fn transport_error(
-    base_url: &str,
-    registry: &Registry,
-    ca_cert: Option<&std::path::Path>,
-    e: &reqwest::Error,
-) -> RegistryError {
-    let chain = reqwest_chain(e);
-    let lower = chain.to_ascii_lowercase();
-    let https = base_url.starts_with("https://");
-    if https && is_plain_http_answer(&lower) {
-        let plain = registry.without_scheme();
-        return RegistryError::Tls {
-            url: base_url.to_string(),
-            cause: "the server sent an HTTP response to an HTTPS client (it speaks plain HTTP)"
-                .into(),
-            hint: if registry.is_loopback() {
-                format!(
-                    "{plain} serves plain HTTP: write it as http://{plain}, or without a scheme (loopback addresses may use plain HTTP)"
-                )
-            } else {
-                format!(
-                    "if {plain} really serves plain HTTP, list it in `insecure = [\"{plain}\"]` in [package.metadata.cluster] (credentials are never sent over plain HTTP)"
-                )
-            },
-        };
-    }
-    if https && is_certificate_problem(&lower) {
-        return RegistryError::Tls {
-            url: base_url.to_string(),
-            cause: format!("the registry's certificate was not accepted: {chain}"),
-            hint: match ca_cert {
-                Some(path) => format!(
-                    "the certificate does not verify against the system's roots plus {}: check that it is the CA that signed the registry's certificate, and that the certificate names {}",
-                    path.display(),
-                    registry.without_scheme()
-                ),
-                None => "trust the registry's CA with `ca-cert = \"path/to/ca.pem\"` in [package.metadata.cluster], --ca-cert FILE, or SSL_CERT_FILE".into(),
-            },
-        };
-    }
-    if https && (lower.contains("tls") || lower.contains("handshake")) {
-        return RegistryError::Tls {
-            url: base_url.to_string(),
-            cause: chain,
-            hint: "the TLS handshake failed; check that the port speaks HTTPS".into(),
-        };
-    }
-    RegistryError::Unreachable {
-        url: base_url.to_string(),
-        tried: String::new(),
-        cause: chain,
-        hint: unreachable_hint(registry),
-    }
-}
-
-fn is_plain_http_answer(lower_chain: &str) -> bool {
-    lower_chain.contains("invalidcontenttype")
-        || lower_chain.contains("corrupt message")
-        || lower_chain.contains("http response to an https")
-}
-
-fn is_certificate_problem(lower_chain: &str) -> bool {
-    lower_chain.contains("certificate")
-        || lower_chain.contains("unknownissuer")
-        || lower_chain.contains("notvalidforname")
-}
-
-/// An error and its sources, without repeats: "client error (Connect): Connection refused".
-/// Shared by everything that reports a library's error (registry, engine, publishing).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = current {
-        let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = err.source();
-    }
-    parts.join(": ")
-}
-
-/// A reqwest error's chain with the request URL's query values hidden (see [`redact_url`]).
-fn reqwest_chain(e: &reqwest::Error) -> String {
-    let chain = error_chain(e);
-    match e.url() {
-        Some(url) => chain.replace(url.as_str(), &redact_url(url)),
-        _ => chain,
-    }
-}
-
-/// Query parameters whose values are content addresses, repository names or token scopes,
-/// never secrets.
-const PLAIN_QUERY_KEYS: &[&str] = &["digest", "mount", "from", "n", "last", "service", "scope"];
-
-/// A URL fit for traces and error messages: upload `Location`s may carry signed tokens or
-/// session state in the query, so every query value but a few known-harmless ones becomes `…`
-/// (and a password in the URL becomes `redacted`).
-fn redact_url(url: &url::Url) -> String {
-    let mut base = url.clone();
-    if base.password().is_some() {
-        let _ = base.set_password(Some("redacted"));
-    }
-    base.set_fragment(None);
-    let Some(query) = url.query() else {
-        return base.to_string();
-    };
-    base.set_query(None);
-    let params: Vec<String> = query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) if PLAIN_QUERY_KEYS.contains(&k) => format!("{k}={v}"),
-            Some((k, _)) => format!("{k}=…"),
-            None => "…".to_string(),
-        })
-        .collect();
-    format!("{base}?{}", params.join("&"))
-}
-
-fn is_retryable_transport(e: &reqwest::Error) -> bool {
-    if e.is_builder() || e.is_redirect() {
-        return false;
-    }
-    // A certificate or protocol mismatch will not go away by asking again.
-    let chain = error_chain(e).to_ascii_lowercase();
-    !(is_certificate_problem(&chain) || is_plain_http_answer(&chain))
-}
-
-fn is_retryable_status(s: StatusCode) -> bool {
-    s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT || s == StatusCode::TOO_MANY_REQUESTS
-}
-
-/// `Retry-After` as a delay: seconds, or an HTTP date (relative to `now`).
-fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = header_str(headers, "retry-after")?;
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// Why a bounded body read ended early.
-enum BodyError {
-    TooLarge,
-    Stalled,
-    Transport(reqwest::Error),
-}
-
-/// Reads a body up to `limit` bytes: an announced or streamed size past it stops the read at
-/// once. Each piece must arrive within `stall`.
-async fn read_limited(
-    mut response: Response,
-    limit: usize,
-    stall: Duration,
-) -> Result<Bytes, BodyError> {
-    if response.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(BodyError::TooLarge);
-    }
-    let mut out = bytes::BytesMut::new();
-    loop {
-        match tokio::time::timeout(stall, response.chunk()).await {
-            Err(_) => return Err(BodyError::Stalled),
-            Ok(Err(e)) => return Err(BodyError::Transport(e)),
-            Ok(Ok(None)) => return Ok(out.freeze()),
-            Ok(Ok(Some(chunk))) => {
-                if out.len() + chunk.len() > limit {
-                    return Err(BodyError::TooLarge);
-                }
-                out.extend_from_slice(&chunk);
-            }
-        }
-    }
-}
-
-/// `4 MiB`, `64 KiB`.
-fn human_size(n: usize) -> String {
-    if n >= 1024 * 1024 && n % (1024 * 1024) == 0 {
-        format!("{} MiB", n / (1024 * 1024))
-    } else if n >= 1024 && n % 1024 == 0 {
-        format!("{} KiB", n / 1024)
-    } else {
-        format!("{n} bytes")
-    }
-}
-
-/// The first 64 KiB of a response body as text, bounded in time; the rest is not read.
-async fn read_text(mut response: Response, limit: Duration) -> String {
-    let mut out: Vec<u8> = Vec::new();
-    let deadline = Instant::now() + limit;
-    while out.len() < ERROR_BODY_LIMIT {
-        match tokio::time::timeout_at(deadline.into(), response.chunk()).await {
-            Ok(Ok(Some(chunk))) => {
-                let room = ERROR_BODY_LIMIT - out.len();
-                out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            }
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The registry's own error message (`{"errors":[{"code","message"}]}`), shortened.
-async fn error_detail(response: Response, limit: Duration) -> String {
-    let text = read_text(response, limit).await;
-    let parsed: Option<serde_json::Value> = serde_json::from_str(&text).ok();
-    let summary = parsed
-        .as_ref()
-        .and_then(|v| v.get("errors"))
-        .and_then(|e| e.as_array())
-        .map(|errors| {
-            errors
-                .iter()
-                .map(|e| {
-                    // `detail` is free-form JSON: often the reason itself ("unknown media type").
-                    let detail = match e.get("detail") {
-                        None | Some(serde_json::Value::Null) => String::new(),
-                        Some(serde_json::Value::String(s)) => format!(": {s}"),
-                        Some(other) => format!(": {other}"),
-                    };
-                    let text = format!(
-                        "{} {}{detail}",
-                        e.get("code").and_then(|c| c.as_str()).unwrap_or(""),
-                        e.get("message").and_then(|c| c.as_str()).unwrap_or("")
-                    );
-                    text.trim().chars().take(300).collect::<String>()
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-        .unwrap_or_else(|| text.chars().take(200).collect());
-    if summary.trim().is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", summary.trim())
-    }
-}
-
-fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(String::from)
-}
-
 fn with_digest(location: &str, digest: &Digest) -> String {
     let sep = if location.contains('?') { '&' } else { '?' };
     format!("{location}{sep}digest={digest}")
@@ -2181,132 +1146,11 @@ fn short(digest: &Digest) -> String {
     format!("{}…", &hex[..hex.len().min(12)])
 }
 
-/// Parses `Bearer realm="…",service="…",scope="…"` or `Basic realm="…"`.
-fn parse_challenge(header: &str) -> Option<Challenge> {
-    let (scheme, params) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
-    match scheme.to_ascii_lowercase().as_str() {
-        "basic" => Some(Challenge::Basic),
-        "bearer" => {
-            let params = parse_auth_params(params);
-            let realm = params.get("realm")?.clone();
-            Some(Challenge::Bearer {
-                realm,
-                service: params.get("service").cloned(),
-            })
-        }
-        _ => None,
-    }
-}
-
-fn parse_auth_params(s: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut rest = s.trim();
-    while !rest.is_empty() {
-        let Some(eq) = rest.find('=') else { break };
-        let key = rest[..eq]
-            .trim()
-            .trim_start_matches(',')
-            .trim()
-            .to_ascii_lowercase();
-        rest = &rest[eq + 1..];
-        let value;
-        if let Some(stripped) = rest.strip_prefix('"') {
-            let mut end = None;
-            let mut escaped = false;
-            for (i, c) in stripped.char_indices() {
-                match c {
-                    '\\' if !escaped => escaped = true,
-                    '"' if !escaped => {
-                        end = Some(i);
-                        break;
-                    }
-                    _ => escaped = false,
-                }
-            }
-            let end = end.unwrap_or(stripped.len());
-            value = stripped[..end].replace("\\\"", "\"");
-            rest = stripped.get(end + 1..).unwrap_or("");
-        } else {
-            let end = rest.find(',').unwrap_or(rest.len());
-            value = rest[..end].trim().to_string();
-            rest = &rest[end..];
-        }
-        out.insert(key, value);
-        rest = rest.trim_start().trim_start_matches(',').trim_start();
-    }
-    out
-}
-
-/// Request body that reports progress (and activity, for stall detection) as it is read.
-fn progress_body(bytes: Bytes, progress: output::Progress, activity: Activity) -> reqwest::Body {
-    let chunks: Vec<Bytes> = (0..bytes.len())
-        .step_by(BODY_CHUNK)
-        .map(|i| bytes.slice(i..(i + BODY_CHUNK).min(bytes.len())))
-        .collect();
-    let stream = futures_util::stream::iter(chunks.into_iter().map(move |c| {
-        progress.advance(c.len() as u64);
-        activity.moved(c.len() as u64);
-        Ok::<Bytes, std::io::Error>(c)
-    }));
-    reqwest::Body::wrap_stream(stream)
-}
-
-/// One HTTP client for all registries: rustls with ring, the system's roots (or SSL_CERT_FILE /
-/// SSL_CERT_DIR) plus an extra CA. Blocking (it reads certificate files): call it off the async
-/// runtime, as [`pool::Clients`] does.
-fn http_client(options: &ClientOptions) -> Result<reqwest::Client, RegistryError> {
-    let mut roots = rustls::RootCertStore::empty();
-    // rustls-native-certs reads SSL_CERT_FILE / SSL_CERT_DIR instead of the system store when set.
-    let native = rustls_native_certs::load_native_certs();
-    for e in &native.errors {
-        output::detail(&format!("loading the system's CA certificates: {e}"));
-    }
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = &options.ca_cert {
-        let pem = std::fs::read(path)
-            .map_err(|e| RegistryError::TlsSetup(format!("{}: {e}", path.display())))?;
-        let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut &pem[..]) {
-            let cert =
-                cert.map_err(|e| RegistryError::TlsSetup(format!("{}: {e}", path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| RegistryError::TlsSetup(format!("{}: {e}", path.display())))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(RegistryError::TlsSetup(format!(
-                "{} holds no PEM certificate",
-                path.display()
-            )));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| RegistryError::TlsSetup(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    // No read timeout here: reqwest's runs from the start of the request, so it would cut long
-    // uploads. Stalls are detected per request instead (see `send_watched`).
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .user_agent(concat!("cargo-adapt-push/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10))
-        .pool_idle_timeout(Duration::from_secs(30))
-        .dns_resolver(Arc::new(LoopbackNames))
-        // Redirects (registries send blob downloads to storage hosts) are followed with
-        // reqwest's policy, which drops Authorization when scheme, host or port change.
-        .redirect(reqwest::redirect::Policy::limited(10))
-        .build()
-        .map_err(|e| RegistryError::TlsSetup(e.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
+    use super::auth::{Token, parse_auth_params};
     use super::*;
+    use miette::Diagnostic;
 
     #[test]
     fn challenges() {

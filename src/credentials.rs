@@ -294,34 +294,59 @@ fn from_auths(
 /// Runs `docker-credential-<helper> get`. "Not found" (non-zero exit) means anonymous.
 fn run_helper(helper: &str, registry: &Registry, warnings: &mut Vec<String>) -> Option<Credential> {
     let program = format!("docker-credential-{helper}");
-    let server = if registry.is_docker_hub() {
+    let server = helper_server_url(registry);
+    let mut child = spawn_helper(helper, &program, &server, warnings)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        let _ = stdin.write_all(server.as_bytes());
+    }
+    let out = read_helper_answer(&mut child, &program, warnings)?;
+    parse_helper_answer(&out, &program, &server, warnings)
+}
+
+/// The server URL a credential helper is asked about: Docker Hub's historical key, else the
+/// registry's authority.
+fn helper_server_url(registry: &Registry) -> String {
+    if registry.is_docker_hub() {
         "https://index.docker.io/v1/".to_string()
     } else {
         registry.authority()
-    };
-    let child = Command::new(&program)
+    }
+}
+
+fn spawn_helper(
+    helper: &str,
+    program: &str,
+    server: &str,
+    warnings: &mut Vec<String>,
+) -> Option<std::process::Child> {
+    let child = Command::new(program)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn();
-    let mut child = match child {
-        Ok(c) => c,
+    match child {
+        Ok(c) => Some(c),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             warnings.push(format!(
                 "the Docker config names the credential helper `{helper}`, but `{program}` is not on PATH; continuing without credentials for {server}"
             ));
-            return None;
+            None
         }
         Err(e) => {
             warnings.push(format!("could not run {program}: {e}"));
-            return None;
+            None
         }
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        use std::io::Write;
-        let _ = stdin.write_all(server.as_bytes());
     }
+}
+
+/// Waits for the helper until `HELPER_TIMEOUT` and returns its stdout with its exit status.
+fn read_helper_answer(
+    child: &mut std::process::Child,
+    program: &str,
+    warnings: &mut Vec<String>,
+) -> Option<(std::process::ExitStatus, Vec<u8>)> {
     // Read stdout on a thread so a hung helper can be killed at the deadline.
     let stdout = child.stdout.take();
     let reader = std::thread::spawn(move || {
@@ -354,7 +379,16 @@ fn run_helper(helper: &str, registry: &Registry, warnings: &mut Vec<String>) -> 
             }
         }
     }?;
-    let out = reader.join().unwrap_or_default();
+    Some((status, reader.join().unwrap_or_default()))
+}
+
+/// Reads `{"Username": .., "Secret": ..}`; a failed `get` that says "not found" is anonymous.
+fn parse_helper_answer(
+    (status, out): &(std::process::ExitStatus, Vec<u8>),
+    program: &str,
+    server: &str,
+    warnings: &mut Vec<String>,
+) -> Option<Credential> {
     if !status.success() {
         // "credentials not found" means anonymous; anything else is worth a warning. A
         // helper's error output is its message, never the secret.
@@ -373,7 +407,7 @@ fn run_helper(helper: &str, registry: &Registry, warnings: &mut Vec<String>) -> 
         }
         return None;
     }
-    let Ok(value) = serde_json::from_slice::<Value>(&out) else {
+    let Ok(value) = serde_json::from_slice::<Value>(out) else {
         warnings.push(format!(
             "{program} get did not answer with JSON; continuing without credentials for {server}"
         ));

@@ -1,0 +1,552 @@
+//! Authentication: `WWW-Authenticate` challenges, Basic credentials, bearer tokens and their
+//! cache, and the per-origin state for upload hosts that challenge on their own.
+
+use super::*;
+
+/// A parsed `WWW-Authenticate` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+#[derive(Clone)]
+pub(super) struct Token {
+    pub(super) value: String,
+    pub(super) expires: Instant,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("value", &"<redacted>")
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct AuthState {
+    pub(super) challenge: Option<Challenge>,
+    /// Bearer tokens by origin and scope set.
+    pub(super) tokens: HashMap<String, Token>,
+    /// Other origins (upload hosts a `Location` points to), by `scheme://host:port`. The
+    /// registry's own credentials never go there.
+    pub(super) foreign: HashMap<String, ForeignAuth>,
+}
+
+/// What we know of an origin other than the registry's: the challenge it sent, and what the
+/// credential sources hold for that very host (looked up once, after its first challenge).
+#[derive(Debug, Default, Clone)]
+pub(super) struct ForeignAuth {
+    pub(super) challenge: Option<Challenge>,
+    pub(super) credential: Option<Credential>,
+    pub(super) looked_up: bool,
+}
+
+/// What a request needs access to, for bearer token scopes.
+#[derive(Debug, Clone)]
+pub struct Scope(Vec<String>);
+
+impl Scope {
+    pub fn pull(repo: &Repository) -> Scope {
+        Scope(vec![format!("repository:{repo}:pull")])
+    }
+
+    pub fn push(repo: &Repository) -> Scope {
+        Scope(vec![format!("repository:{repo}:pull,push")])
+    }
+
+    /// Push to `repo` and read `from`, for cross-repository mounts.
+    pub fn push_and_mount(repo: &Repository, from: &Repository) -> Scope {
+        Scope(vec![
+            format!("repository:{repo}:pull,push"),
+            format!("repository:{from}:pull"),
+        ])
+    }
+
+    pub(super) fn key(&self) -> String {
+        self.0.join(" ")
+    }
+
+    /// The repository the scope is mainly about, for error messages.
+    pub(super) fn repository(&self) -> String {
+        self.0
+            .first()
+            .and_then(|s| s.strip_prefix("repository:"))
+            .and_then(|s| s.rsplit_once(':'))
+            .map(|(repo, _)| repo.to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// Parses `Bearer realm="…",service="…",scope="…"` or `Basic realm="…"`.
+pub(super) fn parse_challenge(header: &str) -> Option<Challenge> {
+    let (scheme, params) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
+    match scheme.to_ascii_lowercase().as_str() {
+        "basic" => Some(Challenge::Basic),
+        "bearer" => {
+            let params = parse_auth_params(params);
+            let realm = params.get("realm")?.clone();
+            Some(Challenge::Bearer {
+                realm,
+                service: params.get("service").cloned(),
+            })
+        }
+        _ => None,
+    }
+}
+
+pub(super) fn parse_auth_params(s: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let Some(eq) = rest.find('=') else { break };
+        let key = rest[..eq]
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        rest = &rest[eq + 1..];
+        let value;
+        if let Some(stripped) = rest.strip_prefix('"') {
+            let mut end = None;
+            let mut escaped = false;
+            for (i, c) in stripped.char_indices() {
+                match c {
+                    '\\' if !escaped => escaped = true,
+                    '"' if !escaped => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
+            let end = end.unwrap_or(stripped.len());
+            value = stripped[..end].replace("\\\"", "\"");
+            rest = stripped.get(end + 1..).unwrap_or("");
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            value = rest[..end].trim().to_string();
+            rest = &rest[end..];
+        }
+        out.insert(key, value);
+        rest = rest.trim_start().trim_start_matches(',').trim_start();
+    }
+    out
+}
+
+impl RegistryClient {
+    /// Records the challenge an upload host answered with and looks up what the credential
+    /// sources (Docker/podman config and helpers, never `ADAPT_PUSH_*`) hold for that host.
+    /// `Ok(true)` when a next attempt can carry something new.
+    pub(super) async fn learn_foreign_challenge(
+        &self,
+        url: &str,
+        response: &Response,
+    ) -> Result<bool, RegistryError> {
+        let origin = origin_of(url);
+        let challenge = header_str(response.headers(), WWW_AUTHENTICATE.as_str())
+            .as_deref()
+            .and_then(parse_challenge);
+        let known = self.auth_state().foreign.get(&origin).cloned();
+        if let Some(known) = &known
+            && known.looked_up
+            && known.challenge == challenge
+        {
+            // Already learnt (perhaps by a concurrent upload that met the same challenge):
+            // another attempt helps only if there is something to answer it with; the upload
+            // loop bounds how often.
+            return Ok(known.credential.is_some());
+        }
+        let Some(challenge) = challenge else {
+            return Ok(false);
+        };
+        let host = url::Url::parse(url)
+            .ok()
+            .and_then(|u| {
+                let host = u.host_str()?.to_string();
+                Some(match u.port() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host,
+                })
+            })
+            .and_then(|h| Registry::parse(&h).ok());
+        let credential = match host {
+            Some(host) => {
+                let found = tokio::task::spawn_blocking(move || credentials::lookup(&host, false))
+                    .await
+                    .unwrap_or_default();
+                found.credential
+            }
+            None => None,
+        };
+        let useful = credential.is_some();
+        events::trace(&format!(
+            "the upload host {origin} asks for credentials; {}",
+            if useful {
+                "found some for that host"
+            } else {
+                "none are configured for that host"
+            }
+        ));
+        self.auth_state().foreign.insert(
+            origin,
+            ForeignAuth {
+                challenge: Some(challenge),
+                credential,
+                looked_up: true,
+            },
+        );
+        Ok(useful)
+    }
+
+    pub(super) fn foreign_unauthorized(&self, repo: &Repository, url: &str) -> RegistryError {
+        let origin = origin_of(url);
+        RegistryError::Unauthorized {
+            registry: origin.clone(),
+            repository: repo.to_string(),
+            problem: format!(
+                "the upload host that {} sent us to asks for credentials for",
+                self.registry
+            ),
+            status: 401,
+            hint: format!(
+                "credentials of {} are never sent to another host; log in to {origin} itself (`docker login`) if it really needs credentials",
+                self.registry
+            ),
+        }
+    }
+
+    /// Whether the registry asked for bearer tokens (which expire), not Basic credentials.
+    pub(super) fn uses_tokens(&self) -> bool {
+        matches!(self.auth_state().challenge, Some(Challenge::Bearer { .. }))
+    }
+
+    pub(super) fn auth_state(&self) -> std::sync::MutexGuard<'_, AuthState> {
+        // A panic while holding it cannot leave the state inconsistent: take it anyway.
+        self.auth.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Authorizes a request to `url`, which may be on another origin than the registry (an
+    /// upload `Location`). The registry's own credentials go only to its own origin; another
+    /// origin gets only what was found for it after it challenged, and nothing over plain HTTP
+    /// unless it is loopback or listed in `insecure`.
+    pub(super) async fn authorize_at(
+        &self,
+        scope: &Scope,
+        url: &str,
+        request: RequestBuilder,
+    ) -> Result<RequestBuilder, RegistryError> {
+        let parsed = url::Url::parse(url).map_err(|e| RegistryError::Protocol {
+            registry: self.registry.to_string(),
+            what: "an upload".into(),
+            cause: format!("the upload URL is not a URL ({e})"),
+        })?;
+        let origin = parsed.origin().ascii_serialization();
+        if origin == self.origin {
+            return self.authorize(Some(scope), request).await;
+        }
+        if parsed.scheme() == "http" && !self.plain_http_allowed(&parsed) {
+            return Err(RegistryError::PlainHttpRefused {
+                url: format!("{origin} (the upload location {} sent)", self.registry),
+                plain: parsed
+                    .host_str()
+                    .map_or(String::new(), |h| match parsed.port() {
+                        Some(p) => format!("{h}:{p}"),
+                        None => h.to_string(),
+                    }),
+            });
+        }
+        let Some(foreign) = self.auth_state().foreign.get(&origin).cloned() else {
+            return Ok(request);
+        };
+        let header = self
+            .auth_header(
+                foreign.challenge.as_ref(),
+                foreign.credential.as_ref(),
+                scope,
+                &origin,
+            )
+            .await?;
+        self.with_header(request, header)
+    }
+
+    /// Adds the Authorization header the registry's last challenge calls for.
+    pub(super) async fn authorize(
+        &self,
+        scope: Option<&Scope>,
+        request: RequestBuilder,
+    ) -> Result<RequestBuilder, RegistryError> {
+        let Some(scope) = scope else {
+            return Ok(request);
+        };
+        let challenge = self.auth_state().challenge.clone();
+        let header = self
+            .auth_header(
+                challenge.as_ref(),
+                self.credential.as_ref(),
+                scope,
+                &self.origin,
+            )
+            .await?;
+        self.with_header(request, header)
+    }
+
+    /// The Authorization value `challenge` calls for with `credential` (bearer tokens cached by
+    /// `origin` and scope).
+    pub(super) async fn auth_header(
+        &self,
+        challenge: Option<&Challenge>,
+        credential: Option<&Credential>,
+        scope: &Scope,
+        origin: &str,
+    ) -> Result<Option<String>, RegistryError> {
+        Ok(match (challenge, credential) {
+            (None, _) => None,
+            (Some(Challenge::Basic), Some(Credential::Basic { username, password })) => {
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{username}:{password}"))
+                ))
+            }
+            (Some(Challenge::Basic), _) => None,
+            (Some(Challenge::Bearer { .. }), Some(Credential::RegistryToken(t))) => {
+                Some(format!("Bearer {t}"))
+            }
+            (Some(Challenge::Bearer { realm, service }), credential) => Some(format!(
+                "Bearer {}",
+                // Boxed: fetching a token sends a request (without a scope) itself.
+                Box::pin(self.token_for(realm, service.as_deref(), scope, credential, origin))
+                    .await?
+            )),
+        })
+    }
+
+    pub(super) fn with_header(
+        &self,
+        request: RequestBuilder,
+        header: Option<String>,
+    ) -> Result<RequestBuilder, RegistryError> {
+        Ok(match header {
+            Some(h) => {
+                let mut value = HeaderValue::from_str(&h).map_err(|_| RegistryError::Protocol {
+                    registry: self.registry.to_string(),
+                    what: "the credentials".into(),
+                    cause: "they have characters that cannot go in an HTTP header".into(),
+                })?;
+                value.set_sensitive(true);
+                request.header(AUTHORIZATION, value)
+            }
+            None => request,
+        })
+    }
+
+    pub(super) fn cached_token(&self, key: &str) -> Option<String> {
+        self.auth_state()
+            .tokens
+            .get(key)
+            .filter(|t| t.expires > Instant::now())
+            .map(|t| t.value.clone())
+    }
+
+    /// A bearer token for `scope` on the registry itself.
+    #[cfg(test)]
+    pub(super) async fn token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &Scope,
+    ) -> Result<String, RegistryError> {
+        self.token_for(
+            realm,
+            service,
+            scope,
+            self.credential.as_ref(),
+            &self.origin,
+        )
+        .await
+    }
+
+    /// A bearer token for `scope` on `origin`, got with `credential`, from the cache or the
+    /// token endpoint (one fetch at a time).
+    pub(super) async fn token_for(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &Scope,
+        credential: Option<&Credential>,
+        origin: &str,
+    ) -> Result<String, RegistryError> {
+        let key = format!("{origin} {}", scope.key());
+        if let Some(t) = self.cached_token(&key) {
+            return Ok(t);
+        }
+        let _fetching = self.token_fetch.lock().await;
+        if let Some(t) = self.cached_token(&key) {
+            return Ok(t);
+        }
+        let what = format!("a token from {realm}");
+        let realm_url = url::Url::parse(realm).map_err(|e| RegistryError::Protocol {
+            registry: self.registry.to_string(),
+            what: "the authentication challenge".into(),
+            cause: format!("the token realm `{realm}` is not a URL ({e})"),
+        })?;
+        let secret = matches!(
+            credential,
+            Some(Credential::Basic { .. } | Credential::IdentityToken(_))
+        );
+        match realm_url.scheme() {
+            "https" => {}
+            "http" if !secret || url_is_loopback(&realm_url) => {}
+            "http" => {
+                return Err(RegistryError::CleartextRealm {
+                    registry: self.registry.to_string(),
+                    realm: realm.to_string(),
+                });
+            }
+            other => {
+                return Err(RegistryError::Protocol {
+                    registry: self.registry.to_string(),
+                    what: "the authentication challenge".into(),
+                    cause: format!("the token realm has the scheme `{other}`"),
+                });
+            }
+        }
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(s) = service {
+            query.push(("service", s));
+        }
+        for s in &scope.0 {
+            query.push(("scope", s));
+        }
+        events::trace(&format!(
+            "requesting a token from {realm} for {} ({})",
+            scope.key(),
+            match credential {
+                Some(Credential::IdentityToken(_)) => "refresh-token exchange",
+                Some(Credential::Basic { .. }) => "with Basic credentials",
+                _ => "anonymous",
+            }
+        ));
+        let response = self
+            .send_with_retry(None, &what, || match credential {
+                // Docker's identity token is an OAuth2 refresh token: exchange it.
+                Some(Credential::IdentityToken(refresh)) => {
+                    let mut form: Vec<(&str, &str)> = vec![
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", refresh),
+                        ("client_id", "cargo-adapt-push"),
+                    ];
+                    form.extend(query.iter().cloned());
+                    self.http.post(realm).form(&form)
+                }
+                Some(Credential::Basic { username, password }) => self
+                    .http
+                    .get(realm)
+                    .query(&query)
+                    .basic_auth(username, Some(password)),
+                _ => self.http.get(realm).query(&query),
+            })
+            .await?;
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(self.unauthorized(&scope.repository(), status));
+        }
+        if !status.is_success() {
+            let detail = error_detail(response, self.retry.stall).await;
+            return Err(RegistryError::Protocol {
+                registry: self.registry.to_string(),
+                what: what.clone(),
+                cause: format!("HTTP {status}{detail}"),
+            });
+        }
+        let text = self.read_body(response, SMALL_BLOB_LIMIT, &what).await?;
+        let body: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| RegistryError::Protocol {
+                registry: self.registry.to_string(),
+                what: what.clone(),
+                cause: format!("not JSON ({e})"),
+            })?;
+        let value = body
+            .get("token")
+            .or_else(|| body.get("access_token"))
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| RegistryError::Protocol {
+                registry: self.registry.to_string(),
+                what: what.clone(),
+                cause: "no token in the answer".into(),
+            })?
+            .to_string();
+        // Kept no longer than the token service says (60 s when it says nothing, as the token
+        // spec does), and renewed a little early so a token rarely expires mid-request; a 401
+        // on one that did is answered by authenticating again.
+        let lifetime = Duration::from_secs(
+            body.get("expires_in")
+                .and_then(|e| e.as_u64())
+                .unwrap_or(60)
+                .min(24 * 3600),
+        );
+        let margin = (lifetime / 10).min(Duration::from_secs(5));
+        let expires = Instant::now() + lifetime.saturating_sub(margin);
+        self.auth_state().tokens.insert(
+            key,
+            Token {
+                value: value.clone(),
+                expires,
+            },
+        );
+        Ok(value)
+    }
+
+    pub(super) fn unauthorized(&self, repository: &str, status: StatusCode) -> RegistryError {
+        let searched = self.lookup.searched.join(", ");
+        let (problem, hint) = match (&self.credential, &self.lookup.source, status) {
+            (_, Some(source), StatusCode::FORBIDDEN) if self.credential.is_some() => (
+                "the credentials were accepted, but access is denied to".to_string(),
+                format!(
+                    "credentials came from {source}; that account may not push to this repository"
+                ),
+            ),
+            (Some(_), Some(source), _) if self.lookup.from_environment => (
+                "the credentials were refused for".to_string(),
+                format!(
+                    "the credentials came from {source}: check them (they take precedence over `docker login`; unset them to use the Docker config's instead)"
+                ),
+            ),
+            (Some(_), Some(source), _) => (
+                "the credentials were refused for".to_string(),
+                format!(
+                    "credentials came from {source} (looked in: {searched}); check the username and password or token, log in again with `docker login {}`, or set ADAPT_PUSH_USERNAME and ADAPT_PUSH_PASSWORD",
+                    self.registry
+                ),
+            ),
+            (None, Some(source), _) => (
+                "credentials are required for".to_string(),
+                format!(
+                    "credentials from {source} are not sent to {} over plain HTTP (looked in: {searched}); use https://",
+                    self.registry
+                ),
+            ),
+            _ => (
+                "credentials are required for".to_string(),
+                format!(
+                    "no credentials were found for {} (looked in: {searched}); log in with `docker login {}`, or set ADAPT_PUSH_USERNAME and ADAPT_PUSH_PASSWORD",
+                    self.registry, self.registry
+                ),
+            ),
+        };
+        RegistryError::Unauthorized {
+            registry: self.registry.to_string(),
+            repository: repository.to_string(),
+            problem,
+            status: status.as_u16(),
+            hint,
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! What can go wrong talking to a registry, sorted by what the user can do about it, with hints
+//! that name the registry and the next step.
+
+use std::time::Duration;
+
+use miette::Diagnostic;
+
+use super::transport::redact_url;
+use crate::reference::Registry;
+
+/// Errors sorted by what the user can do about them.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum RegistryError {
+    #[error("cannot reach the registry at {url}{tried}: {cause}")]
+    #[diagnostic(help("{hint}"))]
+    Unreachable {
+        url: String,
+        tried: String,
+        cause: String,
+        hint: String,
+    },
+
+    #[error("TLS with {url} failed: {cause}")]
+    #[diagnostic(help("{hint}"))]
+    Tls {
+        url: String,
+        cause: String,
+        hint: String,
+    },
+
+    /// A plain-HTTP request reached an HTTPS port (Go answers it with a 400).
+    #[error("{url} is an HTTPS port, not plain HTTP")]
+    #[diagnostic(help("{hint}"))]
+    HttpsPort { url: String, hint: String },
+
+    #[error("{registry}: {problem} `{repository}` (HTTP {status})")]
+    #[diagnostic(help("{hint}"))]
+    Unauthorized {
+        registry: String,
+        repository: String,
+        problem: String,
+        status: u16,
+        hint: String,
+    },
+
+    #[error("{registry}: the token service {realm} is plain HTTP; not sending credentials there")]
+    #[diagnostic(help(
+        "credentials are only sent over HTTPS, or plain HTTP to a loopback address; configure the registry's token realm with https://"
+    ))]
+    CleartextRealm { registry: String, realm: String },
+
+    #[error("{what} was not found in {registry}")]
+    #[diagnostic(help("{hint}"))]
+    NotFound {
+        registry: String,
+        what: String,
+        hint: String,
+    },
+
+    #[error("{registry} rejected {what}: HTTP {status}{detail}")]
+    #[diagnostic(help("{hint}"))]
+    Rejected {
+        registry: String,
+        what: String,
+        status: u16,
+        detail: String,
+        hint: String,
+    },
+
+    #[error("{registry} stored the manifest as {got}, but we sent {expected}")]
+    DigestMismatch {
+        registry: String,
+        expected: String,
+        got: String,
+    },
+
+    #[error("{registry} answered {what} with something we cannot read: {cause}")]
+    Protocol {
+        registry: String,
+        what: String,
+        cause: String,
+    },
+
+    #[error("reading the TLS settings: {0}")]
+    TlsSetup(String),
+
+    /// Plain HTTP to a host that is neither loopback nor listed in `insecure`: refused before
+    /// any request is made.
+    #[error("{url} is plain HTTP to a host that is not loopback; refusing to talk to it")]
+    #[diagnostic(help(
+        "if {plain} really serves plain HTTP, add `insecure = [\"{plain}\"]` to [package.metadata.cluster] (credentials are never sent over plain HTTP); otherwise use https://"
+    ))]
+    PlainHttpRefused { url: String, plain: String },
+
+    /// A `*.localhost` name that resolves to something other than loopback addresses.
+    #[error("{host} resolves to {addresses}, which are not loopback addresses")]
+    #[diagnostic(help(
+        "a `.localhost` name is treated as this machine only when it resolves to loopback addresses; fix the resolver or use 127.0.0.1"
+    ))]
+    NotLoopback { host: String, addresses: String },
+
+    /// An answer larger than we accept for its kind (a hostile or broken registry).
+    #[error("{registry} answered {what} with an answer larger than {limit}; not reading more")]
+    TooLarge {
+        registry: String,
+        what: String,
+        limit: String,
+    },
+    #[error("reading the blob to upload from {path}: {cause}")]
+    #[diagnostic(help("it is in the layer cache under target/adapt-push; run the push again"))]
+    LocalBlob { path: String, cause: String },
+}
+
+impl RegistryError {
+    /// A manifest or blob PUT lost a race with a concurrent push of the same blobs: the
+    /// registry no longer sees a blob, or saw a half-written one.
+    pub fn is_blob_race(&self) -> bool {
+        matches!(self, RegistryError::Rejected { detail, .. }
+            if ["BLOB_UNKNOWN", "DIGEST_INVALID", "BLOB_UPLOAD_UNKNOWN"]
+                .iter()
+                .any(|code| detail.contains(code)))
+    }
+
+    /// A manifest PUT refused for its media type (older Quay, Artifactory and ECR setups answer
+    /// OCI manifests with `MANIFEST_INVALID` or 415).
+    pub fn refuses_media_type(&self) -> bool {
+        match self {
+            RegistryError::Rejected { status, detail, .. } => {
+                let lower = detail.to_ascii_lowercase();
+                *status == 415
+                    || (*status == 400
+                        && (lower.contains("manifest_invalid")
+                            || lower.contains("unsupported")
+                            || lower.contains("media type")))
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether this failure says the other scheme (HTTP vs HTTPS) is the one to use.
+    pub(super) fn suggests_other_scheme(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::Tls { .. } | RegistryError::HttpsPort { .. }
+        )
+    }
+}
+
+pub(super) fn unreachable_hint(registry: &Registry) -> String {
+    format!(
+        "check that the registry runs and that {registry} is its address as seen from here (the `external` side of a split registry)"
+    )
+}
+
+/// Adds how often and how long we tried to an unreachable error.
+pub(super) fn with_tries(error: RegistryError, attempts: u32, elapsed: Duration) -> RegistryError {
+    match error {
+        RegistryError::Unreachable {
+            url, cause, hint, ..
+        } => RegistryError::Unreachable {
+            url,
+            tried: if attempts == 1 {
+                format!(" (1 attempt, {:.1}s)", elapsed.as_secs_f32())
+            } else {
+                format!(" ({attempts} attempts over {:.1}s)", elapsed.as_secs_f32())
+            },
+            cause,
+            hint,
+        },
+        other => other,
+    }
+}
+
+pub(super) fn transport_error(
+    base_url: &str,
+    registry: &Registry,
+    ca_cert: Option<&std::path::Path>,
+    e: &reqwest::Error,
+) -> RegistryError {
+    let chain = reqwest_chain(e);
+    let lower = chain.to_ascii_lowercase();
+    let https = base_url.starts_with("https://");
+    if https && is_plain_http_answer(&lower) {
+        let plain = registry.without_scheme();
+        return RegistryError::Tls {
+            url: base_url.to_string(),
+            cause: "the server sent an HTTP response to an HTTPS client (it speaks plain HTTP)"
+                .into(),
+            hint: if registry.is_loopback() {
+                format!(
+                    "{plain} serves plain HTTP: write it as http://{plain}, or without a scheme (loopback addresses may use plain HTTP)"
+                )
+            } else {
+                format!(
+                    "if {plain} really serves plain HTTP, list it in `insecure = [\"{plain}\"]` in [package.metadata.cluster] (credentials are never sent over plain HTTP)"
+                )
+            },
+        };
+    }
+    if https && is_certificate_problem(&lower) {
+        return RegistryError::Tls {
+            url: base_url.to_string(),
+            cause: format!("the registry's certificate was not accepted: {chain}"),
+            hint: match ca_cert {
+                Some(path) => format!(
+                    "the certificate does not verify against the system's roots plus {}: check that it is the CA that signed the registry's certificate, and that the certificate names {}",
+                    path.display(),
+                    registry.without_scheme()
+                ),
+                None => "trust the registry's CA with `ca-cert = \"path/to/ca.pem\"` in [package.metadata.cluster], --ca-cert FILE, or SSL_CERT_FILE".into(),
+            },
+        };
+    }
+    if https && (lower.contains("tls") || lower.contains("handshake")) {
+        return RegistryError::Tls {
+            url: base_url.to_string(),
+            cause: chain,
+            hint: "the TLS handshake failed; check that the port speaks HTTPS".into(),
+        };
+    }
+    RegistryError::Unreachable {
+        url: base_url.to_string(),
+        tried: String::new(),
+        cause: chain,
+        hint: unreachable_hint(registry),
+    }
+}
+
+pub(super) fn is_plain_http_answer(lower_chain: &str) -> bool {
+    lower_chain.contains("invalidcontenttype")
+        || lower_chain.contains("corrupt message")
+        || lower_chain.contains("http response to an https")
+}
+
+pub(super) fn is_certificate_problem(lower_chain: &str) -> bool {
+    lower_chain.contains("certificate")
+        || lower_chain.contains("unknownissuer")
+        || lower_chain.contains("notvalidforname")
+}
+
+/// An error and its sources, without repeats: "client error (Connect): Connection refused".
+/// Shared by everything that reports a library's error (registry, engine, publishing).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = err.source();
+    }
+    parts.join(": ")
+}
+
+/// A reqwest error's chain with the request URL's query values hidden (see [`redact_url`]).
+pub(super) fn reqwest_chain(e: &reqwest::Error) -> String {
+    let chain = error_chain(e);
+    match e.url() {
+        Some(url) => chain.replace(url.as_str(), &redact_url(url)),
+        _ => chain,
+    }
+}

@@ -1,0 +1,54 @@
+//! How the registry client is configured: trust, plain-HTTP exceptions and retry bounds.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::reference::Registry;
+
+/// Retry bounds, per request (and per blob upload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts per request, the first included.
+    pub attempts: u32,
+    /// Give up once this much time has gone on one request, retries included; an attempt in
+    /// flight is cut at this deadline.
+    pub total: Duration,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+    /// No byte moved and no answer for this long: the attempt counts as stalled.
+    pub stall: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 8,
+            total: Duration::from_secs(25),
+            first_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(5),
+            stall: Duration::from_secs(20),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The defaults with the user's bounds (`--retry-attempts`, `--retry-timeout` in seconds).
+    pub fn with_bounds(attempts: Option<u32>, total_secs: Option<u64>) -> RetryPolicy {
+        let mut policy = RetryPolicy::default();
+        if let Some(a) = attempts {
+            policy.attempts = a.max(1);
+        }
+        if let Some(s) = total_secs {
+            policy.total = Duration::from_secs(s.max(1));
+        }
+        policy
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Registries (`host[:port]`) that may be spoken to over plain HTTP besides loopback.
+    pub insecure: Vec<Registry>,
+    pub ca_cert: Option<PathBuf>,
+    pub retry: RetryPolicy,
+}

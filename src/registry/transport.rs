@@ -1,0 +1,319 @@
+//! The wire: the HTTP client (TLS roots, loopback-only resolver for localhost names), bounded
+//! body reading, retry timing (Retry-After, budgets), stall detection and URL redaction.
+
+use super::*;
+
+/// When bytes last moved on a request, and how many: tells a slow transfer from a stalled one.
+#[derive(Clone)]
+pub(super) struct Activity(Arc<ActivityInner>);
+
+pub(super) struct ActivityInner {
+    start: Instant,
+    /// Milliseconds after `start` of the last movement.
+    last_ms: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Activity {
+    pub(super) fn new() -> Activity {
+        Activity(Arc::new(ActivityInner {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }))
+    }
+
+    pub(super) fn moved(&self, n: u64) {
+        let ms = self.0.start.elapsed().as_millis() as u64;
+        self.0.last_ms.store(ms, Ordering::Relaxed);
+        self.0.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(super) fn last(&self) -> Instant {
+        self.0.start + Duration::from_millis(self.0.last_ms.load(Ordering::Relaxed))
+    }
+
+    pub(super) fn bytes(&self) -> u64 {
+        self.0.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// The least time an attempt should have after a backoff; with less, it would likely be cut at
+/// the deadline and report the deadline instead of what is wrong with the registry.
+pub(super) const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(500);
+
+/// Whether, with `left` of the retry budget, waiting `delay` still leaves an attempt its time.
+pub(super) fn worth_another_attempt(left: Duration, delay: Duration) -> bool {
+    left > delay.saturating_add(MIN_ATTEMPT_TIME)
+}
+
+pub(super) fn is_localhost_name(host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost")
+}
+
+/// The client's resolver: the system's, except that `localhost` and `*.localhost` names, which
+/// we treat as this machine (plain HTTP, credentials allowed), connect only to the loopback
+/// addresses they resolve to, and fail when they resolve to none.
+pub(super) struct LoopbackNames;
+
+impl reqwest::dns::Resolve for LoopbackNames {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addresses = usable_addresses(&host, found)?;
+            let addrs: reqwest::dns::Addrs = Box::new(addresses.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// The addresses a connection to `host` may use: for a `localhost` name only the loopback ones,
+/// and an error when there are none.
+pub(super) fn usable_addresses(
+    host: &str,
+    found: Vec<std::net::SocketAddr>,
+) -> Result<Vec<std::net::SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+    if !is_localhost_name(host) {
+        return Ok(found);
+    }
+    let loopback: Vec<_> = found.into_iter().filter(|a| a.ip().is_loopback()).collect();
+    if loopback.is_empty() {
+        return Err(format!("{host} resolves to no loopback address").into());
+    }
+    Ok(loopback)
+}
+
+pub(super) fn url_is_loopback(url: &url::Url) -> bool {
+    url.host_str().is_some_and(is_loopback_host)
+}
+
+/// Query parameters whose values are content addresses, repository names or token scopes,
+/// never secrets.
+pub(super) const PLAIN_QUERY_KEYS: &[&str] =
+    &["digest", "mount", "from", "n", "last", "service", "scope"];
+
+/// A URL fit for traces and error messages: upload `Location`s may carry signed tokens or
+/// session state in the query, so every query value but a few known-harmless ones becomes `…`
+/// (and a password in the URL becomes `redacted`).
+pub(super) fn redact_url(url: &url::Url) -> String {
+    let mut base = url.clone();
+    if base.password().is_some() {
+        let _ = base.set_password(Some("redacted"));
+    }
+    base.set_fragment(None);
+    let Some(query) = url.query() else {
+        return base.to_string();
+    };
+    base.set_query(None);
+    let params: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if PLAIN_QUERY_KEYS.contains(&k) => format!("{k}={v}"),
+            Some((k, _)) => format!("{k}=…"),
+            None => "…".to_string(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
+}
+
+pub(super) fn is_retryable_transport(e: &reqwest::Error) -> bool {
+    if e.is_builder() || e.is_redirect() {
+        return false;
+    }
+    // A certificate or protocol mismatch will not go away by asking again.
+    let chain = error_chain(e).to_ascii_lowercase();
+    !(is_certificate_problem(&chain) || is_plain_http_answer(&chain))
+}
+
+pub(super) fn is_retryable_status(s: StatusCode) -> bool {
+    s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT || s == StatusCode::TOO_MANY_REQUESTS
+}
+
+/// `Retry-After` as a delay: seconds, or an HTTP date (relative to `now`).
+pub(super) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = header_str(headers, "retry-after")?;
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Why a bounded body read ended early.
+pub(super) enum BodyError {
+    TooLarge,
+    Stalled,
+    Transport(reqwest::Error),
+}
+
+/// Reads a body up to `limit` bytes: an announced or streamed size past it stops the read at
+/// once. Each piece must arrive within `stall`.
+pub(super) async fn read_limited(
+    mut response: Response,
+    limit: usize,
+    stall: Duration,
+) -> Result<Bytes, BodyError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut out = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout(stall, response.chunk()).await {
+            Err(_) => return Err(BodyError::Stalled),
+            Ok(Err(e)) => return Err(BodyError::Transport(e)),
+            Ok(Ok(None)) => return Ok(out.freeze()),
+            Ok(Ok(Some(chunk))) => {
+                if out.len() + chunk.len() > limit {
+                    return Err(BodyError::TooLarge);
+                }
+                out.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+/// `4 MiB`, `64 KiB`.
+pub(super) fn human_size(n: usize) -> String {
+    if n >= 1024 * 1024 && n % (1024 * 1024) == 0 {
+        format!("{} MiB", n / (1024 * 1024))
+    } else if n >= 1024 && n % 1024 == 0 {
+        format!("{} KiB", n / 1024)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// The first 64 KiB of a response body as text, bounded in time; the rest is not read.
+pub(super) async fn read_text(mut response: Response, limit: Duration) -> String {
+    let mut out: Vec<u8> = Vec::new();
+    let deadline = Instant::now() + limit;
+    while out.len() < ERROR_BODY_LIMIT {
+        match tokio::time::timeout_at(deadline.into(), response.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                let room = ERROR_BODY_LIMIT - out.len();
+                out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The registry's own error message (`{"errors":[{"code","message"}]}`), shortened.
+pub(super) async fn error_detail(response: Response, limit: Duration) -> String {
+    let text = read_text(response, limit).await;
+    let parsed: Option<serde_json::Value> = serde_json::from_str(&text).ok();
+    let summary = parsed
+        .as_ref()
+        .and_then(|v| v.get("errors"))
+        .and_then(|e| e.as_array())
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| {
+                    // `detail` is free-form JSON: often the reason itself ("unknown media type").
+                    let detail = match e.get("detail") {
+                        None | Some(serde_json::Value::Null) => String::new(),
+                        Some(serde_json::Value::String(s)) => format!(": {s}"),
+                        Some(other) => format!(": {other}"),
+                    };
+                    let text = format!(
+                        "{} {}{detail}",
+                        e.get("code").and_then(|c| c.as_str()).unwrap_or(""),
+                        e.get("message").and_then(|c| c.as_str()).unwrap_or("")
+                    );
+                    text.trim().chars().take(300).collect::<String>()
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_else(|| text.chars().take(200).collect());
+    if summary.trim().is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", summary.trim())
+    }
+}
+
+pub(super) fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+}
+
+/// Request body that reports progress (and activity, for stall detection) as it is read.
+pub(super) fn progress_body(
+    bytes: Bytes,
+    progress: Box<dyn events::Progress>,
+    activity: Activity,
+) -> reqwest::Body {
+    let chunks: Vec<Bytes> = (0..bytes.len())
+        .step_by(BODY_CHUNK)
+        .map(|i| bytes.slice(i..(i + BODY_CHUNK).min(bytes.len())))
+        .collect();
+    let stream = futures_util::stream::iter(chunks.into_iter().map(move |c| {
+        progress.advance(c.len() as u64);
+        activity.moved(c.len() as u64);
+        Ok::<Bytes, std::io::Error>(c)
+    }));
+    reqwest::Body::wrap_stream(stream)
+}
+
+/// One HTTP client for all registries: rustls with ring, the system's roots (or SSL_CERT_FILE /
+/// SSL_CERT_DIR) plus an extra CA. Blocking (it reads certificate files): call it off the async
+/// runtime, as [`pool::Clients`] does.
+pub(super) fn http_client(options: &ClientOptions) -> Result<reqwest::Client, RegistryError> {
+    let mut roots = rustls::RootCertStore::empty();
+    // rustls-native-certs reads SSL_CERT_FILE / SSL_CERT_DIR instead of the system store when set.
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        events::detail(&format!("loading the system's CA certificates: {e}"));
+    }
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = &options.ca_cert {
+        let pem = std::fs::read(path)
+            .map_err(|e| RegistryError::TlsSetup(format!("{}: {e}", path.display())))?;
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut &pem[..]) {
+            let cert =
+                cert.map_err(|e| RegistryError::TlsSetup(format!("{}: {e}", path.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| RegistryError::TlsSetup(format!("{}: {e}", path.display())))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(RegistryError::TlsSetup(format!(
+                "{} holds no PEM certificate",
+                path.display()
+            )));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RegistryError::TlsSetup(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // No read timeout here: reqwest's runs from the start of the request, so it would cut long
+    // uploads. Stalls are detected per request instead (see `send_watched`).
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .user_agent(concat!("cargo-adapt-push/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .dns_resolver(Arc::new(LoopbackNames))
+        // Redirects (registries send blob downloads to storage hosts) are followed with
+        // reqwest's policy, which drops Authorization when scheme, host or port change.
+        .redirect(reqwest::redirect::Policy::limited(10))
+        .build()
+        .map_err(|e| RegistryError::TlsSetup(e.to_string()))
+}
