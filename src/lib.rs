@@ -11,7 +11,6 @@ mod build;
 mod cargo;
 mod ci;
 pub mod cli;
-mod closure;
 mod cluster;
 pub mod config;
 mod docker_context;
@@ -26,6 +25,7 @@ mod push;
 pub mod reference;
 mod registry;
 mod resolve;
+mod runtime_closure;
 mod supply_chain;
 mod verify;
 
