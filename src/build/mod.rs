@@ -3,7 +3,6 @@
 
 pub mod base_check;
 pub mod docker;
-pub mod dockerignore;
 pub mod oci;
 pub mod scratch;
 
