@@ -88,7 +88,7 @@ pub fn run(invocation: cli::Invocation) -> ExitCode {
 
 async fn run_push(args: cli::PushArgs) -> Result<()> {
     let (manifest, cargo_options, metadata) = load_metadata(&args)?;
-    let plan = plan::make_plan(&args, &metadata, &manifest)?;
+    let plan = plan::make_plan(&args.plan_request(), &metadata, &manifest)?;
 
     if args.dry_run {
         output::print_plan(&plan, args.format).into_diagnostic()?;
@@ -116,7 +116,7 @@ fn load_metadata(
     args: &cli::PushArgs,
 ) -> Result<(PathBuf, CargoOptions, cargo_metadata::Metadata)> {
     let manifest = locate_manifest(args.manifest_path.as_deref())?;
-    let cargo_options = CargoOptions::from_args(args);
+    let cargo_options = args.cargo_options();
     let metadata = cargo_metadata::MetadataCommand::new()
         .cargo_path(cargo::cargo_program())
         .manifest_path(&manifest)

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use cargo_metadata::{Metadata, Package, TargetKind};
 
-use crate::cli::{BuilderChoice, MediaTypes, PushArgs};
 use crate::cluster;
 use crate::config::{ClusterConfig, ConfigError, Origin, RegistrySetting, Sourced};
 use crate::reference::{ImageRef, Registry, RegistryLocation, Repository, Tag};
@@ -147,13 +146,59 @@ pub struct RegistryOptions {
     pub retry_timeout: Option<u64>,
 }
 
+/// What the command line asks of the plan, in plain terms: `cli` fills it from its arguments
+/// (`resolve` narrows it to one package and binary per reference).
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// `--workspace`: every member.
+    pub workspace: bool,
+    /// `-p`: package names or specs.
+    pub packages: Vec<String>,
+    pub bin: Option<String>,
+    pub builder: Option<BuilderChoice>,
+    pub media_types: Option<MediaTypes>,
+    /// `--registry`, `--registry-external`, `--registry-internal`.
+    pub registry: Option<String>,
+    pub registry_external: Option<String>,
+    pub registry_internal: Option<String>,
+    /// `--registry-from-cluster`, asking the cluster of `kube_context`.
+    pub registry_from_cluster: bool,
+    pub kube_context: Option<String>,
+    /// No registry is pushed to (`--no-push`, or only registry-less destinations).
+    pub registry_less: bool,
+    pub ca_cert: Option<PathBuf>,
+    pub retry_attempts: Option<u32>,
+    pub retry_timeout: Option<u64>,
+    /// `--tag`: replaces `tags`.
+    pub tags: Vec<String>,
+    pub sbom: Option<crate::supply_chain::SbomFormat>,
+    pub provenance: Option<bool>,
+    pub platforms: Vec<String>,
+}
+
+/// Which builder was asked for (`--builder`, `builder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuilderChoice {
+    /// The engine builder when the package has a Dockerfile, else the daemonless one.
+    Auto,
+    Oci,
+    Docker,
+}
+
+/// Media types of the manifest we push (`--media-types`, `media-types`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaTypes {
+    Oci,
+    Docker,
+}
+
 /// Builds the plan from the CLI and `cargo metadata`.
 pub fn make_plan(
-    args: &PushArgs,
+    request: &Request,
     metadata: &Metadata,
     manifest: &Path,
 ) -> Result<Plan, ConfigError> {
-    let packages = select_packages(args, metadata, manifest)?;
+    let packages = select_packages(request, metadata, manifest)?;
     let workspace_manifest = metadata
         .workspace_root
         .join("Cargo.toml")
@@ -177,7 +222,7 @@ pub fn make_plan(
             .join("layers")
             .into_std_path_buf();
         targets.push(plan_target(
-            args,
+            request,
             package,
             &config,
             epoch,
@@ -190,17 +235,17 @@ pub fn make_plan(
 
 /// `-p` names packages; otherwise the package whose Cargo.toml was found (cargo's rule).
 fn select_packages<'m>(
-    args: &PushArgs,
+    request: &Request,
     metadata: &'m Metadata,
     manifest: &Path,
 ) -> Result<Vec<&'m Package>, ConfigError> {
     let members = metadata.workspace_packages();
-    if args.workspace {
+    if request.workspace {
         return workspace_members(metadata);
     }
-    if !args.packages.is_empty() {
+    if !request.packages.is_empty() {
         let mut chosen: Vec<&Package> = Vec::new();
-        for spec in &args.packages {
+        for spec in &request.packages {
             let (name, version) = match spec.split_once('@') {
                 Some((n, v)) => (n, Some(v)),
                 None => (spec.as_str(), None),
@@ -229,7 +274,7 @@ fn select_packages<'m>(
                 }
             }
         }
-        if chosen.len() > 1 && args.bin.is_some() {
+        if chosen.len() > 1 && request.bin.is_some() {
             return Err(ConfigError::plain(
                 "--bin names one binary, but several packages were chosen with -p",
                 Some("push one package at a time with --bin, or set `bin` in each package's [package.metadata.cluster]".into()),
@@ -305,7 +350,7 @@ fn workspace_members(metadata: &Metadata) -> Result<Vec<&Package>, ConfigError> 
 }
 
 fn plan_target(
-    args: &PushArgs,
+    request: &Request,
     package: &Package,
     config: &ClusterConfig,
     epoch: u64,
@@ -319,8 +364,8 @@ fn plan_target(
         .to_path_buf();
     let origin = Origin::package(&manifest_path);
 
-    let bin = select_bin(args, package, config, &origin)?;
-    let (external, internal) = registry_split(args, config, &origin)?;
+    let bin = select_bin(request, package, config, &origin)?;
+    let (external, internal) = registry_split(request, config, &origin)?;
 
     let image_name = match &config.image {
         Some(image) => image.clone(),
@@ -364,8 +409,8 @@ fn plan_target(
     })?;
 
     let git = GitInfo::read(&package_dir);
-    let tags = render_tags(args, config, package, &bin, &git, &origin)?;
-    let builder = choose_builder(args, config, &package_dir)?;
+    let tags = render_tags(request, config, package, &bin, &git, &origin)?;
+    let builder = choose_builder(request, config, &package_dir)?;
     let base = match &config.base {
         None => Base::Scratch,
         Some(b) if b.value == "scratch" => Base::Scratch,
@@ -406,7 +451,7 @@ fn plan_target(
             Some("use \"nonroot\", a numeric id like \"65532\" or \"65532:65532\", or a `base` image that defines the user".into()),
         ));
     }
-    let media_types = match (args.media_types, &config.media_types) {
+    let media_types = match (request.media_types, &config.media_types) {
         (Some(m), _) => Some(m),
         (None, Some(m)) => Some(match m.value.as_str() {
             "oci" => MediaTypes::Oci,
@@ -541,13 +586,13 @@ fn plan_target(
         let help = Some(format!(
             "if {plain} really serves plain HTTP, add `insecure = [\"{plain}\"]` to [package.metadata.cluster] (credentials are never sent over plain HTTP); otherwise use https://"
         ));
-        let from_flags = args.registry.is_some() || args.registry_external.is_some();
+        let from_flags = request.registry.is_some() || request.registry_external.is_some();
         return Err(match &config.registry {
             Some(r) if !from_flags => r.error(message, help),
             _ => ConfigError::plain(message, help),
         });
     }
-    let ca_cert = match (&args.ca_cert, &config.ca_cert) {
+    let ca_cert = match (&request.ca_cert, &config.ca_cert) {
         (Some(path), _) => Some(path.clone()),
         (None, Some(c)) => Some(c.origin.resolve(&c.value)),
         (None, None) => None,
@@ -556,15 +601,15 @@ fn plan_target(
         && !path.is_file()
     {
         let message = format!("the CA certificate {} does not exist", path.display());
-        return Err(match (&args.ca_cert, &config.ca_cert) {
+        return Err(match (&request.ca_cert, &config.ca_cert) {
             (None, Some(c)) => c.error(message, None),
             _ => ConfigError::plain(format!("--ca-cert: {message}"), None),
         });
     }
 
     let docker = docker_spec(config, &package_dir)?;
-    let supply_chain = crate::supply_chain::plan_spec(args, config)?;
-    let platforms = crate::platform::plan_platforms(args, config, builder)?;
+    let supply_chain = crate::supply_chain::plan_spec(request, config)?;
+    let platforms = crate::platform::plan_platforms(request, config, builder)?;
     let compression = match &config.compression {
         None => crate::image::compress::Codec::Gzip,
         Some(c) => match c.value.as_str() {
@@ -613,8 +658,8 @@ fn plan_target(
         registry_options: RegistryOptions {
             insecure,
             ca_cert,
-            retry_attempts: args.retry_attempts,
-            retry_timeout: args.retry_timeout,
+            retry_attempts: request.retry_attempts,
+            retry_timeout: request.retry_timeout,
         },
         supply_chain,
         platforms,
@@ -717,7 +762,7 @@ fn through_external(
 }
 
 fn select_bin(
-    args: &PushArgs,
+    request: &Request,
     package: &Package,
     config: &ClusterConfig,
     origin: &Origin,
@@ -739,7 +784,7 @@ fn select_bin(
             Some("add src/main.rs or a [[bin]] target".into()),
         ));
     }
-    let requested = match (&args.bin, &config.bin) {
+    let requested = match (&request.bin, &config.bin) {
         (Some(b), _) => Some((b.clone(), None)),
         (None, Some(b)) => Some((b.value.clone(), Some(b))),
         (None, None) => None,
@@ -782,7 +827,7 @@ fn select_bin(
 
 /// CLI flags over config: `--registry` sets both sides, `--registry-external/-internal` one side.
 fn registry_split(
-    args: &PushArgs,
+    request: &Request,
     config: &ClusterConfig,
     origin: &Origin,
 ) -> Result<(RegistryLocation, RegistryLocation), ConfigError> {
@@ -790,14 +835,14 @@ fn registry_split(
         RegistryLocation::parse_destination(value)
             .map_err(|e| ConfigError::plain(format!("{flag}: {}", e.0), None))
     };
-    let (mut external, mut internal) = match (&args.registry, &config.registry) {
+    let (mut external, mut internal) = match (&request.registry, &config.registry) {
         (Some(r), _) => {
             let loc = parse_flag("--registry (or ADAPT_PUSH_REGISTRY)", r)?;
             (Some(loc.clone()), Some(loc))
         }
-        (None, _) if args.registry_from_cluster => {
+        (None, _) if request.registry_from_cluster => {
             let source = cluster::Source::Cluster {
-                context: args.kube_context.clone(),
+                context: request.kube_context.clone(),
             };
             let hosting = cluster::Lookups::global().get(&source).map_err(|e| {
                 ConfigError::plain(format!("--registry-from-cluster: {e}"), Some(e.help()))
@@ -821,7 +866,7 @@ fn registry_split(
             };
             let source = if from == "cluster" {
                 cluster::Source::Cluster {
-                    context: args.kube_context.clone(),
+                    context: request.kube_context.clone(),
                 }
             } else {
                 cluster::Source::File(setting.origin.resolve(from))
@@ -866,13 +911,13 @@ fn registry_split(
         }
         (None, None) => (None, None),
     };
-    if let Some(e) = &args.registry_external {
+    if let Some(e) = &request.registry_external {
         external = Some(parse_flag(
             "--registry-external (or ADAPT_PUSH_REGISTRY_EXTERNAL)",
             e,
         )?);
     }
-    if let Some(i) = &args.registry_internal {
+    if let Some(i) = &request.registry_internal {
         internal = Some(parse_flag(
             "--registry-internal (or ADAPT_PUSH_REGISTRY_INTERNAL)",
             i,
@@ -886,7 +931,7 @@ fn registry_split(
             Some("set --registry-external, or `registry` in [package.metadata.cluster]".into()),
         )),
         // Nothing goes to a registry: the image is named as Docker names an unqualified one.
-        (None, None) if args.registry_less() => {
+        (None, None) if request.registry_less => {
             let hub = RegistryLocation {
                 registry: Registry::docker_hub(),
                 namespace: None,
@@ -906,11 +951,11 @@ fn registry_split(
 }
 
 fn choose_builder(
-    args: &PushArgs,
+    request: &Request,
     config: &ClusterConfig,
     package_dir: &Path,
 ) -> Result<BuilderKind, ConfigError> {
-    let choice = match (args.builder, &config.builder) {
+    let choice = match (request.builder, &config.builder) {
         (Some(b), _) => b,
         (None, Some(b)) => match b.value.as_str() {
             "auto" => BuilderChoice::Auto,
@@ -1030,7 +1075,7 @@ impl GitInfo {
 }
 
 fn render_tags(
-    args: &PushArgs,
+    request: &Request,
     config: &ClusterConfig,
     package: &Package,
     bin: &str,
@@ -1038,8 +1083,8 @@ fn render_tags(
     origin: &Origin,
 ) -> Result<Vec<Tag>, ConfigError> {
     let (templates, sourced): (Vec<String>, Option<&Sourced<Vec<String>>>) =
-        if !args.tags.is_empty() {
-            (args.tags.clone(), None)
+        if !request.tags.is_empty() {
+            (request.tags.clone(), None)
         } else if let Some(t) = &config.tags {
             (t.value.clone(), Some(t))
         } else {
@@ -1047,7 +1092,7 @@ fn render_tags(
         };
     let fail = |message: String, help: Option<String>| match sourced {
         Some(s) => s.error(message, help),
-        None if !args.tags.is_empty() => {
+        None if !request.tags.is_empty() => {
             ConfigError::plain(format!("--tag (or ADAPT_PUSH_TAGS): {message}"), help)
         }
         None => ConfigError::at(origin, &[], message, help),

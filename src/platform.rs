@@ -299,7 +299,7 @@ fn on_path(program: &str) -> bool {
 
 /// `--platform` over `platforms` in the cluster table; duplicates dropped, order kept.
 pub fn plan_platforms(
-    args: &crate::cli::PushArgs,
+    request: &crate::plan::Request,
     config: &crate::config::ClusterConfig,
     builder: crate::plan::BuilderKind,
 ) -> Result<Vec<Platform>, crate::config::ConfigError> {
@@ -310,8 +310,8 @@ pub fn plan_platforms(
             platforms.push(p);
         }
     };
-    if !args.platforms.is_empty() {
-        for text in &args.platforms {
+    if !request.platforms.is_empty() {
+        for text in &request.platforms {
             add(Platform::parse(text)
                 .map_err(|m| ConfigError::plain(format!("--platform: {m}"), None))?);
         }

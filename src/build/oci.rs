@@ -13,12 +13,12 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 use super::{base_check, scratch};
 use crate::cargo::CargoOptions;
-use crate::cli::MediaTypes;
 use crate::image::base_fs::BaseFs;
 use crate::image::compress::Codec;
 use crate::image::layer::{Layer, LayerBuilder, LayerCache, Origin};
 use crate::image::{self, BaseImage, Family, Image, RunConfig};
 use crate::output;
+use crate::plan::MediaTypes;
 use crate::plan::{Base, BuildSpec};
 use crate::reference::{Digest, ImageRef};
 use crate::registry::pool::Clients;

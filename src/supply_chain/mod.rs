@@ -113,10 +113,10 @@ pub fn documents(
 
 /// `--sbom` / `--provenance` over `sbom` / `provenance` in the cluster table.
 pub fn plan_spec(
-    args: &crate::cli::PushArgs,
+    request: &crate::plan::Request,
     config: &crate::config::ClusterConfig,
 ) -> Result<SupplyChainSpec, crate::config::ConfigError> {
-    let sbom = match (args.sbom, &config.sbom) {
+    let sbom = match (request.sbom, &config.sbom) {
         (Some(format), _) => format,
         (None, Some(setting)) => SbomFormat::parse(&setting.value).ok_or_else(|| {
             setting.error(
@@ -129,7 +129,7 @@ pub fn plan_spec(
         })?,
         (None, None) => SbomFormat::default(),
     };
-    let provenance = args
+    let provenance = request
         .provenance
         .or(config.provenance.as_ref().map(|p| p.value))
         .unwrap_or(true);
