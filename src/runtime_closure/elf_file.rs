@@ -4,13 +4,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use super::ClosureError;
-use super::malformed;
-use super::read_file;
-use super::search::multiarch_triplet;
-use super::search::split_path_list;
-use super::unsupported;
-use super::utf8;
+use super::{
+    ClosureError, malformed, read_file, search::multiarch_triplet, search::split_path_list,
+    unsupported, utf8,
+};
 
 use object::LittleEndian;
 use object::elf;

@@ -8,16 +8,11 @@ use std::fs;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-use super::ClosureError;
-use super::RuntimeFile;
-use super::canonicalize;
-use super::elf_file::DynamicInfo;
-use super::elf_file::ELF64_HEADER_LEN;
-use super::elf_file::Requirements;
-use super::elf_file::parse_dynamic_info;
-use super::elf_file::parse_header;
-use super::read_file;
-use super::unsupported;
+use super::{
+    ClosureError, RuntimeFile, canonicalize, elf_file::DynamicInfo, elf_file::ELF64_HEADER_LEN,
+    elf_file::Requirements, elf_file::parse_dynamic_info, elf_file::parse_header, read_file,
+    unsupported,
+};
 
 use object::LittleEndian;
 use object::elf;

@@ -10,8 +10,7 @@ use bytes::Bytes;
 use miette::{IntoDiagnostic, Result, WrapErr};
 use tokio::sync::mpsc;
 
-use super::DockerBuildError;
-use super::dockerignore::DockerIgnore;
+use super::{DockerBuildError, dockerignore::DockerIgnore};
 use crate::image::exact::ExactReader;
 use crate::output::{self, human_bytes};
 use crate::reference::ImageRef;

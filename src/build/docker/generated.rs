@@ -3,9 +3,7 @@
 
 use miette::{IntoDiagnostic, Result, WrapErr};
 
-use super::DockerBuildError;
-use super::context::BuildContext;
-use super::dockerignore::DockerIgnore;
+use super::{DockerBuildError, context::BuildContext, dockerignore::DockerIgnore};
 use crate::build::oci;
 use crate::cargo::CargoOptions;
 use crate::image::{BlobSource, Image};
