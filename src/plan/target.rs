@@ -31,7 +31,79 @@ pub(super) fn plan_target(
 
     let bin = select_bin(request, package, config, &origin)?;
     let (external, internal) = registry_split(request, config, &origin)?;
+    let (repository, pull_repository) =
+        repositories(package, config, &bin, &origin, &external, &internal)?;
+    let git = GitInfo::read(&package_dir);
+    let tags = render_tags(request, config, package, &bin, &git, &origin)?;
+    let builder = choose_builder(request, config, &package_dir)?;
+    let base = plan_base(config, &external, &internal)?;
+    check_user(config, &base)?;
+    let media_types = plan_media_types(request, config)?;
+    let env = plan_env(config)?;
+    let annotations = annotations(package, &git);
+    let labels = labels(config, &annotations)?;
+    let user = config.user.as_ref().map(|u| u.value.clone());
+    let includes = plan_includes(config, &[&package_dir, workspace_root])?;
+    let insecure = plan_insecure(config)?;
+    check_plain_http(request, config, &external.registry, &insecure)?;
+    let ca_cert = plan_ca_cert(request, config)?;
+    let docker = docker_spec(config, &package_dir)?;
+    let supply_chain = crate::supply_chain::plan_spec(request, config)?;
+    let platforms = crate::platform::plan_platforms(request, config, builder)?;
+    let compression = plan_compression(config)?;
 
+    Ok(Target {
+        build: BuildSpec {
+            package: package.name.to_string(),
+            version: package.version.to_string(),
+            manifest_path,
+            bin,
+            builder,
+            image: ImageSpec {
+                base,
+                env,
+                labels,
+                annotations,
+                user,
+                includes,
+                epoch,
+                check_base: config.check_base.as_ref().is_none_or(|c| c.value),
+                tzdata: config.tzdata.as_ref().is_some_and(|t| t.value),
+                media_types,
+                compression,
+            },
+            docker,
+            layer_cache,
+            cross: None,
+        },
+        destination: Destination {
+            external: external.registry,
+            internal: internal.registry,
+            repository,
+            pull_repository,
+            tags,
+        },
+        registry_options: RegistryOptions {
+            insecure,
+            ca_cert,
+            retry_attempts: request.retry_attempts,
+            retry_timeout: request.retry_timeout,
+        },
+        supply_chain,
+        platforms,
+    })
+}
+
+/// The image's repository under the external address and under the internal one: `image`, else
+/// the package's name (with the binary's when the package has several).
+fn repositories(
+    package: &Package,
+    config: &ClusterConfig,
+    bin: &str,
+    origin: &Origin,
+    external: &RegistryLocation,
+    internal: &RegistryLocation,
+) -> Result<(Repository, Repository), ConfigError> {
     let image_name = match &config.image {
         Some(image) => image.clone(),
         // One binary: the package's name. Several: one repository per binary, so images of
@@ -52,7 +124,7 @@ pub(super) fn plan_target(
             image_name.error(e.0, help)
         } else {
             ConfigError::at(
-                &origin,
+                origin,
                 &[],
                 format!(
                     "the package name `{}` is not a valid image name: {}",
@@ -72,10 +144,15 @@ pub(super) fn plan_target(
             None,
         )
     })?;
+    Ok((repository, pull_repository))
+}
 
-    let git = GitInfo::read(&package_dir);
-    let tags = render_tags(request, config, package, &bin, &git, &origin)?;
-    let builder = choose_builder(request, config, &package_dir)?;
+/// `base`: scratch, or an image read through the external address.
+fn plan_base(
+    config: &ClusterConfig,
+    external: &RegistryLocation,
+    internal: &RegistryLocation,
+) -> Result<Base, ConfigError> {
     let base = match &config.base {
         None => Base::Scratch,
         Some(b) if b.value == "scratch" => Base::Scratch,
@@ -90,9 +167,14 @@ pub(super) fn plan_target(
     // The tool never contacts `internal`: a base named by the internal address is read through
     // the external one (same registry), which also lets its layers be mounted, not copied.
     let base = match base {
-        Base::Image(r) => Base::Image(through_external(r, &external, &internal)),
+        Base::Image(r) => Base::Image(through_external(r, external, internal)),
         other => other,
     };
+    Ok(base)
+}
+
+/// `user` is one word; on scratch, one the scratch image's /etc/passwd knows.
+fn check_user(config: &ClusterConfig, base: &Base) -> Result<(), ConfigError> {
     if let Some(u) = &config.user
         && (u.value.trim().is_empty() || u.value.contains(char::is_whitespace))
     {
@@ -108,7 +190,7 @@ pub(super) fn plan_target(
                 .iter()
                 .any(|(name, _)| *name == part)
     };
-    if let (Base::Scratch, Some(u)) = (&base, &config.user)
+    if let (Base::Scratch, Some(u)) = (base, &config.user)
         && !u.value.split(':').all(known)
     {
         return Err(u.error(
@@ -116,6 +198,14 @@ pub(super) fn plan_target(
             Some("use \"nonroot\", a numeric id like \"65532\" or \"65532:65532\", or a `base` image that defines the user".into()),
         ));
     }
+    Ok(())
+}
+
+/// `--media-types` over `media-types`.
+fn plan_media_types(
+    request: &Request,
+    config: &ClusterConfig,
+) -> Result<Option<MediaTypes>, ConfigError> {
     let media_types = match (request.media_types, &config.media_types) {
         (Some(m), _) => Some(m),
         (None, Some(m)) => Some(match m.value.as_str() {
@@ -130,7 +220,11 @@ pub(super) fn plan_target(
         }),
         (None, None) => None,
     };
+    Ok(media_types)
+}
 
+/// `env`, with names the runtime accepts.
+fn plan_env(config: &ClusterConfig) -> Result<Vec<(String, String)>, ConfigError> {
     let mut env = Vec::new();
     for (name, value) in &config.env {
         if name.is_empty() || name.contains('=') || name.contains('\0') {
@@ -141,7 +235,11 @@ pub(super) fn plan_target(
         }
         env.push((name.clone(), value.value.clone()));
     }
+    Ok(env)
+}
 
+/// The OCI annotations the package's metadata and its git commit give.
+fn annotations(package: &Package, git: &GitInfo) -> BTreeMap<String, String> {
     let mut annotations = BTreeMap::new();
     annotations.insert(
         "org.opencontainers.image.title".to_string(),
@@ -166,6 +264,14 @@ pub(super) fn plan_target(
     if let Some(sha) = &git.sha {
         annotations.insert("org.opencontainers.image.revision".into(), sha.clone());
     }
+    annotations
+}
+
+/// The annotations as labels, with the user's `labels` over them.
+fn labels(
+    config: &ClusterConfig,
+    annotations: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
     // Annotations double as labels so `docker inspect` shows them; the user's labels win.
     let mut labels = annotations.clone();
     for (k, v) in &config.labels {
@@ -174,9 +280,11 @@ pub(super) fn plan_target(
         }
         labels.insert(k.clone(), v.value.clone());
     }
+    Ok(labels)
+}
 
-    let user = config.user.as_ref().map(|u| u.value.clone());
-
+/// `include`: host files resolved and checked, with where each lands in the image.
+fn plan_includes(config: &ClusterConfig, roots: &[&Path]) -> Result<Vec<Include>, ConfigError> {
     let mut includes = Vec::new();
     if let Some(inc) = &config.include {
         for item in &inc.value {
@@ -219,14 +327,18 @@ pub(super) fn plan_target(
                 }
                 _ => item.to.clone(),
             };
-            warn_about_include(&item.from, &host_path, &[&package_dir, workspace_root]);
+            warn_about_include(&item.from, &host_path, roots);
             includes.push(Include {
                 host_path,
                 image_path,
             });
         }
     }
+    Ok(includes)
+}
 
+/// `insecure`: registries that may be spoken to over plain HTTP.
+fn plan_insecure(config: &ClusterConfig) -> Result<Vec<Registry>, ConfigError> {
     let mut insecure = Vec::new();
     if let Some(list) = &config.insecure {
         for entry in &list.value {
@@ -237,9 +349,18 @@ pub(super) fn plan_target(
             );
         }
     }
+    Ok(insecure)
+}
+
+/// Plain HTTP only to loopback or to a registry listed in `insecure`.
+fn check_plain_http(
+    request: &Request,
+    config: &ClusterConfig,
+    registry: &Registry,
+    insecure: &[Registry],
+) -> Result<(), ConfigError> {
     // Plain HTTP only to loopback or to a registry listed in `insecure`: refused here, before
     // anything is built or sent (the registry client checks again).
-    let registry = &external.registry;
     if registry.scheme() == Some(crate::reference::Scheme::Http)
         && !registry.is_loopback()
         && !insecure.contains(&registry.without_scheme())
@@ -257,6 +378,11 @@ pub(super) fn plan_target(
             _ => ConfigError::plain(message, help),
         });
     }
+    Ok(())
+}
+
+/// `--ca-cert` over `ca-cert`, which must exist.
+fn plan_ca_cert(request: &Request, config: &ClusterConfig) -> Result<Option<PathBuf>, ConfigError> {
     let ca_cert = match (&request.ca_cert, &config.ca_cert) {
         (Some(path), _) => Some(path.clone()),
         (None, Some(c)) => Some(c.origin.resolve(&c.value)),
@@ -271,10 +397,11 @@ pub(super) fn plan_target(
             _ => ConfigError::plain(format!("--ca-cert: {message}"), None),
         });
     }
+    Ok(ca_cert)
+}
 
-    let docker = docker_spec(config, &package_dir)?;
-    let supply_chain = crate::supply_chain::plan_spec(request, config)?;
-    let platforms = crate::platform::plan_platforms(request, config, builder)?;
+/// `compression`: gzip (the default) or zstd.
+fn plan_compression(config: &ClusterConfig) -> Result<crate::image::compress::Codec, ConfigError> {
     let compression = match &config.compression {
         None => crate::image::compress::Codec::Gzip,
         Some(c) => match c.value.as_str() {
@@ -288,47 +415,7 @@ pub(super) fn plan_target(
             }
         },
     };
-
-    Ok(Target {
-        build: BuildSpec {
-            package: package.name.to_string(),
-            version: package.version.to_string(),
-            manifest_path,
-            bin,
-            builder,
-            image: ImageSpec {
-                base,
-                env,
-                labels,
-                annotations,
-                user,
-                includes,
-                epoch,
-                check_base: config.check_base.as_ref().is_none_or(|c| c.value),
-                tzdata: config.tzdata.as_ref().is_some_and(|t| t.value),
-                media_types,
-                compression,
-            },
-            docker,
-            layer_cache,
-            cross: None,
-        },
-        destination: Destination {
-            external: external.registry,
-            internal: internal.registry,
-            repository,
-            pull_repository,
-            tags,
-        },
-        registry_options: RegistryOptions {
-            insecure,
-            ca_cert,
-            retry_attempts: request.retry_attempts,
-            retry_timeout: request.retry_timeout,
-        },
-        supply_chain,
-        platforms,
-    })
+    Ok(compression)
 }
 
 /// Warns about an `include` source that resolves (through a symlink named in `include`)
