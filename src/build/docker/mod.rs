@@ -34,12 +34,9 @@ use crate::plan::BuildSpec;
 use crate::reference::ImageRef;
 use crate::registry::error_chain;
 use crate::registry::pool::Clients;
-use context::BuildContext;
-use context::CHUNK;
-use context::ChannelWriter;
-use context::ENGINE_STOPPED;
-use context::list_context;
-use context::write_tar;
+use context::{
+    BuildContext, CHUNK, ChannelWriter, ENGINE_STOPPED, Listing, list_context, write_tar,
+};
 use dockerignore::DockerIgnore;
 use generated::generate_context;
 use log::BuildOutput;
@@ -102,24 +99,62 @@ pub async fn build(
 // ---------------------------------------------------------------------------------------------
 
 async fn run_build(engine: &Engine, target: &BuildSpec, context: &BuildContext) -> Result<String> {
-    let listing = {
-        let (root, ignore) = (context.root.clone(), context.ignore.clone());
-        let name = context.dockerfile_name.clone();
-        let outside = context.outside_dockerfile.clone();
-        tokio::task::spawn_blocking(move || {
-            list_context(
-                &root,
-                &ignore,
-                outside.as_deref().map(|p| (name.as_str(), p)),
-            )
-        })
-        .await
-        .into_diagnostic()?
-        .map_err(|e| DockerBuildError::Context {
+    let listing = list_for_sending(context).await?;
+    announce(engine, target, context, &listing);
+    let credentials = build_credentials(&context.from_images).await;
+    let options = build_options(target, context);
+    let progress = output::Progress::bytes("build context", listing.tar_bytes);
+    let (body, writer) = send_context(listing, progress.clone());
+    let mut shown = BuildOutput::new();
+    let (image_id, failure) =
+        if let Some(endpoint) = with_buildkit(engine, target.docker.buildkit, context).await {
+            build_with_buildkit(engine, &endpoint, &options, credentials, body, &mut shown).await
+        } else {
+            build_classic(engine, options, credentials, body, &mut shown).await
+        };
+    shown.finish();
+    progress.finish();
+    let written = writer.await.into_diagnostic()?;
+
+    // A context that could not be read is the real story, whatever the engine said after.
+    if let Err(e) = written
+        && e.to_string() != ENGINE_STOPPED
+    {
+        return Err(DockerBuildError::Context {
             context: context.root.clone(),
             message: e.to_string(),
-        })?
-    };
+        }
+        .into());
+    }
+    if let Some(e) = failure {
+        return Err(build_error(engine, e, &shown).into());
+    }
+    image_id.ok_or_else(|| DockerBuildError::NoImage.into())
+}
+
+/// The context's files, listed off the async runtime.
+async fn list_for_sending(context: &BuildContext) -> Result<Listing> {
+    let (root, ignore) = (context.root.clone(), context.ignore.clone());
+    let name = context.dockerfile_name.clone();
+    let outside = context.outside_dockerfile.clone();
+    let listing = tokio::task::spawn_blocking(move || {
+        list_context(
+            &root,
+            &ignore,
+            outside.as_deref().map(|p| (name.as_str(), p)),
+        )
+    })
+    .await
+    .into_diagnostic()?
+    .map_err(|e| DockerBuildError::Context {
+        context: context.root.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(listing)
+}
+
+/// What is built from where, and what is sent.
+fn announce(engine: &Engine, target: &BuildSpec, context: &BuildContext, listing: &Listing) {
     if !context.generated {
         output::status(
             "Building",
@@ -141,8 +176,10 @@ async fn run_build(engine: &Engine, target: &BuildSpec, context: &BuildContext) 
             human_bytes(listing.tar_bytes)
         ),
     );
+}
 
-    let credentials = build_credentials(&context.from_images).await;
+/// The classic builder's options; the BuildKit request is made from the same.
+fn build_options(target: &BuildSpec, context: &BuildContext) -> BuildImageOptions {
     let spec = &target.docker;
     let mut options = BuildImageOptions {
         dockerfile: context.dockerfile_name.clone(),
@@ -171,13 +208,24 @@ async fn run_build(engine: &Engine, target: &BuildSpec, context: &BuildContext) 
         );
         options.target = spec.target.clone().unwrap_or_default();
     }
+    options
+}
 
+/// A build's outcome: the image ID the engine reported, or what went wrong.
+type BuildResult = (Option<String>, Option<bollard::errors::Error>);
+
+/// Starts writing the context tar for the request body.
+fn send_context(
+    listing: Listing,
+    progress: output::Progress,
+) -> (
+    impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static,
+    tokio::task::JoinHandle<io::Result<()>>,
+) {
     // The tar is written on a blocking thread into a small channel that the request body reads:
     // at most a few chunks are in memory at once.
     let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
-    let progress = output::Progress::bytes("build context", listing.tar_bytes);
     let writer = {
-        let progress = progress.clone();
         let total = listing.tar_bytes;
         tokio::task::spawn_blocking(move || {
             let error_tx = tx.clone();
@@ -200,127 +248,139 @@ async fn run_build(engine: &Engine, target: &BuildSpec, context: &BuildContext) 
         })
     };
     let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let mut shown = BuildOutput::new();
+    (body, writer)
+}
+
+/// Sends the build to the engine's BuildKit endpoint.
+async fn build_with_buildkit(
+    engine: &Engine,
+    endpoint: &(buildkit::Endpoint, Option<&'static str>),
+    options: &BuildImageOptions,
+    credentials: Option<HashMap<String, DockerCredentials>>,
+    body: impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static,
+    shown: &mut BuildOutput,
+) -> BuildResult {
     let mut image_id = None;
     let mut failure = None;
-    if let Some(endpoint) = with_buildkit(engine, spec.buildkit, context).await {
-        output::detail("building with BuildKit");
-        let mut query = vec![
-            ("version", "2".to_string()),
-            ("dockerfile", options.dockerfile.clone()),
-            ("rm", "1".to_string()),
-            ("forcerm", "1".to_string()),
-        ];
-        for (key, value) in [
-            ("pull", options.pull.clone()),
-            ("platform", Some(options.platform.clone())),
-            ("target", Some(options.target.clone())),
-            ("networkmode", endpoint.1.map(str::to_string)),
-            (
-                "labels",
-                options
-                    .labels
-                    .as_ref()
-                    .and_then(|l| serde_json::to_string(l).ok()),
-            ),
-            (
-                "buildargs",
-                options
-                    .buildargs
-                    .as_ref()
-                    .and_then(|a| serde_json::to_string(a).ok()),
-            ),
-        ] {
-            if let Some(v) = value.filter(|v| !v.is_empty()) {
-                query.push((key, v));
-            }
-        }
-        let registry_config = credentials
-            .as_ref()
-            .and_then(|c| serde_json::to_vec(c).ok())
-            .map(|json| base64::engine::general_purpose::URL_SAFE.encode(json));
-        match buildkit::build(
-            &endpoint.0,
-            &engine.api_version(),
-            &query,
-            registry_config,
-            body,
-            &mut shown,
-        )
-        .await
-        {
-            Ok(id) => image_id = id,
-            Err(buildkit::Failure::Failed(message)) => {
-                failure = Some(bollard::errors::Error::DockerStreamError { error: message })
-            }
-            Err(buildkit::Failure::Refused(status_code, message)) => {
-                failure = Some(bollard::errors::Error::DockerResponseServerError {
-                    status_code,
-                    message,
-                })
-            }
-            Err(buildkit::Failure::Transport(cause)) => {
-                failure = Some(bollard::errors::Error::IOError {
-                    err: io::Error::other(cause),
-                })
-            }
-        }
-    } else {
-        let mut stream =
-            engine
-                .docker()
-                .build_image(options, credentials, Some(bollard::body_try_stream(body)));
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(id) = info.aux.as_ref().and_then(|a| a.id.clone()) {
-                        image_id = Some(id);
-                    }
-                    shown.show(&info);
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
+    output::detail("building with BuildKit");
+    let mut query = vec![
+        ("version", "2".to_string()),
+        ("dockerfile", options.dockerfile.clone()),
+        ("rm", "1".to_string()),
+        ("forcerm", "1".to_string()),
+    ];
+    for (key, value) in [
+        ("pull", options.pull.clone()),
+        ("platform", Some(options.platform.clone())),
+        ("target", Some(options.target.clone())),
+        ("networkmode", endpoint.1.map(str::to_string)),
+        (
+            "labels",
+            options
+                .labels
+                .as_ref()
+                .and_then(|l| serde_json::to_string(l).ok()),
+        ),
+        (
+            "buildargs",
+            options
+                .buildargs
+                .as_ref()
+                .and_then(|a| serde_json::to_string(a).ok()),
+        ),
+    ] {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            query.push((key, v));
         }
     }
-    shown.finish();
-    progress.finish();
-    let written = writer.await.into_diagnostic()?;
-
-    // A context that could not be read is the real story, whatever the engine said after.
-    if let Err(e) = written
-        && e.to_string() != ENGINE_STOPPED
+    let registry_config = credentials
+        .as_ref()
+        .and_then(|c| serde_json::to_vec(c).ok())
+        .map(|json| base64::engine::general_purpose::URL_SAFE.encode(json));
+    match buildkit::build(
+        &endpoint.0,
+        &engine.api_version(),
+        &query,
+        registry_config,
+        body,
+        shown,
+    )
+    .await
     {
-        return Err(DockerBuildError::Context {
-            context: context.root.clone(),
-            message: e.to_string(),
+        Ok(id) => image_id = id,
+        Err(buildkit::Failure::Failed(message)) => {
+            failure = Some(bollard::errors::Error::DockerStreamError { error: message })
         }
-        .into());
-    }
-    if let Some(e) = failure {
-        return Err(match e {
-            bollard::errors::Error::DockerStreamError { error } => DockerBuildError::Failed {
-                message: error.trim().to_string(),
-                output: shown.kept_for_error(),
-            },
-            bollard::errors::Error::DockerResponseServerError {
+        Err(buildkit::Failure::Refused(status_code, message)) => {
+            failure = Some(bollard::errors::Error::DockerResponseServerError {
                 status_code,
                 message,
-            } => DockerBuildError::Refused {
-                address: engine.address().to_string(),
-                status: status_code,
-                message,
-            },
-            other => DockerBuildError::Transport {
-                address: engine.address().to_string(),
-                cause: error_chain(&other),
-            },
+            })
         }
-        .into());
+        Err(buildkit::Failure::Transport(cause)) => {
+            failure = Some(bollard::errors::Error::IOError {
+                err: io::Error::other(cause),
+            })
+        }
     }
-    image_id.ok_or_else(|| DockerBuildError::NoImage.into())
+    (image_id, failure)
+}
+
+/// Sends the build to the classic builder through bollard.
+async fn build_classic(
+    engine: &Engine,
+    options: BuildImageOptions,
+    credentials: Option<HashMap<String, DockerCredentials>>,
+    body: impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static,
+    shown: &mut BuildOutput,
+) -> BuildResult {
+    let mut image_id = None;
+    let mut failure = None;
+    let mut stream =
+        engine
+            .docker()
+            .build_image(options, credentials, Some(bollard::body_try_stream(body)));
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(id) = info.aux.as_ref().and_then(|a| a.id.clone()) {
+                    image_id = Some(id);
+                }
+                shown.show(&info);
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    (image_id, failure)
+}
+
+/// The engine's error, as ours.
+fn build_error(
+    engine: &Engine,
+    e: bollard::errors::Error,
+    shown: &BuildOutput,
+) -> DockerBuildError {
+    match e {
+        bollard::errors::Error::DockerStreamError { error } => DockerBuildError::Failed {
+            message: error.trim().to_string(),
+            output: shown.kept_for_error(),
+        },
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } => DockerBuildError::Refused {
+            address: engine.address().to_string(),
+            status: status_code,
+            message,
+        },
+        other => DockerBuildError::Transport {
+            address: engine.address().to_string(),
+            cause: error_chain(&other),
+        },
+    }
 }
 
 /// Whether to build with BuildKit, and where to send the build: the engine's endpoint and the
@@ -435,7 +495,7 @@ async fn build_credentials(images: &[ImageRef]) -> Option<HashMap<String, Docker
 
 #[cfg(test)]
 mod tests {
-    use super::context::{Kind, Listing, from_images};
+    use super::context::{Kind, from_images};
     use super::generated::{dockerfile_quote, generated_dockerfile};
     use super::*;
     use crate::image::{BlobSource, Image};
