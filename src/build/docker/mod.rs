@@ -260,8 +260,6 @@ async fn build_with_buildkit(
     body: impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static,
     shown: &mut BuildOutput,
 ) -> BuildResult {
-    let mut image_id = None;
-    let mut failure = None;
     output::detail("building with BuildKit");
     let mut query = vec![
         ("version", "2".to_string()),
@@ -297,7 +295,7 @@ async fn build_with_buildkit(
         .as_ref()
         .and_then(|c| serde_json::to_vec(c).ok())
         .map(|json| base64::engine::general_purpose::URL_SAFE.encode(json));
-    match buildkit::build(
+    let failure = match buildkit::build(
         &endpoint.0,
         &engine.api_version(),
         &query,
@@ -307,23 +305,21 @@ async fn build_with_buildkit(
     )
     .await
     {
-        Ok(id) => image_id = id,
+        Ok(id) => return (id, None),
         Err(buildkit::Failure::Failed(message)) => {
-            failure = Some(bollard::errors::Error::DockerStreamError { error: message })
+            bollard::errors::Error::DockerStreamError { error: message }
         }
         Err(buildkit::Failure::Refused(status_code, message)) => {
-            failure = Some(bollard::errors::Error::DockerResponseServerError {
+            bollard::errors::Error::DockerResponseServerError {
                 status_code,
                 message,
-            })
+            }
         }
-        Err(buildkit::Failure::Transport(cause)) => {
-            failure = Some(bollard::errors::Error::IOError {
-                err: io::Error::other(cause),
-            })
-        }
-    }
-    (image_id, failure)
+        Err(buildkit::Failure::Transport(cause)) => bollard::errors::Error::IOError {
+            err: io::Error::other(cause),
+        },
+    };
+    (None, Some(failure))
 }
 
 /// Sends the build to the classic builder through bollard.
