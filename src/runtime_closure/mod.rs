@@ -97,7 +97,7 @@ pub fn runtime_closure(binary: &Path) -> Result<RuntimeClosure, ClosureError> {
     closure_with_ld_so_conf(binary, None, Path::new(LD_SO_CONF))
 }
 
-/// Like [`runtime_closure`], for a binary that will sit at `binary_image_path` in the image:
+/// Like `runtime_closure` (above), for a binary that will sit at `binary_image_path` in the image:
 /// libraries found through `$ORIGIN` go where `$ORIGIN` will point there (next to
 /// `binary_image_path`), not at their host paths.
 pub fn runtime_closure_for(
