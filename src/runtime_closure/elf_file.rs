@@ -4,10 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use super::{
-    ClosureError, malformed, read_file, search::multiarch_triplet, search::split_path_list,
-    unsupported, utf8,
-};
+use super::{ClosureError, malformed, unsupported, utf8};
 
 use object::LittleEndian;
 use object::elf;
@@ -160,40 +157,6 @@ pub(super) fn parse_dynamic_info(path: &Path, bytes: &[u8]) -> Result<DynamicInf
     Ok(info)
 }
 
-/// What a dynamically linked executable asks of the system it runs on: checked against a base
-/// image's filesystem before pushing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Requirements {
-    /// `PT_INTERP`; `None` for a static executable.
-    pub interpreter: Option<String>,
-    /// `DT_NEEDED` names, in order.
-    pub needed: Vec<String>,
-    /// `DT_RUNPATH` if present, else `DT_RPATH` (glibc ignores RPATH when RUNPATH exists).
-    pub search_path: Vec<String>,
-    /// Version names (`GLIBC_2.34`) needed per library file (`libc.so.6`), from `.gnu.version_r`.
-    pub versions: BTreeMap<String, Vec<String>>,
-    /// Multiarch triplet of the machine (`x86_64-linux-gnu`), for the default directories.
-    pub triplet: Option<&'static str>,
-}
-
-/// Reads an executable's [`Requirements`].
-pub fn requirements(binary: &Path) -> Result<Requirements, ClosureError> {
-    let bytes = read_file(binary)?;
-    let header = parse_header(binary, &bytes)?;
-    let info = parse_dynamic_info(binary, &bytes)?;
-    let search_path = match &info.runpath {
-        Some(runpath) => runpath.clone(),
-        None => info.rpath.clone(),
-    };
-    Ok(Requirements {
-        interpreter: info.interpreter.clone(),
-        needed: info.needed.clone(),
-        search_path,
-        versions: needed_versions(binary, &bytes)?,
-        triplet: multiarch_triplet(header.e_machine(LittleEndian)),
-    })
-}
-
 /// `.gnu.version_r`: version names needed from each library file.
 pub fn needed_versions(
     path: &Path,
@@ -278,4 +241,11 @@ pub fn missing_versions(needed: &[String], defined: &HashSet<String>) -> Vec<Str
         .collect();
     missing.sort();
     missing
+}
+
+pub(super) fn split_path_list(list: &str) -> Vec<String> {
+    list.split(':')
+        .filter(|entry| !entry.is_empty())
+        .map(str::to_owned)
+        .collect()
 }

@@ -17,8 +17,8 @@ mod elf_file;
 mod ld_so_conf;
 mod search;
 
-pub use elf_file::{defined_versions, missing_versions, requirements};
-pub use search::library_search_dirs;
+pub use elf_file::{defined_versions, missing_versions};
+pub use search::{library_search_dirs, requirements};
 
 use elf_file::{parse_dynamic_info, parse_header};
 use ld_so_conf::{LD_SO_CONF, ld_so_conf_dirs};
@@ -200,8 +200,9 @@ fn display_paths(paths: &[PathBuf]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::elf_file::{Requirements, needed_versions};
+    use super::elf_file::needed_versions;
     use super::ld_so_conf::wildcard_matches;
+    use super::search::Requirements;
     use super::search::{expand_origin, normalize_lexically};
     use super::*;
     use object::read::elf::ProgramHeader as _;

@@ -8,11 +8,10 @@ use std::fs;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-use super::{
-    ClosureError, RuntimeFile, canonicalize, elf_file::DynamicInfo, elf_file::ELF64_HEADER_LEN,
-    elf_file::Requirements, elf_file::parse_dynamic_info, elf_file::parse_header, read_file,
-    unsupported,
+use super::elf_file::{
+    DynamicInfo, ELF64_HEADER_LEN, needed_versions, parse_dynamic_info, parse_header,
 };
+use super::{ClosureError, RuntimeFile, canonicalize, read_file, unsupported};
 
 use object::LittleEndian;
 use object::elf;
@@ -294,13 +293,6 @@ impl Resolver {
     }
 }
 
-pub(super) fn split_path_list(list: &str) -> Vec<String> {
-    list.split(':')
-        .filter(|entry| !entry.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 pub(super) fn origin_of(object_path: &Path) -> &Path {
     object_path.parent().unwrap_or(Path::new("/"))
 }
@@ -367,4 +359,38 @@ pub fn library_search_dirs(requirements: &Requirements, cache_dirs: &[String]) -
         }
     }
     dirs
+}
+
+/// What a dynamically linked executable asks of the system it runs on: checked against a base
+/// image's filesystem before pushing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requirements {
+    /// `PT_INTERP`; `None` for a static executable.
+    pub interpreter: Option<String>,
+    /// `DT_NEEDED` names, in order.
+    pub needed: Vec<String>,
+    /// `DT_RUNPATH` if present, else `DT_RPATH` (glibc ignores RPATH when RUNPATH exists).
+    pub search_path: Vec<String>,
+    /// Version names (`GLIBC_2.34`) needed per library file (`libc.so.6`), from `.gnu.version_r`.
+    pub versions: BTreeMap<String, Vec<String>>,
+    /// Multiarch triplet of the machine (`x86_64-linux-gnu`), for the default directories.
+    pub triplet: Option<&'static str>,
+}
+
+/// Reads an executable's [`Requirements`].
+pub fn requirements(binary: &Path) -> Result<Requirements, ClosureError> {
+    let bytes = read_file(binary)?;
+    let header = parse_header(binary, &bytes)?;
+    let info = parse_dynamic_info(binary, &bytes)?;
+    let search_path = match &info.runpath {
+        Some(runpath) => runpath.clone(),
+        None => info.rpath.clone(),
+    };
+    Ok(Requirements {
+        interpreter: info.interpreter.clone(),
+        needed: info.needed.clone(),
+        search_path,
+        versions: needed_versions(binary, &bytes)?,
+        triplet: multiarch_triplet(header.e_machine(LittleEndian)),
+    })
 }
