@@ -2,6 +2,7 @@
 //! Everything a user can get wrong is checked here, before anything is built or pushed.
 
 mod builder;
+mod extras;
 mod registry;
 mod select;
 mod tags;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use cargo_metadata::Package;
 
+use super::extras::{plan_platforms, plan_supply_chain};
 use super::{
     Base, BuildSpec, Destination, ImageSpec, Include, MediaTypes, RegistryOptions, Request, Target,
     builder::choose_builder, builder::docker_spec, registry::registry_split, select::select_bin,
@@ -48,8 +49,8 @@ pub(super) fn plan_target(
     check_plain_http(request, config, &external.registry, &insecure)?;
     let ca_cert = plan_ca_cert(request, config)?;
     let docker = docker_spec(config, &package_dir)?;
-    let supply_chain = crate::supply_chain::plan_spec(request, config)?;
-    let platforms = crate::platform::plan_platforms(request, config, builder)?;
+    let supply_chain = plan_supply_chain(request, config)?;
+    let platforms = plan_platforms(request, config, builder)?;
     let compression = plan_compression(config)?;
 
     Ok(Target {
