@@ -7,6 +7,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::cargo::CargoOptions;
 use crate::plan;
 
+pub use crate::output::Format;
+
 /// Cargo invokes `cargo-adapt-push adapt-push ARGS`; the outer enum swallows that word.
 #[derive(Debug, Parser)]
 #[command(name = "cargo", bin_name = "cargo", version, styles = clap::builder::Styles::styled())]
@@ -144,12 +146,6 @@ impl From<MediaTypes> for plan::MediaTypes {
             MediaTypes::Docker => plan::MediaTypes::Docker,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
 }
 
 /// Build a crate's container image, push it to a (split) registry, print the pull reference.
