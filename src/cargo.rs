@@ -7,7 +7,6 @@ use std::process::{Command, Stdio};
 use cargo_metadata::Message;
 use miette::{Diagnostic, Result};
 
-use crate::cli::PushArgs;
 use crate::plan::BuildSpec;
 
 /// Options passed through to cargo unchanged.
@@ -23,18 +22,6 @@ pub struct CargoOptions {
 }
 
 impl CargoOptions {
-    pub fn from_args(args: &PushArgs) -> CargoOptions {
-        CargoOptions {
-            features: args.features.clone(),
-            all_features: args.all_features,
-            no_default_features: args.no_default_features,
-            profile: args.profile.clone(),
-            locked: args.locked,
-            frozen: args.frozen,
-            offline: args.offline,
-        }
-    }
-
     /// `--locked`, `--frozen`, `--offline` as given, for every cargo command we run.
     pub fn manifest_flags(&self) -> Vec<String> {
         let mut flags = Vec::new();

@@ -4,6 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::cargo::CargoOptions;
+use crate::plan;
+
+pub use crate::output::Format;
+
 /// Cargo invokes `cargo-adapt-push adapt-push ARGS`; the outer enum swallows that word.
 #[derive(Debug, Parser)]
 #[command(name = "cargo", bin_name = "cargo", version, styles = clap::builder::Styles::styled())]
@@ -115,6 +120,16 @@ pub enum BuilderChoice {
     Docker,
 }
 
+impl From<BuilderChoice> for plan::BuilderChoice {
+    fn from(choice: BuilderChoice) -> Self {
+        match choice {
+            BuilderChoice::Auto => plan::BuilderChoice::Auto,
+            BuilderChoice::Oci => plan::BuilderChoice::Oci,
+            BuilderChoice::Docker => plan::BuilderChoice::Docker,
+        }
+    }
+}
+
 /// Media types of the manifest we push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MediaTypes {
@@ -124,10 +139,13 @@ pub enum MediaTypes {
     Docker,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
+impl From<MediaTypes> for plan::MediaTypes {
+    fn from(types: MediaTypes) -> Self {
+        match types {
+            MediaTypes::Oci => plan::MediaTypes::Oci,
+            MediaTypes::Docker => plan::MediaTypes::Docker,
+        }
+    }
 }
 
 /// Build a crate's container image, push it to a (split) registry, print the pull reference.
@@ -331,6 +349,43 @@ pub struct PushArgs {
 impl PushArgs {
     /// Only registry-less destinations (`--tarball`, `--oci-layout`, `--load`, `--no-push`)
     /// and no `--push`: no registry is contacted, so none needs to be configured.
+    /// What the plan needs of these arguments.
+    pub fn plan_request(&self) -> plan::Request {
+        plan::Request {
+            workspace: self.workspace,
+            packages: self.packages.clone(),
+            bin: self.bin.clone(),
+            builder: self.builder.map(Into::into),
+            media_types: self.media_types.map(Into::into),
+            registry: self.registry.clone(),
+            registry_external: self.registry_external.clone(),
+            registry_internal: self.registry_internal.clone(),
+            registry_from_cluster: self.registry_from_cluster,
+            kube_context: self.kube_context.clone(),
+            registry_less: self.registry_less(),
+            ca_cert: self.ca_cert.clone(),
+            retry_attempts: self.retry_attempts,
+            retry_timeout: self.retry_timeout,
+            tags: self.tags.clone(),
+            sbom: self.sbom,
+            provenance: self.provenance,
+            platforms: self.platforms.clone(),
+        }
+    }
+
+    /// The options every cargo command we run is given.
+    pub fn cargo_options(&self) -> CargoOptions {
+        CargoOptions {
+            features: self.features.clone(),
+            all_features: self.all_features,
+            no_default_features: self.no_default_features,
+            profile: self.profile.clone(),
+            locked: self.locked,
+            frozen: self.frozen,
+            offline: self.offline,
+        }
+    }
+
     pub fn registry_less(&self) -> bool {
         !self.push
             && (self.no_push || self.tarball.is_some() || self.oci_layout.is_some() || self.load)

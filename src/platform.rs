@@ -297,38 +297,6 @@ fn on_path(program: &str) -> bool {
     })
 }
 
-/// `--platform` over `platforms` in the cluster table; duplicates dropped, order kept.
-pub fn plan_platforms(
-    args: &crate::cli::PushArgs,
-    config: &crate::config::ClusterConfig,
-    builder: crate::plan::BuilderKind,
-) -> Result<Vec<Platform>, crate::config::ConfigError> {
-    use crate::config::ConfigError;
-    let mut platforms: Vec<Platform> = Vec::new();
-    let mut add = |p: Platform| {
-        if !platforms.contains(&p) {
-            platforms.push(p);
-        }
-    };
-    if !args.platforms.is_empty() {
-        for text in &args.platforms {
-            add(Platform::parse(text)
-                .map_err(|m| ConfigError::plain(format!("--platform: {m}"), None))?);
-        }
-    } else if let Some(setting) = &config.platforms {
-        for text in &setting.value {
-            add(Platform::parse(text).map_err(|m| setting.error(m, None))?);
-        }
-    }
-    if builder == crate::plan::BuilderKind::Docker && !platforms.is_empty() {
-        return Err(ConfigError::plain(
-            "`platforms` / `--platform` need the daemonless builder; the engine builder has `platform` (one)",
-            Some("use --builder oci, or set `platform = \"linux/arm64\"` for the engine".into()),
-        ));
-    }
-    Ok(platforms)
-}
-
 /// `--target`, the linker and static linking for a cross build, on a `cargo build` (or
 /// `cargo zigbuild`) command line.
 pub fn add_cargo_args(cmd: &mut Command, cross: &CrossBuild) {

@@ -8,24 +8,17 @@ use std::path::Path;
 
 use miette::{IntoDiagnostic, Result, WrapErr};
 
+use crate::build::{self, Built};
 use crate::cargo::CargoOptions;
 use crate::cli::PushArgs;
 use crate::engine::{self, EngineImage};
-use crate::image::Image;
 use crate::output::{self, Pushed};
 use crate::plan::{BuildSpec, BuilderKind, Destination, Plan, Target};
 use crate::platform;
-use crate::publish::engine::EnginePublisher;
-use crate::publish::registry::RegistryPublisher;
 use crate::publish::{self, local::LocalImage};
 use crate::registry::ClientOptions;
 use crate::registry::pool::Clients;
 use crate::supply_chain;
-
-pub enum Built {
-    Oci(Image),
-    Engine(EngineImage),
-}
 
 /// Where images go, from the command line.
 #[derive(Debug, Clone, Default)]
@@ -287,17 +280,6 @@ async fn write_local(
     Ok(())
 }
 
-async fn build(spec: &BuildSpec, cargo_options: &CargoOptions, clients: &Clients) -> Result<Built> {
-    Ok(match spec.builder {
-        BuilderKind::Oci => {
-            Built::Oci(crate::build::oci::build(spec, cargo_options, clients).await?)
-        }
-        BuilderKind::Docker => {
-            Built::Engine(crate::build::docker::build(spec, cargo_options, clients).await?)
-        }
-    })
-}
-
 /// The registry push (when asked) with its SBOM and provenance, then what the report says
 /// about the image.
 async fn publish_one(
@@ -309,10 +291,7 @@ async fn publish_one(
     let d = &target.destination;
     let mut attached = Vec::new();
     let digest = if destinations.registry {
-        let published = match &image.image {
-            Built::Oci(image) => RegistryPublisher::new(clients).publish(image, d).await?,
-            Built::Engine(image) => EnginePublisher::new(clients).publish(image, d).await?,
-        };
+        let published = publish::publish(clients, &image.image, d).await?;
         if destinations.check_pull {
             publish::check_pull::check_pull(clients, d, &published.digest).await?;
         }
@@ -321,12 +300,7 @@ async fn publish_one(
         }
         published.digest.to_string()
     } else {
-        match &image.image {
-            Built::Oci(image) => image.digest.to_string(),
-            // An engine's image has no manifest until it is pushed: its ID (the config's
-            // digest) is what identifies it there.
-            Built::Engine(image) => image.id.clone(),
-        }
+        image.image.identity()
     };
     let pushed = destinations.registry;
     Ok(Pushed {
@@ -380,7 +354,7 @@ async fn build_platforms(
     for cross in crosses {
         let mut spec = target.build.clone();
         spec.cross = cross;
-        let image = build(&spec, cargo_options, clients).await?;
+        let image = build::build(&spec, cargo_options, clients).await?;
         let facts = build_facts(target, &spec, cargo_options).await?;
         images.push(PlatformImage {
             platform: spec.cross.as_ref().map(|c| c.platform),

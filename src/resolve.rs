@@ -286,13 +286,13 @@ pub async fn run(args: ResolveArgs) -> Result<()> {
             if keys.contains_key(&key) {
                 continue;
             }
-            let mut push_args = args.push.clone();
-            push_args.packages = vec![p.package.clone()];
-            push_args.workspace = false;
+            let mut request = args.push.plan_request();
+            request.packages = vec![p.package.clone()];
+            request.workspace = false;
             if p.bin.is_some() {
-                push_args.bin = p.bin.clone();
+                request.bin = p.bin.clone();
             }
-            let single = crate::plan::make_plan(&push_args, &metadata, &manifest)
+            let single = crate::plan::make_plan(&request, &metadata, &manifest)
                 .map_err(miette::Report::new)
                 .wrap_err_with(|| format!("{}:{}: for `{}`", input.name, p.line, p.text))?;
             for target in single.targets {

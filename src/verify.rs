@@ -13,8 +13,8 @@ use miette::{IntoDiagnostic, Result};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cli::Format;
 use crate::image::{DOCKER_MANIFEST_LIST, OCI_INDEX};
+use crate::output::Format;
 use crate::reference::{Digest, ImageRef, Registry, Repository};
 use crate::registry::pool::Clients;
 use crate::registry::{ClientOptions, RegistryClient, RetryPolicy};

@@ -2,23 +2,15 @@
 //! fuzz/ need nightly): a few thousand generated and mutated inputs each; none may panic, and
 //! references that parse must print as something that parses back to the same text.
 //!
-//! The parsers are compiled in from src/ by path (the crate is a binary). The seed is fixed for
+//! The parsers come from the library crate. The seed is fixed for
 //! reproducibility; set ADAPT_PUSH_TEST_SEED to explore others.
-
-#[allow(dead_code, clippy::all)]
-#[path = "../src/reference.rs"]
-mod reference;
-
-#[allow(dead_code, clippy::all)]
-#[path = "../src/config.rs"]
-mod config;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use config::{ClusterConfig, Origin};
-use reference::{Digest, ImageRef, Registry, RegistryLocation, Repository, Tag};
+use cargo_adapt_push::config::{self, ClusterConfig, Origin};
+use cargo_adapt_push::reference::{Digest, ImageRef, Registry, RegistryLocation, Repository, Tag};
 
 const ITERATIONS: usize = 4000;
 

@@ -3,13 +3,9 @@
 //! may panic.
 #![no_main]
 
-#[allow(dead_code, clippy::all)]
-#[path = "../../src/config.rs"]
-mod config;
-
 use std::sync::OnceLock;
 
-use config::{ClusterConfig, Origin};
+use cargo_adapt_push::config::{ClusterConfig, Origin};
 use libfuzzer_sys::fuzz_target;
 
 fn dir() -> &'static std::path::Path {

@@ -3,12 +3,8 @@
 //! (for registries that cannot be mistaken for a Docker Hub namespace).
 #![no_main]
 
-#[allow(dead_code, clippy::all)]
-#[path = "../../src/reference.rs"]
-mod reference;
-
+use cargo_adapt_push::reference::{Digest, ImageRef, Registry, RegistryLocation, Repository, Tag};
 use libfuzzer_sys::fuzz_target;
-use reference::{Digest, ImageRef, Registry, RegistryLocation, Repository, Tag};
 
 fuzz_target!(|data: &[u8]| {
     let input = String::from_utf8_lossy(data);

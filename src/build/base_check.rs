@@ -9,12 +9,12 @@ use futures_util::StreamExt;
 use miette::{Diagnostic, IntoDiagnostic, Result, WrapErr};
 use sha2::{Digest as _, Sha256};
 
-use crate::closure;
 use crate::image::BaseImage;
 use crate::image::base_fs::{self, BaseFs, Kind, LayerListing};
 use crate::output;
 use crate::reference::Digest;
 use crate::registry::pool::Clients;
+use crate::runtime_closure;
 
 /// Largest library read out of a base layer for its version definitions.
 const MAX_LIBRARY_BYTES: u64 = 64 << 20;
@@ -202,7 +202,7 @@ pub async fn check(
     fs: &BaseFs,
     clients: &Clients,
 ) -> Result<()> {
-    let needs = closure::requirements(binary).into_diagnostic()?;
+    let needs = runtime_closure::requirements(binary).into_diagnostic()?;
     let Some(interpreter) = &needs.interpreter else {
         return Ok(()); // static: needs nothing from the base
     };
@@ -218,7 +218,7 @@ pub async fn check(
         clients,
         downloaded: HashMap::new(),
     };
-    let mut dirs = closure::library_search_dirs(&needs, &[]);
+    let mut dirs = runtime_closure::library_search_dirs(&needs, &[]);
     let in_dirs = |dirs: &[String], lib: &str| {
         dirs.iter()
             .any(|d| fs.file(&format!("{d}/{lib}")).is_some())
@@ -230,7 +230,7 @@ pub async fn check(
     {
         // Not in the default directories: where the base's loader cache points, too.
         let conf = ld_so_conf_dirs(fs, &mut files).await?;
-        dirs = closure::library_search_dirs(&needs, &conf);
+        dirs = runtime_closure::library_search_dirs(&needs, &conf);
     }
     // DT_NEEDED name → (path in the base, layer holding its bytes).
     let mut found: BTreeMap<&str, (String, usize)> = BTreeMap::new();
@@ -267,8 +267,9 @@ pub async fn check(
         let Some(bytes) = files.read(*layer, path, MAX_LIBRARY_BYTES).await? else {
             continue;
         };
-        let defined = closure::defined_versions(Path::new(path), &bytes).into_diagnostic()?;
-        let lacking = closure::missing_versions(versions, &defined);
+        let defined =
+            runtime_closure::defined_versions(Path::new(path), &bytes).into_diagnostic()?;
+        let lacking = runtime_closure::missing_versions(versions, &defined);
         if !lacking.is_empty() {
             if let Some(newest) = newest_glibc(versions) {
                 wanted = format!("glibc {newest} or newer");

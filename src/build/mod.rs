@@ -3,7 +3,6 @@
 
 pub mod base_check;
 pub mod docker;
-pub mod dockerignore;
 pub mod oci;
 pub mod scratch;
 
@@ -12,8 +11,41 @@ use std::path::PathBuf;
 use miette::{IntoDiagnostic, Result};
 
 use crate::cargo::{self, CargoOptions};
+use crate::engine::EngineImage;
+use crate::image::Image;
 use crate::output;
-use crate::plan::BuildSpec;
+use crate::plan::{BuildSpec, BuilderKind};
+use crate::registry::pool::Clients;
+
+/// A built image: assembled in-process, or held by a Docker engine.
+pub enum Built {
+    Oci(Image),
+    Engine(EngineImage),
+}
+
+impl Built {
+    /// What identifies the image before any registry has it: the manifest digest of an
+    /// in-process image; an engine's image has no manifest until it is pushed, so its ID (the
+    /// config's digest).
+    pub fn identity(&self) -> String {
+        match self {
+            Built::Oci(image) => image.digest.to_string(),
+            Built::Engine(image) => image.id.clone(),
+        }
+    }
+}
+
+/// Builds the target's image with the builder the plan chose.
+pub async fn build(
+    spec: &BuildSpec,
+    cargo_options: &CargoOptions,
+    clients: &Clients,
+) -> Result<Built> {
+    Ok(match spec.builder {
+        BuilderKind::Oci => Built::Oci(oci::build(spec, cargo_options, clients).await?),
+        BuilderKind::Docker => Built::Engine(docker::build(spec, cargo_options, clients).await?),
+    })
+}
 
 /// `cargo build` of the target's binary, off the async runtime; cargo's output goes to stderr.
 pub async fn build_binary(target: &BuildSpec, options: &CargoOptions) -> Result<PathBuf> {

@@ -13,16 +13,16 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 use super::{base_check, scratch};
 use crate::cargo::CargoOptions;
-use crate::cli::MediaTypes;
-use crate::closure::{self, Linkage};
 use crate::image::base_fs::BaseFs;
 use crate::image::compress::Codec;
 use crate::image::layer::{Layer, LayerBuilder, LayerCache, Origin};
 use crate::image::{self, BaseImage, Family, Image, RunConfig};
 use crate::output;
+use crate::plan::MediaTypes;
 use crate::plan::{Base, BuildSpec};
 use crate::reference::{Digest, ImageRef};
 use crate::registry::pool::Clients;
+use crate::runtime_closure::{self, Linkage};
 
 /// Where the binary goes in the image; also the entrypoint.
 pub fn binary_path_in_image(bin: &str) -> String {
@@ -37,7 +37,7 @@ pub enum BuildError {
     ))]
     Closure {
         path: PathBuf,
-        source: closure::ClosureError,
+        source: runtime_closure::ClosureError,
     },
     #[error("{path} is not a Linux executable we can label: {reason}")]
     Architecture { path: PathBuf, reason: String },
@@ -191,13 +191,12 @@ fn make_layers(target: &BuildSpec, binary: &Path, base: Option<&BaseFs>) -> Resu
     let mut runtime = LayerBuilder::new("system files and runtime libraries", epoch);
     if on_scratch {
         let in_image = binary_path_in_image(&target.bin);
-        let closure =
-            closure::runtime_closure_for(binary, Path::new(&in_image)).map_err(|source| {
-                BuildError::Closure {
-                    path: binary.to_path_buf(),
-                    source,
-                }
-            })?;
+        let closure = runtime_closure::runtime_closure_for(binary, Path::new(&in_image)).map_err(
+            |source| BuildError::Closure {
+                path: binary.to_path_buf(),
+                source,
+            },
+        )?;
         // The host's libraries are for the host's architecture: a cross-built binary must
         // stand alone (see platform.rs).
         if let (Some(cross), Linkage::Dynamic { .. }) = (&target.cross, &closure.linkage)

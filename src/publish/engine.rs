@@ -11,6 +11,7 @@
 //! `external` (`localhost:5001`) and an engine on another host those are two registries, which is
 //! warned about before the push and named in every error after it.
 
+use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
 use futures_util::StreamExt;
 use miette::{Diagnostic, Result, WrapErr};
@@ -20,7 +21,7 @@ use crate::engine::{self, EngineImage};
 use crate::image;
 use crate::output;
 use crate::plan::Destination;
-use crate::reference::{Digest, Registry};
+use crate::reference::{Digest, Registry, Tag};
 use crate::registry::error_chain;
 use crate::registry::pool::Clients;
 
@@ -87,7 +88,6 @@ impl<'a> EnginePublisher<'a> {
         image: &EngineImage,
         destination: &Destination,
     ) -> Result<Published> {
-        let docker = image.engine.docker();
         let address = image.engine.address().to_string();
         let name = destination.push_name();
         let Some(first_tag) = destination.tags.first() else {
@@ -103,33 +103,7 @@ impl<'a> EnginePublisher<'a> {
                 destination.external
             ));
         }
-        // `localhost` means the engine's host to the engine and this one to us.
-        let split_view = destination
-            .external
-            .is_loopback()
-            .then(|| image.engine.remote_host())
-            .flatten()
-            .map(|engine_host| {
-                let registry = &destination.external;
-                format!(
-                    "the engine pushes to {registry} as {engine_host} sees it, and the digest is read back from {registry} as this machine sees it: two different registries unless a tunnel joins them"
-                )
-            });
-        if let Some(explanation) = &split_view {
-            output::warn(&format!(
-                "{} is a loopback address but the Docker engine at {address} runs on another host: {explanation}. Give `external` an address that both this machine and the engine reach",
-                destination.external
-            ));
-        }
-        let in_split_view = |message: String| match &split_view {
-            Some(explanation) => format!("{message} ({explanation})"),
-            None => message,
-        };
-        // What the registry here holds need not be what the engine pushed over there.
-        let mismatch = |report: miette::Report| match &split_view {
-            Some(explanation) => report.wrap_err(format!("after the push: {explanation}")),
-            None => report,
-        };
+        let split_view = split_view(image, destination, &address);
         let credentials = engine::credentials_for(&destination.external, true).await;
         // Podman verifies TLS unless told otherwise per push; where we ourselves speak plain
         // HTTP to the registry (loopback, `insecure`), so may it.
@@ -142,78 +116,61 @@ impl<'a> EnginePublisher<'a> {
 
         let mut counts = Counts::default();
         for (index, tag) in destination.tags.iter().enumerate() {
-            let tagged = format!("{name}:{tag}");
-            docker
-                .tag_image(
-                    &image.id,
-                    Some(
-                        TagImageOptionsBuilder::new()
-                            .repo(&name)
-                            .tag(tag.as_str())
-                            .build(),
-                    ),
-                )
-                .await
-                .map_err(|e| EnginePushError::Tag {
-                    address: address.clone(),
-                    name: tagged.clone(),
-                    cause: error_chain(&e),
-                })?;
-            let mut stream = docker.push_image(
-                &name,
-                Some(PushImageOptionsBuilder::new().tag(tag.as_str()).build()),
+            // Layer counts from the first tag; later tags find every layer there.
+            let counted = (index == 0).then_some(&mut counts);
+            push_tag(
+                image,
+                destination,
+                tag,
                 credentials.clone(),
-            );
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(info) => {
-                        let Some(status) = info.status.as_deref() else {
-                            continue;
-                        };
-                        // Layer counts from the first tag; later tags find every layer there.
-                        if index == 0 {
-                            match status {
-                                "Pushed" => counts.uploaded += 1,
-                                "Layer already exists" => counts.present += 1,
-                                s if s.starts_with("Mounted from") => counts.mounted += 1,
-                                _ => {}
-                            }
-                        }
-                        if info
-                            .progress_detail
-                            .as_ref()
-                            .is_none_or(|p| p.current.is_none())
-                        {
-                            output::trace(&format!("engine: {status}"));
-                        }
-                    }
-                    Err(e) => {
-                        let message = match e {
-                            bollard::errors::Error::DockerStreamError { error } => error,
-                            bollard::errors::Error::DockerResponseServerError {
-                                message, ..
-                            } => message,
-                            other => error_chain(&other),
-                        };
-                        return Err(EnginePushError::Push {
-                            address: address.clone(),
-                            hint: push_hint(
-                                &message,
-                                &destination.external,
-                                split_view.is_some(),
-                                image.engine.is_podman(),
-                            ),
-                            name: tagged,
-                            message: message.trim().to_string(),
-                        }
-                        .into());
-                    }
-                }
-            }
-            output::detail(&format!("tagged {tagged}"));
+                split_view.as_deref(),
+                counted,
+            )
+            .await?;
         }
+        let digest = self
+            .read_back(image, destination, first_tag, split_view.as_deref())
+            .await?;
 
-        // The registry, not the engine's text, says what the tags now hold.
+        let tags: Vec<&str> = destination.tags.iter().map(|t| t.as_str()).collect();
+        output::status(
+            "Pushed",
+            &format!(
+                "{name}:{} ({} layers uploaded; {} mounted; {} already there)",
+                tags.join(", :"),
+                counts.uploaded,
+                counts.mounted,
+                counts.present
+            ),
+        );
+        Ok(Published {
+            digest,
+            uploaded: counts.uploaded,
+            mounted: counts.mounted,
+            present: counts.present,
+            uploaded_bytes: 0,
+        })
+    }
+
+    /// The registry, not the engine's text, says what the tags now hold: the first tag's
+    /// manifest must be the engine's image, and every other tag the same manifest.
+    async fn read_back(
+        &self,
+        image: &EngineImage,
+        destination: &Destination,
+        first_tag: &Tag,
+        split_view: Option<&str>,
+    ) -> Result<Digest> {
+        let name = destination.push_name();
+        let in_split_view = |message: String| match split_view {
+            Some(explanation) => format!("{message} ({explanation})"),
+            None => message,
+        };
+        // What the registry here holds need not be what the engine pushed over there.
+        let mismatch = |report: miette::Report| match split_view {
+            Some(explanation) => report.wrap_err(format!("after the push: {explanation}")),
+            None => report,
+        };
         let client = self.clients.get(&destination.external).await?;
         let repo = &destination.repository;
         let (media_type, bytes, digest) = client
@@ -248,25 +205,114 @@ impl<'a> EnginePublisher<'a> {
             }
         }
 
-        let tags: Vec<&str> = destination.tags.iter().map(|t| t.as_str()).collect();
-        output::status(
-            "Pushed",
-            &format!(
-                "{name}:{} ({} layers uploaded; {} mounted; {} already there)",
-                tags.join(", :"),
-                counts.uploaded,
-                counts.mounted,
-                counts.present
-            ),
-        );
-        Ok(Published {
-            digest,
-            uploaded: counts.uploaded,
-            mounted: counts.mounted,
-            present: counts.present,
-            uploaded_bytes: 0,
-        })
+        Ok(digest)
     }
+}
+
+/// When `external` is loopback but the engine runs on another host, the two see different
+/// registries: warned about, and the explanation added to later errors.
+fn split_view(image: &EngineImage, destination: &Destination, address: &str) -> Option<String> {
+    // `localhost` means the engine's host to the engine and this one to us.
+    let split_view = destination
+        .external
+        .is_loopback()
+        .then(|| image.engine.remote_host())
+        .flatten()
+        .map(|engine_host| {
+            let registry = &destination.external;
+            format!(
+                "the engine pushes to {registry} as {engine_host} sees it, and the digest is read back from {registry} as this machine sees it: two different registries unless a tunnel joins them"
+            )
+        });
+    if let Some(explanation) = &split_view {
+        output::warn(&format!(
+            "{} is a loopback address but the Docker engine at {address} runs on another host: {explanation}. Give `external` an address that both this machine and the engine reach",
+            destination.external
+        ));
+    }
+    split_view
+}
+
+/// Tags the image under `tag` in the engine and has the engine push it; `counts` (for the
+/// first tag) gathers what happened to the layers.
+async fn push_tag(
+    image: &EngineImage,
+    destination: &Destination,
+    tag: &Tag,
+    credentials: Option<DockerCredentials>,
+    split_view: Option<&str>,
+    mut counts: Option<&mut Counts>,
+) -> Result<()> {
+    let docker = image.engine.docker();
+    let address = image.engine.address().to_string();
+    let name = destination.push_name();
+    let tagged = format!("{name}:{tag}");
+    docker
+        .tag_image(
+            &image.id,
+            Some(
+                TagImageOptionsBuilder::new()
+                    .repo(&name)
+                    .tag(tag.as_str())
+                    .build(),
+            ),
+        )
+        .await
+        .map_err(|e| EnginePushError::Tag {
+            address: address.clone(),
+            name: tagged.clone(),
+            cause: error_chain(&e),
+        })?;
+    let mut stream = docker.push_image(
+        &name,
+        Some(PushImageOptionsBuilder::new().tag(tag.as_str()).build()),
+        credentials.clone(),
+    );
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                let Some(status) = info.status.as_deref() else {
+                    continue;
+                };
+                if let Some(counts) = counts.as_deref_mut() {
+                    match status {
+                        "Pushed" => counts.uploaded += 1,
+                        "Layer already exists" => counts.present += 1,
+                        s if s.starts_with("Mounted from") => counts.mounted += 1,
+                        _ => {}
+                    }
+                }
+                if info
+                    .progress_detail
+                    .as_ref()
+                    .is_none_or(|p| p.current.is_none())
+                {
+                    output::trace(&format!("engine: {status}"));
+                }
+            }
+            Err(e) => {
+                let message = match e {
+                    bollard::errors::Error::DockerStreamError { error } => error,
+                    bollard::errors::Error::DockerResponseServerError { message, .. } => message,
+                    other => error_chain(&other),
+                };
+                return Err(EnginePushError::Push {
+                    address: address.clone(),
+                    hint: push_hint(
+                        &message,
+                        &destination.external,
+                        split_view.is_some(),
+                        image.engine.is_podman(),
+                    ),
+                    name: tagged,
+                    message: message.trim().to_string(),
+                }
+                .into());
+            }
+        }
+    }
+    output::detail(&format!("tagged {tagged}"));
+    Ok(())
 }
 
 /// The manifest must describe the engine's image: its config digest is the image ID (classic

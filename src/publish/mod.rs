@@ -12,7 +12,32 @@ pub mod local;
 pub mod registry;
 pub mod tarball;
 
+use miette::Result;
+
+use crate::build::Built;
+use crate::plan::Destination;
 use crate::reference::Digest;
+use crate::registry::pool::Clients;
+
+/// Pushes a built image to the destination's registry with the publisher for its kind.
+pub async fn publish(
+    clients: &Clients,
+    image: &Built,
+    destination: &Destination,
+) -> Result<Published> {
+    match image {
+        Built::Oci(image) => {
+            registry::RegistryPublisher::new(clients)
+                .publish(image, destination)
+                .await
+        }
+        Built::Engine(image) => {
+            engine::EnginePublisher::new(clients)
+                .publish(image, destination)
+                .await
+        }
+    }
+}
 
 /// What a publisher reports back.
 #[derive(Debug, Clone)]

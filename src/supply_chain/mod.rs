@@ -110,28 +110,3 @@ pub fn documents(
     }
     Ok(docs)
 }
-
-/// `--sbom` / `--provenance` over `sbom` / `provenance` in the cluster table.
-pub fn plan_spec(
-    args: &crate::cli::PushArgs,
-    config: &crate::config::ClusterConfig,
-) -> Result<SupplyChainSpec, crate::config::ConfigError> {
-    let sbom = match (args.sbom, &config.sbom) {
-        (Some(format), _) => format,
-        (None, Some(setting)) => SbomFormat::parse(&setting.value).ok_or_else(|| {
-            setting.error(
-                format!("`sbom = \"{}\"` is not a format we write", setting.value),
-                Some(
-                    "use \"spdx\" (SPDX 2.3 JSON), \"cyclonedx\" (CycloneDX 1.5 JSON) or \"none\""
-                        .into(),
-                ),
-            )
-        })?,
-        (None, None) => SbomFormat::default(),
-    };
-    let provenance = args
-        .provenance
-        .or(config.provenance.as_ref().map(|p| p.value))
-        .unwrap_or(true);
-    Ok(SupplyChainSpec { sbom, provenance })
-}

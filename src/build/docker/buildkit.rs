@@ -18,7 +18,7 @@ use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::BuildOutput;
+use super::log::BuildOutput;
 
 /// One line of build output from the engine, at most (it is untrusted).
 const MAX_LINE: usize = 4 * 1024 * 1024;

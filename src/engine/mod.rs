@@ -5,6 +5,9 @@
 //! [`Engine::connect`] negotiates the API version (Debian 12's engine speaks 1.41 and rejects
 //! newer clients) and pings, so an absent engine is one clear error before any work is done.
 
+mod context;
+mod ssh;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,7 +36,7 @@ pub struct Engine {
     docker: Docker,
     address: String,
     /// For `ssh://` engines: the bridge the client talks through, kept while the engine is.
-    _ssh: Option<std::sync::Arc<crate::engine_ssh::SshTunnel>>,
+    _ssh: Option<std::sync::Arc<ssh::SshTunnel>>,
     /// Podman's Docker-compatible service (`podman system service`), not dockerd.
     podman: bool,
     /// Podman only: registries its pushes may reach over plain HTTP (`tlsVerify=false`).
@@ -82,8 +85,7 @@ impl Engine {
     /// Connects to the engine `DOCKER_HOST` names (or the local default) and checks it answers.
     pub async fn connect() -> Result<Engine, EngineError> {
         // DOCKER_HOST, else DOCKER_CONTEXT, else the Docker config's current context.
-        let endpoint =
-            crate::docker_context::endpoint().map_err(|e| EngineError::Context(e.to_string()))?;
+        let endpoint = context::endpoint().map_err(|e| EngineError::Context(e.to_string()))?;
         if endpoint.source != "DOCKER_HOST" {
             output::detail(&format!("Docker engine from {}", endpoint.source));
         }
@@ -101,12 +103,11 @@ impl Engine {
                 .unwrap_or_else(default_cert_path)
         });
         let (docker, ssh) = if address.starts_with("ssh://") {
-            let tunnel = crate::engine_ssh::SshTunnel::start(&address).map_err(|reason| {
-                EngineError::BadAddress {
+            let tunnel =
+                ssh::SshTunnel::start(&address).map_err(|reason| EngineError::BadAddress {
                     address: address.clone(),
                     reason,
-                }
-            })?;
+                })?;
             let socket = format!("unix://{}", tunnel.socket().display());
             (open(&socket, None)?, Some(std::sync::Arc::new(tunnel)))
         } else {

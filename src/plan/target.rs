@@ -1,0 +1,515 @@
+//! One package's target: its cluster settings checked and turned into what to build and
+//! where it goes (`plan_target`), includes, and base images read through the external address.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cargo_metadata::Package;
+
+use super::extras::{plan_platforms, plan_supply_chain};
+use super::{
+    Base, BuildSpec, Destination, ImageSpec, Include, MediaTypes, RegistryOptions, Request, Target,
+    builder::choose_builder, builder::docker_spec, registry::registry_split, select::select_bin,
+    tags::GitInfo, tags::render_tags,
+};
+use crate::config::{ClusterConfig, ConfigError, Origin, Sourced};
+use crate::reference::{ImageRef, Registry, RegistryLocation, Repository};
+
+pub(super) fn plan_target(
+    request: &Request,
+    package: &Package,
+    config: &ClusterConfig,
+    epoch: u64,
+    layer_cache: PathBuf,
+    workspace_root: &Path,
+) -> Result<Target, ConfigError> {
+    let manifest_path = package.manifest_path.clone().into_std_path_buf();
+    let package_dir = manifest_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let origin = Origin::package(&manifest_path);
+
+    let bin = select_bin(request, package, config, &origin)?;
+    let (external, internal) = registry_split(request, config, &origin)?;
+    let (repository, pull_repository) =
+        repositories(package, config, &bin, &origin, &external, &internal)?;
+    let git = GitInfo::read(&package_dir);
+    let tags = render_tags(request, config, package, &bin, &git, &origin)?;
+    let builder = choose_builder(request, config, &package_dir)?;
+    let base = plan_base(config, &external, &internal)?;
+    check_user(config, &base)?;
+    let media_types = plan_media_types(request, config)?;
+    let env = plan_env(config)?;
+    let annotations = annotations(package, &git);
+    let labels = labels(config, &annotations)?;
+    let user = config.user.as_ref().map(|u| u.value.clone());
+    let includes = plan_includes(config, &[&package_dir, workspace_root])?;
+    let insecure = plan_insecure(config)?;
+    check_plain_http(request, config, &external.registry, &insecure)?;
+    let ca_cert = plan_ca_cert(request, config)?;
+    let docker = docker_spec(config, &package_dir)?;
+    let supply_chain = plan_supply_chain(request, config)?;
+    let platforms = plan_platforms(request, config, builder)?;
+    let compression = plan_compression(config)?;
+
+    Ok(Target {
+        build: BuildSpec {
+            package: package.name.to_string(),
+            version: package.version.to_string(),
+            manifest_path,
+            bin,
+            builder,
+            image: ImageSpec {
+                base,
+                env,
+                labels,
+                annotations,
+                user,
+                includes,
+                epoch,
+                check_base: config.check_base.as_ref().is_none_or(|c| c.value),
+                tzdata: config.tzdata.as_ref().is_some_and(|t| t.value),
+                media_types,
+                compression,
+            },
+            docker,
+            layer_cache,
+            cross: None,
+        },
+        destination: Destination {
+            external: external.registry,
+            internal: internal.registry,
+            repository,
+            pull_repository,
+            tags,
+        },
+        registry_options: RegistryOptions {
+            insecure,
+            ca_cert,
+            retry_attempts: request.retry_attempts,
+            retry_timeout: request.retry_timeout,
+        },
+        supply_chain,
+        platforms,
+    })
+}
+
+/// The image's repository under the external address and under the internal one: `image`, else
+/// the package's name (with the binary's when the package has several).
+fn repositories(
+    package: &Package,
+    config: &ClusterConfig,
+    bin: &str,
+    origin: &Origin,
+    external: &RegistryLocation,
+    internal: &RegistryLocation,
+) -> Result<(Repository, Repository), ConfigError> {
+    let image_name = match &config.image {
+        Some(image) => image.clone(),
+        // One binary: the package's name. Several: one repository per binary, so images of
+        // different binaries never overwrite each other's tags.
+        None => Sourced {
+            value: if package.targets.iter().filter(|t| t.is_bin()).count() > 1 {
+                format!("{}-{}", package.name, bin).to_ascii_lowercase()
+            } else {
+                package.name.to_ascii_lowercase()
+            },
+            origin: origin.clone(),
+            key: vec!["image".into()],
+        },
+    };
+    let repository = external.repository(&image_name.value).map_err(|e| {
+        let help = Some("set `image` to a lowercase path like \"team/service\"".into());
+        if config.image.is_some() {
+            image_name.error(e.0, help)
+        } else {
+            ConfigError::at(
+                origin,
+                &[],
+                format!(
+                    "the package name `{}` is not a valid image name: {}",
+                    package.name, e.0
+                ),
+                help,
+            )
+        }
+    })?;
+    // The image path was checked under `external`; under `internal` only the prefix differs.
+    let pull_repository = internal.repository(&image_name.value).map_err(|e| {
+        ConfigError::plain(
+            format!(
+                "the image `{}` under the internal address {internal} is not a valid repository: {}",
+                image_name.value, e.0
+            ),
+            None,
+        )
+    })?;
+    Ok((repository, pull_repository))
+}
+
+/// `base`: scratch, or an image read through the external address.
+fn plan_base(
+    config: &ClusterConfig,
+    external: &RegistryLocation,
+    internal: &RegistryLocation,
+) -> Result<Base, ConfigError> {
+    let base = match &config.base {
+        None => Base::Scratch,
+        Some(b) if b.value == "scratch" => Base::Scratch,
+        Some(b) => Base::Image(ImageRef::parse(&b.value).map_err(|e| {
+            b.error(
+                format!("`{}` is not an image reference: {}", b.value, e.0),
+                Some("use \"scratch\" or a reference like \"localhost:5000/base:1\"".into()),
+            )
+        })?),
+    };
+
+    // The tool never contacts `internal`: a base named by the internal address is read through
+    // the external one (same registry), which also lets its layers be mounted, not copied.
+    let base = match base {
+        Base::Image(r) => Base::Image(through_external(r, external, internal)),
+        other => other,
+    };
+    Ok(base)
+}
+
+/// `user` is one word; on scratch, one the scratch image's /etc/passwd knows.
+fn check_user(config: &ClusterConfig, base: &Base) -> Result<(), ConfigError> {
+    if let Some(u) = &config.user
+        && (u.value.trim().is_empty() || u.value.contains(char::is_whitespace))
+    {
+        return Err(u.error(
+            "`user` must be a user name or id, optionally with a group: \"65532\", \"app:app\"",
+            None,
+        ));
+    }
+    // A scratch image's /etc/passwd and /etc/group know root, nonroot and nobody.
+    let known = |part: &str| {
+        (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+            || crate::build::scratch::USERS
+                .iter()
+                .any(|(name, _)| *name == part)
+    };
+    if let (Base::Scratch, Some(u)) = (base, &config.user)
+        && !u.value.split(':').all(known)
+    {
+        return Err(u.error(
+            format!("`user`: \"{}\" is not in the scratch image's /etc/passwd (it has root, nonroot and nobody)", u.value),
+            Some("use \"nonroot\", a numeric id like \"65532\" or \"65532:65532\", or a `base` image that defines the user".into()),
+        ));
+    }
+    Ok(())
+}
+
+/// `--media-types` over `media-types`.
+fn plan_media_types(
+    request: &Request,
+    config: &ClusterConfig,
+) -> Result<Option<MediaTypes>, ConfigError> {
+    let media_types = match (request.media_types, &config.media_types) {
+        (Some(m), _) => Some(m),
+        (None, Some(m)) => Some(match m.value.as_str() {
+            "oci" => MediaTypes::Oci,
+            "docker" => MediaTypes::Docker,
+            other => {
+                return Err(m.error(
+                    format!("unknown media types `{other}`"),
+                    Some("use \"oci\" or \"docker\"".into()),
+                ));
+            }
+        }),
+        (None, None) => None,
+    };
+    Ok(media_types)
+}
+
+/// `env`, with names the runtime accepts.
+fn plan_env(config: &ClusterConfig) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut env = Vec::new();
+    for (name, value) in &config.env {
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            return Err(value.error(
+                format!("`{name}` is not a valid environment variable name"),
+                None,
+            ));
+        }
+        env.push((name.clone(), value.value.clone()));
+    }
+    Ok(env)
+}
+
+/// The OCI annotations the package's metadata and its git commit give.
+fn annotations(package: &Package, git: &GitInfo) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        "org.opencontainers.image.title".to_string(),
+        package.name.to_string(),
+    );
+    annotations.insert(
+        "org.opencontainers.image.version".to_string(),
+        package.version.to_string(),
+    );
+    if let Some(d) = &package.description {
+        annotations.insert(
+            "org.opencontainers.image.description".into(),
+            d.trim().to_string(),
+        );
+    }
+    if let Some(l) = &package.license {
+        annotations.insert("org.opencontainers.image.licenses".into(), l.clone());
+    }
+    if let Some(r) = &package.repository {
+        annotations.insert("org.opencontainers.image.source".into(), r.clone());
+    }
+    if let Some(sha) = &git.sha {
+        annotations.insert("org.opencontainers.image.revision".into(), sha.clone());
+    }
+    annotations
+}
+
+/// The annotations as labels, with the user's `labels` over them.
+fn labels(
+    config: &ClusterConfig,
+    annotations: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    // Annotations double as labels so `docker inspect` shows them; the user's labels win.
+    let mut labels = annotations.clone();
+    for (k, v) in &config.labels {
+        if k.trim().is_empty() {
+            return Err(v.error("a label needs a non-empty name", None));
+        }
+        labels.insert(k.clone(), v.value.clone());
+    }
+    Ok(labels)
+}
+
+/// `include`: host files resolved and checked, with where each lands in the image.
+fn plan_includes(config: &ClusterConfig, roots: &[&Path]) -> Result<Vec<Include>, ConfigError> {
+    let mut includes = Vec::new();
+    if let Some(inc) = &config.include {
+        for item in &inc.value {
+            // A symlink named in `include` is followed, as `COPY` does; links inside a
+            // directory stay links.
+            let host_path = inc.origin.resolve(&item.from);
+            let host_path = host_path.canonicalize().map_err(|e| {
+                inc.error(
+                    match e.kind() {
+                        std::io::ErrorKind::NotFound => format!(
+                            "`{}` does not exist (looked for {})",
+                            item.from,
+                            host_path.display()
+                        ),
+                        _ => format!("`{}` cannot be read: {e}", item.from),
+                    },
+                    Some(
+                        "paths in `include` are relative to the Cargo.toml that names them".into(),
+                    ),
+                )
+            })?;
+            let components: Vec<&str> = item
+                .to
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .collect();
+            if !item.to.starts_with('/') || components.contains(&"..") || components.is_empty() {
+                return Err(inc.error(
+                    format!(
+                        "`{}` would land at `{}` in the image; the path there must be absolute, below `/`, without `..`",
+                        item.from, item.to
+                    ),
+                    Some("write it as { from = \"assets\", to = \"/srv/assets\" }".into()),
+                ));
+            }
+            // `to` ending in `/` means "into this directory", as with COPY.
+            let image_path = match host_path.file_name() {
+                Some(name) if item.to.ends_with('/') && host_path.is_file() => {
+                    format!("{}{}", item.to, name.to_string_lossy())
+                }
+                _ => item.to.clone(),
+            };
+            warn_about_include(&item.from, &host_path, roots);
+            includes.push(Include {
+                host_path,
+                image_path,
+            });
+        }
+    }
+    Ok(includes)
+}
+
+/// `insecure`: registries that may be spoken to over plain HTTP.
+fn plan_insecure(config: &ClusterConfig) -> Result<Vec<Registry>, ConfigError> {
+    let mut insecure = Vec::new();
+    if let Some(list) = &config.insecure {
+        for entry in &list.value {
+            insecure.push(
+                Registry::parse(entry)
+                    .map_err(|e| list.error(e.0, None))?
+                    .without_scheme(),
+            );
+        }
+    }
+    Ok(insecure)
+}
+
+/// Plain HTTP only to loopback or to a registry listed in `insecure`.
+fn check_plain_http(
+    request: &Request,
+    config: &ClusterConfig,
+    registry: &Registry,
+    insecure: &[Registry],
+) -> Result<(), ConfigError> {
+    // Plain HTTP only to loopback or to a registry listed in `insecure`: refused here, before
+    // anything is built or sent (the registry client checks again).
+    if registry.scheme() == Some(crate::reference::Scheme::Http)
+        && !registry.is_loopback()
+        && !insecure.contains(&registry.without_scheme())
+    {
+        let plain = registry.without_scheme();
+        let message = format!(
+            "{registry} is plain HTTP to a host that is not loopback; refusing to talk to it"
+        );
+        let help = Some(format!(
+            "if {plain} really serves plain HTTP, add `insecure = [\"{plain}\"]` to [package.metadata.cluster] (credentials are never sent over plain HTTP); otherwise use https://"
+        ));
+        let from_flags = request.registry.is_some() || request.registry_external.is_some();
+        return Err(match &config.registry {
+            Some(r) if !from_flags => r.error(message, help),
+            _ => ConfigError::plain(message, help),
+        });
+    }
+    Ok(())
+}
+
+/// `--ca-cert` over `ca-cert`, which must exist.
+fn plan_ca_cert(request: &Request, config: &ClusterConfig) -> Result<Option<PathBuf>, ConfigError> {
+    let ca_cert = match (&request.ca_cert, &config.ca_cert) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(c)) => Some(c.origin.resolve(&c.value)),
+        (None, None) => None,
+    };
+    if let Some(path) = &ca_cert
+        && !path.is_file()
+    {
+        let message = format!("the CA certificate {} does not exist", path.display());
+        return Err(match (&request.ca_cert, &config.ca_cert) {
+            (None, Some(c)) => c.error(message, None),
+            _ => ConfigError::plain(format!("--ca-cert: {message}"), None),
+        });
+    }
+    Ok(ca_cert)
+}
+
+/// `compression`: gzip (the default) or zstd.
+fn plan_compression(config: &ClusterConfig) -> Result<crate::image::compress::Codec, ConfigError> {
+    let compression = match &config.compression {
+        None => crate::image::compress::Codec::Gzip,
+        Some(c) => match c.value.as_str() {
+            "gzip" => crate::image::compress::Codec::Gzip,
+            "zstd" => crate::image::compress::Codec::Zstd,
+            other => {
+                return Err(c.error(
+                    format!("compression `{other}` is not one we write"),
+                    Some("use \"gzip\" (the default, every runtime reads it) or \"zstd\" (containerd 1.5+, CRI-O, podman)".into()),
+                ));
+            }
+        },
+    };
+    Ok(compression)
+}
+
+/// Warns about an `include` source that resolves (through a symlink named in `include`)
+/// outside the package's directory and the workspace root, and about files in it that other
+/// users of the host cannot read: in the image they become readable by every user.
+pub(super) fn warn_about_include(from: &str, resolved: &Path, roots: &[&Path]) {
+    let inside = roots.iter().any(|root| {
+        let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+        resolved.starts_with(root)
+    });
+    if !inside {
+        crate::output::warn(&format!(
+            "`include` entry `{from}` resolves to {}, outside the package's directory and the workspace root; it goes into the image",
+            resolved.display()
+        ));
+    }
+    let mut private = Vec::new();
+    find_private(resolved, &mut private, 10_000);
+    if let Some(first) = private.first() {
+        crate::output::warn(&format!(
+            "`include` entry `{from}`: {}{} not readable by every user on this host, but becomes world-readable in the image",
+            first.display(),
+            match private.len() {
+                1 => " is".to_string(),
+                n => format!(" and {} more are", n - 1),
+            }
+        ));
+    }
+}
+
+/// Files and directories under `path` (itself included; links not followed below it) without
+/// the world-read bit, at most `budget` entries looked at.
+pub(super) fn find_private(path: &Path, found: &mut Vec<PathBuf>, budget: usize) -> usize {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return budget;
+        };
+        if meta.file_type().is_symlink() || budget == 0 {
+            return budget.saturating_sub(1);
+        }
+        if meta.permissions().mode() & 0o004 == 0 {
+            found.push(path.to_path_buf());
+        }
+        let mut budget = budget - 1;
+        if meta.is_dir()
+            && let Ok(entries) = std::fs::read_dir(path)
+        {
+            let mut children: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            children.sort();
+            for child in children {
+                budget = find_private(&child, found, budget);
+            }
+        }
+        budget
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, found);
+        budget
+    }
+}
+
+/// A base image named under the internal address (and its path prefix), read through the
+/// external one instead; any other reference is left as written.
+pub(super) fn through_external(
+    reference: ImageRef,
+    external: &RegistryLocation,
+    internal: &RegistryLocation,
+) -> ImageRef {
+    if reference.registry.without_scheme() != internal.registry.without_scheme()
+        || external.registry == internal.registry
+    {
+        return reference;
+    }
+    let path = reference.repository.as_str();
+    let rest = match &internal.namespace {
+        None => Some(path),
+        Some(ns) => path
+            .strip_prefix(ns.as_str())
+            .and_then(|r| r.strip_prefix('/')),
+    };
+    let rewritten = rest.and_then(|rest| match &external.namespace {
+        None => Repository::parse(rest).ok(),
+        Some(ns) => Repository::parse(&format!("{ns}/{rest}")).ok(),
+    });
+    match rewritten {
+        Some(repository) => ImageRef {
+            registry: external.registry.clone(),
+            repository,
+            ..reference
+        },
+        None => reference,
+    }
+}
