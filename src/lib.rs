@@ -90,6 +90,7 @@ pub fn run(invocation: cli::Invocation) -> ExitCode {
 async fn run_push(args: cli::PushArgs) -> Result<()> {
     let (manifest, cargo_options, metadata) = load_metadata(&args)?;
     let plan = plan::make_plan(&args.plan_request(), &metadata, &manifest)?;
+    output::plan_warnings(&plan);
 
     if args.dry_run {
         output::print_plan(&plan, args.format).into_diagnostic()?;

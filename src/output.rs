@@ -117,6 +117,13 @@ pub fn warn(text: &str) {
     line(Verbosity::Normal, &format!("{:>12} {text}", "warning:"));
 }
 
+/// The plan's warnings (settings that are allowed but worth knowing about), once per target.
+pub fn plan_warnings(plan: &Plan) {
+    for warning in plan.targets.iter().flat_map(|t| &t.warnings) {
+        warn(warning);
+    }
+}
+
 /// Lets a child process (cargo, the engine's build output) write to stderr without bars in the way.
 pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
     match &ui().bars {

@@ -312,6 +312,7 @@ pub async fn run(args: ResolveArgs) -> Result<()> {
         }
     }
 
+    crate::output::plan_warnings(&plan);
     let mut references: Vec<Option<String>> = vec![None; plan.targets.len()];
     if !plan.targets.is_empty() {
         let destinations = crate::push::Destinations {

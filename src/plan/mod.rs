@@ -36,6 +36,8 @@ pub struct Target {
     pub supply_chain: crate::supply_chain::SupplyChainSpec,
     /// `platforms` / `--platform`; empty: the host's platform, one image, no index.
     pub platforms: Vec<crate::platform::Platform>,
+    /// What the user should hear about the settings that is not an error (the run prints it).
+    pub warnings: Vec<String>,
 }
 
 /// A builder's whole input. It says nothing about where the image will be pushed.

@@ -44,7 +44,8 @@ pub(super) fn plan_target(
     let annotations = annotations(package, &git);
     let labels = labels(config, &annotations)?;
     let user = config.user.as_ref().map(|u| u.value.clone());
-    let includes = plan_includes(config, &[&package_dir, workspace_root])?;
+    let mut warnings = Vec::new();
+    let includes = plan_includes(config, &[&package_dir, workspace_root], &mut warnings)?;
     let insecure = plan_insecure(config)?;
     check_plain_http(request, config, &external.registry, &insecure)?;
     let ca_cert = plan_ca_cert(request, config)?;
@@ -92,6 +93,7 @@ pub(super) fn plan_target(
         },
         supply_chain,
         platforms,
+        warnings,
     })
 }
 
@@ -285,7 +287,11 @@ fn labels(
 }
 
 /// `include`: host files resolved and checked, with where each lands in the image.
-fn plan_includes(config: &ClusterConfig, roots: &[&Path]) -> Result<Vec<Include>, ConfigError> {
+fn plan_includes(
+    config: &ClusterConfig,
+    roots: &[&Path],
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Include>, ConfigError> {
     let mut includes = Vec::new();
     if let Some(inc) = &config.include {
         for item in &inc.value {
@@ -328,7 +334,7 @@ fn plan_includes(config: &ClusterConfig, roots: &[&Path]) -> Result<Vec<Include>
                 }
                 _ => item.to.clone(),
             };
-            warn_about_include(&item.from, &host_path, roots);
+            warnings.extend(include_warnings(&item.from, &host_path, roots));
             includes.push(Include {
                 host_path,
                 image_path,
@@ -419,16 +425,17 @@ fn plan_compression(config: &ClusterConfig) -> Result<crate::image::compress::Co
     Ok(compression)
 }
 
-/// Warns about an `include` source that resolves (through a symlink named in `include`)
+/// Warnings about an `include` source that resolves (through a symlink named in `include`)
 /// outside the package's directory and the workspace root, and about files in it that other
 /// users of the host cannot read: in the image they become readable by every user.
-pub(super) fn warn_about_include(from: &str, resolved: &Path, roots: &[&Path]) {
+pub(super) fn include_warnings(from: &str, resolved: &Path, roots: &[&Path]) -> Vec<String> {
+    let mut warnings = Vec::new();
     let inside = roots.iter().any(|root| {
         let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
         resolved.starts_with(root)
     });
     if !inside {
-        crate::output::warn(&format!(
+        warnings.push(format!(
             "`include` entry `{from}` resolves to {}, outside the package's directory and the workspace root; it goes into the image",
             resolved.display()
         ));
@@ -436,7 +443,7 @@ pub(super) fn warn_about_include(from: &str, resolved: &Path, roots: &[&Path]) {
     let mut private = Vec::new();
     find_private(resolved, &mut private, 10_000);
     if let Some(first) = private.first() {
-        crate::output::warn(&format!(
+        warnings.push(format!(
             "`include` entry `{from}`: {}{} not readable by every user on this host, but becomes world-readable in the image",
             first.display(),
             match private.len() {
@@ -445,6 +452,7 @@ pub(super) fn warn_about_include(from: &str, resolved: &Path, roots: &[&Path]) {
             }
         ));
     }
+    warnings
 }
 
 /// Files and directories under `path` (itself included; links not followed below it) without
