@@ -9,7 +9,7 @@
 //! [`RetryPolicy::stall`], so a slow link is not mistaken for a dead one.
 
 mod auth;
-mod blob_file;
+mod blob_source;
 mod error;
 pub mod events;
 mod options;
@@ -18,7 +18,7 @@ pub mod referrers;
 mod transport;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -35,6 +35,7 @@ use crate::credentials::{self, Credential, Lookup};
 use crate::reference::{Digest, Registry, Repository, Scheme, is_loopback_host};
 pub use auth::Scope;
 use auth::{AuthState, Challenge, parse_challenge};
+use blob_source::BlobSource;
 pub use error::{RegistryError, error_chain};
 use error::{
     is_certificate_problem, is_plain_http_answer, transport_error, unreachable_hint, with_tries,
@@ -356,14 +357,41 @@ impl RegistryClient {
         }
     }
 
-    /// Uploads an in-memory blob. A failed transfer restarts with a fresh upload session, since a
-    /// broken session cannot be trusted to resume. Bounded by the retry policy's attempts, and
-    /// by its total time counted from the last attempt that moved bytes.
+    /// Uploads an in-memory blob, into `session` if one is already open.
     pub async fn upload_bytes(
         &self,
         repo: &Repository,
         digest: &Digest,
         bytes: Bytes,
+        progress: &dyn events::Progress,
+        session: Option<String>,
+    ) -> Result<(), RegistryError> {
+        self.upload(repo, digest, BlobSource::Bytes(bytes), progress, session)
+            .await
+    }
+
+    /// Uploads the `size` bytes of the file at `path` as blob `digest`, read in pieces.
+    pub async fn upload_file(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        path: &Path,
+        size: u64,
+        progress: &dyn events::Progress,
+    ) -> Result<(), RegistryError> {
+        let source = BlobSource::File { path, size };
+        self.upload(repo, digest, source, progress, None).await
+    }
+
+    /// Uploads a blob: one PUT up to [`MONOLITHIC_LIMIT`], otherwise one streamed PATCH and a
+    /// closing PUT. A failed transfer restarts with a fresh upload session, since a broken
+    /// session cannot be trusted to resume. Bounded by the retry policy's attempts, and by its
+    /// total time counted from the last attempt that moved bytes.
+    async fn upload(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        source: BlobSource<'_>,
         progress: &dyn events::Progress,
         mut session: Option<String>,
     ) -> Result<(), RegistryError> {
@@ -379,28 +407,10 @@ impl RegistryClient {
             };
             progress.reset();
             let activity = Activity::new();
-            let result = if bytes.len() <= MONOLITHIC_LIMIT {
-                self.put_blob(
-                    repo,
-                    &location,
-                    digest,
-                    Some(bytes.clone()),
-                    progress,
-                    &activity,
-                )
-                .await
-            } else {
-                match self
-                    .patch_blob(repo, &location, bytes.clone(), progress, &activity)
-                    .await
-                {
-                    Ok(next) => {
-                        self.put_blob(repo, &next, digest, None, progress, &Activity::new())
-                            .await
-                    }
-                    Err(e) => Err(e),
-                }
-            };
+            let body = source.body(progress, &activity)?;
+            let result = self
+                .transfer(repo, &location, digest, body, source.size(), &activity)
+                .await;
             let (error, retry_after) = match result {
                 Ok(()) => return Ok(()),
                 Err(Attempt::Fatal(e)) => return Err(e),
@@ -449,6 +459,29 @@ impl RegistryClient {
             ));
             tokio::time::sleep(delay).await;
         }
+    }
+
+    /// One attempt at sending the blob into the session at `location`: a monolithic PUT, or a
+    /// PATCH then a closing PUT.
+    async fn transfer(
+        &self,
+        repo: &Repository,
+        location: &str,
+        digest: &Digest,
+        body: reqwest::Body,
+        size: u64,
+        activity: &Activity,
+    ) -> Result<(), Attempt> {
+        if size <= MONOLITHIC_LIMIT as u64 {
+            return self
+                .put_blob(repo, location, digest, Some((body, size)), activity)
+                .await;
+        }
+        let next = self
+            .patch_blob(repo, location, body, size, activity)
+            .await?;
+        self.put_blob(repo, &next, digest, None, &Activity::new())
+            .await
     }
 
     /// Uploads a blob from a stream (a base layer read from another registry). One attempt: the
@@ -500,25 +533,26 @@ impl RegistryClient {
         }
     }
 
+    /// A PUT that completes the upload, with the blob (`body` and its size) or empty.
     async fn put_blob(
         &self,
         repo: &Repository,
         location: &str,
         digest: &Digest,
-        body: Option<Bytes>,
-        progress: &dyn events::Progress,
+        body: Option<(reqwest::Body, u64)>,
         activity: &Activity,
     ) -> Result<(), Attempt> {
         let url = with_digest(location, digest);
+        // The upload location may be on another host: credentials go only where they belong.
         let mut request = self
             .authorize_at(&Scope::push(repo), &url, self.http.put(&url))
             .await
             .map_err(Attempt::Fatal)?;
         request = match body {
-            Some(bytes) => request
+            Some((body, size)) => request
                 .header(CONTENT_TYPE, "application/octet-stream")
-                .header(CONTENT_LENGTH, bytes.len())
-                .body(progress_body(bytes, progress.share(), activity.clone())),
+                .header(CONTENT_LENGTH, size)
+                .body(body),
             None => request.header(CONTENT_LENGTH, 0),
         };
         let what = format!("the upload of blob {}", short(digest));
@@ -534,12 +568,13 @@ impl RegistryClient {
         .map(|_| ())
     }
 
+    /// A PATCH with the whole blob; returns the session's next location.
     async fn patch_blob(
         &self,
         repo: &Repository,
         location: &str,
-        bytes: Bytes,
-        progress: &dyn events::Progress,
+        body: reqwest::Body,
+        size: u64,
         activity: &Activity,
     ) -> Result<String, Attempt> {
         let request = self
@@ -547,8 +582,8 @@ impl RegistryClient {
             .await
             .map_err(Attempt::Fatal)?
             .header(CONTENT_TYPE, "application/octet-stream")
-            .header(CONTENT_LENGTH, bytes.len())
-            .body(progress_body(bytes, progress.share(), activity.clone()));
+            .header(CONTENT_LENGTH, size)
+            .body(body);
         let response = self
             .finish_transfer(
                 repo,
