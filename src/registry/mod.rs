@@ -12,6 +12,7 @@ mod auth;
 mod blob_source;
 mod error;
 pub mod events;
+mod manifests;
 mod options;
 pub mod pool;
 pub mod referrers;
@@ -40,17 +41,12 @@ pub use error::{RegistryError, error_chain};
 use error::{
     is_certificate_problem, is_plain_http_answer, transport_error, unreachable_hint, with_tries,
 };
+pub use manifests::MANIFEST_LIMIT;
 pub use options::{ClientOptions, RetryPolicy};
 use transport::*;
 
-/// Manifest types we ask for when reading.
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
-
 /// Blobs up to this size go in one PUT; larger ones in one streamed PATCH then a closing PUT.
 const MONOLITHIC_LIMIT: usize = 16 * 1024 * 1024;
-
-/// The most a manifest may weigh: what the distribution spec asks registries to accept.
-pub const MANIFEST_LIMIT: usize = 4 * 1024 * 1024;
 
 /// The most an image config or a token answer may weigh.
 pub const SMALL_BLOB_LIMIT: usize = 8 * 1024 * 1024;
@@ -682,85 +678,6 @@ impl RegistryClient {
             });
         }
         Ok(bytes)
-    }
-
-    /// Fetches a manifest by tag or digest: (media type, exact bytes, digest of those bytes).
-    pub async fn get_manifest(
-        &self,
-        repo: &Repository,
-        reference: &str,
-    ) -> Result<(String, Bytes, Digest), RegistryError> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base_url);
-        let what = format!("manifest {repo}:{reference}");
-        let response = self
-            .send_with_retry(Some(&Scope::pull(repo)), &what, || {
-                self.http.get(&url).header("Accept", MANIFEST_ACCEPT)
-            })
-            .await?;
-        if !response.status().is_success() {
-            return Err(self
-                .status_error(Some(repo), &what, response.status(), response)
-                .await);
-        }
-        let media_type = header_str(response.headers(), CONTENT_TYPE.as_str()).unwrap_or_default();
-        let bytes = self.read_body(response, MANIFEST_LIMIT, &what).await?;
-        let digest = Digest::sha256_of(&bytes);
-        if reference.starts_with("sha256:") && reference != digest.as_str() {
-            return Err(RegistryError::DigestMismatch {
-                registry: self.registry.to_string(),
-                expected: reference.to_string(),
-                got: digest.to_string(),
-            });
-        }
-        let media_type = match media_type.split(';').next().map(str::trim) {
-            Some(m) if !m.is_empty() && m != "application/json" => m.to_string(),
-            // Some registries send no useful type: read it from the document.
-            _ => serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| {
-                    v.get("mediaType")
-                        .and_then(|m| m.as_str())
-                        .map(String::from)
-                })
-                .unwrap_or_else(|| crate::image::OCI_MANIFEST.to_string()),
-        };
-        Ok((media_type, bytes, digest))
-    }
-
-    /// Uploads a manifest under `reference` and checks the registry stored exactly our bytes.
-    pub async fn put_manifest(
-        &self,
-        repo: &Repository,
-        reference: &str,
-        media_type: &str,
-        bytes: &Bytes,
-        expected: &Digest,
-    ) -> Result<(), RegistryError> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base_url);
-        let what = format!("manifest {repo}:{reference}");
-        let response = self
-            .send_with_retry(Some(&Scope::push(repo)), &what, || {
-                self.http
-                    .put(&url)
-                    .header(CONTENT_TYPE, media_type)
-                    .body(bytes.clone())
-            })
-            .await?;
-        if !response.status().is_success() {
-            return Err(self
-                .status_error(Some(repo), &what, response.status(), response)
-                .await);
-        }
-        if let Some(got) = header_str(response.headers(), "docker-content-digest")
-            && got != expected.as_str()
-        {
-            return Err(RegistryError::DigestMismatch {
-                registry: self.registry.to_string(),
-                expected: expected.to_string(),
-                got,
-            });
-        }
-        Ok(())
     }
 
     /// Sends a request built by `make`, authenticating on a challenge (once) and retrying
