@@ -14,6 +14,7 @@ mod error;
 pub mod events;
 mod manifests;
 mod options;
+mod ping;
 pub mod pool;
 pub mod referrers;
 mod transport;
@@ -35,7 +36,7 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use crate::credentials::{self, Credential, Lookup};
 use crate::reference::{Digest, Registry, Repository, Scheme, is_loopback_host};
 pub use auth::Scope;
-use auth::{AuthState, Challenge, parse_challenge};
+use auth::{AuthState, parse_challenge};
 use blob_source::BlobSource;
 pub use error::{RegistryError, error_chain};
 use error::{
@@ -43,6 +44,7 @@ use error::{
 };
 pub use manifests::MANIFEST_LIMIT;
 pub use options::{ClientOptions, RetryPolicy};
+use ping::check_plain_http_allowed;
 use transport::*;
 
 /// Blobs up to this size go in one PUT; larger ones in one streamed PATCH then a closing PUT.
@@ -235,65 +237,6 @@ impl RegistryClient {
     /// Whether this client speaks plain HTTP: only where that is allowed (loopback, `insecure`).
     pub fn speaks_plain_http(&self) -> bool {
         self.base_url.starts_with("http://")
-    }
-
-    async fn ping(&self) -> Result<(), RegistryError> {
-        let url = format!("{}/v2/", self.base_url);
-        let what = "the API check (/v2/)";
-        let response = self
-            .send_with_retry(None, what, || self.http.get(&url))
-            .await?;
-        match response.status() {
-            s if s.is_success() => Ok(()),
-            StatusCode::UNAUTHORIZED => {
-                let challenge = header_str(response.headers(), WWW_AUTHENTICATE.as_str())
-                    .as_deref()
-                    .and_then(parse_challenge);
-                events::trace(&format!(
-                    "{} asks for {}",
-                    self.registry,
-                    match &challenge {
-                        Some(Challenge::Basic) => "Basic credentials".to_string(),
-                        Some(Challenge::Bearer { realm, .. }) =>
-                            format!("a bearer token from {realm}"),
-                        None => "authentication of an unknown kind".to_string(),
-                    }
-                ));
-                self.auth_state().challenge = challenge;
-                Ok(())
-            }
-            StatusCode::BAD_REQUEST if self.base_url.starts_with("http://") => {
-                let body = read_text(response, self.retry.stall).await;
-                if body.to_ascii_lowercase().contains("https") {
-                    Err(RegistryError::HttpsPort {
-                        url: self.base_url.clone(),
-                        hint: format!(
-                            "write the registry as https://{} (and trust its CA with `ca-cert` or --ca-cert if it is private)",
-                            self.registry
-                        ),
-                    })
-                } else {
-                    Err(RegistryError::Rejected {
-                        registry: self.registry.to_string(),
-                        what: what.into(),
-                        status: 400,
-                        detail: format!(" ({})", body.chars().take(200).collect::<String>().trim()),
-                        hint: "is this address an OCI registry?".into(),
-                    })
-                }
-            }
-            StatusCode::NOT_FOUND => Err(RegistryError::Rejected {
-                registry: self.registry.to_string(),
-                what: what.into(),
-                status: 404,
-                detail: String::new(),
-                hint: format!(
-                    "{} answers HTTP but has no registry API at /v2/: check the address and port",
-                    self.base_url
-                ),
-            }),
-            s => Err(self.status_error(None, what, s, response).await),
-        }
     }
 
     /// Does the repository have this blob?
@@ -903,21 +846,6 @@ impl RegistryClient {
         cap.mul_f64(jitter)
     }
 
-    /// Whether plain HTTP may go to this URL's host: loopback, or listed in `insecure`.
-    fn plain_http_allowed(&self, url: &url::Url) -> bool {
-        let Some(host) = url.host_str() else {
-            return false;
-        };
-        if is_loopback_host(host) {
-            return true;
-        }
-        let authority = match url.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.to_string(),
-        };
-        Registry::parse(&authority).is_ok_and(|r| self.insecure.contains(&r))
-    }
-
     fn location(&self, response: &Response, what: &str) -> Result<String, RegistryError> {
         let raw = header_str(response.headers(), LOCATION.as_str()).ok_or_else(|| {
             RegistryError::Protocol {
@@ -1044,25 +972,6 @@ fn origin_of(url: &str) -> String {
         .unwrap_or_else(|_| "null".into())
 }
 
-/// Plain HTTP goes only to loopback or to a registry listed in `insecure`: anything else is
-/// refused before a request is made.
-fn check_plain_http_allowed(
-    registry: &Registry,
-    insecure: &[Registry],
-) -> Result<(), RegistryError> {
-    let plain = registry.without_scheme();
-    if registry.scheme() == Some(Scheme::Http)
-        && !registry.is_loopback()
-        && !insecure.contains(&plain)
-    {
-        return Err(RegistryError::PlainHttpRefused {
-            url: registry.to_string(),
-            plain: plain.to_string(),
-        });
-    }
-    Ok(())
-}
-
 /// A `localhost` or `*.localhost` name counts as loopback only when it resolves to loopback
 /// addresses (the client's resolver, [`LoopbackNames`], then connects only to those).
 async fn check_resolves_to_loopback(registry: &Registry) -> Result<(), RegistryError> {
@@ -1100,7 +1009,7 @@ fn short(digest: &Digest) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::auth::{Token, parse_auth_params};
+    use super::auth::{Challenge, Token, parse_auth_params};
     use super::*;
     use miette::Diagnostic;
 
