@@ -9,16 +9,18 @@
 //! [`RetryPolicy::stall`], so a slow link is not mistaken for a dead one.
 
 mod auth;
-mod blob_file;
+mod blob_source;
 mod error;
 pub mod events;
+mod manifests;
 mod options;
+mod ping;
 pub mod pool;
 pub mod referrers;
 mod transport;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -34,22 +36,19 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use crate::credentials::{self, Credential, Lookup};
 use crate::reference::{Digest, Registry, Repository, Scheme, is_loopback_host};
 pub use auth::Scope;
-use auth::{AuthState, Challenge, parse_challenge};
+use auth::{AuthState, parse_challenge};
+use blob_source::BlobSource;
 pub use error::{RegistryError, error_chain};
 use error::{
     is_certificate_problem, is_plain_http_answer, transport_error, unreachable_hint, with_tries,
 };
+pub use manifests::MANIFEST_LIMIT;
 pub use options::{ClientOptions, RetryPolicy};
+use ping::check_plain_http_allowed;
 use transport::*;
-
-/// Manifest types we ask for when reading.
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// Blobs up to this size go in one PUT; larger ones in one streamed PATCH then a closing PUT.
 const MONOLITHIC_LIMIT: usize = 16 * 1024 * 1024;
-
-/// The most a manifest may weigh: what the distribution spec asks registries to accept.
-pub const MANIFEST_LIMIT: usize = 4 * 1024 * 1024;
 
 /// The most an image config or a token answer may weigh.
 pub const SMALL_BLOB_LIMIT: usize = 8 * 1024 * 1024;
@@ -240,65 +239,6 @@ impl RegistryClient {
         self.base_url.starts_with("http://")
     }
 
-    async fn ping(&self) -> Result<(), RegistryError> {
-        let url = format!("{}/v2/", self.base_url);
-        let what = "the API check (/v2/)";
-        let response = self
-            .send_with_retry(None, what, || self.http.get(&url))
-            .await?;
-        match response.status() {
-            s if s.is_success() => Ok(()),
-            StatusCode::UNAUTHORIZED => {
-                let challenge = header_str(response.headers(), WWW_AUTHENTICATE.as_str())
-                    .as_deref()
-                    .and_then(parse_challenge);
-                events::trace(&format!(
-                    "{} asks for {}",
-                    self.registry,
-                    match &challenge {
-                        Some(Challenge::Basic) => "Basic credentials".to_string(),
-                        Some(Challenge::Bearer { realm, .. }) =>
-                            format!("a bearer token from {realm}"),
-                        None => "authentication of an unknown kind".to_string(),
-                    }
-                ));
-                self.auth_state().challenge = challenge;
-                Ok(())
-            }
-            StatusCode::BAD_REQUEST if self.base_url.starts_with("http://") => {
-                let body = read_text(response, self.retry.stall).await;
-                if body.to_ascii_lowercase().contains("https") {
-                    Err(RegistryError::HttpsPort {
-                        url: self.base_url.clone(),
-                        hint: format!(
-                            "write the registry as https://{} (and trust its CA with `ca-cert` or --ca-cert if it is private)",
-                            self.registry
-                        ),
-                    })
-                } else {
-                    Err(RegistryError::Rejected {
-                        registry: self.registry.to_string(),
-                        what: what.into(),
-                        status: 400,
-                        detail: format!(" ({})", body.chars().take(200).collect::<String>().trim()),
-                        hint: "is this address an OCI registry?".into(),
-                    })
-                }
-            }
-            StatusCode::NOT_FOUND => Err(RegistryError::Rejected {
-                registry: self.registry.to_string(),
-                what: what.into(),
-                status: 404,
-                detail: String::new(),
-                hint: format!(
-                    "{} answers HTTP but has no registry API at /v2/: check the address and port",
-                    self.base_url
-                ),
-            }),
-            s => Err(self.status_error(None, what, s, response).await),
-        }
-    }
-
     /// Does the repository have this blob?
     pub async fn blob_exists(
         &self,
@@ -356,14 +296,41 @@ impl RegistryClient {
         }
     }
 
-    /// Uploads an in-memory blob. A failed transfer restarts with a fresh upload session, since a
-    /// broken session cannot be trusted to resume. Bounded by the retry policy's attempts, and
-    /// by its total time counted from the last attempt that moved bytes.
+    /// Uploads an in-memory blob, into `session` if one is already open.
     pub async fn upload_bytes(
         &self,
         repo: &Repository,
         digest: &Digest,
         bytes: Bytes,
+        progress: &dyn events::Progress,
+        session: Option<String>,
+    ) -> Result<(), RegistryError> {
+        self.upload(repo, digest, BlobSource::Bytes(bytes), progress, session)
+            .await
+    }
+
+    /// Uploads the `size` bytes of the file at `path` as blob `digest`, read in pieces.
+    pub async fn upload_file(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        path: &Path,
+        size: u64,
+        progress: &dyn events::Progress,
+    ) -> Result<(), RegistryError> {
+        let source = BlobSource::File { path, size };
+        self.upload(repo, digest, source, progress, None).await
+    }
+
+    /// Uploads a blob: one PUT up to [`MONOLITHIC_LIMIT`], otherwise one streamed PATCH and a
+    /// closing PUT. A failed transfer restarts with a fresh upload session, since a broken
+    /// session cannot be trusted to resume. Bounded by the retry policy's attempts, and by its
+    /// total time counted from the last attempt that moved bytes.
+    async fn upload(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        source: BlobSource<'_>,
         progress: &dyn events::Progress,
         mut session: Option<String>,
     ) -> Result<(), RegistryError> {
@@ -379,28 +346,10 @@ impl RegistryClient {
             };
             progress.reset();
             let activity = Activity::new();
-            let result = if bytes.len() <= MONOLITHIC_LIMIT {
-                self.put_blob(
-                    repo,
-                    &location,
-                    digest,
-                    Some(bytes.clone()),
-                    progress,
-                    &activity,
-                )
-                .await
-            } else {
-                match self
-                    .patch_blob(repo, &location, bytes.clone(), progress, &activity)
-                    .await
-                {
-                    Ok(next) => {
-                        self.put_blob(repo, &next, digest, None, progress, &Activity::new())
-                            .await
-                    }
-                    Err(e) => Err(e),
-                }
-            };
+            let body = source.body(progress, &activity)?;
+            let result = self
+                .transfer(repo, &location, digest, body, source.size(), &activity)
+                .await;
             let (error, retry_after) = match result {
                 Ok(()) => return Ok(()),
                 Err(Attempt::Fatal(e)) => return Err(e),
@@ -449,6 +398,29 @@ impl RegistryClient {
             ));
             tokio::time::sleep(delay).await;
         }
+    }
+
+    /// One attempt at sending the blob into the session at `location`: a monolithic PUT, or a
+    /// PATCH then a closing PUT.
+    async fn transfer(
+        &self,
+        repo: &Repository,
+        location: &str,
+        digest: &Digest,
+        body: reqwest::Body,
+        size: u64,
+        activity: &Activity,
+    ) -> Result<(), Attempt> {
+        if size <= MONOLITHIC_LIMIT as u64 {
+            return self
+                .put_blob(repo, location, digest, Some((body, size)), activity)
+                .await;
+        }
+        let next = self
+            .patch_blob(repo, location, body, size, activity)
+            .await?;
+        self.put_blob(repo, &next, digest, None, &Activity::new())
+            .await
     }
 
     /// Uploads a blob from a stream (a base layer read from another registry). One attempt: the
@@ -500,25 +472,26 @@ impl RegistryClient {
         }
     }
 
+    /// A PUT that completes the upload, with the blob (`body` and its size) or empty.
     async fn put_blob(
         &self,
         repo: &Repository,
         location: &str,
         digest: &Digest,
-        body: Option<Bytes>,
-        progress: &dyn events::Progress,
+        body: Option<(reqwest::Body, u64)>,
         activity: &Activity,
     ) -> Result<(), Attempt> {
         let url = with_digest(location, digest);
+        // The upload location may be on another host: credentials go only where they belong.
         let mut request = self
             .authorize_at(&Scope::push(repo), &url, self.http.put(&url))
             .await
             .map_err(Attempt::Fatal)?;
         request = match body {
-            Some(bytes) => request
+            Some((body, size)) => request
                 .header(CONTENT_TYPE, "application/octet-stream")
-                .header(CONTENT_LENGTH, bytes.len())
-                .body(progress_body(bytes, progress.share(), activity.clone())),
+                .header(CONTENT_LENGTH, size)
+                .body(body),
             None => request.header(CONTENT_LENGTH, 0),
         };
         let what = format!("the upload of blob {}", short(digest));
@@ -534,12 +507,13 @@ impl RegistryClient {
         .map(|_| ())
     }
 
+    /// A PATCH with the whole blob; returns the session's next location.
     async fn patch_blob(
         &self,
         repo: &Repository,
         location: &str,
-        bytes: Bytes,
-        progress: &dyn events::Progress,
+        body: reqwest::Body,
+        size: u64,
         activity: &Activity,
     ) -> Result<String, Attempt> {
         let request = self
@@ -547,8 +521,8 @@ impl RegistryClient {
             .await
             .map_err(Attempt::Fatal)?
             .header(CONTENT_TYPE, "application/octet-stream")
-            .header(CONTENT_LENGTH, bytes.len())
-            .body(progress_body(bytes, progress.share(), activity.clone()));
+            .header(CONTENT_LENGTH, size)
+            .body(body);
         let response = self
             .finish_transfer(
                 repo,
@@ -647,85 +621,6 @@ impl RegistryClient {
             });
         }
         Ok(bytes)
-    }
-
-    /// Fetches a manifest by tag or digest: (media type, exact bytes, digest of those bytes).
-    pub async fn get_manifest(
-        &self,
-        repo: &Repository,
-        reference: &str,
-    ) -> Result<(String, Bytes, Digest), RegistryError> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base_url);
-        let what = format!("manifest {repo}:{reference}");
-        let response = self
-            .send_with_retry(Some(&Scope::pull(repo)), &what, || {
-                self.http.get(&url).header("Accept", MANIFEST_ACCEPT)
-            })
-            .await?;
-        if !response.status().is_success() {
-            return Err(self
-                .status_error(Some(repo), &what, response.status(), response)
-                .await);
-        }
-        let media_type = header_str(response.headers(), CONTENT_TYPE.as_str()).unwrap_or_default();
-        let bytes = self.read_body(response, MANIFEST_LIMIT, &what).await?;
-        let digest = Digest::sha256_of(&bytes);
-        if reference.starts_with("sha256:") && reference != digest.as_str() {
-            return Err(RegistryError::DigestMismatch {
-                registry: self.registry.to_string(),
-                expected: reference.to_string(),
-                got: digest.to_string(),
-            });
-        }
-        let media_type = match media_type.split(';').next().map(str::trim) {
-            Some(m) if !m.is_empty() && m != "application/json" => m.to_string(),
-            // Some registries send no useful type: read it from the document.
-            _ => serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| {
-                    v.get("mediaType")
-                        .and_then(|m| m.as_str())
-                        .map(String::from)
-                })
-                .unwrap_or_else(|| crate::image::OCI_MANIFEST.to_string()),
-        };
-        Ok((media_type, bytes, digest))
-    }
-
-    /// Uploads a manifest under `reference` and checks the registry stored exactly our bytes.
-    pub async fn put_manifest(
-        &self,
-        repo: &Repository,
-        reference: &str,
-        media_type: &str,
-        bytes: &Bytes,
-        expected: &Digest,
-    ) -> Result<(), RegistryError> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base_url);
-        let what = format!("manifest {repo}:{reference}");
-        let response = self
-            .send_with_retry(Some(&Scope::push(repo)), &what, || {
-                self.http
-                    .put(&url)
-                    .header(CONTENT_TYPE, media_type)
-                    .body(bytes.clone())
-            })
-            .await?;
-        if !response.status().is_success() {
-            return Err(self
-                .status_error(Some(repo), &what, response.status(), response)
-                .await);
-        }
-        if let Some(got) = header_str(response.headers(), "docker-content-digest")
-            && got != expected.as_str()
-        {
-            return Err(RegistryError::DigestMismatch {
-                registry: self.registry.to_string(),
-                expected: expected.to_string(),
-                got,
-            });
-        }
-        Ok(())
     }
 
     /// Sends a request built by `make`, authenticating on a challenge (once) and retrying
@@ -951,21 +846,6 @@ impl RegistryClient {
         cap.mul_f64(jitter)
     }
 
-    /// Whether plain HTTP may go to this URL's host: loopback, or listed in `insecure`.
-    fn plain_http_allowed(&self, url: &url::Url) -> bool {
-        let Some(host) = url.host_str() else {
-            return false;
-        };
-        if is_loopback_host(host) {
-            return true;
-        }
-        let authority = match url.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.to_string(),
-        };
-        Registry::parse(&authority).is_ok_and(|r| self.insecure.contains(&r))
-    }
-
     fn location(&self, response: &Response, what: &str) -> Result<String, RegistryError> {
         let raw = header_str(response.headers(), LOCATION.as_str()).ok_or_else(|| {
             RegistryError::Protocol {
@@ -1092,25 +972,6 @@ fn origin_of(url: &str) -> String {
         .unwrap_or_else(|_| "null".into())
 }
 
-/// Plain HTTP goes only to loopback or to a registry listed in `insecure`: anything else is
-/// refused before a request is made.
-fn check_plain_http_allowed(
-    registry: &Registry,
-    insecure: &[Registry],
-) -> Result<(), RegistryError> {
-    let plain = registry.without_scheme();
-    if registry.scheme() == Some(Scheme::Http)
-        && !registry.is_loopback()
-        && !insecure.contains(&plain)
-    {
-        return Err(RegistryError::PlainHttpRefused {
-            url: registry.to_string(),
-            plain: plain.to_string(),
-        });
-    }
-    Ok(())
-}
-
 /// A `localhost` or `*.localhost` name counts as loopback only when it resolves to loopback
 /// addresses (the client's resolver, [`LoopbackNames`], then connects only to those).
 async fn check_resolves_to_loopback(registry: &Registry) -> Result<(), RegistryError> {
@@ -1148,7 +1009,7 @@ fn short(digest: &Digest) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::auth::{Token, parse_auth_params};
+    use super::auth::{Challenge, Token, parse_auth_params};
     use super::*;
     use miette::Diagnostic;
 
