@@ -207,32 +207,14 @@ impl<'a> RegistryPublisher<'a> {
                 let result = client
                     .upload_file(repo, &blob.digest, path, blob.size, &progress)
                     .await;
-                progress.finish();
-                result.wrap_err_with(|| {
-                    format!("uploading {} to {}", blob.description, client.registry())
-                })?;
-                output::detail(&format!(
-                    "uploaded {} ({})",
-                    blob.description,
-                    human_bytes(blob.size)
-                ));
-                Ok(BlobOutcome::Uploaded(blob.size))
+                uploaded(client, blob, &progress, result)
             }
             BlobSource::Bytes(bytes) => {
-                let progress = output::Progress::bytes(&blob.description, bytes.len() as u64);
+                let progress = output::Progress::bytes(&blob.description, blob.size);
                 let result = client
                     .upload_bytes(repo, &blob.digest, bytes.clone(), &progress, None)
                     .await;
-                progress.finish();
-                result.wrap_err_with(|| {
-                    format!("uploading {} to {}", blob.description, client.registry())
-                })?;
-                output::detail(&format!(
-                    "uploaded {} ({})",
-                    blob.description,
-                    human_bytes(blob.size)
-                ));
-                Ok(BlobOutcome::Uploaded(blob.size))
+                uploaded(client, blob, &progress, result)
             }
             BlobSource::Registry {
                 registry,
@@ -327,4 +309,22 @@ pub(crate) fn lost_blob_race(error: &miette::Report) -> bool {
             .downcast_ref::<RegistryError>()
             .is_some_and(RegistryError::is_blob_race)
     })
+}
+
+/// The end of an upload from here (a file of the layer cache, or bytes): the bar closes, a
+/// failure names the blob and the registry, a success is reported.
+fn uploaded(
+    client: &RegistryClient,
+    blob: &Blob,
+    progress: &output::Progress,
+    result: Result<(), RegistryError>,
+) -> Result<BlobOutcome> {
+    progress.finish();
+    result.wrap_err_with(|| format!("uploading {} to {}", blob.description, client.registry()))?;
+    output::detail(&format!(
+        "uploaded {} ({})",
+        blob.description,
+        human_bytes(blob.size)
+    ));
+    Ok(BlobOutcome::Uploaded(blob.size))
 }
