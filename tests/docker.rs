@@ -555,6 +555,13 @@ fn an_engine_that_does_not_answer_names_its_address_and_suggests_oci() {
 /// With the classic builder, chosen explicitly (`buildkit = false`).
 #[test]
 fn a_failing_build_step_shows_its_message_and_pushes_nothing() {
+    assert_failing_step_pushes_nothing(false, "COPY . /ctx\n", "returned a non-zero code: 3");
+}
+
+/// A `RUN` step that exits 3, under the classic builder or BuildKit: the build fails, the step's
+/// output and the engine's message (`engine_message`) are on stderr, stdout is empty, and no tag
+/// is pushed.
+fn assert_failing_step_pushes_nothing(buildkit: bool, dockerfile_tail: &str, engine_message: &str) {
     let Some(host) = docker_host() else { return };
     let registry = TestRegistry::start();
     let base = push_busybox_base(&host, &registry);
@@ -563,15 +570,14 @@ fn a_failing_build_step_shows_its_message_and_pushes_nothing() {
         dir.path(),
         "failing",
         &format!(
-            "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/failing\"\n\
-             buildkit = false\n",
+            "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/failing\"\nbuildkit = {buildkit}\n",
             registry.addr()
         ),
         "fn main() {}\n",
     );
     fs::write(
         dir.path().join("Dockerfile"),
-        format!("FROM {base}\nRUN echo 'this step fails on purpose' && exit 3\nCOPY . /ctx\n"),
+        format!("FROM {base}\nRUN echo 'this step fails on purpose' && exit 3\n{dockerfile_tail}"),
     )
     .unwrap();
     let out = tool()
@@ -592,7 +598,7 @@ fn a_failing_build_step_shows_its_message_and_pushes_nothing() {
         "the step's output is missing:\n{err}"
     );
     assert!(
-        err.contains("returned a non-zero code: 3"),
+        err.contains(engine_message),
         "the engine's message is missing:\n{err}"
     );
     assert!(
@@ -689,49 +695,7 @@ fn buildkit_cache_mounts_build_push_and_persist_between_builds() {
 
 #[test]
 fn a_failing_buildkit_step_shows_its_output_and_pushes_nothing() {
-    let Some(host) = docker_host() else { return };
-    let registry = TestRegistry::start();
-    let base = push_busybox_base(&host, &registry);
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = write_crate(
-        dir.path(),
-        "failing",
-        &format!(
-            "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/failing\"\nbuildkit = true\n",
-            registry.addr()
-        ),
-        "fn main() {}\n",
-    );
-    fs::write(
-        dir.path().join("Dockerfile"),
-        format!("FROM {base}\nRUN echo 'this step fails on purpose' && exit 3\n"),
-    )
-    .unwrap();
-    let out = tool()
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .env("DOCKER_HOST", &host)
-        .output()
-        .unwrap();
-    assert!(
-        !out.status.success(),
-        "the build succeeded:\n{}",
-        stderr(&out)
-    );
-    assert_eq!(stdout(&out), "");
-    let err = stderr(&out);
-    assert!(
-        err.contains("this step fails on purpose"),
-        "the step's output is missing:\n{err}"
-    );
-    assert!(
-        err.contains("exit code: 3"),
-        "the engine's message is missing:\n{err}"
-    );
-    assert!(
-        registry.tags("team/failing").is_empty(),
-        "something was pushed"
-    );
+    assert_failing_step_pushes_nothing(true, "", "exit code: 3");
 }
 
 // ---------------------------------------------------------------------------------------------
