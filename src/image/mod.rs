@@ -26,6 +26,11 @@ pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.mani
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
+/// Told of each of our layers as soon as it is written to the layer cache, while later ones may
+/// still be compressing, so whoever publishes the image can start sending it. The builder does
+/// not know who listens.
+pub type LayerListener = std::sync::Arc<dyn Fn(&Layer) + Send + Sync>;
+
 /// Where a blob's bytes are.
 #[derive(Debug, Clone)]
 pub enum BlobSource {
@@ -175,23 +180,77 @@ pub enum AssembleError {
     ZstdOnDockerBase,
 }
 
+/// The media types of one image: manifest, config and (gzip'd) layers.
+struct MediaTypeSet {
+    docker: bool,
+    manifest: &'static str,
+    config: &'static str,
+    layer_gzip: &'static str,
+}
+
+impl MediaTypeSet {
+    /// The family asked for, or else the base image's (OCI on scratch).
+    fn choose(base: Option<&BaseImage>, run: &RunConfig) -> MediaTypeSet {
+        let docker = match run.family {
+            Some(f) => f == Family::Docker,
+            None => base.is_some_and(|b| b.manifest_media_type == DOCKER_MANIFEST),
+        };
+        if docker {
+            MediaTypeSet {
+                docker,
+                manifest: DOCKER_MANIFEST,
+                config: DOCKER_CONFIG,
+                layer_gzip: DOCKER_LAYER_GZIP,
+            }
+        } else {
+            MediaTypeSet {
+                docker,
+                manifest: OCI_MANIFEST,
+                config: OCI_CONFIG,
+                layer_gzip: layer::OCI_LAYER_GZIP,
+            }
+        }
+    }
+}
+
 /// Puts our layers on top of the base (or on nothing) and writes config and manifest.
 pub fn assemble(
     base: Option<&BaseImage>,
     layers: Vec<Layer>,
     run: &RunConfig,
 ) -> Result<Image, AssembleError> {
-    let docker_family = match run.family {
-        Some(f) => f == Family::Docker,
-        None => base.is_some_and(|b| b.manifest_media_type == DOCKER_MANIFEST),
-    };
-    let (manifest_type, config_type, layer_type) = if docker_family {
-        (DOCKER_MANIFEST, DOCKER_CONFIG, DOCKER_LAYER_GZIP)
-    } else {
-        (OCI_MANIFEST, OCI_CONFIG, layer::OCI_LAYER_GZIP)
-    };
+    let types = MediaTypeSet::choose(base, run);
     let created = rfc3339(run.epoch);
+    let mut config = starting_config(base, run, &created);
+    let mut blobs = match base {
+        Some(b) => base_layer_blobs(b, types.docker)?,
+        None => Vec::new(),
+    };
+    if types.docker && layers.iter().any(|l| l.codec == compress::Codec::Zstd) {
+        return Err(AssembleError::ZstdOnDockerBase);
+    }
+    add_our_layers(
+        &mut config,
+        &mut blobs,
+        &layers,
+        base.is_none(),
+        &types,
+        &created,
+    );
+    config.set_config(Some(process_config(&config, run)));
+    let config_blob = config_blob(&config, types.config)?;
+    let manifest_bytes = manifest_bytes(&config_blob, &blobs, run, &types)?;
+    Ok(Image {
+        digest: Digest::sha256_of(&manifest_bytes),
+        manifest: manifest_bytes,
+        manifest_media_type: types.manifest.to_string(),
+        config: config_blob,
+        layers: blobs,
+    })
+}
 
+/// The base's config (or an empty Linux one) for our architecture and creation time.
+fn starting_config(base: Option<&BaseImage>, run: &RunConfig, created: &str) -> ImageConfiguration {
     let mut config = match base {
         Some(b) => b.config.clone(),
         None => {
@@ -201,47 +260,59 @@ pub fn assemble(
         }
     };
     config.set_architecture(oci_spec::image::Arch::from(run.architecture.as_str()));
-    config.set_created(Some(created.clone()));
+    config.set_created(Some(created.to_string()));
     config.set_author(None);
+    config
+}
 
-    let mut blobs: Vec<Blob> = Vec::new();
-    if let Some(b) = base {
-        let diff_ids = b.config.rootfs().diff_ids().len();
-        if diff_ids != b.manifest.layers().len() {
-            return Err(AssembleError::Inconsistent {
-                layers: b.manifest.layers().len(),
-                diff_ids,
-            });
-        }
-        let count = b.manifest.layers().len();
-        for (i, d) in b.manifest.layers().iter().enumerate() {
-            blobs.push(Blob {
-                digest: Digest::parse(d.digest().as_ref()).map_err(|e| AssembleError::Base {
-                    what: "manifest",
-                    source: oci_spec::OciSpecError::Other(e.0),
-                })?,
-                size: d.size(),
-                media_type: layer_media_type(d.media_type().as_ref(), docker_family),
-                source: BlobSource::Registry {
-                    registry: b.registry.clone(),
-                    repository: b.repository.clone(),
-                },
-                description: format!("base layer {}/{count}", i + 1),
-            });
-        }
+/// The base image's layers, left in its repository, with media types of our family.
+fn base_layer_blobs(base: &BaseImage, docker_family: bool) -> Result<Vec<Blob>, AssembleError> {
+    let count = base.manifest.layers().len();
+    let diff_ids = base.config.rootfs().diff_ids().len();
+    if diff_ids != count {
+        return Err(AssembleError::Inconsistent {
+            layers: count,
+            diff_ids,
+        });
     }
+    let mut blobs = Vec::with_capacity(count);
+    for (i, d) in base.manifest.layers().iter().enumerate() {
+        blobs.push(Blob {
+            digest: Digest::parse(d.digest().as_ref()).map_err(|e| AssembleError::Base {
+                what: "manifest",
+                source: oci_spec::OciSpecError::Other(e.0),
+            })?,
+            size: d.size(),
+            media_type: layer_media_type(d.media_type().as_ref(), docker_family),
+            source: BlobSource::Registry {
+                registry: base.registry.clone(),
+                repository: base.repository.clone(),
+            },
+            description: format!("base layer {}/{count}", i + 1),
+        });
+    }
+    Ok(blobs)
+}
+
+/// Our layers on top: a diff_id (and a history entry, when the base keeps history) in the
+/// config, a blob in the manifest.
+fn add_our_layers(
+    config: &mut ImageConfiguration,
+    blobs: &mut Vec<Blob>,
+    layers: &[Layer],
+    on_scratch: bool,
+    types: &MediaTypeSet,
+    created: &str,
+) {
     let had_history = config.history().as_ref().is_some_and(|h| !h.is_empty());
-    if docker_family && layers.iter().any(|l| l.codec == compress::Codec::Zstd) {
-        return Err(AssembleError::ZstdOnDockerBase);
-    }
-    for l in &layers {
+    for l in layers {
         config
             .rootfs_mut()
             .diff_ids_mut()
             .push(l.diff_id.to_string());
-        if had_history || base.is_none() {
+        if had_history || on_scratch {
             let mut h = History::default();
-            h.set_created(Some(created.clone()));
+            h.set_created(Some(created.to_string()));
             h.set_created_by(Some(format!("cargo adapt-push: {}", l.description)));
             config.history_mut().get_or_insert_with(Vec::new).push(h);
         }
@@ -249,15 +320,19 @@ pub fn assemble(
             digest: l.digest.clone(),
             size: l.size,
             media_type: match l.codec {
-                compress::Codec::Gzip => layer_type.to_string(),
+                compress::Codec::Gzip => types.layer_gzip.to_string(),
                 compress::Codec::Zstd => layer::OCI_LAYER_ZSTD.to_string(),
             },
             source: BlobSource::File(l.path.clone()),
             description: l.description.clone(),
         });
     }
+}
 
-    let mut process = config.config().clone().unwrap_or_else(Config::default);
+/// The process settings: our entrypoint, no CMD, the base's environment with ours on top (and
+/// a PATH), user and labels.
+fn process_config(config: &ImageConfiguration, run: &RunConfig) -> Config {
+    let mut process = config.config().clone().unwrap_or_default();
     process.set_entrypoint(Some(run.entrypoint.clone()));
     // A base image's CMD would become arguments to our binary: drop it, as ko does.
     process.set_cmd(None);
@@ -279,31 +354,41 @@ pub fn assemble(
     let mut labels: HashMap<String, String> = process.labels().clone().unwrap_or_default();
     labels.extend(run.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     process.set_labels((!labels.is_empty()).then_some(labels));
-    config.set_config(Some(process));
+    process
+}
 
-    let config_bytes = canonical_json(&config).map_err(|source| AssembleError::Encode {
+fn config_blob(config: &ImageConfiguration, media_type: &str) -> Result<Blob, AssembleError> {
+    let bytes = canonical_json(config).map_err(|source| AssembleError::Encode {
         what: "config",
         source,
     })?;
-    let config_blob = Blob {
-        digest: Digest::sha256_of(&config_bytes),
-        size: config_bytes.len() as u64,
-        media_type: config_type.to_string(),
-        source: BlobSource::Bytes(config_bytes),
+    Ok(Blob {
+        digest: Digest::sha256_of(&bytes),
+        size: bytes.len() as u64,
+        media_type: media_type.to_string(),
+        source: BlobSource::Bytes(bytes),
         description: "config".into(),
-    };
+    })
+}
 
+/// The manifest's exact bytes (annotations only in the OCI family: schema 2 has none).
+fn manifest_bytes(
+    config: &Blob,
+    layers: &[Blob],
+    run: &RunConfig,
+    types: &MediaTypeSet,
+) -> Result<Bytes, AssembleError> {
     let mut manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
-        .media_type(MediaType::from(manifest_type))
-        .config(descriptor(&config_blob))
-        .layers(blobs.iter().map(descriptor).collect::<Vec<_>>())
+        .media_type(MediaType::from(types.manifest))
+        .config(descriptor(config))
+        .layers(layers.iter().map(descriptor).collect::<Vec<_>>())
         .build()
         .map_err(|source| AssembleError::Base {
             what: "manifest",
             source,
         })?;
-    if !docker_family && !run.annotations.is_empty() {
+    if !types.docker && !run.annotations.is_empty() {
         manifest.set_annotations(Some(
             run.annotations
                 .iter()
@@ -311,16 +396,9 @@ pub fn assemble(
                 .collect(),
         ));
     }
-    let manifest_bytes = canonical_json(&manifest).map_err(|source| AssembleError::Encode {
+    canonical_json(&manifest).map_err(|source| AssembleError::Encode {
         what: "manifest",
         source,
-    })?;
-    Ok(Image {
-        digest: Digest::sha256_of(&manifest_bytes),
-        manifest: manifest_bytes,
-        manifest_media_type: manifest_type.to_string(),
-        config: config_blob,
-        layers: blobs,
     })
 }
 
