@@ -5,6 +5,7 @@
 //! `--no-push` builds only. Publishers are handed finished images; none knows how one was built.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use miette::{IntoDiagnostic, Result, WrapErr};
 
@@ -12,10 +13,12 @@ use crate::build::{self, Built};
 use crate::cargo::CargoOptions;
 use crate::cli::PushArgs;
 use crate::engine::{self, EngineImage};
+use crate::image::LayerListener;
+use crate::image::layer::Layer;
 use crate::output::{self, Pushed};
 use crate::plan::{BuildSpec, BuilderKind, Destination, Plan, Target};
 use crate::platform;
-use crate::publish::{self, local::LocalImage};
+use crate::publish::{self, local::LocalImage, registry::EarlyBlobs};
 use crate::registry::ClientOptions;
 use crate::registry::pool::Clients;
 use crate::supply_chain;
@@ -79,42 +82,89 @@ pub async fn push_all(
     destinations: &Destinations,
     keep_going: bool,
 ) -> Result<Outcome> {
-    if destinations.tarball.is_some() || destinations.oci_layout.is_some() {
-        if let Some(t) = plan
-            .targets
-            .iter()
-            .find(|t| t.build.builder == BuilderKind::Docker)
-        {
-            return Err(miette::miette!(
-                help = "use the daemonless builder for these destinations: --builder oci; or --load, which keeps the engine's image",
-                "--tarball and --oci-layout write images built in-process; `{}` is built by the Docker engine",
-                t.build.package
-            ));
-        }
+    check_local_destinations(plan, destinations)?;
+    let pools = ClientPools::for_plan(plan);
+    let cross_builds = cross_builds_for_all(plan, keep_going)?;
+    let built = build_all(
+        plan,
+        cross_builds,
+        &pools,
+        cargo_options,
+        destinations,
+        keep_going,
+    )
+    .await?;
+    let published = publish_all(built, &pools, destinations, keep_going).await;
+    let results = write_local_destinations(published, destinations).await;
+    Ok(Outcome {
+        results,
+        planned: plan.targets.len(),
+        keep_going,
+    })
+}
+
+/// `--tarball` and `--oci-layout` take only images built in-process.
+fn check_local_destinations(plan: &Plan, destinations: &Destinations) -> Result<()> {
+    if destinations.tarball.is_none() && destinations.oci_layout.is_none() {
+        return Ok(());
     }
-    // One client pool per distinct set of registry options (usually one for the whole run),
-    // so pings, credential lookups and tokens are not repeated for every package.
-    let mut pools: Vec<(ClientOptions, Clients)> = Vec::new();
-    let mut pool_of = Vec::new();
-    for target in &plan.targets {
-        let options = ClientOptions::from(&target.registry_options);
-        let pool = match pools.iter().position(|(o, _)| *o == options) {
-            Some(i) => i,
-            None => {
-                pools.push((options.clone(), Clients::new(options)));
-                pools.len() - 1
-            }
-        };
-        pool_of.push(pool);
+    match plan
+        .targets
+        .iter()
+        .find(|t| t.build.builder == BuilderKind::Docker)
+    {
+        Some(t) => Err(miette::miette!(
+            help = "use the daemonless builder for these destinations: --builder oci; or --load, which keeps the engine's image",
+            "--tarball and --oci-layout write images built in-process; `{}` is built by the Docker engine",
+            t.build.package
+        )),
+        None => Ok(()),
     }
-    // Every pool knows every registry pushed to before any base is read: only those get the
-    // ADAPT_PUSH_* credentials.
-    for (_, clients) in &pools {
+}
+
+/// One client pool per distinct set of registry options (usually one for the whole run), so
+/// pings, credential lookups and tokens are not repeated for every package.
+struct ClientPools {
+    pools: Vec<(ClientOptions, Clients)>,
+    /// For each target of the plan, in order, the index of its pool.
+    of_target: Vec<usize>,
+}
+
+impl ClientPools {
+    fn for_plan(plan: &Plan) -> ClientPools {
+        let mut pools: Vec<(ClientOptions, Clients)> = Vec::new();
+        let mut of_target = Vec::new();
         for target in &plan.targets {
-            clients.add_push_target(&target.destination.external);
+            let options = ClientOptions::from(&target.registry_options);
+            let pool = match pools.iter().position(|(o, _)| *o == options) {
+                Some(i) => i,
+                None => {
+                    pools.push((options.clone(), Clients::new(options)));
+                    pools.len() - 1
+                }
+            };
+            of_target.push(pool);
         }
+        // Every pool knows every registry pushed to before any base is read: only those get
+        // the ADAPT_PUSH_* credentials.
+        for (_, clients) in &pools {
+            for target in &plan.targets {
+                clients.add_push_target(&target.destination.external);
+            }
+        }
+        ClientPools { pools, of_target }
     }
-    // Every platform's toolchain is checked before anything is built.
+
+    fn get(&self, pool: usize) -> &Clients {
+        &self.pools[pool].1
+    }
+}
+
+/// Every platform's toolchain is checked before anything is built.
+fn cross_builds_for_all(
+    plan: &Plan,
+    keep_going: bool,
+) -> Result<Vec<Result<Vec<Option<platform::CrossBuild>>>>> {
     let mut cross_builds = Vec::new();
     for target in &plan.targets {
         cross_builds.push(match cross_builds_for(target) {
@@ -122,11 +172,39 @@ pub async fn push_all(
             other => other,
         });
     }
-    let mut built: Vec<(Target, usize, Result<Vec<PlatformImage>>)> = Vec::new();
-    // Build every image before publishing any, so a compile error leaves the registry untouched.
-    for ((target, crosses), &pool) in plan.targets.iter().zip(cross_builds).zip(&pool_of) {
+    Ok(cross_builds)
+}
+
+/// A target's build: the target, its client pool, and each platform's image.
+type BuiltTarget = (Target, usize, Result<Vec<PlatformImage>>);
+
+/// Builds every image before publishing any, so a compile error leaves the registry untouched.
+/// Only the last image's layers may go to the registry while it is built (no compile is left
+/// to fail after it).
+async fn build_all(
+    plan: &Plan,
+    cross_builds: Vec<Result<Vec<Option<platform::CrossBuild>>>>,
+    pools: &ClientPools,
+    cargo_options: &CargoOptions,
+    destinations: &Destinations,
+    keep_going: bool,
+) -> Result<Vec<BuiltTarget>> {
+    let mut built = Vec::new();
+    let last = plan.targets.len().saturating_sub(1);
+    for (i, ((target, crosses), &pool)) in plan
+        .targets
+        .iter()
+        .zip(cross_builds)
+        .zip(&pools.of_target)
+        .enumerate()
+    {
+        let clients = pools.get(pool);
         let result = match crosses {
-            Ok(crosses) => build_platforms(target, crosses, cargo_options, &pools[pool].1).await,
+            Ok(crosses) => {
+                let early =
+                    i == last && destinations.registry && target.build.builder == BuilderKind::Oci;
+                build_platforms(target, crosses, cargo_options, clients, early).await
+            }
             Err(e) => Err(e),
         };
         let result = match result {
@@ -141,19 +219,26 @@ pub async fn push_all(
         }
         built.push((target.clone(), pool, result));
     }
+    Ok(built)
+}
 
-    // Publish: one after another, stopping at the first failure (`-p a -p b`), or several at
-    // once (`--workspace`, `resolve`), in package order either way.
-    let mut published: Vec<(Target, Result<Pushed>, Option<Local>)> = Vec::new();
+/// Publishes: one after another, stopping at the first failure (`-p a -p b`), or several at
+/// once (`--workspace`, `resolve`), in package order either way.
+async fn publish_all(
+    built: Vec<BuiltTarget>,
+    pools: &ClientPools,
+    destinations: &Destinations,
+    keep_going: bool,
+) -> Vec<(Target, Result<Pushed>, Option<Local>)> {
     if destinations.concurrent {
         use futures_util::StreamExt;
-        let pools = &pools;
-        published = futures_util::stream::iter(built)
+        return futures_util::stream::iter(built)
             .map(|(target, pool, image)| async move {
                 match image {
                     Ok(image) => {
                         let (r, l) =
-                            publish_with_local(&target, &pools[pool].1, &image, destinations).await;
+                            publish_with_local(&target, pools.get(pool), &image, destinations)
+                                .await;
                         (target, r, l)
                     }
                     Err(e) => (target, Err(e), None),
@@ -162,24 +247,33 @@ pub async fn push_all(
             .buffered(PARALLEL_IMAGES)
             .collect()
             .await;
-    } else {
-        for (target, pool, image) in built {
-            let image = match image {
-                Ok(image) => image,
-                Err(e) => {
-                    published.push((target, Err(e), None));
-                    continue;
-                }
-            };
-            let (result, local) =
-                publish_with_local(&target, &pools[pool].1, &image, destinations).await;
-            let failed = result.is_err();
-            published.push((target, result, local));
-            if failed && !keep_going {
-                break;
+    }
+    let mut published = Vec::new();
+    for (target, pool, image) in built {
+        let image = match image {
+            Ok(image) => image,
+            Err(e) => {
+                published.push((target, Err(e), None));
+                continue;
             }
+        };
+        let (result, local) =
+            publish_with_local(&target, pools.get(pool), &image, destinations).await;
+        let failed = result.is_err();
+        published.push((target, result, local));
+        if failed && !keep_going {
+            break;
         }
     }
+    published
+}
+
+/// The registry-less destinations take every image at once (one tarball, one layout); if
+/// writing them fails, every image counts as failed.
+async fn write_local_destinations(
+    published: Vec<(Target, Result<Pushed>, Option<Local>)>,
+    destinations: &Destinations,
+) -> Vec<(Target, Result<Pushed>)> {
     let mut results = Vec::new();
     let mut local_images: Vec<LocalImage> = Vec::new();
     let mut engine_images: Vec<(EngineImage, Target)> = Vec::new();
@@ -191,8 +285,6 @@ pub async fn push_all(
         }
         results.push((target, result));
     }
-
-    // The registry-less destinations take every image at once (one tarball, one layout).
     if let Err(e) = write_local(destinations, &local_images, &engine_images).await {
         for (_, r) in results.iter_mut() {
             if r.is_ok() {
@@ -200,11 +292,7 @@ pub async fn push_all(
             }
         }
     }
-    Ok(Outcome {
-        results,
-        planned: plan.targets.len(),
-        keep_going,
-    })
+    results
 }
 
 /// How many images are published at once when that is allowed.
@@ -291,7 +379,14 @@ async fn publish_one(
     let d = &target.destination;
     let mut attached = Vec::new();
     let digest = if destinations.registry {
-        let published = publish::publish(clients, &image.image, d).await?;
+        let published = match &image.image {
+            Built::Oci(i) => {
+                publish::registry::RegistryPublisher::new(clients)
+                    .publish_after(i, d, &image.early)
+                    .await?
+            }
+            engine => publish::publish(clients, engine, d).await?,
+        };
         if destinations.check_pull {
             publish::check_pull::check_pull(clients, d, &published.digest).await?;
         }
@@ -341,28 +436,60 @@ struct PlatformImage {
     platform: Option<platform::Platform>,
     image: Built,
     facts: Option<supply_chain::BuildFacts>,
+    /// Layers already sent to the destination while the image was built.
+    early: EarlyBlobs,
 }
 
-/// Builds each platform of `target`, with the facts its SBOM and provenance will state.
+/// Builds each platform of `target`, with the facts its SBOM and provenance will state. With
+/// `send_early` (and one platform), each layer goes to the registry as soon as it is written,
+/// while the later ones are still compressing.
 async fn build_platforms(
     target: &Target,
     crosses: Vec<Option<platform::CrossBuild>>,
     cargo_options: &CargoOptions,
     clients: &Clients,
+    send_early: bool,
 ) -> Result<Vec<PlatformImage>> {
+    let send_early = send_early && crosses.len() == 1;
     let mut images = Vec::new();
     for cross in crosses {
         let mut spec = target.build.clone();
         spec.cross = cross;
-        let image = build::build(&spec, cargo_options, clients).await?;
+        let (image, early) = if send_early {
+            build_sending_layers(&spec, target, cargo_options, clients).await
+        } else {
+            let image = build::build(&spec, cargo_options, clients, None).await;
+            (image, EarlyBlobs::default())
+        };
+        let image = image?;
         let facts = build_facts(target, &spec, cargo_options).await?;
         images.push(PlatformImage {
             platform: spec.cross.as_ref().map(|c| c.platform),
             image,
             facts,
+            early,
         });
     }
     Ok(images)
+}
+
+/// Builds one image while its layers go to the destination as they are written.
+async fn build_sending_layers(
+    spec: &BuildSpec,
+    target: &Target,
+    cargo_options: &CargoOptions,
+    clients: &Clients,
+) -> (Result<Built>, EarlyBlobs) {
+    let (sender, layers) = tokio::sync::mpsc::unbounded_channel();
+    let listener: LayerListener = Arc::new(move |layer: &Layer| {
+        // The receiver lives until the build ends; a send can only fail after that.
+        let _ = sender.send(layer.clone());
+    });
+    // The listener (and so the sender) is dropped when the build ends, which ends the uploads.
+    tokio::join!(
+        build::build(spec, cargo_options, clients, Some(listener)),
+        publish::registry::upload_early(clients, &target.destination, layers),
+    )
 }
 
 /// How to build each platform a target asks for (`[None]`: the host's, as a plain cargo build).

@@ -12,7 +12,7 @@ use miette::{IntoDiagnostic, Result};
 
 use crate::cargo::{self, CargoOptions};
 use crate::engine::EngineImage;
-use crate::image::Image;
+use crate::image::{Image, LayerListener};
 use crate::output;
 use crate::plan::{BuildSpec, BuilderKind};
 use crate::registry::pool::Clients;
@@ -35,14 +35,16 @@ impl Built {
     }
 }
 
-/// Builds the target's image with the builder the plan chose.
+/// Builds the target's image with the builder the plan chose. `finished` hears of each layer
+/// the daemonless builder writes, as soon as it is written (the engine's layers stay inside it).
 pub async fn build(
     spec: &BuildSpec,
     cargo_options: &CargoOptions,
     clients: &Clients,
+    finished: Option<LayerListener>,
 ) -> Result<Built> {
     Ok(match spec.builder {
-        BuilderKind::Oci => Built::Oci(oci::build(spec, cargo_options, clients).await?),
+        BuilderKind::Oci => Built::Oci(oci::build(spec, cargo_options, clients, finished).await?),
         BuilderKind::Docker => Built::Engine(docker::build(spec, cargo_options, clients).await?),
     })
 }

@@ -16,7 +16,7 @@ use crate::cargo::CargoOptions;
 use crate::image::base_fs::BaseFs;
 use crate::image::compress::Codec;
 use crate::image::layer::{Layer, LayerBuilder, LayerCache, Origin};
-use crate::image::{self, BaseImage, Family, Image, RunConfig};
+use crate::image::{self, BaseImage, Family, Image, LayerListener, RunConfig};
 use crate::output;
 use crate::plan::MediaTypes;
 use crate::plan::{Base, BuildSpec};
@@ -57,11 +57,13 @@ pub enum BuildError {
     },
 }
 
-/// Builds the binary with cargo and assembles its image.
+/// Builds the binary with cargo and assembles its image; `finished` hears of each layer as
+/// soon as it is written.
 pub async fn build(
     target: &BuildSpec,
     cargo_options: &CargoOptions,
     clients: &Clients,
+    finished: Option<LayerListener>,
 ) -> Result<Image> {
     // Resolve the base first: a typo in `base` should not cost a compile.
     let architecture = match &target.cross {
@@ -70,7 +72,7 @@ pub async fn build(
     };
     let base = resolve_base(target, architecture, clients).await?;
     let binary = super::build_binary(target, cargo_options).await?;
-    assemble_with_base(target, &binary, base, clients).await
+    assemble_with_base(target, &binary, base, clients, finished).await
 }
 
 /// Assembles the image for an already built binary.
@@ -81,7 +83,7 @@ pub async fn assemble_for_binary(
 ) -> Result<Image> {
     let architecture = architecture_of(binary)?;
     let base = resolve_base(target, &architecture, clients).await?;
-    assemble_with_base(target, binary, base, clients).await
+    assemble_with_base(target, binary, base, clients, None).await
 }
 
 async fn resolve_base(
@@ -108,6 +110,7 @@ async fn assemble_with_base(
     binary: &Path,
     base: Option<BaseImage>,
     clients: &Clients,
+    finished: Option<LayerListener>,
 ) -> Result<Image> {
     let architecture = architecture_of(binary)?;
     if let Some(b) = &base {
@@ -142,9 +145,11 @@ async fn assemble_with_base(
     let layers = {
         let target = target.clone();
         let binary = binary.to_path_buf();
-        tokio::task::spawn_blocking(move || make_layers(&target, &binary, base_fs.as_ref()))
-            .await
-            .into_diagnostic()??
+        tokio::task::spawn_blocking(move || {
+            make_layers(&target, &binary, base_fs.as_ref(), finished.as_ref())
+        })
+        .await
+        .into_diagnostic()??
     };
     let run = RunConfig {
         entrypoint: vec![binary_path_in_image(&target.bin)],
@@ -168,13 +173,53 @@ async fn assemble_with_base(
     Ok(image)
 }
 
-fn make_layers(target: &BuildSpec, binary: &Path, base: Option<&BaseFs>) -> Result<Vec<Layer>> {
-    let on_scratch = base.is_none();
-    let epoch = target.image.epoch;
-    let codec = target.image.compression;
-    // Layers to finish, with what to say when one cannot be read.
-    let mut pending: Vec<(LayerBuilder, LayerCache, Option<String>)> = Vec::new();
-    let cache = |kind: &str| LayerCache {
+/// Our layers, in the order the image lists them (see the module doc). Each is announced to
+/// `finished` as soon as it is written, while the others may still be compressing.
+fn make_layers(
+    target: &BuildSpec,
+    binary: &Path,
+    base: Option<&BaseFs>,
+    finished: Option<&LayerListener>,
+) -> Result<Vec<Layer>> {
+    let mut pending = Vec::new();
+    if base.is_none() {
+        let runtime = runtime_layer(target, binary)?;
+        if !runtime.is_empty() {
+            pending.push(PendingLayer::new(runtime, layer_cache(target, "runtime")));
+        }
+    }
+    if let Some(includes) = includes_layer(target, base)? {
+        pending.push(PendingLayer::new(includes, layer_cache(target, "includes")));
+    }
+    let mut app = PendingLayer::new(
+        binary_layer(target, binary, base),
+        layer_cache(target, "binary"),
+    );
+    app.context = Some(format!("reading {}", binary.display()));
+    pending.push(app);
+    finish_layers(pending, target.image.compression, finished)
+}
+
+/// A layer whose files are listed but not yet read, with what to say when one cannot be read.
+struct PendingLayer {
+    builder: LayerBuilder,
+    cache: LayerCache,
+    context: Option<String>,
+}
+
+impl PendingLayer {
+    fn new(builder: LayerBuilder, cache: LayerCache) -> PendingLayer {
+        PendingLayer {
+            builder,
+            cache,
+            context: None,
+        }
+    }
+}
+
+/// The layer cache's slot for one kind of layer of this target.
+fn layer_cache(target: &BuildSpec, kind: &str) -> LayerCache {
+    LayerCache {
         dir: target.layer_cache.clone(),
         // One slot per platform, so building several platforms does not evict each other.
         slot: match target.cross.as_ref().filter(|c| c.target.is_some()) {
@@ -186,87 +231,100 @@ fn make_layers(target: &BuildSpec, binary: &Path, base: Option<&BaseFs>) -> Resu
             ),
             None => format!("{}-{}-{kind}", target.package, target.bin),
         },
-    };
+    }
+}
 
-    let mut runtime = LayerBuilder::new("system files and runtime libraries", epoch);
-    if on_scratch {
-        let in_image = binary_path_in_image(&target.bin);
-        let closure = runtime_closure::runtime_closure_for(binary, Path::new(&in_image)).map_err(
-            |source| BuildError::Closure {
+/// Scratch only: the system files and, for a dynamically linked binary, its runtime closure
+/// from the host.
+fn runtime_layer(target: &BuildSpec, binary: &Path) -> Result<LayerBuilder> {
+    let mut runtime = LayerBuilder::new("system files and runtime libraries", target.image.epoch);
+    let in_image = binary_path_in_image(&target.bin);
+    let closure =
+        runtime_closure::runtime_closure_for(binary, Path::new(&in_image)).map_err(|source| {
+            BuildError::Closure {
                 path: binary.to_path_buf(),
                 source,
-            },
-        )?;
-        // The host's libraries are for the host's architecture: a cross-built binary must
-        // stand alone (see platform.rs).
-        if let (Some(cross), Linkage::Dynamic { .. }) = (&target.cross, &closure.linkage)
-            && cross.target.is_some()
-        {
-            return Err(miette::miette!(
-                help = "remove RUSTFLAGS (it replaces the `+crt-static` flag this tool adds), or use a `base` with the C runtime for that platform",
-                "the {} binary {} is dynamically linked; the host's libraries cannot go in its image",
-                cross.platform,
-                binary.display()
-            ));
-        }
-        match &closure.linkage {
-            Linkage::Static => output::detail("statically linked: no runtime libraries needed"),
-            Linkage::Dynamic { interpreter } => output::detail(&format!(
-                "dynamically linked ({}): adding {} runtime files from the host",
-                interpreter.display(),
-                closure.files.len()
-            )),
-        }
-        for file in &closure.files {
-            let image_path = file.image_path.to_string_lossy();
-            runtime
-                .add_host_file(&image_path, &file.host_path)
-                .into_diagnostic()
-                .wrap_err_with(|| format!("reading {}", file.host_path.display()))?;
-        }
-        scratch::add_system_files(&mut runtime, target.image.tzdata)
+            }
+        })?;
+    // The host's libraries are for the host's architecture: a cross-built binary must
+    // stand alone (see platform.rs).
+    if let (Some(cross), Linkage::Dynamic { .. }) = (&target.cross, &closure.linkage)
+        && cross.target.is_some()
+    {
+        return Err(miette::miette!(
+            help = "remove RUSTFLAGS (it replaces the `+crt-static` flag this tool adds), or use a `base` with the C runtime for that platform",
+            "the {} binary {} is dynamically linked; the host's libraries cannot go in its image",
+            cross.platform,
+            binary.display()
+        ));
+    }
+    match &closure.linkage {
+        Linkage::Static => output::detail("statically linked: no runtime libraries needed"),
+        Linkage::Dynamic { interpreter } => output::detail(&format!(
+            "dynamically linked ({}): adding {} runtime files from the host",
+            interpreter.display(),
+            closure.files.len()
+        )),
+    }
+    for file in &closure.files {
+        let image_path = file.image_path.to_string_lossy();
+        runtime
+            .add_host_file(&image_path, &file.host_path)
             .into_diagnostic()
-            .wrap_err("adding the scratch image's system files")?;
+            .wrap_err_with(|| format!("reading {}", file.host_path.display()))?;
     }
-    if !runtime.is_empty() {
-        pending.push((runtime, cache("runtime"), None));
-    }
+    scratch::add_system_files(&mut runtime, target.image.tzdata)
+        .into_diagnostic()
+        .wrap_err("adding the scratch image's system files")?;
+    Ok(runtime)
+}
 
-    if !target.image.includes.is_empty() {
-        let mut includes = LayerBuilder::new("included files", epoch);
-        for include in &target.image.includes {
-            includes
-                .add_host_path(&include.image_path, &include.host_path)
-                .into_diagnostic()
-                .wrap_err_with(|| format!("reading {}", include.host_path.display()))?;
-        }
-        if let Some(base) = base {
-            includes.merge_onto(base);
-        }
-        pending.push((includes, cache("includes"), None));
+/// The files of `include`, merged onto the base like `COPY`; `None` when there are none.
+fn includes_layer(target: &BuildSpec, base: Option<&BaseFs>) -> Result<Option<LayerBuilder>> {
+    if target.image.includes.is_empty() {
+        return Ok(None);
     }
+    let mut includes = LayerBuilder::new("included files", target.image.epoch);
+    for include in &target.image.includes {
+        includes
+            .add_host_path(&include.image_path, &include.host_path)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("reading {}", include.host_path.display()))?;
+    }
+    if let Some(base) = base {
+        includes.merge_onto(base);
+    }
+    Ok(Some(includes))
+}
 
-    let mut app = LayerBuilder::new(format!("binary {}", target.bin), epoch);
+fn binary_layer(target: &BuildSpec, binary: &Path, base: Option<&BaseFs>) -> LayerBuilder {
+    let mut app = LayerBuilder::new(format!("binary {}", target.bin), target.image.epoch);
     app.add_host_file_mode(&binary_path_in_image(&target.bin), binary, 0o755);
     if let Some(base) = base {
         app.merge_onto(base);
     }
-    pending.push((
-        app,
-        cache("binary"),
-        Some(format!("reading {}", binary.display())),
-    ));
+    app
+}
 
-    // The layers are independent: read, tar and hash them side by side (each one's compression
-    // already uses every core), in the order the image lists them.
-    let finished: Vec<(std::io::Result<Layer>, Option<String>)> = std::thread::scope(|scope| {
+/// The layers are independent: read, tar and hash them side by side (each one's compression
+/// already uses every core), and return them in the order given.
+fn finish_layers(
+    pending: Vec<PendingLayer>,
+    codec: Codec,
+    finished: Option<&LayerListener>,
+) -> Result<Vec<Layer>> {
+    let results: Vec<(std::io::Result<Layer>, Option<String>)> = std::thread::scope(|scope| {
         let running: Vec<_> = pending
             .into_iter()
-            .map(|(builder, cache, context)| {
-                (
-                    scope.spawn(move || finish_layer(builder, &cache, codec)),
-                    context,
-                )
+            .map(|p| {
+                let thread = scope.spawn(move || {
+                    let layer = finish_layer(p.builder, &p.cache, codec)?;
+                    if let Some(finished) = finished {
+                        finished(&layer);
+                    }
+                    Ok(layer)
+                });
+                (thread, p.context)
             })
             .collect();
         running
@@ -280,7 +338,7 @@ fn make_layers(target: &BuildSpec, binary: &Path, base: Option<&BaseFs>) -> Resu
             .collect()
     });
     let mut layers = Vec::new();
-    for (result, context) in finished {
+    for (result, context) in results {
         let result = result.into_diagnostic();
         layers.push(match context {
             Some(context) => result.wrap_err(context)?,
@@ -302,6 +360,13 @@ fn finish_layer(builder: LayerBuilder, cache: &LayerCache, codec: Codec) -> std:
         output::detail(&format!(
             "{}: inputs unchanged, layer {}",
             layer.description, layer.digest
+        ));
+    } else {
+        output::detail(&format!(
+            "{}: compressed, layer {} ({})",
+            layer.description,
+            layer.digest,
+            output::human_bytes(layer.size)
         ));
     }
     Ok(layer)

@@ -3,16 +3,18 @@
 //! same registry, upload the rest, and put the manifest last, once every blob is confirmed, so
 //! a tag never points at missing blobs.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use miette::{Result, WrapErr};
 
 use super::Published;
+use crate::image::layer::Layer;
 use crate::image::{Blob, BlobSource, Image};
 use crate::output::{self, human_bytes};
 use crate::plan::Destination;
-use crate::reference::Repository;
+use crate::reference::{Digest, Repository};
 use crate::registry::pool::Clients;
 use crate::registry::{ClientOptions, Mount, RegistryClient, RegistryError, RetryPolicy};
 
@@ -36,6 +38,7 @@ pub struct RegistryPublisher<'a> {
     clients: &'a Clients,
 }
 
+#[derive(Debug, Clone, Copy)]
 enum BlobOutcome {
     Present,
     Mounted,
@@ -48,6 +51,18 @@ impl<'a> RegistryPublisher<'a> {
     }
 
     pub async fn publish(&self, image: &Image, destination: &Destination) -> Result<Published> {
+        self.publish_after(image, destination, &EarlyBlobs::default())
+            .await
+    }
+
+    /// Like [`publish`](Self::publish), for an image some of whose blobs were already sent
+    /// while it was built: those are not checked again.
+    pub async fn publish_after(
+        &self,
+        image: &Image,
+        destination: &Destination,
+        early: &EarlyBlobs,
+    ) -> Result<Published> {
         let client = self.clients.get(&destination.external).await?;
         let repo = &destination.repository;
         output::status(
@@ -60,7 +75,12 @@ impl<'a> RegistryPublisher<'a> {
         );
 
         let outcomes: Vec<BlobOutcome> = stream::iter(image.blobs())
-            .map(|blob| self.push_blob(&client, repo, blob))
+            .map(|blob| async {
+                match early.sent.get(&blob.digest) {
+                    Some(outcome) => Ok(*outcome),
+                    None => self.push_blob(&client, repo, blob).await,
+                }
+            })
             .buffered(PARALLEL_BLOBS)
             .try_collect()
             .await?;
@@ -291,6 +311,69 @@ impl<'a> RegistryPublisher<'a> {
         progress.finish();
         result
     }
+}
+
+/// Blobs sent to a destination while its image was still being built: what became of each.
+#[derive(Debug, Default)]
+pub struct EarlyBlobs {
+    sent: HashMap<Digest, BlobOutcome>,
+}
+
+/// Sends each layer that arrives on `layers` to the destination's repository (checked with
+/// HEAD first, like any blob), several at once, until the builder drops its end. Connects to
+/// the registry at once, so the ping and credential lookup overlap the compile. Nothing here
+/// fails the run: a layer whose upload failed (or the connect) is left out of the result, and
+/// the publisher sends it again from the layer cache with its own retries.
+pub async fn upload_early(
+    clients: &Clients,
+    destination: &Destination,
+    layers: tokio::sync::mpsc::UnboundedReceiver<Layer>,
+) -> EarlyBlobs {
+    let mut early = EarlyBlobs::default();
+    let client = match clients.get(&destination.external).await {
+        Ok(client) => client,
+        Err(e) => {
+            output::detail(&format!("not sending layers early: {e}"));
+            return early;
+        }
+    };
+    let publisher = RegistryPublisher::new(clients);
+    let repo = &destination.repository;
+    let arriving = stream::unfold(layers, |mut layers| async move {
+        layers.recv().await.map(|layer| (layer, layers))
+    });
+    let sent: Vec<(Digest, Result<BlobOutcome>)> = arriving
+        .map(|layer| {
+            let blob = Blob {
+                digest: layer.digest,
+                size: layer.size,
+                // Not sent with a blob upload; the manifest names the type.
+                media_type: String::new(),
+                source: BlobSource::File(layer.path),
+                description: layer.description,
+            };
+            let (publisher, client) = (&publisher, &client);
+            async move {
+                output::detail(&format!(
+                    "sending {} while the image is being built",
+                    blob.description
+                ));
+                let outcome = publisher.push_blob(client, repo, &blob).await;
+                (blob.digest, outcome)
+            }
+        })
+        .buffer_unordered(PARALLEL_BLOBS)
+        .collect()
+        .await;
+    for (digest, outcome) in sent {
+        match outcome {
+            Ok(outcome) => {
+                early.sent.insert(digest, outcome);
+            }
+            Err(e) => output::detail(&format!("{e:?}; it is sent again with the image")),
+        }
+    }
+    early
 }
 
 /// Whether a push failed because the registry refuses the manifest's media type.
