@@ -63,6 +63,14 @@ impl<'a> RegistryPublisher<'a> {
         destination: &Destination,
         early: &EarlyBlobs,
     ) -> Result<Published> {
+        let unreachable = early
+            .unreachable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(e) = unreachable {
+            return Err(e.into());
+        }
         let client = self.clients.get(&destination.external).await?;
         let repo = &destination.repository;
         output::status(
@@ -317,13 +325,17 @@ impl<'a> RegistryPublisher<'a> {
 #[derive(Debug, Default)]
 pub struct EarlyBlobs {
     sent: HashMap<Digest, BlobOutcome>,
+    /// The registry could not be reached (after the retry policy's attempts): the publisher
+    /// reports this rather than trying all over again.
+    unreachable: std::sync::Mutex<Option<RegistryError>>,
 }
 
 /// Sends each layer that arrives on `layers` to the destination's repository (checked with
 /// HEAD first, like any blob), several at once, until the builder drops its end. Connects to
 /// the registry at once, so the ping and credential lookup overlap the compile. Nothing here
-/// fails the run: a layer whose upload failed (or the connect) is left out of the result, and
-/// the publisher sends it again from the layer cache with its own retries.
+/// fails the run: a layer whose upload failed is left out of the result, and the publisher
+/// sends it again from the layer cache with its own retries; a failed connect is kept for the
+/// publisher to report (after the build, which may fail first).
 pub async fn upload_early(
     clients: &Clients,
     destination: &Destination,
@@ -333,7 +345,7 @@ pub async fn upload_early(
     let client = match clients.get(&destination.external).await {
         Ok(client) => client,
         Err(e) => {
-            output::detail(&format!("not sending layers early: {e}"));
+            early.unreachable = std::sync::Mutex::new(Some(e));
             return early;
         }
     };
