@@ -18,7 +18,7 @@ use crate::image::layer::Layer;
 use crate::output::{self, Pushed};
 use crate::plan::{BuildSpec, BuilderKind, Destination, Plan, Target};
 use crate::platform;
-use crate::publish::{self, local::LocalImage, registry::EarlyBlobs};
+use crate::publish::{self, attach::KnownManifest, local::LocalImage, registry::EarlyBlobs};
 use crate::registry::ClientOptions;
 use crate::registry::pool::Clients;
 use crate::supply_chain;
@@ -391,7 +391,8 @@ async fn publish_one(
             publish::check_pull::check_pull(clients, d, &published.digest).await?;
         }
         if let Some(facts) = &image.facts {
-            attached = attach_documents(target, clients, &published.digest, facts).await?;
+            let known = known_manifest(&image.image, &published.digest);
+            attached = attach_documents(target, clients, &published.digest, known, facts).await?;
         }
         published.digest.to_string()
     } else {
@@ -455,14 +456,29 @@ async fn build_platforms(
     for cross in crosses {
         let mut spec = target.build.clone();
         spec.cross = cross;
-        let (image, early) = if send_early {
-            build_sending_layers(&spec, target, cargo_options, clients).await
-        } else {
-            let image = build::build(&spec, cargo_options, clients, None).await;
-            (image, EarlyBlobs::default())
+        let building = async {
+            if send_early {
+                build_sending_layers(&spec, target, cargo_options, clients).await
+            } else {
+                let image = build::build(&spec, cargo_options, clients, None).await;
+                (image, EarlyBlobs::default())
+            }
         };
-        let image = image?;
-        let facts = build_facts(target, &spec, cargo_options).await?;
+        let (image, early, facts) = if cargo_options.locked || cargo_options.frozen {
+            // The build cannot change Cargo.lock: read the facts (rustc -vV, cargo metadata,
+            // git) while it runs. A build error still comes first.
+            let ((image, early), facts) =
+                tokio::join!(building, build_facts(target, &spec, cargo_options));
+            (image?, early, facts?)
+        } else {
+            let (image, early) = building.await;
+            let image = image?;
+            (
+                image,
+                early,
+                build_facts(target, &spec, cargo_options).await?,
+            )
+        };
         images.push(PlatformImage {
             platform: spec.cross.as_ref().map(|c| c.platform),
             image,
@@ -549,7 +565,10 @@ async fn publish_platforms(
     let mut platforms = Vec::new();
     for ((platform, _), (p, pushed)) in list.iter().zip(images.iter().zip(&per_platform)) {
         let attached = match &p.facts {
-            Some(facts) => attach_documents(target, clients, &pushed.digest, facts).await?,
+            Some(facts) => {
+                let known = known_manifest(&p.image, &pushed.digest);
+                attach_documents(target, clients, &pushed.digest, known, facts).await?
+            }
             None => Vec::new(),
         };
         platforms.push(output::PlatformPushed {
@@ -605,10 +624,28 @@ async fn build_facts(
     Ok(Some(facts))
 }
 
+/// The pushed manifest's type and size, when it is one we made (the OCI form or its Docker
+/// schema 2 fallback): then the referrers need not read it back.
+fn known_manifest(built: &Built, pushed: &crate::reference::Digest) -> Option<KnownManifest> {
+    let Built::Oci(image) = built else {
+        return None;
+    };
+    let docker = image.as_docker_schema2();
+    [Some(image), docker.as_ref()]
+        .into_iter()
+        .flatten()
+        .find(|i| i.digest == *pushed)
+        .map(|i| KnownManifest {
+            media_type: i.manifest_media_type.clone(),
+            size: i.manifest.len(),
+        })
+}
+
 async fn attach_documents(
     target: &Target,
     clients: &Clients,
     digest: &crate::reference::Digest,
+    known: Option<KnownManifest>,
     facts: &supply_chain::BuildFacts,
 ) -> Result<Vec<publish::attach::Attached>> {
     let d = &target.destination;
@@ -621,7 +658,7 @@ async fn attach_documents(
     let client = clients.get(&d.external).await?;
     // The image itself is already pushed: say so, so its reference is not lost.
     let attached =
-        publish::attach::attach_all(&client, &d.repository, digest, &documents, facts.epoch)
+        publish::attach::attach_all(&client, &d.repository, digest, known, &documents, facts.epoch)
             .await
             .wrap_err_with(|| {
                 format!(

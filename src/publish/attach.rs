@@ -59,78 +59,155 @@ pub fn artifact_manifest(document: &Document, subject: &Value, epoch: u64) -> Re
         .map_err(|e| miette::miette!("could not write the artifact manifest: {e}"))
 }
 
-/// Pushes each document as a referrer of `image` in `repo`.
+/// The image a referrer is about, when the caller knows its manifest: media type and size.
+#[derive(Debug, Clone)]
+pub struct KnownManifest {
+    pub media_type: String,
+    pub size: usize,
+}
+
+/// Pushes each document as a referrer of `image` in `repo`. The documents' blobs and artifact
+/// manifests go up side by side; listing them as referrers is done one after another (the
+/// fallback tag is read and written back, so two at once would lose one).
 pub async fn attach_all(
     client: &RegistryClient,
     repo: &Repository,
     image: &Digest,
+    known: Option<KnownManifest>,
     documents: &[Document],
     epoch: u64,
 ) -> Result<Vec<Attached>> {
     if documents.is_empty() {
         return Ok(Vec::new());
     }
-    // The subject descriptor needs the image manifest's exact type and size: read them back,
-    // which works for every publisher (the engine does not tell them).
-    let (media_type, bytes, _) = client
-        .get_manifest(repo, image.as_str())
+    let subject = subject_descriptor(client, repo, image, known).await?;
+    with_race_retries(client, repo, image, || async {
+        upload_if_absent(
+            client,
+            repo,
+            Bytes::from_static(EMPTY_CONTENT),
+            "empty config",
+        )
         .await
-        .wrap_err_with(|| format!("reading back {repo}@{image} to attach its SBOM"))?;
-    let subject = json!({
-        "mediaType": media_type,
-        "digest": image.as_str(),
-        "size": bytes.len(),
-    });
+    })
+    .await?;
+    let pushed = futures_util::future::join_all(documents.iter().map(|document| {
+        with_race_retries(client, repo, image, || {
+            push_artifact(client, repo, &subject, document, epoch)
+        })
+    }))
+    .await;
     let mut attached = Vec::new();
-    for document in documents {
-        // Concurrent pushes of one image (CI matrix jobs) race inside the registry over the
-        // same artifact blobs and the same referrers tag: a lost race is settled by doing the
-        // document's steps again (each checks what is already there), within the attempts.
-        let mut attempt = 0;
-        let outcome = loop {
-            attempt += 1;
-            match attach_one(client, repo, image, &subject, document, epoch).await {
-                Err(e) if lost_blob_race(&e) && attempt < client.retry_policy().attempts => {
-                    output::detail(&format!(
-                        "attaching to {repo}@{image}: {e}; trying again (attempt {}/{})",
-                        attempt + 1,
-                        client.retry_policy().attempts
-                    ));
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                }
-                other => break other,
+    for (document, pushed) in documents.iter().zip(pushed) {
+        let (digest, manifest_size) = match pushed? {
+            Artifact::Pushed { digest, size } => (digest, size),
+            // The registry refuses OCI artifact manifests: said once, nothing more to try.
+            Artifact::Refused(e) => {
+                output::warn(&format!(
+                    "{} does not accept OCI artifact manifests ({e}), so the SBOM and provenance of {repo}@{image} were not attached; use a registry that takes OCI 1.1 manifests, or --sbom none --provenance false to silence this",
+                    client.registry()
+                ));
+                break;
             }
         };
-        match outcome? {
-            Some(a) => attached.push(a),
-            // The registry refuses OCI artifact manifests: it was said once, nothing more to try.
-            None => break,
-        }
+        let via = with_race_retries(client, repo, image, || {
+            register(client, repo, image, document, &digest, manifest_size, epoch)
+        })
+        .await?;
+        attached.push(Attached {
+            kind: document.kind,
+            artifact_type: document.media_type,
+            digest,
+            via,
+        });
     }
     Ok(attached)
 }
 
-/// Uploads one document and its artifact manifest and lists it as a referrer of `image`.
-/// `None` when the registry refuses OCI manifests altogether (the user is warned).
-async fn attach_one(
+/// The subject descriptor needs the image manifest's exact type and size: from the caller when
+/// it knows them, else read back, which works for every publisher (the engine does not tell).
+async fn subject_descriptor(
     client: &RegistryClient,
     repo: &Repository,
     image: &Digest,
+    known: Option<KnownManifest>,
+) -> Result<Value> {
+    let known = match known {
+        Some(known) => known,
+        None => {
+            let (media_type, bytes, _) = client
+                .get_manifest(repo, image.as_str())
+                .await
+                .wrap_err_with(|| format!("reading back {repo}@{image} to attach its SBOM"))?;
+            KnownManifest {
+                media_type,
+                size: bytes.len(),
+            }
+        }
+    };
+    Ok(json!({
+        "mediaType": known.media_type,
+        "digest": image.as_str(),
+        "size": known.size,
+    }))
+}
+
+/// Concurrent pushes of one image (CI matrix jobs) race inside the registry over the same
+/// artifact blobs and the same referrers tag: a lost race is settled by doing the step again
+/// (each checks what is already there), within the attempts.
+async fn with_race_retries<T, F, Fut>(
+    client: &RegistryClient,
+    repo: &Repository,
+    image: &Digest,
+    step: F,
+) -> Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match step().await {
+            Err(e) if lost_blob_race(&e) && attempt < client.retry_policy().attempts => {
+                output::detail(&format!(
+                    "attaching to {repo}@{image}: {e}; trying again (attempt {}/{})",
+                    attempt + 1,
+                    client.retry_policy().attempts
+                ));
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn what(document: &Document) -> &'static str {
+    match document.kind {
+        DocumentKind::Sbom => "SBOM",
+        DocumentKind::Provenance => "provenance",
+    }
+}
+
+/// What became of a document's artifact manifest.
+enum Artifact {
+    Pushed {
+        digest: Digest,
+        size: usize,
+    },
+    /// The registry refuses OCI manifests altogether: what it said.
+    Refused(String),
+}
+
+/// Uploads one document and its artifact manifest.
+async fn push_artifact(
+    client: &RegistryClient,
+    repo: &Repository,
     subject: &Value,
     document: &Document,
     epoch: u64,
-) -> Result<Option<Attached>> {
-    let what = match document.kind {
-        DocumentKind::Sbom => "SBOM",
-        DocumentKind::Provenance => "provenance",
-    };
-    upload_if_absent(
-        client,
-        repo,
-        Bytes::from_static(EMPTY_CONTENT),
-        "empty config",
-    )
-    .await?;
+) -> Result<Artifact> {
+    let what = what(document);
     upload_if_absent(client, repo, document.bytes.clone(), what).await?;
     let manifest = artifact_manifest(document, subject, epoch)?;
     let digest = Digest::sha256_of(&manifest);
@@ -138,25 +215,33 @@ async fn attach_one(
         .put_manifest(repo, digest.as_str(), OCI_MANIFEST, &manifest, &digest)
         .await
     {
-        Ok(()) => {}
+        Ok(()) => Ok(Artifact::Pushed {
+            digest,
+            size: manifest.len(),
+        }),
         // A registry that takes no OCI manifests cannot hold OCI 1.1 referrers at all: the
         // image stands, and the user is told what is missing and why.
-        Err(e) if e.refuses_media_type() => {
-            output::warn(&format!(
-                "{} does not accept OCI artifact manifests ({e}), so the SBOM and provenance of {repo}@{image} were not attached; use a registry that takes OCI 1.1 manifests, or --sbom none --provenance false to silence this",
-                client.registry()
-            ));
-            return Ok(None);
-        }
-        Err(e) => {
-            return Err(e).wrap_err_with(|| format!("pushing the {what} manifest to {repo}"));
-        }
+        Err(e) if e.refuses_media_type() => Ok(Artifact::Refused(e.to_string())),
+        Err(e) => Err(e).wrap_err_with(|| format!("pushing the {what} manifest to {repo}")),
     }
+}
+
+/// Lists a pushed artifact manifest as a referrer of `image`.
+async fn register(
+    client: &RegistryClient,
+    repo: &Repository,
+    image: &Digest,
+    document: &Document,
+    digest: &Digest,
+    manifest_size: usize,
+    epoch: u64,
+) -> Result<ReferrersVia> {
+    let what = what(document);
     let descriptor = json!({
         "mediaType": OCI_MANIFEST,
         "artifactType": document.media_type,
         "digest": digest.as_str(),
-        "size": manifest.len(),
+        "size": manifest_size,
         "annotations": {
             "org.opencontainers.image.created": rfc3339(epoch),
         },
@@ -169,12 +254,7 @@ async fn attach_one(
         "attached {what} {digest} to {image} (via {})",
         via.describe()
     ));
-    Ok(Some(Attached {
-        kind: document.kind,
-        artifact_type: document.media_type,
-        digest,
-        via,
-    }))
+    Ok(via)
 }
 
 async fn upload_if_absent(
