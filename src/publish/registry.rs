@@ -82,22 +82,46 @@ impl<'a> RegistryPublisher<'a> {
             ),
         );
 
-        let outcomes: Vec<BlobOutcome> = stream::iter(image.blobs())
+        let outcomes = self.push_blobs(&client, repo, image, early).await?;
+        // Every blob is now confirmed in the registry: only now may a tag point at them.
+        let digest = self.tag_image(&client, destination, image).await?;
+        let published = Published::count(digest, &outcomes);
+        report_pushed(destination, image, &published);
+        Ok(published)
+    }
+
+    /// Every blob of the image, several at once; those sent early are not checked again.
+    async fn push_blobs(
+        &self,
+        client: &Arc<RegistryClient>,
+        repo: &Repository,
+        image: &Image,
+        early: &EarlyBlobs,
+    ) -> Result<Vec<BlobOutcome>> {
+        stream::iter(image.blobs())
             .map(|blob| async {
                 match early.sent.get(&blob.digest) {
                     Some(outcome) => Ok(*outcome),
-                    None => self.push_blob(&client, repo, blob).await,
+                    None => self.push_blob(client, repo, blob).await,
                 }
             })
             .buffered(PARALLEL_BLOBS)
             .try_collect()
-            .await?;
+            .await
+    }
 
-        // Every blob is now confirmed in the registry: only now may a tag point at them.
-        let mut pushed = image.digest.clone();
+    /// Puts the manifest under every tag and returns the digest the registry holds: the image's,
+    /// or that of its Docker schema 2 form when the registry refuses the OCI manifest.
+    async fn tag_image(
+        &self,
+        client: &Arc<RegistryClient>,
+        destination: &Destination,
+        image: &Image,
+    ) -> Result<Digest> {
+        let repo = &destination.repository;
         for (i, tag) in destination.tags.iter().enumerate() {
             let result = self
-                .put_manifest_settling_races(&client, repo, image, tag.as_str())
+                .put_manifest_settling_races(client, repo, image, tag.as_str())
                 .await;
             let result = match (result, image.as_docker_schema2()) {
                 (Err(e), Some(docker)) if i == 0 && refuses_media_type(&e) => {
@@ -106,9 +130,8 @@ impl<'a> RegistryPublisher<'a> {
                         client.registry()
                     ));
                     // Same config and layer bytes: only the manifest differs.
-                    self.put_tags(&client, destination, &docker).await?;
-                    pushed = docker.digest.clone();
-                    break;
+                    self.put_tags(client, destination, &docker).await?;
+                    return Ok(docker.digest);
                 }
                 (result, _) => result,
             };
@@ -117,43 +140,7 @@ impl<'a> RegistryPublisher<'a> {
             })?;
             output::detail(&format!("tagged {}:{tag}", destination.push_name()));
         }
-
-        let mut published = Published {
-            digest: pushed,
-            uploaded: 0,
-            mounted: 0,
-            present: 0,
-            uploaded_bytes: 0,
-        };
-        for o in outcomes {
-            match o {
-                BlobOutcome::Present => published.present += 1,
-                BlobOutcome::Mounted => published.mounted += 1,
-                BlobOutcome::Uploaded(n) => {
-                    published.uploaded += 1;
-                    published.uploaded_bytes += n;
-                }
-            }
-        }
-        let tags: Vec<&str> = destination.tags.iter().map(|t| t.as_str()).collect();
-        // No tags: a platform image of an index, pushed by digest.
-        let named = if tags.is_empty() {
-            format!("@{}", image.digest)
-        } else {
-            format!(":{}", tags.join(", :"))
-        };
-        output::status(
-            "Pushed",
-            &format!(
-                "{}{named} ({} uploaded, {}; {} mounted; {} already there)",
-                destination.push_name(),
-                published.uploaded,
-                human_bytes(published.uploaded_bytes),
-                published.mounted,
-                published.present
-            ),
-        );
-        Ok(published)
+        Ok(image.digest.clone())
     }
 
     async fn put_tags(
@@ -386,6 +373,52 @@ pub async fn upload_early(
         }
     }
     early
+}
+
+impl Published {
+    /// The summary of what became of each blob.
+    fn count(digest: Digest, outcomes: &[BlobOutcome]) -> Published {
+        let mut published = Published {
+            digest,
+            uploaded: 0,
+            mounted: 0,
+            present: 0,
+            uploaded_bytes: 0,
+        };
+        for o in outcomes {
+            match o {
+                BlobOutcome::Present => published.present += 1,
+                BlobOutcome::Mounted => published.mounted += 1,
+                BlobOutcome::Uploaded(n) => {
+                    published.uploaded += 1;
+                    published.uploaded_bytes += n;
+                }
+            }
+        }
+        published
+    }
+}
+
+/// The "Pushed" line: where, under which tags (or digest), and what moved.
+fn report_pushed(destination: &Destination, image: &Image, published: &Published) {
+    let tags: Vec<&str> = destination.tags.iter().map(|t| t.as_str()).collect();
+    // No tags: a platform image of an index, pushed by digest.
+    let named = if tags.is_empty() {
+        format!("@{}", image.digest)
+    } else {
+        format!(":{}", tags.join(", :"))
+    };
+    output::status(
+        "Pushed",
+        &format!(
+            "{}{named} ({} uploaded, {}; {} mounted; {} already there)",
+            destination.push_name(),
+            published.uploaded,
+            human_bytes(published.uploaded_bytes),
+            published.mounted,
+            published.present
+        ),
+    );
 }
 
 /// Whether a push failed because the registry refuses the manifest's media type.
