@@ -1,7 +1,8 @@
 //! Pushes an [`Image`] to the `external` side of a destination over the distribution API:
 //! HEAD each blob and skip those present, mount blobs that live in another repository of the
 //! same registry, upload the rest, and put the manifest last, once every blob is confirmed, so
-//! a tag never points at missing blobs.
+//! a tag never points at missing blobs. [`upload_early`] sends layers while the image is still
+//! being built; the publisher then takes their outcome as it is.
 
 use std::collections::HashMap;
 use std::sync::Arc;
