@@ -10,8 +10,10 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
 use super::blob_source::BlobSource;
-use super::transport::{Activity, header_str, is_retryable_status, retry_after};
-use super::{RegistryClient, RegistryError, SMALL_BLOB_LIMIT, Scope, events, origin_of};
+use super::transport::{
+    Activity, SMALL_BLOB_LIMIT, header_str, is_retryable_status, origin_of, retry_after,
+};
+use super::{RegistryClient, RegistryError, Scope, events};
 use crate::reference::{Digest, Repository};
 
 /// Blobs up to this size go in one PUT; larger ones in one streamed PATCH then a closing PUT.

@@ -1,7 +1,21 @@
 //! The wire: the HTTP client (TLS roots, loopback-only resolver for localhost names), bounded
-//! body reading, retry timing (Retry-After, budgets), stall detection and URL redaction.
+//! body reading, retry timing (Retry-After, budgets), stall detection and URL redaction; and
+//! sending: one request watched for stalls, and requests retried within the retry policy.
 
-use super::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use reqwest::header::{AUTHORIZATION, HeaderMap, WWW_AUTHENTICATE};
+use reqwest::{RequestBuilder, Response, StatusCode};
+
+use super::auth::{Scope, parse_challenge};
+use super::error::{
+    is_certificate_problem, is_plain_http_answer, transport_error, unreachable_hint, with_tries,
+};
+use super::{ClientOptions, RegistryClient, RegistryError, error_chain, events};
+use crate::reference::is_loopback_host;
 
 /// When bytes last moved on a request, and how many: tells a slow transfer from a stalled one.
 #[derive(Clone)]
@@ -316,4 +330,261 @@ pub(super) fn http_client(options: &ClientOptions) -> Result<reqwest::Client, Re
         .redirect(reqwest::redirect::Policy::limited(10))
         .build()
         .map_err(|e| RegistryError::TlsSetup(e.to_string()))
+}
+
+/// The most an image config or a token answer may weigh.
+pub(super) const SMALL_BLOB_LIMIT: usize = 8 * 1024 * 1024;
+
+/// The most of an error answer that is read.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// Request bodies are handed to the connection in pieces of this size, so progress (and
+/// stall detection) sees bytes move.
+const BODY_CHUNK: usize = 64 * 1024;
+
+/// One attempt's failure, and whether trying again may help.
+pub(super) struct Failed {
+    pub(super) error: RegistryError,
+    pub(super) retryable: bool,
+}
+
+/// `scheme://host[:port]` of a URL (the port only when not the scheme's default); an
+/// unparseable URL is an origin of its own that matches nothing.
+pub(super) fn origin_of(url: &str) -> String {
+    url::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| "null".into())
+}
+
+impl RegistryClient {
+    /// Sends a request built by `make`, authenticating on a challenge (once) and retrying
+    /// transient failures (connection errors, stalls, 408, 429, 5xx) with backoff, within the
+    /// retry policy. A retryable status left over when the budget is spent is returned as the
+    /// response, for the caller to turn into an error.
+    pub(super) async fn send_with_retry(
+        &self,
+        scope: Option<&Scope>,
+        what: &str,
+        make: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
+        let started = Instant::now();
+        let deadline = started + self.retry.total;
+        let mut attempt = 0;
+        let mut reauthenticated = false;
+        loop {
+            attempt += 1;
+            let request = self.authorize(scope, make()).await?;
+            let outcome = self
+                .send_watched(request, &Activity::new(), Some(deadline))
+                .await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let may_retry = attempt < self.retry.attempts && !left.is_zero();
+            match outcome {
+                Err(failed) => {
+                    if !failed.retryable || !may_retry {
+                        return Err(with_tries(failed.error, attempt, started.elapsed()));
+                    }
+                    let delay = self.backoff(attempt);
+                    if !worth_another_attempt(left, delay) {
+                        // Waiting would use up the budget: the next attempt could only be cut
+                        // at the deadline. Report what actually went wrong.
+                        events::detail(&format!(
+                            "{what}: {}; no time left in the retry budget for another attempt",
+                            failed.error
+                        ));
+                        return Err(with_tries(failed.error, attempt, started.elapsed()));
+                    }
+                    events::detail(&format!(
+                        "{what}: {}; retrying in {:.1}s (attempt {}/{})",
+                        failed.error,
+                        delay.as_secs_f32(),
+                        attempt + 1,
+                        self.retry.attempts
+                    ));
+                    tokio::time::sleep(delay).await;
+                }
+                // A 401 (an expired or revoked token): authenticate again, the first time for
+                // free, then counting as attempts within the budget.
+                Ok(response)
+                    if response.status() == StatusCode::UNAUTHORIZED
+                        && scope.is_some()
+                        && (!reauthenticated || (may_retry && self.uses_tokens())) =>
+                {
+                    let challenge = header_str(response.headers(), WWW_AUTHENTICATE.as_str())
+                        .as_deref()
+                        .and_then(parse_challenge);
+                    let Some(challenge) = challenge else {
+                        return Ok(response);
+                    };
+                    events::trace(&format!("{what}: 401; authenticating again"));
+                    let mut state = self.auth_state();
+                    state.challenge = Some(challenge);
+                    state.tokens.clear();
+                    if !reauthenticated {
+                        attempt -= 1;
+                    }
+                    reauthenticated = true;
+                }
+                Ok(response) if is_retryable_status(response.status()) => {
+                    if !may_retry {
+                        return Ok(response);
+                    }
+                    let retry_after = retry_after(response.headers(), SystemTime::now());
+                    let delay = match retry_after {
+                        Some(d) => d,
+                        None => self.backoff(attempt),
+                    };
+                    if !worth_another_attempt(left, delay) {
+                        events::detail(&match retry_after {
+                            Some(_) => format!(
+                                "{what}: {} answered {} and asks to wait {:.0}s, beyond the retry budget",
+                                self.registry,
+                                response.status(),
+                                delay.as_secs_f32()
+                            ),
+                            None => format!(
+                                "{what}: {} answered {}; no time left in the retry budget for another attempt",
+                                self.registry,
+                                response.status()
+                            ),
+                        });
+                        return Ok(response);
+                    }
+                    events::detail(&format!(
+                        "{what}: {} answered {}; retrying in {:.1}s{} (attempt {}/{})",
+                        self.registry,
+                        response.status(),
+                        delay.as_secs_f32(),
+                        if retry_after.is_some() {
+                            " as Retry-After asks"
+                        } else {
+                            ""
+                        },
+                        attempt + 1,
+                        self.retry.attempts
+                    ));
+                    drop(response);
+                    tokio::time::sleep(delay).await;
+                }
+                Ok(response) => return Ok(response),
+            }
+        }
+    }
+
+    /// Sends one request, failing it when nothing has moved for the stall time or when the
+    /// hard `limit` passes.
+    pub(super) async fn send_watched(
+        &self,
+        request: RequestBuilder,
+        activity: &Activity,
+        limit: Option<Instant>,
+    ) -> Result<Response, Failed> {
+        let request = request.build().map_err(|e| Failed {
+            error: self.transport_error(&e),
+            retryable: false,
+        })?;
+        if events::tracing() {
+            let auth = request
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(' ').next())
+                .map(|scheme| format!(" (Authorization: {scheme} <redacted>)"))
+                .unwrap_or_default();
+            events::trace(&format!(
+                "-> {} {}{auth}",
+                request.method(),
+                redact_url(request.url())
+            ));
+        }
+        let label = format!("{} {}", request.method(), request.url().path());
+        let sent = Instant::now();
+        let send = self.http.execute(request);
+        tokio::pin!(send);
+        loop {
+            let stall_at = activity.last() + self.retry.stall;
+            let wake = limit.map_or(stall_at, |l| l.min(stall_at));
+            tokio::select! {
+                result = &mut send => {
+                    return match result {
+                        Ok(response) => {
+                            events::trace(&format!(
+                                "<- {} for {label} after {} ms",
+                                response.status(),
+                                sent.elapsed().as_millis()
+                            ));
+                            Ok(response)
+                        }
+                        Err(e) => Err(Failed {
+                            retryable: is_retryable_transport(&e),
+                            error: self.transport_error(&e),
+                        }),
+                    };
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    let idle = now.saturating_duration_since(activity.last());
+                    if limit.is_some_and(|l| now >= l) || idle >= self.retry.stall {
+                        return Err(Failed {
+                            retryable: true,
+                            error: RegistryError::Unreachable {
+                                url: self.base_url.clone(),
+                                tried: String::new(),
+                                cause: format!(
+                                    "no answer and no progress for {:.0}s",
+                                    idle.as_secs_f32()
+                                ),
+                                hint: self.unreachable_hint(),
+                            },
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads a small response body whole, at most `limit` bytes (checked while it streams, so
+    /// an endless or huge answer costs no memory), each piece within the stall time.
+    pub(super) async fn read_body(
+        &self,
+        response: Response,
+        limit: usize,
+        what: &str,
+    ) -> Result<Bytes, RegistryError> {
+        let too_large = || RegistryError::TooLarge {
+            registry: self.registry.to_string(),
+            what: what.to_string(),
+            limit: human_size(limit),
+        };
+        match read_limited(response, limit, self.retry.stall).await {
+            Ok(b) => Ok(b),
+            Err(BodyError::TooLarge) => Err(too_large()),
+            Err(BodyError::Transport(e)) => Err(self.transport_error(&e)),
+            Err(BodyError::Stalled) => Err(RegistryError::Unreachable {
+                url: self.base_url.clone(),
+                tried: String::new(),
+                cause: "the answer stalled midway".into(),
+                hint: self.unreachable_hint(),
+            }),
+        }
+    }
+
+    /// Exponential backoff with jitter: half to all of `first_delay * 2^(attempt-1)`, capped.
+    pub(super) fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .retry
+            .first_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let cap = exp.min(self.retry.max_delay);
+        let jitter: f64 = rand::random::<f64>() * 0.5 + 0.5;
+        cap.mul_f64(jitter)
+    }
+
+    pub(super) fn transport_error(&self, e: &reqwest::Error) -> RegistryError {
+        transport_error(&self.base_url, &self.registry, self.ca_cert.as_deref(), e)
+    }
+
+    pub(super) fn unreachable_hint(&self) -> String {
+        unreachable_hint(&self.registry)
+    }
 }
