@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use miette::Diagnostic;
+use reqwest::{Response, StatusCode};
 
-use super::transport::redact_url;
-use crate::reference::Registry;
+use super::RegistryClient;
+use super::transport::{error_detail, redact_url};
+use crate::reference::{Registry, Repository};
 
 /// Errors sorted by what the user can do about them.
 #[derive(Debug, thiserror::Error, Diagnostic)]
@@ -143,6 +145,90 @@ impl RegistryError {
             self,
             RegistryError::Tls { .. } | RegistryError::HttpsPort { .. }
         )
+    }
+}
+
+impl RegistryClient {
+    /// The error an answer with an unexpected `status` stands for, with the registry's own
+    /// message (read bounded) and a hint for what to do next.
+    pub(super) async fn status_error(
+        &self,
+        repo: Option<&Repository>,
+        what: &str,
+        status: StatusCode,
+        response: Response,
+    ) -> RegistryError {
+        let registry = self.registry.to_string();
+        match status {
+            // The token service accepted our credentials and issued a fresh token, and the
+            // registry still said 401: the credentials were not what was refused.
+            StatusCode::UNAUTHORIZED if self.uses_tokens() && self.credential.is_some() => {
+                RegistryError::Unauthorized {
+                    registry,
+                    repository: repo.map(|r| r.to_string()).unwrap_or_else(|| "/v2/".into()),
+                    problem: "fresh tokens from the token service were not accepted for".into(),
+                    status: status.as_u16(),
+                    hint: "the token service granted a token, but the registry refuses it: check that the registry and its token service agree (service name, issuer, certificate) and that the clocks are right".into(),
+                }
+            }
+            StatusCode::UNAUTHORIZED => {
+                self.unauthorized(repo.map(|r| r.as_str()).unwrap_or("/v2/"), status)
+            }
+            StatusCode::FORBIDDEN => {
+                // 403 is "denied": permissions, or a full quota (said only in the body).
+                let detail = error_detail(response, self.retry.stall).await;
+                let lower = detail.to_ascii_lowercase();
+                if lower.contains("quota") || lower.contains("storage limit") {
+                    RegistryError::Rejected {
+                        registry,
+                        what: what.to_string(),
+                        status: status.as_u16(),
+                        detail,
+                        hint: "the repository's storage quota is used up; free space (delete old tags) or raise the quota".into(),
+                    }
+                } else {
+                    self.unauthorized(repo.map(|r| r.as_str()).unwrap_or("/v2/"), status)
+                }
+            }
+            StatusCode::NOT_FOUND => RegistryError::NotFound {
+                registry,
+                what: what.to_string(),
+                hint: format!(
+                    "check the name and tag; the registry was asked at {}",
+                    self.base_url
+                ),
+            },
+            StatusCode::PAYLOAD_TOO_LARGE => RegistryError::Rejected {
+                registry,
+                what: what.to_string(),
+                status: status.as_u16(),
+                detail: error_detail(response, self.retry.stall).await,
+                hint: "the blob is larger than the registry (or a proxy in front of it) accepts; raise its upload limit or use a smaller base".into(),
+            },
+            _ => {
+                let detail = error_detail(response, self.retry.stall).await;
+                let lower = detail.to_ascii_lowercase();
+                let hint = if lower.contains("denied") || lower.contains("quota") {
+                    "the registry denied the request; check the repository's permissions and storage quota".to_string()
+                } else if status == StatusCode::TOO_MANY_REQUESTS {
+                    "the registry is rate-limiting this client; wait, or allow more time with --retry-timeout".to_string()
+                } else if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
+                    format!(
+                        "the registry kept failing through {} attempts; check its health, or allow more with --retry-attempts / --retry-timeout",
+                        self.retry.attempts
+                    )
+                } else {
+                    String::new()
+                };
+                RegistryError::Rejected {
+                    registry,
+                    what: what.to_string(),
+                    status: status.as_u16(),
+                    detail,
+                    hint,
+                }
+            }
+        }
     }
 }
 
