@@ -1,7 +1,17 @@
 //! Authentication: `WWW-Authenticate` challenges, Basic credentials, bearer tokens and their
 //! cache, and the per-origin state for upload hosts that challenge on their own.
 
-use super::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
+use reqwest::{RequestBuilder, Response, StatusCode};
+
+use super::transport::{SMALL_BLOB_LIMIT, error_detail, header_str, origin_of, url_is_loopback};
+use super::{RegistryClient, RegistryError, events};
+use crate::credentials::{self, Credential};
+use crate::reference::{Registry, Repository};
 
 /// A parsed `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]

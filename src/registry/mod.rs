@@ -20,17 +20,11 @@ pub mod pool;
 pub mod referrers;
 mod transport;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use base64::Engine as _;
-use reqwest::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
-use reqwest::{RequestBuilder, Response, StatusCode};
 
 use crate::credentials::{self, Credential, Lookup};
-use crate::reference::{Registry, Repository, Scheme};
+use crate::reference::{Registry, Scheme};
 use auth::AuthState;
 pub use auth::Scope;
 pub use blobs::Mount;
@@ -38,7 +32,7 @@ pub use error::{RegistryError, error_chain};
 pub use manifests::MANIFEST_LIMIT;
 pub use options::{ClientOptions, RetryPolicy};
 use ping::check_plain_http_allowed;
-use transport::*;
+use transport::{is_localhost_name, origin_of};
 
 /// A connection to one registry.
 pub struct RegistryClient {
@@ -67,7 +61,7 @@ impl RegistryClient {
     /// TLS fails; every other host over HTTPS only. The second scheme is tried only when the
     /// first failed in a way that points at it, never for an unreachable address.
     ///
-    /// `http` is the shared client from [`http_client`] (see [`pool::Clients`]).
+    /// `http` is the shared client from [`transport::http_client`] (see [`pool::Clients`]).
     /// `push_target`: this registry is pushed to, so `ADAPT_PUSH_*` credentials apply to it.
     pub async fn connect(
         registry: &Registry,
@@ -199,7 +193,7 @@ impl RegistryClient {
 }
 
 /// A `localhost` or `*.localhost` name counts as loopback only when it resolves to loopback
-/// addresses (the client's resolver, [`LoopbackNames`], then connects only to those).
+/// addresses (the client's resolver, [`transport::LoopbackNames`], then connects only to those).
 async fn check_resolves_to_loopback(registry: &Registry) -> Result<(), RegistryError> {
     let host = registry.host();
     if !is_localhost_name(host) {
@@ -225,16 +219,19 @@ async fn check_resolves_to_loopback(registry: &Registry) -> Result<(), RegistryE
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
+    use std::time::{Duration, Instant, SystemTime};
 
     use miette::Diagnostic;
-    use reqwest::header::HeaderMap;
+    use reqwest::header::{HeaderMap, HeaderValue};
 
     use super::auth::{Challenge, Token, parse_auth_params, parse_challenge};
     use super::blobs::with_digest;
     use super::error::transport_error;
+    use super::transport::{
+        http_client, redact_url, retry_after, usable_addresses, worth_another_attempt,
+    };
     use super::*;
-    use crate::reference::Digest;
+    use crate::reference::{Digest, Repository};
 
     #[test]
     fn challenges() {

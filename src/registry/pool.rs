@@ -77,7 +77,7 @@ impl Clients {
         self.http
             .get_or_try_init(|| async {
                 let options = self.options.clone();
-                tokio::task::spawn_blocking(move || super::http_client(&options))
+                tokio::task::spawn_blocking(move || super::transport::http_client(&options))
                     .await
                     .map_err(|e| {
                         RegistryError::TlsSetup(format!("the TLS set-up did not finish: {e}"))
