@@ -85,19 +85,11 @@ impl RegistryClient {
     ) -> Result<Arc<RegistryClient>, RegistryError> {
         check_plain_http_allowed(registry, &options.insecure)?;
         check_resolves_to_loopback(registry).await?;
+        let schemes = schemes_to_try(registry, options);
         let authority = registry.api_authority();
-        let plain = registry.without_scheme();
-        let schemes: Vec<Scheme> = match registry.scheme() {
-            Some(s) => vec![s],
-            None if registry.is_loopback() => vec![Scheme::Http, Scheme::Https],
-            None if options.insecure.contains(&plain) => vec![Scheme::Https, Scheme::Http],
-            None => vec![Scheme::Https],
-        };
-
         for w in lookup.warnings.drain(..) {
             events::warn(&w);
         }
-
         let mut errors: Vec<RegistryError> = Vec::new();
         for (i, &scheme) in schemes.iter().enumerate() {
             let base_url = match scheme {
@@ -105,46 +97,12 @@ impl RegistryClient {
                 Scheme::Https => format!("https://{authority}"),
             };
             if i > 0 {
-                events::detail(&format!("trying {base_url} instead"));
-                if scheme == Scheme::Http && !registry.is_loopback() {
-                    events::warn(&format!(
-                        "{registry} does not speak HTTPS; using plain HTTP because it is listed in `insecure`"
-                    ));
-                }
+                report_fallback(registry, scheme, &base_url);
             }
-            let mut credential = lookup.credential.clone();
-            if scheme == Scheme::Http && !registry.is_loopback() && credential.is_some() {
-                events::warn(&format!(
-                    "not sending the credentials from {} to {registry} over plain HTTP; pushing anonymously",
-                    lookup.source.as_deref().unwrap_or("the environment")
-                ));
-                credential = None;
-            }
-            let client = RegistryClient {
-                http: http.clone(),
-                registry: registry.clone(),
-                origin: origin_of(&base_url),
-                base_url,
-                insecure: options.insecure.clone(),
-                credential,
-                lookup: lookup.clone(),
-                auth: std::sync::Mutex::new(AuthState::default()),
-                token_fetch: tokio::sync::Mutex::new(()),
-                retry: options.retry,
-                ca_cert: options.ca_cert.clone(),
-            };
+            let client = RegistryClient::at(registry, options, &http, &lookup, base_url);
             match client.ping().await {
                 Ok(()) => {
-                    events::trace(&format!(
-                        "{} answers at {} ({})",
-                        registry,
-                        client.base_url,
-                        match &lookup.source {
-                            Some(s) if client.credential.is_some() =>
-                                format!("credentials from {s}"),
-                            _ => "anonymous".into(),
-                        }
-                    ));
+                    client.report_connected(&lookup);
                     return Ok(Arc::new(client));
                 }
                 Err(e) => {
@@ -157,25 +115,52 @@ impl RegistryClient {
                 }
             }
         }
-        // The last error is the most telling, unless it only says "wrong scheme" about a
-        // scheme that was a fallback: then the first one is.
-        let last = errors.pop();
-        let first = errors.into_iter().next();
-        match (first, last) {
-            (Some(first), Some(last))
-                if last.suggests_other_scheme() && !first.suggests_other_scheme() =>
-            {
-                Err(first)
-            }
-            (Some(first), Some(RegistryError::HttpsPort { .. })) => Err(first),
-            (_, Some(last)) => Err(last),
-            (first, None) => Err(first.unwrap_or_else(|| RegistryError::Unreachable {
-                url: registry.to_string(),
-                tried: String::new(),
-                cause: "no scheme to try".into(),
-                hint: String::new(),
-            })),
+        Err(most_telling(registry, errors))
+    }
+
+    /// A client for `registry` at `base_url`, not yet checked. The credentials found are left
+    /// out over plain HTTP off loopback (with a warning).
+    fn at(
+        registry: &Registry,
+        options: &ClientOptions,
+        http: &reqwest::Client,
+        lookup: &Lookup,
+        base_url: String,
+    ) -> RegistryClient {
+        let mut credential = lookup.credential.clone();
+        if base_url.starts_with("http://") && !registry.is_loopback() && credential.is_some() {
+            events::warn(&format!(
+                "not sending the credentials from {} to {registry} over plain HTTP; pushing anonymously",
+                lookup.source.as_deref().unwrap_or("the environment")
+            ));
+            credential = None;
         }
+        RegistryClient {
+            http: http.clone(),
+            registry: registry.clone(),
+            origin: origin_of(&base_url),
+            base_url,
+            insecure: options.insecure.clone(),
+            credential,
+            lookup: lookup.clone(),
+            auth: std::sync::Mutex::new(AuthState::default()),
+            token_fetch: tokio::sync::Mutex::new(()),
+            retry: options.retry,
+            ca_cert: options.ca_cert.clone(),
+        }
+    }
+
+    /// Traces where the registry answered and with which credentials.
+    fn report_connected(&self, lookup: &Lookup) {
+        events::trace(&format!(
+            "{} answers at {} ({})",
+            self.registry,
+            self.base_url,
+            match &lookup.source {
+                Some(s) if self.credential.is_some() => format!("credentials from {s}"),
+                _ => "anonymous".into(),
+            }
+        ));
     }
 
     pub fn retry_policy(&self) -> &RetryPolicy {
@@ -215,6 +200,50 @@ async fn check_resolves_to_loopback(registry: &Registry) -> Result<(), RegistryE
             .collect::<Vec<_>>()
             .join(", "),
     })
+}
+
+/// The schemes to try, in order (see [`RegistryClient::connect`]).
+fn schemes_to_try(registry: &Registry, options: &ClientOptions) -> Vec<Scheme> {
+    match registry.scheme() {
+        Some(s) => vec![s],
+        None if registry.is_loopback() => vec![Scheme::Http, Scheme::Https],
+        None if options.insecure.contains(&registry.without_scheme()) => {
+            vec![Scheme::Https, Scheme::Http]
+        }
+        None => vec![Scheme::Https],
+    }
+}
+
+/// Says that the next scheme is tried, warning when that means plain HTTP off loopback.
+fn report_fallback(registry: &Registry, scheme: Scheme, base_url: &str) {
+    events::detail(&format!("trying {base_url} instead"));
+    if scheme == Scheme::Http && !registry.is_loopback() {
+        events::warn(&format!(
+            "{registry} does not speak HTTPS; using plain HTTP because it is listed in `insecure`"
+        ));
+    }
+}
+
+/// The error to report when no scheme worked. The last error is the most telling, unless it
+/// only says "wrong scheme" about a scheme that was a fallback: then the first one is.
+fn most_telling(registry: &Registry, mut errors: Vec<RegistryError>) -> RegistryError {
+    let last = errors.pop();
+    let first = errors.into_iter().next();
+    match (first, last) {
+        (Some(first), Some(last))
+            if last.suggests_other_scheme() && !first.suggests_other_scheme() =>
+        {
+            first
+        }
+        (Some(first), Some(RegistryError::HttpsPort { .. })) => first,
+        (_, Some(last)) => last,
+        (first, None) => first.unwrap_or_else(|| RegistryError::Unreachable {
+            url: registry.to_string(),
+            tried: String::new(),
+            cause: "no scheme to try".into(),
+            hint: String::new(),
+        }),
+    }
 }
 
 #[cfg(test)]
