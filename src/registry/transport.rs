@@ -379,29 +379,17 @@ impl RegistryClient {
                 .await;
             let left = deadline.saturating_duration_since(Instant::now());
             let may_retry = attempt < self.retry.attempts && !left.is_zero();
-            match outcome {
+            let delay = match outcome {
                 Err(failed) => {
-                    if !failed.retryable || !may_retry {
-                        return Err(with_tries(failed.error, attempt, started.elapsed()));
+                    let delay = if failed.retryable && may_retry {
+                        self.delay_after_failure(what, &failed.error, attempt, left)
+                    } else {
+                        None
+                    };
+                    match delay {
+                        Some(delay) => delay,
+                        None => return Err(with_tries(failed.error, attempt, started.elapsed())),
                     }
-                    let delay = self.backoff(attempt);
-                    if !worth_another_attempt(left, delay) {
-                        // Waiting would use up the budget: the next attempt could only be cut
-                        // at the deadline. Report what actually went wrong.
-                        events::detail(&format!(
-                            "{what}: {}; no time left in the retry budget for another attempt",
-                            failed.error
-                        ));
-                        return Err(with_tries(failed.error, attempt, started.elapsed()));
-                    }
-                    events::detail(&format!(
-                        "{what}: {}; retrying in {:.1}s (attempt {}/{})",
-                        failed.error,
-                        delay.as_secs_f32(),
-                        attempt + 1,
-                        self.retry.attempts
-                    ));
-                    tokio::time::sleep(delay).await;
                 }
                 // A 401 (an expired or revoked token): authenticate again, the first time for
                 // free, then counting as attempts within the budget.
@@ -410,65 +398,108 @@ impl RegistryClient {
                         && scope.is_some()
                         && (!reauthenticated || (may_retry && self.uses_tokens())) =>
                 {
-                    let challenge = header_str(response.headers(), WWW_AUTHENTICATE.as_str())
-                        .as_deref()
-                        .and_then(parse_challenge);
-                    let Some(challenge) = challenge else {
+                    if !self.learn_challenge(what, &response) {
                         return Ok(response);
-                    };
-                    events::trace(&format!("{what}: 401; authenticating again"));
-                    let mut state = self.auth_state();
-                    state.challenge = Some(challenge);
-                    state.tokens.clear();
+                    }
                     if !reauthenticated {
                         attempt -= 1;
                     }
                     reauthenticated = true;
+                    continue;
                 }
-                Ok(response) if is_retryable_status(response.status()) => {
-                    if !may_retry {
-                        return Ok(response);
+                Ok(response) if is_retryable_status(response.status()) && may_retry => {
+                    match self.delay_after_status(what, &response, attempt, left) {
+                        Some(delay) => delay,
+                        None => return Ok(response),
                     }
-                    let retry_after = retry_after(response.headers(), SystemTime::now());
-                    let delay = match retry_after {
-                        Some(d) => d,
-                        None => self.backoff(attempt),
-                    };
-                    if !worth_another_attempt(left, delay) {
-                        events::detail(&match retry_after {
-                            Some(_) => format!(
-                                "{what}: {} answered {} and asks to wait {:.0}s, beyond the retry budget",
-                                self.registry,
-                                response.status(),
-                                delay.as_secs_f32()
-                            ),
-                            None => format!(
-                                "{what}: {} answered {}; no time left in the retry budget for another attempt",
-                                self.registry,
-                                response.status()
-                            ),
-                        });
-                        return Ok(response);
-                    }
-                    events::detail(&format!(
-                        "{what}: {} answered {}; retrying in {:.1}s{} (attempt {}/{})",
-                        self.registry,
-                        response.status(),
-                        delay.as_secs_f32(),
-                        if retry_after.is_some() {
-                            " as Retry-After asks"
-                        } else {
-                            ""
-                        },
-                        attempt + 1,
-                        self.retry.attempts
-                    ));
-                    drop(response);
-                    tokio::time::sleep(delay).await;
                 }
                 Ok(response) => return Ok(response),
-            }
+            };
+            tokio::time::sleep(delay).await;
         }
+    }
+
+    /// How long to wait before retrying after a transport failure, or `None` when waiting would
+    /// use up the budget: the next attempt could only be cut at the deadline, so what actually
+    /// went wrong is reported instead.
+    fn delay_after_failure(
+        &self,
+        what: &str,
+        error: &RegistryError,
+        attempt: u32,
+        left: Duration,
+    ) -> Option<Duration> {
+        let delay = self.backoff(attempt);
+        if !worth_another_attempt(left, delay) {
+            events::detail(&format!(
+                "{what}: {error}; no time left in the retry budget for another attempt"
+            ));
+            return None;
+        }
+        events::detail(&format!(
+            "{what}: {error}; retrying in {:.1}s (attempt {}/{})",
+            delay.as_secs_f32(),
+            attempt + 1,
+            self.retry.attempts
+        ));
+        Some(delay)
+    }
+
+    /// Takes the challenge of a 401 and drops the cached tokens, so the next attempt
+    /// authenticates again. `false` when the answer carries no challenge we understand.
+    fn learn_challenge(&self, what: &str, response: &Response) -> bool {
+        let challenge = header_str(response.headers(), WWW_AUTHENTICATE.as_str())
+            .as_deref()
+            .and_then(parse_challenge);
+        let Some(challenge) = challenge else {
+            return false;
+        };
+        events::trace(&format!("{what}: 401; authenticating again"));
+        let mut state = self.auth_state();
+        state.challenge = Some(challenge);
+        state.tokens.clear();
+        true
+    }
+
+    /// How long to wait before retrying after a retryable status (the server's `Retry-After`,
+    /// or the backoff), or `None` when that leaves no time for another attempt.
+    fn delay_after_status(
+        &self,
+        what: &str,
+        response: &Response,
+        attempt: u32,
+        left: Duration,
+    ) -> Option<Duration> {
+        let status = response.status();
+        let retry_after = retry_after(response.headers(), SystemTime::now());
+        let delay = retry_after.unwrap_or_else(|| self.backoff(attempt));
+        if !worth_another_attempt(left, delay) {
+            events::detail(&match retry_after {
+                Some(_) => format!(
+                    "{what}: {} answered {status} and asks to wait {:.0}s, beyond the retry budget",
+                    self.registry,
+                    delay.as_secs_f32()
+                ),
+                None => format!(
+                    "{what}: {} answered {status}; no time left in the retry budget for another attempt",
+                    self.registry,
+                ),
+            });
+            return None;
+        }
+        events::detail(&format!(
+            "{what}: {} answered {status}; retrying in {:.1}s{} (attempt {}/{})",
+            self.registry,
+            delay.as_secs_f32(),
+            if retry_after.is_some() {
+                " as Retry-After asks"
+            } else {
+                ""
+            },
+            attempt + 1,
+            self.retry.attempts
+        ));
+        Some(delay)
     }
 
     /// Sends one request, failing it when nothing has moved for the stall time or when the
