@@ -401,6 +401,24 @@ impl RegistryClient {
             return Ok(t);
         }
         let what = format!("a token from {realm}");
+        self.check_realm(realm, credential)?;
+        let response = self
+            .request_token(realm, service, scope, credential, &what)
+            .await?;
+        let answer = self.token_answer(response, scope, &what).await?;
+        let token = self.token_in(&answer, &what)?;
+        let value = token.value.clone();
+        self.auth_state().tokens.insert(key, token);
+        Ok(value)
+    }
+
+    /// Refuses a token realm that is not http(s), or that is plain HTTP off loopback when a
+    /// secret (a password or a refresh token) would go there.
+    fn check_realm(
+        &self,
+        realm: &str,
+        credential: Option<&Credential>,
+    ) -> Result<(), RegistryError> {
         let realm_url = url::Url::parse(realm).map_err(|e| RegistryError::Protocol {
             registry: self.registry.to_string(),
             what: "the authentication challenge".into(),
@@ -411,22 +429,30 @@ impl RegistryClient {
             Some(Credential::Basic { .. } | Credential::IdentityToken(_))
         );
         match realm_url.scheme() {
-            "https" => {}
-            "http" if !secret || url_is_loopback(&realm_url) => {}
-            "http" => {
-                return Err(RegistryError::CleartextRealm {
-                    registry: self.registry.to_string(),
-                    realm: realm.to_string(),
-                });
-            }
-            other => {
-                return Err(RegistryError::Protocol {
-                    registry: self.registry.to_string(),
-                    what: "the authentication challenge".into(),
-                    cause: format!("the token realm has the scheme `{other}`"),
-                });
-            }
+            "https" => Ok(()),
+            "http" if !secret || url_is_loopback(&realm_url) => Ok(()),
+            "http" => Err(RegistryError::CleartextRealm {
+                registry: self.registry.to_string(),
+                realm: realm.to_string(),
+            }),
+            other => Err(RegistryError::Protocol {
+                registry: self.registry.to_string(),
+                what: "the authentication challenge".into(),
+                cause: format!("the token realm has the scheme `{other}`"),
+            }),
         }
+    }
+
+    /// Asks the token endpoint: anonymously, with Basic credentials, or exchanging Docker's
+    /// identity token (an OAuth2 refresh token).
+    async fn request_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &Scope,
+        credential: Option<&Credential>,
+        what: &str,
+    ) -> Result<Response, RegistryError> {
         let mut query: Vec<(&str, &str)> = Vec::new();
         if let Some(s) = service {
             query.push(("service", s));
@@ -443,26 +469,33 @@ impl RegistryClient {
                 _ => "anonymous",
             }
         ));
-        let response = self
-            .send_with_retry(None, &what, || match credential {
-                // Docker's identity token is an OAuth2 refresh token: exchange it.
-                Some(Credential::IdentityToken(refresh)) => {
-                    let mut form: Vec<(&str, &str)> = vec![
-                        ("grant_type", "refresh_token"),
-                        ("refresh_token", refresh),
-                        ("client_id", "cargo-adapt-push"),
-                    ];
-                    form.extend(query.iter().cloned());
-                    self.http.post(realm).form(&form)
-                }
-                Some(Credential::Basic { username, password }) => self
-                    .http
-                    .get(realm)
-                    .query(&query)
-                    .basic_auth(username, Some(password)),
-                _ => self.http.get(realm).query(&query),
-            })
-            .await?;
+        self.send_with_retry(None, what, || match credential {
+            Some(Credential::IdentityToken(refresh)) => {
+                let mut form: Vec<(&str, &str)> = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh),
+                    ("client_id", "cargo-adapt-push"),
+                ];
+                form.extend(query.iter().cloned());
+                self.http.post(realm).form(&form)
+            }
+            Some(Credential::Basic { username, password }) => self
+                .http
+                .get(realm)
+                .query(&query)
+                .basic_auth(username, Some(password)),
+            _ => self.http.get(realm).query(&query),
+        })
+        .await
+    }
+
+    /// The token endpoint's answer as JSON (bounded), or why there is none.
+    async fn token_answer(
+        &self,
+        response: Response,
+        scope: &Scope,
+        what: &str,
+    ) -> Result<serde_json::Value, RegistryError> {
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(self.unauthorized(&scope.repository(), status));
@@ -471,47 +504,46 @@ impl RegistryClient {
             let detail = error_detail(response, self.retry.stall).await;
             return Err(RegistryError::Protocol {
                 registry: self.registry.to_string(),
-                what: what.clone(),
+                what: what.to_string(),
                 cause: format!("HTTP {status}{detail}"),
             });
         }
-        let text = self.read_body(response, SMALL_BLOB_LIMIT, &what).await?;
-        let body: serde_json::Value =
-            serde_json::from_slice(&text).map_err(|e| RegistryError::Protocol {
-                registry: self.registry.to_string(),
-                what: what.clone(),
-                cause: format!("not JSON ({e})"),
-            })?;
-        let value = body
+        let text = self.read_body(response, SMALL_BLOB_LIMIT, what).await?;
+        serde_json::from_slice(&text).map_err(|e| RegistryError::Protocol {
+            registry: self.registry.to_string(),
+            what: what.to_string(),
+            cause: format!("not JSON ({e})"),
+        })
+    }
+
+    /// The token in the endpoint's answer, and until when to use it: no longer than the token
+    /// service says (60 s when it says nothing, as the token spec does), renewed a little early
+    /// so a token rarely expires mid-request; a 401 on one that did is answered by
+    /// authenticating again.
+    fn token_in(&self, answer: &serde_json::Value, what: &str) -> Result<Token, RegistryError> {
+        let value = answer
             .get("token")
-            .or_else(|| body.get("access_token"))
+            .or_else(|| answer.get("access_token"))
             .and_then(|t| t.as_str())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| RegistryError::Protocol {
                 registry: self.registry.to_string(),
-                what: what.clone(),
+                what: what.to_string(),
                 cause: "no token in the answer".into(),
             })?
             .to_string();
-        // Kept no longer than the token service says (60 s when it says nothing, as the token
-        // spec does), and renewed a little early so a token rarely expires mid-request; a 401
-        // on one that did is answered by authenticating again.
         let lifetime = Duration::from_secs(
-            body.get("expires_in")
+            answer
+                .get("expires_in")
                 .and_then(|e| e.as_u64())
                 .unwrap_or(60)
                 .min(24 * 3600),
         );
         let margin = (lifetime / 10).min(Duration::from_secs(5));
-        let expires = Instant::now() + lifetime.saturating_sub(margin);
-        self.auth_state().tokens.insert(
-            key,
-            Token {
-                value: value.clone(),
-                expires,
-            },
-        );
-        Ok(value)
+        Ok(Token {
+            value,
+            expires: Instant::now() + lifetime.saturating_sub(margin),
+        })
     }
 
     pub(super) fn unauthorized(&self, repository: &str, status: StatusCode) -> RegistryError {
