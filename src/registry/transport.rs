@@ -281,7 +281,7 @@ pub(super) fn progress_body(
 
 /// One HTTP client for all registries: rustls with ring, the system's roots (or SSL_CERT_FILE /
 /// SSL_CERT_DIR) plus an extra CA. Blocking (it reads certificate files): call it off the async
-/// runtime, as [`pool::Clients`] does.
+/// runtime, as [`super::pool::Clients`] does.
 pub(super) fn http_client(options: &ClientOptions) -> Result<reqwest::Client, RegistryError> {
     let mut roots = rustls::RootCertStore::empty();
     // rustls-native-certs reads SSL_CERT_FILE / SSL_CERT_DIR instead of the system store when set.
