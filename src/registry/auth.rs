@@ -592,3 +592,91 @@ impl RegistryClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::tests::test_client;
+
+    #[test]
+    fn challenges() {
+        assert_eq!(
+            parse_challenge(
+                r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a:pull""#
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://auth.example/token".into(),
+                service: Some("registry.example".into())
+            })
+        );
+        assert_eq!(
+            parse_challenge(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(parse_challenge("Negotiate"), None);
+        assert_eq!(parse_challenge("Bearer service=x"), None);
+        assert_eq!(parse_challenge(""), None);
+        let p = parse_auth_params(r#"realm="a,b", service=plain , x="q\"uote""#);
+        assert_eq!(p["realm"], "a,b");
+        assert_eq!(p["service"], "plain");
+        assert_eq!(p["x"], "q\"uote");
+    }
+
+    #[test]
+    fn challenge_parser_survives_random_input() {
+        let alphabet: Vec<char> = "aB =,\"\\realmservicBEARERbasic\u{e9}\u{1F600}\t"
+            .chars()
+            .collect();
+        for _ in 0..5000 {
+            let len = rand::random::<u32>() % 40;
+            let s: String = (0..len)
+                .map(|_| alphabet[rand::random::<u32>() as usize % alphabet.len()])
+                .collect();
+            let _ = parse_challenge(&s);
+            let _ = parse_challenge(&format!("Bearer {s}"));
+            let _ = parse_auth_params(&s);
+        }
+    }
+
+    #[test]
+    fn scopes_name_their_repository() {
+        let repo = Repository::parse("team/app").unwrap();
+        let from = Repository::parse("base/img").unwrap();
+        assert_eq!(Scope::push(&repo).repository(), "team/app");
+        assert_eq!(
+            Scope::push_and_mount(&repo, &from).key(),
+            "repository:team/app:pull,push repository:base/img:pull"
+        );
+    }
+
+    #[test]
+    fn token_debug_is_redacted() {
+        let t = Token {
+            value: "secret-token-value".into(),
+            expires: Instant::now(),
+        };
+        assert!(!format!("{t:?}").contains("secret-token-value"));
+    }
+
+    #[tokio::test]
+    async fn no_credentials_to_a_plain_http_token_realm_elsewhere() {
+        let client = test_client(
+            "registry.example.test",
+            "https://registry.example.test",
+            Some(Credential::Basic {
+                username: "alice".into(),
+                password: "pw".into(),
+            }),
+        );
+        let repo = Repository::parse("team/app").unwrap();
+        let err = client
+            .token(
+                "http://auth.example.test/token",
+                Some("svc"),
+                &Scope::push(&repo),
+            )
+            .await
+            .expect_err("must refuse");
+        assert!(matches!(err, RegistryError::CleartextRealm { .. }), "{err}");
+    }
+}

@@ -459,3 +459,104 @@ fn short(digest: &Digest) -> String {
     let hex = digest.hex();
     format!("{}…", &hex[..hex.len().min(12)])
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::credentials::Credential;
+    use crate::registry::ClientOptions;
+    use crate::registry::auth::Challenge;
+    use crate::registry::tests::test_client;
+    use crate::registry::transport::http_client;
+
+    #[test]
+    fn upload_urls() {
+        let d = Digest::sha256_of(b"x");
+        assert_eq!(
+            with_digest("http://h/u/1", &d),
+            format!("http://h/u/1?digest={d}")
+        );
+        assert_eq!(
+            with_digest("http://h/u/1?_state=x", &d),
+            format!("http://h/u/1?_state=x&digest={d}")
+        );
+    }
+
+    /// A stub answering every request with `answer` and recording each request head: stands in
+    /// for a storage host a registry redirects to (no real registry here does).
+    fn recording_stub(answer: String) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let (log, answer) = (log.clone(), answer.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut writer = stream;
+                    loop {
+                        let mut head = String::new();
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            head.push_str(&line);
+                        }
+                        log.lock().unwrap().push(head);
+                        let _ = writer.write_all(answer.as_bytes());
+                    }
+                });
+            }
+        });
+        (port, seen)
+    }
+
+    #[tokio::test]
+    async fn a_blob_redirect_to_another_host_carries_no_credentials() {
+        let (storage, at_storage) =
+            recording_stub("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx".into());
+        let (registry, at_registry) = recording_stub(format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{storage}/blob\r\nContent-Length: 0\r\n\r\n"
+        ));
+        let mut client = test_client(
+            &format!("127.0.0.1:{registry}"),
+            &format!("http://127.0.0.1:{registry}"),
+            Some(Credential::Basic {
+                username: "alice".into(),
+                password: "pw".into(),
+            }),
+        );
+        client.http = http_client(&ClientOptions::default()).unwrap();
+        client.auth_state().challenge = Some(Challenge::Basic);
+        let repo = Repository::parse("team/app").unwrap();
+        let bytes = client
+            .get_blob_bytes(&repo, &Digest::sha256_of(b"x"))
+            .await
+            .expect("the redirect is followed");
+        assert_eq!(&bytes[..], b"x");
+        let registry_saw = at_registry.lock().unwrap().clone();
+        assert!(
+            registry_saw[0]
+                .to_ascii_lowercase()
+                .contains("authorization: basic"),
+            "{registry_saw:?}"
+        );
+        let storage_saw = at_storage.lock().unwrap().clone();
+        assert_eq!(storage_saw.len(), 1, "{storage_saw:?}");
+        assert!(
+            !storage_saw[0]
+                .to_ascii_lowercase()
+                .contains("authorization"),
+            "{storage_saw:?}"
+        );
+    }
+}

@@ -347,3 +347,30 @@ pub(super) fn reqwest_chain(e: &reqwest::Error) -> String {
         _ => chain,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::tests::plain_http;
+
+    #[tokio::test]
+    async fn transport_errors_hide_the_upload_session() {
+        // Nothing listens on this port: the connection is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/v2/a/blobs/uploads/1?_state=c2VjcmV0Cg");
+        let e = plain_http().put(&url).send().await.unwrap_err();
+        assert!(
+            e.to_string().contains("c2VjcmV0Cg"),
+            "reqwest shows the URL: {e}"
+        );
+        let registry = Registry::parse(&format!("127.0.0.1:{port}")).unwrap();
+        let err = transport_error(&format!("http://127.0.0.1:{port}"), &registry, None, &e);
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains("c2VjcmV0Cg"), "{text}");
+        assert!(text.contains("_state=…"), "{text}");
+    }
+}

@@ -52,3 +52,17 @@ pub struct ClientOptions {
     pub ca_cert: Option<PathBuf>,
     pub retry: RetryPolicy,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_bounds_from_the_cli() {
+        let p = RetryPolicy::with_bounds(Some(0), Some(0));
+        assert_eq!(p.attempts, 1);
+        assert_eq!(p.total, Duration::from_secs(1));
+        let p = RetryPolicy::with_bounds(None, None);
+        assert_eq!(p.total, Duration::from_secs(25));
+    }
+}

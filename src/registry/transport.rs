@@ -619,3 +619,117 @@ impl RegistryClient {
         unreachable_hint(&self.registry)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+    use crate::reference::Digest;
+    use crate::registry::RetryPolicy;
+    use crate::registry::tests::test_client;
+
+    #[test]
+    fn urls_in_traces_and_errors_hide_query_values() {
+        let d = Digest::sha256_of(b"x");
+        let u = url::Url::parse(&format!(
+            "https://r.example/v2/a/blobs/uploads/1?_state=c2VjcmV0&X-Amz-Signature=abc123&digest={d}"
+        ))
+        .unwrap();
+        let shown = redact_url(&u);
+        assert_eq!(
+            shown,
+            format!("https://r.example/v2/a/blobs/uploads/1?_state=…&X-Amz-Signature=…&digest={d}")
+        );
+        let u = url::Url::parse("https://user:pw-secret@r.example/v2/?token#frag").unwrap();
+        let shown = redact_url(&u);
+        assert!(
+            !shown.contains("pw-secret") && !shown.contains("token"),
+            "{shown}"
+        );
+        assert_eq!(
+            redact_url(&url::Url::parse("http://r.example/v2/").unwrap()),
+            "http://r.example/v2/"
+        );
+    }
+
+    #[test]
+    fn no_retry_is_started_that_the_deadline_would_cut() {
+        let ms = Duration::from_millis;
+        assert!(worth_another_attempt(ms(3000), ms(1000)));
+        assert!(!worth_another_attempt(ms(1000), ms(1000)));
+        assert!(!worth_another_attempt(ms(1200), ms(1000)));
+        assert!(!worth_another_attempt(Duration::ZERO, ms(250)));
+    }
+
+    #[tokio::test]
+    async fn a_refused_port_is_reported_as_refused_when_the_budget_runs_out() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut client = test_client(
+            &format!("127.0.0.1:{port}"),
+            &format!("http://127.0.0.1:{port}"),
+            None,
+        );
+        client.retry = RetryPolicy::with_bounds(Some(50), Some(2));
+        let started = Instant::now();
+        let err = client.ping().await.expect_err("nothing listens there");
+        let text = err.to_string();
+        assert!(
+            text.to_ascii_lowercase().contains("refused"),
+            "the real cause: {text}"
+        );
+        assert!(!text.contains("no progress"), "{text}");
+        assert!(text.contains("attempts over"), "{text}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{text}");
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let mut h = HeaderMap::new();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(retry_after(&h, now), None);
+        h.insert("retry-after", HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(3)));
+        h.insert(
+            "retry-after",
+            HeaderValue::from_str(&httpdate::fmt_http_date(now + Duration::from_secs(7))).unwrap(),
+        );
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)));
+        h.insert(
+            "retry-after",
+            HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
+        );
+        assert_eq!(retry_after(&h, now), Some(Duration::ZERO));
+        h.insert("retry-after", HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h, now), None);
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        let client = test_client("localhost:1", "http://localhost:1", None);
+        for attempt in 1..40 {
+            assert!(client.backoff(attempt) <= Duration::from_secs(5));
+        }
+        assert!(client.backoff(1) <= Duration::from_millis(250));
+        assert!(client.backoff(1) >= Duration::from_millis(125));
+    }
+
+    #[test]
+    fn localhost_names_connect_only_to_loopback_addresses() {
+        let a = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert_eq!(
+            usable_addresses("app.localhost", vec![a("203.0.113.7:0"), a("127.0.0.1:0")]).unwrap(),
+            vec![a("127.0.0.1:0")]
+        );
+        assert!(usable_addresses("app.localhost", vec![a("203.0.113.7:0")]).is_err());
+        assert!(usable_addresses("LOCALHOST", vec![a("[2001:db8::1]:0")]).is_err());
+        assert_eq!(
+            usable_addresses("registry.example", vec![a("203.0.113.7:0")]).unwrap(),
+            vec![a("203.0.113.7:0")]
+        );
+    }
+}
