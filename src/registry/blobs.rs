@@ -420,6 +420,7 @@ impl RegistryClient {
         Ok(bytes)
     }
 
+    /// The upload session URL in an answer's `Location` header, resolved against the registry.
     fn location(&self, response: &Response, what: &str) -> Result<String, RegistryError> {
         let raw = header_str(response.headers(), LOCATION.as_str()).ok_or_else(|| {
             RegistryError::Protocol {
