@@ -147,7 +147,7 @@ impl From<MediaTypes> for plan::MediaTypes {
     }
 }
 
-/// What stdout carries (`--format`); the domain's is [`output::Format`].
+/// What stdout carries (`--format`); the domain's is `output::Format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
@@ -163,12 +163,12 @@ impl From<Format> for output::Format {
     }
 }
 
-/// `--format` parsed straight into [`output::Format`], so commands hand it on as it is.
+/// `--format` parsed straight into `output::Format`, so commands hand it on as it is.
 pub fn output_format() -> impl TypedValueParser<Value = output::Format> {
     EnumValueParser::<Format>::new().map(output::Format::from)
 }
 
-/// Which SBOM to attach (`--sbom`); the domain's is [`supply_chain::SbomFormat`].
+/// Which SBOM to attach (`--sbom`); the domain's is `supply_chain::SbomFormat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SbomFormat {
     Spdx,
