@@ -2,12 +2,11 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{EnumValueParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::cargo::CargoOptions;
-use crate::plan;
-
-pub use crate::output::Format;
+use crate::{output, plan, supply_chain};
 
 /// Cargo invokes `cargo-adapt-push adapt-push ARGS`; the outer enum swallows that word.
 #[derive(Debug, Parser)]
@@ -148,6 +147,45 @@ impl From<MediaTypes> for plan::MediaTypes {
     }
 }
 
+/// What stdout carries (`--format`); the domain's is `output::Format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+impl From<Format> for output::Format {
+    fn from(format: Format) -> Self {
+        match format {
+            Format::Text => output::Format::Text,
+            Format::Json => output::Format::Json,
+        }
+    }
+}
+
+/// `--format` parsed straight into `output::Format`, so commands hand it on as it is.
+pub fn output_format() -> impl TypedValueParser<Value = output::Format> {
+    EnumValueParser::<Format>::new().map(output::Format::from)
+}
+
+/// Which SBOM to attach (`--sbom`); the domain's is `supply_chain::SbomFormat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SbomFormat {
+    Spdx,
+    Cyclonedx,
+    None,
+}
+
+impl From<SbomFormat> for supply_chain::SbomFormat {
+    fn from(format: SbomFormat) -> Self {
+        match format {
+            SbomFormat::Spdx => supply_chain::SbomFormat::Spdx,
+            SbomFormat::Cyclonedx => supply_chain::SbomFormat::Cyclonedx,
+            SbomFormat::None => supply_chain::SbomFormat::None,
+        }
+    }
+}
+
 /// Build a crate's container image, push it to a (split) registry, print the pull reference.
 #[derive(Debug, Clone, Args)]
 #[command(
@@ -265,8 +303,8 @@ pub struct PushArgs {
     pub media_types: Option<MediaTypes>,
 
     /// Output format on stdout
-    #[arg(long, value_enum, default_value = "text", env = "ADAPT_PUSH_FORMAT")]
-    pub format: Format,
+    #[arg(long, value_parser = output_format(), default_value = "text", env = "ADAPT_PUSH_FORMAT")]
+    pub format: output::Format,
 
     /// Also write the pull references to this file, one per line
     #[arg(long, value_name = "FILE", env = "ADAPT_PUSH_IMAGE_REFS")]
@@ -329,7 +367,7 @@ pub struct PushArgs {
 
     /// SBOM to attach to the image as a referrer (replaces `sbom`) [default: spdx]
     #[arg(long, value_enum, env = "ADAPT_PUSH_SBOM", value_name = "FORMAT")]
-    pub sbom: Option<crate::supply_chain::SbomFormat>,
+    pub sbom: Option<SbomFormat>,
 
     /// Platform to build for, e.g. linux/arm64 (repeatable; replaces `platforms`); two or more
     /// make an image index [default: linux on the host's architecture]
@@ -367,7 +405,7 @@ impl PushArgs {
             retry_attempts: self.retry_attempts,
             retry_timeout: self.retry_timeout,
             tags: self.tags.clone(),
-            sbom: self.sbom,
+            sbom: self.sbom.map(Into::into),
             provenance: self.provenance,
             platforms: self.platforms.clone(),
         }

@@ -13,7 +13,7 @@ use crate::plan::Plan;
 use crate::registry;
 
 /// What stdout carries: text lines or one JSON document (`--format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Text,
     Json,

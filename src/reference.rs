@@ -855,6 +855,10 @@ mod tests {
             assert_eq!(r.tag.as_ref().map(|t| t.as_str()), tag, "{input}");
             assert_eq!(r.digest.is_some(), pinned, "{input}");
         }
+    }
+
+    #[test]
+    fn malformed_image_references_are_refused() {
         for bad in [
             "",
             "Busybox",
@@ -865,6 +869,10 @@ mod tests {
         ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn an_image_reference_prints_as_given_and_docker_hub_has_its_api_host() {
         let r = ImageRef::parse("localhost:5000/a/b:v1").unwrap();
         assert_eq!(r.to_string(), "localhost:5000/a/b:v1");
         assert_eq!(r.reference(), "v1");

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use miette::{Diagnostic, IntoDiagnostic, Result, WrapErr};
 use saphyr_parser::{Event, Parser, ScalarStyle};
 
-use crate::cli::ResolveArgs;
+use crate::cli::{PushArgs, ResolveArgs};
 use crate::plan::Plan;
 
 pub const SCHEME: &str = "adapt://";
@@ -241,107 +241,154 @@ pub async fn run(args: ResolveArgs) -> Result<()> {
         found.push(find_placeholders(input)?);
     }
     let (manifest, cargo_options, metadata) = crate::load_metadata(&args.push)?;
-    let members = metadata.workspace_packages();
-    let inherited = metadata.workspace_metadata.get("cluster").is_some();
 
     // Check every placeholder and plan each distinct image once, before anything is built.
-    let mut keys: BTreeMap<(String, Option<String>), usize> = BTreeMap::new();
-    let mut plan = Plan {
-        targets: Vec::new(),
-    };
+    let mut images = Images::new(&args.push, &metadata, &manifest);
     for (input, placeholders) in inputs.iter().zip(&found) {
         for p in placeholders {
-            let fail = |reason: String, help: String| ResolveError::Placeholder {
-                file: input.name.clone(),
-                line: p.line,
-                placeholder: p.text.clone(),
-                reason,
-                help,
-            };
-            let Some(package) = members.iter().find(|m| m.name.as_str() == p.package) else {
-                let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
-                return Err(fail(
-                    format!(
-                        "no package `{}` in the workspace at {}",
-                        p.package, metadata.workspace_root
-                    ),
-                    format!("members: {}", names.join(", ")),
-                )
-                .into());
-            };
-            if !inherited && package.metadata.get("cluster").is_none() {
-                return Err(fail(
-                    format!(
-                        "package `{}` has no [package.metadata.cluster] settings",
-                        p.package
-                    ),
-                    format!(
-                        "add [package.metadata.cluster] with a registry to {}",
-                        package.manifest_path
-                    ),
-                )
-                .into());
-            }
-            let key = (p.package.clone(), p.bin.clone());
-            if keys.contains_key(&key) {
-                continue;
-            }
-            let mut request = args.push.plan_request();
-            request.packages = vec![p.package.clone()];
-            request.workspace = false;
-            if p.bin.is_some() {
-                request.bin = p.bin.clone();
-            }
-            let single = crate::plan::make_plan(&request, &metadata, &manifest)
-                .map_err(miette::Report::new)
-                .wrap_err_with(|| format!("{}:{}: for `{}`", input.name, p.line, p.text))?;
-            for target in single.targets {
-                // `adapt://api` and `adapt://api/api` may name the same image: build it once.
-                let same = plan.targets.iter().position(|t| {
-                    t.build.package == target.build.package && t.build.bin == target.build.bin
-                });
-                let index = match same {
-                    Some(i) => i,
-                    None => {
-                        plan.targets.push(target);
-                        plan.targets.len() - 1
-                    }
-                };
-                keys.insert(key.clone(), index);
-            }
+            images.add(input, p)?;
         }
     }
+    crate::output::plan_warnings(&images.plan);
+    let references = push_images(&images.plan, &cargo_options, args.push.check_pull).await?;
 
-    crate::output::plan_warnings(&plan);
-    let mut references: Vec<Option<String>> = vec![None; plan.targets.len()];
-    if !plan.targets.is_empty() {
-        let destinations = crate::push::Destinations {
-            registry: true,
-            check_pull: args.push.check_pull,
-            concurrent: true,
-            ..Default::default()
-        };
-        let outcome = crate::push::push_all(&plan, &cargo_options, &destinations, false).await?;
-        for (i, (_, result)) in outcome.results.into_iter().enumerate() {
-            let pushed = result?;
-            references[i] = pushed.pull_ref.clone();
-        }
-    }
     let mut texts = Vec::new();
     for (input, placeholders) in inputs.iter().zip(&found) {
         texts.push(replace(&input.text, placeholders, |p| {
-            keys.get(&(p.package.clone(), p.bin.clone()))
+            images
+                .keys
+                .get(&(p.package.clone(), p.bin.clone()))
                 .and_then(|i| references.get(*i).cloned().flatten())
                 .unwrap_or_else(|| p.text.clone())
         }));
     }
+    write_stdout(&join_documents(&texts))
+}
+
+/// The images the placeholders name, each planned once, and which placeholder is which image.
+struct Images<'a> {
+    args: &'a PushArgs,
+    metadata: &'a cargo_metadata::Metadata,
+    manifest: &'a Path,
+    /// (package, bin) of a placeholder → index into `plan.targets`.
+    keys: BTreeMap<(String, Option<String>), usize>,
+    plan: Plan,
+}
+
+impl<'a> Images<'a> {
+    fn new(args: &'a PushArgs, metadata: &'a cargo_metadata::Metadata, manifest: &'a Path) -> Self {
+        Images {
+            args,
+            metadata,
+            manifest,
+            keys: BTreeMap::new(),
+            plan: Plan {
+                targets: Vec::new(),
+            },
+        }
+    }
+
+    /// Checks a placeholder's package and plans its image, unless an earlier one did.
+    fn add(&mut self, input: &Input, p: &Placeholder) -> Result<()> {
+        self.check_package(input, p)?;
+        let key = (p.package.clone(), p.bin.clone());
+        if self.keys.contains_key(&key) {
+            return Ok(());
+        }
+        let mut request = self.args.plan_request();
+        request.packages = vec![p.package.clone()];
+        request.workspace = false;
+        if p.bin.is_some() {
+            request.bin = p.bin.clone();
+        }
+        let single = crate::plan::make_plan(&request, self.metadata, self.manifest)
+            .map_err(miette::Report::new)
+            .wrap_err_with(|| format!("{}:{}: for `{}`", input.name, p.line, p.text))?;
+        for target in single.targets {
+            // `adapt://api` and `adapt://api/api` may name the same image: build it once.
+            let same = self.plan.targets.iter().position(|t| {
+                t.build.package == target.build.package && t.build.bin == target.build.bin
+            });
+            let index = match same {
+                Some(i) => i,
+                None => {
+                    self.plan.targets.push(target);
+                    self.plan.targets.len() - 1
+                }
+            };
+            self.keys.insert(key.clone(), index);
+        }
+        Ok(())
+    }
+
+    /// The placeholder's package is a workspace member with cluster settings.
+    fn check_package(&self, input: &Input, p: &Placeholder) -> Result<(), ResolveError> {
+        let fail = |reason: String, help: String| ResolveError::Placeholder {
+            file: input.name.clone(),
+            line: p.line,
+            placeholder: p.text.clone(),
+            reason,
+            help,
+        };
+        let members = self.metadata.workspace_packages();
+        let Some(package) = members.iter().find(|m| m.name.as_str() == p.package) else {
+            let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+            return Err(fail(
+                format!(
+                    "no package `{}` in the workspace at {}",
+                    p.package, self.metadata.workspace_root
+                ),
+                format!("members: {}", names.join(", ")),
+            ));
+        };
+        let inherited = self.metadata.workspace_metadata.get("cluster").is_some();
+        if !inherited && package.metadata.get("cluster").is_none() {
+            return Err(fail(
+                format!(
+                    "package `{}` has no [package.metadata.cluster] settings",
+                    p.package
+                ),
+                format!(
+                    "add [package.metadata.cluster] with a registry to {}",
+                    package.manifest_path
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Pushes every planned image (concurrently); the pull reference of each, by plan index.
+async fn push_images(
+    plan: &Plan,
+    cargo_options: &crate::cargo::CargoOptions,
+    check_pull: bool,
+) -> Result<Vec<Option<String>>> {
+    let mut references: Vec<Option<String>> = vec![None; plan.targets.len()];
+    if plan.targets.is_empty() {
+        return Ok(references);
+    }
+    let destinations = crate::push::Destinations {
+        registry: true,
+        check_pull,
+        concurrent: true,
+        ..Default::default()
+    };
+    let outcome = crate::push::push_all(plan, cargo_options, &destinations, false).await?;
+    for (i, (_, result)) in outcome.results.into_iter().enumerate() {
+        let pushed = result?;
+        references[i] = pushed.pull_ref.clone();
+    }
+    Ok(references)
+}
+
+fn write_stdout(text: &str) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    out.write_all(join_documents(&texts).as_bytes())
+    out.write_all(text.as_bytes())
         .and_then(|_| out.flush())
         .into_diagnostic()
-        .wrap_err("writing to stdout")?;
-    Ok(())
+        .wrap_err("writing to stdout")
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub struct VerifyArgs {
     pub reference: String,
 
     /// Output format on stdout
-    #[arg(long, value_enum, default_value = "text", env = "ADAPT_PUSH_FORMAT")]
+    #[arg(long, value_parser = crate::cli::output_format(), default_value = "text", env = "ADAPT_PUSH_FORMAT")]
     pub format: Format,
 
     /// Extra CA certificate (PEM) to trust for the registry

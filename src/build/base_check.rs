@@ -14,7 +14,7 @@ use crate::image::base_fs::{self, BaseFs, Kind, LayerListing};
 use crate::output;
 use crate::reference::Digest;
 use crate::registry::pool::Clients;
-use crate::runtime_closure;
+use crate::runtime_closure::{self, Requirements};
 
 /// Largest library read out of a base layer for its version definitions.
 const MAX_LIBRARY_BYTES: u64 = 64 << 20;
@@ -206,34 +206,73 @@ pub async fn check(
     let Some(interpreter) = &needs.interpreter else {
         return Ok(()); // static: needs nothing from the base
     };
-    let mut missing = Vec::new();
-    let no_interpreter = fs.file(interpreter).is_none();
-    if no_interpreter {
-        missing.push(format!("it has no program interpreter {interpreter}"));
-    }
-    // The loader is often also a DT_NEEDED entry: name it once.
-    let interpreter_name = interpreter.rsplit('/').next().unwrap_or(interpreter);
     let mut files = LayerFiles {
         base,
         clients,
         downloaded: HashMap::new(),
     };
-    let mut dirs = runtime_closure::library_search_dirs(&needs, &[]);
-    let in_dirs = |dirs: &[String], lib: &str| {
+    let mut missing = Vec::new();
+    // The loader is often also a DT_NEEDED entry: name it once.
+    let mut skip = None;
+    if fs.file(interpreter).is_none() {
+        missing.push(format!("it has no program interpreter {interpreter}"));
+        skip = Some(interpreter.rsplit('/').next().unwrap_or(interpreter));
+    }
+    let dirs = search_dirs(&needs, fs, &mut files).await?;
+    let found = find_libraries(&needs, fs, &dirs, skip, &mut missing);
+    let newest = check_symbol_versions(&needs, &found, &mut files, &mut missing).await?;
+    if missing.is_empty() {
+        output::detail(&format!(
+            "the base has {interpreter} and {} libraries the binary needs",
+            found.len()
+        ));
+        return Ok(());
+    }
+    Err(BaseCheckError {
+        reference: reference.to_string(),
+        binary: binary.to_path_buf(),
+        missing,
+        wanted: newest.map_or_else(
+            || "the C library the binary needs".to_string(),
+            |newest| format!("glibc {newest} or newer"),
+        ),
+    }
+    .into())
+}
+
+/// Where the loader looks: the default directories, and when a library is not there, also
+/// where the base's loader cache (`/etc/ld.so.conf`) points.
+async fn search_dirs(
+    needs: &Requirements,
+    fs: &BaseFs,
+    files: &mut LayerFiles<'_>,
+) -> Result<Vec<String>> {
+    let dirs = runtime_closure::library_search_dirs(needs, &[]);
+    let in_dirs = |lib: &str| {
         dirs.iter()
             .any(|d| fs.file(&format!("{d}/{lib}")).is_some())
     };
     if needs
         .needed
         .iter()
-        .any(|lib| !lib.contains('/') && !in_dirs(&dirs, lib))
+        .all(|lib| lib.contains('/') || in_dirs(lib))
     {
-        // Not in the default directories: where the base's loader cache points, too.
-        let conf = ld_so_conf_dirs(fs, &mut files).await?;
-        dirs = runtime_closure::library_search_dirs(&needs, &conf);
+        return Ok(dirs);
     }
-    // DT_NEEDED name → (path in the base, layer holding its bytes).
-    let mut found: BTreeMap<&str, (String, usize)> = BTreeMap::new();
+    let conf = ld_so_conf_dirs(fs, files).await?;
+    Ok(runtime_closure::library_search_dirs(needs, &conf))
+}
+
+/// DT_NEEDED name → (path in the base, layer holding its bytes); what is not found goes to
+/// `missing` (except `skip`, the loader already reported missing).
+fn find_libraries<'n>(
+    needs: &'n Requirements,
+    fs: &BaseFs,
+    dirs: &[String],
+    skip: Option<&str>,
+    missing: &mut Vec<String>,
+) -> BTreeMap<&'n str, (String, usize)> {
+    let mut found = BTreeMap::new();
     for lib in &needs.needed {
         let candidates: Vec<String> = if lib.contains('/') {
             vec![lib.clone()]
@@ -246,9 +285,9 @@ pub async fn check(
                     Kind::Hardlink(target) => target.clone(),
                     _ => path,
                 };
-                found.insert(lib, (path, node.layer));
+                found.insert(lib.as_str(), (path, node.layer));
             }
-            None if no_interpreter && lib == interpreter_name => {}
+            None if skip == Some(lib.as_str()) => {}
             None => missing.push(format!(
                 "it has no {lib} (looked in {})",
                 if lib.contains('/') {
@@ -259,7 +298,18 @@ pub async fn check(
             )),
         }
     }
-    let mut wanted = "the C library the binary needs".to_string();
+    found
+}
+
+/// Reads each found library that the binary needs symbol versions from and reports the versions
+/// it lacks to `missing`; returns the newest glibc asked for when one lacks any.
+async fn check_symbol_versions(
+    needs: &Requirements,
+    found: &BTreeMap<&str, (String, usize)>,
+    files: &mut LayerFiles<'_>,
+    missing: &mut Vec<String>,
+) -> Result<Option<String>> {
+    let mut newest_wanted = None;
     for (lib, versions) in &needs.versions {
         let Some((path, layer)) = found.get(lib.as_str()) else {
             continue;
@@ -272,7 +322,7 @@ pub async fn check(
         let lacking = runtime_closure::missing_versions(versions, &defined);
         if !lacking.is_empty() {
             if let Some(newest) = newest_glibc(versions) {
-                wanted = format!("glibc {newest} or newer");
+                newest_wanted = Some(newest);
             }
             missing.push(format!(
                 "its /{path} lacks the symbol versions {} ({lib} there is older than the one the binary was linked against)",
@@ -280,20 +330,7 @@ pub async fn check(
             ));
         }
     }
-    if missing.is_empty() {
-        output::detail(&format!(
-            "the base has {interpreter} and {} libraries the binary needs",
-            found.len()
-        ));
-        return Ok(());
-    }
-    Err(BaseCheckError {
-        reference: reference.to_string(),
-        binary: binary.to_path_buf(),
-        missing,
-        wanted,
-    }
-    .into())
+    Ok(newest_wanted)
 }
 
 /// The highest `GLIBC_x.y` in a list, for the hint.

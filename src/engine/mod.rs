@@ -93,15 +93,7 @@ impl Engine {
             .host
             .clone()
             .unwrap_or_else(|| DEFAULT_HOST.to_string());
-        // A context with TLS material uses it, as the docker CLI does.
-        let tls_verify = std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty())
-            || (endpoint.tls.is_some() && !endpoint.skip_tls_verify);
-        let cert_path = endpoint.tls.clone().unwrap_or_else(|| {
-            std::env::var_os("DOCKER_CERT_PATH")
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(default_cert_path)
-        });
+        let (tls_verify, cert_path) = tls_settings(&endpoint);
         let (docker, ssh) = if address.starts_with("ssh://") {
             let tunnel =
                 ssh::SshTunnel::start(&address).map_err(|reason| EngineError::BadAddress {
@@ -116,58 +108,20 @@ impl Engine {
                 None,
             )
         };
-
-        let unreachable = |e: bollard::errors::Error| EngineError::Unreachable {
-            address: address.clone(),
-            cause: error_chain(&e),
-        };
-        let docker = docker
-            .with_timeout(PROBE_TIMEOUT)
-            .negotiate_version()
-            .await
-            .map_err(unreachable)?;
-        docker.ping().await.map_err(unreachable)?;
-        let version = docker.client_version();
-        // Podman names itself in the version's components ("Podman Engine").
-        let podman = docker.version().await.ok().is_some_and(|v| {
-            v.components
-                .iter()
-                .flatten()
-                .any(|c| c.name.to_ascii_lowercase().contains("podman"))
-        });
+        let docker = probe(docker, &address).await?;
+        let podman = names_podman(&docker).await;
         output::detail(&format!(
-            "{} at {address} (API {version})",
+            "{} at {address} (API {})",
             if podman {
                 "Podman service"
             } else {
                 "Docker engine"
-            }
+            },
+            docker.client_version()
         ));
         let plain_http = PlainHttp::default();
-        let allowed = plain_http.clone();
-        // bollard 0.21 builds its request paths without the `/v1.xx` prefix, which an engine
-        // answers with its own newest API. Pin the negotiated version, as the docker CLI does,
-        // so the engine speaks the API these request and response types were written for.
-        let prefix = format!("/v{version}");
-        let docker =
-            docker
-                .with_timeout(REQUEST_TIMEOUT)
-                .with_request_modifier(move |mut request| {
-                    if let Some(uri) = versioned_uri(&request.uri().to_string(), &prefix)
-                        && let Ok(uri) = uri.parse()
-                    {
-                        *request.uri_mut() = uri;
-                    }
-                    let registries = allowed.lock().map(|l| l.clone()).unwrap_or_default();
-                    if let Some(uri) = without_tls_verify(&request.uri().to_string(), &registries)
-                        && let Ok(uri) = uri.parse()
-                    {
-                        *request.uri_mut() = uri;
-                    }
-                    request
-                });
         Ok(Engine {
-            docker,
+            docker: with_request_rewrites(docker, plain_http.clone()),
             address,
             _ssh: ssh,
             podman,
@@ -217,6 +171,70 @@ impl Engine {
     pub fn remote_host(&self) -> Option<String> {
         remote_host(&self.address)
     }
+}
+
+/// Whether to speak TLS and where the certificates are: a context with TLS material uses it,
+/// as the docker CLI does; otherwise DOCKER_TLS_VERIFY and DOCKER_CERT_PATH.
+fn tls_settings(endpoint: &context::Endpoint) -> (bool, PathBuf) {
+    let tls_verify = std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty())
+        || (endpoint.tls.is_some() && !endpoint.skip_tls_verify);
+    let cert_path = endpoint.tls.clone().unwrap_or_else(|| {
+        std::env::var_os("DOCKER_CERT_PATH")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(default_cert_path)
+    });
+    (tls_verify, cert_path)
+}
+
+/// Negotiates the API version and pings, within the probe's timeout.
+async fn probe(docker: Docker, address: &str) -> Result<Docker, EngineError> {
+    let unreachable = |e: bollard::errors::Error| EngineError::Unreachable {
+        address: address.to_string(),
+        cause: error_chain(&e),
+    };
+    let docker = docker
+        .with_timeout(PROBE_TIMEOUT)
+        .negotiate_version()
+        .await
+        .map_err(unreachable)?;
+    docker.ping().await.map_err(unreachable)?;
+    Ok(docker)
+}
+
+/// Podman names itself in the version's components ("Podman Engine").
+async fn names_podman(docker: &Docker) -> bool {
+    docker.version().await.ok().is_some_and(|v| {
+        v.components
+            .iter()
+            .flatten()
+            .any(|c| c.name.to_ascii_lowercase().contains("podman"))
+    })
+}
+
+/// The request timeout, and every request's URI rewritten: bollard 0.21 builds its request
+/// paths without the `/v1.xx` prefix, which an engine answers with its own newest API. Pin the
+/// negotiated version, as the docker CLI does, so the engine speaks the API these request and
+/// response types were written for. Pushes to the registries in `allowed` go without TLS
+/// verification (Podman).
+fn with_request_rewrites(docker: Docker, allowed: PlainHttp) -> Docker {
+    let prefix = format!("/v{}", docker.client_version());
+    docker
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_request_modifier(move |mut request| {
+            if let Some(uri) = versioned_uri(&request.uri().to_string(), &prefix)
+                && let Ok(uri) = uri.parse()
+            {
+                *request.uri_mut() = uri;
+            }
+            let registries = allowed.lock().map(|l| l.clone()).unwrap_or_default();
+            if let Some(uri) = without_tls_verify(&request.uri().to_string(), &registries)
+                && let Ok(uri) = uri.parse()
+            {
+                *request.uri_mut() = uri;
+            }
+            request
+        })
 }
 
 /// The host part of a tcp/ssh `DOCKER_HOST`, unless it is a loopback name or address.

@@ -13,49 +13,13 @@ pub(super) fn select_packages<'m>(
     metadata: &'m Metadata,
     manifest: &Path,
 ) -> Result<Vec<&'m Package>, ConfigError> {
-    let members = metadata.workspace_packages();
     if request.workspace {
         return workspace_members(metadata);
     }
     if !request.packages.is_empty() {
-        let mut chosen: Vec<&Package> = Vec::new();
-        for spec in &request.packages {
-            let (name, version) = match spec.split_once('@') {
-                Some((n, v)) => (n, Some(v)),
-                None => (spec.as_str(), None),
-            };
-            match members.iter().find(|p| p.name.as_str() == name) {
-                Some(p) if version.is_some_and(|v| v != p.version.to_string()) => {
-                    return Err(ConfigError::plain(
-                        format!(
-                            "-p {spec}: the workspace has `{name}` at version {}",
-                            p.version
-                        ),
-                        None,
-                    ));
-                }
-                Some(p) if chosen.iter().any(|c| c.id == p.id) => {}
-                Some(p) => chosen.push(*p),
-                None => {
-                    let names: Vec<&str> = members.iter().map(|p| p.name.as_str()).collect();
-                    return Err(ConfigError::plain(
-                        format!(
-                            "package `{name}` is not a member of the workspace at {}",
-                            metadata.workspace_root
-                        ),
-                        Some(format!("members: {}", names.join(", "))),
-                    ));
-                }
-            }
-        }
-        if chosen.len() > 1 && request.bin.is_some() {
-            return Err(ConfigError::plain(
-                "--bin names one binary, but several packages were chosen with -p",
-                Some("push one package at a time with --bin, or set `bin` in each package's [package.metadata.cluster]".into()),
-            ));
-        }
-        return Ok(chosen);
+        return named_packages(request, metadata);
     }
+    let members = metadata.workspace_packages();
     let canonical = manifest
         .canonicalize()
         .unwrap_or_else(|_| manifest.to_path_buf());
@@ -65,10 +29,59 @@ pub(super) fn select_packages<'m>(
             .canonicalize()
             .is_ok_and(|m| m == canonical)
     });
-    if let Some(p) = here {
-        return Ok(vec![*p]);
+    match here {
+        Some(p) => Ok(vec![*p]),
+        None => Err(virtual_manifest(&members, manifest)),
     }
-    // A virtual workspace root: make the user choose, showing the packages that are set up.
+}
+
+/// `-p NAME[@VERSION]`, each a workspace member, each once.
+fn named_packages<'m>(
+    request: &Request,
+    metadata: &'m Metadata,
+) -> Result<Vec<&'m Package>, ConfigError> {
+    let members = metadata.workspace_packages();
+    let mut chosen: Vec<&Package> = Vec::new();
+    for spec in &request.packages {
+        let (name, version) = match spec.split_once('@') {
+            Some((n, v)) => (n, Some(v)),
+            None => (spec.as_str(), None),
+        };
+        match members.iter().find(|p| p.name.as_str() == name) {
+            Some(p) if version.is_some_and(|v| v != p.version.to_string()) => {
+                return Err(ConfigError::plain(
+                    format!(
+                        "-p {spec}: the workspace has `{name}` at version {}",
+                        p.version
+                    ),
+                    None,
+                ));
+            }
+            Some(p) if chosen.iter().any(|c| c.id == p.id) => {}
+            Some(p) => chosen.push(*p),
+            None => {
+                let names: Vec<&str> = members.iter().map(|p| p.name.as_str()).collect();
+                return Err(ConfigError::plain(
+                    format!(
+                        "package `{name}` is not a member of the workspace at {}",
+                        metadata.workspace_root
+                    ),
+                    Some(format!("members: {}", names.join(", "))),
+                ));
+            }
+        }
+    }
+    if chosen.len() > 1 && request.bin.is_some() {
+        return Err(ConfigError::plain(
+            "--bin names one binary, but several packages were chosen with -p",
+            Some("push one package at a time with --bin, or set `bin` in each package's [package.metadata.cluster]".into()),
+        ));
+    }
+    Ok(chosen)
+}
+
+/// A virtual workspace root: make the user choose, showing the packages that are set up.
+fn virtual_manifest(members: &[&Package], manifest: &Path) -> ConfigError {
     let with_settings: Vec<&str> = members
         .iter()
         .filter(|p| p.metadata.get("cluster").is_some())
@@ -90,13 +103,13 @@ pub(super) fn select_packages<'m>(
             with_settings[0]
         )
     };
-    Err(ConfigError::plain(
+    ConfigError::plain(
         format!(
             "{} is a virtual workspace manifest: choose a package with -p, or run from inside a member's directory",
             manifest.display()
         ),
         Some(help),
-    ))
+    )
 }
 
 /// `--workspace`: members with cluster settings (their own, or the workspace's) and a binary

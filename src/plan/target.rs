@@ -46,9 +46,7 @@ pub(super) fn plan_target(
     let user = config.user.as_ref().map(|u| u.value.clone());
     let mut warnings = Vec::new();
     let includes = plan_includes(config, &[&package_dir, workspace_root], &mut warnings)?;
-    let insecure = plan_insecure(config)?;
-    check_plain_http(request, config, &external.registry, &insecure)?;
-    let ca_cert = plan_ca_cert(request, config)?;
+    let registry_options = plan_registry_options(request, config, &external.registry)?;
     let docker = docker_spec(config, &package_dir)?;
     let supply_chain = plan_supply_chain(request, config)?;
     let platforms = plan_platforms(request, config, builder)?;
@@ -85,12 +83,7 @@ pub(super) fn plan_target(
             pull_repository,
             tags,
         },
-        registry_options: RegistryOptions {
-            insecure,
-            ca_cert,
-            retry_attempts: request.retry_attempts,
-            retry_timeout: request.retry_timeout,
-        },
+        registry_options,
         supply_chain,
         platforms,
         warnings,
@@ -342,6 +335,23 @@ fn plan_includes(
         }
     }
     Ok(includes)
+}
+
+/// How to speak to the registry: `insecure`, `ca_cert`, retries; plain HTTP is checked here.
+fn plan_registry_options(
+    request: &Request,
+    config: &ClusterConfig,
+    registry: &Registry,
+) -> Result<RegistryOptions, ConfigError> {
+    let insecure = plan_insecure(config)?;
+    check_plain_http(request, config, registry, &insecure)?;
+    let ca_cert = plan_ca_cert(request, config)?;
+    Ok(RegistryOptions {
+        insecure,
+        ca_cert,
+        retry_attempts: request.retry_attempts,
+        retry_timeout: request.retry_timeout,
+    })
 }
 
 /// `insecure`: registries that may be spoken to over plain HTTP.

@@ -54,107 +54,167 @@ pub(super) fn parse_header<'data>(
 /// Reads `PT_INTERP` and the `PT_DYNAMIC` entries through the program headers,
 /// as the loader does (section headers may be stripped).
 pub(super) fn parse_dynamic_info(path: &Path, bytes: &[u8]) -> Result<DynamicInfo, ClosureError> {
-    let endian = LittleEndian;
     let header = parse_header(path, bytes)?;
     let segments = header
-        .program_headers(endian, bytes)
+        .program_headers(LittleEndian, bytes)
         .map_err(|error| malformed(path, error.to_string()))?;
+    let mut info = DynamicInfo {
+        interpreter: interpreter(path, bytes, segments)?,
+        ..DynamicInfo::default()
+    };
+    let Some(entries) = dynamic_entries(path, bytes, segments)? else {
+        return Ok(info);
+    };
+    let entries = DynamicEntries::read(entries);
+    info.no_default_dirs = entries.no_default_dirs;
+    if !entries.has_strings() {
+        return Ok(info);
+    }
+    let strtab = string_table(path, bytes, segments, &entries)?;
+    entries.read_strings(path, strtab, &mut info)?;
+    Ok(info)
+}
 
-    let mut info = DynamicInfo::default();
+type Segments = [elf::ProgramHeader64<LittleEndian>];
+
+/// `PT_INTERP`: the loader the kernel starts for this file.
+fn interpreter(
+    path: &Path,
+    bytes: &[u8],
+    segments: &Segments,
+) -> Result<Option<String>, ClosureError> {
     for segment in segments {
         let interpreter = segment
-            .interpreter(endian, bytes)
+            .interpreter(LittleEndian, bytes)
             .map_err(|error| malformed(path, error.to_string()))?;
         if let Some(interpreter) = interpreter {
-            info.interpreter = Some(utf8(path, interpreter, "interpreter path")?);
-            break;
+            return Ok(Some(utf8(path, interpreter, "interpreter path")?));
         }
     }
+    Ok(None)
+}
 
-    let mut dynamic_entries = None;
+/// The entries of the first `PT_DYNAMIC` segment, if there is one.
+fn dynamic_entries<'data>(
+    path: &Path,
+    bytes: &'data [u8],
+    segments: &Segments,
+) -> Result<Option<&'data [elf::Dyn64<LittleEndian>]>, ClosureError> {
     for segment in segments {
-        dynamic_entries = segment
-            .dynamic(endian, bytes)
+        let entries = segment
+            .dynamic(LittleEndian, bytes)
             .map_err(|error| malformed(path, error.to_string()))?;
-        if dynamic_entries.is_some() {
-            break;
+        if entries.is_some() {
+            return Ok(entries);
         }
     }
-    let Some(dynamic_entries) = dynamic_entries else {
-        return Ok(info);
-    };
+    Ok(None)
+}
 
-    // String-valued entries hold offsets into DT_STRTAB, which may come later.
-    let mut needed_offsets = Vec::new();
-    let mut soname_offset = None;
-    let mut rpath_offset = None;
-    let mut runpath_offset = None;
-    let mut strtab_address = None;
-    let mut strtab_size = None;
-    for entry in dynamic_entries {
-        let value = entry.d_val(endian);
-        match entry.d_tag(endian) {
-            elf::DT_NULL => break,
-            elf::DT_NEEDED => needed_offsets.push(value),
-            elf::DT_SONAME => soname_offset = Some(value),
-            elf::DT_RPATH => rpath_offset = Some(value),
-            elf::DT_RUNPATH => runpath_offset = Some(value),
-            elf::DT_STRTAB => strtab_address = Some(value),
-            elf::DT_STRSZ => strtab_size = Some(value),
-            elf::DT_FLAGS_1 => {
-                info.no_default_dirs = value & elf::DF_1_NODEFLIB.0 != 0;
+/// The dynamic entries that matter here. String-valued entries hold offsets into DT_STRTAB,
+/// which may come later, so they are read as offsets first.
+#[derive(Default)]
+struct DynamicEntries {
+    needed: Vec<u64>,
+    soname: Option<u64>,
+    rpath: Option<u64>,
+    runpath: Option<u64>,
+    strtab_address: Option<u64>,
+    strtab_size: Option<u64>,
+    no_default_dirs: bool,
+}
+
+impl DynamicEntries {
+    fn read(entries: &[elf::Dyn64<LittleEndian>]) -> DynamicEntries {
+        let endian = LittleEndian;
+        let mut read = DynamicEntries::default();
+        for entry in entries {
+            let value = entry.d_val(endian);
+            match entry.d_tag(endian) {
+                elf::DT_NULL => break,
+                elf::DT_NEEDED => read.needed.push(value),
+                elf::DT_SONAME => read.soname = Some(value),
+                elf::DT_RPATH => read.rpath = Some(value),
+                elf::DT_RUNPATH => read.runpath = Some(value),
+                elf::DT_STRTAB => read.strtab_address = Some(value),
+                elf::DT_STRSZ => read.strtab_size = Some(value),
+                elf::DT_FLAGS_1 => {
+                    read.no_default_dirs = value & elf::DF_1_NODEFLIB.0 != 0;
+                }
+                _ => {}
             }
-            _ => {}
         }
+        read
     }
 
-    let has_strings = !needed_offsets.is_empty()
-        || soname_offset.is_some()
-        || rpath_offset.is_some()
-        || runpath_offset.is_some();
-    if !has_strings {
-        return Ok(info);
+    fn has_strings(&self) -> bool {
+        !self.needed.is_empty()
+            || self.soname.is_some()
+            || self.rpath.is_some()
+            || self.runpath.is_some()
     }
-    let (Some(strtab_address), Some(strtab_size)) = (strtab_address, strtab_size) else {
+
+    /// DT_NEEDED, DT_SONAME, DT_RUNPATH and (without a DT_RUNPATH) DT_RPATH, from the table.
+    fn read_strings(
+        self,
+        path: &Path,
+        strtab: &[u8],
+        info: &mut DynamicInfo,
+    ) -> Result<(), ClosureError> {
+        let string = |offset: u64, what: &str| string_at(path, strtab, offset, what);
+        for offset in self.needed {
+            info.needed.push(string(offset, "DT_NEEDED")?);
+        }
+        info.soname = self
+            .soname
+            .map(|offset| string(offset, "DT_SONAME"))
+            .transpose()?;
+        info.runpath = self
+            .runpath
+            .map(|offset| string(offset, "DT_RUNPATH").map(|list| split_path_list(&list)))
+            .transpose()?;
+        // glibc ignores DT_RPATH when DT_RUNPATH is present.
+        if let (None, Some(offset)) = (&info.runpath, self.rpath) {
+            info.rpath = split_path_list(&string(offset, "DT_RPATH")?);
+        }
+        Ok(())
+    }
+}
+
+/// DT_STRTAB's bytes, found through the loaded segment that holds its address.
+fn string_table<'data>(
+    path: &Path,
+    bytes: &'data [u8],
+    segments: &Segments,
+    entries: &DynamicEntries,
+) -> Result<&'data [u8], ClosureError> {
+    let (Some(address), Some(size)) = (entries.strtab_address, entries.strtab_size) else {
         return Err(malformed(path, "missing DT_STRTAB or DT_STRSZ".to_owned()));
     };
-    let strtab = segments
+    segments
         .iter()
-        .filter(|segment| segment.p_type(endian) == elf::PT_LOAD)
+        .filter(|segment| segment.p_type(LittleEndian) == elf::PT_LOAD)
         .find_map(|segment| {
             segment
-                .data_range(endian, bytes, strtab_address, strtab_size)
+                .data_range(LittleEndian, bytes, address, size)
                 .ok()
                 .flatten()
         })
-        .ok_or_else(|| malformed(path, "DT_STRTAB is outside the loaded segments".to_owned()))?;
-    let string = |offset: u64, what: &str| -> Result<String, ClosureError> {
-        let bytes = usize::try_from(offset)
-            .ok()
-            .and_then(|offset| strtab.get(offset..))
-            .and_then(|rest| {
-                rest.iter()
-                    .position(|&byte| byte == 0)
-                    .map(|end| &rest[..end])
-            })
-            .ok_or_else(|| malformed(path, format!("{what} string is outside DT_STRTAB")))?;
-        utf8(path, bytes, what)
-    };
+        .ok_or_else(|| malformed(path, "DT_STRTAB is outside the loaded segments".to_owned()))
+}
 
-    for offset in needed_offsets {
-        info.needed.push(string(offset, "DT_NEEDED")?);
-    }
-    info.soname = soname_offset
-        .map(|offset| string(offset, "DT_SONAME"))
-        .transpose()?;
-    info.runpath = runpath_offset
-        .map(|offset| string(offset, "DT_RUNPATH").map(|list| split_path_list(&list)))
-        .transpose()?;
-    // glibc ignores DT_RPATH when DT_RUNPATH is present.
-    if let (None, Some(offset)) = (&info.runpath, rpath_offset) {
-        info.rpath = split_path_list(&string(offset, "DT_RPATH")?);
-    }
-    Ok(info)
+/// The NUL-terminated string at `offset` in the string table.
+fn string_at(path: &Path, strtab: &[u8], offset: u64, what: &str) -> Result<String, ClosureError> {
+    let bytes = usize::try_from(offset)
+        .ok()
+        .and_then(|offset| strtab.get(offset..))
+        .and_then(|rest| {
+            rest.iter()
+                .position(|&byte| byte == 0)
+                .map(|end| &rest[..end])
+        })
+        .ok_or_else(|| malformed(path, format!("{what} string is outside DT_STRTAB")))?;
+    utf8(path, bytes, what)
 }
 
 /// `.gnu.version_r`: version names needed from each library file.

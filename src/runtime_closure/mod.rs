@@ -18,7 +18,7 @@ mod ld_so_conf;
 mod search;
 
 pub use elf_file::{defined_versions, missing_versions};
-pub use search::{library_search_dirs, requirements};
+pub use search::{Requirements, library_search_dirs, requirements};
 
 use elf_file::{parse_dynamic_info, parse_header};
 use ld_so_conf::{LD_SO_CONF, ld_so_conf_dirs};

@@ -133,90 +133,156 @@ pub fn resolve(
     lock: &LockChecksums,
 ) -> Result<DependencyGraph, GraphError> {
     let resolve = metadata.resolve.as_ref().ok_or(GraphError::NoResolve)?;
-    let packages: HashMap<&PackageId, &cargo_metadata::Package> =
-        metadata.packages.iter().map(|p| (&p.id, p)).collect();
-    let nodes: HashMap<&PackageId, &cargo_metadata::Node> =
-        resolve.nodes.iter().map(|n| (&n.id, n)).collect();
-    let root_id = metadata
+    let no_root = || GraphError::NoRoot(format!("{root_name}@{root_version}"));
+    let root_id = find_root(metadata, root_name, root_version).ok_or_else(no_root)?;
+    let reached = Reached::walk(resolve, root_id);
+    let describe = Describe::new(metadata, lock, &reached);
+    let root = describe
+        .component(root_id, Role::Runtime)
+        .ok_or_else(no_root)?;
+    let mut components: Vec<Component> = reached
+        .role
+        .iter()
+        .filter(|(id, _)| **id != root_id)
+        .filter_map(|(id, r)| describe.component(id, *r))
+        .collect();
+    components.sort_by(|a, b| (&a.name, &a.version, &a.key).cmp(&(&b.name, &b.version, &b.key)));
+    Ok(DependencyGraph {
+        root,
+        components,
+        edges: describe.edge_map(&reached.edges),
+    })
+}
+
+/// The package the binary comes from: a workspace member first, then any package.
+fn find_root<'a>(metadata: &'a Metadata, name: &str, version: &str) -> Option<&'a PackageId> {
+    metadata
         .workspace_packages()
         .into_iter()
         .chain(metadata.packages.iter())
-        .find(|p| p.name.as_str() == root_name && p.version.to_string() == root_version)
+        .find(|p| p.name.as_str() == name && p.version.to_string() == version)
         .map(|p| &p.id)
-        .ok_or_else(|| GraphError::NoRoot(format!("{root_name}@{root_version}")))?;
+}
 
-    // Breadth-first from the root. A crate reached as Runtime anywhere is Runtime; one reached
-    // only below a build-dependency is Build. Runtime is visited first, so it wins.
-    let mut role: HashMap<&PackageId, Role> = HashMap::new();
-    let mut edges: Vec<(&PackageId, &PackageId, Role)> = Vec::new();
-    let mut queue: VecDeque<(&PackageId, Role)> = VecDeque::new();
-    role.insert(root_id, Role::Runtime);
-    queue.push_back((root_id, Role::Runtime));
-    while let Some((id, here)) = queue.pop_front() {
-        if role.get(id) != Some(&here) {
-            continue; // upgraded to Runtime since it was queued as Build
-        }
-        let Some(node) = nodes.get(id) else { continue };
-        for dep in &node.deps {
-            let kinds: Vec<DependencyKind> = dep.dep_kinds.iter().map(|k| k.kind).collect();
-            let edge = if kinds.contains(&DependencyKind::Normal) {
-                here
-            } else if kinds.contains(&DependencyKind::Build) {
-                Role::Build
-            } else {
-                continue; // dev-only
-            };
-            edges.push((id, &dep.pkg, edge));
-            let better = match role.get(&dep.pkg) {
-                None => true,
-                Some(Role::Build) => edge == Role::Runtime,
-                Some(Role::Runtime) => false,
-            };
-            if better {
-                role.insert(&dep.pkg, edge);
-                if edge == Role::Runtime {
-                    queue.push_front((&dep.pkg, edge));
-                } else {
-                    queue.push_back((&dep.pkg, edge));
+/// The crates reached from the root, each with its role, and the edges between them.
+struct Reached<'a> {
+    role: HashMap<&'a PackageId, Role>,
+    edges: Vec<(&'a PackageId, &'a PackageId, Role)>,
+}
+
+impl<'a> Reached<'a> {
+    /// Breadth-first from the root. A crate reached as Runtime anywhere is Runtime; one reached
+    /// only below a build-dependency is Build. Runtime is visited first, so it wins.
+    fn walk(resolve: &'a cargo_metadata::Resolve, root_id: &'a PackageId) -> Reached<'a> {
+        let nodes: HashMap<&PackageId, &cargo_metadata::Node> =
+            resolve.nodes.iter().map(|n| (&n.id, n)).collect();
+        let mut reached = Reached {
+            role: HashMap::from([(root_id, Role::Runtime)]),
+            edges: Vec::new(),
+        };
+        let mut queue: VecDeque<(&PackageId, Role)> = VecDeque::from([(root_id, Role::Runtime)]);
+        while let Some((id, here)) = queue.pop_front() {
+            if reached.role.get(id) != Some(&here) {
+                continue; // upgraded to Runtime since it was queued as Build
+            }
+            let Some(node) = nodes.get(id) else { continue };
+            for dep in &node.deps {
+                let Some(edge) = edge_role(dep, here) else {
+                    continue; // dev-only
+                };
+                reached.edges.push((id, &dep.pkg, edge));
+                if reached.upgrade(&dep.pkg, edge) {
+                    if edge == Role::Runtime {
+                        queue.push_front((&dep.pkg, edge));
+                    } else {
+                        queue.push_back((&dep.pkg, edge));
+                    }
                 }
             }
         }
+        reached
     }
 
-    // Keys: name@version, plus the source when the same name and version come from two places.
-    let mut count: HashMap<(&str, String), usize> = HashMap::new();
-    for id in role.keys() {
-        if let Some(p) = packages.get(id) {
-            *count
-                .entry((p.name.as_str(), p.version.to_string()))
-                .or_default() += 1;
+    /// Records `id` as reached by an edge of role `edge`; true when that is news (first seen,
+    /// or Build upgraded to Runtime), so it must be visited (again).
+    fn upgrade(&mut self, id: &'a PackageId, edge: Role) -> bool {
+        let better = match self.role.get(id) {
+            None => true,
+            Some(Role::Build) => edge == Role::Runtime,
+            Some(Role::Runtime) => false,
+        };
+        if better {
+            self.role.insert(id, edge);
+        }
+        better
+    }
+}
+
+/// The role a dependency edge gives: the parent's for a normal dependency, Build for a
+/// build-dependency, none for a dev-only one.
+fn edge_role(dep: &cargo_metadata::NodeDep, here: Role) -> Option<Role> {
+    let kinds: Vec<DependencyKind> = dep.dep_kinds.iter().map(|k| k.kind).collect();
+    if kinds.contains(&DependencyKind::Normal) {
+        Some(here)
+    } else if kinds.contains(&DependencyKind::Build) {
+        Some(Role::Build)
+    } else {
+        None
+    }
+}
+
+/// Turns reached package ids into components and keys.
+struct Describe<'a> {
+    packages: HashMap<&'a PackageId, &'a cargo_metadata::Package>,
+    /// How many reached packages share a name and version.
+    count: HashMap<(&'a str, String), usize>,
+    lock: &'a LockChecksums,
+}
+
+impl<'a> Describe<'a> {
+    fn new(metadata: &'a Metadata, lock: &'a LockChecksums, reached: &Reached<'a>) -> Self {
+        let packages: HashMap<&PackageId, &cargo_metadata::Package> =
+            metadata.packages.iter().map(|p| (&p.id, p)).collect();
+        let mut count: HashMap<(&str, String), usize> = HashMap::new();
+        for id in reached.role.keys() {
+            if let Some(p) = packages.get(id) {
+                *count
+                    .entry((p.name.as_str(), p.version.to_string()))
+                    .or_default() += 1;
+            }
+        }
+        Describe {
+            packages,
+            count,
+            lock,
         }
     }
-    let key_of = |id: &PackageId| -> String {
-        match packages.get(id) {
-            Some(p) => {
-                let plain = format!("{}@{}", p.name, p.version);
-                if count
-                    .get(&(p.name.as_str(), p.version.to_string()))
-                    .copied()
-                    .unwrap_or(0)
-                    > 1
-                {
-                    format!("{plain}+{}", short_hash(&id.repr))
-                } else {
-                    plain
-                }
-            }
-            None => id.repr.clone(),
+
+    /// Keys: name@version, plus the source when the same name and version come from two places.
+    fn key_of(&self, id: &PackageId) -> String {
+        let Some(p) = self.packages.get(id) else {
+            return id.repr.clone();
+        };
+        let plain = format!("{}@{}", p.name, p.version);
+        let same = self
+            .count
+            .get(&(p.name.as_str(), p.version.to_string()))
+            .copied()
+            .unwrap_or(0);
+        if same > 1 {
+            format!("{plain}+{}", short_hash(&id.repr))
+        } else {
+            plain
         }
-    };
-    let component = |id: &PackageId, role: Role| -> Option<Component> {
-        let p = packages.get(id)?;
+    }
+
+    fn component(&self, id: &PackageId, role: Role) -> Option<Component> {
+        let p = self.packages.get(id)?;
         let source = Source::parse(p.source.as_ref().map(|s| s.repr.as_str()));
         let version = p.version.to_string();
         Some(Component {
-            key: key_of(id),
-            checksum: lock.get(p.name.as_str(), &version),
+            key: self.key_of(id),
+            checksum: self.lock.get(p.name.as_str(), &version),
             name: p.name.to_string(),
             version,
             source,
@@ -224,27 +290,21 @@ pub fn resolve(
             repository: p.repository.clone(),
             role,
         })
-    };
-    let root = component(root_id, Role::Runtime)
-        .ok_or_else(|| GraphError::NoRoot(format!("{root_name}@{root_version}")))?;
-    let mut components: Vec<Component> = role
-        .iter()
-        .filter(|(id, _)| **id != root_id)
-        .filter_map(|(id, r)| component(id, *r))
-        .collect();
-    components.sort_by(|a, b| (&a.name, &a.version, &a.key).cmp(&(&b.name, &b.version, &b.key)));
-    let mut edge_map: BTreeMap<String, BTreeSet<(String, Role)>> = BTreeMap::new();
-    for (from, to, r) in edges {
-        edge_map
-            .entry(key_of(from))
-            .or_default()
-            .insert((key_of(to), r));
     }
-    Ok(DependencyGraph {
-        root,
-        components,
-        edges: edge_map,
-    })
+
+    fn edge_map(
+        &self,
+        edges: &[(&PackageId, &PackageId, Role)],
+    ) -> BTreeMap<String, BTreeSet<(String, Role)>> {
+        let mut edge_map: BTreeMap<String, BTreeSet<(String, Role)>> = BTreeMap::new();
+        for (from, to, r) in edges {
+            edge_map
+                .entry(self.key_of(from))
+                .or_default()
+                .insert((self.key_of(to), *r));
+        }
+        edge_map
+    }
 }
 
 /// `.crate` checksums by (name, version), from Cargo.lock.

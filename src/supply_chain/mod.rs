@@ -18,7 +18,7 @@ use bytes::Bytes;
 use crate::reference::Digest;
 
 /// Which SBOM format to attach (`sbom = "spdx" | "cyclonedx" | "none"`, `--sbom`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SbomFormat {
     #[default]
     Spdx,

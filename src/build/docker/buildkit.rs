@@ -119,7 +119,24 @@ where
     let request = request
         .body(body)
         .map_err(|e| Failure::Transport(e.to_string()))?;
-    let response = match endpoint {
+    let response = send(endpoint, request).await?;
+    let status = response.status();
+    let body = response.into_body().into_data_stream();
+    if !status.is_success() {
+        return Err(refusal(status, body).await);
+    }
+    follow(body, shown).await
+}
+
+type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+type ResponseBody = http_body_util::BodyDataStream<hyper::body::Incoming>;
+
+/// Sends the build request over the engine's unix socket or plain TCP.
+async fn send(
+    endpoint: &Endpoint,
+    request: hyper::Request<RequestBody>,
+) -> Result<hyper::Response<hyper::body::Incoming>, Failure> {
+    match endpoint {
         Endpoint::Unix(_) => {
             Client::builder(TokioExecutor::new())
                 .build(hyperlocal::UnixConnector)
@@ -133,26 +150,31 @@ where
                 .await
         }
     }
-    .map_err(|e| Failure::Transport(crate::registry::error_chain(&e)))?;
+    .map_err(|e| Failure::Transport(crate::registry::error_chain(&e)))
+}
 
-    let status = response.status();
-    let mut body = response.into_body().into_data_stream();
-    if !status.is_success() {
-        let mut text = Vec::new();
-        while let Some(Ok(chunk)) = body.next().await {
-            text.extend_from_slice(&chunk);
-            if text.len() > MAX_ERROR_BODY {
-                text.truncate(MAX_ERROR_BODY);
-                break;
-            }
+/// The engine's refusal: its `message` (or the start of its answer), read within bounds.
+async fn refusal(status: hyper::StatusCode, mut body: ResponseBody) -> Failure {
+    let mut text = Vec::new();
+    while let Some(Ok(chunk)) = body.next().await {
+        text.extend_from_slice(&chunk);
+        if text.len() > MAX_ERROR_BODY {
+            text.truncate(MAX_ERROR_BODY);
+            break;
         }
-        let message = serde_json::from_slice::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&text).trim().to_string());
-        return Err(Failure::Refused(status.as_u16(), message));
     }
+    let message = serde_json::from_slice::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(&text).trim().to_string());
+    Failure::Refused(status.as_u16(), message)
+}
 
+/// Follows the build's JSON lines to the end; the image id, when the build names one.
+async fn follow(
+    mut body: ResponseBody,
+    shown: &mut BuildOutput,
+) -> Result<Option<String>, Failure> {
     let mut progress = Progress::default();
     let mut image_id = None;
     let mut pending = Vec::new();

@@ -245,19 +245,7 @@ pub(super) fn walk(
     } else {
         root.join(rel_dir)
     };
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(&dir).map_err(|e| at(&dir, e))? {
-        let name = entry.map_err(|e| at(&dir, e))?.file_name();
-        let name = name.into_string().map_err(|raw| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: the file name is not UTF-8", dir.join(raw).display()),
-            )
-        })?;
-        names.push(name);
-    }
-    names.sort();
-    for name in names {
+    for name in sorted_names(&dir)? {
         let rel = if rel_dir.is_empty() {
             name
         } else {
@@ -271,16 +259,7 @@ pub(super) fn walk(
             }
             continue;
         }
-        let file_type = meta.file_type();
-        let kind = if file_type.is_dir() {
-            Kind::Dir
-        } else if file_type.is_file() {
-            Kind::File { size: meta.len() }
-        } else if file_type.is_symlink() {
-            Kind::Symlink {
-                target: std::fs::read_link(&host).map_err(|e| at(&host, e))?,
-            }
-        } else {
+        let Some(kind) = kind_of(&host, &meta)? else {
             output::detail(&format!(
                 "leaving out {} (not a file, directory or link)",
                 host.display()
@@ -288,33 +267,7 @@ pub(super) fn walk(
             listing.skipped_special += 1;
             continue;
         };
-        // Parents skipped as excluded still need entries when something inside is sent.
-        let mut parent = String::new();
-        for part in rel
-            .split('/')
-            .collect::<Vec<_>>()
-            .iter()
-            .rev()
-            .skip(1)
-            .rev()
-        {
-            if !parent.is_empty() {
-                parent.push('/');
-            }
-            parent.push_str(part);
-            if dirs_written.insert(parent.clone()) {
-                let parent_host = root.join(&parent);
-                let parent_meta =
-                    std::fs::metadata(&parent_host).map_err(|e| at(&parent_host, e))?;
-                listing.push(Entry {
-                    name: parent.clone(),
-                    host: parent_host,
-                    kind: Kind::Dir,
-                    mode: mode_of(&parent_meta),
-                    mtime: mtime_of(&parent_meta),
-                });
-            }
-        }
+        list_parents(root, &rel, listing, dirs_written)?;
         let is_dir = matches!(kind, Kind::Dir);
         if is_dir {
             dirs_written.insert(rel.clone());
@@ -328,6 +281,70 @@ pub(super) fn walk(
         });
         if is_dir {
             walk(root, &rel, ignore, listing, dirs_written)?;
+        }
+    }
+    Ok(())
+}
+
+/// The names in `dir`, sorted; a name that is not UTF-8 is an error.
+fn sorted_names(dir: &Path) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| at(dir, e))? {
+        let name = entry.map_err(|e| at(dir, e))?.file_name();
+        let name = name.into_string().map_err(|raw| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: the file name is not UTF-8", dir.join(raw).display()),
+            )
+        })?;
+        names.push(name);
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// A directory, file or symlink; `None` for what a context cannot carry (sockets, devices…).
+fn kind_of(host: &Path, meta: &std::fs::Metadata) -> io::Result<Option<Kind>> {
+    let file_type = meta.file_type();
+    Ok(if file_type.is_dir() {
+        Some(Kind::Dir)
+    } else if file_type.is_file() {
+        Some(Kind::File { size: meta.len() })
+    } else if file_type.is_symlink() {
+        Some(Kind::Symlink {
+            target: std::fs::read_link(host).map_err(|e| at(host, e))?,
+        })
+    } else {
+        None
+    })
+}
+
+/// Parents skipped as excluded still need entries when something inside is sent.
+fn list_parents(
+    root: &Path,
+    rel: &str,
+    listing: &mut Listing,
+    dirs_written: &mut HashSet<String>,
+) -> io::Result<()> {
+    let Some((parents, _)) = rel.rsplit_once('/') else {
+        return Ok(());
+    };
+    let mut parent = String::new();
+    for part in parents.split('/') {
+        if !parent.is_empty() {
+            parent.push('/');
+        }
+        parent.push_str(part);
+        if dirs_written.insert(parent.clone()) {
+            let parent_host = root.join(&parent);
+            let parent_meta = std::fs::metadata(&parent_host).map_err(|e| at(&parent_host, e))?;
+            listing.push(Entry {
+                name: parent.clone(),
+                host: parent_host,
+                kind: Kind::Dir,
+                mode: mode_of(&parent_meta),
+                mtime: mtime_of(&parent_meta),
+            });
         }
     }
     Ok(())

@@ -91,7 +91,20 @@ pub(super) fn generated_dockerfile(
     for (file, description) in layers {
         out.push_str(&format!("# {description}\nADD {file} /\n"));
     }
+    instruction(&mut out, "ENV", &env_pairs(process)?);
+    instruction(&mut out, "LABEL", &label_pairs(process)?);
+    if let Some(user) = process["User"].as_str().filter(|u| !u.is_empty()) {
+        out.push_str(&format!("USER {}\n", dockerfile_quote(user, "user")?));
+    }
+    let entrypoint = process["Entrypoint"].clone();
+    if !entrypoint.is_null() {
+        out.push_str(&format!("ENTRYPOINT {entrypoint}\n"));
+    }
+    Ok(out)
+}
 
+/// The config's `Env` as `ENV` pairs, values quoted.
+fn env_pairs(process: &serde_json::Value) -> Result<Vec<String>> {
     let mut env = Vec::new();
     for entry in process["Env"]
         .as_array()
@@ -118,9 +131,12 @@ pub(super) fn generated_dockerfile(
             dockerfile_quote(value, &format!("env `{name}`"))?
         ));
     }
-    instruction(&mut out, "ENV", &env);
+    Ok(env)
+}
 
-    // The config's labels are the base's and the package's, as the daemonless builder merged them.
+/// The config's labels (the base's and the package's, as the daemonless builder merged them)
+/// as `LABEL` pairs, sorted by key.
+fn label_pairs(process: &serde_json::Value) -> Result<Vec<String>> {
     let mut labels = Vec::new();
     let mut keys: Vec<(&String, &serde_json::Value)> = process["Labels"]
         .as_object()
@@ -143,16 +159,7 @@ pub(super) fn generated_dockerfile(
             dockerfile_quote(value.as_str().unwrap_or_default(), &what)?
         ));
     }
-    instruction(&mut out, "LABEL", &labels);
-
-    if let Some(user) = process["User"].as_str().filter(|u| !u.is_empty()) {
-        out.push_str(&format!("USER {}\n", dockerfile_quote(user, "user")?));
-    }
-    let entrypoint = process["Entrypoint"].clone();
-    if !entrypoint.is_null() {
-        out.push_str(&format!("ENTRYPOINT {entrypoint}\n"));
-    }
-    Ok(out)
+    Ok(labels)
 }
 
 /// One `ENV` or `LABEL` instruction with every `key=value` pair, a pair per line.

@@ -389,18 +389,7 @@ async fn with_buildkit(
     if choice == Some(false) {
         return None;
     }
-    // The classic builder drops a Dockerfile (and .dockerignore) that `.dockerignore` excludes,
-    // or that came from outside the context, once it has read them; BuildKit, given the context
-    // as a tar, keeps them, so `COPY . /app` would copy them into the image.
-    // (`context.ignore` re-includes both, as Docker sends them: read the user's patterns again.)
-    let users_patterns = std::fs::read_to_string(context.root.join(".dockerignore"))
-        .ok()
-        .and_then(|text| DockerIgnore::parse(&text).ok());
-    let dockerfile_not_in_context = context.outside_dockerfile.is_some()
-        || users_patterns.is_some_and(|p| {
-            p.is_excluded(&context.dockerfile_name) || p.is_excluded(".dockerignore")
-        });
-    if dockerfile_not_in_context {
+    if dockerfile_not_in_context(context) {
         let why = "the Dockerfile is outside the context or excluded by .dockerignore, and \
                    BuildKit given a context tar would keep it in the context";
         if choice == Some(true) {
@@ -412,58 +401,90 @@ async fn with_buildkit(
             return None;
         }
     }
-    let fallback = |why: &str| {
-        let text = format!("{why}; building with the classic builder");
-        if choice == Some(true) {
-            output::warn(&text);
-        } else {
-            output::status("Note", &text);
-        }
-    };
     // Podman's Docker-compatible service builds with Buildah and answers a BuildKit request
     // with Buildah's own progress, which names no image the BuildKit way.
     if engine.is_podman() {
-        fallback(&format!(
-            "the engine at {} is Podman's service, which has no BuildKit",
-            engine.address()
-        ));
+        classic_after_all(
+            choice,
+            &format!(
+                "the engine at {} is Podman's service, which has no BuildKit",
+                engine.address()
+            ),
+        );
         return None;
     }
     let Some(endpoint) = buildkit::Endpoint::of(engine.address(), engine.tls()) else {
-        fallback(&format!(
-            "BuildKit builds are sent over unix:// or plain tcp:// engine addresses, not {}",
-            engine.address()
-        ));
+        classic_after_all(
+            choice,
+            &format!(
+                "BuildKit builds are sent over unix:// or plain tcp:// engine addresses, not {}",
+                engine.address()
+            ),
+        );
         return None;
     };
-    if choice.is_none() {
-        // BuildKit is in Linux engines since 18.09 (API 1.39); Windows engines have none.
-        let version = engine.docker().version().await.ok();
-        let linux = version
-            .as_ref()
-            .and_then(|v| v.os.as_deref())
-            .is_some_and(|os| os == "linux");
-        let api = engine.api_version();
-        let new_enough = api
-            .split_once('.')
-            .and_then(|(major, minor)| {
-                Some((major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?))
-            })
-            .is_some_and(|v| v >= (1, 39));
-        if !linux || !new_enough {
-            fallback(&format!(
-                "the engine at {} has no BuildKit (API {api}, {})",
-                engine.address(),
-                version
-                    .as_ref()
-                    .and_then(|v| v.os.clone())
-                    .unwrap_or_else(|| "unknown OS".into())
-            ));
-            return None;
-        }
+    if choice.is_none()
+        && let Some(why) = no_buildkit_in(engine).await
+    {
+        classic_after_all(choice, &why);
+        return None;
     }
-    // An engine without its default bridge network (dockerd --bridge=none) cannot give BuildKit's
-    // RUN steps the default network; give them none, as the classic builder does there.
+    Some((endpoint, run_network(engine).await))
+}
+
+/// The classic builder drops a Dockerfile (and .dockerignore) that `.dockerignore` excludes,
+/// or that came from outside the context, once it has read them; BuildKit, given the context
+/// as a tar, keeps them, so `COPY . /app` would copy them into the image.
+/// (`context.ignore` re-includes both, as Docker sends them: read the user's patterns again.)
+fn dockerfile_not_in_context(context: &BuildContext) -> bool {
+    let users_patterns = std::fs::read_to_string(context.root.join(".dockerignore"))
+        .ok()
+        .and_then(|text| DockerIgnore::parse(&text).ok());
+    context.outside_dockerfile.is_some()
+        || users_patterns.is_some_and(|p| {
+            p.is_excluded(&context.dockerfile_name) || p.is_excluded(".dockerignore")
+        })
+}
+
+/// Says why the classic builder builds after all: a warning when BuildKit was asked for.
+fn classic_after_all(choice: Option<bool>, why: &str) {
+    let text = format!("{why}; building with the classic builder");
+    if choice == Some(true) {
+        output::warn(&text);
+    } else {
+        output::status("Note", &text);
+    }
+}
+
+/// Why the engine has no BuildKit, if it has none: BuildKit is in Linux engines since 18.09
+/// (API 1.39); Windows engines have none.
+async fn no_buildkit_in(engine: &Engine) -> Option<String> {
+    let version = engine.docker().version().await.ok();
+    let linux = version
+        .as_ref()
+        .and_then(|v| v.os.as_deref())
+        .is_some_and(|os| os == "linux");
+    let api = engine.api_version();
+    let new_enough = api
+        .split_once('.')
+        .and_then(|(major, minor)| Some((major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?)))
+        .is_some_and(|v| v >= (1, 39));
+    if linux && new_enough {
+        return None;
+    }
+    Some(format!(
+        "the engine at {} has no BuildKit (API {api}, {})",
+        engine.address(),
+        version
+            .as_ref()
+            .and_then(|v| v.os.clone())
+            .unwrap_or_else(|| "unknown OS".into())
+    ))
+}
+
+/// An engine without its default bridge network (dockerd --bridge=none) cannot give BuildKit's
+/// RUN steps the default network; give them none, as the classic builder does there.
+async fn run_network(engine: &Engine) -> Option<&'static str> {
     let bridge = engine
         .docker()
         .inspect_network(
@@ -472,7 +493,7 @@ async fn with_buildkit(
         )
         .await
         .is_ok();
-    Some((endpoint, (!bridge).then_some("none")))
+    (!bridge).then_some("none")
 }
 
 /// Credentials for the registries the build pulls from, as `X-Registry-Config`.
