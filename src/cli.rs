@@ -43,7 +43,7 @@ pub enum Command {
     /// pushing each image once; prints the YAML with every other byte kept
     Resolve(Box<ResolveArgs>),
     /// Check that an image has an SBOM and provenance attached that name it
-    Verify(Box<crate::verify::VerifyArgs>),
+    Verify(Box<VerifyArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -60,11 +60,38 @@ pub struct ResolveArgs {
     pub push: PushArgs,
 }
 
+/// Check that an image has an SBOM and provenance attached that name it
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// The image: `host[:port]/repository@sha256:…` or `…:tag`
+    pub reference: String,
+
+    /// Output format on stdout
+    #[arg(long, value_parser = output_format(), default_value = "text", env = "ADAPT_PUSH_FORMAT")]
+    pub format: output::Format,
+
+    /// Extra CA certificate (PEM) to trust for the registry
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// A registry (host:port) that may be spoken to over plain HTTP (loopback always may)
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub insecure: Vec<String>,
+
+    /// Do not require provenance (only the SBOM)
+    #[arg(long)]
+    pub no_provenance: bool,
+
+    /// Do not require an SBOM (only the provenance)
+    #[arg(long)]
+    pub no_sbom: bool,
+}
+
 /// What to do, from the process arguments.
 pub enum Invocation {
     Push(PushArgs),
     Resolve(ResolveArgs),
-    Verify(crate::verify::VerifyArgs),
+    Verify(VerifyArgs),
     Completions(clap_complete::Shell),
 }
 

@@ -6,46 +6,18 @@
 //! check fails.
 
 use std::io::Write;
-use std::path::PathBuf;
 
-use clap::Args;
 use miette::{IntoDiagnostic, Result};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::cli::VerifyArgs;
 use crate::image::{DOCKER_MANIFEST_LIST, OCI_INDEX};
 use crate::output::Format;
 use crate::reference::{Digest, ImageRef, Registry, Repository};
 use crate::registry::pool::Clients;
 use crate::registry::{ClientOptions, RegistryClient, RetryPolicy};
 use crate::supply_chain::{CYCLONEDX_JSON, IN_TOTO_JSON, SPDX_JSON, provenance};
-
-/// Check that an image has an SBOM and provenance attached that name it
-#[derive(Debug, Clone, Args)]
-pub struct VerifyArgs {
-    /// The image: `host[:port]/repository@sha256:…` or `…:tag`
-    pub reference: String,
-
-    /// Output format on stdout
-    #[arg(long, value_parser = crate::cli::output_format(), default_value = "text", env = "ADAPT_PUSH_FORMAT")]
-    pub format: Format,
-
-    /// Extra CA certificate (PEM) to trust for the registry
-    #[arg(long, value_name = "FILE")]
-    pub ca_cert: Option<PathBuf>,
-
-    /// A registry (host:port) that may be spoken to over plain HTTP (loopback always may)
-    #[arg(long, value_name = "HOST[:PORT]")]
-    pub insecure: Vec<String>,
-
-    /// Do not require provenance (only the SBOM)
-    #[arg(long)]
-    pub no_provenance: bool,
-
-    /// Do not require an SBOM (only the provenance)
-    #[arg(long)]
-    pub no_sbom: bool,
-}
 
 /// One checked image (the index, or one platform image).
 #[derive(Debug, Serialize)]
