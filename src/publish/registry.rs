@@ -6,13 +6,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use miette::{Result, WrapErr};
 
 use super::Published;
-use crate::image::layer::Layer;
-use crate::image::{Blob, BlobSource, Image};
+use crate::image::layer::{Layer, LayerTap};
+use crate::image::{Blob, BlobSource, Image, LayerEvents, LayerListener};
 use crate::output::{self, human_bytes};
 use crate::plan::Destination;
 use crate::reference::{Digest, Repository};
@@ -318,16 +320,114 @@ pub struct EarlyBlobs {
     unreachable: std::sync::Mutex<Option<RegistryError>>,
 }
 
-/// Sends each layer that arrives on `layers` to the destination's repository (checked with
-/// HEAD first, like any blob), several at once, until the builder drops its end. Connects to
-/// the registry at once, so the ping and credential lookup overlap the compile. Nothing here
-/// fails the run: a layer whose upload failed is left out of the result, and the publisher
-/// sends it again from the layer cache with its own retries; a failed connect is kept for the
-/// publisher to report (after the build, which may fail first).
+/// How many pieces of compressed output (each at most a compression block, 512 KiB, plus its
+/// framing) wait for a streamed upload; beyond that the compressor waits for the network.
+const STREAM_QUEUE: usize = 4;
+
+/// A layer for [`upload_early`]: written to the layer cache, or still being compressed with its
+/// bytes streamed as they come.
+enum EarlyLayer {
+    Finished(Layer),
+    Streaming(StreamingLayer),
+}
+
+/// A layer being compressed: its compressed bytes as they come, then the finished layer.
+struct StreamingLayer {
+    description: String,
+    chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    /// Dropped unsent when the layer could not be made (the build says why).
+    done: tokio::sync::oneshot::Receiver<Layer>,
+}
+
+/// The layers the builder hands to [`upload_early`].
+pub struct EarlyLayers {
+    layers: tokio::sync::mpsc::UnboundedReceiver<EarlyLayer>,
+    connected: Arc<AtomicBool>,
+}
+
+/// The builder's end of [`EarlyLayers`].
+struct EarlyListener {
+    layers: tokio::sync::mpsc::UnboundedSender<EarlyLayer>,
+    /// Set once the registry is connected: until then a layer is not streamed, so that its
+    /// compression never waits on the connection.
+    connected: Arc<AtomicBool>,
+}
+
+/// A listener for the builder, and the layers it hears of for [`upload_early`].
+pub fn early_layers() -> (LayerListener, EarlyLayers) {
+    let (sender, layers) = tokio::sync::mpsc::unbounded_channel();
+    let connected = Arc::new(AtomicBool::new(false));
+    let listener = EarlyListener {
+        layers: sender,
+        connected: Arc::clone(&connected),
+    };
+    (Arc::new(listener), EarlyLayers { layers, connected })
+}
+
+impl LayerEvents for EarlyListener {
+    fn compressing(&self, description: &str) -> Option<Box<dyn LayerTap>> {
+        if !self.connected.load(Ordering::Acquire) {
+            return None;
+        }
+        let (chunks, receiver) = tokio::sync::mpsc::channel(STREAM_QUEUE);
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let streaming = StreamingLayer {
+            description: description.to_string(),
+            chunks: receiver,
+            done: finished,
+        };
+        // The receiver lives until the build ends; a send can only fail after that.
+        self.layers.send(EarlyLayer::Streaming(streaming)).ok()?;
+        Some(Box::new(StreamTap {
+            chunks,
+            done: Some(done),
+        }))
+    }
+
+    fn finished(&self, layer: &Layer, tapped: bool) {
+        // A streamed layer's upload hears of it through its tap.
+        if !tapped {
+            let _ = self.layers.send(EarlyLayer::Finished(layer.clone()));
+        }
+    }
+}
+
+/// Hands the compressor's output to a streamed upload, on the compressor's thread (never an
+/// async one): waits while the queue is full, so memory stays bounded.
+struct StreamTap {
+    chunks: tokio::sync::mpsc::Sender<Bytes>,
+    done: Option<tokio::sync::oneshot::Sender<Layer>>,
+}
+
+impl LayerTap for StreamTap {
+    fn write(&mut self, bytes: &[u8]) -> bool {
+        // Fails once the upload gave up (its end of the queue is gone).
+        self.chunks
+            .blocking_send(Bytes::copy_from_slice(bytes))
+            .is_ok()
+    }
+
+    fn finish(mut self: Box<Self>, layer: &Layer) {
+        // Sent before the queue closes (when `self` drops), so the upload has the digest at
+        // the end of its body.
+        if let Some(done) = self.done.take() {
+            let _ = done.send(layer.clone());
+        }
+    }
+}
+
+/// Sends each layer that arrives on `layers` to the destination's repository, several at
+/// once, until the builder drops its end: a finished layer checked with HEAD first, like any
+/// blob; a layer with new content streamed while it is compressed (see
+/// [`RegistryPublisher::stream_layer`]). Connects to the registry at once, so the ping and
+/// credential lookup overlap the compile. Nothing here fails the run: a layer whose upload
+/// failed is left out of the result, and the publisher sends it again from the layer cache
+/// with its own retries; a failed connect is kept for the publisher to report (after the
+/// build, which may fail first).
 pub async fn upload_early(
     clients: &Clients,
     destination: &Destination,
-    layers: tokio::sync::mpsc::UnboundedReceiver<Layer>,
+    layers: EarlyLayers,
 ) -> EarlyBlobs {
     let mut early = EarlyBlobs::default();
     let client = match clients.get(&destination.external).await {
@@ -337,35 +437,36 @@ pub async fn upload_early(
             return early;
         }
     };
+    layers.connected.store(true, Ordering::Release);
     let publisher = RegistryPublisher::new(clients);
     let repo = &destination.repository;
-    let arriving = stream::unfold(layers, |mut layers| async move {
+    let arriving = stream::unfold(layers.layers, |mut layers| async move {
         layers.recv().await.map(|layer| (layer, layers))
     });
-    let sent: Vec<(Digest, Result<BlobOutcome>)> = arriving
+    let sent: Vec<Option<(Digest, Result<BlobOutcome>)>> = arriving
         .map(|layer| {
-            let blob = Blob {
-                digest: layer.digest,
-                size: layer.size,
-                // Not sent with a blob upload; the manifest names the type.
-                media_type: String::new(),
-                source: BlobSource::File(layer.path),
-                description: layer.description,
-            };
             let (publisher, client) = (&publisher, &client);
             async move {
-                output::detail(&format!(
-                    "sending {} while the image is being built",
-                    blob.description
-                ));
-                let outcome = publisher.push_blob(client, repo, &blob).await;
-                (blob.digest, outcome)
+                match layer {
+                    EarlyLayer::Finished(layer) => {
+                        let blob = cached_blob(layer);
+                        output::detail(&format!(
+                            "sending {} while the image is being built",
+                            blob.description
+                        ));
+                        let outcome = publisher.push_blob(client, repo, &blob).await;
+                        Some((blob.digest, outcome))
+                    }
+                    EarlyLayer::Streaming(streaming) => {
+                        publisher.stream_layer(client, repo, streaming).await
+                    }
+                }
             }
         })
         .buffer_unordered(PARALLEL_BLOBS)
         .collect()
         .await;
-    for (digest, outcome) in sent {
+    for (digest, outcome) in sent.into_iter().flatten() {
         match outcome {
             Ok(outcome) => {
                 early.sent.insert(digest, outcome);
@@ -374,6 +475,79 @@ pub async fn upload_early(
         }
     }
     early
+}
+
+/// A layer in the layer cache as a blob to upload.
+fn cached_blob(layer: Layer) -> Blob {
+    Blob {
+        digest: layer.digest,
+        size: layer.size,
+        // Not sent with a blob upload; the manifest names the type.
+        media_type: String::new(),
+        source: BlobSource::File(layer.path),
+        description: layer.description,
+    }
+}
+
+impl RegistryPublisher<'_> {
+    /// Uploads a layer while it is compressed: one session whose PATCH body follows the
+    /// compressor, closed with the digest once the layer is finished. Anything failing on the
+    /// way sends the finished layer from the layer cache instead, as if it had not been
+    /// streamed. `None`: the layer could not be made (the build reports why).
+    async fn stream_layer(
+        &self,
+        client: &Arc<RegistryClient>,
+        repo: &Repository,
+        streaming: StreamingLayer,
+    ) -> Option<(Digest, Result<BlobOutcome>)> {
+        let StreamingLayer {
+            description,
+            chunks,
+            done,
+        } = streaming;
+        output::detail(&format!(
+            "streaming {description} to {} while it is compressed",
+            client.registry()
+        ));
+        let body = stream::unfold(chunks, |mut chunks| async move {
+            chunks
+                .recv()
+                .await
+                .map(|chunk| (Ok::<_, std::io::Error>(chunk), chunks))
+        });
+        // On failure the body is dropped, and with it the queue: the compressor goes on alone.
+        let sent = client.upload_streamed(repo, body).await;
+        let layer = done.await.ok()?;
+        let result = match sent {
+            Ok(upload) if upload.bytes == layer.size => client
+                .finish_streamed(repo, upload, &layer.digest)
+                .await
+                .map_err(miette::Report::new),
+            Ok(upload) => Err(miette::miette!(
+                "the registry took {} of its {} bytes",
+                upload.bytes,
+                layer.size
+            )),
+            Err(e) => Err(miette::Report::new(e)),
+        };
+        let blob = cached_blob(layer);
+        match result {
+            Ok(()) => {
+                output::detail(&format!(
+                    "uploaded {description} ({}) while it was compressed",
+                    human_bytes(blob.size)
+                ));
+                Some((blob.digest, Ok(BlobOutcome::Uploaded(blob.size))))
+            }
+            Err(e) => {
+                output::detail(&format!(
+                    "streaming {description}: {e}; sending it from the layer cache instead"
+                ));
+                let outcome = self.push_blob(client, repo, &blob).await;
+                Some((blob.digest, outcome))
+            }
+        }
+    }
 }
 
 impl Published {

@@ -17,6 +17,7 @@ mod options;
 mod ping;
 pub mod pool;
 pub mod referrers;
+mod stream_upload;
 mod transport;
 
 use std::collections::HashMap;
