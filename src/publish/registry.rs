@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -342,33 +341,22 @@ struct StreamingLayer {
 /// The layers the builder hands to [`upload_early`].
 pub struct EarlyLayers {
     layers: tokio::sync::mpsc::UnboundedReceiver<EarlyLayer>,
-    connected: Arc<AtomicBool>,
 }
 
 /// The builder's end of [`EarlyLayers`].
 struct EarlyListener {
     layers: tokio::sync::mpsc::UnboundedSender<EarlyLayer>,
-    /// Set once the registry is connected: until then a layer is not streamed, so that its
-    /// compression never waits on the connection.
-    connected: Arc<AtomicBool>,
 }
 
 /// A listener for the builder, and the layers it hears of for [`upload_early`].
 pub fn early_layers() -> (LayerListener, EarlyLayers) {
     let (sender, layers) = tokio::sync::mpsc::unbounded_channel();
-    let connected = Arc::new(AtomicBool::new(false));
-    let listener = EarlyListener {
-        layers: sender,
-        connected: Arc::clone(&connected),
-    };
-    (Arc::new(listener), EarlyLayers { layers, connected })
+    let listener = EarlyListener { layers: sender };
+    (Arc::new(listener), EarlyLayers { layers })
 }
 
 impl LayerEvents for EarlyListener {
     fn compressing(&self, description: &str) -> Option<Box<dyn LayerTap>> {
-        if !self.connected.load(Ordering::Acquire) {
-            return None;
-        }
         let (chunks, receiver) = tokio::sync::mpsc::channel(STREAM_QUEUE);
         let (done, finished) = tokio::sync::oneshot::channel();
         let streaming = StreamingLayer {
@@ -376,7 +364,7 @@ impl LayerEvents for EarlyListener {
             chunks: receiver,
             done: finished,
         };
-        // The receiver lives until the build ends; a send can only fail after that.
+        // Fails when upload_early gave up (the registry could not be reached): no stream then.
         self.layers.send(EarlyLayer::Streaming(streaming)).ok()?;
         Some(Box::new(StreamTap {
             chunks,
@@ -432,12 +420,12 @@ pub async fn upload_early(
     let mut early = EarlyBlobs::default();
     let client = match clients.get(&destination.external).await {
         Ok(client) => client,
+        // Dropping `layers` ends any stream begun meanwhile: its compressor goes on alone.
         Err(e) => {
             early.unreachable = std::sync::Mutex::new(Some(e));
             return early;
         }
     };
-    layers.connected.store(true, Ordering::Release);
     let publisher = RegistryPublisher::new(clients);
     let repo = &destination.repository;
     let arriving = stream::unfold(layers.layers, |mut layers| async move {
