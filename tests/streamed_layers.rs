@@ -77,7 +77,10 @@ fn a_large_layer_is_uploaded_while_it_is_compressed_and_the_digest_does_not_chan
     assert!(!local.stderr.contains("streaming"), "{}", local.stderr);
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let local_digest = index["manifests"][0]["digest"].as_str().unwrap().to_string();
+    let local_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // The layer cache emptied, so every layer is new content again.
     std::fs::remove_dir_all(target.join("adapt-push").join("layers")).unwrap();
@@ -99,7 +102,9 @@ fn a_large_layer_is_uploaded_while_it_is_compressed_and_the_digest_does_not_chan
     let includes = &layers[1];
     // The includes layer's session: its closing PUT names the digest; its PATCH went to the
     // same path, and started before the layer was done compressing.
-    let put = log.lines().nth(line_with(log, &["-> PUT ", &format!("digest={includes}")]));
+    let put = log
+        .lines()
+        .nth(line_with(log, &["-> PUT ", &format!("digest={includes}")]));
     let session = put
         .and_then(|l| l.split("-> PUT ").nth(1))
         .and_then(|u| u.split('?').next())

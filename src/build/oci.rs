@@ -319,9 +319,10 @@ fn finish_layers(
             .map(|p| {
                 let thread = scope.spawn(move || {
                     let description = p.builder.description().to_string();
+                    let file_bytes = p.builder.file_bytes();
                     let mut tapped = false;
                     let layer = finish_layer(p.builder, &p.cache, codec, &mut || {
-                        let tap = finished?.compressing(&description);
+                        let tap = finished?.compressing(&description, file_bytes);
                         tapped = tap.is_some();
                         tap
                     })?;

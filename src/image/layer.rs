@@ -661,6 +661,73 @@ mod tests {
             ]
         );
     }
+    /// Records what a tap was given; refuses more after `take` bytes.
+    struct Recording {
+        got: std::sync::Arc<std::sync::Mutex<(Vec<u8>, Option<Digest>)>>,
+        take: usize,
+    }
+
+    impl LayerTap for Recording {
+        fn write(&mut self, bytes: &[u8]) -> bool {
+            let mut got = self.got.lock().unwrap();
+            if got.0.len() >= self.take {
+                return false;
+            }
+            got.0.extend_from_slice(bytes);
+            true
+        }
+
+        fn finish(self: Box<Self>, layer: &Layer) {
+            self.got.lock().unwrap().1 = Some(layer.digest.clone());
+        }
+    }
+
+    #[test]
+    fn a_tap_gets_the_cache_files_bytes_and_only_for_new_content() {
+        let (_dir, cache, file) = setup();
+        std::fs::write(&file, sample_text(3 << 20)).unwrap();
+        set_mtime(&file, 1_700_000_000);
+        let _later = pretend_later(Duration::from_secs(60));
+        let tapped = |take: usize| {
+            let got = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), None)));
+            let mut b = LayerBuilder::new("t", 0);
+            b.add_host_path("/data/f", &file).unwrap();
+            let recording = Recording {
+                got: got.clone(),
+                take,
+            };
+            let mut tap = Some(Box::new(recording) as Box<dyn LayerTap>);
+            let layer = b
+                .finish_with_cache(&cache, Codec::Gzip, &|_| {}, &mut || tap.take())
+                .unwrap();
+            let got = got.lock().unwrap().clone();
+            (layer, got)
+        };
+        let (layer, (bytes, finished)) = tapped(usize::MAX);
+        assert_eq!(layer.origin, Origin::Written);
+        assert_eq!(bytes, std::fs::read(&layer.path).unwrap());
+        assert_eq!(finished, Some(layer.digest.clone()));
+
+        // Unchanged: the cache answers, no tap is asked for.
+        let (again, (bytes, finished)) = tapped(usize::MAX);
+        assert_eq!(again.origin, Origin::Unchanged);
+        assert!(bytes.is_empty() && finished.is_none());
+
+        // A tap that stops taking is still told of the finished layer, which is whole.
+        std::fs::remove_file(cache.dir.join(format!("{}.json", cache.slot))).unwrap();
+        let (third, (bytes, finished)) = tapped(1);
+        assert_eq!(third.origin, Origin::Written);
+        assert!(!bytes.is_empty() && (bytes.len() as u64) < third.size);
+        assert_eq!(third.digest, layer.digest);
+        assert_eq!(finished, Some(layer.digest));
+    }
+
+    fn sample_text(size: usize) -> Vec<u8> {
+        (0..size)
+            .map(|i| b"adapt-push tap "[i % 15] ^ (i / 7919) as u8)
+            .collect()
+    }
+
     /// A layer holding one host file, `data/f`, built against `cache`.
     fn build(cache: &LayerCache, file: &Path) -> Layer {
         let mut b = LayerBuilder::new("t", 0);

@@ -36,7 +36,8 @@ pub trait LayerEvents: Send + Sync {
     /// A layer with new content (the layer cache missed) is about to be compressed: where to
     /// copy its compressed bytes as they come out, if anywhere. The cache file is written the
     /// same either way.
-    fn compressing(&self, description: &str) -> Option<Box<dyn layer::LayerTap>>;
+    /// `file_bytes`: what its files hold, uncompressed.
+    fn compressing(&self, description: &str, file_bytes: u64) -> Option<Box<dyn layer::LayerTap>>;
     /// The layer is in the layer cache. `tapped`: its bytes also went to the tap `compressing`
     /// gave for it, which was told of the finished layer.
     fn finished(&self, layer: &Layer, tapped: bool);

@@ -323,6 +323,9 @@ pub struct EarlyBlobs {
 /// framing) wait for a streamed upload; beyond that the compressor waits for the network.
 const STREAM_QUEUE: usize = 4;
 
+/// Layers whose files hold less (uncompressed) are not streamed.
+const STREAM_FROM: u64 = 16 << 20;
+
 /// A layer for [`upload_early`]: written to the layer cache, or still being compressed with its
 /// bytes streamed as they come.
 enum EarlyLayer {
@@ -356,7 +359,12 @@ pub fn early_layers() -> (LayerListener, EarlyLayers) {
 }
 
 impl LayerEvents for EarlyListener {
-    fn compressing(&self, description: &str) -> Option<Box<dyn LayerTap>> {
+    fn compressing(&self, description: &str, file_bytes: u64) -> Option<Box<dyn LayerTap>> {
+        // A small layer is compressed in moments: it waits, and is checked with HEAD first
+        // (the registry may have it although the layer cache did not).
+        if file_bytes < STREAM_FROM {
+            return None;
+        }
         let (chunks, receiver) = tokio::sync::mpsc::channel(STREAM_QUEUE);
         let (done, finished) = tokio::sync::oneshot::channel();
         let streaming = StreamingLayer {
