@@ -3,8 +3,9 @@
 //! Destinations: the registry (the default), and the registry-less ones (`--tarball`,
 //! `--oci-layout`, `--load`), which replace the registry push unless `--push` is given too.
 //! `--no-push` builds only. Publishers are handed finished images; none knows how one was built.
-//! The one overlap: the last image's layers go to the registry as soon as each is written (see
-//! `build_sending_layers`), since no compile is left to fail after it.
+//! The one overlap: the last image's layers go to the registry as soon as each is written, a
+//! large new one even while it is compressed (see `build_sending_layers`), since no compile is
+//! left to fail after it.
 
 use std::path::Path;
 

@@ -515,16 +515,16 @@ impl RegistryPublisher<'_> {
         let sent = client.upload_streamed(repo, body).await;
         let layer = done.await.ok()?;
         let result = match sent {
-            Ok(upload) if upload.bytes == layer.size => client
-                .finish_streamed(repo, upload, &layer.digest)
-                .await
-                .map_err(miette::Report::new),
-            Ok(upload) => Err(miette::miette!(
-                "the registry took {} of its {} bytes",
-                upload.bytes,
-                layer.size
-            )),
-            Err(e) => Err(miette::Report::new(e)),
+            Ok(upload) if upload.bytes == layer.size => {
+                client.finish_streamed(repo, upload, &layer.digest).await
+            }
+            Ok(upload) => Err(RegistryError::Protocol {
+                registry: client.registry().to_string(),
+                what: format!("the streamed upload of {description}"),
+                cause: format!("it carried {} of {} bytes", upload.bytes, layer.size),
+            }
+            .into()),
+            Err(failed) => Err(failed),
         };
         let blob = cached_blob(layer);
         match result {
@@ -535,10 +535,22 @@ impl RegistryPublisher<'_> {
                 ));
                 Some((blob.digest, Ok(BlobOutcome::Uploaded(blob.size))))
             }
-            Err(e) => {
-                output::detail(&format!(
-                    "streaming {description}: {e}; sending it from the layer cache instead"
-                ));
+            Err(failed) => {
+                let e = failed.error;
+                // A registry that asked to wait (429, 503 with Retry-After) is given that time,
+                // as the normal upload would, within the retry policy's total time.
+                match failed.retry_after {
+                    Some(wait) if wait <= client.retry_policy().total => {
+                        output::detail(&format!(
+                            "streaming {description}: {e}; sending it from the layer cache instead in {:.1}s as Retry-After asks",
+                            wait.as_secs_f32()
+                        ));
+                        tokio::time::sleep(wait).await;
+                    }
+                    _ => output::detail(&format!(
+                        "streaming {description}: {e}; sending it from the layer cache instead"
+                    )),
+                }
                 let outcome = self.push_blob(client, repo, &blob).await;
                 Some((blob.digest, outcome))
             }

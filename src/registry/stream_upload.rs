@@ -4,6 +4,8 @@
 //! retries: the caller has the whole blob on disk by the end and uploads it again from there
 //! when anything here fails.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use reqwest::StatusCode;
@@ -12,6 +14,23 @@ use reqwest::header::CONTENT_TYPE;
 use super::transport::Activity;
 use super::{Attempt, RegistryClient, RegistryError, Scope, short};
 use crate::reference::{Digest, Repository};
+
+/// Why a streamed upload failed, and how long the registry asked to wait (`Retry-After`) before
+/// the blob is sent again.
+#[derive(Debug)]
+pub struct StreamFailed {
+    pub error: RegistryError,
+    pub retry_after: Option<Duration>,
+}
+
+impl From<RegistryError> for StreamFailed {
+    fn from(error: RegistryError) -> Self {
+        StreamFailed {
+            error,
+            retry_after: None,
+        }
+    }
+}
 
 /// An upload session whose bytes all went in; [`RegistryClient::finish_streamed`] names them.
 #[derive(Debug)]
@@ -31,7 +50,7 @@ impl RegistryClient {
         &self,
         repo: &Repository,
         body: S,
-    ) -> Result<StreamedUpload, RegistryError>
+    ) -> Result<StreamedUpload, StreamFailed>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
@@ -61,7 +80,7 @@ impl RegistryClient {
                 &activity,
             )
             .await
-            .map_err(attempt_error)?;
+            .map_err(stream_failed)?;
         Ok(StreamedUpload {
             location: self.location(&response, what)?,
             bytes: activity.bytes(),
@@ -74,20 +93,21 @@ impl RegistryClient {
         repo: &Repository,
         upload: StreamedUpload,
         digest: &Digest,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<(), StreamFailed> {
         crate::registry::events::trace(&format!(
             "closing the streamed upload of blob {}",
             short(digest)
         ));
         self.put_blob(repo, &upload.location, digest, None, &Activity::new())
             .await
-            .map_err(attempt_error)
+            .map_err(stream_failed)
     }
 }
 
 /// One attempt is all a stream gets: whatever the kind of failure, it is the caller's to handle.
-fn attempt_error(attempt: Attempt) -> RegistryError {
+fn stream_failed(attempt: Attempt) -> StreamFailed {
     match attempt {
-        Attempt::Retry(e, _) | Attempt::Unauthorized(e) | Attempt::Fatal(e) => e,
+        Attempt::Retry(error, retry_after) => StreamFailed { error, retry_after },
+        Attempt::Unauthorized(e) | Attempt::Fatal(e) => e.into(),
     }
 }
