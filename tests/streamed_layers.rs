@@ -232,7 +232,8 @@ fn a_streamed_upload_on_another_host_gets_no_credentials() {
     run.assert_ok();
     run.assert_no_secret(&[PASSWORD]);
     assert!(
-        run.stderr.contains("uploaded included files"),
+        run.stderr.contains("uploaded included files")
+            && run.stderr.contains("while it was compressed"),
         "the layer was streamed:\n{}",
         run.stderr
     );
