@@ -3,11 +3,11 @@
 //! Destinations: the registry (the default), and the registry-less ones (`--tarball`,
 //! `--oci-layout`, `--load`), which replace the registry push unless `--push` is given too.
 //! `--no-push` builds only. Publishers are handed finished images; none knows how one was built.
-//! The one overlap: the last image's layers go to the registry as soon as each is written (see
-//! `build_sending_layers`), since no compile is left to fail after it.
+//! The one overlap: the last image's layers go to the registry as soon as each is written, a
+//! large new one even while it is compressed (see `build_sending_layers`), since no compile is
+//! left to fail after it.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use miette::{IntoDiagnostic, Result, WrapErr};
 
@@ -15,8 +15,6 @@ use crate::build::{self, Built};
 use crate::cargo::CargoOptions;
 use crate::cli::PushArgs;
 use crate::engine::{self, EngineImage};
-use crate::image::LayerListener;
-use crate::image::layer::Layer;
 use crate::output::{self, Pushed};
 use crate::plan::{BuildSpec, BuilderKind, Destination, Plan, Target};
 use crate::platform;
@@ -498,11 +496,7 @@ async fn build_sending_layers(
     cargo_options: &CargoOptions,
     clients: &Clients,
 ) -> (Result<Built>, EarlyBlobs) {
-    let (sender, layers) = tokio::sync::mpsc::unbounded_channel();
-    let listener: LayerListener = Arc::new(move |layer: &Layer| {
-        // The receiver lives until the build ends; a send can only fail after that.
-        let _ = sender.send(layer.clone());
-    });
+    let (listener, layers) = publish::registry::early_layers();
     // The listener (and so the sender) is dropped when the build ends, which ends the uploads.
     tokio::join!(
         build::build(spec, cargo_options, clients, Some(listener)),

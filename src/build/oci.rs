@@ -15,7 +15,7 @@ use super::{base_check, scratch};
 use crate::cargo::CargoOptions;
 use crate::image::base_fs::BaseFs;
 use crate::image::compress::Codec;
-use crate::image::layer::{Layer, LayerBuilder, LayerCache, Origin};
+use crate::image::layer::{Layer, LayerBuilder, LayerCache, LayerTap, Origin};
 use crate::image::{self, BaseImage, Family, Image, LayerListener, RunConfig};
 use crate::output;
 use crate::plan::MediaTypes;
@@ -318,9 +318,16 @@ fn finish_layers(
             .into_iter()
             .map(|p| {
                 let thread = scope.spawn(move || {
-                    let layer = finish_layer(p.builder, &p.cache, codec)?;
+                    let description = p.builder.description().to_string();
+                    let file_bytes = p.builder.file_bytes();
+                    let mut tapped = false;
+                    let layer = finish_layer(p.builder, &p.cache, codec, &mut || {
+                        let tap = finished?.compressing(&description, file_bytes);
+                        tapped = tap.is_some();
+                        tap
+                    })?;
                     if let Some(finished) = finished {
-                        finished(&layer);
+                        finished.finished(&layer, tapped);
                     }
                     Ok(layer)
                 });
@@ -348,12 +355,18 @@ fn finish_layers(
     Ok(layers)
 }
 
-/// Finishes a layer with a progress bar (on a terminal) while it is tarred and compressed.
-fn finish_layer(builder: LayerBuilder, cache: &LayerCache, codec: Codec) -> std::io::Result<Layer> {
+/// Finishes a layer with a progress bar (on a terminal) while it is tarred and compressed;
+/// `tap` may take a copy of the compressed bytes (see [`LayerBuilder::finish_with_cache`]).
+fn finish_layer(
+    builder: LayerBuilder,
+    cache: &LayerCache,
+    codec: Codec,
+    tap: &mut dyn FnMut() -> Option<Box<dyn LayerTap>>,
+) -> std::io::Result<Layer> {
     let progress =
         output::Progress::working("Compressing", builder.description(), builder.file_bytes());
     let advance = progress.clone();
-    let layer = builder.finish_with_cache(cache, codec, &move |n| advance.advance(n));
+    let layer = builder.finish_with_cache(cache, codec, &move |n| advance.advance(n), tap);
     progress.finish();
     let layer = layer?;
     if layer.origin == Origin::Unchanged {

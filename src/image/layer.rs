@@ -270,16 +270,18 @@ impl LayerBuilder {
             dir: std::env::temp_dir().join("adapt-push-unit-test-layers"),
             slot: format!("test-{}", SLOT.fetch_add(1, Ordering::Relaxed)),
         };
-        self.finish_with_cache(&cache, Codec::Gzip, &|_| {})
+        self.finish_with_cache(&cache, Codec::Gzip, &|_| {}, &mut || None)
     }
 
     /// The layer from `cache` when its inputs are unchanged to `stat`; otherwise streams the tar
-    /// through the compressor into the cache. `progress` hears of every uncompressed byte.
+    /// through the compressor into the cache. `progress` hears of every uncompressed byte; `tap`
+    /// is asked, only when the content is new, for a [`LayerTap`] to copy the compressed bytes to.
     pub fn finish_with_cache(
         self,
         cache: &LayerCache,
         codec: Codec,
         progress: &(dyn Fn(u64) + Sync),
+        tap: &mut dyn FnMut() -> Option<Box<dyn LayerTap>>,
     ) -> io::Result<Layer> {
         let (fingerprint, racy) = self.fingerprint(codec)?;
         if let Some((recorded, diff_id, digest, path)) = cache.unchanged(&fingerprint) {
@@ -299,8 +301,12 @@ impl LayerBuilder {
         let scratch = tempfile::Builder::new()
             .prefix(".layer-")
             .tempfile_in(&blobs)?;
-        let (diff_id, digest) = {
-            let file = BufWriter::with_capacity(256 * 1024, scratch.as_file());
+        let (diff_id, digest, tap) = {
+            let file = Tapped {
+                inner: BufWriter::with_capacity(256 * 1024, scratch.as_file()),
+                tap: tap(),
+                refused: false,
+            };
             let gzip =
                 ParallelGzip::with_codec(HashingWriter::new(file), codec, default_threads())?;
             let tar = self.write_tar(Counting {
@@ -309,8 +315,8 @@ impl LayerBuilder {
             })?;
             let (gzip, diff_id) = tar.inner.finish();
             let (mut file, digest) = gzip.finish()?.finish();
-            file.flush()?;
-            (diff_id, digest)
+            file.inner.flush()?;
+            (diff_id, digest, file.tap)
         };
         let size = scratch.as_file().metadata()?.len();
         let path = cache.store(
@@ -323,7 +329,7 @@ impl LayerBuilder {
             },
             &digest,
         )?;
-        Ok(Layer {
+        let layer = Layer {
             diff_id,
             digest,
             size,
@@ -331,7 +337,11 @@ impl LayerBuilder {
             description: self.description,
             origin: Origin::Written,
             codec,
-        })
+        };
+        if let Some(tap) = tap {
+            tap.finish(&layer);
+        }
+        Ok(layer)
     }
 
     /// What `stat` says of every input, with everything else that decides the tar's bytes.
@@ -429,6 +439,40 @@ fn normalize(image_path: &str) -> String {
 fn is_executable(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::PermissionsExt;
     meta.permissions().mode() & 0o111 != 0
+}
+
+/// Gets a copy of a layer's compressed bytes while they are written to the layer cache (an
+/// upload that starts before the compression ends). Dropped without `finish` when the layer
+/// could not be made.
+pub trait LayerTap: Send {
+    /// The next compressed bytes. False: the tap takes no more (its upload failed) and is not
+    /// given more; the layer is still written to the cache.
+    fn write(&mut self, bytes: &[u8]) -> bool;
+    /// The layer is in the cache (whether or not the tap took every byte).
+    fn finish(self: Box<Self>, layer: &Layer);
+}
+
+/// Writes to `inner`, and copies what was written to the tap while it takes it.
+struct Tapped<W> {
+    inner: W,
+    tap: Option<Box<dyn LayerTap>>,
+    refused: bool,
+}
+
+impl<W: Write> Write for Tapped<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(tap) = &mut self.tap
+            && !self.refused
+        {
+            self.refused = !tap.write(&buf[..n]);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Passes bytes through while telling `progress` how many went by.
@@ -617,11 +661,79 @@ mod tests {
             ]
         );
     }
+    /// Records what a tap was given; refuses more after `take` bytes.
+    struct Recording {
+        got: std::sync::Arc<std::sync::Mutex<(Vec<u8>, Option<Digest>)>>,
+        take: usize,
+    }
+
+    impl LayerTap for Recording {
+        fn write(&mut self, bytes: &[u8]) -> bool {
+            let mut got = self.got.lock().unwrap();
+            if got.0.len() >= self.take {
+                return false;
+            }
+            got.0.extend_from_slice(bytes);
+            true
+        }
+
+        fn finish(self: Box<Self>, layer: &Layer) {
+            self.got.lock().unwrap().1 = Some(layer.digest.clone());
+        }
+    }
+
+    #[test]
+    fn a_tap_gets_the_cache_files_bytes_and_only_for_new_content() {
+        let (_dir, cache, file) = setup();
+        std::fs::write(&file, sample_text(3 << 20)).unwrap();
+        set_mtime(&file, 1_700_000_000);
+        let _later = pretend_later(Duration::from_secs(60));
+        let tapped = |take: usize| {
+            let got = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), None)));
+            let mut b = LayerBuilder::new("t", 0);
+            b.add_host_path("/data/f", &file).unwrap();
+            let recording = Recording {
+                got: got.clone(),
+                take,
+            };
+            let mut tap = Some(Box::new(recording) as Box<dyn LayerTap>);
+            let layer = b
+                .finish_with_cache(&cache, Codec::Gzip, &|_| {}, &mut || tap.take())
+                .unwrap();
+            let got = got.lock().unwrap().clone();
+            (layer, got)
+        };
+        let (layer, (bytes, finished)) = tapped(usize::MAX);
+        assert_eq!(layer.origin, Origin::Written);
+        assert_eq!(bytes, std::fs::read(&layer.path).unwrap());
+        assert_eq!(finished, Some(layer.digest.clone()));
+
+        // Unchanged: the cache answers, no tap is asked for.
+        let (again, (bytes, finished)) = tapped(usize::MAX);
+        assert_eq!(again.origin, Origin::Unchanged);
+        assert!(bytes.is_empty() && finished.is_none());
+
+        // A tap that stops taking is still told of the finished layer, which is whole.
+        std::fs::remove_file(cache.dir.join(format!("{}.json", cache.slot))).unwrap();
+        let (third, (bytes, finished)) = tapped(1);
+        assert_eq!(third.origin, Origin::Written);
+        assert!(!bytes.is_empty() && (bytes.len() as u64) < third.size);
+        assert_eq!(third.digest, layer.digest);
+        assert_eq!(finished, Some(layer.digest));
+    }
+
+    fn sample_text(size: usize) -> Vec<u8> {
+        (0..size)
+            .map(|i| b"adapt-push tap "[i % 15] ^ (i / 7919) as u8)
+            .collect()
+    }
+
     /// A layer holding one host file, `data/f`, built against `cache`.
     fn build(cache: &LayerCache, file: &Path) -> Layer {
         let mut b = LayerBuilder::new("t", 0);
         b.add_host_path("/data/f", file).unwrap();
-        b.finish_with_cache(cache, Codec::Gzip, &|_| {}).unwrap()
+        b.finish_with_cache(cache, Codec::Gzip, &|_| {}, &mut || None)
+            .unwrap()
     }
 
     fn set_mtime(path: &Path, secs: u64) {

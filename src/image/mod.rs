@@ -29,7 +29,19 @@ pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.ta
 /// Told of each of our layers as soon as it is written to the layer cache, while later ones may
 /// still be compressing, so whoever publishes the image can start sending it. The builder does
 /// not know who listens.
-pub type LayerListener = std::sync::Arc<dyn Fn(&Layer) + Send + Sync>;
+pub type LayerListener = std::sync::Arc<dyn LayerEvents>;
+
+/// What a [`LayerListener`] hears.
+pub trait LayerEvents: Send + Sync {
+    /// A layer with new content (the layer cache missed) is about to be compressed: where to
+    /// copy its compressed bytes as they come out, if anywhere. The cache file is written the
+    /// same either way.
+    /// `file_bytes`: what its files hold, uncompressed.
+    fn compressing(&self, description: &str, file_bytes: u64) -> Option<Box<dyn layer::LayerTap>>;
+    /// The layer is in the layer cache. `tapped`: its bytes also went to the tap `compressing`
+    /// gave for it, which was told of the finished layer.
+    fn finished(&self, layer: &Layer, tapped: bool);
+}
 
 /// Where a blob's bytes are.
 #[derive(Debug, Clone)]

@@ -27,7 +27,7 @@ pub enum Mount {
 }
 
 /// A transfer attempt's failure, sorted for the upload loop.
-enum Attempt {
+pub(super) enum Attempt {
     /// Worth another attempt; after the server's `Retry-After`, if it sent one.
     Retry(RegistryError, Option<Duration>),
     /// 401 during a transfer: a token may have expired; authenticate again once.
@@ -80,7 +80,11 @@ impl RegistryClient {
     }
 
     /// Opens an upload session; returns its URL.
-    async fn start_upload(&self, repo: &Repository, what: &str) -> Result<String, RegistryError> {
+    pub(super) async fn start_upload(
+        &self,
+        repo: &Repository,
+        what: &str,
+    ) -> Result<String, RegistryError> {
         let url = format!("{}/v2/{repo}/blobs/uploads/", self.base_url);
         let response = self
             .send_with_retry(Some(&Scope::push(repo)), what, || {
@@ -270,7 +274,7 @@ impl RegistryClient {
     }
 
     /// A PUT that completes the upload, with the blob (`body` and its size) or empty.
-    async fn put_blob(
+    pub(super) async fn put_blob(
         &self,
         repo: &Repository,
         location: &str,
@@ -335,7 +339,7 @@ impl RegistryClient {
     }
 
     /// Sends a transfer request once, sorting failures into retry-the-upload and give-up.
-    async fn finish_transfer(
+    pub(super) async fn finish_transfer(
         &self,
         repo: &Repository,
         what: &str,
@@ -421,7 +425,11 @@ impl RegistryClient {
     }
 
     /// The upload session URL in an answer's `Location` header, resolved against the registry.
-    fn location(&self, response: &Response, what: &str) -> Result<String, RegistryError> {
+    pub(super) fn location(
+        &self,
+        response: &Response,
+        what: &str,
+    ) -> Result<String, RegistryError> {
         let raw = header_str(response.headers(), LOCATION.as_str()).ok_or_else(|| {
             RegistryError::Protocol {
                 registry: self.registry.to_string(),
@@ -456,7 +464,7 @@ pub(super) fn with_digest(location: &str, digest: &Digest) -> String {
     format!("{location}{sep}digest={digest}")
 }
 
-fn short(digest: &Digest) -> String {
+pub(super) fn short(digest: &Digest) -> String {
     let hex = digest.hex();
     format!("{}…", &hex[..hex.len().min(12)])
 }

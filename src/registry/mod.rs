@@ -18,6 +18,7 @@ mod options;
 mod ping;
 pub mod pool;
 pub mod referrers;
+mod stream_upload;
 mod transport;
 
 use std::path::PathBuf;

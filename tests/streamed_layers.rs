@@ -1,0 +1,259 @@
+//! A layer with new content goes to the registry while it is compressed (issue 11): one upload
+//! session, a PATCH whose body follows the compressor, and the PUT `?digest=` at the end.
+//! Observed in the order of the -vv log, not in timings. A failed stream falls back to the
+//! upload from the layer cache, so it never fails a push.
+
+mod common;
+
+use common::faults::{FaultProxy, HttpFaultProxy, HttpFaults, TcpFaults};
+use common::*;
+
+/// `size` bytes of deterministic base64 text: compressible, so deflating it takes real work.
+fn text(size: usize) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..size)
+        .map(|_| {
+            // xorshift64: reproducible, no dependency.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ALPHABET[(state % 64) as usize]
+        })
+        .collect()
+}
+
+/// The index of the first line of `log` containing every one of `needles`.
+fn line_with(log: &str, needles: &[&str]) -> usize {
+    log.lines()
+        .position(|l| needles.iter().all(|n| l.contains(n)))
+        .unwrap_or_else(|| panic!("no line with {needles:?} in:\n{log}"))
+}
+
+/// A crate whose image has a `size`-byte include (runtime, includes, binary layers).
+fn crate_with_include(dir: &std::path::Path, name: &str, registry: &str, size: usize) {
+    write_crate(
+        dir,
+        name,
+        &format!(
+            "\n[package.metadata.cluster]\nregistry = \"{registry}\"\nimage = \"team/{name}\"\ntags = [\"v1\"]\n\
+             include = [{{ from = \"big.txt\", to = \"/data/big.txt\" }}]\n"
+        ),
+        HELLO,
+    );
+    std::fs::write(dir.join("big.txt"), text(size)).unwrap();
+}
+
+/// The pushed manifest's layer digests.
+fn pushed_layers(registry: &TestRegistry, repo: &str) -> Vec<String> {
+    let (status, _, body) = registry.manifest(repo, "v1");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let pushed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    pushed["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_large_layer_is_uploaded_while_it_is_compressed_and_the_digest_does_not_change() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target");
+    let target_env = target.to_str().unwrap();
+    crate_with_include(dir.path(), "streamed", &registry.addr(), 24 << 20);
+    let manifest = dir.path().join("Cargo.toml");
+
+    // First without a registry (nothing is streamed): the digest a plain build gives.
+    let layout = dir.path().join("layout");
+    let local = push(
+        &manifest,
+        &["--oci-layout", layout.to_str().unwrap(), "-vv"],
+        &[("CARGO_TARGET_DIR", target_env)],
+    );
+    local.assert_ok();
+    assert!(!local.stderr.contains("streaming"), "{}", local.stderr);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let local_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The layer cache emptied, so every layer is new content again.
+    std::fs::remove_dir_all(target.join("adapt-push").join("layers")).unwrap();
+    let run = push(
+        &manifest,
+        &["-vv", "--sbom", "none", "--provenance", "false"],
+        &[("CARGO_TARGET_DIR", target_env)],
+    );
+    run.assert_ok();
+    let log = &run.stderr;
+    assert!(
+        run.pull_ref().ends_with(&format!("@{local_digest}")),
+        "streamed {} vs {local_digest}\n{log}",
+        run.pull_ref()
+    );
+
+    let layers = pushed_layers(&registry, "team/streamed");
+    assert_eq!(layers.len(), 3, "runtime, includes, binary: {layers:?}");
+    let includes = &layers[1];
+    // The includes layer's session: its closing PUT names the digest; its PATCH went to the
+    // same path, and started before the layer was done compressing.
+    let put = log
+        .lines()
+        .nth(line_with(log, &["-> PUT ", &format!("digest={includes}")]));
+    let session = put
+        .and_then(|l| l.split("-> PUT ").nth(1))
+        .and_then(|u| u.split('?').next())
+        .unwrap();
+    let patch = line_with(log, &["-> PATCH ", &format!("{session}?")]);
+    let compressed = line_with(log, &["included files: compressed"]);
+    assert!(
+        patch < compressed,
+        "the includes layer's upload started only after it was compressed (lines {patch}, {compressed}):\n{log}"
+    );
+    assert!(log.contains("uploaded included files"), "{log}");
+    // Sent once: not again from the layer cache, nor by the publisher.
+    assert_eq!(
+        log.matches(&format!("digest={includes}")).count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("(4 uploaded,"), "{log}");
+    assert_consistent(&registry.addr(), None);
+
+    // Pushed again unchanged: the layer cache hits, nothing is streamed, all already there.
+    let again = push(
+        &manifest,
+        &["-vv", "--sbom", "none", "--provenance", "false"],
+        &[("CARGO_TARGET_DIR", target_env)],
+    );
+    again.assert_ok();
+    assert!(!again.stderr.contains("-> PATCH"), "{}", again.stderr);
+    assert!(!again.stderr.contains("streaming"), "{}", again.stderr);
+}
+
+#[test]
+fn a_streamed_upload_cut_midway_falls_back_to_the_layer_cache() {
+    let registry = TestRegistry::start();
+    // The first connection to carry 12 MiB towards the registry is cut: the includes layer's
+    // streamed PATCH (the other layers are a few MiB each).
+    let proxy = FaultProxy::start(
+        &registry.addr(),
+        TcpFaults {
+            cut_after: 12 << 20,
+            cuts: 1,
+            ..TcpFaults::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target");
+    crate_with_include(dir.path(), "streamcut", &proxy.addr(), 32 << 20);
+    let run = push(
+        &dir.path().join("Cargo.toml"),
+        &["-vv", "--sbom", "none", "--provenance", "false"],
+        &[("CARGO_TARGET_DIR", target.to_str().unwrap())],
+    );
+    run.assert_ok();
+    let log = &run.stderr;
+    let fallback = line_with(
+        log,
+        &[
+            "streaming included files:",
+            "sending it from the layer cache instead",
+        ],
+    );
+    assert!(
+        line_with(log, &["-> PATCH "]) < fallback,
+        "no streamed PATCH before the fallback:\n{log}"
+    );
+    assert_eq!(
+        proxy.stats.cuts.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "{}",
+        proxy.stats.summary()
+    );
+    assert_eq!(pushed_layers(&registry, "team/streamcut").len(), 3);
+    assert_consistent(&registry.addr(), None);
+}
+
+#[test]
+fn a_streamed_upload_on_another_host_gets_no_credentials() {
+    const USER: &str = "alice";
+    const PASSWORD: &str = "pa55-W0rd-for-the-stream-only";
+    let htpasswd = std::process::Command::new("htpasswd")
+        .args(["-Bbn", USER, PASSWORD])
+        .output()
+        .expect("run htpasswd (apt-get install apache2-utils; scripts/test installs it)");
+    assert!(htpasswd.status.success());
+    // Two registry processes on one storage and one `http.secret`: the first asks for Basic
+    // credentials, the second is open, so a session opened on the first can be finished on the
+    // second, as with a registry whose uploads go to a separate front end.
+    let secret = "shared-http-secret-for-both";
+    let authed = TestRegistry::start_with_config(|port, dir| {
+        let file = dir.join("htpasswd");
+        std::fs::write(&file, &htpasswd.stdout).unwrap();
+        format!(
+            "http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\nauth:\n  htpasswd:\n    realm: test-registry\n    path: {}\n",
+            file.display()
+        )
+    });
+    let shared = authed.dir.path().join("data");
+    let open = TestRegistry::start_with_config(|port, dir| {
+        let data = dir.join("data");
+        let _ = std::fs::remove_dir(&data);
+        std::os::unix::fs::symlink(&shared, &data).unwrap();
+        format!("http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\n")
+    });
+    // Stand-ins (a real registry cannot point its uploads elsewhere): a recording proxy in
+    // front of the open registry, the "upload host"; and a proxy in front of the authenticated
+    // one rewriting the upload `Location` to the upload host.
+    let upload_host = HttpFaultProxy::start(&open.addr(), HttpFaults::default());
+    let front = HttpFaultProxy::start_rewriting(
+        &authed.addr(),
+        HttpFaults::default(),
+        Some(("{self}".into(), upload_host.addr())),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target");
+    crate_with_include(dir.path(), "streamaway", &front.addr(), 20 << 20);
+    let run = push(
+        &dir.path().join("Cargo.toml"),
+        &["-vv", "--sbom", "none", "--provenance", "false"],
+        &[
+            ("CARGO_TARGET_DIR", target.to_str().unwrap()),
+            ("ADAPT_PUSH_USERNAME", USER),
+            ("ADAPT_PUSH_PASSWORD", PASSWORD),
+        ],
+    );
+    run.assert_ok();
+    run.assert_no_secret(&[PASSWORD]);
+    assert!(
+        run.stderr.contains("uploaded included files")
+            && run.stderr.contains("while it was compressed"),
+        "the layer was streamed:\n{}",
+        run.stderr
+    );
+    let at_upload_host = upload_host.exchanges();
+    assert!(
+        at_upload_host.iter().any(|e| e.method == "PATCH"),
+        "the streamed PATCH went to the upload host: {at_upload_host:?}"
+    );
+    for e in &at_upload_host {
+        assert!(
+            !e.authorized,
+            "{} {} reached the upload host with Authorization",
+            e.method, e.path
+        );
+    }
+    assert!(front.exchanges().iter().any(|e| e.authorized));
+    use base64::Engine as _;
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+    );
+    assert_consistent(&authed.addr(), Some(&auth));
+}
