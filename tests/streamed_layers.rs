@@ -1,5 +1,7 @@
 //! A layer with new content goes to the registry while it is compressed (issue 11): one upload
 //! session, a PATCH whose body follows the compressor, and the PUT `?digest=` at the end.
+//! "New" means its compressed bytes differ from the blob the same layer had last time; a
+//! touched file or a fresh layer cache streams nothing (the registry may have those bytes).
 //! Observed in the order of the -vv log, not in timings. A failed stream falls back to the
 //! upload from the layer cache, so it never fails a push.
 
@@ -44,6 +46,23 @@ fn crate_with_include(dir: &std::path::Path, name: &str, registry: &str, size: u
     std::fs::write(dir.join("big.txt"), text(size)).unwrap();
 }
 
+/// Builds the image once with the include one byte different, to a local OCI layout (nothing
+/// is sent anywhere), then puts the real include back: the layer cache then holds an older
+/// blob of the includes layer, so the next push's includes layer is known to be new.
+fn with_an_older_includes_layer(dir: &std::path::Path, target: &std::path::Path, size: usize) {
+    let mut older = text(size);
+    older[size / 2] ^= 1;
+    std::fs::write(dir.join("big.txt"), older).unwrap();
+    let layout = dir.join("older-layout");
+    push(
+        &dir.join("Cargo.toml"),
+        &["--oci-layout", layout.to_str().unwrap()],
+        &[("CARGO_TARGET_DIR", target.to_str().unwrap())],
+    )
+    .assert_ok();
+    std::fs::write(dir.join("big.txt"), text(size)).unwrap();
+}
+
 /// The pushed manifest's layer digests.
 fn pushed_layers(registry: &TestRegistry, repo: &str) -> Vec<String> {
     let (status, _, body) = registry.manifest(repo, "v1");
@@ -66,24 +85,7 @@ fn a_large_layer_is_uploaded_while_it_is_compressed_and_the_digest_does_not_chan
     crate_with_include(dir.path(), "streamed", &registry.addr(), 24 << 20);
     let manifest = dir.path().join("Cargo.toml");
 
-    // First without a registry (nothing is streamed): the digest a plain build gives.
-    let layout = dir.path().join("layout");
-    let local = push(
-        &manifest,
-        &["--oci-layout", layout.to_str().unwrap(), "-vv"],
-        &[("CARGO_TARGET_DIR", target_env)],
-    );
-    local.assert_ok();
-    assert!(!local.stderr.contains("streaming"), "{}", local.stderr);
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let local_digest = index["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-
-    // The layer cache emptied, so every layer is new content again.
-    std::fs::remove_dir_all(target.join("adapt-push").join("layers")).unwrap();
+    with_an_older_includes_layer(dir.path(), &target, 24 << 20);
     let run = push(
         &manifest,
         &["-vv", "--sbom", "none", "--provenance", "false"],
@@ -91,11 +93,6 @@ fn a_large_layer_is_uploaded_while_it_is_compressed_and_the_digest_does_not_chan
     );
     run.assert_ok();
     let log = &run.stderr;
-    assert!(
-        run.pull_ref().ends_with(&format!("@{local_digest}")),
-        "streamed {} vs {local_digest}\n{log}",
-        run.pull_ref()
-    );
 
     let layers = pushed_layers(&registry, "team/streamed");
     assert_eq!(layers.len(), 3, "runtime, includes, binary: {layers:?}");
@@ -125,15 +122,68 @@ fn a_large_layer_is_uploaded_while_it_is_compressed_and_the_digest_does_not_chan
     assert!(log.contains("(4 uploaded,"), "{log}");
     assert_consistent(&registry.addr(), None);
 
-    // Pushed again unchanged: the layer cache hits, nothing is streamed, all already there.
-    let again = push(
+    // The digest a plain build gives, without a registry (nothing is streamed) and from an
+    // empty layer cache.
+    let layers_cache = target.join("adapt-push").join("layers");
+    std::fs::remove_dir_all(&layers_cache).unwrap();
+    let layout = dir.path().join("layout");
+    let local = push(
         &manifest,
-        &["-vv", "--sbom", "none", "--provenance", "false"],
+        &["--oci-layout", layout.to_str().unwrap(), "-vv"],
         &[("CARGO_TARGET_DIR", target_env)],
     );
+    local.assert_ok();
+    assert!(!local.stderr.contains("streaming"), "{}", local.stderr);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let local_digest = index["manifests"][0]["digest"].as_str().unwrap();
+    assert!(
+        run.pull_ref().ends_with(&format!("@{local_digest}")),
+        "streamed {} vs {local_digest}\n{log}",
+        run.pull_ref()
+    );
+
+    // Pushed again unchanged: the layer cache hits, nothing is streamed, all already there.
+    let unchanged = ["-vv", "--sbom", "none", "--provenance", "false"];
+    let again = push(&manifest, &unchanged, &[("CARGO_TARGET_DIR", target_env)]);
     again.assert_ok();
     assert!(!again.stderr.contains("-> PATCH"), "{}", again.stderr);
     assert!(!again.stderr.contains("streaming"), "{}", again.stderr);
+
+    // Touched (as a fresh checkout would be), and then with an empty layer cache (a fresh CI
+    // runner): the includes layer is read again, but its bytes are the ones the registry has,
+    // so nothing is streamed or uploaded.
+    let touched = filetime_now(&dir.path().join("big.txt"));
+    let after_touch = push(&manifest, &unchanged, &[("CARGO_TARGET_DIR", target_env)]);
+    after_touch.assert_ok();
+    assert!(
+        after_touch.stderr.contains("included files: compressed"),
+        "the touched include was not read again ({touched}):\n{}",
+        after_touch.stderr
+    );
+    assert!(
+        !after_touch.stderr.contains("-> PATCH"),
+        "{}",
+        after_touch.stderr
+    );
+    std::fs::remove_dir_all(&layers_cache).unwrap();
+    let fresh = push(&manifest, &unchanged, &[("CARGO_TARGET_DIR", target_env)]);
+    fresh.assert_ok();
+    assert!(!fresh.stderr.contains("-> PATCH"), "{}", fresh.stderr);
+    assert!(!fresh.stderr.contains("streaming"), "{}", fresh.stderr);
+    assert!(fresh.pull_ref().ends_with(&format!("@{local_digest}")));
+}
+
+/// Sets `path`'s mtime to now (what `touch` does); returns the new time for messages.
+fn filetime_now(path: &std::path::Path) -> String {
+    let now = std::time::SystemTime::now();
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(now)
+        .unwrap();
+    format!("{now:?}")
 }
 
 #[test]
@@ -152,6 +202,7 @@ fn a_streamed_upload_cut_midway_falls_back_to_the_layer_cache() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("target");
     crate_with_include(dir.path(), "streamcut", &proxy.addr(), 32 << 20);
+    with_an_older_includes_layer(dir.path(), &target, 32 << 20);
     let run = push(
         &dir.path().join("Cargo.toml"),
         &["-vv", "--sbom", "none", "--provenance", "false"],
@@ -220,6 +271,7 @@ fn a_streamed_upload_on_another_host_gets_no_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("target");
     crate_with_include(dir.path(), "streamaway", &front.addr(), 20 << 20);
+    with_an_older_includes_layer(dir.path(), &target, 20 << 20);
     let run = push(
         &dir.path().join("Cargo.toml"),
         &["-vv", "--sbom", "none", "--provenance", "false"],

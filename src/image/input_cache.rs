@@ -86,6 +86,14 @@ impl LayerCache {
         Some((recorded, diff_id, digest, path))
     }
 
+    /// The blob this slot's last layer wrote, if it is still there: what a rewrite of the
+    /// same inputs most likely produces again.
+    pub fn previous_blob(&self) -> Option<PathBuf> {
+        let recorded = self.recorded()?;
+        let path = Self::blob_path(&self.dir, &Digest::parse(&recorded.digest).ok()?);
+        path.is_file().then_some(path)
+    }
+
     fn recorded(&self) -> Option<Recorded> {
         let text = std::fs::read(self.record_path()).ok()?;
         serde_json::from_slice(&text).ok()

@@ -5,7 +5,8 @@
 //! file in the on-disk cache. The finished [`Layer`] is a descriptor and the path of that file.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufWriter, Write};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -275,7 +276,8 @@ impl LayerBuilder {
 
     /// The layer from `cache` when its inputs are unchanged to `stat`; otherwise streams the tar
     /// through the compressor into the cache. `progress` hears of every uncompressed byte; `tap`
-    /// is asked, only when the content is new, for a [`LayerTap`] to copy the compressed bytes to.
+    /// is asked for a [`LayerTap`] to copy the compressed bytes to only once they are known to
+    /// be new: they differ from the blob this slot wrote last time (see [`Tapped`]).
     pub fn finish_with_cache(
         self,
         cache: &LayerCache,
@@ -302,11 +304,11 @@ impl LayerBuilder {
             .prefix(".layer-")
             .tempfile_in(&blobs)?;
         let (diff_id, digest, tap) = {
-            let file = Tapped {
-                inner: BufWriter::with_capacity(256 * 1024, scratch.as_file()),
-                tap: tap(),
-                refused: false,
-            };
+            let file = Tapped::new(
+                BufWriter::with_capacity(256 * 1024, scratch.as_file()),
+                cache.previous_blob(),
+                tap,
+            );
             let gzip =
                 ParallelGzip::with_codec(HashingWriter::new(file), codec, default_threads())?;
             let tar = self.write_tar(Counting {
@@ -316,7 +318,7 @@ impl LayerBuilder {
             let (gzip, diff_id) = tar.inner.finish();
             let (mut file, digest) = gzip.finish()?.finish();
             file.inner.flush()?;
-            (diff_id, digest, file.tap)
+            (diff_id, digest, file.into_tap())
         };
         let size = scratch.as_file().metadata()?.len();
         let path = cache.store(
@@ -452,21 +454,125 @@ pub trait LayerTap: Send {
     fn finish(self: Box<Self>, layer: &Layer);
 }
 
-/// Writes to `inner`, and copies what was written to the tap while it takes it.
-struct Tapped<W> {
+/// Writes to `inner`, and copies what was written to a tap once the bytes are known to be new.
+///
+/// The slot's inputs changed on `stat`, but a touched file, a fresh checkout or a restored cache
+/// changes that too while the content stays the same. Output is deterministic, so the same
+/// content gives byte for byte the blob this slot wrote last time: while the new bytes equal
+/// that blob's, nothing is streamed (an unchanged layer is then checked with HEAD, never sent
+/// again). At the first difference the tap is opened and given the matching prefix, read back
+/// from the old blob, then everything after it. Without an old blob (a fresh layer cache) the
+/// content may well be in the registry already, so nothing is streamed either.
+struct Tapped<'t, W> {
     inner: W,
-    tap: Option<Box<dyn LayerTap>>,
-    refused: bool,
+    state: TapState,
+    open: &'t mut dyn FnMut() -> Option<Box<dyn LayerTap>>,
+    /// Reused for reading the old blob while comparing.
+    compare: Vec<u8>,
 }
 
-impl<W: Write> Write for Tapped<W> {
+enum TapState {
+    /// Every byte so far equals the old blob's; `matched` of them.
+    Matching {
+        previous: File,
+        matched: u64,
+    },
+    Streaming(Box<dyn LayerTap>),
+    /// The tap took no more (its upload gave up); it still hears of the finished layer.
+    Refused(Box<dyn LayerTap>),
+    /// Not streamed: no old blob, or no tap given.
+    Off,
+}
+
+impl<'t, W: Write> Tapped<'t, W> {
+    fn new(
+        inner: W,
+        previous: Option<PathBuf>,
+        open: &'t mut dyn FnMut() -> Option<Box<dyn LayerTap>>,
+    ) -> Self {
+        let state = match previous.and_then(|p| File::open(p).ok()) {
+            Some(previous) => TapState::Matching {
+                previous,
+                matched: 0,
+            },
+            None => TapState::Off,
+        };
+        Tapped {
+            inner,
+            state,
+            open,
+            compare: Vec::new(),
+        }
+    }
+
+    /// The tap, if the bytes turned out new (whether or not it took them all).
+    fn into_tap(self) -> Option<Box<dyn LayerTap>> {
+        match self.state {
+            TapState::Streaming(tap) | TapState::Refused(tap) => Some(tap),
+            TapState::Matching { .. } | TapState::Off => None,
+        }
+    }
+
+    fn give(mut tap: Box<dyn LayerTap>, bytes: &[u8]) -> TapState {
+        if tap.write(bytes) {
+            TapState::Streaming(tap)
+        } else {
+            TapState::Refused(tap)
+        }
+    }
+
+    /// Whether `bytes` continue the old blob exactly.
+    fn still_matching(compare: &mut Vec<u8>, previous: &mut File, bytes: &[u8]) -> bool {
+        compare.resize(bytes.len(), 0);
+        previous.read_exact(compare).is_ok() && compare[..] == *bytes
+    }
+
+    /// The new bytes part from the old blob's: opens the tap and gives it the common prefix.
+    fn diverged(&mut self, previous: &mut File, matched: u64) -> TapState {
+        let Some(mut tap) = (self.open)() else {
+            return TapState::Off;
+        };
+        if previous.seek(SeekFrom::Start(0)).is_err() {
+            return TapState::Refused(tap);
+        }
+        let mut prefix = previous.take(matched);
+        let mut piece = vec![0; 256 * 1024];
+        loop {
+            match prefix.read(&mut piece) {
+                Ok(0) => return TapState::Streaming(tap),
+                Ok(n) if tap.write(&piece[..n]) => {}
+                // The tap gave up, or the old blob cannot be read back: the stream is short
+                // of bytes, so the upload's digest check fails and it falls back.
+                Ok(_) | Err(_) => return TapState::Refused(tap),
+            }
+        }
+    }
+}
+
+impl<W: Write> Write for Tapped<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        if let Some(tap) = &mut self.tap
-            && !self.refused
-        {
-            self.refused = !tap.write(&buf[..n]);
-        }
+        let written = &buf[..n];
+        self.state = match std::mem::replace(&mut self.state, TapState::Off) {
+            TapState::Matching {
+                mut previous,
+                matched,
+            } => {
+                if Self::still_matching(&mut self.compare, &mut previous, written) {
+                    TapState::Matching {
+                        previous,
+                        matched: matched + n as u64,
+                    }
+                } else {
+                    match self.diverged(&mut previous, matched) {
+                        TapState::Streaming(tap) => Self::give(tap, written),
+                        other => other,
+                    }
+                }
+            }
+            TapState::Streaming(tap) => Self::give(tap, written),
+            other => other,
+        };
         Ok(n)
     }
 
@@ -683,9 +789,10 @@ mod tests {
     }
 
     #[test]
-    fn a_tap_gets_the_cache_files_bytes_and_only_for_new_content() {
+    fn a_tap_gets_the_cache_files_bytes_only_when_they_differ_from_the_slots_last_blob() {
         let (_dir, cache, file) = setup();
-        std::fs::write(&file, sample_text(3 << 20)).unwrap();
+        let mut content = sample_text(3 << 20);
+        std::fs::write(&file, &content).unwrap();
         set_mtime(&file, 1_700_000_000);
         let _later = pretend_later(Duration::from_secs(60));
         let tapped = |take: usize| {
@@ -697,29 +804,54 @@ mod tests {
                 take,
             };
             let mut tap = Some(Box::new(recording) as Box<dyn LayerTap>);
+            let mut asked = false;
             let layer = b
-                .finish_with_cache(&cache, Codec::Gzip, &|_| {}, &mut || tap.take())
+                .finish_with_cache(&cache, Codec::Gzip, &|_| {}, &mut || {
+                    asked = true;
+                    tap.take()
+                })
                 .unwrap();
             let got = got.lock().unwrap().clone();
-            (layer, got)
+            (layer, asked, got)
         };
-        let (layer, (bytes, finished)) = tapped(usize::MAX);
-        assert_eq!(layer.origin, Origin::Written);
-        assert_eq!(bytes, std::fs::read(&layer.path).unwrap());
-        assert_eq!(finished, Some(layer.digest.clone()));
+        // A fresh layer cache: the registry may have these bytes already, nothing is streamed.
+        let (first, asked, _) = tapped(usize::MAX);
+        assert_eq!(first.origin, Origin::Written);
+        assert!(!asked);
 
         // Unchanged: the cache answers, no tap is asked for.
-        let (again, (bytes, finished)) = tapped(usize::MAX);
+        let (again, asked, _) = tapped(usize::MAX);
         assert_eq!(again.origin, Origin::Unchanged);
-        assert!(bytes.is_empty() && finished.is_none());
+        assert!(!asked);
+
+        // Touched, same content: read again, but the bytes equal the last blob's, so no tap.
+        set_mtime(&file, 1_700_000_100);
+        let (touched, asked, _) = tapped(usize::MAX);
+        assert_eq!(touched.origin, Origin::Written);
+        assert_eq!(touched.digest, first.digest);
+        assert!(!asked);
+
+        // Changed near the end: the tap gets every byte of the new blob, the common prefix
+        // (read back from the old blob) included, and hears of the finished layer.
+        let at = content.len() - 1000;
+        content[at] ^= 0xff;
+        std::fs::write(&file, &content).unwrap();
+        set_mtime(&file, 1_700_000_200);
+        let (changed, asked, (bytes, finished)) = tapped(usize::MAX);
+        assert!(asked);
+        assert_ne!(changed.digest, first.digest);
+        assert_eq!(bytes, std::fs::read(&changed.path).unwrap());
+        assert_eq!(finished, Some(changed.digest.clone()));
 
         // A tap that stops taking is still told of the finished layer, which is whole.
-        std::fs::remove_file(cache.dir.join(format!("{}.json", cache.slot))).unwrap();
-        let (third, (bytes, finished)) = tapped(1);
-        assert_eq!(third.origin, Origin::Written);
+        content[at] ^= 0xff;
+        std::fs::write(&file, &content).unwrap();
+        set_mtime(&file, 1_700_000_300);
+        let (third, asked, (bytes, finished)) = tapped(1);
+        assert!(asked);
         assert!(!bytes.is_empty() && (bytes.len() as u64) < third.size);
-        assert_eq!(third.digest, layer.digest);
-        assert_eq!(finished, Some(layer.digest));
+        assert_eq!(third.digest, first.digest);
+        assert_eq!(finished, Some(third.digest));
     }
 
     fn sample_text(size: usize) -> Vec<u8> {

@@ -33,8 +33,8 @@ pub type LayerListener = std::sync::Arc<dyn LayerEvents>;
 
 /// What a [`LayerListener`] hears.
 pub trait LayerEvents: Send + Sync {
-    /// A layer with new content (the layer cache missed) is about to be compressed: where to
-    /// copy its compressed bytes as they come out, if anywhere. The cache file is written the
+    /// A layer being compressed turned out new (its bytes differ from the blob it had last
+    /// time): where to copy its compressed bytes, the common prefix first, if anywhere. The cache file is written the
     /// same either way.
     /// `file_bytes`: what its files hold, uncompressed.
     fn compressing(&self, description: &str, file_bytes: u64) -> Option<Box<dyn layer::LayerTap>>;

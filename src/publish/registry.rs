@@ -360,8 +360,8 @@ pub fn early_layers() -> (LayerListener, EarlyLayers) {
 
 impl LayerEvents for EarlyListener {
     fn compressing(&self, description: &str, file_bytes: u64) -> Option<Box<dyn LayerTap>> {
-        // A small layer is compressed in moments: it waits, and is checked with HEAD first
-        // (the registry may have it although the layer cache did not).
+        // A small layer is compressed in moments: it waits, and is checked with HEAD first.
+        // (The builder asks only once a layer's bytes differ from its last blob's.)
         if file_bytes < STREAM_FROM {
             return None;
         }
