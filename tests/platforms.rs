@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -18,8 +18,6 @@ const MAIN: &str = r#"fn main() {
     }
 }
 "#;
-
-const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 fn fixture(dir: &Path, name: &str, registry: &str, extra: &str) -> PathBuf {
     write_crate(
@@ -38,22 +36,6 @@ fn push(manifest: &Path, args: &[&str]) -> Command {
         .args(["--format", "json"])
         .args(args);
     cmd
-}
-
-fn json_of(out: &Output) -> Value {
-    assert_success(out);
-    serde_json::from_str(&stdout(out)).expect("stdout is one JSON document")
-}
-
-fn get_json(registry: &TestRegistry, path: &str, accept: &str) -> Value {
-    let (status, _, body) = http_get(&registry.addr(), path, accept);
-    assert_eq!(
-        status,
-        200,
-        "GET {path}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    serde_json::from_slice(&body).expect("JSON")
 }
 
 /// The bytes of `path` in the image's layers (the last layer holding it wins).
@@ -147,12 +129,12 @@ fn amd64_and_arm64_make_an_index_whose_images_run() {
     let (status, headers, body) = http_get(
         &registry.addr(),
         "/v2/multi/manifests/latest",
-        &format!("{INDEX}, {MANIFEST_ACCEPT}"),
+        &format!("{OCI_INDEX}, {MANIFEST_ACCEPT}"),
     );
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "Docker-Content-Digest"), Some(digest));
     let index: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(index["mediaType"], INDEX);
+    assert_eq!(index["mediaType"], OCI_INDEX);
     let manifests = index["manifests"].as_array().unwrap();
     assert_eq!(manifests.len(), 2, "{index}");
     let by_arch = |arch: &str| {

@@ -48,29 +48,11 @@ fn push(manifest: &Path, args: &[&str]) -> Output {
         .expect("run cargo-adapt-push")
 }
 
-fn json_of(out: &Output) -> Value {
-    assert_success(out);
-    serde_json::from_str(&stdout(out)).expect("stdout is one JSON document")
-}
-
-fn get_json(registry: &TestRegistry, path: &str, accept: &str) -> Value {
-    let (status, _, body) = http_get(&registry.addr(), path, accept);
-    assert_eq!(
-        status,
-        200,
-        "GET {path}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
-}
-
-const INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
 /// The referrers of `digest` as the fallback tag lists them.
 fn fallback_referrers(registry: &TestRegistry, repo: &str, digest: &str) -> Vec<Value> {
     let tag = digest.replacen(':', "-", 1);
-    let index = get_json(registry, &format!("/v2/{repo}/manifests/{tag}"), INDEX);
-    assert_eq!(index["mediaType"], INDEX);
+    let index = get_json(registry, &format!("/v2/{repo}/manifests/{tag}"), OCI_INDEX);
+    assert_eq!(index["mediaType"], OCI_INDEX);
     index["manifests"].as_array().cloned().unwrap_or_default()
 }
 
@@ -116,7 +98,7 @@ fn sbom_lists_the_real_dependencies_and_is_found_through_the_fallback_tag() {
     let (status, _, _) = http_get(
         &registry.addr(),
         &format!("/v2/depsapp/referrers/{digest}"),
-        INDEX,
+        OCI_INDEX,
     );
     assert_eq!(status, 404, "distribution 2.8 has no referrers API");
     let referrers = fallback_referrers(&registry, "depsapp", digest);
@@ -524,12 +506,12 @@ impl ReferrersApi {
                 .map(|(_, _, d)| d.clone())
                 .collect();
             let index = serde_json::json!({
-                "schemaVersion": 2, "mediaType": INDEX, "manifests": manifests,
+                "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests,
             })
             .to_string();
             write!(
                 client,
-                "HTTP/1.1 200 OK\r\nContent-Type: {INDEX}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{index}",
+                "HTTP/1.1 200 OK\r\nContent-Type: {OCI_INDEX}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{index}",
                 index.len()
             )?;
             return Ok(());
@@ -614,7 +596,11 @@ fn with_a_referrers_api_no_fallback_tag_is_written() {
     );
     // The manifests the tool pushed name the image as their subject (that is how the API
     // found them), and `verify` finds them through the API.
-    let (status, _, body) = http_get(&api.addr, &format!("/v2/withapi/referrers/{digest}"), INDEX);
+    let (status, _, body) = http_get(
+        &api.addr,
+        &format!("/v2/withapi/referrers/{digest}"),
+        OCI_INDEX,
+    );
     assert_eq!(status, 200);
     let listed: Value = serde_json::from_slice(&body).unwrap();
     let digests: Vec<&str> = listed["manifests"]

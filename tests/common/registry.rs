@@ -218,6 +218,18 @@ impl Drop for TestRegistry {
     }
 }
 
+/// `GET {path}` on `registry` (plain HTTP) with `accept`, which must answer 200 with JSON.
+pub fn get_json(registry: &TestRegistry, path: &str, accept: &str) -> serde_json::Value {
+    let (status, _, body) = http_get(&registry.addr(), path, accept);
+    assert_eq!(
+        status,
+        200,
+        "GET {path}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+}
+
 /// `sha256-<64 hex>`: a referrers fallback tag.
 pub fn is_referrers_tag(tag: &str) -> bool {
     tag.strip_prefix("sha256-")

@@ -161,6 +161,12 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The one JSON document a successful run printed on stdout (`--format json`).
+pub fn json_of(o: &Output) -> serde_json::Value {
+    assert_success(o);
+    serde_json::from_str(&stdout(o)).expect("stdout is one JSON document")
+}
+
 /// Panics with both streams when the tool failed.
 pub fn assert_success(o: &Output) {
     assert!(
