@@ -6,7 +6,6 @@
 
 mod common;
 
-use base64::Engine as _;
 use serde_json::json;
 
 use common::faults::{HttpFaultProxy, HttpFaults};
@@ -14,10 +13,6 @@ use common::*;
 
 const USER: &str = "alice";
 const PASSWORD: &str = "pa55-W0rd-never-printed";
-
-fn basic_auth_b64(user: &str, password: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-}
 
 #[test]
 fn basic_auth_from_docker_config_auths_pushes_and_never_shows_the_password() {

@@ -57,16 +57,7 @@ impl TestRegistry {
     pub fn start_with_htpasswd(user: &str, password: &str) -> Self {
         Self::start_with_config(|port, dir| {
             let file = dir.join("htpasswd");
-            let out = Command::new("htpasswd")
-                .args(["-Bbn", user, password])
-                .output()
-                .expect("run htpasswd (apt-get install apache2-utils; scripts/test installs it)");
-            assert!(
-                out.status.success(),
-                "htpasswd failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            fs::write(&file, &out.stdout).expect("write htpasswd file");
+            fs::write(&file, htpasswd_line(user, password)).expect("write htpasswd file");
             format!(
                 "{}auth:\n  htpasswd:\n    realm: test-registry\n    path: {}\n",
                 Self::default_http(port),
@@ -216,6 +207,28 @@ impl Drop for TestRegistry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One htpasswd line (bcrypt) for `user`/`password`, for a registry's `auth: htpasswd` file.
+/// Needs `htpasswd` (Debian's apache2-utils; scripts/test installs it).
+pub fn htpasswd_line(user: &str, password: &str) -> Vec<u8> {
+    let out = Command::new("htpasswd")
+        .args(["-Bbn", user, password])
+        .output()
+        .expect("run htpasswd (apt-get install apache2-utils; scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "htpasswd failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `base64(user:password)`: the value of a Basic `Authorization` header and of a Docker
+/// config's `auth` field.
+pub fn basic_auth_b64(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
 }
 
 /// `GET {path}` on `registry` (plain HTTP) with `accept`, which must answer 200 with JSON.
