@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 
-const HELLO: &str = "fn main() { println!(\"hello\"); }\n";
 const CM_PATH: &str = "/api/v1/namespaces/kube-public/configmaps/local-registry-hosting";
 
 fn kind_configmap(host: &str, from_runtime: &str) -> String {

@@ -9,13 +9,6 @@ use std::process::Command;
 
 use common::*;
 
-const HELLO: &str = r#"fn main() {
-    if std::env::args().any(|a| a == "--once") {
-        println!("hello from {} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
-    }
-}
-"#;
-
 fn push(manifest: &Path, args: &[&str], docker_host: Option<&str>) -> std::process::Output {
     let mut cmd = tool();
     cmd.arg("adapt-push")
@@ -35,7 +28,7 @@ fn crate_with_split(dir: &Path, registry: &str, internal: &str) -> std::path::Pa
         &format!(
             "\n[package.metadata.cluster]\nregistry = {{ external = \"{registry}\", internal = \"{internal}\" }}\nimage = \"team/greeter\"\ntags = [\"{{version}}\", \"latest\"]\n"
         ),
-        HELLO,
+        HELLO_ONCE,
     )
 }
 
@@ -202,7 +195,7 @@ fn without_a_registry_setting_a_tarball_is_named_as_docker_names_an_unqualified_
         &dir.path().join("solo"),
         "solo",
         "\n[package.metadata.cluster]\ntags = [\"dev\"]\n",
-        HELLO,
+        HELLO_ONCE,
     );
     // A push still needs a registry.
     let out = push(&manifest, &[], None);
@@ -333,7 +326,7 @@ fn a_large_layer_goes_to_a_tarball_and_a_layout_without_being_held_in_memory() {
             "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/big\"\ntags = [\"v1\"]\ninclude = [{{ from = \"payload.bin\", to = \"/data/\" }}]\n",
             registry.addr()
         ),
-        HELLO,
+        HELLO_ONCE,
     );
     write_random_file(&crate_dir.join("payload.bin"), BIG);
 
@@ -382,7 +375,7 @@ fn a_large_layer_goes_to_a_tarball_and_a_layout_without_being_held_in_memory() {
             "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/on-big\"\ntags = [\"v1\"]\nbase = \"{base}\"\n",
             registry.addr()
         ),
-        HELLO,
+        HELLO_ONCE,
     );
     let on_base_tarball = dir.path().join("on-big.tar");
     let on_base_layout = dir.path().join("on-big-layout");

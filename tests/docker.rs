@@ -115,7 +115,7 @@ fn dockerfile_build_honours_dockerignore_and_the_reference_runs_through_internal
              buildkit = false\n",
             split_registry(&registry.addr(), &internal.addr())
         ),
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
     let root = manifest.parent().unwrap();
     fs::write(
@@ -276,7 +276,7 @@ fn dockerignore_sends_what_the_docker_cli_sends() {
             "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/ignorecheck\"\n",
             registry.addr()
         ),
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
     let root = manifest.parent().unwrap();
     fs::write(
@@ -526,7 +526,7 @@ fn an_engine_that_does_not_answer_names_its_address_and_suggests_oci() {
         dir.path(),
         "noengine",
         "\n[package.metadata.cluster]\nregistry = \"127.0.0.1:1\"\n",
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
     fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
     let closed = format!("tcp://127.0.0.1:{}", free_port());
@@ -573,7 +573,7 @@ fn assert_failing_step_pushes_nothing(buildkit: bool, dockerfile_tail: &str, eng
             "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/failing\"\nbuildkit = {buildkit}\n",
             registry.addr()
         ),
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
     fs::write(
         dir.path().join("Dockerfile"),
@@ -627,7 +627,7 @@ fn cache_mount_crate(
              buildkit = true\nbuild-args = {{ RUN_ID = \"{run}\" }}\n",
             registry.addr()
         ),
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
     fs::write(
         dir.join("Dockerfile"),
@@ -858,7 +858,7 @@ fn a_remote_engine_over_tcp_with_tls() {
             "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/remote\"\n",
             registry.addr()
         ),
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
     fs::write(
         dir.path().join("Dockerfile"),

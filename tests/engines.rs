@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const HELLO: &str = "fn main() { println!(\"hello over ssh\"); }\n";
+const HELLO_OVER_SSH: &str = "fn main() { println!(\"hello over ssh\"); }\n";
 
 struct Sshd {
     child: Child,
@@ -111,7 +111,7 @@ fn the_engine_builder_works_through_ssh_on_another_port() {
             "\n[package.metadata.cluster]\nregistry = \"{}\"\nbuilder = \"docker\"\n",
             registry.addr()
         ),
-        HELLO,
+        HELLO_OVER_SSH,
     );
     let address = format!("ssh://root@127.0.0.1:{}", sshd.port);
     let out = tool()
@@ -209,7 +209,7 @@ fn the_engine_builder_works_through_podmans_service_and_pushes_to_a_plain_http_r
             "\n[package.metadata.cluster]\nregistry = \"{}\"\nbuilder = \"docker\"\n",
             registry.addr()
         ),
-        HELLO,
+        HELLO_OVER_SSH,
     );
     let out = tool()
         .args(["adapt-push", "-v", "--manifest-path"])

@@ -8,13 +8,6 @@ use std::process::Output;
 
 use common::*;
 
-const HELLO: &str = r#"fn main() {
-    if std::env::args().any(|a| a == "--once") {
-        println!("hello from {} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
-    }
-}
-"#;
-
 fn split_config(external: &str, internal: &str, extra: &str) -> String {
     format!(
         "\n[package.metadata.cluster]\nregistry = {{ external = \"{external}\", internal = \"{internal}\" }}\n{extra}"
@@ -53,7 +46,7 @@ fn split_push_never_contacts_internal_and_the_reference_pulls_through_it() {
             &internal.addr(),
             "image = \"team/greeter\"\ntags = [\"{version}\", \"latest\"]\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
 
     let out = push(&manifest, &[]);
@@ -142,7 +135,7 @@ fn split_with_different_paths_pulls_through_the_rewriting_address_and_check_pull
             &format!("{}/proxy/team", cache.addr()),
             "image = \"greeter\"\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
 
     // Without --check-pull the internal address is never contacted.
@@ -228,7 +221,7 @@ fn json_output_and_image_refs_file() {
         dir.path(),
         "svc",
         &split_config(&registry.addr(), "registry:5000", ""),
-        HELLO,
+        HELLO_ONCE,
     );
     let refs = dir.path().join("refs.txt");
     let out = push(
@@ -275,7 +268,7 @@ fn reproducible_across_cargo_clean_and_source_date_epoch_changes_only_time() {
         dir.path(),
         "repro",
         &split_config(&registry.addr(), &registry.addr(), ""),
-        HELLO,
+        HELLO_ONCE,
     );
     let first = push(&manifest, &["-q"]);
     assert_success(&first);
@@ -347,13 +340,13 @@ fn a_code_change_uploads_only_the_binary_layer() {
             &registry.addr(),
             "include = [{ from = \"assets\", to = \"/srv/assets\" }]\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
     let first = push(&manifest, &[]);
     assert_success(&first);
     std::fs::write(
         dir.path().join("src/main.rs"),
-        HELLO.replace("hello from", "hi from"),
+        HELLO_ONCE.replace("hello from", "hi from"),
     )
     .unwrap();
     let second = push(&manifest, &[]);
@@ -379,7 +372,7 @@ fn tags_render_templates() {
             &registry.addr(),
             "tags = [\"{version}\", \"{package}-{bin}\", \"git-{git_short_sha}\"]\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
     let git = |args: &[&str]| {
         let ok = std::process::Command::new("git")
@@ -437,7 +430,7 @@ fn workspace_defaults_and_package_selection() {
             ),
         )
         .unwrap();
-        std::fs::write(d.join("src/main.rs"), HELLO).unwrap();
+        std::fs::write(d.join("src/main.rs"), HELLO_ONCE).unwrap();
     };
     // Two packages whose directories share a basename must not collide.
     member(
@@ -508,7 +501,7 @@ fn dry_run_pushes_nothing() {
         dir.path(),
         "planned",
         &split_config(&registry.addr(), "registry:5000", ""),
-        HELLO,
+        HELLO_ONCE,
     );
     let out = push(&manifest, &["--dry-run"]);
     assert_success(&out);
@@ -622,7 +615,7 @@ fn config_errors_name_key_file_and_line() {
             dir.path(),
             "bad",
             &format!("\n[package.metadata.cluster]\n{body}\n"),
-            HELLO,
+            HELLO_ONCE,
         );
         let out = push(&manifest, &[]);
         let err = stderr(&out);
@@ -672,7 +665,7 @@ fn base_image_layers_are_mounted_in_the_same_registry_and_copied_across_registri
             &other.addr(),
             "image = \"base\"\ntags = [\"1\"]\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
     assert_success(&push(&base_manifest, &[]));
     // And the same base in the destination registry, under another repository.
@@ -688,7 +681,7 @@ fn base_image_layers_are_mounted_in_the_same_registry_and_copied_across_registri
                 "registry:5000",
                 &format!("base = \"{base}\"\nenv = {{ MODE = \"on-base\" }}\n"),
             ),
-            HELLO,
+            HELLO_ONCE,
         );
         let out = push(&manifest, &["-v"]);
         assert_success(&out);
@@ -734,7 +727,7 @@ fn an_unreachable_registry_fails_with_its_address() {
         dir.path(),
         "lonely",
         &split_config(&addr, "registry:5000", ""),
-        HELLO,
+        HELLO_ONCE,
     );
     let out = run(tool()
         .arg("adapt-push")
@@ -755,7 +748,7 @@ fn a_static_binary_goes_in_alone_and_runs_from_scratch() {
         dir.path(),
         "lone",
         &split_config(&registry.addr(), &registry.addr(), ""),
-        HELLO,
+        HELLO_ONCE,
     );
     let out = run(tool()
         .arg("adapt-push")
@@ -814,7 +807,7 @@ fn a_compile_error_in_one_package_pushes_nothing_at_all() {
     )
     .unwrap();
     for (name, main) in [
-        ("api", HELLO),
+        ("api", HELLO_ONCE),
         ("worker", "fn main() { this is not rust }\n"),
     ] {
         let d = root.join(name);
@@ -851,7 +844,7 @@ fn empty_environment_settings_mean_unset_and_several_binaries_get_their_own_repo
             "default-run = \"one\"\n\n[[bin]]\nname = \"one\"\npath = \"src/main.rs\"\n\n[[bin]]\nname = \"two\"\npath = \"src/main.rs\"\n{}",
             split_config(&registry.addr(), &registry.addr(), "tags = [\"cfg\"]\n")
         ),
-        HELLO,
+        HELLO_ONCE,
     );
     for bin in ["one", "two"] {
         let out = run(tool()
@@ -892,7 +885,7 @@ fn includes_behave_like_copy() {
             &registry.addr(),
             "include = [{ from = \"link\", to = \"/srv/data\" }, { from = \"app.toml\", to = \"/etc/inc/\" }]\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
     let out = push(&manifest, &[]);
     assert_success(&out);
@@ -921,7 +914,7 @@ fn a_dynamic_binary_on_a_base_without_its_c_library_is_refused_before_any_push()
             &registry.addr(),
             "image = \"nolibc\"\ntags = [\"1\"]\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
     assert_success(&run(tool()
         .arg("adapt-push")
@@ -941,7 +934,7 @@ fn a_dynamic_binary_on_a_base_without_its_c_library_is_refused_before_any_push()
                     registry.addr()
                 ),
             ),
-            HELLO,
+            HELLO_ONCE,
         )
     };
     let out = push(&app(""), &[]);
@@ -978,7 +971,7 @@ fn a_scratch_image_can_carry_the_hosts_time_zones() {
             &registry.addr(),
             "tzdata = true\nuser = \"nonroot\"\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
     let out = run(tool()
         .arg("adapt-push")
@@ -1032,7 +1025,7 @@ fn the_base_check_follows_the_bases_ld_so_conf() {
                      {{ from = \"/lib64/ld-linux-x86-64.so.2\", to = \"/lib64/ld-linux-x86-64.so.2\" }}{conf}]\n"
                 ),
             ),
-            HELLO,
+            HELLO_ONCE,
         );
         assert_success(&run(tool()
             .arg("adapt-push")
@@ -1053,7 +1046,7 @@ fn the_base_check_follows_the_bases_ld_so_conf() {
                 &registry.addr(),
                 &format!("base = \"{base}\"\n"),
             ),
-            HELLO,
+            HELLO_ONCE,
         );
         push(&manifest, &["-v"])
     };
@@ -1101,7 +1094,7 @@ fn a_large_layer_streams_from_the_cache_and_round_trips() {
             &registry.addr(),
             "include = [{ from = \"big.bin\", to = \"/data/big.bin\" }]\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
     let out = push(&manifest, &[]);
     assert_success(&out);
@@ -1145,7 +1138,7 @@ fn zstd_layers_when_asked() {
             &registry.addr(),
             "compression = \"zstd\"\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
     let out = push(&manifest, &[]);
     assert_success(&out);

@@ -171,7 +171,7 @@ fn referrers_accumulate_in_the_fallback_tag_without_duplicates() {
             "\n[package.metadata.cluster]\nregistry = \"{}\"\n",
             registry.addr()
         ),
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
 
     // The same image (reproducible) pushed with each SBOM format: both SBOMs stay listed.
@@ -257,7 +257,7 @@ fn provenance_names_the_git_commit_and_the_build() {
             "\n[package.metadata.cluster]\nregistry = \"{}\"\n",
             registry.addr()
         ),
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
     std::fs::write(dir.path().join(".gitignore"), "/target\nCargo.lock\n").unwrap();
     git(dir.path(), &["init", "-q"]);
@@ -337,7 +337,7 @@ fn verify_finds_the_documents_and_fails_without_them() {
             "\n[package.metadata.cluster]\nregistry = \"{}\"\n",
             registry.addr()
         ),
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
     let json = json_of(&push(&manifest, &[]));
     let image = &json["images"][0];
@@ -406,7 +406,7 @@ fn bad_sbom_and_platform_settings_name_the_key_and_the_file() {
                 "\n[package.metadata.cluster]\nregistry = \"{}\"\n{setting}\n",
                 registry.addr()
             ),
-            "fn main() {}\n",
+            EMPTY_MAIN,
         );
         let out = push(&manifest, &["--dry-run"]);
         assert!(!out.status.success(), "{setting} was accepted");
@@ -579,7 +579,7 @@ fn with_a_referrers_api_no_fallback_tag_is_written() {
             "\n[package.metadata.cluster]\nregistry = \"{}\"\n",
             api.addr
         ),
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
     let json = json_of(&push(&manifest, &[]));
     let image = &json["images"][0];

@@ -7,8 +7,6 @@ use std::path::Path;
 
 use common::*;
 
-const HELLO: &str = "fn main() { println!(\"hello\"); }\n";
-
 /// A workspace at `root` whose members are (name, main.rs or None for a library).
 fn workspace(root: &Path, cluster: &str, members: &[(&str, Option<&str>, &str)]) {
     let names: Vec<String> = members.iter().map(|(n, _, _)| format!("\"{n}\"")).collect();

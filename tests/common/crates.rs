@@ -6,6 +6,18 @@ use std::path::{Path, PathBuf};
 /// A program that prints "hello".
 pub const HELLO: &str = "fn main() {\n    println!(\"hello\");\n}\n";
 
+/// A program that prints "hello from NAME VERSION" when run with `--once`, and nothing
+/// otherwise (an image's default command stays quiet).
+pub const HELLO_ONCE: &str = r#"fn main() {
+    if std::env::args().any(|a| a == "--once") {
+        println!("hello from {} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
+    }
+}
+"#;
+
+/// A program that does nothing.
+pub const EMPTY_MAIN: &str = "fn main() {}\n";
+
 /// The repository's `example-project/` (the `greeter` crate).
 pub fn example_project() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("example-project")
