@@ -101,16 +101,6 @@ fn run_arm64(binary: &[u8]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn find_program(name: &str, fallbacks: &[&str]) -> PathBuf {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(name))
-        .chain(fallbacks.iter().map(PathBuf::from))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} is not installed (scripts/test installs it)"))
-}
-
 #[test]
 fn amd64_and_arm64_make_an_index_whose_images_run() {
     let registry = TestRegistry::start();

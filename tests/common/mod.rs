@@ -51,11 +51,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// First existing path among `candidates`, else the bare `name` (looked up on PATH).
+/// The first of `candidates` that exists, else `name` found on PATH, as a full path (for
+/// symlinks and `RUSTC=`-style settings); panics when the program is not installed.
 pub fn find_program(name: &str, candidates: &[&str]) -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join(name));
     candidates
         .iter()
         .map(PathBuf::from)
+        .chain(on_path)
         .find(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from(name))
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed: not on PATH nor at {candidates:?} (scripts/test installs it)")
+        })
 }
