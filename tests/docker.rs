@@ -150,10 +150,7 @@ fn dockerfile_build_honours_dockerignore_and_the_reference_runs_through_internal
         fs::write(p, content).unwrap();
     }
 
-    let out = tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(&manifest)
+    let out = adapt_push(&manifest)
         .env("DOCKER_HOST", &host)
         .output()
         .unwrap();
@@ -374,10 +371,7 @@ fn generated_mode_builds_the_daemonless_image_in_the_engine() {
     ));
     fs::write(dir.path().join("Cargo.toml"), manifest).unwrap();
 
-    let out = tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(dir.path().join("Cargo.toml"))
+    let out = adapt_push(dir.path().join("Cargo.toml"))
         .args(["--builder", "docker", "--tag", "gen"])
         .args(["--registry-external", &registry.addr()])
         .args(["--registry-internal", &internal.addr()])
@@ -480,10 +474,7 @@ fn generated_mode_builds_through_buildkit_too() {
     let mut manifest = fs::read_to_string(dir.path().join("Cargo.toml")).unwrap();
     manifest.push_str("env = { GREETING = 'hi \"you\" $HOME' }\nbuildkit = \"auto\"\n");
     fs::write(dir.path().join("Cargo.toml"), manifest).unwrap();
-    let out = tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(dir.path().join("Cargo.toml"))
+    let out = adapt_push(dir.path().join("Cargo.toml"))
         .args(["--builder", "docker", "--tag", "genbk", "-v"])
         .args(["--registry", &registry.addr()])
         .env("DOCKER_HOST", &host)
@@ -1009,10 +1000,7 @@ fn includes_merge_with_a_usr_merged_base_like_copy() {
         ),
         "fn main() { println!(\"merged app\"); }\n",
     );
-    let out = tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(&manifest)
+    let out = adapt_push(&manifest)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env(
             "CARGO_TARGET_DIR",
@@ -1088,10 +1076,7 @@ fn a_scratch_image_runs_as_nonroot_with_a_writable_temp_dir() {
 }
 "#,
     );
-    let out = tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(&manifest)
+    let out = adapt_push(&manifest)
         .env(
             "CARGO_TARGET_DIR",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker-scratch-target"),
@@ -1143,10 +1128,7 @@ fn a_scratch_image_trusts_the_ca_bundle_through_openssl_default_paths() {
     );
     fs::write(root.join("Cargo.toml"), cargo_toml).unwrap();
 
-    let out = tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(root.join("Cargo.toml"))
+    let out = adapt_push(root.join("Cargo.toml"))
         .env(
             "CARGO_TARGET_DIR",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker-tls-verify-target"),

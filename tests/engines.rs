@@ -114,9 +114,7 @@ fn the_engine_builder_works_through_ssh_on_another_port() {
         HELLO_OVER_SSH,
     );
     let address = format!("ssh://root@127.0.0.1:{}", sshd.port);
-    let out = tool()
-        .args(["adapt-push", "--manifest-path"])
-        .arg(&manifest)
+    let out = adapt_push(&manifest)
         .env("DOCKER_HOST", &address)
         .env("PATH", &path)
         .output()
@@ -127,9 +125,7 @@ fn the_engine_builder_works_through_ssh_on_another_port() {
     assert_eq!(docker_pull_run(&engine, &reference, &[]), "hello over ssh");
 
     // A host that refuses: the error names the address, and ssh's complaint is shown.
-    let out = tool()
-        .args(["adapt-push", "--manifest-path"])
-        .arg(&manifest)
+    let out = adapt_push(&manifest)
         .env(
             "DOCKER_HOST",
             format!("ssh://root@127.0.0.1:{}", free_port()),

@@ -48,10 +48,7 @@ fn a_finished_layer_is_uploaded_while_a_larger_one_is_still_compressing() {
     // runtime of a dynamically linked binary) is a few MiB at most.
     std::fs::write(dir.path().join("big.txt"), text(24 << 20)).unwrap();
 
-    let out = tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(&manifest)
+    let out = adapt_push(&manifest)
         .args(["-vv", "--sbom", "none", "--provenance", "false"])
         .output()
         .unwrap();

@@ -28,16 +28,6 @@ fn fixture(dir: &Path, name: &str, registry: &str, extra: &str) -> PathBuf {
     )
 }
 
-fn push(manifest: &Path, args: &[&str]) -> Command {
-    let mut cmd = tool();
-    cmd.arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(manifest)
-        .args(["--format", "json"])
-        .args(args);
-    cmd
-}
-
 /// The bytes of `path` in the image's layers (the last layer holding it wins).
 fn file_from_image(registry: &TestRegistry, repo: &str, digest: &str, path: &str) -> Vec<u8> {
     let manifest = get_json(
@@ -111,7 +101,7 @@ fn amd64_and_arm64_make_an_index_whose_images_run() {
         &registry.addr(),
         "platforms = [\"linux/amd64\", \"linux/arm64\"]\n",
     );
-    let json = json_of(&push(&manifest, &[]).output().unwrap());
+    let json = json_of(&push_json_command(&manifest, &[]).output().unwrap());
     let image = &json["images"][0];
     let digest = image["digest"].as_str().unwrap();
 
@@ -226,13 +216,16 @@ fn a_missing_rust_target_names_rustup_target_add() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = fixture(dir.path(), "riscv", &registry.addr(), "");
     // A linker is "configured", so the missing piece is the Rust target itself.
-    let out = toolchain_env(&mut push(&manifest, &["--platform", "linux/riscv64"]))
-        .env(
-            "CARGO_TARGET_RISCV64GC_UNKNOWN_LINUX_GNU_LINKER",
-            "/bin/false",
-        )
-        .output()
-        .unwrap();
+    let out = toolchain_env(&mut push_json_command(
+        &manifest,
+        &["--platform", "linux/riscv64"],
+    ))
+    .env(
+        "CARGO_TARGET_RISCV64GC_UNKNOWN_LINUX_GNU_LINKER",
+        "/bin/false",
+    )
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
@@ -251,11 +244,14 @@ fn a_missing_linker_names_the_package_the_setting_and_zig() {
     let manifest = fixture(dir.path(), "nolinker", &registry.addr(), "");
     // Neither aarch64-linux-gnu-gcc nor cargo-zigbuild on PATH.
     let path = path_with_only(dir.path(), &[]);
-    let out = toolchain_env(&mut push(&manifest, &["--platform", "linux/arm64"]))
-        .env("PATH", path)
-        .env_remove("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER")
-        .output()
-        .unwrap();
+    let out = toolchain_env(&mut push_json_command(
+        &manifest,
+        &["--platform", "linux/arm64"],
+    ))
+    .env("PATH", path)
+    .env_remove("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER")
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("aarch64-linux-gnu-gcc"), "{err}");
@@ -295,11 +291,14 @@ fn zig_links_arm64_when_there_is_no_cross_gcc() {
         ],
     );
     let json = json_of(
-        &toolchain_env(&mut push(&manifest, &["--platform", "linux/arm64"]))
-            .env("PATH", path)
-            .env_remove("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER")
-            .output()
-            .unwrap(),
+        &toolchain_env(&mut push_json_command(
+            &manifest,
+            &["--platform", "linux/arm64"],
+        ))
+        .env("PATH", path)
+        .env_remove("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER")
+        .output()
+        .unwrap(),
     );
     let image = &json["images"][0];
     let digest = image["digest"].as_str().unwrap();
@@ -335,7 +334,7 @@ fn each_platform_image_stands_on_the_matching_image_of_a_base_index() {
         both,
     );
     let base = json_of(
-        &push(&base_manifest, &["--sbom", "none", "--provenance", "false"])
+        &push_json_command(&base_manifest, &["--sbom", "none", "--provenance", "false"])
             .output()
             .unwrap(),
     );
@@ -368,7 +367,7 @@ fn each_platform_image_stands_on_the_matching_image_of_a_base_index() {
         &format!("{both}base = \"{}/basecrate:latest\"\n", registry.addr()),
     );
     let json = json_of(
-        &push(&app, &["--sbom", "none", "--provenance", "false"])
+        &push_json_command(&app, &["--sbom", "none", "--provenance", "false"])
             .output()
             .unwrap(),
     );

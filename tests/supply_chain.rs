@@ -37,17 +37,6 @@ fn crate_with_dependencies(dir: &Path, name: &str, registry: &str) -> std::path:
     manifest
 }
 
-fn push(manifest: &Path, args: &[&str]) -> Output {
-    tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(manifest)
-        .args(["--format", "json"])
-        .args(args)
-        .output()
-        .expect("run cargo-adapt-push")
-}
-
 /// The referrers of `digest` as the fallback tag lists them.
 fn fallback_referrers(registry: &TestRegistry, repo: &str, digest: &str) -> Vec<Value> {
     let tag = digest.replacen(':', "-", 1);
@@ -82,7 +71,7 @@ fn sbom_lists_the_real_dependencies_and_is_found_through_the_fallback_tag() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = crate_with_dependencies(dir.path(), "depsapp", &registry.addr());
 
-    let json = json_of(&push(&manifest, &[]));
+    let json = json_of(&push_json(&manifest, &[]));
     let image = &json["images"][0];
     let digest = image["digest"].as_str().unwrap();
     let sbom = image["sbom"]["digest"]
@@ -175,8 +164,8 @@ fn referrers_accumulate_in_the_fallback_tag_without_duplicates() {
     );
 
     // The same image (reproducible) pushed with each SBOM format: both SBOMs stay listed.
-    let first = json_of(&push(&manifest, &[]));
-    let second = json_of(&push(&manifest, &["--sbom", "cyclonedx"]));
+    let first = json_of(&push_json(&manifest, &[]));
+    let second = json_of(&push_json(&manifest, &["--sbom", "cyclonedx"]));
     let digest = first["images"][0]["digest"].as_str().unwrap();
     assert_eq!(second["images"][0]["digest"], digest);
     let spdx = first["images"][0]["sbom"]["digest"].as_str().unwrap();
@@ -194,7 +183,7 @@ fn referrers_accumulate_in_the_fallback_tag_without_duplicates() {
     assert_eq!(cdx_doc["specVersion"], "1.5");
 
     // The first push again: nothing is listed twice.
-    json_of(&push(&manifest, &[]));
+    json_of(&push_json(&manifest, &[]));
     assert_eq!(fallback_referrers(&registry, "acc", digest).len(), 3);
 
     // A different image in the same repository gets its own list; the first keeps its own.
@@ -203,7 +192,7 @@ fn referrers_accumulate_in_the_fallback_tag_without_duplicates() {
         "fn main() { println!(); }\n",
     )
     .unwrap();
-    let other = json_of(&push(&manifest, &[]));
+    let other = json_of(&push_json(&manifest, &[]));
     let other_digest = other["images"][0]["digest"].as_str().unwrap();
     assert_ne!(other_digest, digest);
     assert_eq!(fallback_referrers(&registry, "acc", other_digest).len(), 2);
@@ -222,7 +211,7 @@ fn referrers_accumulate_in_the_fallback_tag_without_duplicates() {
     assert_eq!(referrer_tags, expected);
 
     // Turned off: nothing attached, nothing reported.
-    let none = json_of(&push(
+    let none = json_of(&push_json(
         &manifest,
         &["--sbom", "none", "--provenance", "false"],
     ));
@@ -265,7 +254,7 @@ fn provenance_names_the_git_commit_and_the_build() {
     git(dir.path(), &["commit", "-q", "-m", "fixture"]);
     let commit = git(dir.path(), &["rev-parse", "HEAD"]);
 
-    let json = json_of(&push(&manifest, &["--sbom", "none"]));
+    let json = json_of(&push_json(&manifest, &["--sbom", "none"]));
     let image = &json["images"][0];
     let digest = image["digest"].as_str().unwrap();
     assert!(image.get("sbom").is_none());
@@ -305,7 +294,7 @@ fn provenance_names_the_git_commit_and_the_build() {
 
     // A change not committed: the next provenance says the tree was dirty.
     std::fs::write(dir.path().join("src/main.rs"), "fn main() { }\n").unwrap();
-    let json = json_of(&push(&manifest, &["--sbom", "none"]));
+    let json = json_of(&push_json(&manifest, &["--sbom", "none"]));
     let image = &json["images"][0];
     let statement = referred_document(
         &registry,
@@ -339,7 +328,7 @@ fn verify_finds_the_documents_and_fails_without_them() {
         ),
         EMPTY_MAIN,
     );
-    let json = json_of(&push(&manifest, &[]));
+    let json = json_of(&push_json(&manifest, &[]));
     let image = &json["images"][0];
     let push_ref = image["push_ref"].as_str().unwrap();
 
@@ -369,7 +358,7 @@ fn verify_finds_the_documents_and_fails_without_them() {
         "fn main() { println!(); }\n",
     )
     .unwrap();
-    let bare = json_of(&push(
+    let bare = json_of(&push_json(
         &manifest,
         &["--sbom", "none", "--provenance", "false", "--tag", "bare"],
     ));
@@ -408,7 +397,7 @@ fn bad_sbom_and_platform_settings_name_the_key_and_the_file() {
             ),
             EMPTY_MAIN,
         );
-        let out = push(&manifest, &["--dry-run"]);
+        let out = push_json(&manifest, &["--dry-run"]);
         assert!(!out.status.success(), "{setting} was accepted");
         let err = stderr(&out);
         assert!(err.contains("Cargo.toml"), "{setting}: {err}");
@@ -581,7 +570,7 @@ fn with_a_referrers_api_no_fallback_tag_is_written() {
         ),
         EMPTY_MAIN,
     );
-    let json = json_of(&push(&manifest, &[]));
+    let json = json_of(&push_json(&manifest, &[]));
     let image = &json["images"][0];
     let digest = image["digest"].as_str().unwrap();
     assert_eq!(image["sbom"]["listed_via"], "the referrers API", "{image}");
