@@ -92,7 +92,7 @@ fn kubeconfig(dir: &Path, contexts: &[(&str, &str)], current: &str) -> std::path
 }
 
 fn run(manifest: &Path, args: &[&str], env: &[(&str, &Path)]) -> std::process::Output {
-    let mut cmd = adapt_push(&manifest);
+    let mut cmd = adapt_push(manifest);
     cmd.args(args).env_remove("KUBECONFIG");
     for (k, v) in env {
         cmd.env(k, v);

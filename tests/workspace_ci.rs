@@ -36,7 +36,7 @@ fn workspace(root: &Path, cluster: &str, members: &[(&str, Option<&str>, &str)])
 }
 
 fn run(root: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = adapt_push(&root.join("Cargo.toml"));
+    let mut cmd = adapt_push(root.join("Cargo.toml"));
     cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
