@@ -64,6 +64,20 @@ pub fn write_crate(dir: &Path, name: &str, cargo_toml_extra: &str, main_rs: &str
     manifest
 }
 
+/// The [`HELLO`] crate `name` in `dir` pushing to `registry` as `team/{name}:v1`, with the
+/// crate directory's `file` included in the image at `/data/{file}`.
+pub fn crate_with_data_file(dir: &Path, name: &str, registry: &str, file: &str) -> PathBuf {
+    write_crate(
+        dir,
+        name,
+        &format!(
+            "\n[package.metadata.cluster]\nregistry = \"{registry}\"\nimage = \"team/{name}\"\n\
+             tags = [\"v1\"]\ninclude = [{{ from = \"{file}\", to = \"/data/{file}\" }}]\n"
+        ),
+        HELLO,
+    )
+}
+
 /// A crate in `dir` pushing to `registry` (any string form) as `image`, plus `extra` lines for
 /// the cluster table. `salt` goes into the binary so each crate's layers differ.
 pub fn crate_for(dir: &Path, registry: &str, image: &str, extra: &str, salt: &str) -> PathBuf {
