@@ -30,16 +30,11 @@ fn crate_with_split(dir: &Path, registry: &str, internal: &str) -> std::path::Pa
 }
 
 fn skopeo_inspect(target: &str) -> serde_json::Value {
-    let out = Command::new("skopeo")
-        .args(["inspect", target])
-        .output()
-        .expect("run skopeo (apt-get install skopeo)");
-    assert!(
-        out.status.success(),
-        "skopeo inspect {target}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new("skopeo").args(["inspect", target]),
+        &format!("skopeo inspect {target} (apt-get install skopeo)"),
     );
-    serde_json::from_slice(&out.stdout).expect("skopeo JSON")
+    serde_json::from_slice(&out).expect("skopeo JSON")
 }
 
 #[test]

@@ -156,17 +156,13 @@ fn amd64_and_arm64_make_an_index_whose_images_run() {
     // What skopeo sees: the index under the tag, and the arm64 image's SBOM and provenance
     // listed under its referrers fallback tag.
     let skopeo = |reference: &str| -> Value {
-        let out = Command::new(find_program("skopeo", &["/usr/bin/skopeo"]))
-            .args(["inspect", "--raw", "--tls-verify=false"])
-            .arg(format!("docker://{}/multi{reference}", registry.addr()))
-            .output()
-            .expect("run skopeo (scripts/test installs it)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_ok(
+            Command::new(find_program("skopeo", &["/usr/bin/skopeo"]))
+                .args(["inspect", "--raw", "--tls-verify=false"])
+                .arg(format!("docker://{}/multi{reference}", registry.addr())),
+            "skopeo (scripts/test installs it)",
         );
-        serde_json::from_slice(&out.stdout).unwrap()
+        serde_json::from_slice(&out).unwrap()
     };
     assert_eq!(skopeo(":latest")["manifests"].as_array().unwrap().len(), 2);
     let referrers = skopeo(&format!(":{}", arm64.replacen(':', "-", 1)));

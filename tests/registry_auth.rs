@@ -402,19 +402,15 @@ fn identity_token_is_exchanged_as_a_refresh_token() {
 
 /// Fetches the pushed manifest over HTTPS with curl, trusting `ca`.
 fn curl_manifest(ca: &std::path::Path, port: u16, repo: &str, digest: &str) {
-    let out = std::process::Command::new("curl")
-        .args(["-fsS", "--cacert"])
-        .arg(ca)
-        .args(["-H", &format!("Accept: {ANY_MANIFEST_ACCEPT}")])
-        .arg(format!(
-            "https://127.0.0.1:{port}/v2/{repo}/manifests/{digest}"
-        ))
-        .output()
-        .expect("run curl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        std::process::Command::new("curl")
+            .args(["-fsS", "--cacert"])
+            .arg(ca)
+            .args(["-H", &format!("Accept: {ANY_MANIFEST_ACCEPT}")])
+            .arg(format!(
+                "https://127.0.0.1:{port}/v2/{repo}/manifests/{digest}"
+            )),
+        "curl",
     );
 }
 

@@ -42,6 +42,7 @@ pub use tool::*;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::process::Command;
 
 /// A TCP port that was free on 127.0.0.1 a moment ago (bind to port 0, then release it).
 pub fn free_port() -> u16 {
@@ -67,4 +68,19 @@ pub fn find_program(name: &str, candidates: &[&str]) -> PathBuf {
         .unwrap_or_else(|| {
             panic!("{name} is not installed: not on PATH nor at {candidates:?} (scripts/test installs it)")
         })
+}
+
+/// Runs `cmd` and returns its stdout; panics with its stderr unless it succeeds. `what` names
+/// the program and how to install it, e.g. `"skopeo (apt-get install skopeo)"`.
+pub fn run_ok(cmd: &mut Command, what: &str) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }

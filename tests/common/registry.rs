@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::http::{ANY_MANIFEST_ACCEPT, HttpResponse, http_get, try_http_request};
 use super::pki::{Ca, Issued};
-use super::{find_program, free_port};
+use super::{find_program, free_port, run_ok};
 
 /// A `docker-registry` (CNCF distribution 2.8) serving on `127.0.0.1:port`.
 ///
@@ -212,16 +212,10 @@ impl Drop for TestRegistry {
 /// One htpasswd line (bcrypt) for `user`/`password`, for a registry's `auth: htpasswd` file.
 /// Needs `htpasswd` (Debian's apache2-utils; scripts/test installs it).
 pub fn htpasswd_line(user: &str, password: &str) -> Vec<u8> {
-    let out = Command::new("htpasswd")
-        .args(["-Bbn", user, password])
-        .output()
-        .expect("run htpasswd (apt-get install apache2-utils; scripts/test installs it)");
-    assert!(
-        out.status.success(),
-        "htpasswd failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    run_ok(
+        Command::new("htpasswd").args(["-Bbn", user, password]),
+        "htpasswd (apt-get install apache2-utils; scripts/test installs it)",
+    )
 }
 
 /// `base64(user:password)`: the value of a Basic `Authorization` header and of a Docker
