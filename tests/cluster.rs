@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 
-const HELLO: &str = "fn main() { println!(\"hello\"); }\n";
 const CM_PATH: &str = "/api/v1/namespaces/kube-public/configmaps/local-registry-hosting";
 
 fn kind_configmap(host: &str, from_runtime: &str) -> String {
@@ -93,12 +92,8 @@ fn kubeconfig(dir: &Path, contexts: &[(&str, &str)], current: &str) -> std::path
 }
 
 fn run(manifest: &Path, args: &[&str], env: &[(&str, &Path)]) -> std::process::Output {
-    let mut cmd = tool();
-    cmd.arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(manifest)
-        .args(args)
-        .env_remove("KUBECONFIG");
+    let mut cmd = adapt_push(manifest);
+    cmd.args(args).env_remove("KUBECONFIG");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -9,19 +9,9 @@ use std::process::Command;
 
 use common::*;
 
-const HELLO: &str = r#"fn main() {
-    if std::env::args().any(|a| a == "--once") {
-        println!("hello from {} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
-    }
-}
-"#;
-
-fn push(manifest: &Path, args: &[&str], docker_host: Option<&str>) -> std::process::Output {
-    let mut cmd = tool();
-    cmd.arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(manifest)
-        .args(args);
+fn push_output(manifest: &Path, args: &[&str], docker_host: Option<&str>) -> std::process::Output {
+    let mut cmd = adapt_push(manifest);
+    cmd.args(args);
     if let Some(host) = docker_host {
         cmd.env("DOCKER_HOST", host);
     }
@@ -35,21 +25,16 @@ fn crate_with_split(dir: &Path, registry: &str, internal: &str) -> std::path::Pa
         &format!(
             "\n[package.metadata.cluster]\nregistry = {{ external = \"{registry}\", internal = \"{internal}\" }}\nimage = \"team/greeter\"\ntags = [\"{{version}}\", \"latest\"]\n"
         ),
-        HELLO,
+        HELLO_ONCE,
     )
 }
 
 fn skopeo_inspect(target: &str) -> serde_json::Value {
-    let out = Command::new("skopeo")
-        .args(["inspect", target])
-        .output()
-        .expect("run skopeo (apt-get install skopeo)");
-    assert!(
-        out.status.success(),
-        "skopeo inspect {target}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new("skopeo").args(["inspect", target]),
+        &format!("skopeo inspect {target} (apt-get install skopeo)"),
     );
-    serde_json::from_slice(&out.stdout).expect("skopeo JSON")
+    serde_json::from_slice(&out).expect("skopeo JSON")
 }
 
 #[test]
@@ -64,7 +49,7 @@ fn one_image_same_digest_in_the_registry_a_tarball_a_layout_and_the_engine() {
     );
 
     // The registry push: the reference digest.
-    let out = push(&manifest, &[], None);
+    let out = push_output(&manifest, &[], None);
     assert_success(&out);
     let pull_ref = stdout(&out).trim().to_string();
     let (_, digest) = pull_ref.split_once('@').unwrap();
@@ -72,7 +57,7 @@ fn one_image_same_digest_in_the_registry_a_tarball_a_layout_and_the_engine() {
     // --no-push: built, nothing pushed, the digest printed.
     let before = registry.log().matches("PUT /v2/").count();
     assert!(before > 0, "the registry's log shows the first push's PUTs");
-    let out = push(&manifest, &["--no-push"], None);
+    let out = push_output(&manifest, &["--no-push"], None);
     assert_success(&out);
     assert_eq!(stdout(&out).trim(), digest, "--no-push prints the digest");
     assert_eq!(
@@ -84,7 +69,7 @@ fn one_image_same_digest_in_the_registry_a_tarball_a_layout_and_the_engine() {
     // --tarball and --oci-layout at once; neither touches a registry.
     let tarball = dir.path().join("greeter.tar");
     let layout = dir.path().join("layout");
-    let out = push(
+    let out = push_output(
         &manifest,
         &[
             "--tarball",
@@ -128,7 +113,7 @@ fn one_image_same_digest_in_the_registry_a_tarball_a_layout_and_the_engine() {
     assert_eq!(inspected["Architecture"], "amd64");
 
     // Added to, not replaced: a second image (another tag) joins the first.
-    let out = push(
+    let out = push_output(
         &manifest,
         &["--oci-layout", layout.to_str().unwrap(), "--tag", "v2"],
         None,
@@ -166,7 +151,7 @@ fn one_image_same_digest_in_the_registry_a_tarball_a_layout_and_the_engine() {
     let _ = docker(&host, &["rmi", "-f", &format!("{name}:0.1.0")]);
 
     // --load: into the engine, every tag; then run it.
-    let out = push(&manifest, &["--load"], Some(&host));
+    let out = push_output(&manifest, &["--load"], Some(&host));
     assert_success(&out);
     assert_eq!(stdout(&out).trim(), digest);
     assert_eq!(
@@ -202,15 +187,15 @@ fn without_a_registry_setting_a_tarball_is_named_as_docker_names_an_unqualified_
         &dir.path().join("solo"),
         "solo",
         "\n[package.metadata.cluster]\ntags = [\"dev\"]\n",
-        HELLO,
+        HELLO_ONCE,
     );
     // A push still needs a registry.
-    let out = push(&manifest, &[], None);
+    let out = push_output(&manifest, &[], None);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no registry to push to"));
 
     let tarball = dir.path().join("solo.tar");
-    let out = push(&manifest, &["--tarball", tarball.to_str().unwrap()], None);
+    let out = push_output(&manifest, &["--tarball", tarball.to_str().unwrap()], None);
     assert_success(&out);
     let digest = stdout(&out).trim().to_string();
     assert!(digest.starts_with("sha256:"), "{digest}");
@@ -229,10 +214,7 @@ fn without_a_registry_setting_a_tarball_is_named_as_docker_names_an_unqualified_
 fn push_measuring_peak_rss(manifest: &Path, args: &[&str]) -> (std::process::Output, u64) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    let child = tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(manifest)
+    let child = adapt_push(manifest)
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -333,7 +315,7 @@ fn a_large_layer_goes_to_a_tarball_and_a_layout_without_being_held_in_memory() {
             "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/big\"\ntags = [\"v1\"]\ninclude = [{{ from = \"payload.bin\", to = \"/data/\" }}]\n",
             registry.addr()
         ),
-        HELLO,
+        HELLO_ONCE,
     );
     write_random_file(&crate_dir.join("payload.bin"), BIG);
 
@@ -372,7 +354,7 @@ fn a_large_layer_goes_to_a_tarball_and_a_layout_without_being_held_in_memory() {
     assert_eq!(index["manifests"][0]["digest"], digest.as_str());
 
     // A base image's layer comes from a registry: downloaded to a file in pieces, then written.
-    let out = push(&manifest, &[], None);
+    let out = push_output(&manifest, &[], None);
     assert_success(&out);
     let base = stdout(&out).trim().to_string();
     let on_base = write_crate(
@@ -382,7 +364,7 @@ fn a_large_layer_goes_to_a_tarball_and_a_layout_without_being_held_in_memory() {
             "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/on-big\"\ntags = [\"v1\"]\nbase = \"{base}\"\n",
             registry.addr()
         ),
-        HELLO,
+        HELLO_ONCE,
     );
     let on_base_tarball = dir.path().join("on-big.tar");
     let on_base_layout = dir.path().join("on-big-layout");

@@ -115,7 +115,7 @@ fn dockerfile_build_honours_dockerignore_and_the_reference_runs_through_internal
              buildkit = false\n",
             split_registry(&registry.addr(), &internal.addr())
         ),
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
     let root = manifest.parent().unwrap();
     fs::write(
@@ -150,10 +150,7 @@ fn dockerfile_build_honours_dockerignore_and_the_reference_runs_through_internal
         fs::write(p, content).unwrap();
     }
 
-    let out = tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(&manifest)
+    let out = adapt_push(&manifest)
         .env("DOCKER_HOST", &host)
         .output()
         .unwrap();
@@ -276,7 +273,7 @@ fn dockerignore_sends_what_the_docker_cli_sends() {
             "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/ignorecheck\"\n",
             registry.addr()
         ),
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
     let root = manifest.parent().unwrap();
     fs::write(
@@ -374,10 +371,7 @@ fn generated_mode_builds_the_daemonless_image_in_the_engine() {
     ));
     fs::write(dir.path().join("Cargo.toml"), manifest).unwrap();
 
-    let out = tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(dir.path().join("Cargo.toml"))
+    let out = adapt_push(dir.path().join("Cargo.toml"))
         .args(["--builder", "docker", "--tag", "gen"])
         .args(["--registry-external", &registry.addr()])
         .args(["--registry-internal", &internal.addr()])
@@ -480,10 +474,7 @@ fn generated_mode_builds_through_buildkit_too() {
     let mut manifest = fs::read_to_string(dir.path().join("Cargo.toml")).unwrap();
     manifest.push_str("env = { GREETING = 'hi \"you\" $HOME' }\nbuildkit = \"auto\"\n");
     fs::write(dir.path().join("Cargo.toml"), manifest).unwrap();
-    let out = tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(dir.path().join("Cargo.toml"))
+    let out = adapt_push(dir.path().join("Cargo.toml"))
         .args(["--builder", "docker", "--tag", "genbk", "-v"])
         .args(["--registry", &registry.addr()])
         .env("DOCKER_HOST", &host)
@@ -526,7 +517,7 @@ fn an_engine_that_does_not_answer_names_its_address_and_suggests_oci() {
         dir.path(),
         "noengine",
         "\n[package.metadata.cluster]\nregistry = \"127.0.0.1:1\"\n",
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
     fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
     let closed = format!("tcp://127.0.0.1:{}", free_port());
@@ -573,7 +564,7 @@ fn assert_failing_step_pushes_nothing(buildkit: bool, dockerfile_tail: &str, eng
             "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/failing\"\nbuildkit = {buildkit}\n",
             registry.addr()
         ),
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
     fs::write(
         dir.path().join("Dockerfile"),
@@ -627,7 +618,7 @@ fn cache_mount_crate(
              buildkit = true\nbuild-args = {{ RUN_ID = \"{run}\" }}\n",
             registry.addr()
         ),
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
     fs::write(
         dir.join("Dockerfile"),
@@ -858,7 +849,7 @@ fn a_remote_engine_over_tcp_with_tls() {
             "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/remote\"\n",
             registry.addr()
         ),
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
     fs::write(
         dir.path().join("Dockerfile"),
@@ -1009,10 +1000,7 @@ fn includes_merge_with_a_usr_merged_base_like_copy() {
         ),
         "fn main() { println!(\"merged app\"); }\n",
     );
-    let out = tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(&manifest)
+    let out = adapt_push(&manifest)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env(
             "CARGO_TARGET_DIR",
@@ -1088,10 +1076,7 @@ fn a_scratch_image_runs_as_nonroot_with_a_writable_temp_dir() {
 }
 "#,
     );
-    let out = tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(&manifest)
+    let out = adapt_push(&manifest)
         .env(
             "CARGO_TARGET_DIR",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker-scratch-target"),
@@ -1143,10 +1128,7 @@ fn a_scratch_image_trusts_the_ca_bundle_through_openssl_default_paths() {
     );
     fs::write(root.join("Cargo.toml"), cargo_toml).unwrap();
 
-    let out = tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(root.join("Cargo.toml"))
+    let out = adapt_push(root.join("Cargo.toml"))
         .env(
             "CARGO_TARGET_DIR",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker-tls-verify-target"),

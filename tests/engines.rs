@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const HELLO: &str = "fn main() { println!(\"hello over ssh\"); }\n";
+const HELLO_OVER_SSH: &str = "fn main() { println!(\"hello over ssh\"); }\n";
 
 struct Sshd {
     child: Child,
@@ -25,15 +25,11 @@ impl Drop for Sshd {
 }
 
 fn keygen(path: &Path) {
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .output()
-        .expect("ssh-keygen (apt-get install openssh-client)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(path),
+        "ssh-keygen (apt-get install openssh-client)",
     );
 }
 
@@ -111,12 +107,10 @@ fn the_engine_builder_works_through_ssh_on_another_port() {
             "\n[package.metadata.cluster]\nregistry = \"{}\"\nbuilder = \"docker\"\n",
             registry.addr()
         ),
-        HELLO,
+        HELLO_OVER_SSH,
     );
     let address = format!("ssh://root@127.0.0.1:{}", sshd.port);
-    let out = tool()
-        .args(["adapt-push", "--manifest-path"])
-        .arg(&manifest)
+    let out = adapt_push(&manifest)
         .env("DOCKER_HOST", &address)
         .env("PATH", &path)
         .output()
@@ -127,9 +121,7 @@ fn the_engine_builder_works_through_ssh_on_another_port() {
     assert_eq!(docker_pull_run(&engine, &reference, &[]), "hello over ssh");
 
     // A host that refuses: the error names the address, and ssh's complaint is shown.
-    let out = tool()
-        .args(["adapt-push", "--manifest-path"])
-        .arg(&manifest)
+    let out = adapt_push(&manifest)
         .env(
             "DOCKER_HOST",
             format!("ssh://root@127.0.0.1:{}", free_port()),
@@ -209,7 +201,7 @@ fn the_engine_builder_works_through_podmans_service_and_pushes_to_a_plain_http_r
             "\n[package.metadata.cluster]\nregistry = \"{}\"\nbuilder = \"docker\"\n",
             registry.addr()
         ),
-        HELLO,
+        HELLO_OVER_SSH,
     );
     let out = tool()
         .args(["adapt-push", "-v", "--manifest-path"])

@@ -34,24 +34,12 @@ fn line_of(log: &str, needle: &str) -> usize {
 fn a_finished_layer_is_uploaded_while_a_larger_one_is_still_compressing() {
     let registry = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
-    let manifest = write_crate(
-        dir.path(),
-        "overlap",
-        &format!(
-            "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/overlap\"\ntags = [\"v1\"]\n\
-             include = [{{ from = \"big.txt\", to = \"/data/big.txt\" }}]\n",
-            registry.addr()
-        ),
-        HELLO,
-    );
+    let manifest = crate_with_data_file(dir.path(), "overlap", &registry.addr(), "big.txt");
     // 24 MiB to deflate in the includes layer; the runtime layer (system files, and the C
     // runtime of a dynamically linked binary) is a few MiB at most.
     std::fs::write(dir.path().join("big.txt"), text(24 << 20)).unwrap();
 
-    let out = tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(&manifest)
+    let out = adapt_push(&manifest)
         .args(["-vv", "--sbom", "none", "--provenance", "false"])
         .output()
         .unwrap();

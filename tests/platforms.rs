@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -19,8 +19,6 @@ const MAIN: &str = r#"fn main() {
 }
 "#;
 
-const INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
 fn fixture(dir: &Path, name: &str, registry: &str, extra: &str) -> PathBuf {
     write_crate(
         dir,
@@ -28,32 +26,6 @@ fn fixture(dir: &Path, name: &str, registry: &str, extra: &str) -> PathBuf {
         &format!("\n[package.metadata.cluster]\nregistry = \"{registry}\"\n{extra}"),
         MAIN,
     )
-}
-
-fn push(manifest: &Path, args: &[&str]) -> Command {
-    let mut cmd = tool();
-    cmd.arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(manifest)
-        .args(["--format", "json"])
-        .args(args);
-    cmd
-}
-
-fn json_of(out: &Output) -> Value {
-    assert_success(out);
-    serde_json::from_str(&stdout(out)).expect("stdout is one JSON document")
-}
-
-fn get_json(registry: &TestRegistry, path: &str, accept: &str) -> Value {
-    let (status, _, body) = http_get(&registry.addr(), path, accept);
-    assert_eq!(
-        status,
-        200,
-        "GET {path}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    serde_json::from_slice(&body).expect("JSON")
 }
 
 /// The bytes of `path` in the image's layers (the last layer holding it wins).
@@ -119,16 +91,6 @@ fn run_arm64(binary: &[u8]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn find_program(name: &str, fallbacks: &[&str]) -> PathBuf {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(name))
-        .chain(fallbacks.iter().map(PathBuf::from))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} is not installed (scripts/test installs it)"))
-}
-
 #[test]
 fn amd64_and_arm64_make_an_index_whose_images_run() {
     let registry = TestRegistry::start();
@@ -139,7 +101,7 @@ fn amd64_and_arm64_make_an_index_whose_images_run() {
         &registry.addr(),
         "platforms = [\"linux/amd64\", \"linux/arm64\"]\n",
     );
-    let json = json_of(&push(&manifest, &[]).output().unwrap());
+    let json = json_of(&push_json_command(&manifest, &[]).output().unwrap());
     let image = &json["images"][0];
     let digest = image["digest"].as_str().unwrap();
 
@@ -147,12 +109,12 @@ fn amd64_and_arm64_make_an_index_whose_images_run() {
     let (status, headers, body) = http_get(
         &registry.addr(),
         "/v2/multi/manifests/latest",
-        &format!("{INDEX}, {MANIFEST_ACCEPT}"),
+        &format!("{OCI_INDEX}, {MANIFEST_ACCEPT}"),
     );
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "Docker-Content-Digest"), Some(digest));
     let index: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(index["mediaType"], INDEX);
+    assert_eq!(index["mediaType"], OCI_INDEX);
     let manifests = index["manifests"].as_array().unwrap();
     assert_eq!(manifests.len(), 2, "{index}");
     let by_arch = |arch: &str| {
@@ -194,17 +156,13 @@ fn amd64_and_arm64_make_an_index_whose_images_run() {
     // What skopeo sees: the index under the tag, and the arm64 image's SBOM and provenance
     // listed under its referrers fallback tag.
     let skopeo = |reference: &str| -> Value {
-        let out = Command::new(find_program("skopeo", &["/usr/bin/skopeo"]))
-            .args(["inspect", "--raw", "--tls-verify=false"])
-            .arg(format!("docker://{}/multi{reference}", registry.addr()))
-            .output()
-            .expect("run skopeo (scripts/test installs it)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_ok(
+            Command::new(find_program("skopeo", &["/usr/bin/skopeo"]))
+                .args(["inspect", "--raw", "--tls-verify=false"])
+                .arg(format!("docker://{}/multi{reference}", registry.addr())),
+            "skopeo (scripts/test installs it)",
         );
-        serde_json::from_slice(&out.stdout).unwrap()
+        serde_json::from_slice(&out).unwrap()
     };
     assert_eq!(skopeo(":latest")["manifests"].as_array().unwrap().len(), 2);
     let referrers = skopeo(&format!(":{}", arm64.replacen(':', "-", 1)));
@@ -254,13 +212,16 @@ fn a_missing_rust_target_names_rustup_target_add() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = fixture(dir.path(), "riscv", &registry.addr(), "");
     // A linker is "configured", so the missing piece is the Rust target itself.
-    let out = toolchain_env(&mut push(&manifest, &["--platform", "linux/riscv64"]))
-        .env(
-            "CARGO_TARGET_RISCV64GC_UNKNOWN_LINUX_GNU_LINKER",
-            "/bin/false",
-        )
-        .output()
-        .unwrap();
+    let out = toolchain_env(&mut push_json_command(
+        &manifest,
+        &["--platform", "linux/riscv64"],
+    ))
+    .env(
+        "CARGO_TARGET_RISCV64GC_UNKNOWN_LINUX_GNU_LINKER",
+        "/bin/false",
+    )
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
@@ -279,11 +240,14 @@ fn a_missing_linker_names_the_package_the_setting_and_zig() {
     let manifest = fixture(dir.path(), "nolinker", &registry.addr(), "");
     // Neither aarch64-linux-gnu-gcc nor cargo-zigbuild on PATH.
     let path = path_with_only(dir.path(), &[]);
-    let out = toolchain_env(&mut push(&manifest, &["--platform", "linux/arm64"]))
-        .env("PATH", path)
-        .env_remove("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER")
-        .output()
-        .unwrap();
+    let out = toolchain_env(&mut push_json_command(
+        &manifest,
+        &["--platform", "linux/arm64"],
+    ))
+    .env("PATH", path)
+    .env_remove("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER")
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("aarch64-linux-gnu-gcc"), "{err}");
@@ -323,11 +287,14 @@ fn zig_links_arm64_when_there_is_no_cross_gcc() {
         ],
     );
     let json = json_of(
-        &toolchain_env(&mut push(&manifest, &["--platform", "linux/arm64"]))
-            .env("PATH", path)
-            .env_remove("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER")
-            .output()
-            .unwrap(),
+        &toolchain_env(&mut push_json_command(
+            &manifest,
+            &["--platform", "linux/arm64"],
+        ))
+        .env("PATH", path)
+        .env_remove("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER")
+        .output()
+        .unwrap(),
     );
     let image = &json["images"][0];
     let digest = image["digest"].as_str().unwrap();
@@ -363,7 +330,7 @@ fn each_platform_image_stands_on_the_matching_image_of_a_base_index() {
         both,
     );
     let base = json_of(
-        &push(&base_manifest, &["--sbom", "none", "--provenance", "false"])
+        &push_json_command(&base_manifest, &["--sbom", "none", "--provenance", "false"])
             .output()
             .unwrap(),
     );
@@ -396,7 +363,7 @@ fn each_platform_image_stands_on_the_matching_image_of_a_base_index() {
         &format!("{both}base = \"{}/basecrate:latest\"\n", registry.addr()),
     );
     let json = json_of(
-        &push(&app, &["--sbom", "none", "--provenance", "false"])
+        &push_json_command(&app, &["--sbom", "none", "--provenance", "false"])
             .output()
             .unwrap(),
     );

@@ -8,13 +8,6 @@ use std::process::Output;
 
 use common::*;
 
-const HELLO: &str = r#"fn main() {
-    if std::env::args().any(|a| a == "--once") {
-        println!("hello from {} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
-    }
-}
-"#;
-
 fn split_config(external: &str, internal: &str, extra: &str) -> String {
     format!(
         "\n[package.metadata.cluster]\nregistry = {{ external = \"{external}\", internal = \"{internal}\" }}\n{extra}"
@@ -32,12 +25,8 @@ fn split_ref(reference: &str) -> (String, String, String) {
     (host.to_string(), repo.to_string(), digest.to_string())
 }
 
-fn push(manifest: &Path, extra_args: &[&str]) -> Output {
-    run(tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(manifest)
-        .args(extra_args))
+fn push_output(manifest: &Path, extra_args: &[&str]) -> Output {
+    run(adapt_push(manifest).args(extra_args))
 }
 
 #[test]
@@ -53,10 +42,10 @@ fn split_push_never_contacts_internal_and_the_reference_pulls_through_it() {
             &internal.addr(),
             "image = \"team/greeter\"\ntags = [\"{version}\", \"latest\"]\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
 
-    let out = push(&manifest, &[]);
+    let out = push_output(&manifest, &[]);
     assert_success(&out);
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
@@ -142,11 +131,11 @@ fn split_with_different_paths_pulls_through_the_rewriting_address_and_check_pull
             &format!("{}/proxy/team", cache.addr()),
             "image = \"greeter\"\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
 
     // Without --check-pull the internal address is never contacted.
-    let out = push(&manifest, &[]);
+    let out = push_output(&manifest, &[]);
     assert_success(&out);
     let reference = stdout(&out).trim().to_string();
     let (host, repo, digest) = split_ref(&reference);
@@ -169,14 +158,14 @@ fn split_with_different_paths_pulls_through_the_rewriting_address_and_check_pull
 
     // --check-pull asks the internal address for the manifest by digest.
     let before = cache.requests();
-    let out = push(&manifest, &["--check-pull"]);
+    let out = push_output(&manifest, &["--check-pull"]);
     assert_success(&out);
     assert_eq!(stdout(&out).trim(), reference);
     assert!(cache.requests() > before, "--check-pull contacted internal");
 
     // A wrong internal path is caught here, not as ImagePullBackOff in the cluster.
     let wrong = format!("{}/elsewhere", cache.addr());
-    let out = push(&manifest, &["--check-pull", "--registry-internal", &wrong]);
+    let out = push_output(&manifest, &["--check-pull", "--registry-internal", &wrong]);
     assert!(
         !out.status.success(),
         "a wrong internal must fail the check"
@@ -199,10 +188,7 @@ fn example_project_pushes_with_env_overrides_and_runs() {
     let internal = CountingProxy::start(&registry.addr());
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&example_project(), dir.path());
-    let out = run(tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(dir.path().join("Cargo.toml"))
+    let out = run(adapt_push(dir.path().join("Cargo.toml"))
         .env("ADAPT_PUSH_REGISTRY_EXTERNAL", registry.addr())
         .env("ADAPT_PUSH_REGISTRY_INTERNAL", internal.addr()));
     assert_success(&out);
@@ -228,10 +214,10 @@ fn json_output_and_image_refs_file() {
         dir.path(),
         "svc",
         &split_config(&registry.addr(), "registry:5000", ""),
-        HELLO,
+        HELLO_ONCE,
     );
     let refs = dir.path().join("refs.txt");
-    let out = push(
+    let out = push_output(
         &manifest,
         &[
             "--format",
@@ -275,9 +261,9 @@ fn reproducible_across_cargo_clean_and_source_date_epoch_changes_only_time() {
         dir.path(),
         "repro",
         &split_config(&registry.addr(), &registry.addr(), ""),
-        HELLO,
+        HELLO_ONCE,
     );
-    let first = push(&manifest, &["-q"]);
+    let first = push_output(&manifest, &["-q"]);
     assert_success(&first);
     assert!(
         stderr(&first).is_empty(),
@@ -291,7 +277,7 @@ fn reproducible_across_cargo_clean_and_source_date_epoch_changes_only_time() {
         .status()
         .unwrap();
     assert!(status.success());
-    let second = push(&manifest, &["-q"]);
+    let second = push_output(&manifest, &["-q"]);
     assert_success(&second);
     assert_eq!(
         stdout(&first),
@@ -319,10 +305,7 @@ fn reproducible_across_cargo_clean_and_source_date_epoch_changes_only_time() {
         "0.1.0"
     );
 
-    let dated = run(tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(&manifest)
+    let dated = run(adapt_push(&manifest)
         .arg("-q")
         .env("SOURCE_DATE_EPOCH", "1700000000"));
     assert_success(&dated);
@@ -347,16 +330,16 @@ fn a_code_change_uploads_only_the_binary_layer() {
             &registry.addr(),
             "include = [{ from = \"assets\", to = \"/srv/assets\" }]\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
-    let first = push(&manifest, &[]);
+    let first = push_output(&manifest, &[]);
     assert_success(&first);
     std::fs::write(
         dir.path().join("src/main.rs"),
-        HELLO.replace("hello from", "hi from"),
+        HELLO_ONCE.replace("hello from", "hi from"),
     )
     .unwrap();
-    let second = push(&manifest, &[]);
+    let second = push_output(&manifest, &[]);
     assert_success(&second);
     assert_ne!(stdout(&first), stdout(&second));
     // Binary layer and config are new; runtime closure and includes are already there.
@@ -379,7 +362,7 @@ fn tags_render_templates() {
             &registry.addr(),
             "tags = [\"{version}\", \"{package}-{bin}\", \"git-{git_short_sha}\"]\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
     let git = |args: &[&str]| {
         let ok = std::process::Command::new("git")
@@ -400,7 +383,7 @@ fn tags_render_templates() {
     git(&["add", "."]);
     git(&["commit", "-qm", "init"]);
     let sha = git(&["rev-parse", "HEAD"]);
-    let out = push(&manifest, &[]);
+    let out = push_output(&manifest, &[]);
     assert_success(&out);
     let mut tags = registry.tags("tagged");
     tags.sort();
@@ -437,7 +420,7 @@ fn workspace_defaults_and_package_selection() {
             ),
         )
         .unwrap();
-        std::fs::write(d.join("src/main.rs"), HELLO).unwrap();
+        std::fs::write(d.join("src/main.rs"), HELLO_ONCE).unwrap();
     };
     // Two packages whose directories share a basename must not collide.
     member(
@@ -449,7 +432,7 @@ fn workspace_defaults_and_package_selection() {
     member("tools", "tools", "");
 
     // At the virtual root without -p: an error that lists the packages with settings.
-    let out = push(&root.join("Cargo.toml"), &[]);
+    let out = push_output(&root.join("Cargo.toml"), &[]);
     assert!(!out.status.success());
     assert!(stdout(&out).is_empty());
     let err = stderr(&out);
@@ -460,7 +443,7 @@ fn workspace_defaults_and_package_selection() {
     assert!(registry.tags("a/svc").is_empty());
 
     // -p picks a member; workspace tags and env are inherited; package keys win.
-    let out = push(
+    let out = push_output(
         &root.join("Cargo.toml"),
         &["-p", "alpha", "--format", "json"],
     );
@@ -508,9 +491,9 @@ fn dry_run_pushes_nothing() {
         dir.path(),
         "planned",
         &split_config(&registry.addr(), "registry:5000", ""),
-        HELLO,
+        HELLO_ONCE,
     );
-    let out = push(&manifest, &["--dry-run"]);
+    let out = push_output(&manifest, &["--dry-run"]);
     assert_success(&out);
     let text = stdout(&out);
     assert!(
@@ -622,9 +605,9 @@ fn config_errors_name_key_file_and_line() {
             dir.path(),
             "bad",
             &format!("\n[package.metadata.cluster]\n{body}\n"),
-            HELLO,
+            HELLO_ONCE,
         );
-        let out = push(&manifest, &[]);
+        let out = push_output(&manifest, &[]);
         let err = stderr(&out);
         assert!(!out.status.success(), "case {i} ({body}) should fail");
         assert!(
@@ -672,11 +655,14 @@ fn base_image_layers_are_mounted_in_the_same_registry_and_copied_across_registri
             &other.addr(),
             "image = \"base\"\ntags = [\"1\"]\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
-    assert_success(&push(&base_manifest, &[]));
+    assert_success(&push_output(&base_manifest, &[]));
     // And the same base in the destination registry, under another repository.
-    assert_success(&push(&base_manifest, &["--registry", &registry.addr()]));
+    assert_success(&push_output(
+        &base_manifest,
+        &["--registry", &registry.addr()],
+    ));
 
     let app = |base: String| {
         let d = tempfile::tempdir().unwrap();
@@ -688,9 +674,9 @@ fn base_image_layers_are_mounted_in_the_same_registry_and_copied_across_registri
                 "registry:5000",
                 &format!("base = \"{base}\"\nenv = {{ MODE = \"on-base\" }}\n"),
             ),
-            HELLO,
+            HELLO_ONCE,
         );
-        let out = push(&manifest, &["-v"]);
+        let out = push_output(&manifest, &["-v"]);
         assert_success(&out);
         (d, out)
     };
@@ -734,13 +720,9 @@ fn an_unreachable_registry_fails_with_its_address() {
         dir.path(),
         "lonely",
         &split_config(&addr, "registry:5000", ""),
-        HELLO,
+        HELLO_ONCE,
     );
-    let out = run(tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .env("ADAPT_PUSH_RETRY_TIMEOUT", "3"));
+    let out = run(adapt_push(&manifest).env("ADAPT_PUSH_RETRY_TIMEOUT", "3"));
     assert!(!out.status.success());
     assert!(stdout(&out).is_empty());
     let err = stderr(&out);
@@ -755,12 +737,9 @@ fn a_static_binary_goes_in_alone_and_runs_from_scratch() {
         dir.path(),
         "lone",
         &split_config(&registry.addr(), &registry.addr(), ""),
-        HELLO,
+        HELLO_ONCE,
     );
-    let out = run(tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(&manifest)
+    let out = run(adapt_push(&manifest)
         .arg("-v")
         .env("RUSTFLAGS", "-C target-feature=+crt-static"));
     assert_success(&out);
@@ -814,7 +793,7 @@ fn a_compile_error_in_one_package_pushes_nothing_at_all() {
     )
     .unwrap();
     for (name, main) in [
-        ("api", HELLO),
+        ("api", HELLO_ONCE),
         ("worker", "fn main() { this is not rust }\n"),
     ] {
         let d = root.join(name);
@@ -826,7 +805,7 @@ fn a_compile_error_in_one_package_pushes_nothing_at_all() {
         .unwrap();
         std::fs::write(d.join("src/main.rs"), main).unwrap();
     }
-    let out = push(&root.join("Cargo.toml"), &["-p", "api", "-p", "worker"]);
+    let out = push_output(&root.join("Cargo.toml"), &["-p", "api", "-p", "worker"]);
     assert!(!out.status.success());
     assert!(stdout(&out).is_empty());
     assert!(
@@ -851,13 +830,10 @@ fn empty_environment_settings_mean_unset_and_several_binaries_get_their_own_repo
             "default-run = \"one\"\n\n[[bin]]\nname = \"one\"\npath = \"src/main.rs\"\n\n[[bin]]\nname = \"two\"\npath = \"src/main.rs\"\n{}",
             split_config(&registry.addr(), &registry.addr(), "tags = [\"cfg\"]\n")
         ),
-        HELLO,
+        HELLO_ONCE,
     );
     for bin in ["one", "two"] {
-        let out = run(tool()
-            .arg("adapt-push")
-            .arg("--manifest-path")
-            .arg(&manifest)
+        let out = run(adapt_push(&manifest)
             .args(["--bin", bin])
             .env("ADAPT_PUSH_TAGS", "")
             .env("ADAPT_PUSH_FORMAT", ""));
@@ -892,9 +868,9 @@ fn includes_behave_like_copy() {
             &registry.addr(),
             "include = [{ from = \"link\", to = \"/srv/data\" }, { from = \"app.toml\", to = \"/etc/inc/\" }]\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
-    let out = push(&manifest, &[]);
+    let out = push_output(&manifest, &[]);
     assert_success(&out);
     let (_, repo, digest) = split_ref(stdout(&out).trim());
     let files = image_files(&registry, &repo, &digest);
@@ -921,13 +897,11 @@ fn a_dynamic_binary_on_a_base_without_its_c_library_is_refused_before_any_push()
             &registry.addr(),
             "image = \"nolibc\"\ntags = [\"1\"]\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
-    assert_success(&run(tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(&base_manifest)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")));
+    assert_success(&run(
+        adapt_push(&base_manifest).env("RUSTFLAGS", "-C target-feature=+crt-static")
+    ));
 
     let app = |extra: &str| {
         write_crate(
@@ -941,10 +915,10 @@ fn a_dynamic_binary_on_a_base_without_its_c_library_is_refused_before_any_push()
                     registry.addr()
                 ),
             ),
-            HELLO,
+            HELLO_ONCE,
         )
     };
-    let out = push(&app(""), &[]);
+    let out = push_output(&app(""), &[]);
     assert!(!out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).is_empty());
     let err = stderr(&out);
@@ -961,7 +935,7 @@ fn a_dynamic_binary_on_a_base_without_its_c_library_is_refused_before_any_push()
     );
 
     // Turned off, the same push goes through (the user knows better about an exotic base).
-    let out = push(&app("check-base = false\n"), &[]);
+    let out = push_output(&app("check-base = false\n"), &[]);
     assert_success(&out);
     assert_eq!(registry.tags("dynapp"), ["v1"]);
 }
@@ -978,13 +952,9 @@ fn a_scratch_image_can_carry_the_hosts_time_zones() {
             &registry.addr(),
             "tzdata = true\nuser = \"nonroot\"\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
-    let out = run(tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static"));
+    let out = run(adapt_push(&manifest).env("RUSTFLAGS", "-C target-feature=+crt-static"));
     assert_success(&out);
     let (_, repo, digest) = split_ref(stdout(&out).trim());
     let files = image_files(&registry, &repo, &digest);
@@ -1032,13 +1002,11 @@ fn the_base_check_follows_the_bases_ld_so_conf() {
                      {{ from = \"/lib64/ld-linux-x86-64.so.2\", to = \"/lib64/ld-linux-x86-64.so.2\" }}{conf}]\n"
                 ),
             ),
-            HELLO,
+            HELLO_ONCE,
         );
-        assert_success(&run(tool()
-            .arg("adapt-push")
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")));
+        assert_success(&run(
+            adapt_push(&manifest).env("RUSTFLAGS", "-C target-feature=+crt-static")
+        ));
         format!("{}/{name}:1", registry.addr())
     };
     let with_conf = make_base("confbase", true);
@@ -1053,9 +1021,9 @@ fn the_base_check_follows_the_bases_ld_so_conf() {
                 &registry.addr(),
                 &format!("base = \"{base}\"\n"),
             ),
-            HELLO,
+            HELLO_ONCE,
         );
-        push(&manifest, &["-v"])
+        push_output(&manifest, &["-v"])
     };
     let out = app(&with_conf, "onconf");
     assert_success(&out);
@@ -1101,9 +1069,9 @@ fn a_large_layer_streams_from_the_cache_and_round_trips() {
             &registry.addr(),
             "include = [{ from = \"big.bin\", to = \"/data/big.bin\" }]\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
-    let out = push(&manifest, &[]);
+    let out = push_output(&manifest, &[]);
     assert_success(&out);
     let (_, repo, digest) = split_ref(stdout(&out).trim());
     let (status, _, body) = registry.manifest(&repo, &digest);
@@ -1145,9 +1113,9 @@ fn zstd_layers_when_asked() {
             &registry.addr(),
             "compression = \"zstd\"\n",
         ),
-        HELLO,
+        HELLO_ONCE,
     );
-    let out = push(&manifest, &[]);
+    let out = push_output(&manifest, &[]);
     assert_success(&out);
     let (_, repo, digest) = split_ref(stdout(&out).trim());
     let (status, _, body) = registry.manifest(&repo, &digest);

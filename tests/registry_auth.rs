@@ -6,7 +6,6 @@
 
 mod common;
 
-use base64::Engine as _;
 use serde_json::json;
 
 use common::faults::{HttpFaultProxy, HttpFaults};
@@ -14,10 +13,6 @@ use common::*;
 
 const USER: &str = "alice";
 const PASSWORD: &str = "pa55-W0rd-never-printed";
-
-fn basic_auth_b64(user: &str, password: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-}
 
 #[test]
 fn basic_auth_from_docker_config_auths_pushes_and_never_shows_the_password() {
@@ -407,19 +402,15 @@ fn identity_token_is_exchanged_as_a_refresh_token() {
 
 /// Fetches the pushed manifest over HTTPS with curl, trusting `ca`.
 fn curl_manifest(ca: &std::path::Path, port: u16, repo: &str, digest: &str) {
-    let out = std::process::Command::new("curl")
-        .args(["-fsS", "--cacert"])
-        .arg(ca)
-        .args(["-H", &format!("Accept: {ANY_MANIFEST_ACCEPT}")])
-        .arg(format!(
-            "https://127.0.0.1:{port}/v2/{repo}/manifests/{digest}"
-        ))
-        .output()
-        .expect("run curl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        std::process::Command::new("curl")
+            .args(["-fsS", "--cacert"])
+            .arg(ca)
+            .args(["-H", &format!("Accept: {ANY_MANIFEST_ACCEPT}")])
+            .arg(format!(
+                "https://127.0.0.1:{port}/v2/{repo}/manifests/{digest}"
+            )),
+        "curl",
     );
 }
 

@@ -12,7 +12,6 @@ mod common;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,11 +20,6 @@ use common::*;
 
 const USER: &str = "alice";
 const PASSWORD: &str = "pa55-W0rd-for-the-push-only";
-
-fn basic_auth_b64(user: &str, password: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-}
 
 fn push_env() -> Vec<(&'static str, &'static str)> {
     vec![
@@ -41,15 +35,6 @@ fn secrets() -> Vec<String> {
 fn assert_no_push_secret(run: &Run) {
     let s = secrets();
     run.assert_no_secret(&s.iter().map(String::as_str).collect::<Vec<_>>());
-}
-
-fn htpasswd_line(user: &str, password: &str) -> Vec<u8> {
-    let out = Command::new("htpasswd")
-        .args(["-Bbn", user, password])
-        .output()
-        .expect("run htpasswd (apt-get install apache2-utils; scripts/test installs it)");
-    assert!(out.status.success());
-    out.stdout
 }
 
 /// Two registry processes sharing one storage directory and one `http.secret`: the first asks

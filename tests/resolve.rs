@@ -7,8 +7,6 @@ use std::path::Path;
 
 use common::*;
 
-const HELLO: &str = "fn main() { println!(\"hello\"); }\n";
-
 fn member(root: &Path, name: &str, extra: &str, bins: &[&str]) {
     let d = root.join(name);
     std::fs::create_dir_all(d.join("src/bin")).unwrap();

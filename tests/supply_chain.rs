@@ -37,40 +37,11 @@ fn crate_with_dependencies(dir: &Path, name: &str, registry: &str) -> std::path:
     manifest
 }
 
-fn push(manifest: &Path, args: &[&str]) -> Output {
-    tool()
-        .arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(manifest)
-        .args(["--format", "json"])
-        .args(args)
-        .output()
-        .expect("run cargo-adapt-push")
-}
-
-fn json_of(out: &Output) -> Value {
-    assert_success(out);
-    serde_json::from_str(&stdout(out)).expect("stdout is one JSON document")
-}
-
-fn get_json(registry: &TestRegistry, path: &str, accept: &str) -> Value {
-    let (status, _, body) = http_get(&registry.addr(), path, accept);
-    assert_eq!(
-        status,
-        200,
-        "GET {path}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
-}
-
-const INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
 /// The referrers of `digest` as the fallback tag lists them.
 fn fallback_referrers(registry: &TestRegistry, repo: &str, digest: &str) -> Vec<Value> {
     let tag = digest.replacen(':', "-", 1);
-    let index = get_json(registry, &format!("/v2/{repo}/manifests/{tag}"), INDEX);
-    assert_eq!(index["mediaType"], INDEX);
+    let index = get_json(registry, &format!("/v2/{repo}/manifests/{tag}"), OCI_INDEX);
+    assert_eq!(index["mediaType"], OCI_INDEX);
     index["manifests"].as_array().cloned().unwrap_or_default()
 }
 
@@ -100,7 +71,7 @@ fn sbom_lists_the_real_dependencies_and_is_found_through_the_fallback_tag() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = crate_with_dependencies(dir.path(), "depsapp", &registry.addr());
 
-    let json = json_of(&push(&manifest, &[]));
+    let json = json_of(&push_json(&manifest, &[]));
     let image = &json["images"][0];
     let digest = image["digest"].as_str().unwrap();
     let sbom = image["sbom"]["digest"]
@@ -116,7 +87,7 @@ fn sbom_lists_the_real_dependencies_and_is_found_through_the_fallback_tag() {
     let (status, _, _) = http_get(
         &registry.addr(),
         &format!("/v2/depsapp/referrers/{digest}"),
-        INDEX,
+        OCI_INDEX,
     );
     assert_eq!(status, 404, "distribution 2.8 has no referrers API");
     let referrers = fallback_referrers(&registry, "depsapp", digest);
@@ -189,12 +160,12 @@ fn referrers_accumulate_in_the_fallback_tag_without_duplicates() {
             "\n[package.metadata.cluster]\nregistry = \"{}\"\n",
             registry.addr()
         ),
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
 
     // The same image (reproducible) pushed with each SBOM format: both SBOMs stay listed.
-    let first = json_of(&push(&manifest, &[]));
-    let second = json_of(&push(&manifest, &["--sbom", "cyclonedx"]));
+    let first = json_of(&push_json(&manifest, &[]));
+    let second = json_of(&push_json(&manifest, &["--sbom", "cyclonedx"]));
     let digest = first["images"][0]["digest"].as_str().unwrap();
     assert_eq!(second["images"][0]["digest"], digest);
     let spdx = first["images"][0]["sbom"]["digest"].as_str().unwrap();
@@ -212,7 +183,7 @@ fn referrers_accumulate_in_the_fallback_tag_without_duplicates() {
     assert_eq!(cdx_doc["specVersion"], "1.5");
 
     // The first push again: nothing is listed twice.
-    json_of(&push(&manifest, &[]));
+    json_of(&push_json(&manifest, &[]));
     assert_eq!(fallback_referrers(&registry, "acc", digest).len(), 3);
 
     // A different image in the same repository gets its own list; the first keeps its own.
@@ -221,7 +192,7 @@ fn referrers_accumulate_in_the_fallback_tag_without_duplicates() {
         "fn main() { println!(); }\n",
     )
     .unwrap();
-    let other = json_of(&push(&manifest, &[]));
+    let other = json_of(&push_json(&manifest, &[]));
     let other_digest = other["images"][0]["digest"].as_str().unwrap();
     assert_ne!(other_digest, digest);
     assert_eq!(fallback_referrers(&registry, "acc", other_digest).len(), 2);
@@ -240,7 +211,7 @@ fn referrers_accumulate_in_the_fallback_tag_without_duplicates() {
     assert_eq!(referrer_tags, expected);
 
     // Turned off: nothing attached, nothing reported.
-    let none = json_of(&push(
+    let none = json_of(&push_json(
         &manifest,
         &["--sbom", "none", "--provenance", "false"],
     ));
@@ -249,19 +220,15 @@ fn referrers_accumulate_in_the_fallback_tag_without_duplicates() {
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-        .args(args)
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args),
+        &format!("git {args:?}"),
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    String::from_utf8_lossy(&out).trim().to_string()
 }
 
 #[test]
@@ -275,7 +242,7 @@ fn provenance_names_the_git_commit_and_the_build() {
             "\n[package.metadata.cluster]\nregistry = \"{}\"\n",
             registry.addr()
         ),
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
     std::fs::write(dir.path().join(".gitignore"), "/target\nCargo.lock\n").unwrap();
     git(dir.path(), &["init", "-q"]);
@@ -283,7 +250,7 @@ fn provenance_names_the_git_commit_and_the_build() {
     git(dir.path(), &["commit", "-q", "-m", "fixture"]);
     let commit = git(dir.path(), &["rev-parse", "HEAD"]);
 
-    let json = json_of(&push(&manifest, &["--sbom", "none"]));
+    let json = json_of(&push_json(&manifest, &["--sbom", "none"]));
     let image = &json["images"][0];
     let digest = image["digest"].as_str().unwrap();
     assert!(image.get("sbom").is_none());
@@ -323,7 +290,7 @@ fn provenance_names_the_git_commit_and_the_build() {
 
     // A change not committed: the next provenance says the tree was dirty.
     std::fs::write(dir.path().join("src/main.rs"), "fn main() { }\n").unwrap();
-    let json = json_of(&push(&manifest, &["--sbom", "none"]));
+    let json = json_of(&push_json(&manifest, &["--sbom", "none"]));
     let image = &json["images"][0];
     let statement = referred_document(
         &registry,
@@ -355,9 +322,9 @@ fn verify_finds_the_documents_and_fails_without_them() {
             "\n[package.metadata.cluster]\nregistry = \"{}\"\n",
             registry.addr()
         ),
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
-    let json = json_of(&push(&manifest, &[]));
+    let json = json_of(&push_json(&manifest, &[]));
     let image = &json["images"][0];
     let push_ref = image["push_ref"].as_str().unwrap();
 
@@ -387,7 +354,7 @@ fn verify_finds_the_documents_and_fails_without_them() {
         "fn main() { println!(); }\n",
     )
     .unwrap();
-    let bare = json_of(&push(
+    let bare = json_of(&push_json(
         &manifest,
         &["--sbom", "none", "--provenance", "false", "--tag", "bare"],
     ));
@@ -424,9 +391,9 @@ fn bad_sbom_and_platform_settings_name_the_key_and_the_file() {
                 "\n[package.metadata.cluster]\nregistry = \"{}\"\n{setting}\n",
                 registry.addr()
             ),
-            "fn main() {}\n",
+            EMPTY_MAIN,
         );
-        let out = push(&manifest, &["--dry-run"]);
+        let out = push_json(&manifest, &["--dry-run"]);
         assert!(!out.status.success(), "{setting} was accepted");
         let err = stderr(&out);
         assert!(err.contains("Cargo.toml"), "{setting}: {err}");
@@ -524,12 +491,12 @@ impl ReferrersApi {
                 .map(|(_, _, d)| d.clone())
                 .collect();
             let index = serde_json::json!({
-                "schemaVersion": 2, "mediaType": INDEX, "manifests": manifests,
+                "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests,
             })
             .to_string();
             write!(
                 client,
-                "HTTP/1.1 200 OK\r\nContent-Type: {INDEX}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{index}",
+                "HTTP/1.1 200 OK\r\nContent-Type: {OCI_INDEX}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{index}",
                 index.len()
             )?;
             return Ok(());
@@ -597,9 +564,9 @@ fn with_a_referrers_api_no_fallback_tag_is_written() {
             "\n[package.metadata.cluster]\nregistry = \"{}\"\n",
             api.addr
         ),
-        "fn main() {}\n",
+        EMPTY_MAIN,
     );
-    let json = json_of(&push(&manifest, &[]));
+    let json = json_of(&push_json(&manifest, &[]));
     let image = &json["images"][0];
     let digest = image["digest"].as_str().unwrap();
     assert_eq!(image["sbom"]["listed_via"], "the referrers API", "{image}");
@@ -614,7 +581,11 @@ fn with_a_referrers_api_no_fallback_tag_is_written() {
     );
     // The manifests the tool pushed name the image as their subject (that is how the API
     // found them), and `verify` finds them through the API.
-    let (status, _, body) = http_get(&api.addr, &format!("/v2/withapi/referrers/{digest}"), INDEX);
+    let (status, _, body) = http_get(
+        &api.addr,
+        &format!("/v2/withapi/referrers/{digest}"),
+        OCI_INDEX,
+    );
     assert_eq!(status, 200);
     let listed: Value = serde_json::from_slice(&body).unwrap();
     let digests: Vec<&str> = listed["manifests"]

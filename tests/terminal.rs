@@ -12,16 +12,7 @@ use common::*;
 fn a_terminal_shows_compression_and_upload_bars_and_stdout_only_the_reference() {
     let registry = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
-    let manifest = write_crate(
-        dir.path(),
-        "bars",
-        &format!(
-            "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"team/bars\"\ntags = [\"v1\"]\n\
-             include = [{{ from = \"big.bin\", to = \"/data/big.bin\" }}]\n",
-            registry.addr()
-        ),
-        HELLO,
-    );
+    let manifest = crate_with_data_file(dir.path(), "bars", &registry.addr(), "big.bin");
     // Big enough for a bar to be drawn while the layer is written and sent.
     let big: Vec<u8> = (0..(8u32 << 20)).map(|i| (i % 251) as u8).collect();
     std::fs::write(dir.path().join("big.bin"), big).unwrap();

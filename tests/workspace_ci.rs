@@ -7,8 +7,6 @@ use std::path::Path;
 
 use common::*;
 
-const HELLO: &str = "fn main() { println!(\"hello\"); }\n";
-
 /// A workspace at `root` whose members are (name, main.rs or None for a library).
 fn workspace(root: &Path, cluster: &str, members: &[(&str, Option<&str>, &str)]) {
     let names: Vec<String> = members.iter().map(|(n, _, _)| format!("\"{n}\"")).collect();
@@ -38,11 +36,8 @@ fn workspace(root: &Path, cluster: &str, members: &[(&str, Option<&str>, &str)])
 }
 
 fn run(root: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = tool();
-    cmd.arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(root.join("Cargo.toml"))
-        .args(args);
+    let mut cmd = adapt_push(root.join("Cargo.toml"));
+    cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -152,9 +147,7 @@ fn config_errors_become_github_annotations_with_file_and_line() {
         "\n[package.metadata.cluster]\nregistry = \"localhost:5000\"\ntags = [\"{nope}\"]\n",
         HELLO,
     );
-    let out = tool()
-        .args(["adapt-push", "--manifest-path"])
-        .arg(&manifest)
+    let out = adapt_push(&manifest)
         .env("GITHUB_ACTIONS", "true")
         .output()
         .unwrap();
@@ -164,11 +157,7 @@ fn config_errors_become_github_annotations_with_file_and_line() {
     assert!(err.contains(&expected), "lacks {expected}:\n{err}");
     assert!(err.contains("unknown placeholder"), "{err}");
     // Not under Actions: no annotation.
-    let out = tool()
-        .args(["adapt-push", "--manifest-path"])
-        .arg(&manifest)
-        .output()
-        .unwrap();
+    let out = adapt_push(&manifest).output().unwrap();
     assert!(!stderr(&out).contains("::error"));
 }
 

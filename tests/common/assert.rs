@@ -4,7 +4,7 @@
 use base64::Engine as _;
 
 use super::http::{ANY_MANIFEST_ACCEPT, http_request};
-use super::registry::is_referrers_tag;
+use super::registry::{basic_auth_b64, is_referrers_tag};
 
 /// Every tag of every repository in the registry at `addr` (plain HTTP) resolves to a manifest
 /// whose config and layers exist (indexes: every child manifest, recursively). `auth` is an
@@ -103,10 +103,9 @@ pub fn assert_no_upload_state(text: &str) {
 /// Every encoding of a password we must never print: itself, base64 of `user:password`, and
 /// base64 of the password alone.
 pub fn secret_forms(user: &str, password: &str) -> Vec<String> {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     vec![
         password.to_string(),
-        b64(&format!("{user}:{password}")),
-        b64(password),
+        basic_auth_b64(user, password),
+        base64::engine::general_purpose::STANDARD.encode(password),
     ]
 }

@@ -6,6 +6,18 @@ use std::path::{Path, PathBuf};
 /// A program that prints "hello".
 pub const HELLO: &str = "fn main() {\n    println!(\"hello\");\n}\n";
 
+/// A program that prints "hello from NAME VERSION" when run with `--once`, and nothing
+/// otherwise (an image's default command stays quiet).
+pub const HELLO_ONCE: &str = r#"fn main() {
+    if std::env::args().any(|a| a == "--once") {
+        println!("hello from {} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
+    }
+}
+"#;
+
+/// A program that does nothing.
+pub const EMPTY_MAIN: &str = "fn main() {}\n";
+
 /// The repository's `example-project/` (the `greeter` crate).
 pub fn example_project() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("example-project")
@@ -50,6 +62,20 @@ pub fn write_crate(dir: &Path, name: &str, cargo_toml_extra: &str, main_rs: &str
     .expect("write Cargo.toml");
     fs::write(dir.join("src/main.rs"), main_rs).expect("write src/main.rs");
     manifest
+}
+
+/// The [`HELLO`] crate `name` in `dir` pushing to `registry` as `team/{name}:v1`, with the
+/// crate directory's `file` included in the image at `/data/{file}`.
+pub fn crate_with_data_file(dir: &Path, name: &str, registry: &str, file: &str) -> PathBuf {
+    write_crate(
+        dir,
+        name,
+        &format!(
+            "\n[package.metadata.cluster]\nregistry = \"{registry}\"\nimage = \"team/{name}\"\n\
+             tags = [\"v1\"]\ninclude = [{{ from = \"{file}\", to = \"/data/{file}\" }}]\n"
+        ),
+        HELLO,
+    )
 }
 
 /// A crate in `dir` pushing to `registry` (any string form) as `image`, plus `extra` lines for

@@ -7,6 +7,9 @@ use std::time::Duration;
 /// Accept header that asks a registry for a single-image manifest, OCI or Docker v2.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
+/// The media type of an OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
 /// Accept header that also allows image indexes / manifest lists.
 pub const ANY_MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
      application/vnd.docker.distribution.manifest.v2+json, \

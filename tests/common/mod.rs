@@ -42,6 +42,7 @@ pub use tool::*;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::process::Command;
 
 /// A TCP port that was free on 127.0.0.1 a moment ago (bind to port 0, then release it).
 pub fn free_port() -> u16 {
@@ -51,11 +52,35 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// First existing path among `candidates`, else the bare `name` (looked up on PATH).
+/// The first of `candidates` that exists, else `name` found on PATH, as a full path (for
+/// symlinks and `RUSTC=`-style settings); panics when the program is not installed.
 pub fn find_program(name: &str, candidates: &[&str]) -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join(name));
     candidates
         .iter()
         .map(PathBuf::from)
+        .chain(on_path)
         .find(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from(name))
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed: not on PATH nor at {candidates:?} (scripts/test installs it)")
+        })
+}
+
+/// Runs `cmd` and returns its stdout; panics with its stderr unless it succeeds. `what` names
+/// the program and how to install it, e.g. `"skopeo (apt-get install skopeo)"`.
+pub fn run_ok(cmd: &mut Command, what: &str) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }

@@ -5,19 +5,16 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::run_ok;
+
 /// Runs `openssl args…` in `dir`; panics with its stderr when it fails.
 pub fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null()),
+        &format!("openssl {} (apt-get install openssl)", args.join(" ")),
     );
 }
 

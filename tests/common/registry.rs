@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::http::{ANY_MANIFEST_ACCEPT, HttpResponse, http_get, try_http_request};
 use super::pki::{Ca, Issued};
-use super::{find_program, free_port};
+use super::{find_program, free_port, run_ok};
 
 /// A `docker-registry` (CNCF distribution 2.8) serving on `127.0.0.1:port`.
 ///
@@ -57,16 +57,7 @@ impl TestRegistry {
     pub fn start_with_htpasswd(user: &str, password: &str) -> Self {
         Self::start_with_config(|port, dir| {
             let file = dir.join("htpasswd");
-            let out = Command::new("htpasswd")
-                .args(["-Bbn", user, password])
-                .output()
-                .expect("run htpasswd (apt-get install apache2-utils; scripts/test installs it)");
-            assert!(
-                out.status.success(),
-                "htpasswd failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            fs::write(&file, &out.stdout).expect("write htpasswd file");
+            fs::write(&file, htpasswd_line(user, password)).expect("write htpasswd file");
             format!(
                 "{}auth:\n  htpasswd:\n    realm: test-registry\n    path: {}\n",
                 Self::default_http(port),
@@ -216,6 +207,34 @@ impl Drop for TestRegistry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One htpasswd line (bcrypt) for `user`/`password`, for a registry's `auth: htpasswd` file.
+/// Needs `htpasswd` (Debian's apache2-utils; scripts/test installs it).
+pub fn htpasswd_line(user: &str, password: &str) -> Vec<u8> {
+    run_ok(
+        Command::new("htpasswd").args(["-Bbn", user, password]),
+        "htpasswd (apt-get install apache2-utils; scripts/test installs it)",
+    )
+}
+
+/// `base64(user:password)`: the value of a Basic `Authorization` header and of a Docker
+/// config's `auth` field.
+pub fn basic_auth_b64(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
+/// `GET {path}` on `registry` (plain HTTP) with `accept`, which must answer 200 with JSON.
+pub fn get_json(registry: &TestRegistry, path: &str, accept: &str) -> serde_json::Value {
+    let (status, _, body) = http_get(&registry.addr(), path, accept);
+    assert_eq!(
+        status,
+        200,
+        "GET {path}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
 }
 
 /// `sha256-<64 hex>`: a referrers fallback tag.

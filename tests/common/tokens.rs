@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 
 use super::pki::Ca;
+use super::registry::basic_auth_b64;
 
 /// What the issuer saw.
 #[derive(Debug, Clone)]
@@ -277,10 +278,7 @@ fn serve_token(
         .map(|(_, v)| v.clone())
         .collect();
 
-    let expected_basic = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    );
+    let expected_basic = format!("Basic {}", basic_auth_b64(user, password));
     let (kind, granted) = if method == "POST" {
         let grant = params
             .iter()

@@ -54,11 +54,8 @@ pub fn push(manifest: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 pub fn push_command(manifest: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = tool();
-    cmd.arg("adapt-push")
-        .arg("--manifest-path")
-        .arg(manifest)
-        .args(args)
+    let mut cmd = adapt_push(manifest);
+    cmd.args(args)
         .env("CARGO_TARGET_DIR", shared_target_dir())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -66,6 +63,31 @@ pub fn push_command(manifest: &Path, args: &[&str], env: &[(&str, &str)]) -> Com
         cmd.env(k, v);
     }
     cmd
+}
+
+/// `cargo adapt-push --manifest-path MANIFEST` with the hermetic environment of [`tool`], for
+/// the caller to add arguments and settings to (its own target dir: see [`push_command`] for
+/// the shared one).
+pub fn adapt_push(manifest: impl AsRef<Path>) -> Command {
+    let mut cmd = tool();
+    cmd.arg("adapt-push")
+        .arg("--manifest-path")
+        .arg(manifest.as_ref());
+    cmd
+}
+
+/// [`adapt_push`] with `--format json` and then `args`.
+pub fn push_json_command(manifest: &Path, args: &[&str]) -> Command {
+    let mut cmd = adapt_push(manifest);
+    cmd.args(["--format", "json"]).args(args);
+    cmd
+}
+
+/// Runs [`push_json_command`]; read the result with [`json_of`].
+pub fn push_json(manifest: &Path, args: &[&str]) -> Output {
+    push_json_command(manifest, args)
+        .output()
+        .expect("run cargo-adapt-push")
 }
 
 fn shared_target_dir() -> PathBuf {
@@ -159,6 +181,12 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The one JSON document a successful run printed on stdout (`--format json`).
+pub fn json_of(o: &Output) -> serde_json::Value {
+    assert_success(o);
+    serde_json::from_str(&stdout(o)).expect("stdout is one JSON document")
 }
 
 /// Panics with both streams when the tool failed.
