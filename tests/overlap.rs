@@ -7,29 +7,6 @@ mod common;
 
 use common::*;
 
-/// `size` bytes of deterministic base64 text: compressible, so deflating it takes real work
-/// (unlike random bytes, which are stored).
-fn text(size: usize) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..size)
-        .map(|_| {
-            // xorshift64: reproducible, no dependency.
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ALPHABET[(state % 64) as usize]
-        })
-        .collect()
-}
-
-/// The index of the first line of `log` containing `needle`, or a failure showing the log.
-fn line_of(log: &str, needle: &str) -> usize {
-    log.lines()
-        .position(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{log}"))
-}
-
 #[test]
 fn a_finished_layer_is_uploaded_while_a_larger_one_is_still_compressing() {
     let registry = TestRegistry::start();
@@ -37,7 +14,7 @@ fn a_finished_layer_is_uploaded_while_a_larger_one_is_still_compressing() {
     let manifest = crate_with_data_file(dir.path(), "overlap", &registry.addr(), "big.txt");
     // 24 MiB to deflate in the includes layer; the runtime layer (system files, and the C
     // runtime of a dynamically linked binary) is a few MiB at most.
-    std::fs::write(dir.path().join("big.txt"), text(24 << 20)).unwrap();
+    std::fs::write(dir.path().join("big.txt"), compressible_text(24 << 20)).unwrap();
 
     let out = adapt_push(&manifest)
         .args(["-vv", "--sbom", "none", "--provenance", "false"])
@@ -56,19 +33,19 @@ fn a_finished_layer_is_uploaded_while_a_larger_one_is_still_compressing() {
     // The runtime layer's upload is finished (the registry's 201 to the PUT ?digest= is
     // logged) before the includes layer is done compressing, and before the image is put
     // together from all its layers.
-    let put = line_of(&log, &format!("digest={runtime}"));
+    let put = line_with(&log, &[&format!("digest={runtime}")]);
     let created = put
         + log
             .lines()
             .skip(put)
             .position(|l| l.contains("<- 201 Created for PUT") && l.contains("/blobs/uploads/"))
             .unwrap_or_else(|| panic!("no 201 for the runtime layer's PUT in:\n{log}"));
-    let assembled = line_of(&log, "(3 layers)");
+    let assembled = line_with(&log, &["(3 layers)"]);
     assert!(
         created < assembled,
         "the runtime layer was uploaded only after the image was assembled (lines {created}, {assembled}):\n{log}"
     );
-    let includes_done = line_of(&log, "included files: compressed");
+    let includes_done = line_with(&log, &["included files: compressed"]);
     assert!(
         created < includes_done,
         "the runtime layer was uploaded only after the includes layer was compressed (lines {created}, {includes_done}):\n{log}"

@@ -10,47 +10,17 @@ mod common;
 use common::faults::{FaultProxy, HttpFaultProxy, HttpFaults, TcpFaults};
 use common::*;
 
-/// `size` bytes of deterministic base64 text: compressible, so deflating it takes real work.
-fn text(size: usize) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..size)
-        .map(|_| {
-            // xorshift64: reproducible, no dependency.
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ALPHABET[(state % 64) as usize]
-        })
-        .collect()
-}
-
-/// The index of the first line of `log` containing every one of `needles`.
-fn line_with(log: &str, needles: &[&str]) -> usize {
-    log.lines()
-        .position(|l| needles.iter().all(|n| l.contains(n)))
-        .unwrap_or_else(|| panic!("no line with {needles:?} in:\n{log}"))
-}
-
 /// A crate whose image has a `size`-byte include (runtime, includes, binary layers).
 fn crate_with_include(dir: &std::path::Path, name: &str, registry: &str, size: usize) {
-    write_crate(
-        dir,
-        name,
-        &format!(
-            "\n[package.metadata.cluster]\nregistry = \"{registry}\"\nimage = \"team/{name}\"\ntags = [\"v1\"]\n\
-             include = [{{ from = \"big.txt\", to = \"/data/big.txt\" }}]\n"
-        ),
-        HELLO,
-    );
-    std::fs::write(dir.join("big.txt"), text(size)).unwrap();
+    crate_with_data_file(dir, name, registry, "big.txt");
+    std::fs::write(dir.join("big.txt"), compressible_text(size)).unwrap();
 }
 
 /// Builds the image once with the include one byte different, to a local OCI layout (nothing
 /// is sent anywhere), then puts the real include back: the layer cache then holds an older
 /// blob of the includes layer, so the next push's includes layer is known to be new.
 fn with_an_older_includes_layer(dir: &std::path::Path, target: &std::path::Path, size: usize) {
-    let mut older = text(size);
+    let mut older = compressible_text(size);
     older[size / 2] ^= 1;
     std::fs::write(dir.join("big.txt"), older).unwrap();
     let layout = dir.join("older-layout");
@@ -60,7 +30,7 @@ fn with_an_older_includes_layer(dir: &std::path::Path, target: &std::path::Path,
         &[("CARGO_TARGET_DIR", target.to_str().unwrap())],
     )
     .assert_ok();
-    std::fs::write(dir.join("big.txt"), text(size)).unwrap();
+    std::fs::write(dir.join("big.txt"), compressible_text(size)).unwrap();
 }
 
 /// The pushed manifest's layer digests.

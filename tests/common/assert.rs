@@ -109,3 +109,11 @@ pub fn secret_forms(user: &str, password: &str) -> Vec<String> {
         base64::engine::general_purpose::STANDARD.encode(password),
     ]
 }
+
+/// The index of the first line of `log` containing every one of `needles`, or a failure
+/// showing the log (for checking the order of events in a -vv log).
+pub fn line_with(log: &str, needles: &[&str]) -> usize {
+    log.lines()
+        .position(|l| needles.iter().all(|n| l.contains(n)))
+        .unwrap_or_else(|| panic!("no line with {needles:?} in:\n{log}"))
+}

@@ -90,3 +90,19 @@ pub fn crate_for(dir: &Path, registry: &str, image: &str, extra: &str, salt: &st
         &format!("fn main() {{\n    println!(\"hello {salt}\");\n}}\n"),
     )
 }
+
+/// `size` bytes of deterministic base64 text: compressible, so deflating it takes real work
+/// (unlike random bytes, which are stored).
+pub fn compressible_text(size: usize) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..size)
+        .map(|_| {
+            // xorshift64: reproducible, no dependency.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ALPHABET[(state % 64) as usize]
+        })
+        .collect()
+}
