@@ -37,59 +37,19 @@ fn assert_no_push_secret(run: &Run) {
     run.assert_no_secret(&s.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
-/// Two registry processes sharing one storage directory and one `http.secret`: the first asks
-/// for Basic credentials, the second is open. An upload session opened on the first can be
-/// finished on the second, as with a registry whose uploads go to a separate front end.
 fn registry_pair() -> (TestRegistry, TestRegistry) {
-    registry_pair_with(None)
+    shared_storage_registries((USER, PASSWORD), None)
 }
 
-/// Like [`registry_pair`]; with `second_user`, the second registry asks for that user's
-/// Basic credentials instead of being open.
 fn registry_pair_with(second_user: Option<(&str, &str)>) -> (TestRegistry, TestRegistry) {
-    let secret = "shared-http-secret-for-both";
-    let authed = TestRegistry::start_with_config(|port, dir| {
-        let file = dir.join("htpasswd");
-        fs::write(&file, htpasswd_line(USER, PASSWORD)).unwrap();
-        format!(
-            "http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\nauth:\n  htpasswd:\n    realm: test-registry\n    path: {}\n",
-            file.display()
-        )
-    });
-    let shared = authed.dir.path().join("data");
-    let open = TestRegistry::start_with_config(|port, dir| {
-        let data = dir.join("data");
-        let _ = fs::remove_dir(&data);
-        std::os::unix::fs::symlink(&shared, &data).unwrap();
-        let auth = match second_user {
-            Some((user, password)) => {
-                let file = dir.join("htpasswd");
-                fs::write(&file, htpasswd_line(user, password)).unwrap();
-                format!(
-                    "auth:\n  htpasswd:\n    realm: upload-host\n    path: {}\n",
-                    file.display()
-                )
-            }
-            None => String::new(),
-        };
-        format!("http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\n{auth}")
-    });
-    (authed, open)
+    shared_storage_registries((USER, PASSWORD), second_user)
 }
 
 #[test]
 fn an_upload_on_another_host_gets_no_credentials() {
     let (authed, open) = registry_pair();
-    // Stand-in: a recording proxy in front of the open registry, the "upload host".
-    let upload_host = HttpFaultProxy::start(&open.addr(), HttpFaults::default());
-    // Stand-in: a proxy in front of the authenticated registry rewriting the upload `Location`
-    // (which the registry writes from the Host it was asked under: the proxy's) to the upload
-    // host, as registries with a separate upload front end do.
-    let front = HttpFaultProxy::start_rewriting(
-        &authed.addr(),
-        HttpFaults::default(),
-        Some(("{self}".into(), upload_host.addr())),
-    );
+    // Stand-ins: see `UploadsElsewhere`.
+    let UploadsElsewhere { front, upload_host } = UploadsElsewhere::start(&authed, &open);
 
     let dir = tempfile::tempdir().unwrap();
     let manifest = crate_for(dir.path(), &front.addr(), "team/elsewhere", "", "elsewhere");
@@ -97,18 +57,7 @@ fn an_upload_on_another_host_gets_no_credentials() {
     run.assert_ok();
     assert_no_push_secret(&run);
 
-    let at_upload_host = upload_host.exchanges();
-    assert!(
-        at_upload_host.iter().any(|e| e.method == "PUT"),
-        "the uploads went to the upload host: {at_upload_host:?}"
-    );
-    for e in &at_upload_host {
-        assert!(
-            !e.authorized,
-            "{} {} reached the upload host with Authorization",
-            e.method, e.path
-        );
-    }
+    assert_reached_without_authorization(&upload_host, "PUT");
     // The registry itself got the credentials (the push needs them).
     assert!(front.exchanges().iter().any(|e| e.authorized));
     let auth = format!("Basic {}", basic_auth_b64(USER, PASSWORD));
@@ -122,12 +71,8 @@ fn an_upload_host_that_challenges_gets_only_its_own_credentials() {
     let (authed, upload_registry) = registry_pair_with(Some((BOB, BOB_PASSWORD)));
     // Stand-ins as in `an_upload_on_another_host_gets_no_credentials`; here the upload host
     // asks for Basic credentials of its own, which only the Docker config holds (for it).
-    let upload_host = HttpFaultProxy::start(&upload_registry.addr(), HttpFaults::default());
-    let front = HttpFaultProxy::start_rewriting(
-        &authed.addr(),
-        HttpFaults::default(),
-        Some(("{self}".into(), upload_host.addr())),
-    );
+    let UploadsElsewhere { front, upload_host } =
+        UploadsElsewhere::start(&authed, &upload_registry);
     let dir = tempfile::tempdir().unwrap();
     let config = docker_config(
         dir.path(),

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::faults::{FaultProxy, HttpFaultProxy, HttpFaults, TcpFaults};
+use common::faults::{FaultProxy, TcpFaults};
 use common::*;
 
 /// A crate whose image has a `size`-byte include (runtime, includes, binary layers).
@@ -205,39 +205,9 @@ fn a_streamed_upload_cut_midway_falls_back_to_the_layer_cache() {
 fn a_streamed_upload_on_another_host_gets_no_credentials() {
     const USER: &str = "alice";
     const PASSWORD: &str = "pa55-W0rd-for-the-stream-only";
-    let htpasswd = std::process::Command::new("htpasswd")
-        .args(["-Bbn", USER, PASSWORD])
-        .output()
-        .expect("run htpasswd (apt-get install apache2-utils; scripts/test installs it)");
-    assert!(htpasswd.status.success());
-    // Two registry processes on one storage and one `http.secret`: the first asks for Basic
-    // credentials, the second is open, so a session opened on the first can be finished on the
-    // second, as with a registry whose uploads go to a separate front end.
-    let secret = "shared-http-secret-for-both";
-    let authed = TestRegistry::start_with_config(|port, dir| {
-        let file = dir.join("htpasswd");
-        std::fs::write(&file, &htpasswd.stdout).unwrap();
-        format!(
-            "http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\nauth:\n  htpasswd:\n    realm: test-registry\n    path: {}\n",
-            file.display()
-        )
-    });
-    let shared = authed.dir.path().join("data");
-    let open = TestRegistry::start_with_config(|port, dir| {
-        let data = dir.join("data");
-        let _ = std::fs::remove_dir(&data);
-        std::os::unix::fs::symlink(&shared, &data).unwrap();
-        format!("http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\n")
-    });
-    // Stand-ins (a real registry cannot point its uploads elsewhere): a recording proxy in
-    // front of the open registry, the "upload host"; and a proxy in front of the authenticated
-    // one rewriting the upload `Location` to the upload host.
-    let upload_host = HttpFaultProxy::start(&open.addr(), HttpFaults::default());
-    let front = HttpFaultProxy::start_rewriting(
-        &authed.addr(),
-        HttpFaults::default(),
-        Some(("{self}".into(), upload_host.addr())),
-    );
+    let (authed, open) = shared_storage_registries((USER, PASSWORD), None);
+    // Stand-ins (a real registry cannot point its uploads elsewhere): see `UploadsElsewhere`.
+    let UploadsElsewhere { front, upload_host } = UploadsElsewhere::start(&authed, &open);
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("target");
     crate_with_include(dir.path(), "streamaway", &front.addr(), 20 << 20);
@@ -259,23 +229,8 @@ fn a_streamed_upload_on_another_host_gets_no_credentials() {
         "the layer was streamed:\n{}",
         run.stderr
     );
-    let at_upload_host = upload_host.exchanges();
-    assert!(
-        at_upload_host.iter().any(|e| e.method == "PATCH"),
-        "the streamed PATCH went to the upload host: {at_upload_host:?}"
-    );
-    for e in &at_upload_host {
-        assert!(
-            !e.authorized,
-            "{} {} reached the upload host with Authorization",
-            e.method, e.path
-        );
-    }
+    assert_reached_without_authorization(&upload_host, "PATCH");
     assert!(front.exchanges().iter().any(|e| e.authorized));
-    use base64::Engine as _;
-    let auth = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
-    );
+    let auth = format!("Basic {}", basic_auth_b64(USER, PASSWORD));
     assert_consistent(&authed.addr(), Some(&auth));
 }

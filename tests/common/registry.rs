@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::faults::{HttpFaultProxy, HttpFaults};
 use super::http::{ANY_MANIFEST_ACCEPT, HttpResponse, http_get, try_http_request};
 use super::pki::{Ca, Issued};
 use super::{find_program, free_port, run_ok};
@@ -281,4 +282,81 @@ fn tls_http(port: u16, server: &Issued) -> String {
         server.cert.display(),
         server.key.display()
     )
+}
+
+/// Two registry processes sharing one storage directory and one `http.secret`: the first asks
+/// for `user`'s Basic credentials; the second is open, or with `second_user` asks for that
+/// user's instead. An upload session opened on the first can be finished on the second, as
+/// with a registry whose uploads go to a separate front end.
+pub fn shared_storage_registries(
+    user: (&str, &str),
+    second_user: Option<(&str, &str)>,
+) -> (TestRegistry, TestRegistry) {
+    let secret = "shared-http-secret-for-both";
+    let authed = TestRegistry::start_with_config(|port, dir| {
+        let file = dir.join("htpasswd");
+        fs::write(&file, htpasswd_line(user.0, user.1)).unwrap();
+        format!(
+            "http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\nauth:\n  htpasswd:\n    realm: test-registry\n    path: {}\n",
+            file.display()
+        )
+    });
+    let shared = authed.dir.path().join("data");
+    let second = TestRegistry::start_with_config(|port, dir| {
+        let data = dir.join("data");
+        let _ = fs::remove_dir(&data);
+        std::os::unix::fs::symlink(&shared, &data).unwrap();
+        let auth = match second_user {
+            Some((user, password)) => {
+                let file = dir.join("htpasswd");
+                fs::write(&file, htpasswd_line(user, password)).unwrap();
+                format!(
+                    "auth:\n  htpasswd:\n    realm: upload-host\n    path: {}\n",
+                    file.display()
+                )
+            }
+            None => String::new(),
+        };
+        format!("http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\n{auth}")
+    });
+    (authed, second)
+}
+
+/// Stand-ins for a registry whose uploads go to another host (a real registry cannot point its
+/// uploads elsewhere): `upload_host` is a recording proxy in front of the second registry of
+/// [`shared_storage_registries`]; `front` is a proxy in front of the first, rewriting the upload
+/// `Location` (which the registry writes from the Host it was asked under: the proxy's) to the
+/// upload host. Push to `front`.
+pub struct UploadsElsewhere {
+    pub front: HttpFaultProxy,
+    pub upload_host: HttpFaultProxy,
+}
+
+impl UploadsElsewhere {
+    pub fn start(registry: &TestRegistry, upload_registry: &TestRegistry) -> UploadsElsewhere {
+        let upload_host = HttpFaultProxy::start(&upload_registry.addr(), HttpFaults::default());
+        let front = HttpFaultProxy::start_rewriting(
+            &registry.addr(),
+            HttpFaults::default(),
+            Some(("{self}".into(), upload_host.addr())),
+        );
+        UploadsElsewhere { front, upload_host }
+    }
+}
+
+/// Requests with `method` reached `upload_host`, and none of its requests carried
+/// Authorization.
+pub fn assert_reached_without_authorization(upload_host: &HttpFaultProxy, method: &str) {
+    let seen = upload_host.exchanges();
+    assert!(
+        seen.iter().any(|e| e.method == method),
+        "no {method} reached the upload host: {seen:?}"
+    );
+    for e in &seen {
+        assert!(
+            !e.authorized,
+            "{} {} reached the upload host with Authorization",
+            e.method, e.path
+        );
+    }
 }
