@@ -5,13 +5,13 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
 use super::blob_source::BlobSource;
 use super::transport::{
-    Activity, SMALL_BLOB_LIMIT, header_str, is_retryable_status, origin_of, retry_after,
+    Activity, SMALL_BLOB_LIMIT, as_asked, header_str, is_retryable_status, origin_of, retry_after,
 };
 use super::{RegistryClient, RegistryError, Scope, events};
 use crate::reference::{Digest, Repository};
@@ -189,11 +189,7 @@ impl RegistryClient {
             events::detail(&format!(
                 "{what}: {error}; starting the upload again in {:.1}s{} (attempt {}/{})",
                 delay.as_secs_f32(),
-                if retry_after.is_some() {
-                    " as Retry-After asks"
-                } else {
-                    ""
-                },
+                as_asked(retry_after),
                 attempt + 1,
                 self.retry.attempts
             ));
@@ -245,19 +241,12 @@ impl RegistryClient {
         };
         let url = with_digest(&location, digest);
         let activity = Activity::new();
-        let watched = activity.clone();
-        let body = body.map(move |chunk| {
-            if let Ok(c) = &chunk {
-                watched.moved(c.len() as u64);
-            }
-            chunk
-        });
         let request = self
             .authorize_at(&Scope::push(repo), &url, self.http.put(&url))
             .await?
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, size)
-            .body(reqwest::Body::wrap_stream(body));
+            .body(activity.watch(body));
         let response = self
             .send_watched(request, &activity, None)
             .await

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 
@@ -59,18 +59,11 @@ impl RegistryClient {
         let what = "a streamed blob upload (PATCH)";
         let location = self.start_upload(repo, what).await?;
         let activity = Activity::new();
-        let watched = activity.clone();
-        let body = body.map(move |chunk| {
-            if let Ok(c) = &chunk {
-                watched.moved(c.len() as u64);
-            }
-            chunk
-        });
         let request = self
             .authorize_at(&Scope::push(repo), &location, self.http.patch(&location))
             .await?
             .header(CONTENT_TYPE, "application/octet-stream")
-            .body(reqwest::Body::wrap_stream(body));
+            .body(activity.watch(body));
         let response = self
             .finish_transfer(
                 repo,

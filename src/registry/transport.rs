@@ -37,6 +37,23 @@ impl Activity {
         }))
     }
 
+    /// `body` as a request body whose bytes count as movement of this activity (so a stalled
+    /// upload is told from a slow one).
+    pub(super) fn watch<S, E>(&self, body: S) -> reqwest::Body
+    where
+        S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        use futures_util::StreamExt as _;
+        let watched = self.clone();
+        reqwest::Body::wrap_stream(body.map(move |chunk| {
+            if let Ok(c) = &chunk {
+                watched.moved(c.len() as u64);
+            }
+            chunk
+        }))
+    }
+
     pub(super) fn moved(&self, n: u64) {
         let ms = self.0.start.elapsed().as_millis() as u64;
         self.0.last_ms.store(ms, Ordering::Relaxed);
@@ -491,11 +508,7 @@ impl RegistryClient {
             "{what}: {} answered {status}; retrying in {:.1}s{} (attempt {}/{})",
             self.registry,
             delay.as_secs_f32(),
-            if retry_after.is_some() {
-                " as Retry-After asks"
-            } else {
-                ""
-            },
+            as_asked(retry_after),
             attempt + 1,
             self.retry.attempts
         ));
@@ -617,6 +630,15 @@ impl RegistryClient {
 
     pub(super) fn unreachable_hint(&self) -> String {
         unreachable_hint(&self.registry)
+    }
+}
+
+/// For a retry message: whether the delay is the one the registry's `Retry-After` asked for.
+pub(super) fn as_asked(retry_after: Option<Duration>) -> &'static str {
+    if retry_after.is_some() {
+        " as Retry-After asks"
+    } else {
+        ""
     }
 }
 
