@@ -466,7 +466,7 @@ mod tests {
     use crate::credentials::Credential;
     use crate::registry::ClientOptions;
     use crate::registry::auth::Challenge;
-    use crate::registry::tests::test_client;
+    use crate::registry::tests::{read_request_head, test_client};
     use crate::registry::transport::http_client;
 
     #[test]
@@ -485,7 +485,7 @@ mod tests {
     /// A stub answering every request with `answer` and recording each request head: stands in
     /// for a storage host a registry redirects to (no real registry here does).
     fn recording_stub(answer: String) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
-        use std::io::{BufRead, BufReader, Write};
+        use std::io::{BufReader, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -497,18 +497,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().unwrap());
                     let mut writer = stream;
-                    loop {
-                        let mut head = String::new();
-                        loop {
-                            let mut line = String::new();
-                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if line == "\r\n" {
-                                break;
-                            }
-                            head.push_str(&line);
-                        }
+                    while let Some(head) = read_request_head(&mut reader) {
                         log.lock().unwrap().push(head);
                         let _ = writer.write_all(answer.as_bytes());
                     }

@@ -274,6 +274,22 @@ mod tests {
         }
     }
 
+    /// A stub server's read of one request head (without its body); `None` when the client
+    /// closed the connection.
+    pub(super) fn read_request_head(reader: &mut impl std::io::BufRead) -> Option<String> {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return None;
+            }
+            if line == "\r\n" {
+                return Some(head);
+            }
+            head.push_str(&line);
+        }
+    }
+
     pub(super) fn plain_http() -> reqwest::Client {
         client_builder().build().unwrap()
     }
@@ -317,18 +333,7 @@ mod tests {
                         );
                         return;
                     }
-                    loop {
-                        let mut head = String::new();
-                        loop {
-                            let mut line = String::new();
-                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if line == "\r\n" {
-                                break;
-                            }
-                            head.push_str(&line);
-                        }
+                    while let Some(head) = read_request_head(&mut reader) {
                         log.lock().unwrap().push(head);
                         let _ = writer.write_all(
                             b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"stub\"\r\nContent-Length: 0\r\n\r\n",
