@@ -92,7 +92,8 @@ impl<'a> RegistryPublisher<'a> {
         Ok(published)
     }
 
-    /// Every blob of the image, several at once; those sent early are not checked again.
+    /// Every blob of the image, several at once; those sent early are not checked again, and
+    /// one whose early upload failed (after the same retries) fails the push the same way.
     async fn push_blobs(
         &self,
         client: &Arc<RegistryClient>,
@@ -102,8 +103,8 @@ impl<'a> RegistryPublisher<'a> {
     ) -> Result<Vec<BlobOutcome>> {
         stream::iter(image.blobs())
             .map(|blob| async {
-                match early.sent.get(&blob.digest) {
-                    Some(outcome) => Ok(*outcome),
+                match early.take(&blob.digest) {
+                    Some(outcome) => outcome,
                     None => self.push_blob(client, repo, blob).await,
                 }
             })
@@ -311,12 +312,25 @@ impl<'a> RegistryPublisher<'a> {
 }
 
 /// Blobs sent to a destination while its image was still being built: what became of each.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct EarlyBlobs {
-    sent: HashMap<Digest, BlobOutcome>,
+    /// What became of each early upload, with the full retry policy behind it: a failure is
+    /// the push's failure, not something to try all over again.
+    sent: std::sync::Mutex<HashMap<Digest, Result<BlobOutcome>>>,
     /// The registry could not be reached (after the retry policy's attempts): the publisher
     /// reports this rather than trying all over again.
     unreachable: std::sync::Mutex<Option<RegistryError>>,
+}
+
+impl EarlyBlobs {
+    /// The early upload's outcome for `digest`, if there was one (taken: each blob is
+    /// published once per image).
+    fn take(&self, digest: &Digest) -> Option<Result<BlobOutcome>> {
+        self.sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(digest)
+    }
 }
 
 /// How many pieces of compressed output (each at most a compression block, 512 KiB, plus its
@@ -416,10 +430,9 @@ impl LayerTap for StreamTap {
 /// once, until the builder drops its end: a finished layer checked with HEAD first, like any
 /// blob; a layer with new content streamed while it is compressed (see
 /// [`RegistryPublisher::stream_layer`]). Connects to the registry at once, so the ping and
-/// credential lookup overlap the compile. Nothing here fails the run: a layer whose upload
-/// failed is left out of the result, and the publisher sends it again from the layer cache
-/// with its own retries; a failed connect is kept for the publisher to report (after the
-/// build, which may fail first).
+/// credential lookup overlap the compile. Nothing here fails the run by itself: each outcome,
+/// a failed upload (after the retry policy) or a failed connect included, is kept for the
+/// publisher to report after the build, which may fail first.
 pub async fn upload_early(
     clients: &Clients,
     destination: &Destination,
@@ -462,14 +475,7 @@ pub async fn upload_early(
         .buffer_unordered(PARALLEL_BLOBS)
         .collect()
         .await;
-    for (digest, outcome) in sent.into_iter().flatten() {
-        match outcome {
-            Ok(outcome) => {
-                early.sent.insert(digest, outcome);
-            }
-            Err(e) => output::detail(&format!("{e:?}; it is sent again with the image")),
-        }
-    }
+    early.sent = std::sync::Mutex::new(sent.into_iter().flatten().collect());
     early
 }
 
