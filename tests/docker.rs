@@ -38,52 +38,82 @@ fn split_registry(external: &str, internal: &str) -> String {
 /// A base image made from Debian's busybox-static, imported into the engine and pushed to the
 /// test's registry as `{registry}/base:1`: no image comes from outside the machine.
 fn push_busybox_base(host: &str, registry: &TestRegistry) -> String {
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.is_file())
-        .expect("busybox not found (apt-get install busybox-static; scripts/test installs it)");
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs = dir.path().join("rootfs.tar");
-    {
-        let mut tar = tar::Builder::new(fs::File::create(&rootfs).unwrap());
-        for d in ["bin/", "tmp/"] {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_mode(if d == "tmp/" { 0o1777 } else { 0o755 });
-            h.set_size(0);
-            tar.append_data(&mut h, d, std::io::empty()).unwrap();
-        }
+    let mut rootfs = BusyboxRootfs::new();
+    rootfs
+        .dir("bin/", 0o755)
+        .dir("tmp/", 0o1777)
+        .busybox("bin/");
+    for applet in [
+        "sh", "echo", "cat", "ls", "find", "env", "test", "true", "false",
+    ] {
+        rootfs.link(&format!("bin/{applet}"), "busybox");
+    }
+    rootfs.import_and_push(host, &format!("{}/base:1", registry.addr()), "/bin")
+}
+
+/// A root filesystem tar made from Debian's busybox-static, for `docker import`.
+struct BusyboxRootfs {
+    dir: tempfile::TempDir,
+    tar: tar::Builder<fs::File>,
+}
+
+impl BusyboxRootfs {
+    fn new() -> BusyboxRootfs {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = tar::Builder::new(fs::File::create(dir.path().join("rootfs.tar")).unwrap());
+        BusyboxRootfs { dir, tar }
+    }
+
+    fn dir(&mut self, path: &str, mode: u32) -> &mut Self {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(mode);
+        h.set_size(0);
+        self.tar
+            .append_data(&mut h, path, std::io::empty())
+            .unwrap();
+        self
+    }
+
+    /// The busybox binary as `{dir}busybox`.
+    fn busybox(&mut self, dir: &str) -> &mut Self {
+        let busybox = find_program("busybox", &["/bin/busybox", "/usr/bin/busybox"]);
         let bytes = fs::read(busybox).unwrap();
         let mut h = tar::Header::new_gnu();
         h.set_mode(0o755);
         h.set_size(bytes.len() as u64);
-        tar.append_data(&mut h, "bin/busybox", &bytes[..]).unwrap();
-        for applet in [
-            "sh", "echo", "cat", "ls", "find", "env", "test", "true", "false",
-        ] {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(tar::EntryType::Symlink);
-            h.set_mode(0o777);
-            h.set_size(0);
-            tar.append_link(&mut h, format!("bin/{applet}"), "busybox")
-                .unwrap();
-        }
-        tar.finish().unwrap();
+        self.tar
+            .append_data(&mut h, format!("{dir}busybox"), &bytes[..])
+            .unwrap();
+        self
     }
-    let name = format!("{}/base:1", registry.addr());
-    docker_ok(
-        host,
-        &[
-            "import",
-            "--change",
-            "ENV PATH=/bin",
-            rootfs.to_str().unwrap(),
-            &name,
-        ],
-    );
-    docker_ok(host, &["push", &name]);
-    name
+
+    fn link(&mut self, path: &str, target: &str) -> &mut Self {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        self.tar.append_link(&mut h, path, target).unwrap();
+        self
+    }
+
+    /// Imports the tar into the engine at `host` as `name`, with `PATH={path}`, and pushes it.
+    fn import_and_push(mut self, host: &str, name: &str, path: &str) -> String {
+        self.tar.finish().unwrap();
+        let rootfs = self.dir.path().join("rootfs.tar");
+        docker_ok(
+            host,
+            &[
+                "import",
+                "--change",
+                &format!("ENV PATH={path}"),
+                rootfs.to_str().unwrap(),
+                name,
+            ],
+        );
+        docker_ok(host, &["push", name]);
+        name.to_string()
+    }
 }
 
 /// Pulls `reference` through its own address after dropping the engine's local copies of the
@@ -906,54 +936,18 @@ fn a_remote_engine_over_tcp_with_tls() {
 /// A usr-merged base like debian:12 and distroless, made from busybox-static: `/usr/bin` holds
 /// busybox and its applets, `/bin -> usr/bin`, `/tmp` is 1777. Pushed as `{registry}/usrmerged:1`.
 fn push_usr_merged_base(host: &str, registry: &TestRegistry) -> String {
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.is_file())
-        .expect("busybox not found (apt-get install busybox-static; scripts/test installs it)");
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs = dir.path().join("rootfs.tar");
-    {
-        let mut tar = tar::Builder::new(fs::File::create(&rootfs).unwrap());
-        for (d, mode) in [("usr/", 0o755), ("usr/bin/", 0o755), ("tmp/", 0o1777)] {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_mode(mode);
-            h.set_size(0);
-            tar.append_data(&mut h, d, std::io::empty()).unwrap();
-        }
-        let bytes = fs::read(busybox).unwrap();
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(0o755);
-        h.set_size(bytes.len() as u64);
-        tar.append_data(&mut h, "usr/bin/busybox", &bytes[..])
-            .unwrap();
-        let mut link = |path: String, target: &str| {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(tar::EntryType::Symlink);
-            h.set_mode(0o777);
-            h.set_size(0);
-            tar.append_link(&mut h, path, target).unwrap();
-        };
-        for applet in ["sh", "echo", "cat", "ls", "test", "id", "touch"] {
-            link(format!("usr/bin/{applet}"), "busybox");
-        }
-        link("bin".into(), "usr/bin");
-        tar.finish().unwrap();
+    let mut rootfs = BusyboxRootfs::new();
+    rootfs
+        .dir("usr/", 0o755)
+        .dir("usr/bin/", 0o755)
+        .dir("tmp/", 0o1777)
+        .busybox("usr/bin/");
+    for applet in ["sh", "echo", "cat", "ls", "test", "id", "touch"] {
+        rootfs.link(&format!("usr/bin/{applet}"), "busybox");
     }
+    rootfs.link("bin", "usr/bin");
     let name = format!("{}/usrmerged:1", registry.addr());
-    docker_ok(
-        host,
-        &[
-            "import",
-            "--change",
-            "ENV PATH=/usr/bin:/bin",
-            rootfs.to_str().unwrap(),
-            &name,
-        ],
-    );
-    docker_ok(host, &["push", &name]);
-    name
+    rootfs.import_and_push(host, &name, "/usr/bin:/bin")
 }
 
 /// `docker run` of `reference` with `sh -c script` as `user`, no network; trimmed stdout.

@@ -38,8 +38,7 @@ fn file_from_image(registry: &TestRegistry, repo: &str, digest: &str, path: &str
     let mut found = None;
     for layer in manifest["layers"].as_array().expect("layers") {
         let d = layer["digest"].as_str().unwrap();
-        let (status, _, blob) = http_get(&registry.addr(), &format!("/v2/{repo}/blobs/{d}"), "");
-        assert_eq!(status, 200);
+        let blob = registry.blob(repo, d);
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&blob[..]));
         for entry in archive.entries().unwrap() {
             let mut entry = entry.unwrap();

@@ -1080,8 +1080,7 @@ fn a_large_layer_streams_from_the_cache_and_round_trips() {
     let mut found = false;
     for layer in image["layers"].as_array().unwrap() {
         let d = layer["digest"].as_str().unwrap();
-        let (status, _, blob) = http_get(&registry.addr(), &format!("/v2/{repo}/blobs/{d}"), "");
-        assert_eq!(status, 200, "blob {d}");
+        let blob = registry.blob(&repo, d);
         assert_eq!(layer["size"].as_u64().unwrap(), blob.len() as u64);
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&blob[..]));
         for entry in archive.entries().unwrap() {
@@ -1128,8 +1127,7 @@ fn zstd_layers_when_asked() {
             "application/vnd.oci.image.layer.v1.tar+zstd"
         );
         let d = layer["digest"].as_str().unwrap();
-        let (status, _, blob) = http_get(&registry.addr(), &format!("/v2/{repo}/blobs/{d}"), "");
-        assert_eq!(status, 200, "blob {d}");
+        let blob = registry.blob(&repo, d);
         let tar = zstd::stream::decode_all(&blob[..]).unwrap();
         for entry in tar::Archive::new(&tar[..]).entries().unwrap() {
             files.push(

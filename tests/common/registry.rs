@@ -173,7 +173,13 @@ impl TestRegistry {
         )
     }
 
-    /// Tags of `repo` (empty if the repository does not exist).
+    /// GET a blob over plain HTTP; fails the test unless the registry has it.
+    pub fn blob(&self, repo: &str, digest: &str) -> Vec<u8> {
+        let (status, _, blob) = http_get(&self.addr(), &format!("/v2/{repo}/blobs/{digest}"), "");
+        assert_eq!(status, 200, "blob {digest}");
+        blob
+    }
+
     /// The repository's image tags. Referrers fallback tags (`sha256-<hex>`, the OCI 1.1 tag
     /// schema holding an image's SBOM and provenance) are not image tags and are left out; see
     /// [`TestRegistry::all_tags`].
@@ -252,8 +258,7 @@ pub fn image_files(registry: &TestRegistry, repo: &str, digest: &str) -> Vec<Str
     let mut files = Vec::new();
     for layer in manifest["layers"].as_array().expect("layers") {
         let d = layer["digest"].as_str().expect("layer digest");
-        let (status, _, blob) = http_get(&registry.addr(), &format!("/v2/{repo}/blobs/{d}"), "");
-        assert_eq!(status, 200, "blob {d}");
+        let blob = registry.blob(repo, d);
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&blob[..]));
         for entry in archive.entries().expect("layer tar") {
             let entry = entry.expect("tar entry");
