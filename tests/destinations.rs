@@ -251,14 +251,11 @@ fn push_measuring_peak_rss(manifest: &Path, args: &[&str]) -> (std::process::Out
 fn write_random_file(path: &Path, count: usize) {
     use std::io::Write;
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut words = xorshift(0x9E37_79B9_7F4A_7C15);
     let mut chunk = vec![0u8; 1 << 20];
     for _ in 0..count / chunk.len() {
-        for word in chunk.chunks_exact_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            word.copy_from_slice(&state.to_le_bytes());
+        for (word, x) in chunk.chunks_exact_mut(8).zip(&mut words) {
+            word.copy_from_slice(&x.to_le_bytes());
         }
         file.write_all(&chunk).unwrap();
     }

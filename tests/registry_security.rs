@@ -339,14 +339,7 @@ fn retry_after_is_honoured_on_an_upload_patch() {
     );
     let dir = tempfile::tempdir().unwrap();
     // 17 MiB that do not compress: the include layer is uploaded with a PATCH.
-    let mut noise = vec![0u8; 17 * 1024 * 1024];
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    for b in noise.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    let noise = incompressible_bytes(17 * 1024 * 1024, 0x9E37_79B9_7F4A_7C15);
     fs::write(dir.path().join("noise.bin"), &noise).unwrap();
     let manifest = crate_for(
         dir.path(),
@@ -392,14 +385,7 @@ fn a_token_that_expires_after_one_second_during_a_slow_upload() {
         },
     );
     let front = HttpFaultProxy::start(&slow.addr(), HttpFaults::default());
-    let mut noise = vec![0u8; 3 * 1024 * 1024];
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    for b in noise.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    let noise = incompressible_bytes(3 * 1024 * 1024, 0x2545_F491_4F6C_DD1D);
     fs::write(dir.path().join("noise.bin"), &noise).unwrap();
     let manifest = crate_for(
         dir.path(),

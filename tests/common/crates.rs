@@ -91,18 +91,27 @@ pub fn crate_for(dir: &Path, registry: &str, image: &str, extra: &str, salt: &st
     )
 }
 
+/// A reproducible stream of pseudo-random words (xorshift64; no dependency).
+pub fn xorshift(seed: u64) -> impl Iterator<Item = u64> {
+    std::iter::successors(Some(seed), |&x| {
+        let x = x ^ (x << 13);
+        let x = x ^ (x >> 7);
+        Some(x ^ (x << 17))
+    })
+    .skip(1)
+}
+
 /// `size` bytes of deterministic base64 text: compressible, so deflating it takes real work
 /// (unlike random bytes, which are stored).
 pub fn compressible_text(size: usize) -> Vec<u8> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..size)
-        .map(|_| {
-            // xorshift64: reproducible, no dependency.
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ALPHABET[(state % 64) as usize]
-        })
+    xorshift(0x9E37_79B9_7F4A_7C15)
+        .take(size)
+        .map(|x| ALPHABET[(x % 64) as usize])
         .collect()
+}
+
+/// `size` bytes no compressor can shrink, the same for the same `seed`.
+pub fn incompressible_bytes(size: usize, seed: u64) -> Vec<u8> {
+    xorshift(seed).take(size).map(|x| x as u8).collect()
 }
