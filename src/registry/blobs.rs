@@ -460,13 +460,12 @@ pub(super) fn short(digest: &Digest) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
     use crate::credentials::Credential;
     use crate::registry::ClientOptions;
     use crate::registry::auth::Challenge;
-    use crate::registry::tests::{read_request_head, test_client};
+    use crate::registry::tests::{recording_stub, test_client};
     use crate::registry::transport::http_client;
 
     #[test]
@@ -482,30 +481,8 @@ mod tests {
         );
     }
 
-    /// A stub answering every request with `answer` and recording each request head: stands in
-    /// for a storage host a registry redirects to (no real registry here does).
-    fn recording_stub(answer: String) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
-        use std::io::{BufReader, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log = seen.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                let (log, answer) = (log.clone(), answer.clone());
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let mut writer = stream;
-                    while let Some(head) = read_request_head(&mut reader) {
-                        log.lock().unwrap().push(head);
-                        let _ = writer.write_all(answer.as_bytes());
-                    }
-                });
-            }
-        });
-        (port, seen)
-    }
+    // `recording_stub` (registry/mod.rs tests) stands in for a storage host a registry
+    // redirects to (no real registry here does).
 
     #[tokio::test]
     async fn a_blob_redirect_to_another_host_carries_no_credentials() {

@@ -276,7 +276,7 @@ mod tests {
 
     /// A stub server's read of one request head (without its body); `None` when the client
     /// closed the connection.
-    pub(super) fn read_request_head(reader: &mut impl std::io::BufRead) -> Option<String> {
+    fn read_request_head(reader: &mut impl std::io::BufRead) -> Option<String> {
         let mut head = String::new();
         loop {
             let mut line = String::new();
@@ -310,6 +310,16 @@ mod tests {
     /// can be reached under such a name on this machine; the client's resolver is pointed at
     /// 127.0.0.1 instead). It challenges with Basic auth and records every request's headers.
     fn basic_challenge_stub() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+        recording_stub(
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"stub\"\r\nContent-Length: 0\r\n\r\n"
+                .into(),
+        )
+    }
+
+    /// A plain-HTTP stub answering every request with `answer` and recording each request
+    /// head; a TLS ClientHello gets the 400 a plain-HTTP server gives. For protocol corners no
+    /// real registry here produces (each test says which).
+    pub(super) fn recording_stub(answer: String) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
         use std::io::{BufRead, BufReader, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -318,11 +328,10 @@ mod tests {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
-                let log = log.clone();
+                let (log, answer) = (log.clone(), answer.clone());
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().unwrap());
                     let mut writer = stream;
-                    // A TLS ClientHello: answer as a plain-HTTP server does, with a 400.
                     if reader
                         .fill_buf()
                         .map(|b| b.first() == Some(&0x16))
@@ -335,9 +344,7 @@ mod tests {
                     }
                     while let Some(head) = read_request_head(&mut reader) {
                         log.lock().unwrap().push(head);
-                        let _ = writer.write_all(
-                            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"stub\"\r\nContent-Length: 0\r\n\r\n",
-                        );
+                        let _ = writer.write_all(answer.as_bytes());
                     }
                 });
             }
