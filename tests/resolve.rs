@@ -507,6 +507,8 @@ fn run_measured(
 ) -> (std::process::ExitStatus, String, u64) {
     use std::os::unix::process::ExitStatusExt;
     let stderr_file = tempfile::tempfile().unwrap();
+    // Reaped by wait4 below, which also gives its resource usage.
+    #[allow(clippy::zombie_processes)]
     let child = cmd
         .stdout(stdout)
         .stderr(stderr_file.try_clone().unwrap())

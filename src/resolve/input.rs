@@ -176,10 +176,10 @@ fn check_not_stdout(
     let (reason, recover) = if input.len == 0 {
         (
             format!(
-                "stdout is {name}, which is also an input: the shell emptied it (`> {name}`) before resolve started, so its manifests are gone"
+                "stdout is {name}, which is also an input: the shell emptied it for `>` before resolve started, so the YAML it held is gone"
             ),
             format!(
-                "get {name} back from version control (e.g. `git checkout -- {name}`) or a backup; "
+                "if {name} held manifests, get them back from version control (e.g. `git checkout -- {name}`); "
             ),
         )
     } else {
@@ -193,7 +193,7 @@ fn check_not_stdout(
     Err(ResolveError::StdoutIsInput {
         reason,
         help: format!(
-            "{recover}then rewrite the file with `cargo adapt-push resolve --in-place -f {name}`, or print to another file (`> resolved.yaml`)"
+            "{recover}to rewrite the inputs themselves, give the same -f to `cargo adapt-push resolve --in-place` without redirecting stdout; otherwise redirect stdout to a file that is not an input"
         ),
     })
 }

@@ -124,6 +124,9 @@ pub fn in_place(files: &[Resolved]) -> Result<()> {
         rewritten.push(s.name.to_string());
         dirs.extend(dir);
     }
+    if rewritten.is_empty() {
+        crate::output::status("Unchanged", "no adapt:// placeholder in the inputs");
+    }
     // The renames last across a crash only once their directories are synced.
     for dir in dirs {
         if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
