@@ -56,6 +56,10 @@ pub struct ResolveArgs {
     /// A YAML file, a directory of .yaml/.yml files, or `-` for stdin (repeatable)
     #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
     pub files: Vec<PathBuf>,
+    /// Rewrite each file given with -f (and each file of a directory given) instead of printing
+    /// the YAML; atomically, and only once every placeholder in every file resolved
+    #[arg(long)]
+    pub in_place: bool,
     #[command(flatten)]
     pub push: PushArgs,
 }

@@ -205,3 +205,436 @@ fn an_unknown_package_or_one_without_settings_is_an_error_with_file_and_line_and
         assert!(registry.tags("shop/api").is_empty(), "nothing pushed");
     }
 }
+
+/// A workspace of `api` (pushing to `registry`) and `down` (pushing to `down`, where nothing
+/// listens).
+fn api_and_down(root: &Path, registry: &str, down: &str) {
+    std::fs::write(
+        root.join("Cargo.toml"),
+        "[workspace]\nmembers = [\"api\", \"down\"]\nresolver = \"2\"\n",
+    )
+    .unwrap();
+    for (name, addr) in [("api", registry), ("down", down)] {
+        member(
+            root,
+            name,
+            &format!(
+                "\n[package.metadata.cluster]\nregistry = \"{addr}\"\nimage = \"shop/{name}\"\n"
+            ),
+            &[],
+        );
+    }
+}
+
+/// The files under `dir` (recursively, symlinks not followed), relative, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.strip_prefix(dir).unwrap().display().to_string();
+        if path.is_dir() && !path.is_symlink() {
+            names.extend(listing(&path).into_iter().map(|n| format!("{name}/{n}")));
+        } else {
+            names.push(name);
+        }
+    }
+    names.sort();
+    names
+}
+
+#[test]
+fn stdout_redirected_to_an_input_is_refused_before_anything_is_pushed() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("shop");
+    std::fs::create_dir_all(&root).unwrap();
+    shop(&root, &registry.addr(), &registry.addr());
+    let k8s = dir.path().join("k8s");
+    std::fs::create_dir_all(&k8s).unwrap();
+    let yaml = "kind: Pod\nspec:\n  containers:\n  - image: adapt://api\n";
+    let resolve = || {
+        let mut cmd = tool();
+        cmd.args(["adapt-push", "resolve", "--manifest-path"])
+            .arg(root.join("Cargo.toml"));
+        cmd
+    };
+    let append = |path: &Path| std::fs::OpenOptions::new().append(true).open(path).unwrap();
+
+    // `resolve -f a.yaml > a.yaml`: the shell has emptied a.yaml already.
+    let a = k8s.join("a.yaml");
+    std::fs::write(&a, yaml).unwrap();
+    let out = resolve()
+        .arg("-f")
+        .arg(&a)
+        .stdout(std::fs::File::create(&a).unwrap())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for needle in ["a.yaml", "emptied", "version control", "--in-place"] {
+        assert!(err.contains(needle), "lacks {needle:?}:\n{err}");
+    }
+    assert_eq!(std::fs::read(&a).unwrap(), b"", "nothing written");
+
+    // `resolve -f k8s/ >> k8s/b.yaml`: the file is not empty, but would be written while read.
+    std::fs::write(&a, yaml).unwrap();
+    let b = k8s.join("b.yaml");
+    std::fs::write(&b, yaml).unwrap();
+    let out = resolve()
+        .arg("-f")
+        .arg(&k8s)
+        .stdout(append(&b))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for needle in ["b.yaml", "while it is read", "--in-place"] {
+        assert!(err.contains(needle), "lacks {needle:?}:\n{err}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&b).unwrap(),
+        yaml,
+        "nothing appended"
+    );
+
+    // `resolve -f - < b.yaml >> b.yaml`, and through a symlink: the same file.
+    let link = dir.path().join("link.yaml");
+    std::os::unix::fs::symlink(&b, &link).unwrap();
+    let out = resolve()
+        .args(["-f", "-"])
+        .stdin(std::fs::File::open(&link).unwrap())
+        .stdout(append(&b))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("<stdin>"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&b).unwrap(),
+        yaml,
+        "nothing appended"
+    );
+
+    assert!(registry.tags("shop/api").is_empty(), "nothing pushed");
+}
+
+const ANCHORED: &str = r#"# anchors, tags and aliases stay as written
+apiVersion: v1
+kind: Pod
+spec:
+  containers:
+  - name: api
+    image: &api-image adapt://api   # anchored
+  - name: copy
+    image: *api-image
+  - name: web
+    image: !!str "adapt://web"
+  - name: again
+    image: &w !!str 'adapt://web'
+"#;
+
+#[test]
+fn in_place_rewrites_each_file_atomically_keeping_its_mode_and_symlinks() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("shop");
+    std::fs::create_dir_all(&root).unwrap();
+    shop(&root, &registry.addr(), &registry.addr());
+    let k8s = dir.path().join("k8s");
+    let shared = dir.path().join("shared");
+    std::fs::create_dir_all(&k8s).unwrap();
+    std::fs::create_dir_all(&shared).unwrap();
+    let a = k8s.join("a.yaml");
+    std::fs::write(&a, ANCHORED).unwrap();
+    std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let plain = "kind: ConfigMap\ndata: {note: \"the image is adapt://api\"}\n";
+    let b = k8s.join("b.yml");
+    std::fs::write(&b, plain).unwrap();
+    let b_inode = std::fs::metadata(&b).unwrap().ino();
+    // A symlink in the directory: its target is rewritten, the link stays a link.
+    let c = shared.join("c.yaml");
+    std::fs::write(&c, "image: adapt://api\n").unwrap();
+    std::os::unix::fs::symlink("../shared/c.yaml", k8s.join("c.yaml")).unwrap();
+
+    let out = tool()
+        .args(["adapt-push", "resolve", "--in-place", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .arg("-f")
+        .arg(&k8s)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "", "no YAML on stdout");
+    let err = stderr(&out);
+    assert!(
+        err.contains("Rewrote") && err.contains("a.yaml (3 placeholders)"),
+        "{err}"
+    );
+    assert!(!err.contains("b.yml"), "{err}");
+
+    let reference = |repo: &str| {
+        let (status, headers, _) = registry.manifest(repo, "latest");
+        assert_eq!(status, 200, "{repo} pushed");
+        let digest = header(&headers, "Docker-Content-Digest").unwrap();
+        format!("{}/{repo}@{digest}", registry.addr())
+    };
+    let (api, web) = (reference("shop/api"), reference("shop/web"));
+    let resolved = std::fs::read_to_string(&a).unwrap();
+    assert_eq!(
+        resolved,
+        ANCHORED
+            .replace("adapt://api", &api)
+            .replace("adapt://web", &web)
+    );
+    let pod: serde_yaml::Value = serde_yaml::from_str(&resolved).unwrap();
+    let images: Vec<&str> = pod["spec"]["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|c| c["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        images,
+        [&api, &api, &web, &web],
+        "the alias is the pinned reference"
+    );
+    assert_eq!(std::fs::metadata(&a).unwrap().mode() & 0o7777, 0o640);
+
+    assert_eq!(std::fs::read_to_string(&b).unwrap(), plain);
+    assert_eq!(
+        std::fs::metadata(&b).unwrap().ino(),
+        b_inode,
+        "a file without placeholders is left alone"
+    );
+    assert!(k8s.join("c.yaml").is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(&c).unwrap(),
+        format!("image: {api}\n")
+    );
+    assert_eq!(
+        listing(&k8s),
+        ["a.yaml", "b.yml", "c.yaml"],
+        "no temporary file left"
+    );
+    assert_eq!(listing(&shared), ["c.yaml"], "no temporary file left");
+
+    // Stdin cannot be rewritten.
+    let out = tool()
+        .args(["adapt-push", "resolve", "--in-place", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .args(["-f", "-"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot rewrite stdin (-f -)"), "{err}");
+}
+
+#[test]
+fn in_place_rewrites_no_file_when_an_image_is_not_pushed() {
+    let registry = TestRegistry::start();
+    let down = format!("127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("shop");
+    std::fs::create_dir_all(&root).unwrap();
+    api_and_down(&root, &registry.addr(), &down);
+    let k8s = dir.path().join("k8s");
+    std::fs::create_dir_all(&k8s).unwrap();
+    let (a, b) = ("image: adapt://api\n", "image: adapt://down\n");
+    std::fs::write(k8s.join("a.yaml"), a).unwrap();
+    std::fs::write(k8s.join("b.yaml"), b).unwrap();
+
+    let out = tool()
+        .args(["adapt-push", "resolve", "--in-place", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .arg("-f")
+        .arg(&k8s)
+        .args(["--retry-attempts", "1", "--retry-timeout", "5"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&down), "the push to {down} failed:\n{err}");
+    assert!(!err.contains("Rewrote"), "{err}");
+    assert_eq!(std::fs::read_to_string(k8s.join("a.yaml")).unwrap(), a);
+    assert_eq!(std::fs::read_to_string(k8s.join("b.yaml")).unwrap(), b);
+    assert_eq!(
+        listing(&k8s),
+        ["a.yaml", "b.yaml"],
+        "no temporary file left"
+    );
+}
+
+#[test]
+fn bytes_that_are_not_utf8_are_an_error_naming_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("shop");
+    std::fs::create_dir_all(&root).unwrap();
+    shop(&root, "127.0.0.1:9", "127.0.0.1:9");
+    let k8s = dir.path().join("k8s");
+    std::fs::create_dir_all(&k8s).unwrap();
+    std::fs::write(k8s.join("a.yaml"), "a: 1\n").unwrap();
+    std::fs::write(
+        k8s.join("latin1.yaml"),
+        b"kind: Pod\nmetadata:\n  name: caf\xe9\n",
+    )
+    .unwrap();
+    let out = tool()
+        .args(["adapt-push", "resolve", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .arg("-f")
+        .arg(&k8s)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("latin1.yaml:3:12: not UTF-8 text (byte 0xe9)"),
+        "{err}"
+    );
+    assert!(stdout(&out).is_empty());
+}
+
+/// Runs `cmd` to its end with stdout going to `stdout`; gives its exit status, its stderr and
+/// its peak resident memory in bytes (wait4's `ru_maxrss`: the process's, or a child's if a
+/// child's was larger). A watchdog kills it once its resident memory passes `kill_above` or
+/// after three minutes, so a regression fails the test instead of exhausting the machine.
+fn run_measured(
+    cmd: &mut std::process::Command,
+    stdout: std::fs::File,
+    kill_above: u64,
+) -> (std::process::ExitStatus, String, u64) {
+    use std::os::unix::process::ExitStatusExt;
+    let stderr_file = tempfile::tempfile().unwrap();
+    // Reaped by wait4 below, which also gives its resource usage.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd
+        .stdout(stdout)
+        .stderr(stderr_file.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let started = std::time::Instant::now();
+    let mut killed = None;
+    let (status, peak) = loop {
+        let mut status = 0;
+        // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: pid is our child; status and usage are valid for writes.
+        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if reaped == pid {
+            break (
+                std::process::ExitStatus::from_raw(status),
+                usage.ru_maxrss as u64 * 1024,
+            );
+        }
+        assert_eq!(reaped, 0, "wait4: {}", std::io::Error::last_os_error());
+        let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .unwrap_or(0)
+            * 1024;
+        if killed.is_none() && (rss > kill_above || started.elapsed().as_secs() > 180) {
+            killed = Some(rss);
+            // SAFETY: signalling our own child, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(
+        killed.is_none(),
+        "killed at {} MiB resident after {:?}",
+        killed.unwrap_or(0) >> 20,
+        started.elapsed()
+    );
+    let mut err = String::new();
+    use std::io::{Read, Seek};
+    let mut stderr_file = stderr_file;
+    stderr_file.rewind().unwrap();
+    stderr_file.read_to_string(&mut err).unwrap();
+    (status, err, peak)
+}
+
+/// About `size` bytes of multi-document YAML without placeholders, with `adapt://` in comments,
+/// longer strings and block scalars, and text that is not ASCII.
+fn big_manifest(size: usize) -> String {
+    use std::fmt::Write;
+    let mut text = String::with_capacity(size + 1024);
+    let mut i = 0;
+    while text.len() < size {
+        write!(
+            text,
+            "---\n# document {i}: adapt://api in a comment\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app-{i}\n  labels: {{app: app-{i}, note: \"ünïcode ✓\"}}\nspec:\n  template:\n    spec:\n      containers:\n      - name: app\n        image: registry.example/app:{i}\n        args: [\"--say\", 'run adapt://api later']\n        command:\n        - |\n          adapt://api in a script\n"
+        )
+        .unwrap();
+        i += 1;
+    }
+    text
+}
+
+#[test]
+fn memory_stays_linear_in_the_input_and_a_stream_that_never_ends_is_cut() {
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("shop");
+    std::fs::create_dir_all(&root).unwrap();
+    // No placeholder in the input: nothing is pushed, so no registry is needed.
+    shop(&root, "127.0.0.1:9", "127.0.0.1:9");
+    let resolve = || {
+        let mut cmd = tool();
+        cmd.args(["adapt-push", "resolve", "--manifest-path"])
+            .arg(root.join("Cargo.toml"));
+        cmd
+    };
+
+    let big = dir.path().join("big.yaml");
+    let text = big_manifest(24 << 20);
+    std::fs::write(&big, &text).unwrap();
+    let size = text.len() as u64;
+    let out = dir.path().join("out.yaml");
+    let (status, err, peak) = run_measured(
+        resolve().arg("-f").arg(&big),
+        std::fs::File::create(&out).unwrap(),
+        2 << 30,
+    );
+    assert!(status.success(), "{status}: {err}");
+    assert!(
+        std::fs::read_to_string(&out).unwrap() == text,
+        "the input unchanged"
+    );
+    let bound = 2 * size + 64 * MIB;
+    eprintln!(
+        "{} MiB of YAML: {} MiB resident at most",
+        size / MIB,
+        peak / MIB
+    );
+    assert!(
+        peak <= bound,
+        "{} MiB of YAML took {} MiB resident (bound {} MiB)",
+        size / MIB,
+        peak / MIB,
+        bound / MIB
+    );
+
+    // A stream that never ends stops at the documented limit, with memory of that order.
+    let (status, err, peak) = run_measured(
+        resolve().args(["-f", "/dev/zero"]),
+        std::fs::File::create(&out).unwrap(),
+        2 << 30,
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("-f /dev/zero: larger than 256 MiB") && err.contains("split the manifests"),
+        "{err}"
+    );
+    eprintln!("-f /dev/zero: {} MiB resident at most", peak / MIB);
+    assert!(
+        peak <= 2 * 256 * MIB + 64 * MIB,
+        "{} MiB resident",
+        peak / MIB
+    );
+}
