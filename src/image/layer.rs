@@ -305,20 +305,17 @@ impl LayerBuilder {
         // A file that changed while it was read makes a layer that is neither its old nor its
         // new content: that attempt is thrown away (a tap it opened is dropped unfinished, so
         // its upload is abandoned) and the layer is written once more; a second change fails.
-        let (scratch, diff_id, digest, tap) = match self
-            .write_blob(&blobs, cache, codec, progress, tap)
-        {
+        let WrittenBlob {
+            file: scratch,
+            diff_id,
+            digest,
+            tap,
+        } = match self.write_blob(&blobs, cache, codec, progress, tap) {
             Err(e) if changed_while_read(&e).is_some() => {
                 // What `stat` said before the first read is not what was read.
                 racy = true;
                 self.write_blob(&blobs, cache, codec, progress, tap)
-                        .map_err(|e| match changed_while_read(&e) {
-                            Some(path) => io::Error::other(format!(
-                                "{} changed while it was read, and again when it was read once more (its size or modification time moved): stop whatever writes it during the build, or include a copy that stays put",
-                                path.display()
-                            )),
-                            None => e,
-                        })?
+                    .map_err(changed_again)?
             }
             other => other?,
         };
@@ -348,8 +345,7 @@ impl LayerBuilder {
         Ok(layer)
     }
 
-    /// Streams the tar through the compressor into a new file in `blobs`: that file, the
-    /// layer's diff_id and digest, and the tap if the bytes turned out new.
+    /// Streams the tar through the compressor into a new file in `blobs`.
     fn write_blob(
         &self,
         blobs: &Path,
@@ -357,12 +353,7 @@ impl LayerBuilder {
         codec: Codec,
         progress: &(dyn Fn(u64) + Sync),
         tap: &mut dyn FnMut() -> Option<Box<dyn LayerTap>>,
-    ) -> io::Result<(
-        tempfile::NamedTempFile,
-        Digest,
-        Digest,
-        Option<Box<dyn LayerTap>>,
-    )> {
+    ) -> io::Result<WrittenBlob> {
         let scratch = tempfile::Builder::new()
             .prefix(".layer-")
             .tempfile_in(blobs)?;
@@ -383,7 +374,12 @@ impl LayerBuilder {
             file.inner.flush()?;
             (diff_id, digest, file.into_tap())
         };
-        Ok((scratch, diff_id, digest, tap))
+        Ok(WrittenBlob {
+            file: scratch,
+            diff_id,
+            digest,
+            tap,
+        })
     }
 
     /// What `stat` says of every input, with everything else that decides the tar's bytes.
@@ -461,6 +457,15 @@ impl LayerBuilder {
     }
 }
 
+/// A layer's compressed bytes in a scratch file of the blobs directory, not yet stored.
+struct WrittenBlob {
+    file: tempfile::NamedTempFile,
+    diff_id: Digest,
+    digest: Digest,
+    /// The tap, if the bytes turned out new (see [`Tapped`]).
+    tap: Option<Box<dyn LayerTap>>,
+}
+
 /// Appends a host file's bytes as one tar entry. The file is opened without blocking (a FIFO
 /// put in its place since it was listed must not hang the build) and must still be a regular
 /// file. If its size, mtime or ctime moved while it was read, the entry may hold old and new
@@ -519,6 +524,19 @@ impl std::fmt::Display for ChangedWhileRead {
 }
 
 impl std::error::Error for ChangedWhileRead {}
+
+/// The error of a second attempt: a file that changed again is given up on.
+fn changed_again(e: io::Error) -> io::Error {
+    match changed_while_read(&e) {
+        Some(path) => io::Error::other(format!(
+            "{} changed while it was read, and again when it was read once more (its size or \
+             times moved): stop whatever writes it during the build, or include a copy that \
+             stays put",
+            path.display()
+        )),
+        None => e,
+    }
+}
 
 /// The file, if `e` says it changed while it was read.
 fn changed_while_read(e: &io::Error) -> Option<&Path> {
