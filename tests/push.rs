@@ -980,6 +980,12 @@ fn the_base_check_follows_the_bases_ld_so_conf() {
             )
             .unwrap();
         }
+        // `include` takes only what is in the package, like COPY.
+        std::fs::copy(
+            "/lib64/ld-linux-x86-64.so.2",
+            root.join("ld-linux-x86-64.so.2"),
+        )
+        .unwrap();
         std::fs::write(
             root.join("ld.so.conf"),
             "include /etc/ld.so.conf.d/*.conf\n",
@@ -999,7 +1005,7 @@ fn the_base_check_follows_the_bases_ld_so_conf() {
                 &registry.addr(),
                 &format!(
                     "tags = [\"1\"]\ninclude = [{{ from = \"libs\", to = \"/opt/libs\" }}, \
-                     {{ from = \"/lib64/ld-linux-x86-64.so.2\", to = \"/lib64/ld-linux-x86-64.so.2\" }}{conf}]\n"
+                     {{ from = \"ld-linux-x86-64.so.2\", to = \"/lib64/ld-linux-x86-64.so.2\" }}{conf}]\n"
                 ),
             ),
             HELLO_ONCE,

@@ -189,7 +189,9 @@ fn make_layers(
         }
     }
     if let Some(includes) = includes_layer(target, base)? {
-        pending.push(PendingLayer::new(includes, layer_cache(target, "includes")));
+        let mut includes = PendingLayer::new(includes, layer_cache(target, "includes"));
+        includes.context = Some("reading the files of `include`".into());
+        pending.push(includes);
     }
     let mut app = PendingLayer::new(
         binary_layer(target, binary, base),
@@ -289,7 +291,13 @@ fn includes_layer(target: &BuildSpec, base: Option<&BaseFs>) -> Result<Option<La
         includes
             .add_host_path(&include.image_path, &include.host_path)
             .into_diagnostic()
-            .wrap_err_with(|| format!("reading {}", include.host_path.display()))?;
+            .wrap_err_with(|| {
+                format!(
+                    "reading {} (`include`, to {})",
+                    include.host_path.display(),
+                    include.image_path
+                )
+            })?;
     }
     if let Some(base) = base {
         includes.merge_onto(base);

@@ -3,6 +3,7 @@
 
 mod builder;
 mod extras;
+mod include;
 mod registry;
 mod select;
 mod tags;

@@ -1,5 +1,5 @@
 //! One package's target: its cluster settings checked and turned into what to build and
-//! where it goes (`plan_target`), includes, and base images read through the external address.
+//! where it goes (`plan_target`), and base images read through the external address.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use cargo_metadata::Package;
 
 use super::extras::{plan_platforms, plan_supply_chain};
+use super::include::plan_includes;
 use super::{
-    Base, BuildSpec, Destination, ImageSpec, Include, MediaTypes, RegistryOptions, Request, Target,
+    Base, BuildSpec, Destination, ImageSpec, MediaTypes, RegistryOptions, Request, Target,
     builder::choose_builder, builder::docker_spec, registry::registry_split, select::select_bin,
     tags::GitInfo, tags::render_tags,
 };
@@ -279,64 +280,6 @@ fn labels(
     Ok(labels)
 }
 
-/// `include`: host files resolved and checked, with where each lands in the image.
-fn plan_includes(
-    config: &ClusterConfig,
-    roots: &[&Path],
-    warnings: &mut Vec<String>,
-) -> Result<Vec<Include>, ConfigError> {
-    let mut includes = Vec::new();
-    if let Some(inc) = &config.include {
-        for item in &inc.value {
-            // A symlink named in `include` is followed, as `COPY` does; links inside a
-            // directory stay links.
-            let host_path = inc.origin.resolve(&item.from);
-            let host_path = host_path.canonicalize().map_err(|e| {
-                inc.error(
-                    match e.kind() {
-                        std::io::ErrorKind::NotFound => format!(
-                            "`{}` does not exist (looked for {})",
-                            item.from,
-                            host_path.display()
-                        ),
-                        _ => format!("`{}` cannot be read: {e}", item.from),
-                    },
-                    Some(
-                        "paths in `include` are relative to the Cargo.toml that names them".into(),
-                    ),
-                )
-            })?;
-            let components: Vec<&str> = item
-                .to
-                .split('/')
-                .filter(|c| !c.is_empty() && *c != ".")
-                .collect();
-            if !item.to.starts_with('/') || components.contains(&"..") || components.is_empty() {
-                return Err(inc.error(
-                    format!(
-                        "`{}` would land at `{}` in the image; the path there must be absolute, below `/`, without `..`",
-                        item.from, item.to
-                    ),
-                    Some("write it as { from = \"assets\", to = \"/srv/assets\" }".into()),
-                ));
-            }
-            // `to` ending in `/` means "into this directory", as with COPY.
-            let image_path = match host_path.file_name() {
-                Some(name) if item.to.ends_with('/') && host_path.is_file() => {
-                    format!("{}{}", item.to, name.to_string_lossy())
-                }
-                _ => item.to.clone(),
-            };
-            warnings.extend(include_warnings(&item.from, &host_path, roots));
-            includes.push(Include {
-                host_path,
-                image_path,
-            });
-        }
-    }
-    Ok(includes)
-}
-
 /// How to speak to the registry: `insecure`, `ca_cert`, retries; plain HTTP is checked here.
 fn plan_registry_options(
     request: &Request,
@@ -433,70 +376,6 @@ fn plan_compression(config: &ClusterConfig) -> Result<crate::image::compress::Co
         },
     };
     Ok(compression)
-}
-
-/// Warnings about an `include` source that resolves (through a symlink named in `include`)
-/// outside the package's directory and the workspace root, and about files in it that other
-/// users of the host cannot read: in the image they become readable by every user.
-pub(super) fn include_warnings(from: &str, resolved: &Path, roots: &[&Path]) -> Vec<String> {
-    let mut warnings = Vec::new();
-    let inside = roots.iter().any(|root| {
-        let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
-        resolved.starts_with(root)
-    });
-    if !inside {
-        warnings.push(format!(
-            "`include` entry `{from}` resolves to {}, outside the package's directory and the workspace root; it goes into the image",
-            resolved.display()
-        ));
-    }
-    let mut private = Vec::new();
-    find_private(resolved, &mut private, 10_000);
-    if let Some(first) = private.first() {
-        warnings.push(format!(
-            "`include` entry `{from}`: {}{} not readable by every user on this host, but becomes world-readable in the image",
-            first.display(),
-            match private.len() {
-                1 => " is".to_string(),
-                n => format!(" and {} more are", n - 1),
-            }
-        ));
-    }
-    warnings
-}
-
-/// Files and directories under `path` (itself included; links not followed below it) without
-/// the world-read bit, at most `budget` entries looked at.
-pub(super) fn find_private(path: &Path, found: &mut Vec<PathBuf>, budget: usize) -> usize {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let Ok(meta) = std::fs::symlink_metadata(path) else {
-            return budget;
-        };
-        if meta.file_type().is_symlink() || budget == 0 {
-            return budget.saturating_sub(1);
-        }
-        if meta.permissions().mode() & 0o004 == 0 {
-            found.push(path.to_path_buf());
-        }
-        let mut budget = budget - 1;
-        if meta.is_dir()
-            && let Ok(entries) = std::fs::read_dir(path)
-        {
-            let mut children: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-            children.sort();
-            for child in children {
-                budget = find_private(&child, found, budget);
-            }
-        }
-        budget
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (path, found);
-        budget
-    }
 }
 
 /// A base image named under the internal address (and its path prefix), read through the
