@@ -132,7 +132,10 @@ mod tests {
         );
         let line = annotation_for(&report);
         assert!(!line.contains("Top") && !line.contains("pw"), "{line}");
-        assert!(line.contains("https://<redacted>@h.example/base:1"), "{line}");
+        assert!(
+            line.contains("https://<redacted>@h.example/base:1"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -83,6 +83,20 @@ pub enum RegistryError {
         cause: String,
     },
 
+    /// The referrers fallback tag kept losing our entries to other pushes of the same image.
+    #[error(
+        "{registry}: the referrers tag {tag} still lacks {missing} after {attempts} writes; other pushes of the same image kept writing their own list over it"
+    )]
+    #[diagnostic(help(
+        "the registry has no referrers API, so pushes that attach documents to one image take turns on one tag; push again when the others are done (already listed entries are kept)"
+    ))]
+    ReferrersContended {
+        registry: String,
+        tag: String,
+        missing: String,
+        attempts: u32,
+    },
+
     #[error("reading the TLS settings: {0}")]
     TlsSetup(String),
 
