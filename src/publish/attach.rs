@@ -271,7 +271,10 @@ async fn upload_if_absent(
     what: &str,
 ) -> Result<()> {
     let digest = Digest::sha256_of(&bytes);
-    if client.blob_exists(repo, &digest).await? {
+    if client
+        .blob_exists(repo, &digest, bytes.len() as u64)
+        .await?
+    {
         return Ok(());
     }
     let progress = output::Progress::bytes(what, bytes.len() as u64);
