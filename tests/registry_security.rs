@@ -527,6 +527,46 @@ fn plain_http_to_a_host_elsewhere_is_refused_before_anything_happens() {
     assert!(!said.contains("cannot reach"), "{}", run.stderr);
 }
 
+/// A registry whose token service is named by a plain-HTTP address off loopback: the real
+/// registry, configured with `auth: token` and that realm (the issuer itself listens on
+/// 127.0.0.1). Even an anonymous token request is refused before it is sent, like any
+/// plain-HTTP traffic to a host not listed in `insecure`: the token that comes back would be
+/// handed to the registry.
+#[test]
+fn an_anonymous_token_request_to_a_plain_http_realm_elsewhere_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TokenIssuer::start(&dir.path().join("issuer"), USER, PASSWORD, "refresh");
+    let realm_host = format!("tokens.example.test:{}", issuer.port);
+    let auth = format!(
+        "auth:\n  token:\n    realm: http://{realm_host}/token\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+        issuer.service,
+        issuer.issuer,
+        issuer.cert_pem.display()
+    );
+    let registry = TestRegistry::start_with_config(move |port, _| {
+        format!("{}{auth}", TestRegistry::default_http(port))
+    });
+    let manifest = crate_for(dir.path(), &registry.addr(), "team/realm", "", "realm");
+    let run = push(&manifest, &["--retry-timeout", "5"], &[]);
+    run.assert_failed();
+    let said = run.stderr.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        said.contains(&format!(
+            "http://{realm_host}/token (the token service {} names) is plain HTTP to a host that is not loopback",
+            registry.addr()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        said.contains(&format!("insecure = [\"{realm_host}\"]")),
+        "{}",
+        run.stderr
+    );
+    assert!(!said.contains("cannot reach"), "{}", run.stderr);
+    assert!(issuer.requests().is_empty());
+}
+
 /// A user and a password for addresses: the password holds `:`, `@` and `%40`, and each piece
 /// carries `Qz` so any leak is found.
 const ADDRESS_USER: &str = "adm1nQz";
