@@ -15,7 +15,9 @@ pub fn write_github_output(images: &[Pushed]) -> Result<()> {
         return Ok(());
     };
     let path = Path::new(&path);
-    let text = github_output(images);
+    // Pull references come from parsed addresses (which never hold userinfo); hidden anyway,
+    // as in every other output.
+    let text = crate::reference::redact_userinfo(&github_output(images));
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -84,6 +86,7 @@ pub fn annotation_for(report: &miette::Report) -> String {
         Some(help) => format!("{report}\n{help}"),
         None => report.to_string(),
     };
+    let message = crate::reference::redact_userinfo(&message);
     match located {
         Some((file, line)) => error_annotation(file.as_deref(), Some(line), &message),
         None => error_annotation(None, None, &message),
@@ -118,6 +121,20 @@ mod tests {
         assert_eq!(
             github_output(&[pushed("api", Some("x")), pushed("web", None)]),
             "api-pull-ref=x\napi-digest=sha256:ab\nweb-digest=sha256:ab\n"
+        );
+    }
+
+    #[test]
+    fn annotations_never_carry_userinfo() {
+        let report = miette::miette!(
+            help = "not `u:pw@x@h.example`",
+            "`https://u:Top@Sec:ret%40X9@h.example/base:1` is bad"
+        );
+        let line = annotation_for(&report);
+        assert!(!line.contains("Top") && !line.contains("pw"), "{line}");
+        assert!(
+            line.contains("https://<redacted>@h.example/base:1"),
+            "{line}"
         );
     }
 

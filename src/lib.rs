@@ -58,7 +58,7 @@ pub fn run(invocation: cli::Invocation) -> ExitCode {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(report) => {
-                    eprintln!("{report:?}");
+                    output::print_error(&report);
                     ExitCode::from(2)
                 }
             };
@@ -72,7 +72,7 @@ pub fn run(invocation: cli::Invocation) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(report) => {
-            eprintln!("{report:?}");
+            output::print_error(&report);
             // The runner reads workflow commands from both output streams; stdout stays the
             // result's alone.
             if ci::in_github_actions() {

@@ -10,6 +10,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::plan::Plan;
+use crate::reference::redact_userinfo;
 use crate::registry;
 
 /// What stdout carries: text lines or one JSON document (`--format`).
@@ -82,6 +83,7 @@ fn line(min: Verbosity, text: &str) {
     if ui.verbosity < min {
         return;
     }
+    let text = &redact_userinfo(text);
     match &ui.bars {
         Some(bars) => {
             let _ = bars.println(text);
@@ -105,6 +107,28 @@ pub fn detail(text: &str) {
 /// Protocol-level detail shown with -vv. Never pass secrets here.
 pub fn trace(text: &str) {
     line(Verbosity::Trace, &format!("{:>12} {text}", "trace"));
+}
+
+/// The run's own error, on stderr, with every address's userinfo hidden. The hidden parts are
+/// looked for in a rendering without line wrapping (a wrapped one could split a password across
+/// lines); when something had to be hidden, that rendering is the one shown.
+pub fn print_error(report: &miette::Report) {
+    struct Unwrapped<'a>(&'a miette::Report);
+    impl std::fmt::Debug for Unwrapped<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            use miette::ReportHandler as _;
+            let handler = miette::MietteHandlerOpts::new().wrap_lines(false).build();
+            handler.debug(self.0.as_ref(), f)
+        }
+    }
+    let plain = format!("{:?}", Unwrapped(report));
+    let redacted = redact_userinfo(&plain);
+    let text = if redacted == plain {
+        format!("{report:?}")
+    } else {
+        redacted
+    };
+    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 /// Errors always show (one of several failures; the run's own error is printed by `main`).

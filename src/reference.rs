@@ -10,8 +10,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 #[error("{0}")]
 pub struct ReferenceError(pub String);
 
+/// An error whose message may quote the input: any userinfo in it is hidden.
 fn err<T>(msg: impl Into<String>) -> Result<T, ReferenceError> {
-    Err(ReferenceError(msg.into()))
+    Err(ReferenceError(redact_userinfo(&msg.into())))
 }
 
 /// The transport a registry address asked for with an explicit scheme.
@@ -122,35 +123,62 @@ pub fn is_loopback_host(host: &str) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// `text` with the userinfo of every `[scheme://]user:password@host` in it replaced by
-/// `<redacted>`, for showing configuration text that may hold a registry address with a
-/// password in it.
+/// `text` with the userinfo of every address in it (`[scheme://]user:password@host…`) replaced
+/// by `<redacted>`: the one redaction for everything shown to people (errors, Cargo.toml
+/// snippets, logs, CI annotations), so a password written into an address is never echoed.
+///
+/// An address is a run of text between spaces, quotes, backticks or angle brackets; its
+/// authority runs from the start (or after `://`) to the first `/`, `?` or `#`, and the userinfo
+/// is everything in it before the LAST `@`, as in RFC 3986 and the address parser (so a password
+/// holding `@` is hidden whole). E-mail addresses (`a@b.org`: no `:` before the `@`) and
+/// digest references (`busybox:1@sha256:…`) are not addresses with userinfo and stay as they are.
 pub fn redact_userinfo(text: &str) -> String {
+    let boundary = |c: char| c.is_whitespace() || matches!(c, '"' | '`' | '<' | '>');
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(at) = rest.find('@') {
-        let before = &rest[..at];
-        // The userinfo starts after the last character that cannot be part of an address.
-        let start = before
-            .rfind(|c: char| c.is_whitespace() || "\"'`=[],{}<>()/".contains(c))
-            .map_or(0, |i| i + 1);
-        let userinfo = &before[start..];
-        let after = &rest[at + 1..];
-        let host_follows = after
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '[');
-        if userinfo.contains(':') && host_follows {
-            out.push_str(&before[..start]);
-            out.push_str("<redacted>@");
-        } else {
-            out.push_str(before);
-            out.push('@');
-        }
-        rest = after;
+    while let Some(end) = rest.find(boundary) {
+        out.push_str(&redact_token(&rest[..end]));
+        let c = rest[end..].chars().next().expect("a boundary character");
+        out.push(c);
+        rest = &rest[end + c.len_utf8()..];
     }
-    out.push_str(rest);
+    out.push_str(&redact_token(rest));
     out
+}
+
+/// One address-like run of text with its userinfo replaced (see [`redact_userinfo`]).
+fn redact_token(token: &str) -> std::borrow::Cow<'_, str> {
+    let start = token.find("://").map_or(0, |i| i + 3);
+    let end = token[start..]
+        .find(['/', '?', '#'])
+        .map_or(token.len(), |i| start + i);
+    let Some(at) = token[start..end].rfind('@').map(|i| start + i) else {
+        return token.into();
+    };
+    let (userinfo, host) = (&token[start..at], &token[at + 1..end]);
+    let has_password = userinfo.contains(':') || userinfo.contains('@');
+    let names_a_host = host
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '[');
+    if userinfo.is_empty() || !has_password || !names_a_host || looks_like_digest(host) {
+        return token.into();
+    }
+    format!("{}<redacted>@{}", &token[..start], &token[at + 1..]).into()
+}
+
+/// `algorithm:encoded` with a long encoded part (a digest, not `host:port`).
+fn looks_like_digest(text: &str) -> bool {
+    text.split_once(':').is_some_and(|(algorithm, encoded)| {
+        !algorithm.is_empty()
+            && algorithm
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b))
+            && encoded.len() >= 32
+            && encoded
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"=_-".contains(&b))
+    })
 }
 
 /// A registry plus an optional leading repository path, as written in `registry = "ghcr.io/acme"`.
@@ -251,6 +279,28 @@ fn split_scheme(input: &str) -> Result<(Option<Scheme>, &str), ReferenceError> {
         };
     }
     Ok((None, input))
+}
+
+/// Refuses a reference whose registry part carries `user:password@`, before anything else reads
+/// it: split at its first `@` as a digest, such a reference would echo pieces of the password in
+/// the digest's error. The registry part runs to the first `/`; without a `/`, a single `@`
+/// followed by something that is not `host[:port]` is a digest (`busybox@sha256:…`).
+fn refuse_userinfo(rest: &str, whole: &str) -> Result<(), ReferenceError> {
+    let first = rest.split('/').next().unwrap_or(rest);
+    let Some(at) = first.rfind('@') else {
+        return Ok(());
+    };
+    let after = &first[at + 1..];
+    let a_digest = first.len() == rest.len()
+        && first.matches('@').count() == 1
+        && (after.starts_with("sha256:")
+            || after.starts_with("sha512:")
+            || parse_authority(after, whole).is_err());
+    if a_digest {
+        return Ok(());
+    }
+    // Always an error (the `@`), with the userinfo redacted.
+    parse_authority(first, whole).map(|_| ())
 }
 
 /// Parses `host`, `host:port`, `[v6]`, `[v6]:port`; returns the lowercase host and the port.
@@ -524,6 +574,7 @@ impl ImageRef {
             return err("the image reference is empty");
         }
         let (scheme, rest) = split_scheme(input)?;
+        refuse_userinfo(rest, input)?;
         let (name_and_tag, digest) = match rest.split_once('@') {
             Some((n, d)) => (n, Some(Digest::parse(d)?)),
             None => (rest, None),
@@ -735,6 +786,72 @@ mod tests {
         assert!(!shown.contains("s3cret-pw"), "{shown}");
         assert!(shown.contains("https://<redacted>@r.example/x"), "{shown}");
         assert!(shown.contains("<a@b.org>"), "{shown}");
+    }
+
+    #[test]
+    fn redaction_hides_the_userinfo_up_to_the_last_at() {
+        for (text, shown) in [
+            ("alice:Pa@SECRET-TAIL@host", "<redacted>@host"),
+            (
+                "registry = \"alice:Pa@SECRET-TAIL@host:5000/team\"",
+                "registry = \"<redacted>@host:5000/team\"",
+            ),
+            (
+                "`https://u:Top@Sec:ret%40X9@127.0.0.1:5000/base:1` is not",
+                "`https://<redacted>@127.0.0.1:5000/base:1` is not",
+            ),
+            (
+                "-> GET http://u:pw@[::1]:5000/v2/",
+                "-> GET http://<redacted>@[::1]:5000/v2/",
+            ),
+            (
+                "ADAPT_PUSH_REGISTRY=u:p@w@h.example",
+                "<redacted>@h.example",
+            ),
+            ("(u:p@ss@h.example)", "<redacted>@h.example)"),
+            ("a\tu:x@y@h:1\n", "a\t<redacted>@h:1\n"),
+        ] {
+            assert_eq!(redact_userinfo(text), shown, "{text}");
+        }
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        for same in [
+            "authors = [\"A <a@b.org>\"]".to_string(),
+            "mail a@b.org, or ssh://git@host/x, or git@github.com:org/repo.git".into(),
+            format!("localhost:5000/app:v1@{digest}"),
+            format!("`busybox:1.36@{digest}`"),
+            format!("registry:5000/team/app@{digest} (pushed)"),
+            "user@ alone, @host, :@, a:b@".into(),
+            "ünïcödé:ß@ ok".into(),
+        ] {
+            assert_eq!(redact_userinfo(&same), same);
+        }
+    }
+
+    #[test]
+    fn an_image_reference_with_userinfo_is_refused_whole() {
+        for input in [
+            "u:Top:Secret9@Mid:dle@InnerTail%40Pct@127.0.0.1:5000/base:1",
+            "u:TopSecret9@host.example/base:1",
+            "http://u:TopSecret9@[::1]:5000/base",
+            "u:Mid@InnerTail@host.example:5000",
+        ] {
+            let e = ImageRef::parse(input).unwrap_err().0;
+            for piece in ["Secret9", "Mid", "InnerTail", "Pct", "u:"] {
+                assert!(!e.contains(piece), "{input}: {e}");
+            }
+            assert!(
+                e.contains("<redacted>@") && e.contains("user:password@"),
+                "{e}"
+            );
+        }
+        // A single `@` before a digest is still a digest, good or bad.
+        let digest = format!("sha256:{}", "c".repeat(64));
+        assert!(ImageRef::parse(&format!("busybox@{digest}")).is_ok());
+        assert!(ImageRef::parse(&format!("busybox:1.36@{digest}")).is_ok());
+        let e = ImageRef::parse("busybox@sha256:12").unwrap_err().0;
+        assert!(e.contains("hex digits"), "{e}");
+        let e = ImageRef::parse("busybox@md5:zz").unwrap_err().0;
+        assert!(e.contains("unsupported digest algorithm"), "{e}");
     }
 
     #[test]

@@ -185,3 +185,64 @@ fn a_registry_refusing_oci_manifests_gets_docker_schema_2() {
     assert!(!run.stderr.contains("MANIFEST_INVALID"), "{}", run.stderr);
     assert!(run.stdout.trim().ends_with(&digest), "{}", run.stdout);
 }
+
+/// An upload POST sent round in a redirect loop. Stand-in: the HTTP fault proxy in front of the
+/// real registry answers every POST with `307` and a `Location` back to the upload URL with a
+/// session-like query, as a misconfigured registry or proxy would (a real registry does not
+/// loop). The error says it was a loop and shows the addresses, redacted, instead of asking
+/// whether the registry runs; and a loop is not retried.
+#[test]
+fn a_redirect_loop_says_so_and_shows_the_addresses() {
+    let registry = TestRegistry::start();
+    let proxy = HttpFaultProxy::start(
+        &registry.addr(),
+        HttpFaults {
+            period: 1,
+            offset: 0,
+            burst: vec![Fault {
+                headers: vec![(
+                    "Location".into(),
+                    "/v2/errors/loop/blobs/uploads/?_state=s3cr3t-session&hop=1".into(),
+                )],
+                ..Fault::status(307)
+            }],
+            method: Some("POST".into()),
+            path_contains: Some("/blobs/uploads/".into()),
+            ..HttpFaults::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = crate_for(dir.path(), &proxy.addr(), "errors/loop", "", "loop");
+    let run = push(&manifest, &["-vv"], &[]);
+    run.assert_failed();
+    let said = run.stderr.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        said.contains("redirected in a loop (HTTP 307)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        said.contains(&format!(
+            "http://{}/v2/errors/loop/blobs/uploads/?_state=…&hop=… → http://{}/v2/errors/loop/blobs/uploads/?_state=…&hop=…",
+            proxy.addr(),
+            proxy.addr()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !said.contains("check that the registry runs"),
+        "{}",
+        run.stderr
+    );
+    assert!(!said.contains("s3cr3t-session"), "{}", run.stderr);
+    assert_no_upload_state(&run.stderr);
+    // One loop per upload attempt, not one per retry: a loop does not go away.
+    let posts = proxy
+        .exchanges()
+        .iter()
+        .filter(|e| e.method == "POST")
+        .count();
+    assert!(posts <= 8, "{posts} POSTs: {:?}", proxy.exchanges());
+    assert_eq!(assert_consistent(&registry.addr(), None), 0);
+}

@@ -120,6 +120,58 @@ fn bursts_of_503_and_429_are_waited_out_honouring_retry_after() {
     assert!(run.stderr.contains("Retry-After"), "{}", run.stderr);
 }
 
+/// A blob HEAD whose `Content-Length` disagrees with the blob's size. Stand-in: the HTTP fault
+/// proxy answers every blob HEAD with 200 and `Content-Length: 7`, as a registry holding
+/// something else under the digest (or a proxy mangling its answers) would; a real registry
+/// answers with the size it stores. The blobs are not taken as present: each is uploaded, and
+/// the push succeeds.
+#[test]
+fn a_blob_whose_head_size_disagrees_is_uploaded() {
+    let registry = TestRegistry::start();
+    let proxy = HttpFaultProxy::start(
+        &registry.addr(),
+        HttpFaults {
+            period: 1,
+            offset: 0,
+            burst: vec![Fault {
+                headers: vec![("Content-Length".into(), "7".into())],
+                ..Fault::status(200)
+            }],
+            method: Some("HEAD".into()),
+            path_contains: Some("/blobs/sha256:".into()),
+            ..HttpFaults::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = crate_for(dir.path(), &proxy.addr(), "faults/size", "", "size");
+    let run = push(&manifest, &["--retry-attempts", "2"], &[]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("is there with 7 bytes"),
+        "the mismatch is reported: {}",
+        run.stderr
+    );
+    let pushed = get_json(
+        &registry,
+        "/v2/faults/size/manifests/latest",
+        MANIFEST_ACCEPT,
+    );
+    let blobs = std::iter::once(&pushed["config"])
+        .chain(pushed["layers"].as_array().unwrap())
+        .map(|d| d["digest"].as_str().unwrap().to_string());
+    let exchanges = proxy.exchanges();
+    for digest in blobs {
+        assert!(
+            exchanges
+                .iter()
+                .any(|e| (e.method == "PUT" || e.method == "POST")
+                    && e.path.contains(&format!("digest={digest}"))),
+            "{digest} was not uploaded: {exchanges:?}"
+        );
+    }
+    assert_eq!(assert_consistent(&registry.addr(), None), 1);
+}
+
 #[test]
 fn a_registry_that_keeps_failing_is_given_up_on_with_the_status() {
     let registry = TestRegistry::start();

@@ -219,6 +219,122 @@ fn referrers_accumulate_in_the_fallback_tag_without_duplicates() {
     assert!(none["images"][0].get("provenance").is_none());
 }
 
+/// Two pushes of one image at once (CI matrix jobs), one attaching an SPDX SBOM and the other a
+/// CycloneDX one, to a registry without the referrers API: both update the one fallback tag,
+/// and neither's entries may be lost. Five rounds, each on a fresh repository (a fresh tag to
+/// race on).
+#[test]
+fn concurrent_pushes_of_one_image_keep_every_referrer_in_the_fallback_tag() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let crate_as = |image: &str| {
+        write_crate(
+            dir.path(),
+            "race",
+            &format!(
+                "\n[package.metadata.cluster]\nregistry = \"{}\"\nimage = \"{image}\"\n",
+                registry.addr()
+            ),
+            EMPTY_MAIN,
+        )
+    };
+    // Built once first, so both pushes of a round find the build done and push at once.
+    assert_success(
+        &push_json_command(&crate_as("race/warm"), &["--no-push"])
+            .output()
+            .unwrap(),
+    );
+    for round in 1..=5 {
+        let repo = format!("race/r{round}");
+        let manifest = crate_as(&repo);
+        let start = |sbom: &str| {
+            push_json_command(&manifest, &["--sbom", sbom, "-v"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (spdx, cdx) = (start("spdx"), start("cyclonedx"));
+        let (spdx, cdx) = (
+            spdx.wait_with_output().unwrap(),
+            cdx.wait_with_output().unwrap(),
+        );
+        let log = format!("{}\n{}", stderr(&spdx), stderr(&cdx));
+        let (spdx, cdx) = (json_of(&spdx), json_of(&cdx));
+        let digest = spdx["images"][0]["digest"].as_str().unwrap();
+        assert_eq!(cdx["images"][0]["digest"], digest, "one image");
+        let listed: Vec<String> = fallback_referrers(&registry, &repo, digest)
+            .iter()
+            .map(|m| m["digest"].as_str().unwrap().to_string())
+            .collect();
+        let mut expected: Vec<String> = [&spdx, &cdx]
+            .iter()
+            .flat_map(|run| {
+                let image = &run["images"][0];
+                [&image["sbom"]["digest"], &image["provenance"]["digest"]]
+                    .map(|d| d.as_str().unwrap().to_string())
+            })
+            .collect();
+        expected.sort();
+        expected.dedup();
+        // The SBOMs differ; the provenance is the same document from both.
+        assert_eq!(expected.len(), 3, "{expected:?}");
+        let mut got = listed.clone();
+        got.sort();
+        assert_eq!(
+            got, expected,
+            "round {round}: the fallback tag lists {listed:?}\n{log}"
+        );
+    }
+}
+
+/// A fallback tag that never shows our entries when read back, however often they are written
+/// (a stand-in, through the HTTP fault proxy answering every GET of the tag with 404, for a tag
+/// that other pushes keep rewriting): the push fails and says so, instead of claiming the SBOM
+/// was attached.
+#[test]
+fn a_fallback_tag_that_keeps_losing_our_entries_fails_the_push() {
+    use common::faults::{Fault, HttpFaultProxy, HttpFaults};
+    let registry = TestRegistry::start();
+    let proxy = HttpFaultProxy::start(
+        &registry.addr(),
+        HttpFaults {
+            period: 1,
+            offset: 0,
+            burst: vec![Fault::error(404, "MANIFEST_UNKNOWN", "manifest unknown")],
+            method: Some("GET".into()),
+            path_contains: Some("/manifests/sha256-".into()),
+            content_type_contains: None,
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "lost",
+        &format!(
+            "\n[package.metadata.cluster]\nregistry = \"{}\"\n",
+            proxy.addr()
+        ),
+        EMPTY_MAIN,
+    );
+    let run = push(&manifest, &[], &[]);
+    run.assert_failed();
+    assert!(!run.stderr.contains("Attached"), "{}", run.stderr);
+    let said = run.stderr.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        said.contains("still lacks") && said.contains("after 5 writes"),
+        "{}",
+        run.stderr
+    );
+    assert!(said.contains("was pushed, but its SBOM"), "{}", run.stderr);
+    let writes = proxy
+        .exchanges()
+        .iter()
+        .filter(|e| e.method == "PUT" && e.path.contains("/manifests/sha256-"))
+        .count();
+    assert_eq!(writes, 5, "the tag is written a bounded number of times");
+}
+
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = run_ok(
         Command::new("git")

@@ -67,8 +67,8 @@ pub struct KnownManifest {
 }
 
 /// Pushes each document as a referrer of `image` in `repo`. The documents' blobs and artifact
-/// manifests go up side by side; listing them as referrers is done one after another (the
-/// fallback tag is read and written back, so two at once would lose one).
+/// manifests go up side by side; then all are listed as referrers at once (one update of the
+/// fallback tag, checked to hold them all: see [`RegistryClient::add_referrers`]).
 pub async fn attach_all(
     client: &RegistryClient,
     repo: &Repository,
@@ -97,10 +97,10 @@ pub async fn attach_all(
         })
     }))
     .await;
-    let mut attached = Vec::new();
+    let mut listed = Vec::new();
     for (document, pushed) in documents.iter().zip(pushed) {
-        let (digest, manifest_size) = match pushed? {
-            Artifact::Pushed { digest, size } => (digest, size),
+        match pushed? {
+            Artifact::Pushed { digest, size } => listed.push((document, digest, size)),
             // The registry refuses OCI artifact manifests: said once, nothing more to try.
             Artifact::Refused(e) => {
                 output::warn(&format!(
@@ -109,19 +109,44 @@ pub async fn attach_all(
                 ));
                 break;
             }
-        };
-        let via = with_race_retries(client, repo, image, || {
-            register(client, repo, image, document, &digest, manifest_size, epoch)
-        })
-        .await?;
-        attached.push(Attached {
-            kind: document.kind,
-            artifact_type: document.media_type,
-            digest,
-            via,
-        });
+        }
     }
-    Ok(attached)
+    if listed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let descriptors: Vec<Value> = listed
+        .iter()
+        .map(|(document, digest, size)| referrer_descriptor(document, digest, *size, epoch))
+        .collect();
+    let kinds: Vec<&str> = listed.iter().map(|(document, ..)| what(document)).collect();
+    let via = with_race_retries(client, repo, image, || async {
+        client
+            .add_referrers(repo, image, &descriptors)
+            .await
+            .wrap_err_with(|| {
+                format!(
+                    "listing the {} as referrers of {repo}@{image}",
+                    kinds.join(" and ")
+                )
+            })
+    })
+    .await?;
+    Ok(listed
+        .into_iter()
+        .map(|(document, digest, _)| {
+            output::detail(&format!(
+                "attached {} {digest} to {image} (via {})",
+                what(document),
+                via.describe()
+            ));
+            Attached {
+                kind: document.kind,
+                artifact_type: document.media_type,
+                digest,
+                via,
+            }
+        })
+        .collect())
 }
 
 /// The subject descriptor needs the image manifest's exact type and size: from the caller when
@@ -226,35 +251,17 @@ async fn push_artifact(
     }
 }
 
-/// Lists a pushed artifact manifest as a referrer of `image`.
-async fn register(
-    client: &RegistryClient,
-    repo: &Repository,
-    image: &Digest,
-    document: &Document,
-    digest: &Digest,
-    manifest_size: usize,
-    epoch: u64,
-) -> Result<ReferrersVia> {
-    let what = what(document);
-    let descriptor = json!({
+/// The descriptor of a pushed artifact manifest, as a referrers index lists it.
+fn referrer_descriptor(document: &Document, digest: &Digest, size: usize, epoch: u64) -> Value {
+    json!({
         "mediaType": OCI_MANIFEST,
         "artifactType": document.media_type,
         "digest": digest.as_str(),
-        "size": manifest_size,
+        "size": size,
         "annotations": {
             "org.opencontainers.image.created": rfc3339(epoch),
         },
-    });
-    let via = client
-        .register_referrer(repo, image, descriptor)
-        .await
-        .wrap_err_with(|| format!("listing the {what} as a referrer of {repo}@{image}"))?;
-    output::detail(&format!(
-        "attached {what} {digest} to {image} (via {})",
-        via.describe()
-    ));
-    Ok(via)
+    })
 }
 
 async fn upload_if_absent(
@@ -264,7 +271,10 @@ async fn upload_if_absent(
     what: &str,
 ) -> Result<()> {
     let digest = Digest::sha256_of(&bytes);
-    if client.blob_exists(repo, &digest).await? {
+    if client
+        .blob_exists(repo, &digest, bytes.len() as u64)
+        .await?
+    {
         return Ok(());
     }
     let progress = output::Progress::bytes(what, bytes.len() as u64);

@@ -212,7 +212,7 @@ impl<'a> RegistryPublisher<'a> {
         repo: &Repository,
         blob: &Blob,
     ) -> Result<BlobOutcome> {
-        if client.blob_exists(repo, &blob.digest).await? {
+        if client.blob_exists(repo, &blob.digest, blob.size).await? {
             output::detail(&format!(
                 "{} {} is already there",
                 blob.description, blob.digest
@@ -263,7 +263,9 @@ impl<'a> RegistryPublisher<'a> {
                         Ok(()) => break,
                         Err(e) if attempt < STREAM_ATTEMPTS => {
                             // The registry may have stored it before the connection broke.
-                            if let Ok(true) = client.blob_exists(repo, &blob.digest).await {
+                            if let Ok(true) =
+                                client.blob_exists(repo, &blob.digest, blob.size).await
+                            {
                                 break;
                             }
                             output::detail(&format!(

@@ -8,7 +8,9 @@ use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
-use super::transport::{SMALL_BLOB_LIMIT, error_detail, header_str, origin_of, url_is_loopback};
+use super::transport::{
+    SMALL_BLOB_LIMIT, error_detail, header_str, origin_of, redact_url, url_is_loopback,
+};
 use super::{RegistryClient, RegistryError, events};
 use crate::credentials::{self, Credential};
 use crate::reference::{Registry, Repository};
@@ -91,6 +93,14 @@ impl Scope {
             .map(|(repo, _)| repo.to_string())
             .unwrap_or_default()
     }
+}
+
+/// `host[:port]` of a URL, as an `insecure` entry names it.
+fn authority_of(url: &url::Url) -> String {
+    url.host_str().map_or(String::new(), |h| match url.port() {
+        Some(p) => format!("{h}:{p}"),
+        None => h.to_string(),
+    })
 }
 
 /// Parses `Bearer realm="…",service="…",scope="…"` or `Basic realm="…"`.
@@ -263,12 +273,7 @@ impl RegistryClient {
         if parsed.scheme() == "http" && !self.plain_http_allowed(&parsed) {
             return Err(RegistryError::PlainHttpRefused {
                 url: format!("{origin} (the upload location {} sent)", self.registry),
-                plain: parsed
-                    .host_str()
-                    .map_or(String::new(), |h| match parsed.port() {
-                        Some(p) => format!("{h}:{p}"),
-                        None => h.to_string(),
-                    }),
+                plain: authority_of(&parsed),
             });
         }
         let Some(foreign) = self.auth_state().foreign.get(&origin).cloned() else {
@@ -412,8 +417,10 @@ impl RegistryClient {
         Ok(value)
     }
 
-    /// Refuses a token realm that is not http(s), or that is plain HTTP off loopback when a
-    /// secret (a password or a refresh token) would go there.
+    /// Refuses a token realm that is not http(s), or that is plain HTTP off loopback: with a
+    /// secret (a password or a refresh token) always, and even anonymously unless its host is
+    /// listed in `insecure`, like any other plain-HTTP traffic (the token that comes back is
+    /// sent on to the registry).
     fn check_realm(
         &self,
         realm: &str,
@@ -430,10 +437,19 @@ impl RegistryClient {
         );
         match realm_url.scheme() {
             "https" => Ok(()),
-            "http" if !secret || url_is_loopback(&realm_url) => Ok(()),
-            "http" => Err(RegistryError::CleartextRealm {
+            "http" if url_is_loopback(&realm_url) => Ok(()),
+            "http" if secret => Err(RegistryError::CleartextRealm {
                 registry: self.registry.to_string(),
-                realm: realm.to_string(),
+                realm: redact_url(&realm_url),
+            }),
+            "http" if self.plain_http_allowed(&realm_url) => Ok(()),
+            "http" => Err(RegistryError::PlainHttpRefused {
+                url: format!(
+                    "{} (the token service {} names)",
+                    redact_url(&realm_url),
+                    self.registry
+                ),
+                plain: authority_of(&realm_url),
             }),
             other => Err(RegistryError::Protocol {
                 registry: self.registry.to_string(),
@@ -678,5 +694,52 @@ mod tests {
             .await
             .expect_err("must refuse");
         assert!(matches!(err, RegistryError::CleartextRealm { .. }), "{err}");
+    }
+
+    /// Which token realms a request may go to, by scheme, host, `insecure` and credentials.
+    #[test]
+    fn plain_http_realms_off_loopback_need_insecure_and_never_get_secrets() {
+        let basic = Credential::Basic {
+            username: "alice".into(),
+            password: "pw".into(),
+        };
+        let mut client = test_client(
+            "registry.example.test",
+            "https://registry.example.test",
+            None,
+        );
+        client.insecure = vec![Registry::parse("tokens.lan:8080").unwrap()];
+        let cases: &[(&str, Option<&Credential>, bool)] = &[
+            ("https://auth.example.test/token", None, true),
+            ("https://auth.example.test/token", Some(&basic), true),
+            ("http://127.0.0.1:5001/token", None, true),
+            ("http://localhost:5001/token", Some(&basic), true),
+            ("http://auth.example.test/token", None, false),
+            ("http://tokens.lan:8080/token", None, true),
+            ("http://tokens.lan:8080/token", Some(&basic), false),
+            ("http://tokens.lan:9090/token", None, false),
+            ("ftp://auth.example.test/token", None, false),
+        ];
+        for (realm, credential, allowed) in cases {
+            let result = client.check_realm(realm, *credential);
+            assert_eq!(
+                result.is_ok(),
+                *allowed,
+                "{realm} {credential:?}: {result:?}"
+            );
+        }
+        let err = client
+            .check_realm("http://auth.example.test:8080/token?account=x", None)
+            .unwrap_err();
+        let help = miette::Diagnostic::help(&err).map(|h| h.to_string());
+        assert!(
+            matches!(err, RegistryError::PlainHttpRefused { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("the token service"), "{err}");
+        assert!(
+            help.is_some_and(|h| h.contains("insecure = [\"auth.example.test:8080\"]")),
+            "{err}"
+        );
     }
 }

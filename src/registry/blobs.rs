@@ -36,11 +36,17 @@ pub(super) enum Attempt {
 }
 
 impl RegistryClient {
-    /// Does the repository have this blob?
+    /// Does the repository have this blob, of `size` bytes? An answer whose `Content-Length`
+    /// says another size means the registry holds something else under the digest (broken
+    /// storage, or a proxy mangling answers): the blob counts as absent, so it is uploaded and
+    /// the registry checks the digest of what it receives. (go-containerregistry and containerd
+    /// take any 200 as present; skipping a blob only on evidence that it is there is safer.)
+    /// An answer without `Content-Length` is taken at its word, as they do.
     pub async fn blob_exists(
         &self,
         repo: &Repository,
         digest: &Digest,
+        size: u64,
     ) -> Result<bool, RegistryError> {
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.base_url);
         let what = format!("a check for blob {}", short(digest));
@@ -48,7 +54,20 @@ impl RegistryClient {
             .send_with_retry(Some(&Scope::push(repo)), &what, || self.http.head(&url))
             .await?;
         match response.status() {
-            s if s.is_success() => Ok(true),
+            s if s.is_success() => {
+                // The header itself: a HEAD answer has no body for `content_length()` to size.
+                let announced = header_str(response.headers(), CONTENT_LENGTH.as_str());
+                match announced.map(|v| v.trim().parse::<u64>()) {
+                    Some(Ok(n)) if n != size => {
+                        events::warn(&format!(
+                            "{} says blob {digest} in {repo} is there with {n} bytes, but it has {size}; uploading it",
+                            self.registry
+                        ));
+                        Ok(false)
+                    }
+                    _ => Ok(true),
+                }
+            }
             StatusCode::NOT_FOUND => Ok(false),
             s => Err(self.status_error(Some(repo), &what, s, response).await),
         }
@@ -181,7 +200,7 @@ impl RegistryClient {
                 return Err(error);
             }
             // The registry may have stored the blob before the connection broke.
-            if let Ok(true) = self.blob_exists(repo, digest).await {
+            if let Ok(true) = self.blob_exists(repo, digest, source.size()).await {
                 events::detail(&format!("{what}: {error}; but the blob arrived"));
                 return Ok(());
             }

@@ -7,7 +7,7 @@ use miette::Diagnostic;
 use reqwest::{Response, StatusCode};
 
 use super::RegistryClient;
-use super::transport::{error_detail, redact_url};
+use super::transport::{RedirectTrouble, error_detail, redact_url};
 use crate::reference::{Registry, Repository};
 
 /// Errors sorted by what the user can do about them.
@@ -20,6 +20,17 @@ pub enum RegistryError {
         tried: String,
         cause: String,
         hint: String,
+    },
+
+    /// A request sent round in circles by redirects (or through too many of them).
+    #[error("{registry}: the request was {trouble}: {chain}")]
+    #[diagnostic(help(
+        "the registry, or a proxy in front of it, keeps sending this request on: check the address it advertises (distribution's `http.host`) and the proxy's redirect or rewrite rules"
+    ))]
+    Redirects {
+        registry: String,
+        trouble: String,
+        chain: String,
     },
 
     #[error("TLS with {url} failed: {cause}")]
@@ -81,6 +92,20 @@ pub enum RegistryError {
         registry: String,
         what: String,
         cause: String,
+    },
+
+    /// The referrers fallback tag kept losing our entries to other pushes of the same image.
+    #[error(
+        "{registry}: the referrers tag {tag} still lacks {missing} after {attempts} writes; other pushes of the same image kept writing their own list over it"
+    )]
+    #[diagnostic(help(
+        "the registry has no referrers API, so pushes that attach documents to one image take turns on one tag; push again when the others are done (already listed entries are kept)"
+    ))]
+    ReferrersContended {
+        registry: String,
+        tag: String,
+        missing: String,
+        attempts: u32,
     },
 
     #[error("reading the TLS settings: {0}")]
@@ -263,6 +288,13 @@ pub(super) fn transport_error(
     ca_cert: Option<&std::path::Path>,
     e: &reqwest::Error,
 ) -> RegistryError {
+    if let Some(trouble) = source_of::<RedirectTrouble>(e) {
+        return RegistryError::Redirects {
+            registry: registry.to_string(),
+            trouble: trouble.to_string(),
+            chain: trouble.chain.join(" → "),
+        };
+    }
     let chain = reqwest_chain(e);
     let lower = chain.to_ascii_lowercase();
     let https = base_url.starts_with("https://");
@@ -310,6 +342,20 @@ pub(super) fn transport_error(
         cause: chain,
         hint: unreachable_hint(registry),
     }
+}
+
+/// The first error of type `T` in `e`'s chain of sources.
+fn source_of<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = err.source();
+    }
+    None
 }
 
 pub(super) fn is_plain_http_answer(lower_chain: &str) -> bool {

@@ -391,7 +391,7 @@ mod tests {
         assert!(client.credential.is_none());
         let repo = Repository::parse("team/app").unwrap();
         let err = client
-            .blob_exists(&repo, &Digest::sha256_of(b"x"))
+            .blob_exists(&repo, &Digest::sha256_of(b"x"), 1)
             .await
             .expect_err("the stub never accepts");
         let text = format!("{err} {:?}", err);

@@ -3,13 +3,16 @@
 //! Registries with the referrers API list them at `GET /v2/<name>/referrers/<digest>`. Those
 //! without it (distribution 2.8, Debian's `docker-registry`) answer 404 there; for them the
 //! spec's fallback is the referrers tag schema: the tag `sha256-<hex>` holds an image index of
-//! the referrers, which each client reads, extends and writes back.
+//! the referrers, which each client reads, extends and writes back (and, having no lock, reads
+//! again to see that its entries stayed).
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::{MANIFEST_LIMIT, RegistryClient, RegistryError, Scope};
+use super::{MANIFEST_LIMIT, RegistryClient, RegistryError, Scope, events};
 use crate::image::{OCI_INDEX, canonical_json};
 use crate::reference::{Digest, Repository};
 
@@ -111,27 +114,66 @@ impl RegistryClient {
         }
     }
 
-    /// Makes a pushed referrer manifest findable. With the referrers API the registry indexes it
-    /// by itself; otherwise the fallback tag's index is read, extended (keeping every existing
-    /// entry, adding none twice) and written back.
+    /// Makes pushed referrer manifests findable. With the referrers API the registry indexes
+    /// them by itself; otherwise they are added to the fallback tag's index (keeping every
+    /// existing entry, adding none twice), which is then read back until it lists every one.
     ///
-    /// Two clients updating the same tag at once can lose one entry (the schema has no lock);
-    /// the spec accepts that, and a re-push adds it again.
-    pub async fn register_referrer(
+    /// The schema has no lock: another push of the same image (a CI matrix job attaching its
+    /// own documents) may have read the tag just before our write and write its own list over
+    /// ours a moment later. So after each write, and a short randomized wait that outlasts such
+    /// a read-modify-write, the tag is read again and whatever went missing is merged back in,
+    /// up to [`REFERRERS_TAG_ATTEMPTS`] writes; the other push does the same for its entries.
+    /// If entries are still missing after that, the error says which.
+    pub async fn add_referrers(
         &self,
         repo: &Repository,
         subject: &Digest,
-        descriptor: Value,
+        descriptors: &[Value],
     ) -> Result<ReferrersVia, RegistryError> {
         if self.referrers_from_api(repo, subject).await?.is_some() {
             return Ok(ReferrersVia::Api);
         }
-        let mut manifests = self.referrers_from_tag(repo, subject).await?;
-        let digest = descriptor.get("digest").cloned();
-        if manifests.iter().any(|m| m.get("digest") == digest.as_ref()) {
+        let tag = fallback_tag(subject);
+        let mut listed = self.referrers_from_tag(repo, subject).await?;
+        for attempt in 1..=REFERRERS_TAG_ATTEMPTS {
+            let missing = missing_from(&listed, descriptors);
+            if missing.is_empty() {
+                return Ok(ReferrersVia::FallbackTag);
+            }
+            if attempt > 1 {
+                events::detail(&format!(
+                    "{repo}:{tag} lost {} of our referrers to another push; adding them again (write {attempt}/{REFERRERS_TAG_ATTEMPTS})",
+                    missing.len()
+                ));
+            }
+            listed.extend(missing.into_iter().cloned());
+            self.put_referrers_index(repo, &tag, &listed).await?;
+            tokio::time::sleep(settle_time(attempt)).await;
+            listed = self.referrers_from_tag(repo, subject).await?;
+        }
+        let missing = missing_from(&listed, descriptors);
+        if missing.is_empty() {
             return Ok(ReferrersVia::FallbackTag);
         }
-        manifests.push(descriptor);
+        Err(RegistryError::ReferrersContended {
+            registry: self.registry.to_string(),
+            tag: format!("{repo}:{tag}"),
+            missing: missing
+                .iter()
+                .filter_map(|d| d.get("digest").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join(", "),
+            attempts: REFERRERS_TAG_ATTEMPTS,
+        })
+    }
+
+    /// Writes `manifests` as the image index under the fallback tag `tag`.
+    async fn put_referrers_index(
+        &self,
+        repo: &Repository,
+        tag: &str,
+        manifests: &[Value],
+    ) -> Result<(), RegistryError> {
         let index = json!({
             "schemaVersion": 2,
             "mediaType": OCI_INDEX,
@@ -143,21 +185,58 @@ impl RegistryClient {
             cause: e.to_string(),
         })?;
         let index_digest = Digest::sha256_of(&bytes);
-        self.put_manifest(
-            repo,
-            &fallback_tag(subject),
-            OCI_INDEX,
-            &bytes,
-            &index_digest,
-        )
-        .await?;
-        Ok(ReferrersVia::FallbackTag)
+        self.put_manifest(repo, tag, OCI_INDEX, &bytes, &index_digest)
+            .await
     }
+}
+
+/// How many times the fallback tag is written before giving up on a contended one.
+pub const REFERRERS_TAG_ATTEMPTS: u32 = 5;
+
+/// The descriptors of `ours` whose digest `listed` lacks.
+fn missing_from<'a>(listed: &[Value], ours: &'a [Value]) -> Vec<&'a Value> {
+    ours.iter()
+        .filter(|d| {
+            let digest = d.get("digest");
+            !listed.iter().any(|m| m.get("digest") == digest)
+        })
+        .collect()
+}
+
+/// The wait between writing the fallback tag and reading it back: long against another push's
+/// read-then-write of the tag (two requests' worth of work, with scheduling delays on a busy CI
+/// machine), randomized so two pushes that collided fall out of step, and longer after each
+/// collision.
+fn settle_time(attempt: u32) -> Duration {
+    let base = Duration::from_millis(100) * attempt;
+    base + base.mul_f64(rand::random::<f64>() * 1.5)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_entries_are_found_by_digest() {
+        let a = json!({"digest": "sha256:a", "artifactType": "x"});
+        let b = json!({"digest": "sha256:b"});
+        let listed = vec![json!({"digest": "sha256:a", "annotations": {}})];
+        let ours = vec![a, b.clone()];
+        assert_eq!(missing_from(&listed, &ours), vec![&b]);
+        assert!(missing_from(&ours, &ours).is_empty());
+    }
+
+    #[test]
+    fn settling_is_randomized_and_bounded() {
+        let first: Vec<Duration> = (0..50).map(|_| settle_time(1)).collect();
+        assert!(first.iter().all(|d| *d >= Duration::from_millis(100)));
+        assert!(first.iter().all(|d| *d <= Duration::from_millis(250)));
+        assert!(first.iter().any(|d| *d != first[0]));
+        let worst: Duration = (1..=REFERRERS_TAG_ATTEMPTS)
+            .map(|a| Duration::from_millis(250) * a)
+            .sum();
+        assert!(worst <= Duration::from_secs(4));
+    }
 
     #[test]
     fn fallback_tag_replaces_the_colon() {

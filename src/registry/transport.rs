@@ -342,12 +342,65 @@ pub(super) fn http_client(options: &ClientOptions) -> Result<reqwest::Client, Re
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(30))
         .dns_resolver(Arc::new(LoopbackNames))
-        // Redirects (registries send blob downloads to storage hosts) are followed with
-        // reqwest's policy, which drops Authorization when scheme, host or port change.
-        .redirect(reqwest::redirect::Policy::limited(10))
+        // Redirects (registries send blob downloads to storage hosts) are followed; reqwest
+        // drops Authorization when scheme, host or port change.
+        .redirect(redirect_policy())
         .build()
         .map_err(|e| RegistryError::TlsSetup(e.to_string()))
 }
+
+/// The most redirects one request follows (reqwest's default).
+const MAX_REDIRECTS: usize = 10;
+
+/// Follows redirects, giving up on a chain that comes back to an address it already visited
+/// (a loop: no point going round ten times) or that runs past [`MAX_REDIRECTS`], with the chain
+/// in the error so the message can show where the request went.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let looped = attempt.previous().contains(attempt.url());
+        if !looped && attempt.previous().len() <= MAX_REDIRECTS {
+            return attempt.follow();
+        }
+        let chain = attempt
+            .previous()
+            .iter()
+            .chain([attempt.url()])
+            .map(redact_url)
+            .collect();
+        let status = attempt.status().as_u16();
+        attempt.error(RedirectTrouble {
+            looped,
+            chain,
+            status,
+        })
+    })
+}
+
+/// A redirect chain given up on (see [`redirect_policy`]): the addresses it went through,
+/// redacted, the first being the one asked.
+#[derive(Debug)]
+pub(super) struct RedirectTrouble {
+    pub(super) looped: bool,
+    pub(super) chain: Vec<String>,
+    /// The status of the last redirect.
+    pub(super) status: u16,
+}
+
+impl std::fmt::Display for RedirectTrouble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.looped {
+            write!(f, "redirected in a loop (HTTP {})", self.status)
+        } else {
+            write!(
+                f,
+                "redirected more than {MAX_REDIRECTS} times (HTTP {})",
+                self.status
+            )
+        }
+    }
+}
+
+impl std::error::Error for RedirectTrouble {}
 
 /// The most an image config or a token answer may weigh.
 pub(super) const SMALL_BLOB_LIMIT: usize = 8 * 1024 * 1024;
@@ -673,6 +726,70 @@ mod tests {
             redact_url(&url::Url::parse("http://r.example/v2/").unwrap()),
             "http://r.example/v2/"
         );
+    }
+
+    /// A stub that redirects `/n` to `/n+1` for ever (no registry does; a protocol corner).
+    fn endless_redirects() -> u16 {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut writer = stream;
+                    loop {
+                        let mut first = String::new();
+                        if reader.read_line(&mut first).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut line = String::new();
+                        while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                            line.clear();
+                        }
+                        let n: u32 = first
+                            .split_whitespace()
+                            .nth(1)
+                            .and_then(|p| p.trim_start_matches('/').parse().ok())
+                            .unwrap_or(0);
+                        let answer = format!(
+                            "HTTP/1.1 302 Found\r\nLocation: /{}\r\nContent-Length: 0\r\n\r\n",
+                            n + 1
+                        );
+                        if writer.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn an_endless_redirect_chain_is_cut_and_shown() {
+        let port = endless_redirects();
+        let mut client = test_client(
+            &format!("127.0.0.1:{port}"),
+            &format!("http://127.0.0.1:{port}"),
+            None,
+        );
+        client.http = http_client(&ClientOptions::default()).unwrap();
+        let err = client.ping().await.expect_err("never ends");
+        let text = err.to_string();
+        assert!(matches!(err, RegistryError::Redirects { .. }), "{text}");
+        assert!(
+            text.contains("redirected more than 10 times (HTTP 302)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "http://127.0.0.1:{port}/v2/ → http://127.0.0.1:{port}/1 → "
+            )),
+            "{text}"
+        );
+        assert!(text.ends_with("/11"), "{text}");
     }
 
     #[test]

@@ -117,3 +117,32 @@ pub fn line_with(log: &str, needles: &[&str]) -> usize {
         .position(|l| needles.iter().all(|n| l.contains(n)))
         .unwrap_or_else(|| panic!("no line with {needles:?} in:\n{log}"))
 }
+
+/// Every piece of a password written into an address (`user:password@host`) that must never be
+/// shown: the user, the password whole and percent-decoded, and each piece between its `@`, `:`
+/// and `%40` (what a redaction that splits at the wrong `@` would leave in sight).
+pub fn userinfo_fragments(user: &str, password: &str) -> Vec<String> {
+    let mut out = vec![
+        user.to_string(),
+        password.to_string(),
+        password.replace("%40", "@"),
+    ];
+    for piece in password.split("%40").flat_map(|p| p.split(['@', ':'])) {
+        if !piece.is_empty() {
+            out.push(piece.to_string());
+        }
+    }
+    out
+}
+
+/// Panics if any of `secrets` appears in `text` in any letter case (an uppercase hint could
+/// show a password lowercased); `what` names the text.
+pub fn assert_no_secret_in(what: &str, text: &str, secrets: &[String]) {
+    let lower = text.to_lowercase();
+    for secret in secrets {
+        assert!(
+            !lower.contains(&secret.to_lowercase()),
+            "{what} shows `{secret}`, a piece of a password:\n{text}"
+        );
+    }
+}

@@ -252,6 +252,9 @@ pub struct Fault {
     pub body: Option<String>,
     /// A `WWW-Authenticate` header to send (with a 401).
     pub challenge: Option<String>,
+    /// More headers to send (a redirect's `Location`). A `Content-Length` here replaces the
+    /// body's: for answers to HEAD, which carry no body.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Fault {
@@ -261,6 +264,7 @@ impl Fault {
             retry_after: None,
             body: None,
             challenge: None,
+            headers: Vec::new(),
         }
     }
 
@@ -540,10 +544,14 @@ fn handle_http(
                     r#"{{"errors":[{{"code":"UNAVAILABLE","message":"injected {status} by the test proxy"}}]}}"#
                 )
             });
+            let length = fault
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .map_or(text.len().to_string(), |(_, v)| v.clone());
             let mut response = format!(
-                "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+                "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n",
                 reason(status),
-                text.len()
             );
             if let Some(s) = retry_after {
                 response.push_str(&format!("Retry-After: {s}\r\n"));
@@ -551,8 +559,15 @@ fn handle_http(
             if let Some(c) = &fault.challenge {
                 response.push_str(&format!("WWW-Authenticate: {c}\r\n"));
             }
+            for (k, v) in &fault.headers {
+                if !k.eq_ignore_ascii_case("content-length") {
+                    response.push_str(&format!("{k}: {v}\r\n"));
+                }
+            }
             response.push_str("\r\n");
-            response.push_str(&text);
+            if method != "HEAD" {
+                response.push_str(&text);
+            }
             client_out.write_all(response.as_bytes())?;
             log.lock().unwrap().push(Exchange {
                 at: Instant::now(),
