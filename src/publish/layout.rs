@@ -7,7 +7,7 @@ use std::path::Path;
 use miette::{Diagnostic, Result};
 use serde_json::{Value, json};
 
-use super::local::{LocalImage, write_atomically, write_atomically_with};
+use super::local::{LocalImage, healing, write_atomically, write_atomically_with};
 use crate::image::OCI_INDEX;
 
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -101,10 +101,14 @@ pub fn write_layout(dir: &Path, images: &[LocalImage]) -> Result<()> {
                 continue;
             }
             // Copied in pieces: a layer is never read whole into memory.
-            write_atomically_with(&path, |file| {
-                std::io::copy(&mut blob.open()?, file).map(|_| ())
-            })
-            .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+            healing(
+                || {
+                    write_atomically_with(&path, |file| {
+                        std::io::copy(&mut blob.open()?, file).map(|_| ())
+                    })
+                },
+                |e| fail(format!("cannot write {}: {e}", path.display())).into(),
+            )?;
         }
     }
     write_atomically(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#)
