@@ -15,6 +15,7 @@ use miette::{IntoDiagnostic, Result, WrapErr};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use crate::file_lock;
 use crate::image::layer::CacheFile;
 use crate::image::{Blob, BlobSource, Image};
 use crate::plan::Destination;
@@ -353,18 +354,77 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     })
 }
 
-/// Like [`write_atomically`], with the content written by `write` into the temporary file.
+/// How our temporary files beside an output end: [`sweep_temp_files`] knows them by it.
+const TEMP_SUFFIX: &str = ".adapt-push-tmp";
+
+/// Like [`write_atomically`], with the content written by `write` into the temporary file. The
+/// file is a user's: created `0666` less the umask, or with the mode the file it replaces has;
+/// and a symlink at `path` stays one, its target replaced. The temporary file,
+/// `.<name>.<random>.adapt-push-tmp`, is locked while written: one a killed run left is removed
+/// by [`sweep_temp_files`].
 pub fn write_atomically_with(
     path: &Path,
     write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = through_symlinks(path)?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    let name: String = path
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(64).collect())
+        .unwrap_or_default();
+    let mut file = file_lock::temp_file(dir, &format!(".{name}."), TEMP_SUFFIX)?;
+    if let Ok(existing) = std::fs::metadata(&path) {
+        let mode = existing.permissions().mode() & 0o7777;
+        file.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
     write(file.as_file_mut())?;
     file.as_file().sync_all()?;
-    file.persist(path).map_err(|e| e.error)?;
+    file.persist(&path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// Removes our temporary files in `dir` that no run is writing (left by runs that were killed).
+pub fn sweep_temp_files(dir: &Path) {
+    file_lock::sweep(dir, |name| {
+        name.starts_with('.') && name.ends_with(TEMP_SUFFIX)
+    });
+}
+
+/// Removes our temporary files beside the file `path` (through symlinks) that no run is writing.
+pub fn sweep_beside(path: &Path) {
+    if let Ok(path) = through_symlinks(path) {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        sweep_temp_files(dir);
+    }
+}
+
+/// Where a write to `path` lands: through symlinks (40 at most, as the kernel follows) to the
+/// file they name, so that replacing it leaves the links in place.
+fn through_symlinks(path: &Path) -> std::io::Result<PathBuf> {
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = std::fs::read_link(&path).map_err(|e| with_path(e, &path))?;
+                // A relative target is relative to the link's directory.
+                path = match path.parent() {
+                    Some(dir) => dir.join(target),
+                    None => target,
+                };
+            }
+            _ => return Ok(path),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "{}: too many levels of symbolic links",
+        path.display()
+    )))
 }
