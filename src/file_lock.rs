@@ -45,7 +45,8 @@ pub struct DirLock {
 /// Locks `dir` (created if missing) through its [`LOCK_FILE`], waiting as long as another run
 /// holds it.
 pub fn lock_dir(dir: &Path) -> io::Result<DirLock> {
-    std::fs::create_dir_all(dir)?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", dir.display())))?;
     let path = dir.join(LOCK_FILE);
     let opened = match OpenOptions::new()
         .write(true)

@@ -158,14 +158,14 @@ impl LayerCache {
         let Ok(text) = serde_json::to_vec(recorded) else {
             return;
         };
-        let written = file_lock::temp_file(&self.dir, &format!(".{}.json.", self.slot), ".tmp")
-            .and_then(|mut tmp| {
+        // A temporary file that was not persisted is removed when dropped: nothing to undo.
+        let _ = file_lock::temp_file(&self.dir, &format!(".{}.json.", self.slot), ".tmp").and_then(
+            |mut tmp| {
                 use std::io::Write;
                 tmp.write_all(&text)?;
                 tmp.persist(self.record_path()).map_err(|e| e.error)
-            });
-        // Nothing to undo: a temporary file that was not persisted is removed when dropped.
-        let _ = written;
+            },
+        );
     }
 
     /// Prunes once per run for each cache directory, so a run whose layers are all unchanged
