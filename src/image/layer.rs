@@ -751,7 +751,7 @@ mod tests {
 
     fn unpack(layer: &Layer) -> Vec<u8> {
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(&layer.file.path()).unwrap())
+        flate2::read::GzDecoder::new(std::fs::File::open(layer.file.path()).unwrap())
             .read_to_end(&mut raw)
             .unwrap();
         raw
@@ -822,7 +822,7 @@ mod tests {
         assert_eq!(a.digest, b.digest);
         assert_eq!(a.diff_id, b.diff_id);
         assert_eq!(a.diff_id, Digest::sha256_of(&unpack(&a)));
-        let compressed = std::fs::read(&a.file.path()).unwrap();
+        let compressed = std::fs::read(a.file.path()).unwrap();
         assert_eq!(a.digest, Digest::sha256_of(&compressed));
         assert_eq!(a.size, compressed.len() as u64);
         assert_ne!(a.digest, a.diff_id);
@@ -949,7 +949,7 @@ mod tests {
         let (changed, asked, (bytes, finished)) = tapped(usize::MAX);
         assert!(asked);
         assert_ne!(changed.digest, first.digest);
-        assert_eq!(bytes, std::fs::read(&changed.file.path()).unwrap());
+        assert_eq!(bytes, std::fs::read(changed.file.path()).unwrap());
         assert_eq!(finished, Some(changed.digest.clone()));
 
         // A tap that stops taking is still told of the finished layer, which is whole.
