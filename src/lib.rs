@@ -15,6 +15,7 @@ mod cluster;
 pub mod config;
 mod credentials;
 mod engine;
+mod file_lock;
 mod image;
 mod output;
 mod plan;

@@ -48,6 +48,15 @@ pub fn init(quiet: bool, verbose: u8) {
         .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
     let _ = UI.set(Ui { verbosity, bars });
     registry::events::set_sink(Box::new(Terminal));
+    crate::file_lock::on_waiting(|dir| {
+        status(
+            "Waiting",
+            &format!(
+                "for the lock on {} (another adapt-push run is writing it)",
+                dir.display()
+            ),
+        )
+    });
 }
 
 /// The registry client's messages, shown on the terminal like everyone else's.

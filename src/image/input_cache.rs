@@ -4,7 +4,14 @@
 //!
 //! Layout under `target/adapt-push/layers`:
 //! - `blobs/sha256/<hex>`: compressed layers, the files the registry upload reads;
-//! - `<slot>.json`: the slot's latest layer (diff_id, digest, size) and its input fingerprint.
+//! - `<slot>.json`: the slot's latest layer (diff_id, digest, size) and its input fingerprint;
+//! - `.adapt-push.lock`: the lock runs (and threads) take turns on to look up, store and prune.
+//!
+//! The cache keeps each slot's latest blob, and any other blob only while a run holds it in use
+//! (a shared lock: see `file_lock`); a killed run's temporary files go as soon as the next run
+//! prunes. A blob is trusted by its size when looked up; whoever reads it for a destination
+//! checks its digest, and a damaged one is evicted and the layer written again
+//! (`layer::CacheFile::remake`).
 //!
 //! The fingerprint hashes, for every entry, its image path and mode and, for host files, the
 //! path, size, mtime and ctime with nanoseconds, inode, device and mode. ctime cannot be set from
@@ -14,6 +21,7 @@
 //! clock tick as the read could change again without its timestamps moving. Such layers are
 //! read and hashed again next time.
 
+use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -21,6 +29,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::file_lock::{self, DirLock};
 use crate::reference::Digest;
 
 /// Inputs changed more recently than this before the fingerprint are not trusted to it.
@@ -62,9 +71,20 @@ impl LayerCache {
         self.dir.join(format!("{}.json", self.slot))
     }
 
-    /// The slot's layer, when its inputs have the same fingerprint and its blob is intact
-    /// (present, with the recorded size; the registry checks the digest on upload).
-    pub fn unchanged(&self, fingerprint: &str) -> Option<(Recorded, Digest, Digest, PathBuf)> {
+    /// The cache's lock: lookups, stores and pruning take turns, across runs and threads.
+    fn lock(&self) -> std::io::Result<DirLock> {
+        file_lock::lock_dir(&self.dir)
+    }
+
+    /// The slot's layer, when its inputs have the same fingerprint and its blob is there with
+    /// the recorded size; the blob comes open and held in use, so no run's pruning removes it
+    /// while this one needs it. Its content is checked by whoever reads it for a destination.
+    pub fn unchanged(
+        &self,
+        fingerprint: &str,
+    ) -> Option<(Recorded, Digest, Digest, PathBuf, File)> {
+        let _lock = self.lock().ok()?;
+        self.prune_once();
         let recorded = self.recorded()?;
         if recorded.fingerprint.as_deref() != Some(fingerprint) {
             return None;
@@ -74,16 +94,13 @@ impl LayerCache {
             Digest::parse(&recorded.digest).ok()?,
         );
         let path = Self::blob_path(&self.dir, &digest);
-        let meta = std::fs::metadata(&path).ok()?;
+        let file = File::open(&path).ok()?;
+        let meta = file.metadata().ok()?;
         if !meta.is_file() || meta.len() != recorded.size {
             return None;
         }
-        // In use from now on: another run's garbage collection spares blobs used lately.
-        let _ = std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .and_then(|f| f.set_modified(SystemTime::now()));
-        Some((recorded, diff_id, digest, path))
+        file_lock::hold_shared(&file).ok()?;
+        Some((recorded, diff_id, digest, path, file))
     }
 
     /// The blob this slot's last layer wrote, if it is still there: what a rewrite of the
@@ -99,43 +116,74 @@ impl LayerCache {
         serde_json::from_slice(&text).ok()
     }
 
+    /// A new temporary file beside the blobs for a layer being written, locked by this run
+    /// while it is open (a run that is killed leaves it for the next one to remove).
+    pub fn temp_blob(&self) -> std::io::Result<tempfile::NamedTempFile> {
+        let blobs = Self::blobs_dir(&self.dir);
+        std::fs::create_dir_all(&blobs)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", blobs.display())))?;
+        file_lock::temp_file(&blobs, ".layer-", "")
+    }
+
     /// Moves a freshly written blob to its place under `blobs/`, records it as the slot's layer,
-    /// and removes blobs no slot refers to any more. Returns the blob's path.
+    /// and prunes (see [`collect_garbage`](Self::collect_garbage)). Returns the blob's path
+    /// and the blob, open and held in use.
     pub fn store(
         &self,
         blob: tempfile::NamedTempFile,
         recorded: &Recorded,
         digest: &Digest,
-    ) -> std::io::Result<PathBuf> {
-        // Slots of one run are written from several threads: one at a time, so a slot's garbage
-        // collection never sees another's blob before its record.
-        static STORE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one_at_a_time = STORE
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    ) -> std::io::Result<(PathBuf, File)> {
+        let _lock = self.lock()?;
         let path = Self::blob_path(&self.dir, digest);
-        blob.persist(&path).map_err(|e| e.error)?;
+        let file = blob.persist(&path).map_err(|e| e.error)?;
+        file_lock::hold_shared(&file)?;
         self.record(recorded);
-        Ok(path)
+        self.collect_garbage();
+        Ok((path, file))
     }
 
-    /// Records the slot's layer, then removes blobs no slot refers to any more (and files of the
-    /// older cache layout). Best effort: a cache that cannot be written only costs time.
+    /// Removes the blob `digest`, found damaged: the next lookup misses, and the layer is
+    /// written again.
+    pub fn evict(&self, digest: &Digest) -> std::io::Result<()> {
+        let _lock = self.lock()?;
+        match std::fs::remove_file(Self::blob_path(&self.dir, digest)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records the slot's layer. Best effort: a cache that cannot be written only costs time.
     fn record(&self, recorded: &Recorded) {
         let Ok(text) = serde_json::to_vec(recorded) else {
             return;
         };
-        let path = self.record_path();
-        let tmp = self
-            .dir
-            .join(format!(".{}.json.{}", self.slot, std::process::id()));
-        if std::fs::write(&tmp, text).is_err() || std::fs::rename(&tmp, &path).is_err() {
-            let _ = std::fs::remove_file(&tmp);
-            return;
-        }
-        self.collect_garbage();
+        // A temporary file that was not persisted is removed when dropped: nothing to undo.
+        let _ = file_lock::temp_file(&self.dir, &format!(".{}.json.", self.slot), ".tmp").and_then(
+            |mut tmp| {
+                use std::io::Write;
+                tmp.write_all(&text)?;
+                tmp.persist(self.record_path()).map_err(|e| e.error)
+            },
+        );
     }
 
+    /// Prunes once per run for each cache directory, so a run whose layers are all unchanged
+    /// still removes what killed runs left.
+    fn prune_once(&self) {
+        static PRUNED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+        let mut pruned = PRUNED.lock().unwrap_or_else(|p| p.into_inner());
+        if !pruned.contains(&self.dir) {
+            pruned.push(self.dir.clone());
+            drop(pruned);
+            self.collect_garbage();
+        }
+    }
+
+    /// With the cache locked: keeps each slot's latest blob and the blobs some run holds in use
+    /// (it found them unchanged and is uploading or writing them), and removes everything else:
+    /// blobs no slot refers to any more, temporary files nobody writes (a killed run's), damaged
+    /// records, and files of the older cache layout.
     fn collect_garbage(&self) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
@@ -143,10 +191,16 @@ impl LayerCache {
         let mut referenced = std::collections::HashSet::new();
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".gz") {
+            if name == file_lock::LOCK_FILE || !e.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            if name.starts_with('.') {
+                // A record's temporary file; its writer, if alive, holds it.
+                file_lock::remove_if_unused(&e.path());
+            } else if name.ends_with(".gz") {
                 // The layout before blobs/: `<slot>.<diff_id>.<digest>.gz`.
                 let _ = std::fs::remove_file(e.path());
-            } else if name.ends_with(".json") && !name.starts_with('.') {
+            } else if name.ends_with(".json") {
                 let record = std::fs::read(e.path())
                     .ok()
                     .and_then(|t| serde_json::from_slice::<Recorded>(&t).ok());
@@ -154,8 +208,11 @@ impl LayerCache {
                     Some(r) => {
                         referenced.insert(r.digest.trim_start_matches("sha256:").to_string());
                     }
-                    // A record being written by another run: keep every blob this time.
-                    None => return,
+                    // Records are replaced whole under the lock: one that does not read is
+                    // damaged, and only costs its slot a rewrite.
+                    None => {
+                        let _ = std::fs::remove_file(e.path());
+                    }
                 }
             }
         }
@@ -164,33 +221,17 @@ impl LayerCache {
         };
         for b in blobs.flatten() {
             let name = b.file_name().to_string_lossy().into_owned();
-            let older_than = |limit: Duration| {
-                b.metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > limit)
-            };
-            // Temporary files belong to layers being written right now, unless a day old (left
-            // by a run that was killed). A blob no slot refers to any more may still be on its
-            // way up from another run of the same package (a second terminal, CI jobs sharing
-            // a target directory), which wrote or used it lately: it goes once unused a while.
-            let remove = if name.starts_with('.') {
-                older_than(TEMP_GRACE)
-            } else {
-                !referenced.contains(&name) && older_than(UNREFERENCED_GRACE)
-            };
-            if remove {
-                let _ = std::fs::remove_file(b.path());
+            // Temporary files (`.layer-*`) are held by their writers; blobs by the runs using
+            // them.
+            if (name.starts_with('.') || !referenced.contains(&name))
+                && b.file_type().is_ok_and(|t| t.is_file())
+            {
+                file_lock::remove_if_unused(&b.path());
             }
         }
     }
 }
 
-/// How long a temporary blob left by a killed run is kept.
-const TEMP_GRACE: Duration = Duration::from_secs(24 * 3600);
-/// How long a blob no slot refers to is kept after it was last written or used.
-const UNREFERENCED_GRACE: Duration = Duration::from_secs(3600);
 /// Hashes what `stat` says about a layer's inputs, in entry order.
 pub struct Fingerprint {
     hasher: Sha256,

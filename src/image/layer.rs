@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
@@ -31,13 +32,13 @@ pub struct Layer {
     pub digest: Digest,
     /// Length of the compressed bytes.
     pub size: u64,
-    /// The compressed bytes, in the cache's `blobs/sha256/`; uploads read them from here.
-    pub path: PathBuf,
     /// What the layer holds, for progress output ("runtime libraries", "binary greeter").
     pub description: String,
     /// How this run got the layer.
     pub origin: Origin,
     pub codec: Codec,
+    /// The compressed bytes, in the cache's `blobs/sha256/`; uploads read them from here.
+    pub file: CacheFile,
 }
 
 /// How a layer was obtained.
@@ -280,7 +281,8 @@ impl LayerBuilder {
     /// The layer from `cache` when its inputs are unchanged to `stat`; otherwise streams the tar
     /// through the compressor into the cache. `progress` hears of every uncompressed byte; `tap`
     /// is asked for a [`LayerTap`] to copy the compressed bytes to only once they are known to
-    /// be new: they differ from the blob this slot wrote last time (see [`Tapped`]).
+    /// be new: they differ from the blob this slot wrote last time (see [`Tapped`]). The layer
+    /// keeps this builder, to be written again if its cache file turns out damaged.
     pub fn finish_with_cache(
         self,
         cache: &LayerCache,
@@ -288,100 +290,8 @@ impl LayerBuilder {
         progress: &(dyn Fn(u64) + Sync),
         tap: &mut dyn FnMut() -> Option<Box<dyn LayerTap>>,
     ) -> io::Result<Layer> {
-        let (fingerprint, mut racy) = self.fingerprint(codec)?;
-        if let Some((recorded, diff_id, digest, path)) = cache.unchanged(&fingerprint) {
-            return Ok(Layer {
-                diff_id,
-                digest,
-                size: recorded.size,
-                path,
-                description: self.description,
-                origin: Origin::Unchanged,
-                codec,
-            });
-        }
-        let blobs = LayerCache::blobs_dir(&cache.dir);
-        std::fs::create_dir_all(&blobs).map_err(|e| at(&blobs, e))?;
-        // A file that changed while it was read makes a layer that is neither its old nor its
-        // new content: that attempt is thrown away (a tap it opened is dropped unfinished, so
-        // its upload is abandoned) and the layer is written once more; a second change fails.
-        let WrittenBlob {
-            file: scratch,
-            diff_id,
-            digest,
-            tap,
-        } = match self.write_blob(&blobs, cache, codec, progress, tap) {
-            Err(e) if changed_while_read(&e).is_some() => {
-                // What `stat` said before the first read is not what was read.
-                racy = true;
-                self.write_blob(&blobs, cache, codec, progress, tap)
-                    .map_err(changed_again)?
-            }
-            other => other?,
-        };
-        let size = scratch.as_file().metadata()?.len();
-        let path = cache.store(
-            scratch,
-            &Recorded {
-                fingerprint: (!racy).then_some(fingerprint),
-                diff_id: diff_id.to_string(),
-                digest: digest.to_string(),
-                size,
-            },
-            &digest,
-        )?;
-        let layer = Layer {
-            diff_id,
-            digest,
-            size,
-            path,
-            description: self.description,
-            origin: Origin::Written,
-            codec,
-        };
-        if let Some(tap) = tap {
-            tap.finish(&layer);
-        }
-        Ok(layer)
+        make(&Arc::new(self), cache, codec, progress, tap)
     }
-
-    /// Streams the tar through the compressor into a new file in `blobs`.
-    fn write_blob(
-        &self,
-        blobs: &Path,
-        cache: &LayerCache,
-        codec: Codec,
-        progress: &(dyn Fn(u64) + Sync),
-        tap: &mut dyn FnMut() -> Option<Box<dyn LayerTap>>,
-    ) -> io::Result<WrittenBlob> {
-        let scratch = tempfile::Builder::new()
-            .prefix(".layer-")
-            .tempfile_in(blobs)?;
-        let (diff_id, digest, tap) = {
-            let file = Tapped::new(
-                BufWriter::with_capacity(256 * 1024, scratch.as_file()),
-                cache.previous_blob(),
-                tap,
-            );
-            let gzip =
-                ParallelGzip::with_codec(HashingWriter::new(file), codec, default_threads())?;
-            let tar = self.write_tar(Counting {
-                inner: HashingWriter::new(gzip),
-                progress,
-            })?;
-            let (gzip, diff_id) = tar.inner.finish();
-            let (mut file, digest) = gzip.finish()?.finish();
-            file.inner.flush()?;
-            (diff_id, digest, file.into_tap())
-        };
-        Ok(WrittenBlob {
-            file: scratch,
-            diff_id,
-            digest,
-            tap,
-        })
-    }
-
     /// What `stat` says of every input, with everything else that decides the tar's bytes.
     fn fingerprint(&self, codec: Codec) -> io::Result<(String, bool)> {
         let mut fp = Fingerprint::new();
@@ -454,6 +364,204 @@ impl LayerBuilder {
             }
         }
         tar.into_inner()
+    }
+}
+
+/// [`LayerBuilder::finish_with_cache`], with the builder shared with the layer it makes.
+fn make(
+    builder: &Arc<LayerBuilder>,
+    cache: &LayerCache,
+    codec: Codec,
+    progress: &(dyn Fn(u64) + Sync),
+    tap: &mut dyn FnMut() -> Option<Box<dyn LayerTap>>,
+) -> io::Result<Layer> {
+    let (fingerprint, mut racy) = builder.fingerprint(codec)?;
+    let file = |path: PathBuf, digest: &Digest, held: File| {
+        CacheFile(Arc::new(CacheFileInner {
+            path,
+            digest: digest.clone(),
+            builder: builder.clone(),
+            cache: cache.clone(),
+            codec,
+            held: Mutex::new(held),
+            remade: Mutex::new(None),
+        }))
+    };
+    if let Some((recorded, diff_id, digest, path, held)) = cache.unchanged(&fingerprint) {
+        return Ok(Layer {
+            diff_id,
+            size: recorded.size,
+            file: file(path, &digest, held),
+            digest,
+            description: builder.description.clone(),
+            origin: Origin::Unchanged,
+            codec,
+        });
+    }
+    // A file that changed while it was read makes a layer that is neither its old nor its
+    // new content: that attempt is thrown away (a tap it opened is dropped unfinished, so
+    // its upload is abandoned) and the layer is written once more; a second change fails.
+    let WrittenBlob {
+        file: scratch,
+        diff_id,
+        digest,
+        tap,
+    } = match write_blob(builder, cache, codec, progress, tap) {
+        Err(e) if changed_while_read(&e).is_some() => {
+            // What `stat` said before the first read is not what was read.
+            racy = true;
+            write_blob(builder, cache, codec, progress, tap).map_err(changed_again)?
+        }
+        other => other?,
+    };
+    let size = scratch.as_file().metadata()?.len();
+    let (path, held) = cache.store(
+        scratch,
+        &Recorded {
+            fingerprint: (!racy).then_some(fingerprint),
+            diff_id: diff_id.to_string(),
+            digest: digest.to_string(),
+            size,
+        },
+        &digest,
+    )?;
+    let layer = Layer {
+        diff_id,
+        size,
+        file: file(path, &digest, held),
+        digest,
+        description: builder.description.clone(),
+        origin: Origin::Written,
+        codec,
+    };
+    if let Some(tap) = tap {
+        tap.finish(&layer);
+    }
+    Ok(layer)
+}
+
+/// Streams the tar through the compressor into a new temporary file of the cache's blobs.
+fn write_blob(
+    builder: &LayerBuilder,
+    cache: &LayerCache,
+    codec: Codec,
+    progress: &(dyn Fn(u64) + Sync),
+    tap: &mut dyn FnMut() -> Option<Box<dyn LayerTap>>,
+) -> io::Result<WrittenBlob> {
+    let scratch = cache.temp_blob()?;
+    let (diff_id, digest, tap) = {
+        let file = Tapped::new(
+            BufWriter::with_capacity(256 * 1024, scratch.as_file()),
+            cache.previous_blob(),
+            tap,
+        );
+        let gzip = ParallelGzip::with_codec(HashingWriter::new(file), codec, default_threads())?;
+        let tar = builder.write_tar(Counting {
+            inner: HashingWriter::new(gzip),
+            progress,
+        })?;
+        let (gzip, diff_id) = tar.inner.finish();
+        let (mut file, digest) = gzip.finish()?.finish();
+        file.inner.flush()?;
+        (diff_id, digest, file.into_tap())
+    };
+    Ok(WrittenBlob {
+        file: scratch,
+        diff_id,
+        digest,
+        tap,
+    })
+}
+
+/// A layer's file in the layer cache, as an image's blob. While any clone is alive the file is
+/// held in use (a shared lock), so no run's pruning removes it; and a reader that finds it
+/// damaged (its content does not match its digest) has it written again: [`CacheFile::remake`].
+#[derive(Clone)]
+pub struct CacheFile(Arc<CacheFileInner>);
+
+struct CacheFileInner {
+    path: PathBuf,
+    digest: Digest,
+    /// How the layer was made, to make it again.
+    builder: Arc<LayerBuilder>,
+    cache: LayerCache,
+    codec: Codec,
+    /// The blob, open: holds it in use. After a remake, the new one.
+    held: Mutex<File>,
+    /// What remaking gave, once it was done.
+    remade: Mutex<Option<Result<(), String>>>,
+}
+
+impl std::fmt::Debug for CacheFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CacheFile").field(&self.0.path).finish()
+    }
+}
+
+impl CacheFile {
+    pub fn path(&self) -> &Path {
+        &self.0.path
+    }
+
+    /// The layer cache the file is in.
+    pub fn cache_dir(&self) -> &Path {
+        &self.0.cache.dir
+    }
+
+    /// What the layer holds ("binary greeter").
+    pub fn description(&self) -> &str {
+        &self.0.builder.description
+    }
+
+    /// Evicts the file, found damaged by a reader, and writes the layer again from its inputs,
+    /// once however many readers ask (they wait for it). True: written again just now (the
+    /// caller says so); false: it already was. Fails when the layer cannot be written, or its
+    /// inputs changed since the image was built (the image names the digest it had).
+    pub fn remake(&self) -> io::Result<bool> {
+        let mut remade = self
+            .0
+            .remade
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(result) = &*remade {
+            return result.clone().map(|()| false).map_err(io::Error::other);
+        }
+        let result = self.remake_now();
+        *remade = Some(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        result.map(|()| true)
+    }
+
+    fn remake_now(&self) -> io::Result<()> {
+        let inner = &self.0;
+        inner.cache.evict(&inner.digest)?;
+        let layer = make(
+            &inner.builder,
+            &inner.cache,
+            inner.codec,
+            &|_| {},
+            &mut || None,
+        )?;
+        if layer.digest != inner.digest {
+            return Err(io::Error::other(format!(
+                "{}: its inputs changed since the image was built (the layer is now {}, the image names {}); run the push again",
+                self.description(),
+                layer.digest,
+                inner.digest
+            )));
+        }
+        // Holds the new file through the same lock as the layer just made.
+        let new = layer
+            .file
+            .0
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .try_clone()?;
+        *inner
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+        Ok(())
     }
 }
 
@@ -793,7 +901,7 @@ mod tests {
 
     fn unpack(layer: &Layer) -> Vec<u8> {
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(&layer.path).unwrap())
+        flate2::read::GzDecoder::new(std::fs::File::open(layer.file.path()).unwrap())
             .read_to_end(&mut raw)
             .unwrap();
         raw
@@ -864,7 +972,7 @@ mod tests {
         assert_eq!(a.digest, b.digest);
         assert_eq!(a.diff_id, b.diff_id);
         assert_eq!(a.diff_id, Digest::sha256_of(&unpack(&a)));
-        let compressed = std::fs::read(&a.path).unwrap();
+        let compressed = std::fs::read(a.file.path()).unwrap();
         assert_eq!(a.digest, Digest::sha256_of(&compressed));
         assert_eq!(a.size, compressed.len() as u64);
         assert_ne!(a.digest, a.diff_id);
@@ -991,7 +1099,7 @@ mod tests {
         let (changed, asked, (bytes, finished)) = tapped(usize::MAX);
         assert!(asked);
         assert_ne!(changed.digest, first.digest);
-        assert_eq!(bytes, std::fs::read(&changed.path).unwrap());
+        assert_eq!(bytes, std::fs::read(changed.file.path()).unwrap());
         assert_eq!(finished, Some(changed.digest.clone()));
 
         // A tap that stops taking is still told of the finished layer, which is whole.
@@ -1050,8 +1158,13 @@ mod tests {
         let second = build(&cache, &file);
         assert_eq!(second.origin, Origin::Unchanged);
         assert_eq!(
-            (&second.digest, &second.diff_id, second.size, &second.path),
-            (&first.digest, &first.diff_id, first.size, &first.path)
+            (
+                &second.digest,
+                &second.diff_id,
+                second.size,
+                second.file.path()
+            ),
+            (&first.digest, &first.diff_id, first.size, first.file.path())
         );
     }
 
@@ -1112,55 +1225,120 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_blob_is_written_again_and_old_blobs_are_removed() {
+    fn a_damaged_blob_is_written_again_and_the_cache_keeps_only_what_is_in_use() {
         let (_dir, cache, file) = setup();
         let _later = pretend_later(Duration::from_secs(60));
         let first = build(&cache, &file);
-        std::fs::write(&first.path, b"junk").unwrap();
+        std::fs::write(first.file.path(), b"junk").unwrap();
         let again = build(&cache, &file);
         assert_eq!(again.origin, Origin::Written);
         assert_eq!(again.digest, first.digest);
         assert_eq!(
             again.digest,
-            Digest::sha256_of(&std::fs::read(&again.path).unwrap())
+            Digest::sha256_of(&std::fs::read(again.file.path()).unwrap())
         );
-        // A new version replaces the old one in the slot; the old blob stays while another run
-        // may still be uploading it (it was used just now)...
+        let old = again.file.path().to_path_buf();
+        drop(first);
+        // A new version replaces the old one in the slot; the old blob stays while it is held
+        // in use (`again`, as a run uploading it would)...
         std::fs::write(&file, "changed").unwrap();
         let other = build(&cache, &file);
-        assert_ne!(other.digest, first.digest);
-        assert!(other.path.exists() && first.path.exists());
-        // ...and goes once it has been unused a while: one blob left for the one slot.
-        set_mtime(&first.path, 1_700_000_000);
+        assert_ne!(other.digest, again.digest);
+        assert!(other.file.path().exists() && old.exists());
+        // ...and goes at once when nobody holds it.
+        drop(again);
         std::fs::write(&file, "changed again").unwrap();
         let newest = build(&cache, &file);
-        assert!(newest.path.exists() && other.path.exists() && !first.path.exists());
-        set_mtime(&other.path, 1_700_000_000);
+        assert!(newest.file.path().exists() && other.file.path().exists() && !old.exists());
+        let other_digest = other.digest.clone();
+        drop((other, newest));
         std::fs::write(&file, "changed").unwrap();
         let back = build(&cache, &file);
-        assert_eq!(back.digest, other.digest);
-        let blobs = std::fs::read_dir(LayerCache::blobs_dir(&cache.dir)).unwrap();
-        // `back` rewrote other's blob (fresh again); `newest` is fresh too.
-        assert_eq!(blobs.count(), 2);
+        assert_eq!(back.digest, other_digest);
+        // The slot's latest layer, nothing else: the README's promise.
+        let blobs: Vec<_> = std::fs::read_dir(LayerCache::blobs_dir(&cache.dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(blobs, [back.file.path().file_name().unwrap()]);
     }
 
     /// Two runs of one package share a layer cache (a second terminal, CI jobs on one target
     /// directory): a run replacing the slot's layer must not delete the blob the other found
-    /// unchanged and is about to upload.
+    /// unchanged and is about to upload; once that run is done, it goes.
     #[test]
-    fn a_blob_another_run_just_used_is_not_collected() {
+    fn a_blob_another_run_uses_is_not_collected_until_it_is_done() {
         let (_dir, cache, file) = setup();
         let _later = pretend_later(Duration::from_secs(60));
-        let first = build(&cache, &file);
-        set_mtime(&first.path, 1_700_000_000);
-        // Run A finds the layer unchanged: it will upload first.path.
+        drop(build(&cache, &file));
+        // Run A finds the layer unchanged: it will upload it.
         let a = build(&cache, &file);
         assert_eq!(a.origin, Origin::Unchanged);
         // Run B, meanwhile, builds a changed input into the same slot.
         std::fs::write(&file, "bbbb-changed").unwrap();
         let b = build(&cache, &file);
         assert_ne!(b.digest, a.digest);
-        assert!(a.path.exists(), "the blob run A is uploading was removed");
+        assert!(
+            a.file.path().exists(),
+            "the blob run A is uploading was removed"
+        );
+        let used = a.file.path().to_path_buf();
+        drop(a);
+        std::fs::write(&file, "cccc-changed").unwrap();
+        drop(build(&cache, &file));
+        assert!(!used.exists(), "a blob nobody uses nor refers to was kept");
+    }
+
+    /// Temporary files of a killed run are removed when the cache is pruned; one a live writer
+    /// holds is not.
+    #[test]
+    fn temporary_files_nobody_writes_are_removed() {
+        let (_dir, cache, file) = setup();
+        let _later = pretend_later(Duration::from_secs(60));
+        drop(build(&cache, &file));
+        let blobs = LayerCache::blobs_dir(&cache.dir);
+        // As a killed run leaves them: no lock held (an older version's too).
+        let left = blobs.join(".layer-left");
+        std::fs::write(&left, vec![0; 4096]).unwrap();
+        let record_left = cache.dir.join(".app-app-includes.json.12345");
+        std::fs::write(&record_left, "{").unwrap();
+        let live = cache.temp_blob().unwrap();
+        // The next layer stored prunes (and the next run's first lookup does).
+        std::fs::write(&file, "changed").unwrap();
+        drop(build(&cache, &file));
+        assert!(!left.exists() && !record_left.exists());
+        assert!(
+            live.path().exists(),
+            "a temporary file being written was removed"
+        );
+    }
+
+    /// A reader that finds a cache file damaged (same size, other bytes: what the size check
+    /// at lookup cannot see) has the layer written again, once however often it asks.
+    #[test]
+    fn a_damaged_cache_file_is_written_again_once_from_the_same_inputs() {
+        let (_dir, cache, file) = setup();
+        let _later = pretend_later(Duration::from_secs(60));
+        drop(build(&cache, &file));
+        let layer = build(&cache, &file);
+        assert_eq!(layer.origin, Origin::Unchanged);
+        let mut bytes = std::fs::read(layer.file.path()).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(layer.file.path(), &bytes).unwrap();
+        assert_ne!(layer.digest, Digest::sha256_of(&bytes));
+        assert!(layer.file.remake().unwrap(), "written again");
+        assert!(!layer.file.remake().unwrap(), "only once");
+        assert_eq!(
+            layer.digest,
+            Digest::sha256_of(&std::fs::read(layer.file.path()).unwrap())
+        );
+        // Inputs changed since the image was built: the image's digest cannot be made again.
+        let other = build(&cache, &file);
+        std::fs::write(other.file.path(), b"xxxx").unwrap();
+        std::fs::write(&file, "changed").unwrap();
+        let error = other.file.remake().unwrap_err().to_string();
+        assert!(error.contains("inputs changed"), "{error}");
     }
 
     fn mkfifo(path: &Path) {

@@ -47,8 +47,9 @@ pub trait LayerEvents: Send + Sync {
 #[derive(Debug, Clone)]
 pub enum BlobSource {
     Bytes(Bytes),
-    /// A file (a compressed layer in the on-disk cache), read in pieces when uploaded.
-    File(std::path::PathBuf),
+    /// A compressed layer in the on-disk layer cache, read in pieces when uploaded; whoever
+    /// reads it checks its digest, and has it written again if it is damaged.
+    File(layer::CacheFile),
     /// Still in a registry (a base image's layer): mount it or stream it across.
     Registry {
         registry: Registry,
@@ -335,7 +336,7 @@ fn add_our_layers(
                 compress::Codec::Gzip => types.layer_gzip.to_string(),
                 compress::Codec::Zstd => layer::OCI_LAYER_ZSTD.to_string(),
             },
-            source: BlobSource::File(l.path.clone()),
+            source: BlobSource::File(l.file.clone()),
             description: l.description.clone(),
         });
     }

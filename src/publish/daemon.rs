@@ -6,6 +6,7 @@ use miette::{Diagnostic, Result};
 use tokio::io::AsyncReadExt;
 
 use super::local::LocalImage;
+use super::local::healing;
 use super::tarball::{Tags, archive_file};
 use crate::engine::Engine;
 use crate::output;
@@ -29,8 +30,10 @@ pub async fn load(engine: &Engine, images: &[LocalImage]) -> Result<()> {
     };
     // The archive goes to a temporary file and from there to the engine in pieces, so no layer
     // is held whole in memory; the file is removed when `archive` is dropped.
-    let archive = archive_file(images, Tags::All)
-        .map_err(|e| fail(format!("writing the archive to load: {e}")))?;
+    let archive = healing(
+        || archive_file(images, Tags::All),
+        |e| fail(format!("writing the archive to load: {e}")).into(),
+    )?;
     let file = tokio::fs::File::from_std(
         archive
             .reopen()

@@ -1,13 +1,17 @@
 //! `--oci-layout DIR`: an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/…`).
 //! An existing layout is added to: blobs already there are kept, and an index entry is replaced
-//! only when it carries the same `org.opencontainers.image.ref.name`.
+//! only when it carries the same `org.opencontainers.image.ref.name`. Runs writing one layout at
+//! once take turns on `DIR/.adapt-push.lock`.
 
 use std::path::Path;
 
 use miette::{Diagnostic, Result};
 use serde_json::{Value, json};
 
-use super::local::{LocalImage, write_atomically, write_atomically_with};
+use super::local::{
+    LocalImage, healing, sweep_temp_files, write_atomically, write_atomically_with,
+};
+use crate::file_lock;
 use crate::image::OCI_INDEX;
 
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -64,6 +68,8 @@ pub fn merged_index(existing: Option<Value>, entries: Vec<Value>) -> Value {
     index
 }
 
+/// Writes `images` into the layout `dir`. Runs writing one layout take turns (a lock file in
+/// it): each reads `index.json` and writes it back with its entries added, so none is lost.
 pub fn write_layout(dir: &Path, images: &[LocalImage]) -> Result<()> {
     let fail = |reason: String| LayoutError {
         dir: dir.display().to_string(),
@@ -74,6 +80,11 @@ pub fn write_layout(dir: &Path, images: &[LocalImage]) -> Result<()> {
     }
     let marker = dir.join("oci-layout");
     let index_path = dir.join("index.json");
+    // Refused before anything is made in it. A lock file alone says a run is starting a layout.
+    if !dir.join(file_lock::LOCK_FILE).exists() && holds_other_files(dir, &marker, &index_path) {
+        return Err(fail("is not empty and not an OCI image layout".into()).into());
+    }
+    let _lock = file_lock::lock_dir(dir).map_err(|e| fail(e.to_string()))?;
     let existing = if index_path.is_file() {
         let text =
             std::fs::read(&index_path).map_err(|e| fail(format!("cannot read index.json: {e}")))?;
@@ -84,16 +95,19 @@ pub fn write_layout(dir: &Path, images: &[LocalImage]) -> Result<()> {
                 .ok_or_else(|| fail("index.json is not an OCI image index".into()))?,
         )
     } else {
-        let non_empty = dir.is_dir()
-            && std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
-        if non_empty && !marker.is_file() {
+        if holds_other_files(dir, &marker, &index_path) {
             return Err(fail("is not empty and not an OCI image layout".into()).into());
         }
         None
     };
+    // The marker first: a run killed before index.json still leaves a layout to add to.
+    write_atomically(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .map_err(|e| fail(format!("cannot write oci-layout: {e}")))?;
     let blobs = dir.join("blobs").join("sha256");
     std::fs::create_dir_all(&blobs)
         .map_err(|e| fail(format!("cannot create {}: {e}", blobs.display())))?;
+    sweep_temp_files(dir);
+    sweep_temp_files(&blobs);
     for image in images {
         for blob in image.blobs() {
             let path = blobs.join(blob.digest.hex());
@@ -101,19 +115,32 @@ pub fn write_layout(dir: &Path, images: &[LocalImage]) -> Result<()> {
                 continue;
             }
             // Copied in pieces: a layer is never read whole into memory.
-            write_atomically_with(&path, |file| {
-                std::io::copy(&mut blob.open()?, file).map(|_| ())
-            })
-            .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+            healing(
+                || {
+                    write_atomically_with(&path, |file| {
+                        std::io::copy(&mut blob.open()?, file).map(|_| ())
+                    })
+                },
+                |e| fail(format!("cannot write {}: {e}", path.display())).into(),
+            )?;
         }
     }
-    write_atomically(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#)
-        .map_err(|e| fail(format!("cannot write oci-layout: {e}")))?;
     let index = merged_index(existing, index_entries(images));
     let text = serde_json::to_vec_pretty(&index).map_err(|e| fail(e.to_string()))?;
     write_atomically(&index_path, &text)
         .map_err(|e| fail(format!("cannot write index.json: {e}")))?;
     Ok(())
+}
+
+/// Whether `dir` has files but is no layout (no `oci-layout`, no `index.json`); our lock file
+/// does not count.
+fn holds_other_files(dir: &Path, marker: &Path, index: &Path) -> bool {
+    let others = std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name() != file_lock::LOCK_FILE)
+    });
+    others && !marker.is_file() && !index.is_file()
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ use miette::{IntoDiagnostic, Result, WrapErr};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use crate::file_lock;
+use crate::image::layer::CacheFile;
 use crate::image::{Blob, BlobSource, Image};
 use crate::plan::Destination;
 use crate::reference::Digest;
@@ -25,7 +27,9 @@ use crate::registry::pool::Clients;
 pub enum BlobData {
     /// Small blobs: the manifest, the config, generated files.
     Memory(Bytes),
-    /// A file in the layer cache, or a base layer downloaded for this run.
+    /// A layer in the layer cache: its digest is checked as it is read.
+    Cache(CacheFile),
+    /// A base layer downloaded (and checked) for this run.
     File(PathBuf),
 }
 
@@ -47,28 +51,37 @@ impl LocalBlob {
     }
 
     /// A reader of exactly `size` bytes: a file that is shorter or longer fails rather than
-    /// writing an archive whose headers lie.
-    pub fn open(&self) -> std::io::Result<ExactReader<Box<dyn Read + '_>>> {
-        let inner: Box<dyn Read + '_> = match &self.data {
-            BlobData::Memory(bytes) => Box::new(bytes.as_ref()),
-            BlobData::File(path) => {
-                let file = std::fs::File::open(path).map_err(|e| with_path(e, path))?;
-                let len = file.metadata().map_err(|e| with_path(e, path))?.len();
-                if len != self.size {
-                    return Err(std::io::Error::other(format!(
-                        "{} has {len} bytes, but blob {} has {}",
-                        path.display(),
-                        self.digest,
-                        self.size
-                    )));
-                }
-                Box::new(file)
-            }
+    /// writing an archive whose headers lie. A layer cache file is hashed as it is read, and
+    /// its last read fails with [`DamagedBlob`] if it does not hold the blob.
+    pub fn open(&self) -> std::io::Result<ExactReader<'_, Box<dyn Read + '_>>> {
+        let (inner, check): (Box<dyn Read + '_>, _) = match &self.data {
+            BlobData::Memory(bytes) => (Box::new(bytes.as_ref()), None),
+            BlobData::File(path) => (Box::new(self.open_file(path)?), None),
+            BlobData::Cache(file) => (
+                Box::new(self.open_file(file.path())?),
+                Some((Sha256::new(), file.clone())),
+            ),
         };
         Ok(ExactReader {
             inner,
             remaining: self.size,
+            digest: &self.digest,
+            check,
         })
+    }
+
+    fn open_file(&self, path: &Path) -> std::io::Result<std::fs::File> {
+        let file = std::fs::File::open(path).map_err(|e| with_path(e, path))?;
+        let len = file.metadata().map_err(|e| with_path(e, path))?.len();
+        if len != self.size {
+            return Err(std::io::Error::other(format!(
+                "{} has {len} bytes, but blob {} has {}",
+                path.display(),
+                self.digest,
+                self.size
+            )));
+        }
+        Ok(file)
     }
 }
 
@@ -77,13 +90,16 @@ fn with_path(e: std::io::Error, path: &Path) -> std::io::Error {
 }
 
 /// Reads exactly as many bytes as announced: ending early is an error, and extra bytes are not
-/// read.
-pub struct ExactReader<R> {
+/// read. With a check, the bytes are hashed, and the read that ends the blob fails if they are
+/// not the blob.
+pub struct ExactReader<'a, R> {
     inner: R,
     remaining: u64,
+    digest: &'a Digest,
+    check: Option<(Sha256, CacheFile)>,
 }
 
-impl<R: Read> Read for ExactReader<R> {
+impl<R: Read> Read for ExactReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.remaining == 0 || buf.is_empty() {
             return Ok(0);
@@ -99,7 +115,76 @@ impl<R: Read> Read for ExactReader<R> {
             ));
         }
         self.remaining -= n as u64;
+        if let Some((hasher, _)) = &mut self.check {
+            hasher.update(&buf[..n]);
+        }
+        if self.remaining == 0
+            && let Some((hasher, file)) = self.check.take()
+        {
+            let actual = Digest::from_sha256_bytes(&hasher.finalize());
+            if self.digest.as_str().starts_with("sha256:") && actual != *self.digest {
+                return Err(std::io::Error::other(DamagedBlob {
+                    file,
+                    expected: self.digest.clone(),
+                    actual,
+                }));
+            }
+        }
         Ok(n)
+    }
+}
+
+/// A layer cache file that does not hold the blob it is named for (changed or damaged on disk).
+#[derive(Debug, thiserror::Error)]
+#[error("{} holds content with digest {actual}, not {expected}", file.path().display())]
+pub struct DamagedBlob {
+    pub file: CacheFile,
+    pub expected: Digest,
+    pub actual: Digest,
+}
+
+impl DamagedBlob {
+    /// The damaged blob behind `error`, however deep a writer wrapped it.
+    fn behind(error: &std::io::Error) -> Option<&DamagedBlob> {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = next {
+            if let Some(damaged) = e.downcast_ref::<DamagedBlob>() {
+                return Some(damaged);
+            }
+            // An io::Error's `source` skips the error it wraps: look inside it first.
+            next = match e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                Some(inner) => Some(inner),
+                None => e.source(),
+            };
+        }
+        None
+    }
+}
+
+/// Runs `write`; when it failed reading a damaged layer cache file, has that layer written again
+/// (see [`super::remake_damaged`]) and runs `write` again, at most once for each layer. Other
+/// failures go through `fail`.
+pub fn healing<T>(
+    mut write: impl FnMut() -> std::io::Result<T>,
+    fail: impl Fn(std::io::Error) -> miette::Report,
+) -> Result<T> {
+    let mut remade: Vec<Digest> = Vec::new();
+    loop {
+        let error = match write() {
+            Ok(done) => return Ok(done),
+            Err(e) => e,
+        };
+        let Some(damaged) = DamagedBlob::behind(&error) else {
+            return Err(fail(error));
+        };
+        if remade.contains(&damaged.expected) {
+            return Err(fail(error));
+        }
+        remade.push(damaged.expected.clone());
+        super::remake_damaged(&damaged.file, &damaged.to_string())?;
     }
 }
 
@@ -165,7 +250,7 @@ async fn local_blob(
 ) -> Result<LocalBlob> {
     let data = match &blob.source {
         BlobSource::Bytes(b) => BlobData::Memory(b.clone()),
-        BlobSource::File(path) => BlobData::File(path.clone()),
+        BlobSource::File(file) => BlobData::Cache(file.clone()),
         BlobSource::Registry {
             registry,
             repository,
@@ -269,18 +354,77 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     })
 }
 
-/// Like [`write_atomically`], with the content written by `write` into the temporary file.
+/// How our temporary files beside an output end: [`sweep_temp_files`] knows them by it.
+const TEMP_SUFFIX: &str = ".adapt-push-tmp";
+
+/// Like [`write_atomically`], with the content written by `write` into the temporary file. The
+/// file is a user's: created `0666` less the umask, or with the mode the file it replaces has;
+/// and a symlink at `path` stays one, its target replaced. The temporary file,
+/// `.<name>.<random>.adapt-push-tmp`, is locked while written: one a killed run left is removed
+/// by [`sweep_temp_files`].
 pub fn write_atomically_with(
     path: &Path,
     write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = through_symlinks(path)?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    let name: String = path
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(64).collect())
+        .unwrap_or_default();
+    let mut file = file_lock::temp_file(dir, &format!(".{name}."), TEMP_SUFFIX)?;
+    if let Ok(existing) = std::fs::metadata(&path) {
+        let mode = existing.permissions().mode() & 0o7777;
+        file.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
     write(file.as_file_mut())?;
     file.as_file().sync_all()?;
-    file.persist(path).map_err(|e| e.error)?;
+    file.persist(&path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// Removes our temporary files in `dir` that no run is writing (left by runs that were killed).
+pub fn sweep_temp_files(dir: &Path) {
+    file_lock::sweep(dir, |name| {
+        name.starts_with('.') && name.ends_with(TEMP_SUFFIX)
+    });
+}
+
+/// Removes our temporary files beside the file `path` (through symlinks) that no run is writing.
+pub fn sweep_beside(path: &Path) {
+    if let Ok(path) = through_symlinks(path) {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        sweep_temp_files(dir);
+    }
+}
+
+/// Where a write to `path` lands: through symlinks (40 at most, as the kernel follows) to the
+/// file they name, so that replacing it leaves the links in place.
+fn through_symlinks(path: &Path) -> std::io::Result<PathBuf> {
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = std::fs::read_link(&path).map_err(|e| with_path(e, &path))?;
+                // A relative target is relative to the link's directory.
+                path = match path.parent() {
+                    Some(dir) => dir.join(target),
+                    None => target,
+                };
+            }
+            _ => return Ok(path),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "{}: too many levels of symbolic links",
+        path.display()
+    )))
 }

@@ -15,6 +15,8 @@ pub mod tarball;
 use miette::Result;
 
 use crate::build::Built;
+use crate::image::layer::CacheFile;
+use crate::output;
 use crate::plan::Destination;
 use crate::reference::Digest;
 use crate::registry::pool::Clients;
@@ -48,4 +50,28 @@ pub struct Published {
     pub mounted: usize,
     pub present: usize,
     pub uploaded_bytes: u64,
+}
+
+/// A layer's file in the layer cache turned out damaged while it was read for a destination
+/// (`damage` says how): evicts it and writes the layer again from its inputs, once whoever
+/// asks, and says so the first time.
+pub(crate) fn remake_damaged(file: &CacheFile, damage: &str) -> Result<()> {
+    match file.remake() {
+        Ok(true) => {
+            output::warn(&format!(
+                "the layer cache's copy of {} was damaged ({damage}); removed it and wrote the layer again",
+                file.description()
+            ));
+            Ok(())
+        }
+        Ok(false) => Ok(()),
+        Err(e) => Err(miette::miette!(
+            help = format!(
+                "run the push again; if this happens again, remove the layer cache {}",
+                file.cache_dir().display()
+            ),
+            "the layer cache's copy of {} was damaged ({damage}), and writing the layer again failed: {e}",
+            file.description()
+        )),
+    }
 }

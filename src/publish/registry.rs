@@ -220,12 +220,28 @@ impl<'a> RegistryPublisher<'a> {
             return Ok(BlobOutcome::Present);
         }
         match &blob.source {
-            BlobSource::File(path) => {
-                let progress = output::Progress::bytes(&blob.description, blob.size);
-                let result = client
-                    .upload_file(repo, &blob.digest, path, blob.size, &progress)
-                    .await;
-                uploaded(client, blob, &progress, result)
+            BlobSource::File(file) => {
+                let mut remade = false;
+                loop {
+                    let progress = output::Progress::bytes(&blob.description, blob.size);
+                    let result = client
+                        .upload_file(repo, &blob.digest, file.path(), blob.size, &progress)
+                        .await;
+                    // The cache file does not hold the layer: written again from its inputs,
+                    // then sent once more.
+                    if let Err(damage @ RegistryError::LocalBlobDamaged { .. }) = &result
+                        && !remade
+                    {
+                        progress.finish();
+                        remade = true;
+                        let (file, damage) = (file.clone(), damage.to_string());
+                        tokio::task::spawn_blocking(move || super::remake_damaged(&file, &damage))
+                            .await
+                            .map_err(|e| miette::miette!("writing a damaged layer again: {e}"))??;
+                        continue;
+                    }
+                    return uploaded(client, blob, &progress, result);
+                }
             }
             BlobSource::Bytes(bytes) => {
                 let progress = output::Progress::bytes(&blob.description, blob.size);
@@ -488,7 +504,7 @@ fn cached_blob(layer: Layer) -> Blob {
         size: layer.size,
         // Not sent with a blob upload; the manifest names the type.
         media_type: String::new(),
-        source: BlobSource::File(layer.path),
+        source: BlobSource::File(layer.file),
         description: layer.description,
     }
 }

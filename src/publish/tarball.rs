@@ -9,7 +9,7 @@ use miette::{Diagnostic, Result};
 use serde_json::json;
 
 use super::layout::{index_entries, merged_index};
-use super::local::{LocalBlob, LocalImage, write_atomically_with};
+use super::local::{LocalBlob, LocalImage, healing, sweep_beside, write_atomically_with};
 
 #[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("--tarball {path}: {reason}")]
@@ -134,7 +134,9 @@ pub fn write_tarball(path: &Path, images: &[LocalImage]) -> Result<()> {
         path: path.display().to_string(),
         reason,
     };
-    write_atomically_with(path, |file| write_buffered(file, images, Tags::First))
-        .map_err(|e| fail(e.to_string()))?;
-    Ok(())
+    sweep_beside(path);
+    healing(
+        || write_atomically_with(path, |file| write_buffered(file, images, Tags::First)),
+        |e| fail(e.to_string()).into(),
+    )
 }

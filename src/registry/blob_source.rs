@@ -12,6 +12,7 @@ use tokio::io::AsyncReadExt;
 use super::RegistryError;
 use super::events;
 use super::transport::{Activity, progress_body};
+use crate::reference::Digest;
 
 /// Bytes read from the file per piece of the request body.
 const FILE_CHUNK: usize = 256 * 1024;
@@ -33,6 +34,35 @@ impl BlobSource<'_> {
         }
     }
 
+    /// Fails when a file does not hold the blob `digest` (any more): read again and hashed, when
+    /// the registry said what it got has another digest. Bytes in memory are taken as given.
+    pub(super) async fn check(&self, digest: &Digest) -> Result<(), RegistryError> {
+        let BlobSource::File { path, size } = self else {
+            return Ok(());
+        };
+        if !digest.as_str().starts_with("sha256:") {
+            return Ok(());
+        }
+        let (owned, size) = (path.to_path_buf(), *size);
+        let hashed = tokio::task::spawn_blocking(move || sha256_of_file(&owned, size))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+        let local = |cause: String| RegistryError::LocalBlob {
+            path: path.display().to_string(),
+            cause,
+        };
+        let actual = hashed.map_err(|e| local(e.to_string()))?;
+        if actual == *digest {
+            return Ok(());
+        }
+        Err(RegistryError::LocalBlobDamaged {
+            path: path.display().to_string(),
+            expected: digest.to_string(),
+            actual: actual.to_string(),
+        })
+    }
+
     /// The blob from its start as a request body that reports progress and activity.
     pub(super) fn body(
         &self,
@@ -48,6 +78,23 @@ impl BlobSource<'_> {
             BlobSource::File { path, size } => file_body(path, *size, progress, activity),
         }
     }
+}
+
+/// The sha256 of the file's first `size` bytes, read in pieces.
+fn sha256_of_file(path: &Path, size: u64) -> std::io::Result<Digest> {
+    use sha2::Digest as _;
+    use std::io::Read;
+    let mut reader = std::fs::File::open(path)?.take(size);
+    let mut hasher = sha2::Sha256::new();
+    let mut piece = vec![0; FILE_CHUNK];
+    loop {
+        let n = reader.read(&mut piece)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&piece[..n]);
+    }
+    Ok(Digest::from_sha256_bytes(&hasher.finalize()))
 }
 
 /// The file's first `size` bytes as a request body that reports progress and activity.

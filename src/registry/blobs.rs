@@ -193,6 +193,11 @@ impl RegistryClient {
                 }
                 Err(Attempt::Retry(e, after)) => (e, after),
             };
+            // What the registry got has another digest: a race with another push, or a file
+            // that no longer holds the blob, which no retry would mend.
+            if error.is_digest_invalid() {
+                source.check(digest).await?;
+            }
             if activity.bytes() > 0 {
                 budget_from = Instant::now();
             }

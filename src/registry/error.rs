@@ -136,6 +136,16 @@ pub enum RegistryError {
     #[error("reading the blob to upload from {path}: {cause}")]
     #[diagnostic(help("it is in the layer cache under target/adapt-push; run the push again"))]
     LocalBlob { path: String, cause: String },
+
+    /// A file uploaded as a blob does not hold it (found after the registry answered
+    /// `DIGEST_INVALID`): sending it again cannot help.
+    #[error("{path} does not hold blob {expected}: its content has digest {actual}")]
+    #[diagnostic(help("the file was changed or damaged on disk after it was written"))]
+    LocalBlobDamaged {
+        path: String,
+        expected: String,
+        actual: String,
+    },
 }
 
 impl RegistryError {
@@ -146,6 +156,11 @@ impl RegistryError {
             if ["BLOB_UNKNOWN", "DIGEST_INVALID", "BLOB_UPLOAD_UNKNOWN"]
                 .iter()
                 .any(|code| detail.contains(code)))
+    }
+
+    /// The registry found that the bytes it got do not have the digest they were sent as.
+    pub fn is_digest_invalid(&self) -> bool {
+        matches!(self, RegistryError::Rejected { detail, .. } if detail.contains("DIGEST_INVALID"))
     }
 
     /// A manifest PUT refused for its media type (older Quay, Artifactory and ECR setups answer

@@ -167,7 +167,7 @@ fn handle_tcp(
     open: &Open,
 ) {
     let n = stats.connections.fetch_add(1, Ordering::SeqCst) + 1;
-    if faults.reset_every > 0 && n % faults.reset_every == 0 {
+    if faults.reset_every > 0 && n.is_multiple_of(faults.reset_every) {
         // Wait for the request to arrive, then close with it unread: the kernel answers with
         // a reset (RST), as a crashing middlebox would.
         let _ = client.set_read_timeout(Some(Duration::from_secs(10)));

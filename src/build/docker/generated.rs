@@ -38,7 +38,8 @@ pub(super) async fn generate_context(
     };
     let mut layer_files = Vec::new();
     for blob in &image.layers {
-        if let BlobSource::File(path) = &blob.source {
+        if let BlobSource::File(file) = &blob.source {
+            let path = file.path();
             let name = format!("layer-{}.tar.gz", layer_files.len() + 1);
             let to = dir.path().join(&name);
             // A hard link costs nothing; across file systems, a copy (streamed by the kernel).
