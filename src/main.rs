@@ -7,6 +7,7 @@ use cargo_adapt_push::cli;
 
 fn main() -> ExitCode {
     ignore_empty_settings();
+    raise_open_file_limit();
     let invocation = cli::parse();
     // On a terminal, miette's graphical reports; in CI logs, no wrapping, so messages stay whole.
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -29,5 +30,23 @@ fn ignore_empty_settings() {
     for key in empty {
         // SAFETY: called first thing in main, before the runtime or any other thread starts.
         unsafe { std::env::remove_var(key) };
+    }
+}
+
+/// Every cached layer an image uses stays open (its lock keeps other runs' pruning off it), so a
+/// `--workspace` of many images can pass the soft limit of 1024 open files that most systems
+/// start with. Raise it to the hard limit, as Go's runtime does for every program (and so ko).
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
     }
 }

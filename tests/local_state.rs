@@ -537,3 +537,52 @@ fn outputs_follow_the_umask_keep_their_mode_and_write_through_symlinks() {
     }
     assert_eq!(mode(&real.join("greeter.tar")), 0o644);
 }
+
+/// Every cached layer an image uses stays open while the run lasts (its shared lock keeps other
+/// runs' pruning off it), so a workspace of many images needs more than the soft limit of 1024
+/// open files most systems start with: the tool raises its soft limit to the hard one at start,
+/// as Go programs (ko among them) do. Started with a soft limit of 64, it runs with the hard one.
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = tool();
+    cmd.args(["adapt-push", "resolve", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 4096,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = cmd.spawn().expect("start cargo-adapt-push");
+    // It waits for its YAML on stdin (kept open), with its limits in /proc meanwhile.
+    let limits = Path::new("/proc").join(child.id().to_string()).join("limits");
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = std::fs::read_to_string(&limits).unwrap_or_default();
+        let open_files = seen.lines().find(|l| l.starts_with("Max open files"));
+        if open_files.is_some_and(|l| l.split_whitespace().nth(3) == Some("4096")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let open_files = seen.lines().find(|l| l.starts_with("Max open files"));
+    assert_eq!(
+        open_files.and_then(|l| l.split_whitespace().nth(3)),
+        Some("4096"),
+        "soft limit of open files, from {}:\n{seen}",
+        limits.display()
+    );
+}
