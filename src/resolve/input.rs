@@ -25,6 +25,19 @@ pub struct Input {
     pub identity: Option<Identity>,
 }
 
+#[cfg(test)]
+impl Input {
+    /// Text as if read from stdin, named `m.yaml` (for the scanning and writing tests).
+    pub fn from_text(text: &str) -> Input {
+        Input {
+            name: "m.yaml".into(),
+            path: None,
+            text: text.into(),
+            identity: None,
+        }
+    }
+}
+
 /// What `fstat` says about an open file: which file it is, and its size and mtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {

@@ -163,15 +163,6 @@ mod tests {
     use super::*;
     use crate::resolve::write::resolved;
 
-    fn input(text: &str) -> Input {
-        Input {
-            name: "m.yaml".into(),
-            path: None,
-            text: text.into(),
-            identity: None,
-        }
-    }
-
     fn replace(text: &str, found: &[Placeholder], to: impl Fn(&Placeholder) -> String) -> String {
         let refs: Vec<String> = found.iter().map(to).collect();
         let edits: Vec<(std::ops::Range<usize>, &str)> = found
@@ -187,7 +178,7 @@ mod tests {
     #[test]
     fn placeholders_in_every_style_are_replaced_and_nothing_else_changes() {
         let text = "# adapt://not-this, a comment\n---\nkind: Pod # ünïcode\nspec:\n  containers:\n  - image: adapt://api\n  - image: 'adapt://web/server'   # quoted\n  - {name: x, image: \"adapt://api\"}\n  - args: [\"run adapt://api later\"]\n---\nnote: |\n  adapt://in-a-block\n...\n";
-        let found = find_placeholders(&input(text)).unwrap();
+        let found = find_placeholders(&Input::from_text(text)).unwrap();
         let names: Vec<(&str, Option<&str>, usize)> = found
             .iter()
             .map(|p| (p.package.as_str(), p.bin.as_deref(), p.line))
@@ -212,7 +203,7 @@ mod tests {
     #[test]
     fn anchors_and_tags_on_a_placeholder_are_kept_and_aliases_follow() {
         let text = "a: &img adapt://api   # anchored\nb: *img\nc: !!str adapt://web\nd: !!str \"adapt://w/x\"\ne: &q !!str 'adapt://api'\nf: !!str &r adapt://web\ng: [&s adapt://api, !!str \"adapt://web\", *s]\nh: !<tag:yaml.org,2002:str> adapt://api\ni: &t # the image\n  !!str\n  adapt://web\nj: &adapt adapt://api\n";
-        let found = find_placeholders(&input(text)).unwrap();
+        let found = find_placeholders(&Input::from_text(text)).unwrap();
         let lines: Vec<usize> = found.iter().map(|p| p.line).collect();
         assert_eq!(lines, vec![1, 3, 4, 5, 6, 7, 7, 8, 11, 12]);
         let out = replace(text, &found, |p| format!("R/{}@sha256:1", p.package));
@@ -235,20 +226,20 @@ mod tests {
 
     #[test]
     fn bad_placeholders_and_yaml_name_the_line() {
-        let err = find_placeholders(&input("a: 1\nb: adapt://Not OK\n")).unwrap_err();
+        let err = find_placeholders(&Input::from_text("a: 1\nb: adapt://Not OK\n")).unwrap_err();
         assert!(err.to_string().starts_with("m.yaml:2:"), "{err}");
-        let err = find_placeholders(&input("a: [\n")).unwrap_err();
+        let err = find_placeholders(&Input::from_text("a: [\n")).unwrap_err();
         assert!(err.to_string().contains("not valid YAML"), "{err}");
-        let err = find_placeholders(&input("a: \"adapt://\\x61pi\"\n")).unwrap_err();
+        let err = find_placeholders(&Input::from_text("a: \"adapt://\\x61pi\"\n")).unwrap_err();
         assert!(err.to_string().contains("without escapes"), "{err}");
-        let err = find_placeholders(&input("a: &x \"adapt://\\x61pi\"\n")).unwrap_err();
+        let err = find_placeholders(&Input::from_text("a: &x \"adapt://\\x61pi\"\n")).unwrap_err();
         assert!(err.to_string().contains("without escapes"), "{err}");
     }
 
     #[test]
     fn byte_offsets_follow_multibyte_text() {
         let text = "ü: é\nx: adapt://api\n€: 'adapt://web'\n";
-        let found = find_placeholders(&input(text)).unwrap();
+        let found = find_placeholders(&Input::from_text(text)).unwrap();
         assert_eq!(&text[found[0].range.clone()], "adapt://api");
         assert_eq!(&text[found[1].range.clone()], "adapt://web");
         let mut offsets = ByteOffsets::default();

@@ -193,22 +193,13 @@ fn stage<'a>(name: &'a str, path: &Path, read: &Identity, file: &Resolved) -> Re
 mod tests {
     use super::*;
 
-    fn input(text: &str) -> Input {
-        Input {
-            name: "m.yaml".into(),
-            path: None,
-            text: text.into(),
-            identity: None,
-        }
-    }
-
     #[test]
     fn files_are_joined_as_one_stream() {
         let inputs = [
-            input("a: 1"),
-            input(""),
-            input("b: adapt://x\n"),
-            input("---\nc: 3\n"),
+            Input::from_text("a: 1"),
+            Input::from_text(""),
+            Input::from_text("b: adapt://x\n"),
+            Input::from_text("---\nc: 3\n"),
         ];
         let files: Vec<Resolved> = inputs
             .iter()
