@@ -566,7 +566,9 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
     }
     let mut child = cmd.spawn().expect("start cargo-adapt-push");
     // It waits for its YAML on stdin (kept open), with its limits in /proc meanwhile.
-    let limits = Path::new("/proc").join(child.id().to_string()).join("limits");
+    let limits = Path::new("/proc")
+        .join(child.id().to_string())
+        .join("limits");
     let mut seen = String::new();
     for _ in 0..100 {
         seen = std::fs::read_to_string(&limits).unwrap_or_default();
