@@ -367,16 +367,7 @@ pub fn write_atomically_with(
     write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let path = through_symlinks(path)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name: String = path
-        .file_name()
-        .map(|n| n.to_string_lossy().chars().take(64).collect())
-        .unwrap_or_default();
-    let mut file = file_lock::temp_file(dir, &format!(".{name}."), TEMP_SUFFIX)?;
+    let (path, mut file) = temp_beside(path)?;
     if let Ok(existing) = std::fs::metadata(&path) {
         let mode = existing.permissions().mode() & 0o7777;
         file.as_file()
@@ -386,6 +377,24 @@ pub fn write_atomically_with(
     file.as_file().sync_all()?;
     file.persist(&path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// Where a write to `path` lands (through symlinks, see [`through_symlinks`]), and a new
+/// temporary file in that directory to be renamed over it: `.<name>.<random>.adapt-push-tmp`,
+/// `0666` less the umask, locked while open, so that one a killed run left is removed by
+/// [`sweep_temp_files`].
+pub fn temp_beside(path: &Path) -> std::io::Result<(PathBuf, tempfile::NamedTempFile)> {
+    let path = through_symlinks(path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name: String = path
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(64).collect())
+        .unwrap_or_default();
+    let file = file_lock::temp_file(dir, &format!(".{name}."), TEMP_SUFFIX)?;
+    Ok((path, file))
 }
 
 /// Removes our temporary files in `dir` that no run is writing (left by runs that were killed).

@@ -138,9 +138,16 @@ pub fn in_place(files: &[Resolved]) -> Result<()> {
 
 /// Writes the resolved text of `file` to a temporary file beside `path`'s target.
 fn stage<'a>(name: &'a str, path: &Path, read: &Identity, file: &Resolved) -> Result<Staged<'a>> {
-    let target = std::fs::canonicalize(path)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("--in-place: {name}"))?;
+    let cannot = |e: io::Error| {
+        miette!(
+            help = "--in-place writes a new file beside each input and renames it over the input: its directory must be writable",
+            "--in-place: cannot write {name}'s new text in a temporary file beside {}: {e}",
+            path.display()
+        )
+    };
+    // Beside the file a symlink names (the link stays), so the rename is atomic; locked while
+    // open, so that one a killed run left is swept like the other outputs' temporary files.
+    let (target, mut temp) = crate::publish::local::temp_beside(path).map_err(cannot)?;
     let meta = std::fs::metadata(&target)
         .into_diagnostic()
         .wrap_err_with(|| format!("--in-place: {name}"))?;
@@ -151,21 +158,6 @@ fn stage<'a>(name: &'a str, path: &Path, read: &Identity, file: &Resolved) -> Re
             "--in-place: {name} changed while its images were pushed (it was edited or replaced)"
         ));
     }
-    let (Some(dir), Some(base)) = (target.parent(), target.file_name()) else {
-        return Err(miette!("--in-place: {name} is not a file"));
-    };
-    let cannot = |e: io::Error| {
-        miette!(
-            help = "--in-place writes a new file beside each input and renames it over the input: its directory must be writable",
-            "--in-place: cannot write {name}'s new text in {}: {e}",
-            dir.display()
-        )
-    };
-    // A hidden name that says whose it is, in the same directory so the rename is atomic.
-    let mut temp = tempfile::Builder::new()
-        .prefix(&format!(".{}.adapt-push-", base.to_string_lossy()))
-        .tempfile_in(dir)
-        .map_err(cannot)?;
     let mut out = BufWriter::with_capacity(1 << 16, temp.as_file_mut());
     resolved(&mut out, &file.input.text, &file.edits)
         .and_then(|()| out.flush())
