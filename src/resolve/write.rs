@@ -146,7 +146,8 @@ fn stage<'a>(name: &'a str, path: &Path, read: &Identity, file: &Resolved) -> Re
         )
     };
     // Beside the file a symlink names (the link stays), so the rename is atomic; locked while
-    // open, so that one a killed run left is swept like the other outputs' temporary files.
+    // open, so that one a killed run left is swept (as here) like the other outputs'.
+    crate::publish::local::sweep_beside(path);
     let (target, mut temp) = crate::publish::local::temp_beside(path).map_err(cannot)?;
     let meta = std::fs::metadata(&target)
         .into_diagnostic()
