@@ -7,7 +7,7 @@
 //! references and `[package.metadata.cluster]` are public for the fuzz targets and the
 //! random-input test.
 
-mod build;
+mod builder;
 mod cargo;
 mod ci;
 pub mod cli;

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use miette::{IntoDiagnostic, Result, WrapErr};
 
-use crate::build::{self, Built};
+use crate::builder::{self, Built};
 use crate::cargo::CargoOptions;
 use crate::cli::PushArgs;
 use crate::engine::{self, EngineImage};
@@ -460,7 +460,7 @@ async fn build_platforms(
             if send_early {
                 build_sending_layers(&spec, target, cargo_options, clients).await
             } else {
-                let image = build::build(&spec, cargo_options, clients, None).await;
+                let image = builder::build(&spec, cargo_options, clients, None).await;
                 (image, EarlyBlobs::default())
             }
         };
@@ -499,7 +499,7 @@ async fn build_sending_layers(
     let (listener, layers) = publish::registry::early_layers();
     // The listener (and so the sender) is dropped when the build ends, which ends the uploads.
     tokio::join!(
-        build::build(spec, cargo_options, clients, Some(listener)),
+        builder::build(spec, cargo_options, clients, Some(listener)),
         publish::registry::upload_early(clients, &target.destination, layers),
     )
 }

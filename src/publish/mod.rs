@@ -14,7 +14,7 @@ pub mod tarball;
 
 use miette::Result;
 
-use crate::build::Built;
+use crate::builder::Built;
 use crate::image::layer::CacheFile;
 use crate::output;
 use crate::plan::Destination;

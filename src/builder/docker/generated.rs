@@ -4,7 +4,7 @@
 use miette::{IntoDiagnostic, Result, WrapErr};
 
 use super::{DockerBuildError, context::BuildContext, dockerignore::DockerIgnore};
-use crate::build::oci;
+use crate::builder::oci;
 use crate::cargo::CargoOptions;
 use crate::image::{BlobSource, Image};
 use crate::output::{self};
@@ -18,7 +18,7 @@ pub(super) async fn generate_context(
     cargo_options: &CargoOptions,
     clients: &Clients,
 ) -> Result<BuildContext> {
-    let binary = crate::build::build_binary(target, cargo_options).await?;
+    let binary = crate::builder::build_binary(target, cargo_options).await?;
     // The whole daemonless image is assembled (the base's manifest and config fetched) though only
     // its layers and config are used: `oci` has no public way to make the layers alone.
     // `ADD` unpacks gzip tars, not zstd ones: the engine gets gzip layers whatever `compression`
