@@ -4,7 +4,6 @@
 pub mod base_check;
 pub mod docker;
 pub mod oci;
-pub mod scratch;
 
 use std::path::PathBuf;
 

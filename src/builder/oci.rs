@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use miette::{Diagnostic, IntoDiagnostic, Result, WrapErr};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
-use super::{base_check, scratch};
+use super::base_check;
 use crate::cargo::CargoOptions;
 use crate::image::base_fs::BaseFs;
 use crate::image::compress::Codec;
 use crate::image::layer::{Layer, LayerBuilder, LayerCache, LayerTap, Origin};
+use crate::image::scratch;
 use crate::image::{self, BaseImage, Family, Image, LayerListener, RunConfig};
 use crate::output;
 use crate::plan::MediaTypes;

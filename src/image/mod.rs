@@ -7,6 +7,7 @@ pub mod compress;
 pub(crate) mod exact;
 pub mod input_cache;
 pub mod layer;
+pub mod scratch;
 
 use std::collections::{BTreeMap, HashMap};
 

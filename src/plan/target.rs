@@ -183,7 +183,7 @@ fn check_user(config: &ClusterConfig, base: &Base) -> Result<(), ConfigError> {
     // A scratch image's /etc/passwd and /etc/group know root, nonroot and nobody.
     let known = |part: &str| {
         (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
-            || crate::builder::scratch::USERS
+            || crate::image::scratch::USERS
                 .iter()
                 .any(|(name, _)| *name == part)
     };
