@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use cargo_metadata::Message;
 use miette::{Diagnostic, Result};
 
-use crate::plan::BuildSpec;
+use crate::spec::BuildSpec;
 
 /// Options passed through to cargo unchanged.
 #[derive(Debug, Clone, Default)]

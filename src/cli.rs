@@ -6,7 +6,7 @@ use clap::builder::{EnumValueParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::cargo::CargoOptions;
-use crate::{output, plan, supply_chain};
+use crate::{output, plan, spec};
 
 /// Cargo invokes `cargo-adapt-push adapt-push ARGS`; the outer enum swallows that word.
 #[derive(Debug, Parser)]
@@ -169,11 +169,11 @@ pub enum MediaTypes {
     Docker,
 }
 
-impl From<MediaTypes> for plan::MediaTypes {
+impl From<MediaTypes> for spec::MediaTypes {
     fn from(types: MediaTypes) -> Self {
         match types {
-            MediaTypes::Oci => plan::MediaTypes::Oci,
-            MediaTypes::Docker => plan::MediaTypes::Docker,
+            MediaTypes::Oci => spec::MediaTypes::Oci,
+            MediaTypes::Docker => spec::MediaTypes::Docker,
         }
     }
 }
@@ -199,7 +199,7 @@ pub fn output_format() -> impl TypedValueParser<Value = output::Format> {
     EnumValueParser::<Format>::new().map(output::Format::from)
 }
 
-/// Which SBOM to attach (`--sbom`); the domain's is `supply_chain::SbomFormat`.
+/// Which SBOM to attach (`--sbom`); the domain's is `spec::SbomFormat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SbomFormat {
     Spdx,
@@ -207,12 +207,12 @@ pub enum SbomFormat {
     None,
 }
 
-impl From<SbomFormat> for supply_chain::SbomFormat {
+impl From<SbomFormat> for spec::SbomFormat {
     fn from(format: SbomFormat) -> Self {
         match format {
-            SbomFormat::Spdx => supply_chain::SbomFormat::Spdx,
-            SbomFormat::Cyclonedx => supply_chain::SbomFormat::Cyclonedx,
-            SbomFormat::None => supply_chain::SbomFormat::None,
+            SbomFormat::Spdx => spec::SbomFormat::Spdx,
+            SbomFormat::Cyclonedx => spec::SbomFormat::Cyclonedx,
+            SbomFormat::None => spec::SbomFormat::None,
         }
     }
 }

@@ -352,17 +352,17 @@ pub fn print_plan(plan: &Plan, format: Format) -> std::io::Result<()> {
             bin: &t.build.bin,
             builder: t.build.builder.name(),
             base: match &t.build.image.base {
-                crate::plan::Base::Scratch => "scratch".to_string(),
-                crate::plan::Base::Image(r) => r.to_string(),
+                crate::spec::Base::Scratch => "scratch".to_string(),
+                crate::spec::Base::Image(r) => r.to_string(),
             },
             push_name: t.destination.push_name(),
             pull_name: t.destination.pull_name(),
             tags: t.destination.tags.iter().map(|t| t.to_string()).collect(),
             platforms: t.platforms.iter().map(|p| p.to_string()).collect(),
             sbom: match t.supply_chain.sbom {
-                crate::supply_chain::SbomFormat::Spdx => "spdx",
-                crate::supply_chain::SbomFormat::Cyclonedx => "cyclonedx",
-                crate::supply_chain::SbomFormat::None => "none",
+                crate::spec::SbomFormat::Spdx => "spdx",
+                crate::spec::SbomFormat::Cyclonedx => "cyclonedx",
+                crate::spec::SbomFormat::None => "none",
             },
             provenance: t.supply_chain.provenance,
         })

@@ -16,11 +16,12 @@ use crate::cargo::CargoOptions;
 use crate::cli::PushArgs;
 use crate::engine::{self, EngineImage};
 use crate::output::{self, Pushed};
-use crate::plan::{BuildSpec, BuilderKind, Destination, Plan, Target};
+use crate::plan::{Plan, Target};
 use crate::platform;
 use crate::publish::{self, attach::KnownManifest, local::LocalImage, registry::EarlyBlobs};
 use crate::registry::ClientOptions;
 use crate::registry::pool::Clients;
+use crate::spec::{BuildSpec, BuilderKind, Destination};
 use crate::supply_chain;
 
 /// Where images go, from the command line.
@@ -599,7 +600,7 @@ async fn build_facts(
     cargo_options: &CargoOptions,
 ) -> Result<Option<supply_chain::BuildFacts>> {
     let spec = target.supply_chain;
-    if spec.sbom == supply_chain::SbomFormat::None && !spec.provenance {
+    if spec.sbom == crate::spec::SbomFormat::None && !spec.provenance {
         return Ok(None);
     }
     if target.build.builder == BuilderKind::Docker && target.build.docker.dockerfile.is_some() {

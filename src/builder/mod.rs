@@ -13,8 +13,8 @@ use crate::cargo::{self, CargoOptions};
 use crate::engine::EngineImage;
 use crate::image::{Image, LayerListener};
 use crate::output;
-use crate::plan::{BuildSpec, BuilderKind};
 use crate::registry::pool::Clients;
+use crate::spec::{BuildSpec, BuilderKind};
 
 /// A built image: assembled in-process, or held by a Docker engine.
 pub enum Built {

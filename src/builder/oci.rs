@@ -14,16 +14,16 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use super::base_check;
 use crate::cargo::CargoOptions;
 use crate::image::base_fs::BaseFs;
-use crate::image::compress::Codec;
 use crate::image::layer::{Layer, LayerBuilder, LayerCache, LayerTap, Origin};
 use crate::image::scratch;
 use crate::image::{self, BaseImage, Family, Image, LayerListener, RunConfig};
 use crate::output;
-use crate::plan::MediaTypes;
-use crate::plan::{Base, BuildSpec};
 use crate::reference::{Digest, ImageRef};
 use crate::registry::pool::Clients;
 use crate::runtime_closure::{self, Linkage};
+use crate::spec::Codec;
+use crate::spec::MediaTypes;
+use crate::spec::{Base, BuildSpec};
 
 /// Where the binary goes in the image; also the entrypoint.
 pub fn binary_path_in_image(bin: &str) -> String {

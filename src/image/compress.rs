@@ -16,6 +16,8 @@ use std::thread::JoinHandle;
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 
+use crate::spec::Codec;
+
 /// Uncompressed bytes per independently compressed block. Changing it changes every digest.
 pub const BLOCK_SIZE: usize = 512 * 1024;
 
@@ -36,23 +38,6 @@ pub const GZIP_LEVEL: u32 = 2;
 /// zstd level for `compression = "zstd"`: zstd's default, which is faster than deflate level 2 and
 /// smaller than level 6 on release binaries. Changing it changes every zstd digest.
 pub const ZSTD_LEVEL: i32 = 3;
-
-/// How layers are compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Codec {
-    #[default]
-    Gzip,
-    Zstd,
-}
-
-impl Codec {
-    pub fn name(self) -> &'static str {
-        match self {
-            Codec::Gzip => "gzip",
-            Codec::Zstd => "zstd",
-        }
-    }
-}
 
 /// gzip header: no name, mtime 0, no extra flags, OS "unknown", so no host detail leaks in.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];

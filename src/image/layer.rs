@@ -14,11 +14,12 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
 use super::base_fs::{BaseFs, Kind};
-use super::compress::{Codec, ParallelGzip, default_threads};
+use super::compress::{ParallelGzip, default_threads};
 use super::exact::ExactReader;
 pub use super::input_cache::LayerCache;
 use super::input_cache::{Fingerprint, Recorded};
 use crate::reference::Digest;
+use crate::spec::Codec;
 
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";

@@ -240,7 +240,7 @@ pub fn assemble(
         Some(b) => base_layer_blobs(b, types.docker)?,
         None => Vec::new(),
     };
-    if types.docker && layers.iter().any(|l| l.codec == compress::Codec::Zstd) {
+    if types.docker && layers.iter().any(|l| l.codec == crate::spec::Codec::Zstd) {
         return Err(AssembleError::ZstdOnDockerBase);
     }
     add_our_layers(
@@ -334,8 +334,8 @@ fn add_our_layers(
             digest: l.digest.clone(),
             size: l.size,
             media_type: match l.codec {
-                compress::Codec::Gzip => types.layer_gzip.to_string(),
-                compress::Codec::Zstd => layer::OCI_LAYER_ZSTD.to_string(),
+                crate::spec::Codec::Gzip => types.layer_gzip.to_string(),
+                crate::spec::Codec::Zstd => layer::OCI_LAYER_ZSTD.to_string(),
             },
             source: BlobSource::File(l.file.clone()),
             description: l.description.clone(),

@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use super::{BuilderChoice, BuilderKind, DockerSpec, Request};
+use super::{BuilderChoice, Request};
 use crate::config::{ClusterConfig, ConfigError};
+use crate::spec::{BuilderKind, DockerSpec};
 
 pub(super) fn choose_builder(
     request: &Request,

@@ -1,10 +1,11 @@
 //! What a target makes besides its image: the platforms (`--platform`/`platforms`) and the
 //! supply-chain documents (`--sbom`/`sbom`, `--provenance`/`provenance`).
 
-use super::{BuilderKind, Request};
+use super::Request;
 use crate::config::{ClusterConfig, ConfigError};
 use crate::platform::Platform;
-use crate::supply_chain::{SbomFormat, SupplyChainSpec};
+use crate::spec::BuilderKind;
+use crate::spec::{SbomFormat, SupplyChainSpec};
 
 /// `--platform` over `platforms` in the cluster table; duplicates dropped, order kept.
 pub(super) fn plan_platforms(

@@ -7,9 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::Include;
 use crate::config::{ClusterConfig, ConfigError, IncludeSetting, Sourced};
 use crate::image::layer::special_kind;
+use crate::spec::Include;
 
 /// How many entries of an included tree are looked at while planning; the layer builder
 /// checks every one again when it reads them.

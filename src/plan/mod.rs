@@ -9,13 +9,12 @@ mod select;
 mod tags;
 mod target;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cargo_metadata::Metadata;
 
 use crate::config::{ClusterConfig, ConfigError, Origin};
-use crate::reference::{ImageRef, Registry, Repository, Tag};
+use crate::spec::{BuildSpec, Destination, MediaTypes, RegistryOptions};
 use select::select_packages;
 use target::plan_target;
 
@@ -34,127 +33,11 @@ pub struct Target {
     pub destination: Destination,
     pub registry_options: RegistryOptions,
     /// Which supply-chain documents to attach to the pushed image.
-    pub supply_chain: crate::supply_chain::SupplyChainSpec,
+    pub supply_chain: crate::spec::SupplyChainSpec,
     /// `platforms` / `--platform`; empty: the host's platform, one image, no index.
     pub platforms: Vec<crate::platform::Platform>,
     /// What the user should hear about the settings that is not an error (the run prints it).
     pub warnings: Vec<String>,
-}
-
-/// A builder's whole input. It says nothing about where the image will be pushed.
-#[derive(Debug, Clone)]
-pub struct BuildSpec {
-    pub package: String,
-    pub version: String,
-    pub manifest_path: PathBuf,
-    pub bin: String,
-    pub builder: BuilderKind,
-    pub image: ImageSpec,
-    pub docker: DockerSpec,
-    /// Where compressed layers are kept between runs (under cargo's target directory).
-    pub layer_cache: PathBuf,
-    /// Building for another platform than the host's: set per platform before building.
-    pub cross: Option<crate::platform::CrossBuild>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BuilderKind {
-    Oci,
-    Docker,
-}
-
-impl BuilderKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            BuilderKind::Oci => "oci",
-            BuilderKind::Docker => "docker",
-        }
-    }
-}
-
-/// Where the image goes: pushed through `external`, pulled by the cluster through `internal`.
-/// The two may name different paths (a pull-through cache or mirror rewrites the path but keeps
-/// the digest), so the pull reference is always pinned by digest.
-#[derive(Debug, Clone)]
-pub struct Destination {
-    pub external: Registry,
-    pub internal: Registry,
-    /// The repository pushed to, under `external` (its path prefix, then the image).
-    pub repository: Repository,
-    /// The repository the cluster pulls, under `internal` (its path prefix, then the image).
-    pub pull_repository: Repository,
-    pub tags: Vec<Tag>,
-}
-
-impl Destination {
-    /// `external/repository`, the name pushes go to.
-    pub fn push_name(&self) -> String {
-        format!("{}/{}", self.external, self.repository)
-    }
-
-    /// `internal/pull_repository`, the name the cluster pulls.
-    pub fn pull_name(&self) -> String {
-        format!("{}/{}", self.internal, self.pull_repository)
-    }
-}
-
-/// What goes into the image besides the binary.
-#[derive(Debug, Clone)]
-pub struct ImageSpec {
-    pub base: Base,
-    pub env: Vec<(String, String)>,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    pub user: Option<String>,
-    pub includes: Vec<Include>,
-    /// Seconds since the epoch for file mtimes and `created`: SOURCE_DATE_EPOCH, else 0.
-    pub epoch: u64,
-    /// Check that the base image can start the binary (`check-base`, default on).
-    pub check_base: bool,
-    /// Scratch images: add the host's /usr/share/zoneinfo (`tzdata`).
-    pub tzdata: bool,
-    /// `media-types` / `--media-types`; `None`: OCI, or the base image's family.
-    pub media_types: Option<MediaTypes>,
-    /// How our layers are compressed (`compression`).
-    pub compression: crate::image::compress::Codec,
-}
-
-#[derive(Debug, Clone)]
-pub enum Base {
-    /// No base: the binary and, if dynamically linked, its runtime closure from the host.
-    Scratch,
-    /// Layers of this image, then ours.
-    Image(ImageRef),
-}
-
-#[derive(Debug, Clone)]
-pub struct Include {
-    pub host_path: PathBuf,
-    pub image_path: String,
-}
-
-/// Settings for the Docker engine builder.
-#[derive(Debug, Clone)]
-pub struct DockerSpec {
-    /// `None` means generate one (the package has no Dockerfile).
-    pub dockerfile: Option<PathBuf>,
-    pub context: PathBuf,
-    pub build_args: BTreeMap<String, String>,
-    pub target: Option<String>,
-    pub pull: bool,
-    pub platform: Option<String>,
-    /// Build with BuildKit: `Some(true)` always, `Some(false)` never (classic builder), `None`
-    /// when the engine has it.
-    pub buildkit: Option<bool>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct RegistryOptions {
-    pub insecure: Vec<Registry>,
-    pub ca_cert: Option<PathBuf>,
-    /// `--retry-attempts` / `--retry-timeout` (seconds); `None`: the client's defaults.
-    pub retry_attempts: Option<u32>,
-    pub retry_timeout: Option<u64>,
 }
 
 /// What the command line asks of the plan, in plain terms: `cli` fills it from its arguments
@@ -182,7 +65,7 @@ pub struct Request {
     pub retry_timeout: Option<u64>,
     /// `--tag`: replaces `tags`.
     pub tags: Vec<String>,
-    pub sbom: Option<crate::supply_chain::SbomFormat>,
+    pub sbom: Option<crate::spec::SbomFormat>,
     pub provenance: Option<bool>,
     pub platforms: Vec<String>,
 }
@@ -192,13 +75,6 @@ pub struct Request {
 pub enum BuilderChoice {
     /// The engine builder when the package has a Dockerfile, else the daemonless one.
     Auto,
-    Oci,
-    Docker,
-}
-
-/// Media types of the manifest we push (`--media-types`, `media-types`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaTypes {
     Oci,
     Docker,
 }

@@ -9,12 +9,12 @@ use cargo_metadata::Package;
 use super::extras::{plan_platforms, plan_supply_chain};
 use super::include::plan_includes;
 use super::{
-    Base, BuildSpec, Destination, ImageSpec, MediaTypes, RegistryOptions, Request, Target,
-    builder::choose_builder, builder::docker_spec, registry::registry_split, select::select_bin,
-    tags::GitInfo, tags::render_tags,
+    Request, Target, builder::choose_builder, builder::docker_spec, registry::registry_split,
+    select::select_bin, tags::GitInfo, tags::render_tags,
 };
 use crate::config::{ClusterConfig, ConfigError, Origin, Sourced};
 use crate::reference::{ImageRef, Registry, RegistryLocation, Repository};
+use crate::spec::{Base, BuildSpec, Destination, ImageSpec, MediaTypes, RegistryOptions};
 
 pub(super) fn plan_target(
     request: &Request,
@@ -361,12 +361,12 @@ fn plan_ca_cert(request: &Request, config: &ClusterConfig) -> Result<Option<Path
 }
 
 /// `compression`: gzip (the default) or zstd.
-fn plan_compression(config: &ClusterConfig) -> Result<crate::image::compress::Codec, ConfigError> {
+fn plan_compression(config: &ClusterConfig) -> Result<crate::spec::Codec, ConfigError> {
     let compression = match &config.compression {
-        None => crate::image::compress::Codec::Gzip,
+        None => crate::spec::Codec::Gzip,
         Some(c) => match c.value.as_str() {
-            "gzip" => crate::image::compress::Codec::Gzip,
-            "zstd" => crate::image::compress::Codec::Zstd,
+            "gzip" => crate::spec::Codec::Gzip,
+            "zstd" => crate::spec::Codec::Zstd,
             other => {
                 return Err(c.error(
                     format!("compression `{other}` is not one we write"),

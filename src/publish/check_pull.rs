@@ -5,10 +5,10 @@
 use miette::{Diagnostic, Result};
 
 use crate::output;
-use crate::plan::Destination;
 use crate::reference::Digest;
 use crate::registry::error_chain;
 use crate::registry::pool::Clients;
+use crate::spec::Destination;
 
 #[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("--check-pull: {pull_ref} cannot be pulled through the internal address: {cause}")]

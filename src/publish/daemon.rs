@@ -85,7 +85,7 @@ fn file_chunks(
 /// An image the engine built is already there: `--load` only gives it the pull names.
 pub async fn tag_in_engine(
     image: &crate::engine::EngineImage,
-    destination: &crate::plan::Destination,
+    destination: &crate::spec::Destination,
 ) -> Result<()> {
     let address = image.engine.address().to_string();
     let name = destination.pull_name();

@@ -20,10 +20,10 @@ use super::Published;
 use crate::engine::{self, EngineImage};
 use crate::image;
 use crate::output;
-use crate::plan::Destination;
 use crate::reference::{Digest, Registry, Tag};
 use crate::registry::error_chain;
 use crate::registry::pool::Clients;
+use crate::spec::Destination;
 
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum EnginePushError {

@@ -10,10 +10,10 @@ use super::Published;
 use super::registry::RegistryPublisher;
 use crate::image::{Image, OCI_INDEX, canonical_json};
 use crate::output;
-use crate::plan::Destination;
 use crate::platform::Platform;
 use crate::reference::Digest;
 use crate::registry::pool::Clients;
+use crate::spec::Destination;
 
 /// The index document for `images` (in the order given).
 pub fn index_for(images: &[(Platform, &Image)]) -> Result<Bytes> {

@@ -18,9 +18,9 @@ use tokio::io::AsyncWriteExt;
 use crate::file_lock;
 use crate::image::layer::CacheFile;
 use crate::image::{Blob, BlobSource, Image};
-use crate::plan::Destination;
 use crate::reference::Digest;
 use crate::registry::pool::Clients;
+use crate::spec::Destination;
 
 /// Where a blob's bytes are.
 #[derive(Debug, Clone)]

@@ -17,9 +17,9 @@ use miette::Result;
 use crate::builder::Built;
 use crate::image::layer::CacheFile;
 use crate::output;
-use crate::plan::Destination;
 use crate::reference::Digest;
 use crate::registry::pool::Clients;
+use crate::spec::Destination;
 
 /// Pushes a built image to the destination's registry with the publisher for its kind.
 pub async fn publish(

@@ -15,14 +15,14 @@ use super::Published;
 use crate::image::layer::{Layer, LayerTap};
 use crate::image::{Blob, BlobSource, Image, LayerEvents, LayerListener};
 use crate::output::{self, human_bytes};
-use crate::plan::Destination;
 use crate::reference::{Digest, Repository};
 use crate::registry::pool::Clients;
 use crate::registry::{ClientOptions, Mount, RegistryClient, RegistryError, RetryPolicy};
+use crate::spec::Destination;
 
 /// The plan's registry settings as the client's options (the registry knows nothing of the plan).
-impl From<&crate::plan::RegistryOptions> for ClientOptions {
-    fn from(o: &crate::plan::RegistryOptions) -> Self {
+impl From<&crate::spec::RegistryOptions> for ClientOptions {
+    fn from(o: &crate::spec::RegistryOptions) -> Self {
         ClientOptions {
             insecure: o.insecure.clone(),
             ca_cert: o.ca_cert.clone(),

@@ -8,8 +8,8 @@ use miette::{Diagnostic, Result};
 
 use super::deps::{self, DependencyGraph, LockChecksums};
 use crate::cargo::CargoOptions;
-use crate::plan::BuildSpec;
 use crate::reference::Digest;
+use crate::spec::BuildSpec;
 
 #[derive(Debug, Clone)]
 pub struct BuildFacts {

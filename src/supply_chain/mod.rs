@@ -16,42 +16,7 @@ pub use facts::{BuildFacts, collect_facts};
 use bytes::Bytes;
 
 use crate::reference::Digest;
-
-/// Which SBOM format to attach (`sbom = "spdx" | "cyclonedx" | "none"`, `--sbom`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SbomFormat {
-    #[default]
-    Spdx,
-    Cyclonedx,
-    None,
-}
-
-impl SbomFormat {
-    pub fn parse(text: &str) -> Option<SbomFormat> {
-        match text {
-            "spdx" => Some(SbomFormat::Spdx),
-            "cyclonedx" => Some(SbomFormat::Cyclonedx),
-            "none" => Some(SbomFormat::None),
-            _ => None,
-        }
-    }
-}
-
-/// What to attach to an image, decided by the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SupplyChainSpec {
-    pub sbom: SbomFormat,
-    pub provenance: bool,
-}
-
-impl Default for SupplyChainSpec {
-    fn default() -> Self {
-        SupplyChainSpec {
-            sbom: SbomFormat::Spdx,
-            provenance: true,
-        }
-    }
-}
+use crate::spec::{SbomFormat, SupplyChainSpec};
 
 /// Media types of the documents (also the artifact types of their referrer manifests).
 pub const SPDX_JSON: &str = "application/spdx+json";

@@ -8,8 +8,8 @@ use crate::builder::oci;
 use crate::cargo::CargoOptions;
 use crate::image::{BlobSource, Image};
 use crate::output::{self};
-use crate::plan::{Base, BuildSpec};
 use crate::registry::pool::Clients;
+use crate::spec::{Base, BuildSpec};
 
 /// Generated mode: cargo builds the binary on the host, the daemonless builder's code makes its
 /// layers, and a Dockerfile has the engine put them on the base with the same config.
@@ -24,7 +24,7 @@ pub(super) async fn generate_context(
     // `ADD` unpacks gzip tars, not zstd ones: the engine gets gzip layers whatever `compression`
     // says (it compresses the layers it pushes itself).
     let mut gzip_target = target.clone();
-    gzip_target.image.compression = crate::image::compress::Codec::Gzip;
+    gzip_target.image.compression = crate::spec::Codec::Gzip;
     let image = oci::assemble_for_binary(&gzip_target, &binary, clients).await?;
 
     let dir = tempfile::Builder::new()

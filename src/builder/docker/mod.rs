@@ -30,10 +30,10 @@ mod log;
 use crate::cargo::CargoOptions;
 use crate::engine::{self, Engine, EngineImage};
 use crate::output::{self, human_bytes};
-use crate::plan::BuildSpec;
 use crate::reference::ImageRef;
 use crate::registry::error_chain;
 use crate::registry::pool::Clients;
+use crate::spec::BuildSpec;
 use context::{
     BuildContext, CHUNK, ChannelWriter, ENGINE_STOPPED, Listing, list_context, write_tar,
 };
