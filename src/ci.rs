@@ -6,11 +6,11 @@ use std::path::Path;
 
 use miette::{IntoDiagnostic, Result, WrapErr};
 
-use crate::output::Pushed;
+use crate::output::ImageReport;
 
 /// Appends `pull-ref` and `digest` (one image) or `<package>-pull-ref` / `<package>-digest`
 /// (several) to the file `GITHUB_OUTPUT` names, when it is set.
-pub fn write_github_output(images: &[Pushed]) -> Result<()> {
+pub fn write_github_output(images: &[ImageReport]) -> Result<()> {
     let Some(path) = std::env::var_os("GITHUB_OUTPUT").filter(|p| !p.is_empty()) else {
         return Ok(());
     };
@@ -27,7 +27,7 @@ pub fn write_github_output(images: &[Pushed]) -> Result<()> {
         .wrap_err_with(|| format!("appending step outputs to GITHUB_OUTPUT={}", path.display()))
 }
 
-fn github_output(images: &[Pushed]) -> String {
+fn github_output(images: &[ImageReport]) -> String {
     let mut text = String::new();
     let single = images.len() == 1;
     for image in images {
@@ -97,8 +97,8 @@ pub fn annotation_for(report: &miette::Report) -> String {
 mod tests {
     use super::*;
 
-    fn pushed(package: &str, pull_ref: Option<&str>) -> Pushed {
-        Pushed {
+    fn pushed(package: &str, pull_ref: Option<&str>) -> ImageReport {
+        ImageReport {
             package: package.into(),
             bin: package.into(),
             push_ref: pull_ref.map(String::from),

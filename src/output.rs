@@ -228,9 +228,10 @@ impl registry::events::Progress for Progress {
     }
 }
 
-/// One pushed (or built, with `--no-push` and the registry-less destinations) image, as reported.
+/// What the report says about one image: pushed, or only built (`--no-push` and the
+/// registry-less destinations).
 #[derive(Debug, Clone, Serialize)]
-pub struct Pushed {
+pub struct ImageReport {
     pub package: String,
     pub bin: String,
     /// `None` when the image did not go to a registry.
@@ -247,12 +248,12 @@ pub struct Pushed {
     pub provenance: Option<Referrer>,
     /// For an image index: each platform's image and its documents.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub platforms: Vec<PlatformPushed>,
+    pub platforms: Vec<PlatformReport>,
 }
 
-/// One platform's image inside a pushed index.
+/// What the report says about one platform's image inside a pushed index.
 #[derive(Debug, Clone, Serialize)]
-pub struct PlatformPushed {
+pub struct PlatformReport {
     pub platform: String,
     pub digest: String,
     pub pull_ref: String,
@@ -276,10 +277,10 @@ pub struct Referrer {
 
 #[derive(Serialize)]
 struct Report<'a> {
-    images: &'a [Pushed],
+    images: &'a [ImageReport],
 }
 
-impl Pushed {
+impl ImageReport {
     /// What stdout says about the image: the pull reference, or the digest when not pushed.
     pub fn result_line(&self) -> &str {
         self.pull_ref.as_deref().unwrap_or(&self.digest)
@@ -287,7 +288,7 @@ impl Pushed {
 }
 
 /// Writes the result to stdout (and the refs file when asked).
-pub fn report(images: &[Pushed], format: Format, image_refs: Option<&Path>) -> miette::Result<()> {
+pub fn report(images: &[ImageReport], format: Format, image_refs: Option<&Path>) -> miette::Result<()> {
     use miette::{IntoDiagnostic, WrapErr};
     let mut out = std::io::stdout().lock();
     match format {

@@ -15,7 +15,7 @@ use crate::builder::{self, Built};
 use crate::cargo::CargoOptions;
 use crate::cli::PushArgs;
 use crate::engine::{self, EngineImage};
-use crate::output::{self, Pushed};
+use crate::output::{self, ImageReport};
 use crate::plan::{Plan, Target};
 use crate::platform;
 use crate::publish::{self, attach::KnownManifest, local::LocalImage, registry::EarlyBlobs};
@@ -57,7 +57,7 @@ impl Destinations {
 /// How a run ended, for the exit status.
 pub struct Outcome {
     /// One entry per image built or tried, in package order.
-    pub results: Vec<(Target, Result<Pushed>)>,
+    pub results: Vec<(Target, Result<ImageReport>)>,
     pub planned: usize,
     /// `--workspace`: failures are per image, not "the next one".
     pub keep_going: bool,
@@ -230,7 +230,7 @@ async fn publish_all(
     pools: &ClientPools,
     destinations: &Destinations,
     keep_going: bool,
-) -> Vec<(Target, Result<Pushed>, Option<Local>)> {
+) -> Vec<(Target, Result<ImageReport>, Option<Local>)> {
     if destinations.concurrent {
         use futures_util::StreamExt;
         return futures_util::stream::iter(built)
@@ -272,9 +272,9 @@ async fn publish_all(
 /// The registry-less destinations take every image at once (one tarball, one layout); if
 /// writing them fails, every image counts as failed.
 async fn write_local_destinations(
-    published: Vec<(Target, Result<Pushed>, Option<Local>)>,
+    published: Vec<(Target, Result<ImageReport>, Option<Local>)>,
     destinations: &Destinations,
-) -> Vec<(Target, Result<Pushed>)> {
+) -> Vec<(Target, Result<ImageReport>)> {
     let mut results = Vec::new();
     let mut local_images: Vec<LocalImage> = Vec::new();
     let mut engine_images: Vec<(EngineImage, Target)> = Vec::new();
@@ -311,7 +311,7 @@ async fn publish_with_local(
     clients: &Clients,
     images: &[PlatformImage],
     destinations: &Destinations,
-) -> (Result<Pushed>, Option<Local>) {
+) -> (Result<ImageReport>, Option<Local>) {
     let image = match images {
         [one] => one,
         several => {
@@ -376,7 +376,7 @@ async fn publish_one(
     clients: &Clients,
     image: &PlatformImage,
     destinations: &Destinations,
-) -> Result<Pushed> {
+) -> Result<ImageReport> {
     let d = &target.destination;
     let mut attached = Vec::new();
     let digest = if destinations.registry {
@@ -400,7 +400,7 @@ async fn publish_one(
         image.image.identity()
     };
     let pushed = destinations.registry;
-    Ok(Pushed {
+    Ok(ImageReport {
         package: target.build.package.clone(),
         bin: target.build.bin.clone(),
         push_ref: pushed.then(|| format!("{}@{digest}", d.push_name())),
@@ -542,7 +542,7 @@ async fn publish_platforms(
     clients: &Clients,
     images: &[PlatformImage],
     destinations: &Destinations,
-) -> Result<Pushed> {
+) -> Result<ImageReport> {
     let mut list = Vec::new();
     for p in images {
         match (&p.image, p.platform) {
@@ -568,7 +568,7 @@ async fn publish_platforms(
             }
             None => Vec::new(),
         };
-        platforms.push(output::PlatformPushed {
+        platforms.push(output::PlatformReport {
             platform: platform.to_string(),
             digest: pushed.digest.to_string(),
             pull_ref: format!("{}@{}", d.pull_name(), pushed.digest),
@@ -576,7 +576,7 @@ async fn publish_platforms(
             provenance: referrer(&attached, supply_chain::DocumentKind::Provenance, d),
         });
     }
-    Ok(Pushed {
+    Ok(ImageReport {
         package: target.build.package.clone(),
         bin: target.build.bin.clone(),
         push_ref: Some(format!("{}@{}", d.push_name(), published.digest)),
