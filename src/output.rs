@@ -12,13 +12,7 @@ use serde::Serialize;
 use crate::plan::Plan;
 use crate::reference::redact_userinfo;
 use crate::registry;
-
-/// What stdout carries: text lines or one JSON document (`--format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Text,
-    Json,
-}
+use crate::request::Format;
 
 /// How much to say on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -288,7 +282,11 @@ impl ImageReport {
 }
 
 /// Writes the result to stdout (and the refs file when asked).
-pub fn report(images: &[ImageReport], format: Format, image_refs: Option<&Path>) -> miette::Result<()> {
+pub fn report(
+    images: &[ImageReport],
+    format: Format,
+    image_refs: Option<&Path>,
+) -> miette::Result<()> {
     use miette::{IntoDiagnostic, WrapErr};
     let mut out = std::io::stdout().lock();
     match format {
