@@ -15,8 +15,6 @@ mod local;
 mod platforms;
 mod report;
 
-use report::finish;
-
 use std::path::Path;
 
 use miette::{IntoDiagnostic, Result};
@@ -34,7 +32,7 @@ use crate::spec::BuilderKind;
 use attachments::{attach_documents, known_manifest};
 use local::{Local, write_local_destinations};
 use platforms::{PlatformImage, build_platforms, cross_builds_for, publish_platforms};
-use report::image_report;
+use report::{finish, image_report};
 
 /// A push, and whether some images were done while others failed (exit status 3).
 pub async fn run(request: &PushRequest) -> (Result<()>, bool) {
@@ -92,7 +90,8 @@ pub struct Outcome {
     /// One entry per image built or tried, in package order.
     pub results: Vec<(Target, Result<ImageReport>)>,
     pub planned: usize,
-    /// `--workspace`: failures are per image, not "the next one".
+    /// How the images depended on each other (`--workspace`: failures are per image, not "the
+    /// next one").
     pub batch: Batch,
 }
 
@@ -101,7 +100,7 @@ impl Outcome {
         self.results.iter().filter(|(_, r)| r.is_ok()).count()
     }
 
-    /// Some images done, some not: the exit status says so (see `main`).
+    /// Some images done, some not: exit status 3.
     pub fn partial(&self) -> bool {
         self.succeeded() > 0 && self.succeeded() < self.planned
     }
