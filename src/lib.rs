@@ -26,6 +26,7 @@ pub mod reference;
 mod registry;
 mod resolve;
 mod runtime_closure;
+mod shell;
 mod spec;
 mod supply_chain;
 mod verify;

@@ -1,17 +1,15 @@
 //! Everything the user sees. stdout carries only the result (pull references or JSON); progress,
 //! logs and warnings go to stderr: bars on a terminal, plain lines otherwise, nothing with -q.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::plan::Plan;
-use crate::reference::redact_userinfo;
 use crate::registry;
+use crate::shell::Shell;
 
 /// What stdout carries: text lines or one JSON document (`--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,33 +18,14 @@ pub enum Format {
     Json,
 }
 
-/// How much to say on stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verbosity {
-    Quiet,
-    Normal,
-    Verbose,
-    Trace,
-}
+pub use crate::shell::Verbosity;
 
-struct Ui {
-    verbosity: Verbosity,
-    bars: Option<MultiProgress>,
-}
-
-static UI: OnceLock<Ui> = OnceLock::new();
+/// The process's shell, until every stage is handed one.
+static UI: OnceLock<Shell> = OnceLock::new();
 
 /// Sets up stderr output once, at start-up.
 pub fn init(quiet: bool, verbose: u8) {
-    let verbosity = match (quiet, verbose) {
-        (true, _) => Verbosity::Quiet,
-        (false, 0) => Verbosity::Normal,
-        (false, 1) => Verbosity::Verbose,
-        (false, _) => Verbosity::Trace,
-    };
-    let bars = (verbosity >= Verbosity::Normal && std::io::stderr().is_terminal())
-        .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-    let _ = UI.set(Ui { verbosity, bars });
+    let _ = UI.set(Shell::new(quiet, verbose));
     registry::events::set_sink(Box::new(Terminal));
     crate::file_lock::on_waiting(|dir| {
         status(
@@ -76,78 +55,42 @@ impl registry::events::Sink for Terminal {
     }
 }
 
-fn ui() -> &'static Ui {
-    UI.get_or_init(|| Ui {
-        verbosity: Verbosity::Normal,
-        bars: None,
-    })
+fn ui() -> &'static Shell {
+    UI.get_or_init(|| Shell::new(false, 0))
 }
 
 pub fn verbosity() -> Verbosity {
-    ui().verbosity
-}
-
-fn line(min: Verbosity, text: &str) {
-    let ui = ui();
-    if ui.verbosity < min {
-        return;
-    }
-    let text = &redact_userinfo(text);
-    match &ui.bars {
-        Some(bars) => {
-            let _ = bars.println(text);
-        }
-        None => {
-            let _ = writeln!(std::io::stderr(), "{text}");
-        }
-    }
+    ui().verbosity()
 }
 
 /// A step the user should see ("Building greeter").
 pub fn status(verb: &str, text: &str) {
-    line(Verbosity::Normal, &format!("{verb:>12} {text}"));
+    ui().status(verb, text);
 }
 
 /// Detail shown with -v.
 pub fn detail(text: &str) {
-    line(Verbosity::Verbose, &format!("{:>12} {text}", "·"));
+    ui().detail(text);
 }
 
 /// Protocol-level detail shown with -vv. Never pass secrets here.
 pub fn trace(text: &str) {
-    line(Verbosity::Trace, &format!("{:>12} {text}", "trace"));
+    ui().trace(text);
 }
 
-/// The run's own error, on stderr, with every address's userinfo hidden. The hidden parts are
-/// looked for in a rendering without line wrapping (a wrapped one could split a password across
-/// lines); when something had to be hidden, that rendering is the one shown.
+/// The run's own error, on stderr, with every address's userinfo hidden.
 pub fn print_error(report: &miette::Report) {
-    struct Unwrapped<'a>(&'a miette::Report);
-    impl std::fmt::Debug for Unwrapped<'_> {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            use miette::ReportHandler as _;
-            let handler = miette::MietteHandlerOpts::new().wrap_lines(false).build();
-            handler.debug(self.0.as_ref(), f)
-        }
-    }
-    let plain = format!("{:?}", Unwrapped(report));
-    let redacted = redact_userinfo(&plain);
-    let text = if redacted == plain {
-        format!("{report:?}")
-    } else {
-        redacted
-    };
-    let _ = writeln!(std::io::stderr(), "{text}");
+    ui().print_error(report);
 }
 
 /// Errors always show (one of several failures; the run's own error is printed by `main`).
 pub fn error(text: &str) {
-    line(Verbosity::Quiet, &format!("{:>12} {text}", "error:"));
+    ui().error(text);
 }
 
 /// Warnings show unless -q.
 pub fn warn(text: &str) {
-    line(Verbosity::Normal, &format!("{:>12} {text}", "warning:"));
+    ui().warn(text);
 }
 
 /// The plan's warnings (settings that are allowed but worth knowing about), once per target.
@@ -159,58 +102,33 @@ pub fn plan_warnings(plan: &Plan) {
 
 /// Lets a child process (cargo, the engine's build output) write to stderr without bars in the way.
 pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
-    match &ui().bars {
-        Some(bars) => bars.suspend(f),
-        None => f(),
-    }
+    ui().suspend(f)
 }
 
 /// A byte-count progress bar on a terminal; a no-op otherwise.
 #[derive(Clone)]
-pub struct Progress {
-    bar: Option<ProgressBar>,
-}
+pub struct Progress(crate::shell::Progress);
 
 impl Progress {
     pub fn bytes(label: &str, total: u64) -> Progress {
-        Progress::working("Uploading", label, total)
+        Progress(ui().upload_progress(label, total))
     }
 
     /// A bar for `total` bytes of work named by `verb` ("Uploading", "Compressing").
     pub fn working(verb: &str, label: &str, total: u64) -> Progress {
-        let bar = ui().bars.as_ref().map(|bars| {
-            let bar = bars.add(ProgressBar::new(total));
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:>12.cyan.bold} {msg:30!} [{bar:25}] {bytes}/{total_bytes}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(verb.to_string());
-            bar.set_message(label.to_string());
-            bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        });
-        Progress { bar }
+        Progress(ui().progress(verb, label, total))
     }
 
     pub fn advance(&self, n: u64) {
-        if let Some(b) = &self.bar {
-            b.inc(n);
-        }
+        self.0.advance(n);
     }
 
     pub fn reset(&self) {
-        if let Some(b) = &self.bar {
-            b.set_position(0);
-        }
+        self.0.reset();
     }
 
     pub fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
+        self.0.finish();
     }
 }
 
@@ -405,18 +323,4 @@ pub fn print_plan(plan: &Plan, format: Format) -> std::io::Result<()> {
     out.flush()
 }
 
-/// `1.2 MiB`, for progress and summaries.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+pub use crate::shell::human_bytes;
