@@ -27,15 +27,6 @@ static UI: OnceLock<Shell> = OnceLock::new();
 pub fn init(quiet: bool, verbose: u8) {
     let _ = UI.set(Shell::new(quiet, verbose));
     registry::events::set_sink(Box::new(Terminal));
-    crate::file_lock::on_waiting(|dir| {
-        status(
-            "Waiting",
-            &format!(
-                "for the lock on {} (another adapt-push run is writing it)",
-                dir.display()
-            ),
-        )
-    });
 }
 
 /// The registry client's messages, shown on the terminal like everyone else's.
@@ -206,7 +197,11 @@ impl ImageReport {
 }
 
 /// Writes the result to stdout (and the refs file when asked).
-pub fn report(images: &[ImageReport], format: Format, image_refs: Option<&Path>) -> miette::Result<()> {
+pub fn report(
+    images: &[ImageReport],
+    format: Format,
+    image_refs: Option<&Path>,
+) -> miette::Result<()> {
     use miette::{IntoDiagnostic, WrapErr};
     let mut out = std::io::stdout().lock();
     match format {

@@ -73,7 +73,7 @@ impl LayerCache {
 
     /// The cache's lock: lookups, stores and pruning take turns, across runs and threads.
     fn lock(&self) -> std::io::Result<DirLock> {
-        file_lock::lock_dir(&self.dir)
+        file_lock::lock_dir(&self.dir, &|text| crate::output::status("Waiting", text))
     }
 
     /// The slot's layer, when its inputs have the same fingerprint and its blob is there with

@@ -84,7 +84,8 @@ pub fn write_layout(dir: &Path, images: &[LocalImage]) -> Result<()> {
     if !dir.join(file_lock::LOCK_FILE).exists() && holds_other_files(dir, &marker, &index_path) {
         return Err(fail("is not empty and not an OCI image layout".into()).into());
     }
-    let _lock = file_lock::lock_dir(dir).map_err(|e| fail(e.to_string()))?;
+    let _lock = file_lock::lock_dir(dir, &|text| crate::output::status("Waiting", text))
+        .map_err(|e| fail(e.to_string()))?;
     let existing = if index_path.is_file() {
         let text =
             std::fs::read(&index_path).map_err(|e| fail(format!("cannot read index.json: {e}")))?;
