@@ -1,11 +1,11 @@
 //! Running `cargo build` for the selected binary and finding the file it produced.
 
 use std::io::BufReader;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use cargo_metadata::Message;
-use miette::{Diagnostic, Result};
+use miette::{Diagnostic, IntoDiagnostic, Result};
 
 use crate::spec::BuildSpec;
 
@@ -36,6 +36,59 @@ impl CargoOptions {
         }
         flags
     }
+}
+
+/// The Cargo.toml to start from (`--manifest-path`, else found upward) and `cargo metadata`
+/// (without dependencies) for its workspace.
+pub fn workspace_metadata(
+    manifest_path: Option<&Path>,
+    options: &CargoOptions,
+) -> miette::Result<(PathBuf, cargo_metadata::Metadata)> {
+    let manifest = locate_manifest(manifest_path)?;
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .cargo_path(cargo_program())
+        .manifest_path(&manifest)
+        .no_deps()
+        .other_options(options.manifest_flags())
+        .exec()
+        .map_err(|e| {
+            miette::miette!(
+                help = "run `cargo metadata` there to see cargo's full message",
+                "cargo could not read {}: {e}",
+                manifest.display()
+            )
+        })?;
+    Ok((manifest, metadata))
+}
+
+/// `--manifest-path`, else the nearest Cargo.toml from the current directory upward (cargo's rule).
+fn locate_manifest(given: Option<&Path>) -> miette::Result<PathBuf> {
+    if let Some(path) = given {
+        let path = if path.is_dir() {
+            path.join("Cargo.toml")
+        } else {
+            path.to_path_buf()
+        };
+        if !path.is_file() {
+            return Err(miette::miette!(
+                "--manifest-path: {} does not exist",
+                path.display()
+            ));
+        }
+        return path.canonicalize().into_diagnostic();
+    }
+    let cwd = std::env::current_dir().into_diagnostic()?;
+    for dir in cwd.ancestors() {
+        let candidate = dir.join("Cargo.toml");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(miette::miette!(
+        help = "run it inside a Rust package, or pass --manifest-path",
+        "could not find Cargo.toml in {} or any parent directory",
+        cwd.display()
+    ))
 }
 
 #[derive(Debug, thiserror::Error, Diagnostic)]

@@ -6,7 +6,11 @@ use clap::builder::{EnumValueParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::cargo::CargoOptions;
-use crate::{output, plan, spec};
+use crate::request::{
+    Batch, Command as Run, Destinations, Format as OutputFormat, PushRequest, ResolveRequest,
+    VerifyRequest,
+};
+use crate::{plan, spec};
 
 /// Cargo invokes `cargo-adapt-push adapt-push ARGS`; the outer enum swallows that word.
 #[derive(Debug, Parser)]
@@ -72,7 +76,7 @@ pub struct VerifyArgs {
 
     /// Output format on stdout
     #[arg(long, value_parser = output_format(), default_value = "text", env = "ADAPT_PUSH_FORMAT")]
-    pub format: output::Format,
+    pub format: OutputFormat,
 
     /// Extra CA certificate (PEM) to trust for the registry
     #[arg(long, value_name = "FILE")]
@@ -91,29 +95,15 @@ pub struct VerifyArgs {
     pub no_sbom: bool,
 }
 
-/// What to do, from the process arguments.
-pub enum Invocation {
-    Push(PushArgs),
-    Resolve(ResolveArgs),
-    Verify(VerifyArgs),
+/// What the command line asks for.
+pub enum Parsed {
+    Run(Box<Run>),
+    /// `completions SHELL`: nothing to run but printing the script.
     Completions(clap_complete::Shell),
 }
 
-impl Invocation {
-    /// The options that say how much to print.
-    pub fn verbosity(&self) -> (bool, u8) {
-        match self {
-            Invocation::Push(a) | Invocation::Resolve(ResolveArgs { push: a, .. }) => {
-                (a.quiet, a.verbose)
-            }
-            Invocation::Verify(_) => (false, 0),
-            Invocation::Completions(_) => (true, 0),
-        }
-    }
-}
-
 /// Parses the process arguments in either form.
-pub fn parse() -> Invocation {
+pub fn parse() -> Parsed {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let top = if args.get(1).is_some_and(|a| a == "adapt-push") {
         let CargoCli::AdaptPush(a) = CargoCli::parse_from(args);
@@ -122,10 +112,10 @@ pub fn parse() -> Invocation {
         DirectCli::parse_from(args).args
     };
     match top.command {
-        None => Invocation::Push(top.push),
-        Some(Command::Resolve(r)) => Invocation::Resolve(*r),
-        Some(Command::Verify(v)) => Invocation::Verify(*v),
-        Some(Command::Completions { shell }) => Invocation::Completions(shell),
+        None => Parsed::Run(Box::new(Run::Push(top.push.into_request()))),
+        Some(Command::Resolve(r)) => Parsed::Run(Box::new(Run::Resolve(r.into_request()))),
+        Some(Command::Verify(v)) => Parsed::Run(Box::new(Run::Verify(v.into_request()))),
+        Some(Command::Completions { shell }) => Parsed::Completions(shell),
     }
 }
 
@@ -178,25 +168,25 @@ impl From<MediaTypes> for spec::MediaTypes {
     }
 }
 
-/// What stdout carries (`--format`); the domain's is `output::Format`.
+/// What stdout carries (`--format`); the request's is `request::Format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
     Json,
 }
 
-impl From<Format> for output::Format {
+impl From<Format> for OutputFormat {
     fn from(format: Format) -> Self {
         match format {
-            Format::Text => output::Format::Text,
-            Format::Json => output::Format::Json,
+            Format::Text => OutputFormat::Text,
+            Format::Json => OutputFormat::Json,
         }
     }
 }
 
-/// `--format` parsed straight into `output::Format`, so commands hand it on as it is.
-pub fn output_format() -> impl TypedValueParser<Value = output::Format> {
-    EnumValueParser::<Format>::new().map(output::Format::from)
+/// `--format` parsed straight into `request::Format`, so commands hand it on as it is.
+fn output_format() -> impl TypedValueParser<Value = OutputFormat> {
+    EnumValueParser::<Format>::new().map(OutputFormat::from)
 }
 
 /// Which SBOM to attach (`--sbom`); the domain's is `spec::SbomFormat`.
@@ -335,7 +325,7 @@ pub struct PushArgs {
 
     /// Output format on stdout
     #[arg(long, value_parser = output_format(), default_value = "text", env = "ADAPT_PUSH_FORMAT")]
-    pub format: output::Format,
+    pub format: OutputFormat,
 
     /// Also write the pull references to this file, one per line
     #[arg(long, value_name = "FILE", env = "ADAPT_PUSH_IMAGE_REFS")]
@@ -416,10 +406,37 @@ pub struct PushArgs {
 }
 
 impl PushArgs {
-    /// Only registry-less destinations (`--tarball`, `--oci-layout`, `--load`, `--no-push`)
-    /// and no `--push`: no registry is contacted, so none needs to be configured.
+    /// The plain request these arguments make. Whether the registry is pushed to is decided
+    /// once, in `Destinations::from_flags`; the plan hears it from there.
+    fn into_request(self) -> PushRequest {
+        let destinations = Destinations::from_flags(
+            self.push,
+            self.no_push,
+            self.tarball.clone(),
+            self.oci_layout.clone(),
+            self.load,
+            self.check_pull,
+        );
+        PushRequest {
+            manifest_path: self.manifest_path.clone(),
+            plan: self.plan_request(!destinations.registry),
+            cargo: self.cargo_options(),
+            batch: if self.workspace {
+                Batch::Independent
+            } else {
+                Batch::Sequential
+            },
+            destinations,
+            format: self.format,
+            image_refs: self.image_refs,
+            dry_run: self.dry_run,
+            quiet: self.quiet,
+            verbose: self.verbose,
+        }
+    }
+
     /// What the plan needs of these arguments.
-    pub fn plan_request(&self) -> plan::Request {
+    fn plan_request(&self, registry_less: bool) -> plan::Request {
         plan::Request {
             workspace: self.workspace,
             packages: self.packages.clone(),
@@ -431,7 +448,7 @@ impl PushArgs {
             registry_internal: self.registry_internal.clone(),
             registry_from_cluster: self.registry_from_cluster,
             kube_context: self.kube_context.clone(),
-            registry_less: self.registry_less(),
+            registry_less,
             ca_cert: self.ca_cert.clone(),
             retry_attempts: self.retry_attempts,
             retry_timeout: self.retry_timeout,
@@ -443,7 +460,7 @@ impl PushArgs {
     }
 
     /// The options every cargo command we run is given.
-    pub fn cargo_options(&self) -> CargoOptions {
+    fn cargo_options(&self) -> CargoOptions {
         CargoOptions {
             features: self.features.clone(),
             all_features: self.all_features,
@@ -454,10 +471,28 @@ impl PushArgs {
             offline: self.offline,
         }
     }
+}
 
-    pub fn registry_less(&self) -> bool {
-        !self.push
-            && (self.no_push || self.tarball.is_some() || self.oci_layout.is_some() || self.load)
+impl ResolveArgs {
+    fn into_request(self) -> ResolveRequest {
+        ResolveRequest {
+            files: self.files,
+            in_place: self.in_place,
+            push: self.push.into_request(),
+        }
+    }
+}
+
+impl VerifyArgs {
+    fn into_request(self) -> VerifyRequest {
+        VerifyRequest {
+            reference: self.reference,
+            format: self.format,
+            ca_cert: self.ca_cert,
+            insecure: self.insecure,
+            sbom: !self.no_sbom,
+            provenance: !self.no_provenance,
+        }
     }
 }
 

@@ -3,14 +3,15 @@
 //!
 //! Data flows one way: CLI + cargo metadata → plan → builder → image → publisher → report.
 //!
-//! The binary (`src/main.rs`) parses the command line and calls [`run`]; the parsers of image
+//! The binary (`src/main.rs`) calls [`run_from_env`]. An embedder or a test can build a
+//! [`Command`] (the plain request types of [`request`]) and call [`run`]. The parsers of image
 //! references and `[package.metadata.cluster]` are public for the fuzz targets and the
 //! random-input test.
 
 mod builder;
 mod cargo;
 mod ci;
-pub mod cli;
+mod cli;
 mod cluster;
 pub mod config;
 mod credentials;
@@ -24,6 +25,7 @@ mod publish;
 mod push;
 pub mod reference;
 mod registry;
+pub mod request;
 mod resolve;
 mod runtime_closure;
 mod shell;
@@ -31,17 +33,25 @@ mod spec;
 mod supply_chain;
 mod verify;
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use miette::{IntoDiagnostic, Result};
+pub use crate::request::Command;
 
-use crate::cargo::CargoOptions;
+/// Runs the command the process's arguments ask for and gives its exit status (see [`run`]).
+pub fn run_from_env() -> ExitCode {
+    match cli::parse() {
+        cli::Parsed::Run(command) => run(*command),
+        cli::Parsed::Completions(shell) => {
+            cli::print_completions(shell);
+            ExitCode::SUCCESS
+        }
+    }
+}
 
-/// Runs one parsed invocation and gives the process's exit status: 0 done, 1 failed, 2 (verify)
-/// the image could not be read, 3 some images were done and others failed.
-pub fn run(invocation: cli::Invocation) -> ExitCode {
-    let (quiet, verbose) = invocation.verbosity();
+/// Runs one command and gives the process's exit status: 0 done, 1 failed, 2 (verify) the image
+/// could not be read, 3 some images were done and others failed.
+pub fn run(command: Command) -> ExitCode {
+    let (quiet, verbose) = command.verbosity();
     output::init(quiet, verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -53,11 +63,11 @@ pub fn run(invocation: cli::Invocation) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match invocation {
-        cli::Invocation::Push(args) => runtime.block_on(run_push(args)),
+    let (result, partial) = match command {
+        Command::Push(request) => runtime.block_on(push::run(&request)),
         // verify's own exit codes: 0 verified, 1 a check failed, 2 the image could not be read.
-        cli::Invocation::Verify(args) => {
-            return match runtime.block_on(verify::run(args)) {
+        Command::Verify(request) => {
+            return match runtime.block_on(verify::run(request)) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(report) => {
@@ -66,11 +76,7 @@ pub fn run(invocation: cli::Invocation) -> ExitCode {
                 }
             };
         }
-        cli::Invocation::Resolve(args) => runtime.block_on(resolve::run(args)),
-        cli::Invocation::Completions(shell) => {
-            cli::print_completions(shell);
-            Ok(())
-        }
+        Command::Resolve(request) => (runtime.block_on(resolve::run(request)), false),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,112 +87,11 @@ pub fn run(invocation: cli::Invocation) -> ExitCode {
             if ci::in_github_actions() {
                 eprintln!("{}", ci::annotation_for(&report));
             }
-            if PARTIAL.load(std::sync::atomic::Ordering::SeqCst) {
+            if partial {
                 ExitCode::from(3)
             } else {
                 ExitCode::FAILURE
             }
         }
     }
-}
-
-async fn run_push(args: cli::PushArgs) -> Result<()> {
-    let (manifest, cargo_options, metadata) = load_metadata(&args)?;
-    let plan = plan::make_plan(&args.plan_request(), &metadata, &manifest)?;
-    output::plan_warnings(&plan);
-
-    if args.dry_run {
-        output::print_plan(&plan, args.format).into_diagnostic()?;
-        return Ok(());
-    }
-
-    if let Some(path) = &args.image_refs {
-        check_writable(path)?;
-    }
-    let destinations = push::Destinations::from_args(&args);
-    let keep_going = args.workspace;
-    let outcome = push::push_all(&plan, &cargo_options, &destinations, keep_going).await?;
-    let (result, partial) = push::finish(outcome, &args);
-    if partial {
-        PARTIAL.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-    result
-}
-
-/// Set when some images were done and others failed: exit status 3.
-static PARTIAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// The Cargo.toml to start from, cargo's options, and `cargo metadata` for its workspace.
-fn load_metadata(
-    args: &cli::PushArgs,
-) -> Result<(PathBuf, CargoOptions, cargo_metadata::Metadata)> {
-    let manifest = locate_manifest(args.manifest_path.as_deref())?;
-    let cargo_options = args.cargo_options();
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .cargo_path(cargo::cargo_program())
-        .manifest_path(&manifest)
-        .no_deps()
-        .other_options(cargo_options.manifest_flags())
-        .exec()
-        .map_err(|e| {
-            miette::miette!(
-                help = "run `cargo metadata` there to see cargo's full message",
-                "cargo could not read {}: {e}",
-                manifest.display()
-            )
-        })?;
-    Ok((manifest, cargo_options, metadata))
-}
-
-/// Fails early (before any build) when `--image-refs` cannot be written.
-fn check_writable(path: &Path) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(miette::miette!(
-            help = "create the directory first, or choose another path",
-            "--image-refs {}: the directory {} does not exist",
-            path.display(),
-            dir.display()
-        ));
-    }
-    if path.is_dir() {
-        return Err(miette::miette!(
-            "--image-refs {}: is a directory; give a file path",
-            path.display()
-        ));
-    }
-    Ok(())
-}
-
-/// `--manifest-path`, else the nearest Cargo.toml from the current directory upward (cargo's rule).
-fn locate_manifest(given: Option<&Path>) -> Result<PathBuf> {
-    if let Some(path) = given {
-        let path = if path.is_dir() {
-            path.join("Cargo.toml")
-        } else {
-            path.to_path_buf()
-        };
-        if !path.is_file() {
-            return Err(miette::miette!(
-                "--manifest-path: {} does not exist",
-                path.display()
-            ));
-        }
-        return path.canonicalize().into_diagnostic();
-    }
-    let cwd = std::env::current_dir().into_diagnostic()?;
-    for dir in cwd.ancestors() {
-        let candidate = dir.join("Cargo.toml");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    Err(miette::miette!(
-        help = "run it inside a Rust package, or pass --manifest-path",
-        "could not find Cargo.toml in {} or any parent directory",
-        cwd.display()
-    ))
 }

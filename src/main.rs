@@ -1,14 +1,11 @@
-//! The `cargo-adapt-push` binary: reads the environment and command line, sets up error reports,
-//! and hands the invocation to the library ([`cargo_adapt_push::run`]).
+//! The `cargo-adapt-push` binary: tidies the environment, sets up error reports, and hands the
+//! command line to the library ([`cargo_adapt_push::run_from_env`]).
 
 use std::process::ExitCode;
-
-use cargo_adapt_push::cli;
 
 fn main() -> ExitCode {
     ignore_empty_settings();
     raise_open_file_limit();
-    let invocation = cli::parse();
     // On a terminal, miette's graphical reports; in CI logs, no wrapping, so messages stay whole.
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = miette::set_hook(Box::new(move |_| {
@@ -18,7 +15,7 @@ fn main() -> ExitCode {
                 .build(),
         )
     }));
-    cargo_adapt_push::run(invocation)
+    cargo_adapt_push::run_from_env()
 }
 
 /// CI systems often define variables but leave them empty; an empty `ADAPT_PUSH_*` means unset.

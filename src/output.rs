@@ -9,14 +9,8 @@ use serde::Serialize;
 
 use crate::plan::Plan;
 use crate::registry;
+use crate::request::Format;
 use crate::shell::Shell;
-
-/// What stdout carries: text lines or one JSON document (`--format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Text,
-    Json,
-}
 
 pub use crate::shell::Verbosity;
 

@@ -11,12 +11,12 @@ use miette::{IntoDiagnostic, Result};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cli::VerifyArgs;
 use crate::image::{DOCKER_MANIFEST_LIST, OCI_INDEX};
-use crate::output::Format;
 use crate::reference::{Digest, ImageRef, Registry, Repository};
 use crate::registry::pool::Clients;
 use crate::registry::{ClientOptions, RegistryClient, RetryPolicy};
+use crate::request::Format;
+use crate::request::VerifyRequest;
 use crate::supply_chain::{CYCLONEDX_JSON, IN_TOTO_JSON, SPDX_JSON, provenance};
 
 /// One checked image (the index, or one platform image).
@@ -42,7 +42,7 @@ struct Report {
 }
 
 /// Runs the verification; `Ok(false)` when a check failed (the report says which).
-pub async fn run(args: VerifyArgs) -> Result<bool> {
+pub async fn run(args: VerifyRequest) -> Result<bool> {
     let reference = ImageRef::parse(&args.reference).map_err(|e| {
         miette::miette!(
             help = "give it as host[:port]/repository@sha256:… (what `cargo adapt-push` printed)",
@@ -67,8 +67,8 @@ pub async fn run(args: VerifyArgs) -> Result<bool> {
     let (media_type, bytes, digest) = client.get_manifest(repo, &reference.reference()).await?;
 
     let want = Wanted {
-        sbom: !args.no_sbom,
-        provenance: !args.no_provenance,
+        sbom: args.sbom,
+        provenance: args.provenance,
     };
     let mut images = vec![check_image(&client, repo, &digest, &media_type, None, want).await?];
     if media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST {

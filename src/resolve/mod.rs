@@ -13,8 +13,8 @@ use std::path::Path;
 
 use miette::{Diagnostic, Result, WrapErr};
 
-use crate::cli::{PushArgs, ResolveArgs};
 use crate::plan::Plan;
+use crate::request::{Batch, Destinations, PushRequest, ResolveRequest};
 
 mod input;
 mod scan;
@@ -70,7 +70,7 @@ pub enum ResolveError {
 }
 
 /// The subcommand.
-pub async fn run(args: ResolveArgs) -> Result<()> {
+pub async fn run(args: ResolveRequest) -> Result<()> {
     if args.in_place && args.files.iter().any(|f| f.as_os_str() == "-") {
         return Err(ResolveError::InPlaceStdin.into());
     }
@@ -80,7 +80,8 @@ pub async fn run(args: ResolveArgs) -> Result<()> {
     for input in &inputs {
         found.push(scan::find_placeholders(input)?);
     }
-    let (manifest, cargo_options, metadata) = crate::load_metadata(&args.push)?;
+    let (manifest, metadata) =
+        crate::cargo::workspace_metadata(args.push.manifest_path.as_deref(), &args.push.cargo)?;
 
     // Check every placeholder and plan each distinct image once, before anything is built.
     let mut images = Images::new(&args.push, &metadata, &manifest);
@@ -90,7 +91,12 @@ pub async fn run(args: ResolveArgs) -> Result<()> {
         }
     }
     crate::output::plan_warnings(&images.plan);
-    let references = push_images(&images.plan, &cargo_options, args.push.check_pull).await?;
+    let references = push_images(
+        &images.plan,
+        &args.push.cargo,
+        args.push.destinations.check_pull,
+    )
+    .await?;
 
     // Every placeholder's reference, before anything is written.
     let mut files = Vec::new();
@@ -122,7 +128,7 @@ pub async fn run(args: ResolveArgs) -> Result<()> {
 
 /// The images the placeholders name, each planned once, and which placeholder is which image.
 struct Images<'a> {
-    args: &'a PushArgs,
+    args: &'a PushRequest,
     metadata: &'a cargo_metadata::Metadata,
     manifest: &'a Path,
     /// (package, bin) of a placeholder → index into `plan.targets`.
@@ -131,7 +137,11 @@ struct Images<'a> {
 }
 
 impl<'a> Images<'a> {
-    fn new(args: &'a PushArgs, metadata: &'a cargo_metadata::Metadata, manifest: &'a Path) -> Self {
+    fn new(
+        args: &'a PushRequest,
+        metadata: &'a cargo_metadata::Metadata,
+        manifest: &'a Path,
+    ) -> Self {
         Images {
             args,
             metadata,
@@ -150,7 +160,7 @@ impl<'a> Images<'a> {
         if self.keys.contains_key(&key) {
             return Ok(());
         }
-        let mut request = self.args.plan_request();
+        let mut request = self.args.plan.clone();
         request.packages = vec![p.package.clone()];
         request.workspace = false;
         if p.bin.is_some() {
@@ -223,13 +233,13 @@ async fn push_images(
     if plan.targets.is_empty() {
         return Ok(references);
     }
-    let destinations = crate::push::Destinations {
+    let destinations = Destinations {
         registry: true,
         check_pull,
-        concurrent: true,
         ..Default::default()
     };
-    let outcome = crate::push::push_all(plan, cargo_options, &destinations, false).await?;
+    let outcome =
+        crate::push::push_all(plan, cargo_options, &destinations, Batch::AllOrNothing).await?;
     for (i, (_, result)) in outcome.results.into_iter().enumerate() {
         let pushed = result?;
         references[i] = pushed.pull_ref.clone();

@@ -1,0 +1,72 @@
+//! The registry-less destinations (`--tarball`, `--oci-layout`, `--load`): they take every image
+//! of the run at once (one tarball, one layout).
+
+use miette::Result;
+
+use crate::engine::{self, EngineImage};
+use crate::output::{self, ImageReport};
+use crate::plan::Target;
+use crate::publish::{self, local::LocalImage};
+use crate::request::Destinations;
+
+/// What the registry-less destinations need of one image.
+pub(super) enum Local {
+    Oci(LocalImage),
+    Engine(EngineImage),
+}
+
+/// The registry-less destinations take every image at once (one tarball, one layout); if
+/// writing them fails, every image counts as failed.
+pub(super) async fn write_local_destinations(
+    published: Vec<(Target, Result<ImageReport>, Option<Local>)>,
+    destinations: &Destinations,
+) -> Vec<(Target, Result<ImageReport>)> {
+    let mut results = Vec::new();
+    let mut local_images: Vec<LocalImage> = Vec::new();
+    let mut engine_images: Vec<(EngineImage, Target)> = Vec::new();
+    for (target, result, local) in published {
+        match local {
+            Some(Local::Oci(l)) => local_images.push(l),
+            Some(Local::Engine(i)) => engine_images.push((i, target.clone())),
+            None => {}
+        }
+        results.push((target, result));
+    }
+    if let Err(e) = write_local(destinations, &local_images, &engine_images).await {
+        for (_, r) in results.iter_mut() {
+            if r.is_ok() {
+                *r = Err(miette::miette!("{e:?}"));
+            }
+        }
+    }
+    results
+}
+
+pub(super) async fn write_local(
+    destinations: &Destinations,
+    images: &[LocalImage],
+    engine_images: &[(EngineImage, Target)],
+) -> Result<()> {
+    if let Some(path) = &destinations.tarball
+        && !images.is_empty()
+    {
+        publish::tarball::write_tarball(path, images)?;
+        output::status("Wrote", &format!("{} (docker load -i)", path.display()));
+    }
+    if let Some(dir) = &destinations.oci_layout
+        && !images.is_empty()
+    {
+        publish::layout::write_layout(dir, images)?;
+        output::status("Wrote", &format!("the OCI layout {}", dir.display()));
+    }
+    if destinations.load {
+        if !images.is_empty() {
+            let engine = engine::Engine::connect().await?;
+            publish::daemon::load(&engine, images).await?;
+        }
+        for (image, target) in engine_images {
+            publish::daemon::tag_in_engine(image, &target.destination).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! Platforms: one build per platform a target asks for, an image index on top.
+
+use std::path::Path;
+
+use miette::Result;
+
+use super::attachments::{attach_documents, build_facts, known_manifest};
+use super::report::{image_report, platform_report};
+use crate::builder::{self, Built};
+use crate::cargo::CargoOptions;
+use crate::output::ImageReport;
+use crate::plan::Target;
+use crate::platform;
+use crate::publish::{self, registry::EarlyBlobs};
+use crate::registry::pool::Clients;
+use crate::request::Destinations;
+use crate::spec::BuildSpec;
+use crate::supply_chain;
+
+/// One platform's build of a target.
+pub(super) struct PlatformImage {
+    /// `None`: the host's platform, chosen by default.
+    pub(super) platform: Option<platform::Platform>,
+    pub(super) image: Built,
+    pub(super) facts: Option<supply_chain::BuildFacts>,
+    /// Layers already sent to the destination while the image was built.
+    pub(super) early: EarlyBlobs,
+}
+
+/// Builds each platform of `target`, with the facts its SBOM and provenance will state. With
+/// `send_early` (and one platform), each layer goes to the registry as soon as it is written,
+/// while the later ones are still compressing.
+pub(super) async fn build_platforms(
+    target: &Target,
+    crosses: Vec<Option<platform::CrossBuild>>,
+    cargo_options: &CargoOptions,
+    clients: &Clients,
+    send_early: bool,
+) -> Result<Vec<PlatformImage>> {
+    let send_early = send_early && crosses.len() == 1;
+    let mut images = Vec::new();
+    for cross in crosses {
+        let mut spec = target.build.clone();
+        spec.cross = cross;
+        let building = async {
+            if send_early {
+                build_sending_layers(&spec, target, cargo_options, clients).await
+            } else {
+                let image = builder::build(&spec, cargo_options, clients, None).await;
+                (image, EarlyBlobs::default())
+            }
+        };
+        let (image, early, facts) = if cargo_options.locked || cargo_options.frozen {
+            // The build cannot change Cargo.lock: read the facts (rustc -vV, cargo metadata,
+            // git) while it runs. A build error still comes first.
+            let ((image, early), facts) =
+                tokio::join!(building, build_facts(target, &spec, cargo_options));
+            (image?, early, facts?)
+        } else {
+            let (image, early) = building.await;
+            let image = image?;
+            (
+                image,
+                early,
+                build_facts(target, &spec, cargo_options).await?,
+            )
+        };
+        images.push(PlatformImage {
+            platform: spec.cross.as_ref().map(|c| c.platform),
+            image,
+            facts,
+            early,
+        });
+    }
+    Ok(images)
+}
+
+/// Builds one image while its layers go to the destination as they are written.
+async fn build_sending_layers(
+    spec: &BuildSpec,
+    target: &Target,
+    cargo_options: &CargoOptions,
+    clients: &Clients,
+) -> (Result<Built>, EarlyBlobs) {
+    let (listener, layers) = publish::registry::early_layers();
+    // The listener (and so the sender) is dropped when the build ends, which ends the uploads.
+    tokio::join!(
+        builder::build(spec, cargo_options, clients, Some(listener)),
+        publish::registry::upload_early(clients, &target.destination, layers),
+    )
+}
+
+/// How to build each platform a target asks for (`[None]`: the host's, as a plain cargo build).
+pub(super) fn cross_builds_for(target: &Target) -> Result<Vec<Option<platform::CrossBuild>>> {
+    let mut platforms = target.platforms.clone();
+    if platforms.is_empty() {
+        if cfg!(target_os = "linux") {
+            return Ok(vec![None]);
+        }
+        // Images run Linux: on another OS (a macOS laptop) the default is linux/<host arch>.
+        platforms = platform::Platform::host().into_iter().collect();
+        if platforms.is_empty() {
+            return Err(miette::miette!(
+                help = "name one with --platform, e.g. --platform linux/amd64",
+                "no Linux platform matches this machine's architecture ({})",
+                std::env::consts::ARCH
+            ));
+        }
+    }
+    let dir = target
+        .build
+        .manifest_path
+        .parent()
+        .unwrap_or(Path::new("."));
+    let host = platform::Host::detect(dir)?;
+    let mut builds = Vec::new();
+    for p in platforms {
+        builds.push(Some(platform::prepare(p, &host)?));
+    }
+    Ok(builds)
+}
+
+/// Pushes each platform's image by digest and an index under the tags; the SBOM and provenance
+/// are attached to each platform's image (their dependencies and targets differ).
+pub(super) async fn publish_platforms(
+    target: &Target,
+    clients: &Clients,
+    images: &[PlatformImage],
+    destinations: &Destinations,
+) -> Result<ImageReport> {
+    let mut list = Vec::new();
+    for p in images {
+        match (&p.image, p.platform) {
+            (Built::Oci(image), Some(platform)) => list.push((platform, image)),
+            _ => {
+                return Err(miette::miette!(
+                    "an image index is only made by the daemonless builder"
+                ));
+            }
+        }
+    }
+    let d = &target.destination;
+    let (published, per_platform) = publish::index::publish_index(clients, &list, d).await?;
+    if destinations.check_pull {
+        publish::check_pull::check_pull(clients, d, &published.digest).await?;
+    }
+    let mut platforms = Vec::new();
+    for ((platform, _), (p, pushed)) in list.iter().zip(images.iter().zip(&per_platform)) {
+        let attached = match &p.facts {
+            Some(facts) => {
+                let known = known_manifest(&p.image, &pushed.digest);
+                attach_documents(target, clients, &pushed.digest, known, facts).await?
+            }
+            None => Vec::new(),
+        };
+        platforms.push(platform_report(platform, &pushed.digest, &attached, d));
+    }
+    // The index itself has no documents: each platform's image has its own.
+    Ok(image_report(
+        target,
+        published.digest.to_string(),
+        true,
+        &[],
+        platforms,
+    ))
+}
