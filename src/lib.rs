@@ -25,6 +25,7 @@ mod publish;
 mod push;
 pub mod reference;
 mod registry;
+mod report;
 pub mod request;
 mod resolve;
 mod runtime_closure;

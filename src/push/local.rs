@@ -4,9 +4,10 @@
 use miette::Result;
 
 use crate::engine::{self, EngineImage};
-use crate::output::{self, ImageReport};
+use crate::output;
 use crate::plan::Target;
 use crate::publish::{self, local::LocalImage};
+use crate::report::ImageReport;
 use crate::request::Destinations;
 
 /// What the registry-less destinations need of one image.

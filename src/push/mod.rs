@@ -23,12 +23,13 @@ use miette::{IntoDiagnostic, Result};
 
 use crate::builder::Built;
 use crate::cargo::{self, CargoOptions};
-use crate::output::{self, ImageReport};
+use crate::output;
 use crate::plan::{self, Plan, Target};
 use crate::platform;
 use crate::publish;
 use crate::registry::ClientOptions;
 use crate::registry::pool::Clients;
+use crate::report::ImageReport;
 use crate::request::{Batch, Destinations, PushRequest};
 use crate::spec::BuilderKind;
 use attachments::{attach_documents, known_manifest};
@@ -50,10 +51,10 @@ async fn push_planned(request: &PushRequest) -> Result<Option<Outcome>> {
     let (manifest, metadata) =
         cargo::workspace_metadata(request.manifest_path.as_deref(), &request.cargo)?;
     let plan = plan::make_plan(&request.plan, &metadata, &manifest)?;
-    output::plan_warnings(&plan);
+    crate::report::plan_warnings(&plan);
 
     if request.dry_run {
-        output::print_plan(&plan, request.format).into_diagnostic()?;
+        crate::report::print_plan(&plan, request.format).into_diagnostic()?;
         return Ok(None);
     }
 

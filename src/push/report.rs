@@ -3,11 +3,12 @@
 
 use miette::Result;
 
-use crate::output::{self, ImageReport, PlatformReport, Referrer};
+use crate::output;
 use crate::plan::Target;
 use crate::platform::Platform;
 use crate::publish::attach::Attached;
 use crate::reference::Digest;
+use crate::report::{ImageReport, PlatformReport, Referrer};
 use crate::request::PushRequest;
 use crate::spec::Destination;
 use crate::supply_chain::DocumentKind;
@@ -84,7 +85,7 @@ fn finish_inner(outcome: Outcome, request: &PushRequest) -> Result<()> {
     }
     // What did get pushed is still reported, so its references are not lost.
     if !done.is_empty() || errors.is_empty() {
-        output::report(&done, request.format, request.image_refs.as_deref())?;
+        crate::report::print(&done, request.format, request.image_refs.as_deref())?;
         crate::ci::write_github_output(&done)?;
     }
     if errors.is_empty() {

@@ -90,7 +90,7 @@ pub async fn run(args: ResolveRequest) -> Result<()> {
             images.add(input, p)?;
         }
     }
-    crate::output::plan_warnings(&images.plan);
+    crate::report::plan_warnings(&images.plan);
     let references = push_images(
         &images.plan,
         &args.push.cargo,
