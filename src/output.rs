@@ -3,6 +3,7 @@
 
 use std::sync::OnceLock;
 
+use crate::publish::shell_events::ShellEvents;
 use crate::registry;
 use crate::shell::Shell;
 
@@ -14,24 +15,7 @@ static UI: OnceLock<Shell> = OnceLock::new();
 /// Sets up stderr output once, at start-up.
 pub fn init(quiet: bool, verbose: u8) {
     let _ = UI.set(Shell::new(quiet, verbose));
-    registry::events::set_sink(Box::new(Terminal));
-}
-
-/// The registry client's messages, shown on the terminal like everyone else's.
-struct Terminal;
-
-impl registry::events::Sink for Terminal {
-    fn event(&self, event: registry::events::Event) {
-        match event {
-            registry::events::Event::Detail(text) => detail(&text),
-            registry::events::Event::Warn(text) => warn(&text),
-            registry::events::Event::Trace(text) => trace(&text),
-        }
-    }
-
-    fn tracing(&self) -> bool {
-        verbosity() >= Verbosity::Trace
-    }
+    registry::events::set_sink(Box::new(ShellEvents(ui().clone())));
 }
 
 fn ui() -> &'static Shell {

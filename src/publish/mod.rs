@@ -10,6 +10,7 @@ pub mod index;
 pub mod layout;
 pub mod local;
 pub mod registry;
+pub mod shell_events;
 pub mod tarball;
 
 use miette::Result;
