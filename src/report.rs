@@ -9,11 +9,13 @@ use serde::Serialize;
 
 use crate::plan::Plan;
 use crate::request::Format;
+use crate::shell::Shell;
 
-/// The plan's warnings (settings that are allowed but worth knowing about), once per target.
-pub fn plan_warnings(plan: &Plan) {
+/// The plan's warnings (settings that are allowed but worth knowing about), once per target,
+/// on `shell`.
+pub fn plan_warnings(plan: &Plan, shell: &Shell) {
     for warning in plan.targets.iter().flat_map(|t| &t.warnings) {
-        crate::output::warn(warning);
+        shell.warn(warning);
     }
 }
 

@@ -23,7 +23,6 @@ use miette::{IntoDiagnostic, Result};
 
 use crate::builder::Built;
 use crate::cargo::{self, CargoOptions};
-use crate::output;
 use crate::plan::{self, Plan, Target};
 use crate::platform;
 use crate::publish;
@@ -31,27 +30,29 @@ use crate::registry::ClientOptions;
 use crate::registry::pool::Clients;
 use crate::report::ImageReport;
 use crate::request::{Batch, Destinations, PushRequest};
+use crate::shell::Shell;
 use crate::spec::BuilderKind;
 use attachments::{attach_documents, known_manifest};
 use local::{Local, write_local_destinations};
 use platforms::{PlatformImage, build_platforms, cross_builds_for, publish_platforms};
 use report::image_report;
 
-/// A push, and whether some images were done while others failed (exit status 3).
-pub async fn run(request: &PushRequest) -> (Result<()>, bool) {
-    match push_planned(request).await {
-        Ok(Some(outcome)) => finish(outcome, request),
+/// A push, and whether some images were done while others failed (exit status 3). What it does
+/// is told to `shell`.
+pub async fn run(request: &PushRequest, shell: &Shell) -> (Result<()>, bool) {
+    match push_planned(request, shell).await {
+        Ok(Some(outcome)) => finish(outcome, request, shell),
         Ok(None) => (Ok(()), false),
         Err(e) => (Err(e), false),
     }
 }
 
 /// Plans and, unless `--dry-run`, builds and publishes every image.
-async fn push_planned(request: &PushRequest) -> Result<Option<Outcome>> {
+async fn push_planned(request: &PushRequest, shell: &Shell) -> Result<Option<Outcome>> {
     let (manifest, metadata) =
         cargo::workspace_metadata(request.manifest_path.as_deref(), &request.cargo)?;
     let plan = plan::make_plan(&request.plan, &metadata, &manifest)?;
-    crate::report::plan_warnings(&plan);
+    crate::report::plan_warnings(&plan, shell);
 
     if request.dry_run {
         crate::report::print_plan(&plan, request.format).into_diagnostic()?;
@@ -61,7 +62,14 @@ async fn push_planned(request: &PushRequest) -> Result<Option<Outcome>> {
     if let Some(path) = &request.image_refs {
         check_writable(path)?;
     }
-    let outcome = push_all(&plan, &request.cargo, &request.destinations, request.batch).await?;
+    let outcome = push_all(
+        &plan,
+        &request.cargo,
+        &request.destinations,
+        request.batch,
+        shell,
+    )
+    .await?;
     Ok(Some(outcome))
 }
 
@@ -116,6 +124,7 @@ pub async fn push_all(
     cargo_options: &CargoOptions,
     destinations: &Destinations,
     batch: Batch,
+    shell: &Shell,
 ) -> Result<Outcome> {
     check_local_destinations(plan, destinations)?;
     let pools = ClientPools::for_plan(plan);
@@ -127,10 +136,11 @@ pub async fn push_all(
         cargo_options,
         destinations,
         batch,
+        shell,
     )
     .await?;
-    let published = publish_all(built, &pools, destinations, batch).await;
-    let results = write_local_destinations(published, destinations).await;
+    let published = publish_all(built, &pools, destinations, batch, shell).await;
+    let results = write_local_destinations(published, destinations, shell).await;
     Ok(Outcome {
         results,
         planned: plan.targets.len(),
@@ -223,6 +233,7 @@ async fn build_all(
     cargo_options: &CargoOptions,
     destinations: &Destinations,
     batch: Batch,
+    shell: &Shell,
 ) -> Result<Vec<BuiltTarget>> {
     let mut built = Vec::new();
     let last = plan.targets.len().saturating_sub(1);
@@ -238,7 +249,7 @@ async fn build_all(
             Ok(crosses) => {
                 let early =
                     i == last && destinations.registry && target.build.builder == BuilderKind::Oci;
-                build_platforms(target, crosses, cargo_options, clients, early).await
+                build_platforms(target, crosses, cargo_options, clients, early, shell).await
             }
             Err(e) => Err(e),
         };
@@ -247,7 +258,7 @@ async fn build_all(
             other => other,
         };
         if result.is_err() {
-            output::warn(&format!(
+            shell.warn(&format!(
                 "{} failed to build; the other packages go on",
                 target.build.package
             ));
@@ -264,6 +275,7 @@ async fn publish_all(
     pools: &ClientPools,
     destinations: &Destinations,
     batch: Batch,
+    shell: &Shell,
 ) -> Vec<(Target, Result<ImageReport>, Option<Local>)> {
     if batch.concurrent() {
         use futures_util::StreamExt;
@@ -271,9 +283,9 @@ async fn publish_all(
             .map(|(target, pool, image)| async move {
                 match image {
                     Ok(image) => {
+                        let clients = pools.get(pool);
                         let (r, l) =
-                            publish_with_local(&target, pools.get(pool), &image, destinations)
-                                .await;
+                            publish_with_local(&target, clients, &image, destinations, shell).await;
                         (target, r, l)
                     }
                     Err(e) => (target, Err(e), None),
@@ -293,7 +305,7 @@ async fn publish_all(
             }
         };
         let (result, local) =
-            publish_with_local(&target, pools.get(pool), &image, destinations).await;
+            publish_with_local(&target, pools.get(pool), &image, destinations, shell).await;
         let failed = result.is_err();
         published.push((target, result, local));
         if failed && !batch.keeps_going() {
@@ -312,6 +324,7 @@ async fn publish_with_local(
     clients: &Clients,
     images: &[PlatformImage],
     destinations: &Destinations,
+    shell: &Shell,
 ) -> (Result<ImageReport>, Option<Local>) {
     let image = match images {
         [one] => one,
@@ -323,12 +336,12 @@ async fn publish_with_local(
                     target.build.package
                 ))
             } else {
-                publish_platforms(target, clients, several, destinations).await
+                publish_platforms(target, clients, several, destinations, shell).await
             };
             return (result, None);
         }
     };
-    let result = publish_one(target, clients, image, destinations).await;
+    let result = publish_one(target, clients, image, destinations, shell).await;
     if result.is_err() || !destinations.local() {
         return (result, None);
     }
@@ -348,24 +361,26 @@ async fn publish_one(
     clients: &Clients,
     image: &PlatformImage,
     destinations: &Destinations,
+    shell: &Shell,
 ) -> Result<ImageReport> {
     let d = &target.destination;
     let mut attached = Vec::new();
     let digest = if destinations.registry {
         let published = match &image.image {
             Built::Oci(i) => {
-                publish::registry::RegistryPublisher::new(clients)
+                publish::registry::RegistryPublisher::new(clients, shell)
                     .publish_after(i, d, &image.early)
                     .await?
             }
-            engine => publish::publish(clients, engine, d).await?,
+            engine => publish::publish(clients, engine, d, shell).await?,
         };
         if destinations.check_pull {
-            publish::check_pull::check_pull(clients, d, &published.digest).await?;
+            publish::check_pull::check_pull(clients, d, &published.digest, shell).await?;
         }
         if let Some(facts) = &image.facts {
             let known = known_manifest(&image.image, &published.digest);
-            attached = attach_documents(target, clients, &published.digest, known, facts).await?;
+            attached =
+                attach_documents(target, clients, &published.digest, known, facts, shell).await?;
         }
         published.digest.to_string()
     } else {
