@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use cargo_metadata::Message;
 use miette::{Diagnostic, IntoDiagnostic, Result};
 
+use crate::shell::{Shell, Verbosity};
 use crate::spec::BuildSpec;
 
 /// Options passed through to cargo unchanged.
@@ -112,8 +113,13 @@ pub fn cargo_program() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
-/// Builds the target's binary; cargo's own output goes to stderr. Blocking.
-pub fn build_binary(target: &BuildSpec, options: &CargoOptions) -> Result<PathBuf, CargoError> {
+/// Builds the target's binary; cargo's own output goes to stderr (quiet when the shell is).
+/// Blocking.
+pub fn build_binary(
+    target: &BuildSpec,
+    options: &CargoOptions,
+    shell: &Shell,
+) -> Result<PathBuf, CargoError> {
     let program = cargo_program();
     let mut cmd = Command::new(&program);
     let zig = target.cross.as_ref().is_some_and(|c| c.zig);
@@ -140,13 +146,13 @@ pub fn build_binary(target: &BuildSpec, options: &CargoOptions) -> Result<PathBu
     if let Some(cross) = &target.cross {
         crate::platform::add_cargo_args(&mut cmd, cross);
     }
-    if crate::output::verbosity() == crate::output::Verbosity::Quiet {
+    if shell.verbosity() == Verbosity::Quiet {
         cmd.arg("--quiet");
     }
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .stdin(Stdio::null());
-    crate::output::trace(&format!("running {cmd:?}"));
+    shell.trace(&format!("running {cmd:?}"));
 
     let mut child = cmd.spawn().map_err(|source| CargoError::Spawn {
         program: program.clone(),

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use miette::{IntoDiagnostic, Result, WrapErr};
 
-use crate::output::ImageReport;
+use crate::report::ImageReport;
 
 /// Appends `pull-ref` and `digest` (one image) or `<package>-pull-ref` / `<package>-digest`
 /// (several) to the file `GITHUB_OUTPUT` names, when it is set.

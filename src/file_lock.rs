@@ -17,7 +17,6 @@ use std::fs::{File, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The lock file of a directory: kept, never removed (removing a lock file lets two runs hold
@@ -28,14 +27,6 @@ pub const LOCK_FILE: &str = ".adapt-push.lock";
 const PATIENCE: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(25);
 
-/// Told once when a lock is still busy after [`PATIENCE`], before waiting on: the directory.
-static WAITING: OnceLock<fn(&Path)> = OnceLock::new();
-
-/// Sets what says that a run waits for a lock (once, at start-up; stderr otherwise).
-pub fn on_waiting(report: fn(&Path)) {
-    let _ = WAITING.set(report);
-}
-
 /// An exclusive lock on a directory, held until dropped.
 #[derive(Debug)]
 pub struct DirLock {
@@ -43,8 +34,9 @@ pub struct DirLock {
 }
 
 /// Locks `dir` (created if missing) through its [`LOCK_FILE`], waiting as long as another run
-/// holds it.
-pub fn lock_dir(dir: &Path) -> io::Result<DirLock> {
+/// holds it. When the lock is still busy after [`PATIENCE`], `waiting` is told so once, in
+/// words (`for the lock on DIR (...)`), before the wait goes on.
+pub fn lock_dir(dir: &Path, waiting: &dyn Fn(&str)) -> io::Result<DirLock> {
     std::fs::create_dir_all(dir)
         .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", dir.display())))?;
     let path = dir.join(LOCK_FILE);
@@ -76,13 +68,10 @@ pub fn lock_dir(dir: &Path) -> io::Result<DirLock> {
             }
         }
     }
-    match WAITING.get() {
-        Some(report) => report(dir),
-        None => eprintln!(
-            "waiting for the lock on {} (another adapt-push run is writing it)",
-            dir.display()
-        ),
-    }
+    waiting(&format!(
+        "for the lock on {} (another adapt-push run is writing it)",
+        dir.display()
+    ));
     file.lock()
         .map_err(|e| io::Error::new(e.kind(), format!("locking {}: {e}", path.display())))?;
     Ok(DirLock { _file: file })
@@ -212,11 +201,12 @@ mod tests {
     #[test]
     fn a_second_locker_waits_for_the_first() {
         let dir = tempfile::tempdir().unwrap();
-        let first = lock_dir(dir.path()).unwrap();
+        let first = lock_dir(dir.path(), &|_| {}).unwrap();
         let (sender, receiver) = std::sync::mpsc::channel();
+        let (told, waiting) = std::sync::mpsc::channel();
         let path = dir.path().to_path_buf();
         let second = std::thread::spawn(move || {
-            let lock = lock_dir(&path).unwrap();
+            let lock = lock_dir(&path, &|text| told.send(text.to_string()).unwrap()).unwrap();
             sender.send(()).unwrap();
             drop(lock);
         });
@@ -224,8 +214,18 @@ mod tests {
             receiver.recv_timeout(Duration::from_millis(300)).is_err(),
             "the second lock was taken while the first was held"
         );
+        // Past the patience, the waiter says so once, naming the directory.
+        let text = waiting.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "for the lock on {} (another adapt-push run is writing it)",
+                dir.path().display()
+            )
+        );
         drop(first);
         receiver.recv_timeout(Duration::from_secs(10)).unwrap();
         second.join().unwrap();
+        assert!(waiting.try_recv().is_err(), "told of the wait twice");
     }
 }

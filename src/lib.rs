@@ -18,16 +18,17 @@ mod credentials;
 mod engine;
 mod file_lock;
 mod image;
-mod output;
 mod plan;
 mod platform;
 mod publish;
 mod push;
 pub mod reference;
 mod registry;
+mod report;
 pub mod request;
 mod resolve;
 mod runtime_closure;
+mod shell;
 mod spec;
 mod supply_chain;
 mod verify;
@@ -35,6 +36,7 @@ mod verify;
 use std::process::ExitCode;
 
 pub use crate::request::Command;
+use crate::shell::Shell;
 
 /// Runs the command the process's arguments ask for and gives its exit status (see [`run`]).
 pub fn run_from_env() -> ExitCode {
@@ -51,7 +53,9 @@ pub fn run_from_env() -> ExitCode {
 /// could not be read, 3 some images were done and others failed.
 pub fn run(command: Command) -> ExitCode {
     let (quiet, verbose) = command.verbosity();
-    output::init(quiet, verbose);
+    // This run's own: nothing of an earlier run in the same process carries over.
+    let shell = Shell::new(quiet, verbose);
+    registry::events::set_sink(Box::new(publish::shell_events::ShellEvents(shell.clone())));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -63,24 +67,24 @@ pub fn run(command: Command) -> ExitCode {
         }
     };
     let (result, partial) = match command {
-        Command::Push(request) => runtime.block_on(push::run(&request)),
+        Command::Push(request) => runtime.block_on(push::run(&request, &shell)),
         // verify's own exit codes: 0 verified, 1 a check failed, 2 the image could not be read.
         Command::Verify(request) => {
             return match runtime.block_on(verify::run(request)) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(report) => {
-                    output::print_error(&report);
+                    shell.print_error(&report);
                     ExitCode::from(2)
                 }
             };
         }
-        Command::Resolve(request) => (runtime.block_on(resolve::run(request)), false),
+        Command::Resolve(request) => (runtime.block_on(resolve::run(request, &shell)), false),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(report) => {
-            output::print_error(&report);
+            shell.print_error(&report);
             // The runner reads workflow commands from both output streams; stdout stays the
             // result's alone.
             if ci::in_github_actions() {

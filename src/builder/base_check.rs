@@ -11,10 +11,10 @@ use sha2::{Digest as _, Sha256};
 
 use crate::image::BaseImage;
 use crate::image::base_fs::{self, BaseFs, Kind, LayerListing};
-use crate::output;
 use crate::reference::Digest;
 use crate::registry::pool::Clients;
 use crate::runtime_closure::{self, Requirements};
+use crate::shell::Shell;
 
 /// Largest library read out of a base layer for its version definitions.
 const MAX_LIBRARY_BYTES: u64 = 64 << 20;
@@ -34,7 +34,12 @@ pub struct BaseCheckError {
 /// Stacks the base's layers' listings, reading each layer's tar headers once per machine.
 /// `None` (with a warning) when a layer is not a tar we can read (zstd, foreign layers): the
 /// image is then assembled without merging or checking, as before.
-pub async fn load(base: &BaseImage, clients: &Clients, cache_dir: &Path) -> Result<Option<BaseFs>> {
+pub async fn load(
+    base: &BaseImage,
+    clients: &Clients,
+    cache_dir: &Path,
+    shell: &Shell,
+) -> Result<Option<BaseFs>> {
     let mut fs = BaseFs::default();
     for (index, layer) in base.manifest.layers().iter().enumerate() {
         let media_type = layer.media_type().to_string();
@@ -43,7 +48,7 @@ pub async fn load(base: &BaseImage, clients: &Clients, cache_dir: &Path) -> Resu
             || media_type.ends_with(".tar")
             || media_type.ends_with("diff.tar"))
         {
-            output::warn(&format!(
+            shell.warn(&format!(
                 "base layer {}/{} is {media_type}, which cannot be read here: our layers are not merged with the base's folders and the base is not checked",
                 index + 1,
                 base.manifest.layers().len()
@@ -54,7 +59,7 @@ pub async fn load(base: &BaseImage, clients: &Clients, cache_dir: &Path) -> Resu
         let listing = match LayerListing::cached(cache_dir, &digest) {
             Some(l) => l,
             None => {
-                output::detail(&format!(
+                shell.detail(&format!(
                     "reading the file list of base layer {}/{}",
                     index + 1,
                     base.manifest.layers().len()
@@ -201,6 +206,7 @@ pub async fn check(
     base: &BaseImage,
     fs: &BaseFs,
     clients: &Clients,
+    shell: &Shell,
 ) -> Result<()> {
     let needs = runtime_closure::requirements(binary).into_diagnostic()?;
     let Some(interpreter) = &needs.interpreter else {
@@ -222,7 +228,7 @@ pub async fn check(
     let found = find_libraries(&needs, fs, &dirs, skip, &mut missing);
     let newest = check_symbol_versions(&needs, &found, &mut files, &mut missing).await?;
     if missing.is_empty() {
-        output::detail(&format!(
+        shell.detail(&format!(
             "the base has {interpreter} and {} libraries the binary needs",
             found.len()
         ));

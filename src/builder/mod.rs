@@ -12,8 +12,8 @@ use miette::{IntoDiagnostic, Result};
 use crate::cargo::{self, CargoOptions};
 use crate::engine::EngineImage;
 use crate::image::{Image, LayerListener};
-use crate::output;
 use crate::registry::pool::Clients;
+use crate::shell::Shell;
 use crate::spec::{BuildSpec, BuilderKind};
 
 /// A built image: assembled in-process, or held by a Docker engine.
@@ -36,21 +36,31 @@ impl Built {
 
 /// Builds the target's image with the builder the plan chose. `finished` hears of each layer
 /// the daemonless builder writes, as soon as it is written (the engine's layers stay inside it).
+/// What the build does is told to `shell`.
 pub async fn build(
     spec: &BuildSpec,
     cargo_options: &CargoOptions,
     clients: &Clients,
     finished: Option<LayerListener>,
+    shell: &Shell,
 ) -> Result<Built> {
     Ok(match spec.builder {
-        BuilderKind::Oci => Built::Oci(oci::build(spec, cargo_options, clients, finished).await?),
-        BuilderKind::Docker => Built::Engine(docker::build(spec, cargo_options, clients).await?),
+        BuilderKind::Oci => {
+            Built::Oci(oci::build(spec, cargo_options, clients, finished, shell).await?)
+        }
+        BuilderKind::Docker => {
+            Built::Engine(docker::build(spec, cargo_options, clients, shell).await?)
+        }
     })
 }
 
 /// `cargo build` of the target's binary, off the async runtime; cargo's output goes to stderr.
-pub async fn build_binary(target: &BuildSpec, options: &CargoOptions) -> Result<PathBuf> {
-    output::status(
+pub async fn build_binary(
+    target: &BuildSpec,
+    options: &CargoOptions,
+    shell: &Shell,
+) -> Result<PathBuf> {
+    shell.status(
         "Building",
         &format!(
             "{} v{} (bin {}, profile {})",
@@ -59,8 +69,9 @@ pub async fn build_binary(target: &BuildSpec, options: &CargoOptions) -> Result<
     );
     let target = target.clone();
     let options = options.clone();
+    let shell = shell.clone();
     let binary = tokio::task::spawn_blocking(move || {
-        output::suspend(|| cargo::build_binary(&target, &options))
+        shell.suspend(|| cargo::build_binary(&target, &options, &shell))
     })
     .await
     .into_diagnostic()??;

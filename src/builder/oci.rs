@@ -17,10 +17,10 @@ use crate::image::base_fs::BaseFs;
 use crate::image::layer::{Layer, LayerBuilder, LayerCache, LayerTap, Origin};
 use crate::image::scratch;
 use crate::image::{self, BaseImage, Family, Image, LayerListener, RunConfig};
-use crate::output;
 use crate::reference::{Digest, ImageRef};
 use crate::registry::pool::Clients;
 use crate::runtime_closure::{self, Linkage};
+use crate::shell::{Shell, human_bytes};
 use crate::spec::Codec;
 use crate::spec::MediaTypes;
 use crate::spec::{Base, BuildSpec};
@@ -65,15 +65,16 @@ pub async fn build(
     cargo_options: &CargoOptions,
     clients: &Clients,
     finished: Option<LayerListener>,
+    shell: &Shell,
 ) -> Result<Image> {
     // Resolve the base first: a typo in `base` should not cost a compile.
     let architecture = match &target.cross {
         Some(cross) => cross.platform.architecture(),
         None => host_architecture(),
     };
-    let base = resolve_base(target, architecture, clients).await?;
-    let binary = super::build_binary(target, cargo_options).await?;
-    assemble_with_base(target, &binary, base, clients, finished).await
+    let base = resolve_base(target, architecture, clients, shell).await?;
+    let binary = super::build_binary(target, cargo_options, shell).await?;
+    assemble_with_base(target, &binary, base, clients, finished, shell).await
 }
 
 /// Assembles the image for an already built binary.
@@ -81,20 +82,22 @@ pub async fn assemble_for_binary(
     target: &BuildSpec,
     binary: &Path,
     clients: &Clients,
+    shell: &Shell,
 ) -> Result<Image> {
     let architecture = architecture_of(binary)?;
-    let base = resolve_base(target, &architecture, clients).await?;
-    assemble_with_base(target, binary, base, clients, None).await
+    let base = resolve_base(target, &architecture, clients, shell).await?;
+    assemble_with_base(target, binary, base, clients, None, shell).await
 }
 
 async fn resolve_base(
     target: &BuildSpec,
     architecture: &str,
     clients: &Clients,
+    shell: &Shell,
 ) -> Result<Option<BaseImage>> {
     match &target.image.base {
         Base::Scratch => Ok(None),
-        Base::Image(reference) => fetch_base(reference, architecture, clients)
+        Base::Image(reference) => fetch_base(reference, architecture, clients, shell)
             .await
             .wrap_err_with(|| {
                 format!(
@@ -112,12 +115,13 @@ async fn assemble_with_base(
     base: Option<BaseImage>,
     clients: &Clients,
     finished: Option<LayerListener>,
+    shell: &Shell,
 ) -> Result<Image> {
     let architecture = architecture_of(binary)?;
     if let Some(b) = &base {
         let base_arch = b.config.architecture().to_string();
         if base_arch != architecture {
-            output::warn(&format!(
+            shell.warn(&format!(
                 "the base image is for {base_arch}, but the binary is {architecture}"
             ));
         }
@@ -130,7 +134,7 @@ async fn assemble_with_base(
                 .parent()
                 .unwrap_or(&target.layer_cache)
                 .join("base-fs");
-            let fs = base_check::load(b, clients, &cache).await?;
+            let fs = base_check::load(b, clients, &cache, shell).await?;
             if let Some(fs) = &fs
                 && target.image.check_base
             {
@@ -138,7 +142,7 @@ async fn assemble_with_base(
                     Base::Image(r) => r.to_string(),
                     Base::Scratch => String::new(),
                 };
-                base_check::check(binary, &reference, b, fs, clients).await?;
+                base_check::check(binary, &reference, b, fs, clients, shell).await?;
             }
             fs
         }
@@ -146,8 +150,15 @@ async fn assemble_with_base(
     let layers = {
         let target = target.clone();
         let binary = binary.to_path_buf();
+        let shell = shell.clone();
         tokio::task::spawn_blocking(move || {
-            make_layers(&target, &binary, base_fs.as_ref(), finished.as_ref())
+            make_layers(
+                &target,
+                &binary,
+                base_fs.as_ref(),
+                finished.as_ref(),
+                &shell,
+            )
         })
         .await
         .into_diagnostic()??
@@ -166,7 +177,7 @@ async fn assemble_with_base(
         }),
     };
     let image = image::assemble(base.as_ref(), layers, &run).into_diagnostic()?;
-    output::detail(&format!(
+    shell.detail(&format!(
         "image {} ({} layers)",
         image.digest,
         image.layers.len()
@@ -181,26 +192,30 @@ fn make_layers(
     binary: &Path,
     base: Option<&BaseFs>,
     finished: Option<&LayerListener>,
+    shell: &Shell,
 ) -> Result<Vec<Layer>> {
     let mut pending = Vec::new();
     if base.is_none() {
-        let runtime = runtime_layer(target, binary)?;
+        let runtime = runtime_layer(target, binary, shell)?;
         if !runtime.is_empty() {
-            pending.push(PendingLayer::new(runtime, layer_cache(target, "runtime")));
+            pending.push(PendingLayer::new(
+                runtime,
+                layer_cache(target, "runtime", shell),
+            ));
         }
     }
     if let Some(includes) = includes_layer(target, base)? {
-        let mut includes = PendingLayer::new(includes, layer_cache(target, "includes"));
+        let mut includes = PendingLayer::new(includes, layer_cache(target, "includes", shell));
         includes.context = Some("reading the files of `include`".into());
         pending.push(includes);
     }
     let mut app = PendingLayer::new(
         binary_layer(target, binary, base),
-        layer_cache(target, "binary"),
+        layer_cache(target, "binary", shell),
     );
     app.context = Some(format!("reading {}", binary.display()));
     pending.push(app);
-    finish_layers(pending, target.image.compression, finished)
+    finish_layers(pending, target.image.compression, finished, shell)
 }
 
 /// A layer whose files are listed but not yet read, with what to say when one cannot be read.
@@ -220,8 +235,9 @@ impl PendingLayer {
     }
 }
 
-/// The layer cache's slot for one kind of layer of this target.
-fn layer_cache(target: &BuildSpec, kind: &str) -> LayerCache {
+/// The layer cache's slot for one kind of layer of this target; a wait for its lock is told to
+/// `shell`.
+fn layer_cache(target: &BuildSpec, kind: &str, shell: &Shell) -> LayerCache {
     LayerCache {
         dir: target.layer_cache.clone(),
         // One slot per platform, so building several platforms does not evict each other.
@@ -234,12 +250,13 @@ fn layer_cache(target: &BuildSpec, kind: &str) -> LayerCache {
             ),
             None => format!("{}-{}-{kind}", target.package, target.bin),
         },
+        shell: shell.clone(),
     }
 }
 
 /// Scratch only: the system files and, for a dynamically linked binary, its runtime closure
 /// from the host.
-fn runtime_layer(target: &BuildSpec, binary: &Path) -> Result<LayerBuilder> {
+fn runtime_layer(target: &BuildSpec, binary: &Path, shell: &Shell) -> Result<LayerBuilder> {
     let mut runtime = LayerBuilder::new("system files and runtime libraries", target.image.epoch);
     let in_image = binary_path_in_image(&target.bin);
     let closure =
@@ -262,8 +279,8 @@ fn runtime_layer(target: &BuildSpec, binary: &Path) -> Result<LayerBuilder> {
         ));
     }
     match &closure.linkage {
-        Linkage::Static => output::detail("statically linked: no runtime libraries needed"),
-        Linkage::Dynamic { interpreter } => output::detail(&format!(
+        Linkage::Static => shell.detail("statically linked: no runtime libraries needed"),
+        Linkage::Dynamic { interpreter } => shell.detail(&format!(
             "dynamically linked ({}): adding {} runtime files from the host",
             interpreter.display(),
             closure.files.len()
@@ -321,6 +338,7 @@ fn finish_layers(
     pending: Vec<PendingLayer>,
     codec: Codec,
     finished: Option<&LayerListener>,
+    shell: &Shell,
 ) -> Result<Vec<Layer>> {
     let results: Vec<(std::io::Result<Layer>, Option<String>)> = std::thread::scope(|scope| {
         let running: Vec<_> = pending
@@ -330,11 +348,17 @@ fn finish_layers(
                     let description = p.builder.description().to_string();
                     let file_bytes = p.builder.file_bytes();
                     let mut tapped = false;
-                    let layer = finish_layer(p.builder, &p.cache, codec, &mut || {
-                        let tap = finished?.compressing(&description, file_bytes);
-                        tapped = tap.is_some();
-                        tap
-                    })?;
+                    let layer = finish_layer(
+                        p.builder,
+                        &p.cache,
+                        codec,
+                        &mut || {
+                            let tap = finished?.compressing(&description, file_bytes);
+                            tapped = tap.is_some();
+                            tap
+                        },
+                        shell,
+                    )?;
                     if let Some(finished) = finished {
                         finished.finished(&layer, tapped);
                     }
@@ -371,24 +395,24 @@ fn finish_layer(
     cache: &LayerCache,
     codec: Codec,
     tap: &mut dyn FnMut() -> Option<Box<dyn LayerTap>>,
+    shell: &Shell,
 ) -> std::io::Result<Layer> {
-    let progress =
-        output::Progress::working("Compressing", builder.description(), builder.file_bytes());
+    let progress = shell.progress("Compressing", builder.description(), builder.file_bytes());
     let advance = progress.clone();
     let layer = builder.finish_with_cache(cache, codec, &move |n| advance.advance(n), tap);
     progress.finish();
     let layer = layer?;
     if layer.origin == Origin::Unchanged {
-        output::detail(&format!(
+        shell.detail(&format!(
             "{}: inputs unchanged, layer {}",
             layer.description, layer.digest
         ));
     } else {
-        output::detail(&format!(
+        shell.detail(&format!(
             "{}: compressed, layer {} ({})",
             layer.description,
             layer.digest,
-            output::human_bytes(layer.size)
+            human_bytes(layer.size)
         ));
     }
     Ok(layer)
@@ -442,8 +466,9 @@ pub async fn fetch_base(
     reference: &ImageRef,
     architecture: &str,
     clients: &Clients,
+    shell: &Shell,
 ) -> Result<BaseImage> {
-    output::status("Resolving", &format!("base image {reference}"));
+    shell.status("Resolving", &format!("base image {reference}"));
     let client = clients.get(&reference.registry).await?;
     let repo = &reference.repository;
     let (mut media_type, mut bytes, _) = client.get_manifest(repo, &reference.reference()).await?;

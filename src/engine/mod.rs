@@ -16,9 +16,9 @@ use bollard::{API_DEFAULT_VERSION, Docker};
 use miette::Diagnostic;
 
 use crate::credentials::{self, Credential};
-use crate::output;
 use crate::reference::{Registry, is_loopback_host};
 use crate::registry::error_chain;
+use crate::shell::Shell;
 
 /// The engine's address when `DOCKER_HOST` is unset.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -43,6 +43,8 @@ pub struct Engine {
     plain_http: PlainHttp,
     /// Reached over TLS (DOCKER_TLS_VERIFY).
     tls: bool,
+    /// Where what is done with the engine is told.
+    shell: Shell,
 }
 
 type PlainHttp = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
@@ -83,11 +85,12 @@ pub enum EngineError {
 
 impl Engine {
     /// Connects to the engine `DOCKER_HOST` names (or the local default) and checks it answers.
-    pub async fn connect() -> Result<Engine, EngineError> {
+    /// Builds and pushes through the engine report to `shell`.
+    pub async fn connect(shell: &Shell) -> Result<Engine, EngineError> {
         // DOCKER_HOST, else DOCKER_CONTEXT, else the Docker config's current context.
         let endpoint = context::endpoint().map_err(|e| EngineError::Context(e.to_string()))?;
         if endpoint.source != "DOCKER_HOST" {
-            output::detail(&format!("Docker engine from {}", endpoint.source));
+            shell.detail(&format!("Docker engine from {}", endpoint.source));
         }
         let address = endpoint
             .host
@@ -95,11 +98,12 @@ impl Engine {
             .unwrap_or_else(|| DEFAULT_HOST.to_string());
         let (tls_verify, cert_path) = tls_settings(&endpoint);
         let (docker, ssh) = if address.starts_with("ssh://") {
-            let tunnel =
-                ssh::SshTunnel::start(&address).map_err(|reason| EngineError::BadAddress {
+            let tunnel = ssh::SshTunnel::start(&address, shell).map_err(|reason| {
+                EngineError::BadAddress {
                     address: address.clone(),
                     reason,
-                })?;
+                }
+            })?;
             let socket = format!("unix://{}", tunnel.socket().display());
             (open(&socket, None)?, Some(std::sync::Arc::new(tunnel)))
         } else {
@@ -110,7 +114,7 @@ impl Engine {
         };
         let docker = probe(docker, &address).await?;
         let podman = names_podman(&docker).await;
-        output::detail(&format!(
+        shell.detail(&format!(
             "{} at {address} (API {})",
             if podman {
                 "Podman service"
@@ -127,7 +131,13 @@ impl Engine {
             podman,
             plain_http,
             tls: tls_verify,
+            shell: shell.clone(),
         })
+    }
+
+    /// The run's shell, for what is said about builds and pushes through the engine.
+    pub fn shell(&self) -> &Shell {
+        &self.shell
     }
 
     pub fn docker(&self) -> &Docker {
@@ -255,16 +265,21 @@ fn remote_host(address: &str) -> Option<String> {
 /// Our credentials for `registry` (the same lookup the registry client uses), in the form the
 /// engine takes in `X-Registry-Auth` / `X-Registry-Config`. `None` means anonymous.
 /// `push_target`: `registry` is the one pushed to, the only one `ADAPT_PUSH_*` credentials go to.
-pub async fn credentials_for(registry: &Registry, push_target: bool) -> Option<DockerCredentials> {
+/// The lookup's warnings go to `shell`.
+pub async fn credentials_for(
+    registry: &Registry,
+    push_target: bool,
+    shell: &Shell,
+) -> Option<DockerCredentials> {
     let target = registry.clone();
     let mut found = tokio::task::spawn_blocking(move || credentials::lookup(&target, push_target))
         .await
         .unwrap_or_default();
     for warning in found.warnings.drain(..) {
-        output::warn(&warning);
+        shell.warn(&warning);
     }
     if let Some(source) = &found.source {
-        output::trace(&format!("credentials for {registry} from {source}"));
+        shell.trace(&format!("credentials for {registry} from {source}"));
     }
     let serveraddress = Some(server_address(registry));
     Some(match found.credential? {

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use tokio::net::UnixListener;
 use tokio::process::Command;
 
-use crate::output;
+use crate::shell::Shell;
 
 /// The bridge; it stops when dropped.
 pub struct SshTunnel {
@@ -79,8 +79,9 @@ pub fn parse(address: &str) -> Result<SshTarget, String> {
 }
 
 impl SshTunnel {
-    /// Starts listening; ssh runs only when the Docker client connects.
-    pub fn start(address: &str) -> Result<SshTunnel, String> {
+    /// Starts listening; ssh runs only when the Docker client connects. What goes wrong with
+    /// a connection is told to `shell`.
+    pub fn start(address: &str, shell: &Shell) -> Result<SshTunnel, String> {
         let target = parse(address)?;
         let dir = tempfile::Builder::new()
             .prefix("adapt-push-ssh-")
@@ -91,12 +92,14 @@ impl SshTunnel {
             .and_then(|l| l.set_nonblocking(true).map(|_| l))
             .and_then(UnixListener::from_std)
             .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+        let shell = shell.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let command = ssh_command(&target);
+                let shell = shell.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = bridge(stream, command).await {
-                        output::detail(&format!("ssh bridge: {e}"));
+                    if let Err(e) = bridge(stream, command, &shell).await {
+                        shell.detail(&format!("ssh bridge: {e}"));
                     }
                 });
             }
@@ -133,7 +136,11 @@ fn ssh_command(target: &SshTarget) -> Command {
     command
 }
 
-async fn bridge(stream: tokio::net::UnixStream, mut command: Command) -> std::io::Result<()> {
+async fn bridge(
+    stream: tokio::net::UnixStream,
+    mut command: Command,
+    shell: &Shell,
+) -> std::io::Result<()> {
     use tokio::io::AsyncReadExt;
     let mut child = command
         .spawn()
@@ -155,7 +162,7 @@ async fn bridge(stream: tokio::net::UnixStream, mut command: Command) -> std::io
     let status = child.wait().await?;
     if !status.success() {
         let text = String::from_utf8_lossy(&text);
-        output::warn(&format!(
+        shell.warn(&format!(
             "ssh to the engine exited with {status}: {}",
             text.trim()
         ));

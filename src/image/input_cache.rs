@@ -31,6 +31,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::file_lock::{self, DirLock};
 use crate::reference::Digest;
+use crate::shell::Shell;
 
 /// Inputs changed more recently than this before the fingerprint are not trusted to it.
 /// Generous against coarse file system timestamps (FAT: 2 s).
@@ -46,6 +47,8 @@ pub struct LayerCache {
     pub dir: PathBuf,
     /// Stable name for what this layer is, e.g. "greeter-greeter-runtime".
     pub slot: String,
+    /// Told when another run holds the cache's lock and this one waits for it.
+    pub shell: Shell,
 }
 
 /// What the cache remembers of a slot's latest layer.
@@ -73,7 +76,7 @@ impl LayerCache {
 
     /// The cache's lock: lookups, stores and pruning take turns, across runs and threads.
     fn lock(&self) -> std::io::Result<DirLock> {
-        file_lock::lock_dir(&self.dir)
+        file_lock::lock_dir(&self.dir, &|text| self.shell.status("Waiting", text))
     }
 
     /// The slot's layer, when its inputs have the same fingerprint and its blob is there with

@@ -275,6 +275,7 @@ impl LayerBuilder {
         let cache = LayerCache {
             dir: std::env::temp_dir().join("adapt-push-unit-test-layers"),
             slot: format!("test-{}", SLOT.fetch_add(1, Ordering::Relaxed)),
+            shell: crate::shell::Shell::capture(crate::shell::Verbosity::Normal),
         };
         self.finish_with_cache(&cache, Codec::Gzip, &|_| {}, &mut || None)
     }
@@ -1142,6 +1143,7 @@ mod tests {
         let cache = LayerCache {
             dir: dir.path().join("cache"),
             slot: "app-app-includes".into(),
+            shell: crate::shell::Shell::capture(crate::shell::Verbosity::Normal),
         };
         let file = dir.path().join("f");
         std::fs::write(&file, "aaaa").unwrap();

@@ -12,11 +12,11 @@ use miette::{Result, WrapErr};
 use serde_json::{Value, json};
 
 use crate::image::{OCI_MANIFEST, canonical_json, rfc3339};
-use crate::output;
 use crate::publish::registry::lost_blob_race;
 use crate::reference::{Digest, Repository};
 use crate::registry::RegistryClient;
 use crate::registry::referrers::ReferrersVia;
+use crate::shell::Shell;
 use crate::supply_chain::{Document, DocumentKind};
 
 /// The OCI empty descriptor's media type and content (`{}`).
@@ -76,24 +76,26 @@ pub async fn attach_all(
     known: Option<KnownManifest>,
     documents: &[Document],
     epoch: u64,
+    shell: &Shell,
 ) -> Result<Vec<Attached>> {
     if documents.is_empty() {
         return Ok(Vec::new());
     }
     let subject = subject_descriptor(client, repo, image, known).await?;
-    with_race_retries(client, repo, image, || async {
+    with_race_retries(client, repo, image, shell, || async {
         upload_if_absent(
             client,
             repo,
             Bytes::from_static(EMPTY_CONTENT),
             "empty config",
+            shell,
         )
         .await
     })
     .await?;
     let pushed = futures_util::future::join_all(documents.iter().map(|document| {
-        with_race_retries(client, repo, image, || {
-            push_artifact(client, repo, &subject, document, epoch)
+        with_race_retries(client, repo, image, shell, || {
+            push_artifact(client, repo, &subject, document, epoch, shell)
         })
     }))
     .await;
@@ -103,7 +105,7 @@ pub async fn attach_all(
             Artifact::Pushed { digest, size } => listed.push((document, digest, size)),
             // The registry refuses OCI artifact manifests: said once, nothing more to try.
             Artifact::Refused(e) => {
-                output::warn(&format!(
+                shell.warn(&format!(
                     "{} does not accept OCI artifact manifests ({e}), so the SBOM and provenance of {repo}@{image} were not attached; use a registry that takes OCI 1.1 manifests, or --sbom none --provenance false to silence this",
                     client.registry()
                 ));
@@ -119,7 +121,7 @@ pub async fn attach_all(
         .map(|(document, digest, size)| referrer_descriptor(document, digest, *size, epoch))
         .collect();
     let kinds: Vec<&str> = listed.iter().map(|(document, ..)| what(document)).collect();
-    let via = with_race_retries(client, repo, image, || async {
+    let via = with_race_retries(client, repo, image, shell, || async {
         client
             .add_referrers(repo, image, &descriptors)
             .await
@@ -134,7 +136,7 @@ pub async fn attach_all(
     Ok(listed
         .into_iter()
         .map(|(document, digest, _)| {
-            output::detail(&format!(
+            shell.detail(&format!(
                 "attached {} {digest} to {image} (via {})",
                 what(document),
                 via.describe()
@@ -184,6 +186,7 @@ async fn with_race_retries<T, F, Fut>(
     client: &RegistryClient,
     repo: &Repository,
     image: &Digest,
+    shell: &Shell,
     step: F,
 ) -> Result<T>
 where
@@ -195,7 +198,7 @@ where
         attempt += 1;
         match step().await {
             Err(e) if lost_blob_race(&e) && attempt < client.retry_policy().attempts => {
-                output::detail(&format!(
+                shell.detail(&format!(
                     "attaching to {repo}@{image}: {e}; trying again (attempt {}/{})",
                     attempt + 1,
                     client.retry_policy().attempts
@@ -231,9 +234,10 @@ async fn push_artifact(
     subject: &Value,
     document: &Document,
     epoch: u64,
+    shell: &Shell,
 ) -> Result<Artifact> {
     let what = what(document);
-    upload_if_absent(client, repo, document.bytes.clone(), what).await?;
+    upload_if_absent(client, repo, document.bytes.clone(), what, shell).await?;
     let manifest = artifact_manifest(document, subject, epoch)?;
     let digest = Digest::sha256_of(&manifest);
     match client
@@ -269,6 +273,7 @@ async fn upload_if_absent(
     repo: &Repository,
     bytes: Bytes,
     what: &str,
+    shell: &Shell,
 ) -> Result<()> {
     let digest = Digest::sha256_of(&bytes);
     if client
@@ -277,7 +282,7 @@ async fn upload_if_absent(
     {
         return Ok(());
     }
-    let progress = output::Progress::bytes(what, bytes.len() as u64);
+    let progress = shell.upload_progress(what, bytes.len() as u64);
     let result = client
         .upload_bytes(repo, &digest, bytes, &progress, None)
         .await;

@@ -4,10 +4,10 @@
 
 use miette::{Diagnostic, Result};
 
-use crate::output;
 use crate::reference::Digest;
 use crate::registry::error_chain;
 use crate::registry::pool::Clients;
+use crate::shell::Shell;
 use crate::spec::Destination;
 
 #[derive(Debug, thiserror::Error, Diagnostic)]
@@ -26,6 +26,7 @@ pub async fn check_pull(
     clients: &Clients,
     destination: &Destination,
     digest: &Digest,
+    shell: &Shell,
 ) -> Result<()> {
     let pull_ref = format!("{}@{digest}", destination.pull_name());
     let fail = |cause: String| CheckPullError {
@@ -33,7 +34,7 @@ pub async fn check_pull(
         push_name: destination.push_name(),
         cause,
     };
-    output::status(
+    shell.status(
         "Checking",
         &format!("{pull_ref} pulls through {}", destination.internal),
     );
@@ -46,7 +47,7 @@ pub async fn check_pull(
         .get_manifest(&destination.pull_repository, digest.as_str())
         .await
         .map_err(|e| fail(error_chain(&e)))?;
-    output::detail(&format!(
+    shell.detail(&format!(
         "{pull_ref} is served through the internal address"
     ));
     Ok(())

@@ -9,7 +9,6 @@ use super::local::LocalImage;
 use super::local::healing;
 use super::tarball::{Tags, archive_file};
 use crate::engine::Engine;
-use crate::output;
 use crate::registry::error_chain;
 
 #[derive(Debug, thiserror::Error, Diagnostic)]
@@ -33,6 +32,7 @@ pub async fn load(engine: &Engine, images: &[LocalImage]) -> Result<()> {
     let archive = healing(
         || archive_file(images, Tags::All),
         |e| fail(format!("writing the archive to load: {e}")).into(),
+        engine.shell(),
     )?;
     let file = tokio::fs::File::from_std(
         archive
@@ -53,12 +53,12 @@ pub async fn load(engine: &Engine, images: &[LocalImage]) -> Result<()> {
             .map(str::trim)
             .filter(|t| !t.is_empty())
         {
-            output::detail(text);
+            engine.shell().detail(text);
         }
     }
     for image in images {
         for reference in image.references() {
-            output::status(
+            engine.shell().status(
                 "Loaded",
                 &format!("{reference} into the engine at {address}"),
             );
@@ -107,7 +107,7 @@ pub async fn tag_in_engine(
                 address: address.clone(),
                 cause: format!("tagging {name}:{tag}: {}", error_chain(&e)),
             })?;
-        output::status(
+        image.engine.shell().status(
             "Loaded",
             &format!("{name}:{tag} (in the engine at {address})"),
         );

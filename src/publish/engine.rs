@@ -19,7 +19,6 @@ use miette::{Diagnostic, Result, WrapErr};
 use super::Published;
 use crate::engine::{self, EngineImage};
 use crate::image;
-use crate::output;
 use crate::reference::{Digest, Registry, Tag};
 use crate::registry::error_chain;
 use crate::registry::pool::Clients;
@@ -88,23 +87,24 @@ impl<'a> EnginePublisher<'a> {
         image: &EngineImage,
         destination: &Destination,
     ) -> Result<Published> {
+        let shell = image.engine.shell();
         let address = image.engine.address().to_string();
         let name = destination.push_name();
         let Some(first_tag) = destination.tags.first() else {
             return Err(miette::miette!("no tag to push {name} under"));
         };
-        output::status(
+        shell.status(
             "Pushing",
             &format!("{name} through the Docker engine at {address}"),
         );
         if destination.external.scheme().is_some() {
-            output::detail(&format!(
+            shell.detail(&format!(
                 "the engine chooses HTTP or HTTPS for {} by its own insecure-registries setting",
                 destination.external
             ));
         }
         let split_view = split_view(image, destination, &address);
-        let credentials = engine::credentials_for(&destination.external, true).await;
+        let credentials = engine::credentials_for(&destination.external, true, shell).await;
         // Podman verifies TLS unless told otherwise per push; where we ourselves speak plain
         // HTTP to the registry (loopback, `insecure`), so may it.
         if image.engine.is_podman()
@@ -133,7 +133,7 @@ impl<'a> EnginePublisher<'a> {
             .await?;
 
         let tags: Vec<&str> = destination.tags.iter().map(|t| t.as_str()).collect();
-        output::status(
+        shell.status(
             "Pushed",
             &format!(
                 "{name}:{} ({} layers uploaded; {} mounted; {} already there)",
@@ -225,7 +225,7 @@ fn split_view(image: &EngineImage, destination: &Destination, address: &str) -> 
             )
         });
     if let Some(explanation) = &split_view {
-        output::warn(&format!(
+        image.engine.shell().warn(&format!(
             "{} is a loopback address but the Docker engine at {address} runs on another host: {explanation}. Give `external` an address that both this machine and the engine reach",
             destination.external
         ));
@@ -287,7 +287,7 @@ async fn push_tag(
                     .as_ref()
                     .is_none_or(|p| p.current.is_none())
                 {
-                    output::trace(&format!("engine: {status}"));
+                    image.engine.shell().trace(&format!("engine: {status}"));
                 }
             }
             Err(e) => {
@@ -311,7 +311,7 @@ async fn push_tag(
             }
         }
     }
-    output::detail(&format!("tagged {tagged}"));
+    image.engine.shell().detail(&format!("tagged {tagged}"));
     Ok(())
 }
 

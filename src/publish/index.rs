@@ -9,10 +9,10 @@ use serde_json::json;
 use super::Published;
 use super::registry::RegistryPublisher;
 use crate::image::{Image, OCI_INDEX, canonical_json};
-use crate::output;
 use crate::platform::Platform;
 use crate::reference::Digest;
 use crate::registry::pool::Clients;
+use crate::shell::Shell;
 use crate::spec::Destination;
 
 /// The index document for `images` (in the order given).
@@ -46,6 +46,7 @@ pub async fn publish_index(
     clients: &Clients,
     images: &[(Platform, &Image)],
     destination: &Destination,
+    shell: &Shell,
 ) -> Result<(Published, Vec<Published>)> {
     let client = clients.get(&destination.external).await?;
     let repo = &destination.repository;
@@ -56,8 +57,8 @@ pub async fn publish_index(
     };
     let mut per_platform = Vec::new();
     for (platform, image) in images {
-        output::status("Pushing", &format!("{platform} image {}", image.digest));
-        let published = RegistryPublisher::new(clients)
+        shell.status("Pushing", &format!("{platform} image {}", image.digest));
+        let published = RegistryPublisher::new(clients, shell)
             .publish(image, &untagged)
             .await?;
         client
@@ -92,7 +93,7 @@ pub async fn publish_index(
             .wrap_err_with(|| format!("pushing the image index to {repo}"))?;
     }
     let platforms: Vec<String> = images.iter().map(|(p, _)| p.to_string()).collect();
-    output::status(
+    shell.status(
         "Pushed",
         &format!(
             "{}@{digest} (index of {})",

@@ -13,6 +13,7 @@ use super::local::{
 };
 use crate::file_lock;
 use crate::image::OCI_INDEX;
+use crate::shell::Shell;
 
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// containerd's name for the image, read by `ctr import` and newer `docker load`.
@@ -70,7 +71,8 @@ pub fn merged_index(existing: Option<Value>, entries: Vec<Value>) -> Value {
 
 /// Writes `images` into the layout `dir`. Runs writing one layout take turns (a lock file in
 /// it): each reads `index.json` and writes it back with its entries added, so none is lost.
-pub fn write_layout(dir: &Path, images: &[LocalImage]) -> Result<()> {
+/// A wait for another run's lock, and a damaged layer written again, are told to `shell`.
+pub fn write_layout(dir: &Path, images: &[LocalImage], shell: &Shell) -> Result<()> {
     let fail = |reason: String| LayoutError {
         dir: dir.display().to_string(),
         reason,
@@ -84,7 +86,8 @@ pub fn write_layout(dir: &Path, images: &[LocalImage]) -> Result<()> {
     if !dir.join(file_lock::LOCK_FILE).exists() && holds_other_files(dir, &marker, &index_path) {
         return Err(fail("is not empty and not an OCI image layout".into()).into());
     }
-    let _lock = file_lock::lock_dir(dir).map_err(|e| fail(e.to_string()))?;
+    let _lock = file_lock::lock_dir(dir, &|text| shell.status("Waiting", text))
+        .map_err(|e| fail(e.to_string()))?;
     let existing = if index_path.is_file() {
         let text =
             std::fs::read(&index_path).map_err(|e| fail(format!("cannot read index.json: {e}")))?;
@@ -122,6 +125,7 @@ pub fn write_layout(dir: &Path, images: &[LocalImage]) -> Result<()> {
                     })
                 },
                 |e| fail(format!("cannot write {}: {e}", path.display())).into(),
+                shell,
             )?;
         }
     }

@@ -20,6 +20,7 @@ use crate::image::layer::CacheFile;
 use crate::image::{Blob, BlobSource, Image};
 use crate::reference::Digest;
 use crate::registry::pool::Clients;
+use crate::shell::Shell;
 use crate::spec::Destination;
 
 /// Where a blob's bytes are.
@@ -165,11 +166,12 @@ impl DamagedBlob {
 }
 
 /// Runs `write`; when it failed reading a damaged layer cache file, has that layer written again
-/// (see [`super::remake_damaged`]) and runs `write` again, at most once for each layer. Other
-/// failures go through `fail`.
+/// (see [`super::remake_damaged`]; `shell` hears of it) and runs `write` again, at most once
+/// for each layer. Other failures go through `fail`.
 pub fn healing<T>(
     mut write: impl FnMut() -> std::io::Result<T>,
     fail: impl Fn(std::io::Error) -> miette::Report,
+    shell: &Shell,
 ) -> Result<T> {
     let mut remade: Vec<Digest> = Vec::new();
     loop {
@@ -184,7 +186,7 @@ pub fn healing<T>(
             return Err(fail(error));
         }
         remade.push(damaged.expected.clone());
-        super::remake_damaged(&damaged.file, &damaged.to_string())?;
+        super::remake_damaged(&damaged.file, &damaged.to_string(), shell)?;
     }
 }
 

@@ -10,26 +10,29 @@ pub mod index;
 pub mod layout;
 pub mod local;
 pub mod registry;
+pub mod shell_events;
 pub mod tarball;
 
 use miette::Result;
 
 use crate::builder::Built;
 use crate::image::layer::CacheFile;
-use crate::output;
 use crate::reference::Digest;
 use crate::registry::pool::Clients;
+use crate::shell::Shell;
 use crate::spec::Destination;
 
-/// Pushes a built image to the destination's registry with the publisher for its kind.
+/// Pushes a built image to the destination's registry with the publisher for its kind; what it
+/// does is told to `shell` (an engine's push, to the engine's).
 pub async fn publish(
     clients: &Clients,
     image: &Built,
     destination: &Destination,
+    shell: &Shell,
 ) -> Result<Published> {
     match image {
         Built::Oci(image) => {
-            registry::RegistryPublisher::new(clients)
+            registry::RegistryPublisher::new(clients, shell)
                 .publish(image, destination)
                 .await
         }
@@ -54,11 +57,11 @@ pub struct Published {
 
 /// A layer's file in the layer cache turned out damaged while it was read for a destination
 /// (`damage` says how): evicts it and writes the layer again from its inputs, once whoever
-/// asks, and says so the first time.
-pub(crate) fn remake_damaged(file: &CacheFile, damage: &str) -> Result<()> {
+/// asks, and says so the first time (to `shell`).
+pub(crate) fn remake_damaged(file: &CacheFile, damage: &str, shell: &Shell) -> Result<()> {
     match file.remake() {
         Ok(true) => {
-            output::warn(&format!(
+            shell.warn(&format!(
                 "the layer cache's copy of {} was damaged ({damage}); removed it and wrote the layer again",
                 file.description()
             ));

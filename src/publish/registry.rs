@@ -14,10 +14,10 @@ use miette::{Result, WrapErr};
 use super::Published;
 use crate::image::layer::{Layer, LayerTap};
 use crate::image::{Blob, BlobSource, Image, LayerEvents, LayerListener};
-use crate::output::{self, human_bytes};
 use crate::reference::{Digest, Repository};
 use crate::registry::pool::Clients;
 use crate::registry::{ClientOptions, Mount, RegistryClient, RegistryError, RetryPolicy};
+use crate::shell::{Progress, Shell, human_bytes};
 use crate::spec::Destination;
 
 /// The plan's registry settings as the client's options (the registry knows nothing of the plan).
@@ -38,6 +38,7 @@ const STREAM_ATTEMPTS: u32 = 3;
 
 pub struct RegistryPublisher<'a> {
     clients: &'a Clients,
+    shell: &'a Shell,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -48,8 +49,9 @@ enum BlobOutcome {
 }
 
 impl<'a> RegistryPublisher<'a> {
-    pub fn new(clients: &'a Clients) -> Self {
-        RegistryPublisher { clients }
+    /// A publisher through `clients` that tells `shell` what it pushes.
+    pub fn new(clients: &'a Clients, shell: &'a Shell) -> Self {
+        RegistryPublisher { clients, shell }
     }
 
     pub async fn publish(&self, image: &Image, destination: &Destination) -> Result<Published> {
@@ -75,7 +77,7 @@ impl<'a> RegistryPublisher<'a> {
         }
         let client = self.clients.get(&destination.external).await?;
         let repo = &destination.repository;
-        output::status(
+        self.shell.status(
             "Pushing",
             &format!(
                 "{} ({} blobs)",
@@ -88,7 +90,7 @@ impl<'a> RegistryPublisher<'a> {
         // Every blob is now confirmed in the registry: only now may a tag point at them.
         let digest = self.tag_image(&client, destination, image).await?;
         let published = Published::count(digest, &outcomes);
-        report_pushed(destination, image, &published);
+        report_pushed(self.shell, destination, image, &published);
         Ok(published)
     }
 
@@ -128,7 +130,7 @@ impl<'a> RegistryPublisher<'a> {
                 .await;
             let result = match (result, image.as_docker_schema2()) {
                 (Err(e), Some(docker)) if i == 0 && refuses_media_type(&e) => {
-                    output::warn(&format!(
+                    self.shell.warn(&format!(
                         "{} refused the OCI manifest ({e}); pushing the same image with Docker schema 2 media types instead. Set `media-types = \"docker\"` (or --media-types docker) to push that directly",
                         client.registry()
                     ));
@@ -141,7 +143,8 @@ impl<'a> RegistryPublisher<'a> {
             result.wrap_err_with(|| {
                 format!("pushing the manifest as {}:{tag}", destination.push_name())
             })?;
-            output::detail(&format!("tagged {}:{tag}", destination.push_name()));
+            self.shell
+                .detail(&format!("tagged {}:{tag}", destination.push_name()));
         }
         Ok(image.digest.clone())
     }
@@ -158,7 +161,8 @@ impl<'a> RegistryPublisher<'a> {
                 .wrap_err_with(|| {
                     format!("pushing the manifest as {}:{tag}", destination.push_name())
                 })?;
-            output::detail(&format!("tagged {}:{tag}", destination.push_name()));
+            self.shell
+                .detail(&format!("tagged {}:{tag}", destination.push_name()));
         }
         Ok(())
     }
@@ -190,7 +194,7 @@ impl<'a> RegistryPublisher<'a> {
             match result {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_blob_race() && attempt < client.retry_policy().attempts => {
-                    output::detail(&format!(
+                    self.shell.detail(&format!(
                         "the manifest for :{tag}: {e}; checking the blobs again (attempt {}/{})",
                         attempt + 1,
                         client.retry_policy().attempts
@@ -213,7 +217,7 @@ impl<'a> RegistryPublisher<'a> {
         blob: &Blob,
     ) -> Result<BlobOutcome> {
         if client.blob_exists(repo, &blob.digest, blob.size).await? {
-            output::detail(&format!(
+            self.shell.detail(&format!(
                 "{} {} is already there",
                 blob.description, blob.digest
             ));
@@ -223,7 +227,7 @@ impl<'a> RegistryPublisher<'a> {
             BlobSource::File(file) => {
                 let mut remade = false;
                 loop {
-                    let progress = output::Progress::bytes(&blob.description, blob.size);
+                    let progress = self.shell.upload_progress(&blob.description, blob.size);
                     let result = client
                         .upload_file(repo, &blob.digest, file.path(), blob.size, &progress)
                         .await;
@@ -235,20 +239,23 @@ impl<'a> RegistryPublisher<'a> {
                         progress.finish();
                         remade = true;
                         let (file, damage) = (file.clone(), damage.to_string());
-                        tokio::task::spawn_blocking(move || super::remake_damaged(&file, &damage))
-                            .await
-                            .map_err(|e| miette::miette!("writing a damaged layer again: {e}"))??;
+                        let shell = self.shell.clone();
+                        tokio::task::spawn_blocking(move || {
+                            super::remake_damaged(&file, &damage, &shell)
+                        })
+                        .await
+                        .map_err(|e| miette::miette!("writing a damaged layer again: {e}"))??;
                         continue;
                     }
-                    return uploaded(client, blob, &progress, result);
+                    return uploaded(client, blob, &progress, result, self.shell);
                 }
             }
             BlobSource::Bytes(bytes) => {
-                let progress = output::Progress::bytes(&blob.description, blob.size);
+                let progress = self.shell.upload_progress(&blob.description, blob.size);
                 let result = client
                     .upload_bytes(repo, &blob.digest, bytes.clone(), &progress, None)
                     .await;
-                uploaded(client, blob, &progress, result)
+                uploaded(client, blob, &progress, result, self.shell)
             }
             BlobSource::Registry {
                 registry,
@@ -258,10 +265,8 @@ impl<'a> RegistryPublisher<'a> {
                 if registry.api_authority() == client.registry().api_authority() {
                     match client.mount_blob(repo, &blob.digest, repository).await? {
                         Mount::Mounted => {
-                            output::detail(&format!(
-                                "mounted {} from {repository}",
-                                blob.description
-                            ));
+                            self.shell
+                                .detail(&format!("mounted {} from {repository}", blob.description));
                             return Ok(BlobOutcome::Mounted);
                         }
                         // Mount refused: the registry opened an upload instead; use it.
@@ -284,7 +289,7 @@ impl<'a> RegistryPublisher<'a> {
                             {
                                 break;
                             }
-                            output::detail(&format!(
+                            self.shell.detail(&format!(
                                 "copying {}: {e}; starting over",
                                 blob.description
                             ));
@@ -316,7 +321,7 @@ impl<'a> RegistryPublisher<'a> {
         session: Option<String>,
     ) -> Result<(), RegistryError> {
         let response = source.get_blob(source_repo, &blob.digest).await?;
-        let progress = output::Progress::bytes(&blob.description, blob.size);
+        let progress = self.shell.upload_progress(&blob.description, blob.size);
         let p = progress.clone();
         let body = response
             .bytes_stream()
@@ -455,6 +460,7 @@ pub async fn upload_early(
     clients: &Clients,
     destination: &Destination,
     layers: EarlyLayers,
+    shell: &Shell,
 ) -> EarlyBlobs {
     let mut early = EarlyBlobs::default();
     let client = match clients.get(&destination.external).await {
@@ -465,7 +471,7 @@ pub async fn upload_early(
             return early;
         }
     };
-    let publisher = RegistryPublisher::new(clients);
+    let publisher = RegistryPublisher::new(clients, shell);
     let repo = &destination.repository;
     let arriving = stream::unfold(layers.layers, |mut layers| async move {
         layers.recv().await.map(|layer| (layer, layers))
@@ -477,7 +483,7 @@ pub async fn upload_early(
                 match layer {
                     EarlyLayer::Finished(layer) => {
                         let blob = cached_blob(layer);
-                        output::detail(&format!(
+                        shell.detail(&format!(
                             "sending {} while the image is being built",
                             blob.description
                         ));
@@ -525,7 +531,7 @@ impl RegistryPublisher<'_> {
             chunks,
             done,
         } = streaming;
-        output::detail(&format!(
+        self.shell.detail(&format!(
             "streaming {description} to {} while it is compressed",
             client.registry()
         ));
@@ -553,7 +559,7 @@ impl RegistryPublisher<'_> {
         let blob = cached_blob(layer);
         match result {
             Ok(()) => {
-                output::detail(&format!(
+                self.shell.detail(&format!(
                     "uploaded {description} ({}) while it was compressed",
                     human_bytes(blob.size)
                 ));
@@ -565,13 +571,13 @@ impl RegistryPublisher<'_> {
                 // as the normal upload would, within the retry policy's total time.
                 match failed.retry_after {
                     Some(wait) if wait <= client.retry_policy().total => {
-                        output::detail(&format!(
+                        self.shell.detail(&format!(
                             "streaming {description}: {e}; sending it from the layer cache instead in {:.1}s as Retry-After asks",
                             wait.as_secs_f32()
                         ));
                         tokio::time::sleep(wait).await;
                     }
-                    _ => output::detail(&format!(
+                    _ => self.shell.detail(&format!(
                         "streaming {description}: {e}; sending it from the layer cache instead"
                     )),
                 }
@@ -607,7 +613,7 @@ impl Published {
 }
 
 /// The "Pushed" line: where, under which tags (or digest), and what moved.
-fn report_pushed(destination: &Destination, image: &Image, published: &Published) {
+fn report_pushed(shell: &Shell, destination: &Destination, image: &Image, published: &Published) {
     let tags: Vec<&str> = destination.tags.iter().map(|t| t.as_str()).collect();
     // No tags: a platform image of an index, pushed by digest.
     let named = if tags.is_empty() {
@@ -615,7 +621,7 @@ fn report_pushed(destination: &Destination, image: &Image, published: &Published
     } else {
         format!(":{}", tags.join(", :"))
     };
-    output::status(
+    shell.status(
         "Pushed",
         &format!(
             "{}{named} ({} uploaded, {}; {} mounted; {} already there)",
@@ -651,12 +657,13 @@ pub(crate) fn lost_blob_race(error: &miette::Report) -> bool {
 fn uploaded(
     client: &RegistryClient,
     blob: &Blob,
-    progress: &output::Progress,
+    progress: &Progress,
     result: Result<(), RegistryError>,
+    shell: &Shell,
 ) -> Result<BlobOutcome> {
     progress.finish();
     result.wrap_err_with(|| format!("uploading {} to {}", blob.description, client.registry()))?;
-    output::detail(&format!(
+    shell.detail(&format!(
         "uploaded {} ({})",
         blob.description,
         human_bytes(blob.size)

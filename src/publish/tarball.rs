@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::layout::{index_entries, merged_index};
 use super::local::{LocalBlob, LocalImage, healing, sweep_beside, write_atomically_with};
+use crate::shell::Shell;
 
 #[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("--tarball {path}: {reason}")]
@@ -129,7 +130,7 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     header
 }
 
-pub fn write_tarball(path: &Path, images: &[LocalImage]) -> Result<()> {
+pub fn write_tarball(path: &Path, images: &[LocalImage], shell: &Shell) -> Result<()> {
     let fail = |reason: String| TarballError {
         path: path.display().to_string(),
         reason,
@@ -138,5 +139,6 @@ pub fn write_tarball(path: &Path, images: &[LocalImage]) -> Result<()> {
     healing(
         || write_atomically_with(path, |file| write_buffered(file, images, Tags::First)),
         |e| fail(e.to_string()).into(),
+        shell,
     )
 }

@@ -4,10 +4,10 @@ use miette::{IntoDiagnostic, Result, WrapErr};
 
 use crate::builder::Built;
 use crate::cargo::CargoOptions;
-use crate::output;
 use crate::plan::Target;
 use crate::publish::{self, attach::KnownManifest};
 use crate::registry::pool::Clients;
+use crate::shell::Shell;
 use crate::spec::{BuildSpec, BuilderKind};
 use crate::supply_chain;
 
@@ -17,13 +17,14 @@ pub(super) async fn build_facts(
     target: &Target,
     build: &BuildSpec,
     cargo_options: &CargoOptions,
+    shell: &Shell,
 ) -> Result<Option<supply_chain::BuildFacts>> {
     let spec = target.supply_chain;
     if spec.sbom == crate::spec::SbomFormat::None && !spec.provenance {
         return Ok(None);
     }
     if target.build.builder == BuilderKind::Docker && target.build.docker.dockerfile.is_some() {
-        output::detail(&format!(
+        shell.detail(&format!(
             "{}: built by its Dockerfile, so no SBOM or provenance is attached",
             target.build.package
         ));
@@ -66,6 +67,7 @@ pub(super) async fn attach_documents(
     digest: &crate::reference::Digest,
     known: Option<KnownManifest>,
     facts: &supply_chain::BuildFacts,
+    shell: &Shell,
 ) -> Result<Vec<publish::attach::Attached>> {
     let d = &target.destination;
     let subject = supply_chain::Subject {
@@ -76,15 +78,22 @@ pub(super) async fn attach_documents(
         .map_err(|e| miette::miette!("could not write the SBOM or provenance: {e}"))?;
     let client = clients.get(&d.external).await?;
     // The image itself is already pushed: say so, so its reference is not lost.
-    let attached =
-        publish::attach::attach_all(&client, &d.repository, digest, known, &documents, facts.epoch)
-            .await
-            .wrap_err_with(|| {
-                format!(
-                    "{}@{digest} was pushed, but its SBOM and provenance could not be attached (to push without them: --sbom none --provenance false)",
-                    d.pull_name()
-                )
-            })?;
+    let attached = publish::attach::attach_all(
+        &client,
+        &d.repository,
+        digest,
+        known,
+        &documents,
+        facts.epoch,
+        shell,
+    )
+    .await
+    .wrap_err_with(|| {
+        format!(
+            "{}@{digest} was pushed, but its SBOM and provenance could not be attached (to push without them: --sbom none --provenance false)",
+            d.pull_name()
+        )
+    })?;
     if !attached.is_empty() {
         let kinds: Vec<&str> = attached
             .iter()
@@ -93,7 +102,7 @@ pub(super) async fn attach_documents(
                 supply_chain::DocumentKind::Provenance => "provenance",
             })
             .collect();
-        output::status(
+        shell.status(
             "Attached",
             &format!("{} to {}@{digest}", kinds.join(" and "), d.push_name()),
         );

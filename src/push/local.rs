@@ -4,10 +4,11 @@
 use miette::Result;
 
 use crate::engine::{self, EngineImage};
-use crate::output::{self, ImageReport};
 use crate::plan::Target;
 use crate::publish::{self, local::LocalImage};
+use crate::report::ImageReport;
 use crate::request::Destinations;
+use crate::shell::Shell;
 
 /// What the registry-less destinations need of one image.
 pub(super) enum Local {
@@ -20,6 +21,7 @@ pub(super) enum Local {
 pub(super) async fn write_local_destinations(
     published: Vec<(Target, Result<ImageReport>, Option<Local>)>,
     destinations: &Destinations,
+    shell: &Shell,
 ) -> Vec<(Target, Result<ImageReport>)> {
     let mut results = Vec::new();
     let mut local_images: Vec<LocalImage> = Vec::new();
@@ -32,7 +34,7 @@ pub(super) async fn write_local_destinations(
         }
         results.push((target, result));
     }
-    if let Err(e) = write_local(destinations, &local_images, &engine_images).await {
+    if let Err(e) = write_local(destinations, &local_images, &engine_images, shell).await {
         for (_, r) in results.iter_mut() {
             if r.is_ok() {
                 *r = Err(miette::miette!("{e:?}"));
@@ -46,22 +48,23 @@ pub(super) async fn write_local(
     destinations: &Destinations,
     images: &[LocalImage],
     engine_images: &[(EngineImage, Target)],
+    shell: &Shell,
 ) -> Result<()> {
     if let Some(path) = &destinations.tarball
         && !images.is_empty()
     {
-        publish::tarball::write_tarball(path, images)?;
-        output::status("Wrote", &format!("{} (docker load -i)", path.display()));
+        publish::tarball::write_tarball(path, images, shell)?;
+        shell.status("Wrote", &format!("{} (docker load -i)", path.display()));
     }
     if let Some(dir) = &destinations.oci_layout
         && !images.is_empty()
     {
-        publish::layout::write_layout(dir, images)?;
-        output::status("Wrote", &format!("the OCI layout {}", dir.display()));
+        publish::layout::write_layout(dir, images, shell)?;
+        shell.status("Wrote", &format!("the OCI layout {}", dir.display()));
     }
     if destinations.load {
         if !images.is_empty() {
-            let engine = engine::Engine::connect().await?;
+            let engine = engine::Engine::connect(shell).await?;
             publish::daemon::load(&engine, images).await?;
         }
         for (image, target) in engine_images {

@@ -21,44 +21,53 @@ use miette::{IntoDiagnostic, Result};
 
 use crate::builder::Built;
 use crate::cargo::{self, CargoOptions};
-use crate::output::{self, ImageReport};
 use crate::plan::{self, Plan, Target};
 use crate::platform;
 use crate::publish;
 use crate::registry::ClientOptions;
 use crate::registry::pool::Clients;
+use crate::report::ImageReport;
 use crate::request::{Batch, Destinations, PushRequest};
+use crate::shell::Shell;
 use crate::spec::BuilderKind;
 use attachments::{attach_documents, known_manifest};
 use local::{Local, write_local_destinations};
 use platforms::{PlatformImage, build_platforms, cross_builds_for, publish_platforms};
 use report::{finish, image_report};
 
-/// A push, and whether some images were done while others failed (exit status 3).
-pub async fn run(request: &PushRequest) -> (Result<()>, bool) {
-    match push_planned(request).await {
-        Ok(Some(outcome)) => finish(outcome, request),
+/// A push, and whether some images were done while others failed (exit status 3). What it does
+/// is told to `shell`.
+pub async fn run(request: &PushRequest, shell: &Shell) -> (Result<()>, bool) {
+    match push_planned(request, shell).await {
+        Ok(Some(outcome)) => finish(outcome, request, shell),
         Ok(None) => (Ok(()), false),
         Err(e) => (Err(e), false),
     }
 }
 
 /// Plans and, unless `--dry-run`, builds and publishes every image.
-async fn push_planned(request: &PushRequest) -> Result<Option<Outcome>> {
+async fn push_planned(request: &PushRequest, shell: &Shell) -> Result<Option<Outcome>> {
     let (manifest, metadata) =
         cargo::workspace_metadata(request.manifest_path.as_deref(), &request.cargo)?;
     let plan = plan::make_plan(&request.plan, &metadata, &manifest)?;
-    output::plan_warnings(&plan);
+    crate::report::plan_warnings(&plan, shell);
 
     if request.dry_run {
-        output::print_plan(&plan, request.format).into_diagnostic()?;
+        crate::report::print_plan(&plan, request.format).into_diagnostic()?;
         return Ok(None);
     }
 
     if let Some(path) = &request.image_refs {
         check_writable(path)?;
     }
-    let outcome = push_all(&plan, &request.cargo, &request.destinations, request.batch).await?;
+    let outcome = push_all(
+        &plan,
+        &request.cargo,
+        &request.destinations,
+        request.batch,
+        shell,
+    )
+    .await?;
     Ok(Some(outcome))
 }
 
@@ -114,6 +123,7 @@ pub async fn push_all(
     cargo_options: &CargoOptions,
     destinations: &Destinations,
     batch: Batch,
+    shell: &Shell,
 ) -> Result<Outcome> {
     check_local_destinations(plan, destinations)?;
     let pools = ClientPools::for_plan(plan);
@@ -125,10 +135,11 @@ pub async fn push_all(
         cargo_options,
         destinations,
         batch,
+        shell,
     )
     .await?;
-    let published = publish_all(built, &pools, destinations, batch).await;
-    let results = write_local_destinations(published, destinations).await;
+    let published = publish_all(built, &pools, destinations, batch, shell).await;
+    let results = write_local_destinations(published, destinations, shell).await;
     Ok(Outcome {
         results,
         planned: plan.targets.len(),
@@ -221,6 +232,7 @@ async fn build_all(
     cargo_options: &CargoOptions,
     destinations: &Destinations,
     batch: Batch,
+    shell: &Shell,
 ) -> Result<Vec<BuiltTarget>> {
     let mut built = Vec::new();
     let last = plan.targets.len().saturating_sub(1);
@@ -236,7 +248,7 @@ async fn build_all(
             Ok(crosses) => {
                 let early =
                     i == last && destinations.registry && target.build.builder == BuilderKind::Oci;
-                build_platforms(target, crosses, cargo_options, clients, early).await
+                build_platforms(target, crosses, cargo_options, clients, early, shell).await
             }
             Err(e) => Err(e),
         };
@@ -245,7 +257,7 @@ async fn build_all(
             other => other,
         };
         if result.is_err() {
-            output::warn(&format!(
+            shell.warn(&format!(
                 "{} failed to build; the other packages go on",
                 target.build.package
             ));
@@ -262,6 +274,7 @@ async fn publish_all(
     pools: &ClientPools,
     destinations: &Destinations,
     batch: Batch,
+    shell: &Shell,
 ) -> Vec<(Target, Result<ImageReport>, Option<Local>)> {
     if batch.concurrent() {
         use futures_util::StreamExt;
@@ -269,9 +282,9 @@ async fn publish_all(
             .map(|(target, pool, image)| async move {
                 match image {
                     Ok(image) => {
+                        let clients = pools.get(pool);
                         let (r, l) =
-                            publish_with_local(&target, pools.get(pool), &image, destinations)
-                                .await;
+                            publish_with_local(&target, clients, &image, destinations, shell).await;
                         (target, r, l)
                     }
                     Err(e) => (target, Err(e), None),
@@ -291,7 +304,7 @@ async fn publish_all(
             }
         };
         let (result, local) =
-            publish_with_local(&target, pools.get(pool), &image, destinations).await;
+            publish_with_local(&target, pools.get(pool), &image, destinations, shell).await;
         let failed = result.is_err();
         published.push((target, result, local));
         if failed && !batch.keeps_going() {
@@ -310,6 +323,7 @@ async fn publish_with_local(
     clients: &Clients,
     images: &[PlatformImage],
     destinations: &Destinations,
+    shell: &Shell,
 ) -> (Result<ImageReport>, Option<Local>) {
     let image = match images {
         [one] => one,
@@ -321,12 +335,12 @@ async fn publish_with_local(
                     target.build.package
                 ))
             } else {
-                publish_platforms(target, clients, several, destinations).await
+                publish_platforms(target, clients, several, destinations, shell).await
             };
             return (result, None);
         }
     };
-    let result = publish_one(target, clients, image, destinations).await;
+    let result = publish_one(target, clients, image, destinations, shell).await;
     if result.is_err() || !destinations.local() {
         return (result, None);
     }
@@ -346,24 +360,26 @@ async fn publish_one(
     clients: &Clients,
     image: &PlatformImage,
     destinations: &Destinations,
+    shell: &Shell,
 ) -> Result<ImageReport> {
     let d = &target.destination;
     let mut attached = Vec::new();
     let digest = if destinations.registry {
         let published = match &image.image {
             Built::Oci(i) => {
-                publish::registry::RegistryPublisher::new(clients)
+                publish::registry::RegistryPublisher::new(clients, shell)
                     .publish_after(i, d, &image.early)
                     .await?
             }
-            engine => publish::publish(clients, engine, d).await?,
+            engine => publish::publish(clients, engine, d, shell).await?,
         };
         if destinations.check_pull {
-            publish::check_pull::check_pull(clients, d, &published.digest).await?;
+            publish::check_pull::check_pull(clients, d, &published.digest, shell).await?;
         }
         if let Some(facts) = &image.facts {
             let known = known_manifest(&image.image, &published.digest);
-            attached = attach_documents(target, clients, &published.digest, known, facts).await?;
+            attached =
+                attach_documents(target, clients, &published.digest, known, facts, shell).await?;
         }
         published.digest.to_string()
     } else {

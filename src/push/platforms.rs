@@ -8,12 +8,13 @@ use super::attachments::{attach_documents, build_facts, known_manifest};
 use super::report::{image_report, platform_report};
 use crate::builder::{self, Built};
 use crate::cargo::CargoOptions;
-use crate::output::ImageReport;
 use crate::plan::Target;
 use crate::platform;
 use crate::publish::{self, registry::EarlyBlobs};
 use crate::registry::pool::Clients;
+use crate::report::ImageReport;
 use crate::request::Destinations;
+use crate::shell::Shell;
 use crate::spec::BuildSpec;
 use crate::supply_chain;
 
@@ -36,6 +37,7 @@ pub(super) async fn build_platforms(
     cargo_options: &CargoOptions,
     clients: &Clients,
     send_early: bool,
+    shell: &Shell,
 ) -> Result<Vec<PlatformImage>> {
     let send_early = send_early && crosses.len() == 1;
     let mut images = Vec::new();
@@ -44,9 +46,9 @@ pub(super) async fn build_platforms(
         spec.cross = cross;
         let building = async {
             if send_early {
-                build_sending_layers(&spec, target, cargo_options, clients).await
+                build_sending_layers(&spec, target, cargo_options, clients, shell).await
             } else {
-                let image = builder::build(&spec, cargo_options, clients, None).await;
+                let image = builder::build(&spec, cargo_options, clients, None, shell).await;
                 (image, EarlyBlobs::default())
             }
         };
@@ -54,7 +56,7 @@ pub(super) async fn build_platforms(
             // The build cannot change Cargo.lock: read the facts (rustc -vV, cargo metadata,
             // git) while it runs. A build error still comes first.
             let ((image, early), facts) =
-                tokio::join!(building, build_facts(target, &spec, cargo_options));
+                tokio::join!(building, build_facts(target, &spec, cargo_options, shell));
             (image?, early, facts?)
         } else {
             let (image, early) = building.await;
@@ -62,7 +64,7 @@ pub(super) async fn build_platforms(
             (
                 image,
                 early,
-                build_facts(target, &spec, cargo_options).await?,
+                build_facts(target, &spec, cargo_options, shell).await?,
             )
         };
         images.push(PlatformImage {
@@ -81,12 +83,13 @@ async fn build_sending_layers(
     target: &Target,
     cargo_options: &CargoOptions,
     clients: &Clients,
+    shell: &Shell,
 ) -> (Result<Built>, EarlyBlobs) {
     let (listener, layers) = publish::registry::early_layers();
     // The listener (and so the sender) is dropped when the build ends, which ends the uploads.
     tokio::join!(
-        builder::build(spec, cargo_options, clients, Some(listener)),
-        publish::registry::upload_early(clients, &target.destination, layers),
+        builder::build(spec, cargo_options, clients, Some(listener), shell),
+        publish::registry::upload_early(clients, &target.destination, layers, shell),
     )
 }
 
@@ -127,6 +130,7 @@ pub(super) async fn publish_platforms(
     clients: &Clients,
     images: &[PlatformImage],
     destinations: &Destinations,
+    shell: &Shell,
 ) -> Result<ImageReport> {
     let mut list = Vec::new();
     for p in images {
@@ -140,16 +144,16 @@ pub(super) async fn publish_platforms(
         }
     }
     let d = &target.destination;
-    let (published, per_platform) = publish::index::publish_index(clients, &list, d).await?;
+    let (published, per_platform) = publish::index::publish_index(clients, &list, d, shell).await?;
     if destinations.check_pull {
-        publish::check_pull::check_pull(clients, d, &published.digest).await?;
+        publish::check_pull::check_pull(clients, d, &published.digest, shell).await?;
     }
     let mut platforms = Vec::new();
     for ((platform, _), (p, pushed)) in list.iter().zip(images.iter().zip(&per_platform)) {
         let attached = match &p.facts {
             Some(facts) => {
                 let known = known_manifest(&p.image, &pushed.digest);
-                attach_documents(target, clients, &pushed.digest, known, facts).await?
+                attach_documents(target, clients, &pushed.digest, known, facts, shell).await?
             }
             None => Vec::new(),
         };

@@ -3,12 +3,13 @@
 
 use miette::Result;
 
-use crate::output::{self, ImageReport, PlatformReport, Referrer};
 use crate::plan::Target;
 use crate::platform::Platform;
 use crate::publish::attach::Attached;
 use crate::reference::Digest;
+use crate::report::{ImageReport, PlatformReport, Referrer};
 use crate::request::PushRequest;
+use crate::shell::Shell;
 use crate::spec::Destination;
 use crate::supply_chain::DocumentKind;
 
@@ -65,13 +66,14 @@ fn referrer(attached: &[Attached], kind: DocumentKind, d: &Destination) -> Optio
 }
 
 /// Prints what succeeded (package order) and turns failures into the run's error. The flag says
-/// whether some images were done while others failed (exit status 3).
-pub fn finish(outcome: Outcome, request: &PushRequest) -> (Result<()>, bool) {
+/// whether some images were done while others failed (exit status 3). With several failures,
+/// each is told to `shell`.
+pub fn finish(outcome: Outcome, request: &PushRequest, shell: &Shell) -> (Result<()>, bool) {
     let partial = outcome.partial();
-    (finish_inner(outcome, request), partial)
+    (finish_inner(outcome, request, shell), partial)
 }
 
-fn finish_inner(outcome: Outcome, request: &PushRequest) -> Result<()> {
+fn finish_inner(outcome: Outcome, request: &PushRequest, shell: &Shell) -> Result<()> {
     let planned = outcome.planned;
     let keep_going = outcome.batch.keeps_going();
     let mut done = Vec::new();
@@ -84,7 +86,7 @@ fn finish_inner(outcome: Outcome, request: &PushRequest) -> Result<()> {
     }
     // What did get pushed is still reported, so its references are not lost.
     if !done.is_empty() || errors.is_empty() {
-        output::report(&done, request.format, request.image_refs.as_deref())?;
+        crate::report::print(&done, request.format, request.image_refs.as_deref())?;
         crate::ci::write_github_output(&done)?;
     }
     if errors.is_empty() {
@@ -108,7 +110,7 @@ fn finish_inner(outcome: Outcome, request: &PushRequest) -> Result<()> {
         done.len()
     );
     for (package, e) in &errors {
-        output::error(&format!("{package}: {e:?}"));
+        shell.error(&format!("{package}: {e:?}"));
     }
     Err(miette::miette!("{summary}"))
 }

@@ -15,6 +15,7 @@ use miette::{Diagnostic, Result, WrapErr};
 
 use crate::plan::Plan;
 use crate::request::{Batch, Destinations, PushRequest, ResolveRequest};
+use crate::shell::Shell;
 
 mod input;
 mod scan;
@@ -69,8 +70,8 @@ pub enum ResolveError {
     InPlaceStdin,
 }
 
-/// The subcommand.
-pub async fn run(args: ResolveRequest) -> Result<()> {
+/// The subcommand; what it does (the pushes, the files rewritten) is told to `shell`.
+pub async fn run(args: ResolveRequest, shell: &Shell) -> Result<()> {
     if args.in_place && args.files.iter().any(|f| f.as_os_str() == "-") {
         return Err(ResolveError::InPlaceStdin.into());
     }
@@ -90,11 +91,12 @@ pub async fn run(args: ResolveRequest) -> Result<()> {
             images.add(input, p)?;
         }
     }
-    crate::output::plan_warnings(&images.plan);
+    crate::report::plan_warnings(&images.plan, shell);
     let references = push_images(
         &images.plan,
         &args.push.cargo,
         args.push.destinations.check_pull,
+        shell,
     )
     .await?;
 
@@ -120,7 +122,7 @@ pub async fn run(args: ResolveRequest) -> Result<()> {
         files.push(write::Resolved { input, edits });
     }
     if args.in_place {
-        write::in_place(&files)
+        write::in_place(&files, shell)
     } else {
         write::to_stdout(&files)
     }
@@ -228,6 +230,7 @@ async fn push_images(
     plan: &Plan,
     cargo_options: &crate::cargo::CargoOptions,
     check_pull: bool,
+    shell: &Shell,
 ) -> Result<Vec<Option<String>>> {
     let mut references: Vec<Option<String>> = vec![None; plan.targets.len()];
     if plan.targets.is_empty() {
@@ -238,8 +241,14 @@ async fn push_images(
         check_pull,
         ..Default::default()
     };
-    let outcome =
-        crate::push::push_all(plan, cargo_options, &destinations, Batch::AllOrNothing).await?;
+    let outcome = crate::push::push_all(
+        plan,
+        cargo_options,
+        &destinations,
+        Batch::AllOrNothing,
+        shell,
+    )
+    .await?;
     for (i, (_, result)) in outcome.results.into_iter().enumerate() {
         let pushed = result?;
         references[i] = pushed.pull_ref.clone();

@@ -10,6 +10,7 @@ use std::path::Path;
 use miette::{IntoDiagnostic, Result, WrapErr, miette};
 
 use super::input::{Identity, Input};
+use crate::shell::Shell;
 
 /// One input and its edits: each placeholder's byte range and its pull reference, in order.
 pub struct Resolved<'a> {
@@ -78,7 +79,8 @@ struct Staged<'a> {
 /// sees the old file or the new one, never a part. A symlink given with `-f` keeps pointing at
 /// its file, which is the one rewritten. Every file is staged before the first rename, so a
 /// failure while staging (a full disk, a file edited since it was read) changes no file.
-pub fn in_place(files: &[Resolved]) -> Result<()> {
+/// What was rewritten is told to `shell`.
+pub fn in_place(files: &[Resolved], shell: &Shell) -> Result<()> {
     let mut staged = Vec::new();
     let mut seen = BTreeSet::new();
     for file in files.iter().filter(|f| !f.edits.is_empty()) {
@@ -112,7 +114,7 @@ pub fn in_place(files: &[Resolved]) -> Result<()> {
                 e.error
             ));
         }
-        crate::output::status(
+        shell.status(
             "Rewrote",
             &format!(
                 "{} ({} placeholder{})",
@@ -125,12 +127,12 @@ pub fn in_place(files: &[Resolved]) -> Result<()> {
         dirs.extend(dir);
     }
     if rewritten.is_empty() {
-        crate::output::status("Unchanged", "no adapt:// placeholder in the inputs");
+        shell.status("Unchanged", "no adapt:// placeholder in the inputs");
     }
     // The renames last across a crash only once their directories are synced.
     for dir in dirs {
         if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
-            crate::output::warn(&format!("syncing directory {}: {e}", dir.display()));
+            shell.warn(&format!("syncing directory {}: {e}", dir.display()));
         }
     }
     Ok(())

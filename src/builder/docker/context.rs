@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 
 use super::{DockerBuildError, dockerignore::DockerIgnore};
 use crate::image::exact::ExactReader;
-use crate::output::{self, human_bytes};
 use crate::reference::ImageRef;
+use crate::shell::{Progress, Shell, human_bytes};
 
 /// Size of the pieces the context tar is sent in.
 pub(super) const CHUNK: usize = 256 * 1024;
@@ -37,7 +37,12 @@ pub(super) struct BuildContext {
 }
 
 impl BuildContext {
-    pub(super) fn from_dockerfile(context: &Path, dockerfile: &Path) -> Result<BuildContext> {
+    /// The user's context and Dockerfile; a missing `.dockerignore` is told to `shell`.
+    pub(super) fn from_dockerfile(
+        context: &Path,
+        dockerfile: &Path,
+        shell: &Shell,
+    ) -> Result<BuildContext> {
         let root = context
             .canonicalize()
             .into_diagnostic()
@@ -61,7 +66,7 @@ impl BuildContext {
                 // gigabytes the build never reads. Leave it out and say so.
                 let mut default = DockerIgnore::default();
                 if root.join("target").is_dir() {
-                    output::warn(&format!(
+                    shell.warn(&format!(
                         "{} has no .dockerignore: leaving target/ out of the build context (write a .dockerignore to choose what is sent)",
                         root.display()
                     ));
@@ -182,6 +187,7 @@ pub(super) fn list_context(
     root: &Path,
     ignore: &DockerIgnore,
     outside_dockerfile: Option<(&str, &Path)>,
+    shell: &Shell,
 ) -> io::Result<Listing> {
     let mut listing = Listing {
         entries: Vec::new(),
@@ -190,7 +196,7 @@ pub(super) fn list_context(
         skipped_special: 0,
     };
     let mut dirs_written = HashSet::new();
-    walk(root, "", ignore, &mut listing, &mut dirs_written)?;
+    walk(root, "", ignore, &mut listing, &mut dirs_written, shell)?;
     if let Some((name, path)) = outside_dockerfile {
         let meta = std::fs::metadata(path).map_err(|e| at(path, e))?;
         listing.push(Entry {
@@ -239,6 +245,7 @@ pub(super) fn walk(
     ignore: &DockerIgnore,
     listing: &mut Listing,
     dirs_written: &mut HashSet<String>,
+    shell: &Shell,
 ) -> io::Result<()> {
     let dir = if rel_dir.is_empty() {
         root.to_path_buf()
@@ -255,12 +262,12 @@ pub(super) fn walk(
         let meta = std::fs::symlink_metadata(&host).map_err(|e| at(&host, e))?;
         if ignore.is_excluded(&rel) {
             if meta.is_dir() && ignore.may_reinclude_under(&rel) {
-                walk(root, &rel, ignore, listing, dirs_written)?;
+                walk(root, &rel, ignore, listing, dirs_written, shell)?;
             }
             continue;
         }
         let Some(kind) = kind_of(&host, &meta)? else {
-            output::detail(&format!(
+            shell.detail(&format!(
                 "leaving out {} (not a file, directory or link)",
                 host.display()
             ));
@@ -280,7 +287,7 @@ pub(super) fn walk(
             mtime: mtime_of(&meta),
         });
         if is_dir {
-            walk(root, &rel, ignore, listing, dirs_written)?;
+            walk(root, &rel, ignore, listing, dirs_written, shell)?;
         }
     }
     Ok(())
@@ -390,7 +397,9 @@ pub(super) const ENGINE_STOPPED: &str = "the engine stopped reading the build co
 pub(super) struct ChannelWriter {
     pub(super) tx: mpsc::Sender<io::Result<Bytes>>,
     pub(super) buffer: Vec<u8>,
-    pub(super) progress: output::Progress,
+    pub(super) progress: Progress,
+    /// Where a large context's sending is reported.
+    pub(super) shell: Shell,
     pub(super) sent: u64,
     pub(super) total: u64,
     pub(super) next_report: u64,
@@ -413,7 +422,7 @@ impl ChannelWriter {
         self.progress.advance(n);
         if self.total >= LARGE_CONTEXT && self.sent >= self.next_report {
             let percent = (self.sent * 100 / self.total.max(1)).min(100);
-            output::status(
+            self.shell.status(
                 "Sending",
                 &format!(
                     "build context: {} of {} ({percent}%)",

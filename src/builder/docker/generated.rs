@@ -7,8 +7,8 @@ use super::{DockerBuildError, context::BuildContext, dockerignore::DockerIgnore}
 use crate::builder::oci;
 use crate::cargo::CargoOptions;
 use crate::image::{BlobSource, Image};
-use crate::output::{self};
 use crate::registry::pool::Clients;
+use crate::shell::Shell;
 use crate::spec::{Base, BuildSpec};
 
 /// Generated mode: cargo builds the binary on the host, the daemonless builder's code makes its
@@ -17,15 +17,16 @@ pub(super) async fn generate_context(
     target: &BuildSpec,
     cargo_options: &CargoOptions,
     clients: &Clients,
+    shell: &Shell,
 ) -> Result<BuildContext> {
-    let binary = crate::builder::build_binary(target, cargo_options).await?;
+    let binary = crate::builder::build_binary(target, cargo_options, shell).await?;
     // The whole daemonless image is assembled (the base's manifest and config fetched) though only
     // its layers and config are used: `oci` has no public way to make the layers alone.
     // `ADD` unpacks gzip tars, not zstd ones: the engine gets gzip layers whatever `compression`
     // says (it compresses the layers it pushes itself).
     let mut gzip_target = target.clone();
     gzip_target.image.compression = crate::spec::Codec::Gzip;
-    let image = oci::assemble_for_binary(&gzip_target, &binary, clients).await?;
+    let image = oci::assemble_for_binary(&gzip_target, &binary, clients, shell).await?;
 
     let dir = tempfile::Builder::new()
         .prefix("adapt-push-context-")
@@ -51,7 +52,7 @@ pub(super) async fn generate_context(
         }
     }
     let dockerfile = generated_dockerfile(base.as_deref(), &layer_files, &image)?;
-    output::trace(&format!("generated Dockerfile:\n{dockerfile}"));
+    shell.trace(&format!("generated Dockerfile:\n{dockerfile}"));
     std::fs::write(dir.path().join("Dockerfile"), &dockerfile)
         .into_diagnostic()
         .wrap_err("writing the generated Dockerfile")?;

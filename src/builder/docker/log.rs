@@ -5,12 +5,13 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bollard::models::BuildInfo;
 
-use crate::output::{self};
+use crate::shell::{Shell, Verbosity};
 
 /// Build output lines kept for the error message when `-q` hides them.
 pub(super) const KEPT_LINES: usize = 40;
 /// Shows the engine's build output on stderr as it comes (or keeps its tail under `-q`).
 pub(super) struct BuildOutput {
+    pub(super) shell: Shell,
     pub(super) quiet: bool,
     pub(super) kept: VecDeque<String>,
     pub(super) partial: String,
@@ -19,9 +20,10 @@ pub(super) struct BuildOutput {
 }
 
 impl BuildOutput {
-    pub(super) fn new() -> BuildOutput {
+    pub(super) fn new(shell: &Shell) -> BuildOutput {
         BuildOutput {
-            quiet: output::verbosity() == output::Verbosity::Quiet,
+            shell: shell.clone(),
+            quiet: shell.verbosity() == Verbosity::Quiet,
             kept: VecDeque::new(),
             partial: String::new(),
             statuses: BTreeMap::new(),
@@ -63,7 +65,7 @@ impl BuildOutput {
             }
             self.kept.push_back(line.to_string());
         } else {
-            output::suspend(|| eprintln!("{line}"));
+            self.shell.suspend(|| eprintln!("{line}"));
         }
     }
 

@@ -29,10 +29,10 @@ mod log;
 
 use crate::cargo::CargoOptions;
 use crate::engine::{self, Engine, EngineImage};
-use crate::output::{self, human_bytes};
 use crate::reference::ImageRef;
 use crate::registry::error_chain;
 use crate::registry::pool::Clients;
+use crate::shell::{Progress, Shell, human_bytes};
 use crate::spec::BuildSpec;
 use context::{
     BuildContext, CHUNK, ChannelWriter, ENGINE_STOPPED, Listing, list_context, write_tar,
@@ -79,15 +79,18 @@ pub async fn build(
     target: &BuildSpec,
     cargo_options: &CargoOptions,
     clients: &Clients,
+    shell: &Shell,
 ) -> Result<EngineImage> {
     // Ask the engine first: a missing engine should not cost a cargo build.
-    let engine = Engine::connect().await?;
+    let engine = Engine::connect(shell).await?;
     let context = match &target.docker.dockerfile {
-        Some(dockerfile) => BuildContext::from_dockerfile(&target.docker.context, dockerfile)?,
-        None => generate_context(target, cargo_options, clients).await?,
+        Some(dockerfile) => {
+            BuildContext::from_dockerfile(&target.docker.context, dockerfile, shell)?
+        }
+        None => generate_context(target, cargo_options, clients, shell).await?,
     };
     let id = run_build(&engine, target, &context).await?;
-    output::detail(&format!(
+    shell.detail(&format!(
         "built image {id} in the engine at {}",
         engine.address()
     ));
@@ -99,13 +102,14 @@ pub async fn build(
 // ---------------------------------------------------------------------------------------------
 
 async fn run_build(engine: &Engine, target: &BuildSpec, context: &BuildContext) -> Result<String> {
-    let listing = list_for_sending(context).await?;
+    let shell = engine.shell();
+    let listing = list_for_sending(context, shell).await?;
     announce(engine, target, context, &listing);
-    let credentials = build_credentials(&context.from_images).await;
+    let credentials = build_credentials(&context.from_images, shell).await;
     let options = build_options(target, context);
-    let progress = output::Progress::bytes("build context", listing.tar_bytes);
-    let (body, writer) = send_context(listing, progress.clone());
-    let mut shown = BuildOutput::new();
+    let progress = shell.upload_progress("build context", listing.tar_bytes);
+    let (body, writer) = send_context(listing, progress.clone(), shell);
+    let mut shown = BuildOutput::new(shell);
     let (image_id, failure) =
         if let Some(endpoint) = with_buildkit(engine, target.docker.buildkit, context).await {
             build_with_buildkit(engine, &endpoint, &options, credentials, body, &mut shown).await
@@ -133,15 +137,17 @@ async fn run_build(engine: &Engine, target: &BuildSpec, context: &BuildContext) 
 }
 
 /// The context's files, listed off the async runtime.
-async fn list_for_sending(context: &BuildContext) -> Result<Listing> {
+async fn list_for_sending(context: &BuildContext, shell: &Shell) -> Result<Listing> {
     let (root, ignore) = (context.root.clone(), context.ignore.clone());
     let name = context.dockerfile_name.clone();
     let outside = context.outside_dockerfile.clone();
+    let shell = shell.clone();
     let listing = tokio::task::spawn_blocking(move || {
         list_context(
             &root,
             &ignore,
             outside.as_deref().map(|p| (name.as_str(), p)),
+            &shell,
         )
     })
     .await
@@ -155,8 +161,9 @@ async fn list_for_sending(context: &BuildContext) -> Result<Listing> {
 
 /// What is built from where, and what is sent.
 fn announce(engine: &Engine, target: &BuildSpec, context: &BuildContext, listing: &Listing) {
+    let shell = engine.shell();
     if !context.generated {
-        output::status(
+        shell.status(
             "Building",
             &format!(
                 "{} v{} with the Docker engine at {} ({})",
@@ -167,7 +174,7 @@ fn announce(engine: &Engine, target: &BuildSpec, context: &BuildContext, listing
             ),
         );
     }
-    output::status(
+    shell.status(
         "Sending",
         &format!(
             "build context {} ({} files, {})",
@@ -217,7 +224,8 @@ type BuildResult = (Option<String>, Option<bollard::errors::Error>);
 /// Starts writing the context tar for the request body.
 fn send_context(
     listing: Listing,
-    progress: output::Progress,
+    progress: Progress,
+    shell: &Shell,
 ) -> (
     impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static,
     tokio::task::JoinHandle<io::Result<()>>,
@@ -227,12 +235,14 @@ fn send_context(
     let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
     let writer = {
         let total = listing.tar_bytes;
+        let shell = shell.clone();
         tokio::task::spawn_blocking(move || {
             let error_tx = tx.clone();
             let mut out = ChannelWriter {
                 tx,
                 buffer: Vec::with_capacity(CHUNK),
                 progress,
+                shell,
                 sent: 0,
                 total,
                 next_report: total / 4,
@@ -260,7 +270,7 @@ async fn build_with_buildkit(
     body: impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static,
     shown: &mut BuildOutput,
 ) -> BuildResult {
-    output::detail("building with BuildKit");
+    engine.shell().detail("building with BuildKit");
     let mut query = vec![
         ("version", "2".to_string()),
         ("dockerfile", options.dockerfile.clone()),
@@ -393,11 +403,13 @@ async fn with_buildkit(
         let why = "the Dockerfile is outside the context or excluded by .dockerignore, and \
                    BuildKit given a context tar would keep it in the context";
         if choice == Some(true) {
-            output::warn(&format!(
+            engine.shell().warn(&format!(
                 "{why}; building with BuildKit as `buildkit = true` says"
             ));
         } else {
-            output::status("Note", &format!("{why}; building with the classic builder"));
+            engine
+                .shell()
+                .status("Note", &format!("{why}; building with the classic builder"));
             return None;
         }
     }
@@ -405,6 +417,7 @@ async fn with_buildkit(
     // with Buildah's own progress, which names no image the BuildKit way.
     if engine.is_podman() {
         classic_after_all(
+            engine.shell(),
             choice,
             &format!(
                 "the engine at {} is Podman's service, which has no BuildKit",
@@ -415,6 +428,7 @@ async fn with_buildkit(
     }
     let Some(endpoint) = buildkit::Endpoint::of(engine.address(), engine.tls()) else {
         classic_after_all(
+            engine.shell(),
             choice,
             &format!(
                 "BuildKit builds are sent over unix:// or plain tcp:// engine addresses, not {}",
@@ -426,7 +440,7 @@ async fn with_buildkit(
     if choice.is_none()
         && let Some(why) = no_buildkit_in(engine).await
     {
-        classic_after_all(choice, &why);
+        classic_after_all(engine.shell(), choice, &why);
         return None;
     }
     Some((endpoint, run_network(engine).await))
@@ -447,12 +461,12 @@ fn dockerfile_not_in_context(context: &BuildContext) -> bool {
 }
 
 /// Says why the classic builder builds after all: a warning when BuildKit was asked for.
-fn classic_after_all(choice: Option<bool>, why: &str) {
+fn classic_after_all(shell: &Shell, choice: Option<bool>, why: &str) {
     let text = format!("{why}; building with the classic builder");
     if choice == Some(true) {
-        output::warn(&text);
+        shell.warn(&text);
     } else {
-        output::status("Note", &text);
+        shell.status("Note", &text);
     }
 }
 
@@ -497,12 +511,15 @@ async fn run_network(engine: &Engine) -> Option<&'static str> {
 }
 
 /// Credentials for the registries the build pulls from, as `X-Registry-Config`.
-async fn build_credentials(images: &[ImageRef]) -> Option<HashMap<String, DockerCredentials>> {
+async fn build_credentials(
+    images: &[ImageRef],
+    shell: &Shell,
+) -> Option<HashMap<String, DockerCredentials>> {
     let mut all = HashMap::new();
     for image in images {
         let key = engine::server_address(&image.registry);
         if !all.contains_key(&key)
-            && let Some(c) = engine::credentials_for(&image.registry, false).await
+            && let Some(c) = engine::credentials_for(&image.registry, false, shell).await
         {
             all.insert(key, c);
         }
@@ -525,7 +542,12 @@ mod tests {
             .outside_dockerfile
             .as_deref()
             .map(|p| (context.dockerfile_name.as_str(), p));
-        list_context(&context.root, &context.ignore, outside).unwrap()
+        list_context(&context.root, &context.ignore, outside, &quiet()).unwrap()
+    }
+
+    /// A shell for tests that do not look at what is said.
+    fn quiet() -> Shell {
+        Shell::capture(crate::shell::Verbosity::Quiet)
     }
 
     fn names(context: &BuildContext) -> Vec<String> {
@@ -565,7 +587,8 @@ mod tests {
         write(root, "sub/secret.txt", "only the top-level one is ignored");
         std::os::unix::fs::symlink("src/main.rs", root.join("link")).unwrap();
 
-        let context = BuildContext::from_dockerfile(root, &root.join("Dockerfile")).unwrap();
+        let context =
+            BuildContext::from_dockerfile(root, &root.join("Dockerfile"), &quiet()).unwrap();
         assert_eq!(context.dockerfile_name, "Dockerfile");
         assert_eq!(
             names(&context),
@@ -592,8 +615,22 @@ mod tests {
         write(root, "Dockerfile", "FROM scratch\n");
         write(root, "target/release/app", "binary");
         write(root, "a.txt", "");
-        let context = BuildContext::from_dockerfile(root, &root.join("Dockerfile")).unwrap();
+        let shell = Shell::capture(crate::shell::Verbosity::Normal);
+        let context =
+            BuildContext::from_dockerfile(root, &root.join("Dockerfile"), &shell).unwrap();
         assert_eq!(names(&context), ["Dockerfile", "a.txt"]);
+        // Said unless -q, to the run's own shell.
+        let root = root.canonicalize().unwrap();
+        assert_eq!(
+            shell.captured(),
+            format!(
+                "    warning: {} has no .dockerignore: leaving target/ out of the build context (write a .dockerignore to choose what is sent)\n",
+                root.display()
+            )
+        );
+        let quiet = quiet();
+        BuildContext::from_dockerfile(&root, &root.join("Dockerfile"), &quiet).unwrap();
+        assert_eq!(quiet.captured(), "");
     }
 
     #[test]
@@ -604,6 +641,7 @@ mod tests {
         let context = BuildContext::from_dockerfile(
             &dir.path().join("ctx"),
             &dir.path().join("docker/app.Dockerfile"),
+            &quiet(),
         )
         .unwrap();
         assert!(context.dockerfile_name.starts_with(".dockerfile."));
@@ -621,7 +659,8 @@ mod tests {
         write(root, "deep/er/file.txt", "content");
         let long = "x".repeat(120);
         write(root, &format!("{long}/f"), "long name");
-        let context = BuildContext::from_dockerfile(root, &root.join("Dockerfile")).unwrap();
+        let context =
+            BuildContext::from_dockerfile(root, &root.join("Dockerfile"), &quiet()).unwrap();
         let listing = listing(&context);
         let mut tar_bytes = Vec::new();
         write_tar(&listing, &mut tar_bytes).unwrap();
