@@ -91,7 +91,8 @@ pub fn run(invocation: cli::Invocation) -> ExitCode {
 
 async fn run_push(args: cli::PushArgs) -> Result<()> {
     let (manifest, cargo_options, metadata) = load_metadata(&args)?;
-    let plan = plan::make_plan(&args.plan_request(), &metadata, &manifest)?;
+    let facts = plan::HostFacts::default();
+    let plan = plan::make_plan(&args.plan_request(), &metadata, &manifest, &facts)?;
     output::plan_warnings(&plan);
 
     if args.dry_run {

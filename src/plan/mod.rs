@@ -3,6 +3,7 @@
 
 mod builder;
 mod extras;
+mod facts;
 mod include;
 mod registry;
 mod select;
@@ -15,6 +16,7 @@ use cargo_metadata::Metadata;
 
 use crate::config::{ClusterConfig, ConfigError, Origin};
 use crate::spec::{BuildSpec, Destination, MediaTypes, RegistryOptions};
+pub use facts::{Facts, HostFacts};
 use select::select_packages;
 use target::plan_target;
 
@@ -79,11 +81,12 @@ pub enum BuilderChoice {
     Docker,
 }
 
-/// Builds the plan from the CLI and `cargo metadata`.
+/// Builds the plan from the CLI and `cargo metadata`; what else it needs to know, it asks `facts`.
 pub fn make_plan(
     request: &Request,
     metadata: &Metadata,
     manifest: &Path,
+    facts: &dyn Facts,
 ) -> Result<Plan, ConfigError> {
     let packages = select_packages(request, metadata, manifest)?;
     let workspace_manifest = metadata
@@ -94,7 +97,7 @@ pub fn make_plan(
         &metadata.workspace_metadata["cluster"],
         &Origin::workspace(&workspace_manifest),
     )?;
-    let epoch = source_date_epoch()?;
+    let epoch = source_date_epoch(facts.source_date_epoch())?;
     let mut targets = Vec::new();
     for package in packages {
         let manifest_path = package.manifest_path.clone().into_std_path_buf();
@@ -115,18 +118,19 @@ pub fn make_plan(
             epoch,
             layer_cache,
             metadata.workspace_root.as_std_path(),
+            facts,
         )?);
     }
     Ok(Plan { targets })
 }
 
 /// `SOURCE_DATE_EPOCH` (reproducible-builds.org), else the Unix epoch.
-fn source_date_epoch() -> Result<u64, ConfigError> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Err(_) => Ok(0),
-        Ok(s) if s.is_empty() => Ok(0),
+fn source_date_epoch(set: Option<String>) -> Result<u64, ConfigError> {
+    match set {
+        None => Ok(0),
+        Some(s) if s.is_empty() => Ok(0),
         // Beyond year 9999 `created` could not be written as RFC 3339.
-        Ok(s) => s.trim().parse::<u64>().ok().filter(|n| *n <= 253_402_300_799).ok_or_else(|| {
+        Some(s) => s.trim().parse::<u64>().ok().filter(|n| *n <= 253_402_300_799).ok_or_else(|| {
             ConfigError::plain(
                 format!("SOURCE_DATE_EPOCH=`{s}` is not a whole number of seconds since 1970 (up to year 9999)"),
                 Some("unset it, or set it to e.g. `git log -1 --format=%ct`".into()),

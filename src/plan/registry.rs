@@ -2,6 +2,7 @@
 //! over `registry`, or asked of the cluster.
 
 use super::Request;
+use super::facts::Facts;
 use crate::cluster;
 use crate::config::{ClusterConfig, ConfigError, Origin, RegistrySetting, Sourced};
 use crate::reference::{Registry, RegistryLocation};
@@ -11,11 +12,12 @@ pub(super) fn registry_split(
     request: &Request,
     config: &ClusterConfig,
     origin: &Origin,
+    facts: &dyn Facts,
 ) -> Result<(RegistryLocation, RegistryLocation), ConfigError> {
     let (mut external, mut internal) = match (&request.registry, &config.registry) {
         (Some(r), _) => same_on_both_sides(parse_flag("--registry (or ADAPT_PUSH_REGISTRY)", r)?),
-        (None, _) if request.registry_from_cluster => from_cluster_flag(request)?,
-        (None, Some(setting)) => from_setting(request, setting)?,
+        (None, _) if request.registry_from_cluster => from_cluster_flag(request, facts)?,
+        (None, Some(setting)) => from_setting(request, setting, facts)?,
         (None, None) => (None, None),
     };
     if let Some(e) = &request.registry_external {
@@ -47,12 +49,12 @@ fn parse_flag(flag: &str, value: &str) -> Result<RegistryLocation, ConfigError> 
 }
 
 /// `--registry-from-cluster`: both sides from the current (or named) kube context's ConfigMap.
-fn from_cluster_flag(request: &Request) -> Result<Sides, ConfigError> {
+fn from_cluster_flag(request: &Request, facts: &dyn Facts) -> Result<Sides, ConfigError> {
     let source = cluster::Source::Cluster {
         context: request.kube_context.clone(),
     };
-    let hosting = cluster::Lookups::global()
-        .get(&source)
+    let hosting = facts
+        .local_registry_hosting(&source)
         .map_err(|e| ConfigError::plain(format!("--registry-from-cluster: {e}"), Some(e.help())))?;
     let side = |value: &str| {
         parse_flag(
@@ -70,6 +72,7 @@ fn from_cluster_flag(request: &Request) -> Result<Sides, ConfigError> {
 fn from_setting(
     request: &Request,
     setting: &Sourced<RegistrySetting>,
+    facts: &dyn Facts,
 ) -> Result<Sides, ConfigError> {
     let parse_side = |side: &str, value: &str| {
         RegistryLocation::parse_destination(value).map_err(|e| {
@@ -87,7 +90,7 @@ fn from_setting(
             Some(parse_side("internal", internal)?),
         )),
         RegistrySetting::LocalRegistryHosting(from) => {
-            from_local_registry_hosting(request, setting, from)
+            from_local_registry_hosting(request, setting, from, facts)
         }
     }
 }
@@ -97,6 +100,7 @@ fn from_local_registry_hosting(
     request: &Request,
     setting: &Sourced<RegistrySetting>,
     from: &str,
+    facts: &dyn Facts,
 ) -> Result<Sides, ConfigError> {
     let source = if from == "cluster" {
         cluster::Source::Cluster {
@@ -105,8 +109,8 @@ fn from_local_registry_hosting(
     } else {
         cluster::Source::File(setting.origin.resolve(from))
     };
-    let hosting = cluster::Lookups::global()
-        .get(&source)
+    let hosting = facts
+        .local_registry_hosting(&source)
         .map_err(|e| setting.error(e.to_string(), Some(e.help())))?;
     let side = |value: &str| {
         RegistryLocation::parse_destination(value).map_err(|e| {

@@ -1,49 +1,11 @@
 //! Tags: `--tag`/`tags` templates rendered with the package's version and git commit.
 
-use std::path::Path;
-
 use cargo_metadata::Package;
 
 use super::Request;
+use super::facts::GitInfo;
 use crate::config::{ClusterConfig, ConfigError, Origin, Sourced};
 use crate::reference::Tag;
-
-/// The commit the package's source is at, for `{git_sha}` tags and the revision annotation.
-#[derive(Debug, Default)]
-pub(super) struct GitInfo {
-    pub(super) sha: Option<String>,
-    /// Why there is no sha, when git said something other than "not a repository".
-    pub(super) problem: Option<String>,
-}
-
-impl GitInfo {
-    pub(super) fn read(dir: &Path) -> GitInfo {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["rev-parse", "--verify", "-q", "HEAD"])
-            .output();
-        match out {
-            Ok(o) if o.status.success() => {
-                let sha = String::from_utf8_lossy(&o.stdout).trim().to_string();
-                GitInfo {
-                    sha: (!sha.is_empty()).then_some(sha),
-                    problem: None,
-                }
-            }
-            Ok(o) => {
-                let stderr = String::from_utf8_lossy(&o.stderr).trim().to_string();
-                let problem = (!stderr.is_empty() && !stderr.contains("not a git repository"))
-                    .then(|| format!("git says: {stderr}"));
-                GitInfo { sha: None, problem }
-            }
-            Err(e) => GitInfo {
-                sha: None,
-                problem: Some(format!("git could not be run: {e}")),
-            },
-        }
-    }
-}
 
 pub(super) fn render_tags(
     request: &Request,

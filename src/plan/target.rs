@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use cargo_metadata::Package;
 
 use super::extras::{plan_platforms, plan_supply_chain};
+use super::facts::{Facts, GitInfo};
 use super::include::plan_includes;
 use super::{
     Request, Target, builder::choose_builder, builder::docker_spec, registry::registry_split,
-    select::select_bin, tags::GitInfo, tags::render_tags,
+    select::select_bin, tags::render_tags,
 };
 use crate::config::{ClusterConfig, ConfigError, Origin, Sourced};
 use crate::reference::{ImageRef, Registry, RegistryLocation, Repository};
@@ -23,6 +24,7 @@ pub(super) fn plan_target(
     epoch: u64,
     layer_cache: PathBuf,
     workspace_root: &Path,
+    facts: &dyn Facts,
 ) -> Result<Target, ConfigError> {
     let manifest_path = package.manifest_path.clone().into_std_path_buf();
     let package_dir = manifest_path
@@ -32,10 +34,10 @@ pub(super) fn plan_target(
     let origin = Origin::package(&manifest_path);
 
     let bin = select_bin(request, package, config, &origin)?;
-    let (external, internal) = registry_split(request, config, &origin)?;
+    let (external, internal) = registry_split(request, config, &origin, facts)?;
     let (repository, pull_repository) =
         repositories(package, config, &bin, &origin, &external, &internal)?;
-    let git = GitInfo::read(&package_dir);
+    let git = facts.git(&package_dir);
     let tags = render_tags(request, config, package, &bin, &git, &origin)?;
     let builder = choose_builder(request, config, &package_dir)?;
     let base = plan_base(config, &external, &internal)?;
