@@ -2,11 +2,12 @@
 //! Everything a user can get wrong is checked here, before anything is built or pushed.
 
 mod builder;
-mod extras;
 mod facts;
 mod include;
+mod platforms;
 mod registry;
 mod select;
+mod supply_chain;
 mod tags;
 mod target;
 

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use cargo_metadata::Package;
 
-use super::extras::{plan_platforms, plan_supply_chain};
 use super::facts::{Facts, GitInfo};
 use super::include::plan_includes;
+use super::platforms::plan_platforms;
+use super::supply_chain::plan_supply_chain;
 use super::{
     Request, Target, builder::choose_builder, builder::docker_spec, registry::registry_split,
     select::select_bin, tags::render_tags,

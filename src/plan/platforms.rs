@@ -1,11 +1,9 @@
-//! What a target makes besides its image: the platforms (`--platform`/`platforms`) and the
-//! supply-chain documents (`--sbom`/`sbom`, `--provenance`/`provenance`).
+//! Which platforms a target is built for: `--platform` over `platforms`.
 
 use super::Request;
 use crate::config::{ClusterConfig, ConfigError};
 use crate::platform::Platform;
 use crate::spec::BuilderKind;
-use crate::spec::{SbomFormat, SupplyChainSpec};
 
 /// `--platform` over `platforms` in the cluster table; duplicates dropped, order kept.
 pub(super) fn plan_platforms(
@@ -36,29 +34,4 @@ pub(super) fn plan_platforms(
         ));
     }
     Ok(platforms)
-}
-
-/// `--sbom` / `--provenance` over `sbom` / `provenance` in the cluster table.
-pub(super) fn plan_supply_chain(
-    request: &Request,
-    config: &ClusterConfig,
-) -> Result<SupplyChainSpec, ConfigError> {
-    let sbom = match (request.sbom, &config.sbom) {
-        (Some(format), _) => format,
-        (None, Some(setting)) => SbomFormat::parse(&setting.value).ok_or_else(|| {
-            setting.error(
-                format!("`sbom = \"{}\"` is not a format we write", setting.value),
-                Some(
-                    "use \"spdx\" (SPDX 2.3 JSON), \"cyclonedx\" (CycloneDX 1.5 JSON) or \"none\""
-                        .into(),
-                ),
-            )
-        })?,
-        (None, None) => SbomFormat::default(),
-    };
-    let provenance = request
-        .provenance
-        .or(config.provenance.as_ref().map(|p| p.value))
-        .unwrap_or(true);
-    Ok(SupplyChainSpec { sbom, provenance })
 }
