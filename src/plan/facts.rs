@@ -74,3 +74,23 @@ fn read_git(dir: &Path) -> GitInfo {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_reads_a_configmap_once_and_the_next_run_reads_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cm.yaml");
+        let source = cluster::Source::File(file.clone());
+        let external = |facts: &HostFacts| facts.local_registry_hosting(&source).unwrap().external;
+        std::fs::write(&file, "host: localhost:5001\n").unwrap();
+        let first_run = HostFacts::default();
+        assert_eq!(external(&first_run), "localhost:5001");
+        std::fs::write(&file, "host: localhost:5002\n").unwrap();
+        // Every package of a run sees what the run read first.
+        assert_eq!(external(&first_run), "localhost:5001");
+        assert_eq!(external(&HostFacts::default()), "localhost:5002");
+    }
+}
