@@ -209,20 +209,15 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Reads each source once per run. Planning is synchronous; the cluster is asked on a thread of
-/// its own with its own small runtime, so this works from inside or outside async code.
+/// Reads each source once: owned by one run, which asks each cluster or file once however many
+/// packages name it. Planning is synchronous; the cluster is asked on a thread of its own with
+/// its own small runtime, so this works from inside or outside async code.
 #[derive(Default)]
 pub struct Lookups {
     cache: Mutex<HashMap<Source, Result<Hosting, ClusterError>>>,
 }
 
 impl Lookups {
-    /// The one cache of the process (a run reads each source once, however many packages).
-    pub fn global() -> &'static Lookups {
-        static LOOKUPS: std::sync::OnceLock<Lookups> = std::sync::OnceLock::new();
-        LOOKUPS.get_or_init(Lookups::default)
-    }
-
     pub fn get(&self, source: &Source) -> Result<Hosting, ClusterError> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(found) = cache.get(source) {

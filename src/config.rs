@@ -100,68 +100,98 @@ pub struct IncludeSetting {
     pub to: String,
 }
 
-/// The merged cluster settings for one package. Every field knows where it came from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClusterConfig {
-    pub registry: Option<Sourced<RegistrySetting>>,
-    pub image: Option<Sourced<String>>,
-    pub tags: Option<Sourced<Vec<String>>>,
-    pub bin: Option<Sourced<String>>,
-    pub base: Option<Sourced<String>>,
-    pub builder: Option<Sourced<String>>,
-    pub env: BTreeMap<String, Sourced<String>>,
-    pub labels: BTreeMap<String, Sourced<String>>,
-    pub user: Option<Sourced<String>>,
-    pub include: Option<Sourced<Vec<IncludeSetting>>>,
-    pub insecure: Option<Sourced<Vec<String>>>,
-    pub ca_cert: Option<Sourced<String>>,
-    pub dockerfile: Option<Sourced<String>>,
-    pub context: Option<Sourced<String>>,
-    pub build_args: BTreeMap<String, Sourced<String>>,
-    pub target: Option<Sourced<String>>,
-    pub pull: Option<Sourced<bool>>,
-    pub platform: Option<Sourced<String>>,
-    pub check_base: Option<Sourced<bool>>,
-    pub tzdata: Option<Sourced<bool>>,
-    pub media_types: Option<Sourced<String>>,
-    pub sbom: Option<Sourced<String>>,
-    pub provenance: Option<Sourced<bool>>,
-    pub platforms: Option<Sourced<Vec<String>>>,
-    /// `buildkit = true | false | "auto"`: `None` inside means auto.
-    pub buildkit: Option<Sourced<Option<bool>>>,
-    /// `compression = "gzip" | "zstd"`.
-    pub compression: Option<Sourced<String>>,
+/// Declares each key of the cluster table once: its name in Cargo.toml, its field in
+/// [`ClusterConfig`] (whose type says how a package's value merges over the workspace's, see
+/// [`Merge`]) and the [`Reader`] method that reads it. From the one list come the struct,
+/// [`KNOWN_KEYS`] (in this order, which the "known keys" help prints), the reader's dispatch
+/// and [`ClusterConfig::merged_over`].
+macro_rules! cluster_keys {
+    ($( $(#[$doc:meta])* $key:literal => $field:ident: $ty:ty = $read:ident; )*) => {
+        /// The merged cluster settings for one package. Every field knows where it came from.
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct ClusterConfig {
+            $( $(#[$doc])* pub $field: $ty, )*
+        }
+
+        /// Every key the cluster table accepts, for validation and did-you-mean hints.
+        pub const KNOWN_KEYS: &[&str] = &[$($key),*];
+
+        impl ClusterConfig {
+            /// Reads `key` into its field; `false` when the table has no such key.
+            fn read_key(
+                &mut self,
+                reader: &Reader,
+                key: &str,
+                value: &Value,
+            ) -> Result<bool, ConfigError> {
+                match key {
+                    $( $key => self.$field = reader.$read(key, value)?.into(), )*
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            }
+
+            /// Package settings over workspace defaults: each key set in the package replaces
+            /// the workspace's; the tables `env`, `labels` and `build-args` merge entry by entry.
+            pub fn merged_over(self, workspace: ClusterConfig) -> ClusterConfig {
+                ClusterConfig {
+                    $( $field: self.$field.over(workspace.$field), )*
+                }
+            }
+        }
+    };
 }
 
-/// Every key the cluster table accepts, for validation and did-you-mean hints.
-pub const KNOWN_KEYS: &[&str] = &[
-    "registry",
-    "image",
-    "tags",
-    "bin",
-    "base",
-    "builder",
-    "env",
-    "labels",
-    "user",
-    "include",
-    "insecure",
-    "ca-cert",
-    "dockerfile",
-    "context",
-    "build-args",
-    "target",
-    "pull",
-    "platform",
-    "check-base",
-    "tzdata",
-    "media-types",
-    "sbom",
-    "provenance",
-    "platforms",
-    "buildkit",
-    "compression",
-];
+cluster_keys! {
+    "registry" => registry: Option<Sourced<RegistrySetting>> = registry;
+    "image" => image: Option<Sourced<String>> = string;
+    "tags" => tags: Option<Sourced<Vec<String>>> = string_list;
+    "bin" => bin: Option<Sourced<String>> = string;
+    "base" => base: Option<Sourced<String>> = string;
+    "builder" => builder: Option<Sourced<String>> = string;
+    "env" => env: BTreeMap<String, Sourced<String>> = string_table;
+    "labels" => labels: BTreeMap<String, Sourced<String>> = string_table;
+    "user" => user: Option<Sourced<String>> = string;
+    "include" => include: Option<Sourced<Vec<IncludeSetting>>> = includes;
+    "insecure" => insecure: Option<Sourced<Vec<String>>> = string_list;
+    "ca-cert" => ca_cert: Option<Sourced<String>> = string;
+    "dockerfile" => dockerfile: Option<Sourced<String>> = string;
+    "context" => context: Option<Sourced<String>> = string;
+    "build-args" => build_args: BTreeMap<String, Sourced<String>> = string_table;
+    "target" => target: Option<Sourced<String>> = string;
+    "pull" => pull: Option<Sourced<bool>> = boolean;
+    "platform" => platform: Option<Sourced<String>> = string;
+    "check-base" => check_base: Option<Sourced<bool>> = boolean;
+    "tzdata" => tzdata: Option<Sourced<bool>> = boolean;
+    "media-types" => media_types: Option<Sourced<String>> = string;
+    "sbom" => sbom: Option<Sourced<String>> = string;
+    "provenance" => provenance: Option<Sourced<bool>> = boolean;
+    "platforms" => platforms: Option<Sourced<Vec<String>>> = string_list;
+    /// `buildkit = true | false | "auto"`: `None` inside means auto.
+    "buildkit" => buildkit: Option<Sourced<Option<bool>>> = buildkit;
+    /// `compression = "gzip" | "zstd"`.
+    "compression" => compression: Option<Sourced<String>> = string;
+}
+
+/// How a package's setting combines with the workspace's.
+trait Merge {
+    fn over(self, workspace: Self) -> Self;
+}
+
+/// A value: the package's, if set, replaces the workspace's.
+impl<T> Merge for Option<Sourced<T>> {
+    fn over(self, workspace: Self) -> Self {
+        self.or(workspace)
+    }
+}
+
+/// A table: merged entry by entry, the package's entries over the workspace's.
+impl Merge for BTreeMap<String, Sourced<String>> {
+    fn over(self, mut workspace: Self) -> Self {
+        workspace.extend(self);
+        workspace
+    }
+}
 
 impl ClusterConfig {
     /// Reads one cluster table (the JSON cargo metadata gives for it).
@@ -181,77 +211,11 @@ impl ClusterConfig {
         let mut config = ClusterConfig::default();
         let reader = Reader { origin };
         for (key, value) in table {
-            match key.as_str() {
-                "registry" => config.registry = Some(reader.registry(value)?),
-                "image" => config.image = Some(reader.string(key, value)?),
-                "tags" => config.tags = Some(reader.string_list(key, value)?),
-                "bin" => config.bin = Some(reader.string(key, value)?),
-                "base" => config.base = Some(reader.string(key, value)?),
-                "builder" => config.builder = Some(reader.string(key, value)?),
-                "env" => config.env = reader.string_table(key, value)?,
-                "labels" => config.labels = reader.string_table(key, value)?,
-                "user" => config.user = Some(reader.string(key, value)?),
-                "include" => config.include = Some(reader.includes(value)?),
-                "insecure" => config.insecure = Some(reader.string_list(key, value)?),
-                "ca-cert" => config.ca_cert = Some(reader.string(key, value)?),
-                "dockerfile" => config.dockerfile = Some(reader.string(key, value)?),
-                "context" => config.context = Some(reader.string(key, value)?),
-                "build-args" => config.build_args = reader.string_table(key, value)?,
-                "target" => config.target = Some(reader.string(key, value)?),
-                "pull" => config.pull = Some(reader.boolean(key, value)?),
-                "platform" => config.platform = Some(reader.string(key, value)?),
-                "check-base" => config.check_base = Some(reader.boolean(key, value)?),
-                "tzdata" => config.tzdata = Some(reader.boolean(key, value)?),
-                "media-types" => config.media_types = Some(reader.string(key, value)?),
-                "sbom" => config.sbom = Some(reader.string(key, value)?),
-                "provenance" => config.provenance = Some(reader.boolean(key, value)?),
-                "platforms" => config.platforms = Some(reader.string_list(key, value)?),
-                "buildkit" => config.buildkit = Some(reader.buildkit(value)?),
-                "compression" => config.compression = Some(reader.string(key, value)?),
-                unknown => return Err(reader.unknown_key(&[], unknown, KNOWN_KEYS)),
+            if !config.read_key(&reader, key, value)? {
+                return Err(reader.unknown_key(&[], key, KNOWN_KEYS));
             }
         }
         Ok(config)
-    }
-
-    /// Package settings over workspace defaults: each key set in the package replaces the
-    /// workspace's; the tables `env`, `labels` and `build-args` merge entry by entry.
-    pub fn merged_over(self, workspace: ClusterConfig) -> ClusterConfig {
-        fn merge_map(
-            mut base: BTreeMap<String, Sourced<String>>,
-            top: BTreeMap<String, Sourced<String>>,
-        ) -> BTreeMap<String, Sourced<String>> {
-            base.extend(top);
-            base
-        }
-        ClusterConfig {
-            registry: self.registry.or(workspace.registry),
-            image: self.image.or(workspace.image),
-            tags: self.tags.or(workspace.tags),
-            bin: self.bin.or(workspace.bin),
-            base: self.base.or(workspace.base),
-            builder: self.builder.or(workspace.builder),
-            env: merge_map(workspace.env, self.env),
-            labels: merge_map(workspace.labels, self.labels),
-            user: self.user.or(workspace.user),
-            include: self.include.or(workspace.include),
-            insecure: self.insecure.or(workspace.insecure),
-            ca_cert: self.ca_cert.or(workspace.ca_cert),
-            dockerfile: self.dockerfile.or(workspace.dockerfile),
-            context: self.context.or(workspace.context),
-            build_args: merge_map(workspace.build_args, self.build_args),
-            target: self.target.or(workspace.target),
-            pull: self.pull.or(workspace.pull),
-            platform: self.platform.or(workspace.platform),
-            check_base: self.check_base.or(workspace.check_base),
-            tzdata: self.tzdata.or(workspace.tzdata),
-            media_types: self.media_types.or(workspace.media_types),
-            sbom: self.sbom.or(workspace.sbom),
-            provenance: self.provenance.or(workspace.provenance),
-            platforms: self.platforms.or(workspace.platforms),
-            buildkit: self.buildkit.or(workspace.buildkit),
-            compression: self.compression.or(workspace.compression),
-        }
     }
 }
 
@@ -310,11 +274,11 @@ impl Reader<'_> {
         }
     }
 
-    fn buildkit(&self, value: &Value) -> Result<Sourced<Option<bool>>, ConfigError> {
+    fn buildkit(&self, key: &str, value: &Value) -> Result<Sourced<Option<bool>>, ConfigError> {
         match value {
-            Value::Bool(b) => Ok(self.sourced(&["buildkit"], Some(*b))),
-            Value::String(s) if s == "auto" => Ok(self.sourced(&["buildkit"], None)),
-            other => Err(self.type_error(&["buildkit"], "true, false or \"auto\"", other)),
+            Value::Bool(b) => Ok(self.sourced(&[key], Some(*b))),
+            Value::String(s) if s == "auto" => Ok(self.sourced(&[key], None)),
+            other => Err(self.type_error(&[key], "true, false or \"auto\"", other)),
         }
     }
 
@@ -365,7 +329,8 @@ impl Reader<'_> {
         Ok(out)
     }
 
-    fn registry(&self, value: &Value) -> Result<Sourced<RegistrySetting>, ConfigError> {
+    /// `registry` (its messages name the key and the keys below it).
+    fn registry(&self, _key: &str, value: &Value) -> Result<Sourced<RegistrySetting>, ConfigError> {
         match value {
             Value::String(s) => Ok(self.sourced(&["registry"], RegistrySetting::Same(s.clone()))),
             Value::Object(map) if map.contains_key("local-registry-hosting") => {
@@ -427,7 +392,12 @@ impl Reader<'_> {
         }
     }
 
-    fn includes(&self, value: &Value) -> Result<Sourced<Vec<IncludeSetting>>, ConfigError> {
+    /// `include` (its messages name the key).
+    fn includes(
+        &self,
+        _key: &str,
+        value: &Value,
+    ) -> Result<Sourced<Vec<IncludeSetting>>, ConfigError> {
         let Value::Array(items) = value else {
             return Err(self.type_error(&["include"], "an array", value));
         };

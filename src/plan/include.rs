@@ -293,4 +293,75 @@ mod tests {
         let included = plan(dir, serde_json::json!(["assets"]), &[&pkg]).unwrap();
         assert_eq!(included[0].host_path, pkg.join("assets"));
     }
+
+    #[test]
+    fn where_an_entry_lands_must_be_absolute_and_a_trailing_slash_means_into() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = &dir.path().canonicalize().unwrap();
+        let pkg = dir.join("pkg");
+        std::fs::create_dir_all(pkg.join("assets")).unwrap();
+        std::fs::write(pkg.join("app.toml"), "").unwrap();
+        let lands = |to: &str, from: &str| {
+            plan(
+                dir,
+                serde_json::json!([{ "from": from, "to": to }]),
+                &[&pkg],
+            )
+            .map(|i| i[0].image_path.clone())
+        };
+        assert_eq!(lands("/etc/app/", "app.toml").unwrap(), "/etc/app/app.toml");
+        assert_eq!(lands("/etc/app.toml", "app.toml").unwrap(), "/etc/app.toml");
+        // A directory lands at `to` itself, slash or not.
+        assert_eq!(lands("/srv/assets/", "assets").unwrap(), "/srv/assets/");
+        for to in ["etc/app.toml", "/srv/../etc/x", "/", "/./"] {
+            let said = lands(to, "app.toml").unwrap_err();
+            assert!(
+                said.contains(&format!(
+                    "`app.toml` would land at `{to}` in the image; the path there must be absolute, below `/`, without `..`"
+                )),
+                "{said}"
+            );
+        }
+        let said = lands("/srv/", "missing.txt").unwrap_err();
+        assert!(
+            said.contains(&format!(
+                "`missing.txt` does not exist (looked for {})",
+                pkg.join("missing.txt").display()
+            )),
+            "{said}"
+        );
+    }
+
+    #[test]
+    fn files_other_users_cannot_read_are_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let dir = &dir.path().canonicalize().unwrap();
+        let pkg = dir.join("pkg");
+        std::fs::create_dir_all(pkg.join("secrets")).unwrap();
+        for name in ["a.key", "b.key", "public.txt"] {
+            std::fs::write(pkg.join("secrets").join(name), "x").unwrap();
+        }
+        for name in ["a.key", "b.key"] {
+            let path = pkg.join("secrets").join(name);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        std::fs::set_permissions(
+            pkg.join("secrets/public.txt"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        std::fs::set_permissions(pkg.join("secrets"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let mut warnings = Vec::new();
+        let config = config(dir, serde_json::json!(["secrets"]));
+        plan_includes(&config, &[&pkg], &mut warnings).unwrap();
+        assert_eq!(
+            warnings,
+            [format!(
+                "`include` entry `secrets`: {} and 1 more are not readable by every user on this host, but becomes world-readable in the image",
+                pkg.join("secrets/a.key").display()
+            )]
+        );
+    }
 }

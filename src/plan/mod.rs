@@ -2,12 +2,16 @@
 //! Everything a user can get wrong is checked here, before anything is built or pushed.
 
 mod builder;
-mod extras;
+mod facts;
 mod include;
+mod platforms;
 mod registry;
 mod select;
+mod supply_chain;
 mod tags;
 mod target;
+#[cfg(test)]
+mod testing;
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +19,7 @@ use cargo_metadata::Metadata;
 
 use crate::config::{ClusterConfig, ConfigError, Origin};
 use crate::spec::{BuildSpec, Destination, MediaTypes, RegistryOptions};
+pub use facts::{Facts, HostFacts};
 use select::select_packages;
 use target::plan_target;
 
@@ -79,11 +84,12 @@ pub enum BuilderChoice {
     Docker,
 }
 
-/// Builds the plan from the CLI and `cargo metadata`.
+/// Builds the plan from the CLI and `cargo metadata`; what else it needs to know, it asks `facts`.
 pub fn make_plan(
     request: &Request,
     metadata: &Metadata,
     manifest: &Path,
+    facts: &dyn Facts,
 ) -> Result<Plan, ConfigError> {
     let packages = select_packages(request, metadata, manifest)?;
     let workspace_manifest = metadata
@@ -94,7 +100,7 @@ pub fn make_plan(
         &metadata.workspace_metadata["cluster"],
         &Origin::workspace(&workspace_manifest),
     )?;
-    let epoch = source_date_epoch()?;
+    let epoch = source_date_epoch(facts.source_date_epoch())?;
     let mut targets = Vec::new();
     for package in packages {
         let manifest_path = package.manifest_path.clone().into_std_path_buf();
@@ -115,22 +121,140 @@ pub fn make_plan(
             epoch,
             layer_cache,
             metadata.workspace_root.as_std_path(),
+            facts,
         )?);
     }
     Ok(Plan { targets })
 }
 
 /// `SOURCE_DATE_EPOCH` (reproducible-builds.org), else the Unix epoch.
-fn source_date_epoch() -> Result<u64, ConfigError> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Err(_) => Ok(0),
-        Ok(s) if s.is_empty() => Ok(0),
+fn source_date_epoch(set: Option<String>) -> Result<u64, ConfigError> {
+    match set {
+        None => Ok(0),
+        Some(s) if s.is_empty() => Ok(0),
         // Beyond year 9999 `created` could not be written as RFC 3339.
-        Ok(s) => s.trim().parse::<u64>().ok().filter(|n| *n <= 253_402_300_799).ok_or_else(|| {
+        Some(s) => s.trim().parse::<u64>().ok().filter(|n| *n <= 253_402_300_799).ok_or_else(|| {
             ConfigError::plain(
                 format!("SOURCE_DATE_EPOCH=`{s}` is not a whole number of seconds since 1970 (up to year 9999)"),
                 Some("unset it, or set it to e.g. `git log -1 --format=%ct`".into()),
             )
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::testing::{FakeFacts, Workspace, at_key, member, said};
+    use super::*;
+    use crate::spec::SbomFormat;
+
+    #[test]
+    fn workspace_defaults_sit_under_each_package_and_flags_over_both() {
+        let ws = Workspace::members(
+            json!({
+                "registry": "ws.example:5000/team",
+                "tags": ["ws"],
+                "env": { "A": "ws", "B": "ws" },
+                "sbom": "cyclonedx",
+            }),
+            vec![
+                member("api", json!({ "tags": ["pkg"], "env": { "B": "pkg" } })),
+                member("worker", json!({ "registry": "own.example:5000" })),
+            ],
+        );
+        let request = Request {
+            packages: vec!["api".into(), "worker".into()],
+            ..Request::default()
+        };
+        let plan = ws.plan(&request, &FakeFacts::default()).unwrap();
+        let [api, worker] = &plan.targets[..] else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(api.destination.push_name(), "ws.example:5000/team/api");
+        assert_eq!(api.destination.tags[0].as_str(), "pkg");
+        assert_eq!(
+            api.build.image.env,
+            [("A".into(), "ws".into()), ("B".into(), "pkg".into())]
+        );
+        assert_eq!(api.supply_chain.sbom, SbomFormat::Cyclonedx);
+        assert_eq!(api.build.manifest_path, ws.dir("api").join("Cargo.toml"));
+        assert_eq!(worker.destination.push_name(), "own.example:5000/worker");
+        assert_eq!(worker.destination.tags[0].as_str(), "ws");
+        assert_eq!(worker.build.image.env.len(), 2);
+        assert_eq!(
+            worker.build.manifest_path,
+            ws.dir("worker").join("Cargo.toml")
+        );
+        assert_eq!(
+            worker.build.layer_cache,
+            ws.root.join("target/adapt-push/layers")
+        );
+
+        // The command line is over both, for every package.
+        let request = Request {
+            tags: vec!["cli".into()],
+            sbom: Some(SbomFormat::None),
+            registry: Some("flag.example:5000".into()),
+            ..request
+        };
+        for target in ws.plan(&request, &FakeFacts::default()).unwrap().targets {
+            assert_eq!(target.destination.external.to_string(), "flag.example:5000");
+            assert_eq!(target.destination.tags[0].as_str(), "cli");
+            assert_eq!(target.supply_chain.sbom, SbomFormat::None);
+        }
+    }
+
+    #[test]
+    fn source_date_epoch_is_the_image_time_and_must_be_one() {
+        let ws = Workspace::single(member("app", json!({ "registry": "localhost:5000" })));
+        let epoch = |set: Option<&str>| {
+            let facts = FakeFacts {
+                source_date_epoch: set.map(String::from),
+                ..FakeFacts::default()
+            };
+            ws.target(&Request::default(), &facts)
+                .map(|t| t.build.image.epoch)
+        };
+        assert_eq!(epoch(None), Ok(0));
+        assert_eq!(epoch(Some("")), Ok(0));
+        assert_eq!(epoch(Some(" 1700000000\n")), Ok(1_700_000_000));
+        assert_eq!(epoch(Some("253402300799")), Ok(253_402_300_799));
+        for wrong in ["253402300800", "-1", "1.5", "yesterday"] {
+            let said = epoch(Some(wrong)).unwrap_err();
+            assert!(
+                said.starts_with(&format!(
+                    "SOURCE_DATE_EPOCH=`{wrong}` is not a whole number"
+                )) && said.contains("help: unset it"),
+                "{said}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_error_in_a_member_points_at_its_own_manifest() {
+        let ws = Workspace::members(
+            json!({ "registry": "localhost:5000" }),
+            vec![
+                member("api", json!({})),
+                member("worker", json!({ "builder": "podman" })),
+            ],
+        );
+        let request = Request {
+            workspace: true,
+            ..Request::default()
+        };
+        let e = ws.plan(&request, &FakeFacts::default()).unwrap_err();
+        let manifest = ws.dir("worker").join("Cargo.toml");
+        // The member's Cargo.toml, the line of `builder`, the key, what to write instead.
+        assert!(
+            said(&e).starts_with(&format!(
+                "{}: [package.metadata.cluster] `builder`: unknown builder `podman`",
+                at_key(&manifest, "builder")
+            )) && said(&e).ends_with("help: use \"auto\", \"oci\" or \"docker\""),
+            "{}",
+            said(&e)
+        );
     }
 }

@@ -1,49 +1,11 @@
 //! Tags: `--tag`/`tags` templates rendered with the package's version and git commit.
 
-use std::path::Path;
-
 use cargo_metadata::Package;
 
 use super::Request;
+use super::facts::GitInfo;
 use crate::config::{ClusterConfig, ConfigError, Origin, Sourced};
 use crate::reference::Tag;
-
-/// The commit the package's source is at, for `{git_sha}` tags and the revision annotation.
-#[derive(Debug, Default)]
-pub(super) struct GitInfo {
-    pub(super) sha: Option<String>,
-    /// Why there is no sha, when git said something other than "not a repository".
-    pub(super) problem: Option<String>,
-}
-
-impl GitInfo {
-    pub(super) fn read(dir: &Path) -> GitInfo {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["rev-parse", "--verify", "-q", "HEAD"])
-            .output();
-        match out {
-            Ok(o) if o.status.success() => {
-                let sha = String::from_utf8_lossy(&o.stdout).trim().to_string();
-                GitInfo {
-                    sha: (!sha.is_empty()).then_some(sha),
-                    problem: None,
-                }
-            }
-            Ok(o) => {
-                let stderr = String::from_utf8_lossy(&o.stderr).trim().to_string();
-                let problem = (!stderr.is_empty() && !stderr.contains("not a git repository"))
-                    .then(|| format!("git says: {stderr}"));
-                GitInfo { sha: None, problem }
-            }
-            Err(e) => GitInfo {
-                sha: None,
-                problem: Some(format!("git could not be run: {e}")),
-            },
-        }
-    }
-}
 
 pub(super) fn render_tags(
     request: &Request,
@@ -138,4 +100,124 @@ pub(super) fn render_template(
     }
     out.push_str(rest);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::super::testing::{Workspace, member, said};
+    use super::*;
+
+    const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn git(sha: Option<&str>, problem: Option<&str>) -> GitInfo {
+        GitInfo {
+            sha: sha.map(String::from),
+            problem: problem.map(String::from),
+        }
+    }
+
+    /// The tags `app` 1.2.3+build.5 (binary `server`) gets with these settings and `--tag`s.
+    fn tags(cluster: Value, flags: &[&str], git: &GitInfo) -> Result<Vec<String>, String> {
+        let ws = Workspace::single(
+            member("app", cluster)
+                .version("1.2.3+build.5")
+                .bins(&["server"]),
+        );
+        let request = Request {
+            tags: flags.iter().map(|t| t.to_string()).collect(),
+            ..Request::default()
+        };
+        render_tags(
+            &request,
+            &ws.config("app"),
+            ws.package("app"),
+            "server",
+            git,
+            &ws.origin("app"),
+        )
+        .map(|tags| tags.iter().map(|t| t.to_string()).collect())
+        .map_err(|e| said(&e))
+    }
+
+    #[test]
+    fn templates_render_the_package_the_binary_and_the_commit() {
+        let at_commit = git(Some(SHA), None);
+        let cluster = json!({ "tags": [
+            "{version}", "{package}-{bin}", "{git_sha}", "v{version}-{git_short_sha}", "latest", "latest"
+        ] });
+        assert_eq!(
+            tags(cluster, &[], &at_commit).unwrap(),
+            [
+                // `+` is not allowed in a tag: `_` instead, as Helm does.
+                "1.2.3_build.5",
+                "app-server",
+                SHA,
+                "v1.2.3_build.5-0123456",
+                // Duplicates once.
+                "latest",
+            ]
+        );
+        // Without `tags`: latest. `--tag` replaces `tags`.
+        assert_eq!(tags(json!({}), &[], &at_commit).unwrap(), ["latest"]);
+        assert_eq!(
+            tags(
+                json!({ "tags": ["{version}"] }),
+                &["ci-{git_short_sha}"],
+                &at_commit
+            )
+            .unwrap(),
+            ["ci-0123456"]
+        );
+    }
+
+    #[test]
+    fn git_placeholders_without_a_commit_say_why() {
+        let outside = tags(json!({ "tags": ["{git_sha}"] }), &[], &git(None, None)).unwrap_err();
+        assert!(
+            outside.contains("`{git_sha}` in `{git_sha}` needs a git checkout, and ")
+                && outside.ends_with("/Cargo.toml is not in one"),
+            "{outside}"
+        );
+        let broken = git(None, Some("git says: fatal: detected dubious ownership"));
+        let said = tags(json!({}), &["{git_short_sha}"], &broken).unwrap_err();
+        assert_eq!(
+            said,
+            "--tag (or ADAPT_PUSH_TAGS): `{git_short_sha}` in `{git_short_sha}` needs the git commit, but git says: fatal: detected dubious ownership"
+        );
+        // No commit is needed when no tag asks for it.
+        assert_eq!(
+            tags(json!({ "tags": ["{version}"] }), &[], &broken).unwrap(),
+            ["1.2.3_build.5"]
+        );
+    }
+
+    #[test]
+    fn a_bad_template_is_blamed_on_where_it_was_written() {
+        let none = git(None, None);
+        let from_flag = tags(json!({}), &["{nope}"], &none).unwrap_err();
+        assert_eq!(
+            from_flag,
+            "--tag (or ADAPT_PUSH_TAGS): unknown placeholder `{nope}` in `{nope}`; known: {version}, {package}, {bin}, {git_sha}, {git_short_sha}"
+        );
+        let from_setting = tags(json!({ "tags": ["v{version"] }), &[], &none).unwrap_err();
+        assert!(
+            from_setting.contains(
+                "[package.metadata.cluster] `tags`: `v{version` has a `{` that is never closed"
+            ),
+            "{from_setting}"
+        );
+        let invalid = tags(json!({ "tags": ["{package} {bin}"] }), &[], &none).unwrap_err();
+        assert!(
+            invalid.contains("`{package} {bin}` gives the tag `app server`, which is not valid: "),
+            "{invalid}"
+        );
+        let empty = tags(json!({ "tags": [] }), &[], &none).unwrap_err();
+        assert!(
+            empty.contains("`tags` is empty; at least one tag is needed")
+                && empty.ends_with("help: tags = [\"latest\"]"),
+            "{empty}"
+        );
+    }
 }

@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 
 use cargo_metadata::Package;
 
-use super::extras::{plan_platforms, plan_supply_chain};
+use super::facts::{Facts, GitInfo};
 use super::include::plan_includes;
+use super::platforms::plan_platforms;
+use super::supply_chain::plan_supply_chain;
 use super::{
     Request, Target, builder::choose_builder, builder::docker_spec, registry::registry_split,
-    select::select_bin, tags::GitInfo, tags::render_tags,
+    select::select_bin, tags::render_tags,
 };
 use crate::config::{ClusterConfig, ConfigError, Origin, Sourced};
 use crate::reference::{ImageRef, Registry, RegistryLocation, Repository};
@@ -23,6 +25,7 @@ pub(super) fn plan_target(
     epoch: u64,
     layer_cache: PathBuf,
     workspace_root: &Path,
+    facts: &dyn Facts,
 ) -> Result<Target, ConfigError> {
     let manifest_path = package.manifest_path.clone().into_std_path_buf();
     let package_dir = manifest_path
@@ -32,10 +35,10 @@ pub(super) fn plan_target(
     let origin = Origin::package(&manifest_path);
 
     let bin = select_bin(request, package, config, &origin)?;
-    let (external, internal) = registry_split(request, config, &origin)?;
+    let (external, internal) = registry_split(request, config, &origin, facts)?;
     let (repository, pull_repository) =
         repositories(package, config, &bin, &origin, &external, &internal)?;
-    let git = GitInfo::read(&package_dir);
+    let git = facts.git(&package_dir);
     let tags = render_tags(request, config, package, &bin, &git, &origin)?;
     let builder = choose_builder(request, config, &package_dir)?;
     let base = plan_base(config, &external, &internal)?;
@@ -408,5 +411,282 @@ pub(super) fn through_external(
             ..reference
         },
         None => reference,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::super::testing::{FakeFacts, Member, Workspace, member};
+    use super::*;
+
+    /// The target of `package`, whose settings get `registry = "localhost:5000"` unless they
+    /// name one.
+    fn target_of(package: Member, facts: &FakeFacts) -> Result<Target, String> {
+        Workspace::single(package).target(&Request::default(), facts)
+    }
+
+    fn target(cluster: Value) -> Result<Target, String> {
+        let mut cluster = cluster;
+        if cluster.get("registry").is_none() {
+            cluster["registry"] = json!("localhost:5000");
+        }
+        target_of(member("app", cluster), &FakeFacts::default())
+    }
+
+    #[test]
+    fn the_image_is_named_after_the_package_and_with_several_binaries_the_binary() {
+        let repository = |package: Member| {
+            target_of(package, &FakeFacts::default()).map(|t| t.destination.repository.to_string())
+        };
+        let registry = || json!({ "registry": "localhost:5000/team" });
+        assert_eq!(repository(member("app", registry())).unwrap(), "team/app");
+        assert_eq!(
+            repository(
+                member("app", registry())
+                    .bins(&["Server", "cli"])
+                    .default_run("Server")
+            )
+            .unwrap(),
+            "team/app-server"
+        );
+        let named = json!({ "registry": "localhost:5000/team", "image": "platform/greeter" });
+        assert_eq!(
+            repository(member("app", named)).unwrap(),
+            "team/platform/greeter"
+        );
+        let said = target(json!({ "image": "Platform/Greeter" })).unwrap_err();
+        assert!(
+            said.contains("[package.metadata.cluster] `image`: ")
+                && said.ends_with("help: set `image` to a lowercase path like \"team/service\""),
+            "{said}"
+        );
+    }
+
+    #[test]
+    fn a_base_under_the_internal_address_is_read_through_the_external_one() {
+        let external = RegistryLocation::parse_destination("localhost:5001/ext").unwrap();
+        let internal = RegistryLocation::parse_destination("registry:5000/int").unwrap();
+        let read_as = |base: &str| {
+            through_external(ImageRef::parse(base).unwrap(), &external, &internal).to_string()
+        };
+        assert_eq!(
+            read_as("registry:5000/int/base:1"),
+            "localhost:5001/ext/base:1"
+        );
+        assert_eq!(
+            read_as(
+                "registry:5000/int/team/base@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            ),
+            "localhost:5001/ext/team/base@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        // Outside the internal address's path, or elsewhere: left as written.
+        assert_eq!(
+            read_as("registry:5000/other/base:1"),
+            "registry:5000/other/base:1"
+        );
+        assert_eq!(read_as("ghcr.io/acme/base:1"), "ghcr.io/acme/base:1");
+
+        // Planned: `base` is checked and rewritten; scratch is no image.
+        let split = json!({ "external": "localhost:5001", "internal": "registry:5000" });
+        let planned = target(json!({ "registry": split, "base": "registry:5000/base:1" })).unwrap();
+        assert!(
+            matches!(&planned.build.image.base, Base::Image(r) if r.to_string() == "localhost:5001/base:1"),
+            "{:?}",
+            planned.build.image.base
+        );
+        assert!(matches!(
+            target(json!({ "base": "scratch" }))
+                .unwrap()
+                .build
+                .image
+                .base,
+            Base::Scratch
+        ));
+        let said = target(json!({ "base": "localhost:5000/Debian" })).unwrap_err();
+        assert!(
+            said.contains("`base`: `localhost:5000/Debian` is not an image reference: "),
+            "{said}"
+        );
+    }
+
+    #[test]
+    fn on_scratch_the_user_is_one_its_passwd_knows() {
+        let user = |cluster: Value| target(cluster).map(|t| t.build.image.user);
+        for known in ["nonroot", "65532", "65532:65532", "nobody:nobody", "root"] {
+            assert_eq!(user(json!({ "user": known })), Ok(Some(known.to_string())));
+        }
+        let said = user(json!({ "user": "app" })).unwrap_err();
+        assert!(
+            said.contains("`user`: \"app\" is not in the scratch image's /etc/passwd (it has root, nonroot and nobody)"),
+            "{said}"
+        );
+        // A base image has its own users.
+        assert_eq!(
+            user(json!({ "user": "app:app", "base": "localhost:5000/debian:12" })),
+            Ok(Some("app:app".into()))
+        );
+        for blank in ["", "app user"] {
+            let said =
+                user(json!({ "user": blank, "base": "localhost:5000/debian:12" })).unwrap_err();
+            assert!(said.contains("`user` must be a user name or id"), "{said}");
+        }
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_or_a_registry_listed_as_insecure() {
+        let said = target(json!({ "registry": "http://registry.lan:5000" })).unwrap_err();
+        assert!(
+            said.contains("`registry`: registry.lan:5000 is plain HTTP to a host that is not loopback; refusing to talk to it")
+                && said.contains("help: if registry.lan:5000 really serves plain HTTP, add `insecure = [\"registry.lan:5000\"]`"),
+            "{said}"
+        );
+        let listed = target(
+            json!({ "registry": "http://registry.lan:5000", "insecure": ["registry.lan:5000"] }),
+        )
+        .unwrap();
+        assert_eq!(
+            listed.registry_options.insecure,
+            [Registry::parse("registry.lan:5000").unwrap()]
+        );
+        assert!(target(json!({ "registry": "http://localhost:5000" })).is_ok());
+
+        // Given on the command line, the error has no line of Cargo.toml to point at.
+        let ws = Workspace::single(member("app", json!({ "registry": "localhost:5000" })));
+        let request = Request {
+            registry_external: Some("http://registry.lan:5000".into()),
+            ..Request::default()
+        };
+        let said = ws.target(&request, &FakeFacts::default()).unwrap_err();
+        assert!(
+            said.starts_with("registry.lan:5000 is plain HTTP"),
+            "{said}"
+        );
+    }
+
+    #[test]
+    fn annotations_come_from_the_package_and_its_commit_and_labels_over_them() {
+        let package = member("app", json!({ "registry": "localhost:5000", "labels": { "org.opencontainers.image.title": "Greeter", "team": "a" } }))
+            .version("2.0.0")
+            .package_fields(json!({ "description": "  Says hello.\n", "license": "MIT", "repository": "https://example.com/app" }));
+        let at_commit = FakeFacts::at_commit("0123456789abcdef0123456789abcdef01234567");
+        let image = target_of(package, &at_commit).unwrap().build.image;
+        let annotation = |k: &str| {
+            image
+                .annotations
+                .get(&format!("org.opencontainers.image.{k}"))
+                .map(String::as_str)
+        };
+        assert_eq!(annotation("title"), Some("app"));
+        assert_eq!(annotation("version"), Some("2.0.0"));
+        assert_eq!(annotation("description"), Some("Says hello."));
+        assert_eq!(annotation("licenses"), Some("MIT"));
+        assert_eq!(annotation("source"), Some("https://example.com/app"));
+        assert_eq!(
+            annotation("revision"),
+            Some("0123456789abcdef0123456789abcdef01234567")
+        );
+        assert_eq!(image.labels["org.opencontainers.image.title"], "Greeter");
+        assert_eq!(image.labels["org.opencontainers.image.licenses"], "MIT");
+        assert_eq!(image.labels["team"], "a");
+
+        // Outside git: no revision.
+        let image = target(json!({})).unwrap().build.image;
+        assert!(
+            !image
+                .annotations
+                .contains_key("org.opencontainers.image.revision")
+        );
+        assert!(
+            !image
+                .annotations
+                .contains_key("org.opencontainers.image.description")
+        );
+    }
+
+    #[test]
+    fn image_settings_are_read_and_wrong_values_named() {
+        let image = target(json!({
+            "env": { "RUST_LOG": "info" },
+            "compression": "zstd",
+            "media-types": "docker",
+            "check-base": false,
+            "tzdata": true,
+        }))
+        .unwrap()
+        .build
+        .image;
+        assert_eq!(image.env, [("RUST_LOG".to_string(), "info".to_string())]);
+        assert_eq!(image.compression, crate::spec::Codec::Zstd);
+        assert_eq!(image.media_types, Some(MediaTypes::Docker));
+        assert!(!image.check_base && image.tzdata);
+        let defaults = target(json!({})).unwrap().build.image;
+        assert_eq!(defaults.compression, crate::spec::Codec::Gzip);
+        assert_eq!(defaults.media_types, None);
+        assert!(defaults.check_base && !defaults.tzdata);
+
+        for (cluster, fragment) in [
+            (
+                json!({ "env": { "A=B": "1" } }),
+                "`env.A=B`: `A=B` is not a valid environment variable name",
+            ),
+            (
+                json!({ "labels": { " ": "x" } }),
+                "a label needs a non-empty name",
+            ),
+            (
+                json!({ "compression": "xz" }),
+                "`compression`: compression `xz` is not one we write",
+            ),
+            (
+                json!({ "media-types": "v1" }),
+                "`media-types`: unknown media types `v1` | help: use \"oci\" or \"docker\"",
+            ),
+            (json!({ "insecure": ["http://"] }), "`insecure`: "),
+            (
+                json!({ "ca-cert": "ca.pem" }),
+                "`ca-cert`: the CA certificate ",
+            ),
+        ] {
+            let said = target(cluster.clone()).unwrap_err();
+            assert!(said.contains(fragment), "{cluster}: {said}");
+        }
+    }
+
+    #[test]
+    fn the_ca_certificate_flag_is_over_the_setting_and_must_exist() {
+        let ws = Workspace::single(member(
+            "app",
+            json!({ "registry": "localhost:5000", "ca-cert": "ca.pem" }),
+        ));
+        std::fs::write(ws.root.join("ca.pem"), "").unwrap();
+        let planned = ws
+            .target(&Request::default(), &FakeFacts::default())
+            .unwrap();
+        assert_eq!(
+            planned.registry_options.ca_cert,
+            Some(ws.root.join("ca.pem"))
+        );
+        let request = Request {
+            ca_cert: Some(ws.root.join("other.pem")),
+            retry_attempts: Some(3),
+            ..Request::default()
+        };
+        let said = ws.target(&request, &FakeFacts::default()).unwrap_err();
+        assert_eq!(
+            said,
+            format!(
+                "--ca-cert: the CA certificate {} does not exist",
+                ws.root.join("other.pem").display()
+            )
+        );
+        std::fs::write(ws.root.join("other.pem"), "").unwrap();
+        let options = ws
+            .target(&request, &FakeFacts::default())
+            .unwrap()
+            .registry_options;
+        assert_eq!(options.ca_cert, Some(ws.root.join("other.pem")));
+        assert_eq!(options.retry_attempts, Some(3));
     }
 }

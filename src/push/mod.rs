@@ -49,7 +49,8 @@ pub async fn run(request: &PushRequest, shell: &Shell) -> (Result<()>, bool) {
 async fn push_planned(request: &PushRequest, shell: &Shell) -> Result<Option<Outcome>> {
     let (manifest, metadata) =
         cargo::workspace_metadata(request.manifest_path.as_deref(), &request.cargo)?;
-    let plan = plan::make_plan(&request.plan, &metadata, &manifest)?;
+    let facts = plan::HostFacts::default();
+    let plan = plan::make_plan(&request.plan, &metadata, &manifest, &facts)?;
     crate::report::plan_warnings(&plan, shell);
 
     if request.dry_run {

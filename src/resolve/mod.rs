@@ -133,6 +133,8 @@ struct Images<'a> {
     args: &'a PushRequest,
     metadata: &'a cargo_metadata::Metadata,
     manifest: &'a Path,
+    /// What planning reads besides the manifests, for all placeholders of the run.
+    facts: crate::plan::HostFacts,
     /// (package, bin) of a placeholder → index into `plan.targets`.
     keys: BTreeMap<(String, Option<String>), usize>,
     plan: Plan,
@@ -148,6 +150,7 @@ impl<'a> Images<'a> {
             args,
             metadata,
             manifest,
+            facts: crate::plan::HostFacts::default(),
             keys: BTreeMap::new(),
             plan: Plan {
                 targets: Vec::new(),
@@ -168,7 +171,7 @@ impl<'a> Images<'a> {
         if p.bin.is_some() {
             request.bin = p.bin.clone();
         }
-        let single = crate::plan::make_plan(&request, self.metadata, self.manifest)
+        let single = crate::plan::make_plan(&request, self.metadata, self.manifest, &self.facts)
             .map_err(miette::Report::new)
             .wrap_err_with(|| format!("{}:{}: for `{}`", input.name, p.line, p.text))?;
         for target in single.targets {
