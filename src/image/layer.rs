@@ -14,7 +14,7 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
 use super::base_fs::{BaseFs, Kind};
-use super::compress::{ParallelGzip, default_threads};
+use super::compress::{ParallelCompressor, default_threads};
 use super::exact::ExactReader;
 pub use super::input_cache::LayerCache;
 use super::input_cache::{Fingerprint, Recorded};
@@ -456,13 +456,14 @@ fn write_blob(
             cache.previous_blob(),
             tap,
         );
-        let gzip = ParallelGzip::with_codec(HashingWriter::new(file), codec, default_threads())?;
+        let compressor =
+            ParallelCompressor::with_codec(HashingWriter::new(file), codec, default_threads())?;
         let tar = builder.write_tar(Counting {
-            inner: HashingWriter::new(gzip),
+            inner: HashingWriter::new(compressor),
             progress,
         })?;
-        let (gzip, diff_id) = tar.inner.finish();
-        let (mut file, digest) = gzip.finish()?.finish();
+        let (compressor, diff_id) = tar.inner.finish();
+        let (mut file, digest) = compressor.finish()?.finish();
         file.inner.flush()?;
         (diff_id, digest, file.into_tap())
     };
