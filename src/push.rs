@@ -18,7 +18,9 @@ use crate::engine::{self, EngineImage};
 use crate::output::{self, Pushed};
 use crate::plan::{Plan, Target};
 use crate::platform;
-use crate::publish::{self, attach::KnownManifest, local::LocalImage, registry::EarlyBlobs};
+use crate::publish::{
+    self, attach::KnownManifest, local::LocalImage, registry::EarlyUploadOutcomes,
+};
 use crate::registry::ClientOptions;
 use crate::registry::pool::Clients;
 use crate::spec::{BuildSpec, BuilderKind, Destination};
@@ -439,7 +441,7 @@ struct PlatformImage {
     image: Built,
     facts: Option<supply_chain::BuildFacts>,
     /// Layers already sent to the destination while the image was built.
-    early: EarlyBlobs,
+    early: EarlyUploadOutcomes,
 }
 
 /// Builds each platform of `target`, with the facts its SBOM and provenance will state. With
@@ -462,7 +464,7 @@ async fn build_platforms(
                 build_sending_layers(&spec, target, cargo_options, clients).await
             } else {
                 let image = builder::build(&spec, cargo_options, clients, None).await;
-                (image, EarlyBlobs::default())
+                (image, EarlyUploadOutcomes::default())
             }
         };
         let (image, early, facts) = if cargo_options.locked || cargo_options.frozen {
@@ -496,11 +498,11 @@ async fn build_sending_layers(
     target: &Target,
     cargo_options: &CargoOptions,
     clients: &Clients,
-) -> (Result<Built>, EarlyBlobs) {
-    let (listener, layers) = publish::registry::early_layers();
-    // The listener (and so the sender) is dropped when the build ends, which ends the uploads.
+) -> (Result<Built>, EarlyUploadOutcomes) {
+    let (early_upload, layers) = publish::registry::early_upload_channel();
+    // The early upload (and so the sender) is dropped when the build ends, which ends the uploads.
     tokio::join!(
-        builder::build(spec, cargo_options, clients, Some(listener)),
+        builder::build(spec, cargo_options, clients, Some(early_upload)),
         publish::registry::upload_early(clients, &target.destination, layers),
     )
 }

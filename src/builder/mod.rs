@@ -6,12 +6,13 @@ pub mod docker;
 pub mod oci;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use miette::{IntoDiagnostic, Result};
 
 use crate::cargo::{self, CargoOptions};
 use crate::engine::EngineImage;
-use crate::image::{Image, LayerListener};
+use crate::image::{EarlyUpload, Image};
 use crate::output;
 use crate::registry::pool::Clients;
 use crate::spec::{BuildSpec, BuilderKind};
@@ -34,16 +35,18 @@ impl Built {
     }
 }
 
-/// Builds the target's image with the builder the plan chose. `finished` hears of each layer
+/// Builds the target's image with the builder the plan chose. `early_upload` hears of each layer
 /// the daemonless builder writes, as soon as it is written (the engine's layers stay inside it).
 pub async fn build(
     spec: &BuildSpec,
     cargo_options: &CargoOptions,
     clients: &Clients,
-    finished: Option<LayerListener>,
+    early_upload: Option<Arc<dyn EarlyUpload>>,
 ) -> Result<Built> {
     Ok(match spec.builder {
-        BuilderKind::Oci => Built::Oci(oci::build(spec, cargo_options, clients, finished).await?),
+        BuilderKind::Oci => {
+            Built::Oci(oci::build(spec, cargo_options, clients, early_upload).await?)
+        }
         BuilderKind::Docker => Built::Engine(docker::build(spec, cargo_options, clients).await?),
     })
 }

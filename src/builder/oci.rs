@@ -7,6 +7,7 @@
 //! 3. the binary.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use miette::{Diagnostic, IntoDiagnostic, Result, WrapErr};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
@@ -14,9 +15,9 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use super::base_check;
 use crate::cargo::CargoOptions;
 use crate::image::base_fs::BaseFs;
-use crate::image::layer::{Layer, LayerBuilder, LayerCache, LayerTap, Origin};
+use crate::image::layer::{EarlyUploadStream, Layer, LayerBuilder, LayerCache, Origin};
 use crate::image::scratch;
-use crate::image::{self, BaseImage, Family, Image, LayerListener, RunConfig};
+use crate::image::{self, BaseImage, EarlyUpload, Family, Image, RunConfig};
 use crate::output;
 use crate::reference::{Digest, ImageRef};
 use crate::registry::pool::Clients;
@@ -58,13 +59,13 @@ pub enum BuildError {
     },
 }
 
-/// Builds the binary with cargo and assembles its image; `finished` hears of each layer as
+/// Builds the binary with cargo and assembles its image; `early_upload` hears of each layer as
 /// soon as it is written.
 pub async fn build(
     target: &BuildSpec,
     cargo_options: &CargoOptions,
     clients: &Clients,
-    finished: Option<LayerListener>,
+    early_upload: Option<Arc<dyn EarlyUpload>>,
 ) -> Result<Image> {
     // Resolve the base first: a typo in `base` should not cost a compile.
     let architecture = match &target.cross {
@@ -73,7 +74,7 @@ pub async fn build(
     };
     let base = resolve_base(target, architecture, clients).await?;
     let binary = super::build_binary(target, cargo_options).await?;
-    assemble_with_base(target, &binary, base, clients, finished).await
+    assemble_with_base(target, &binary, base, clients, early_upload).await
 }
 
 /// Assembles the image for an already built binary.
@@ -111,7 +112,7 @@ async fn assemble_with_base(
     binary: &Path,
     base: Option<BaseImage>,
     clients: &Clients,
-    finished: Option<LayerListener>,
+    early_upload: Option<Arc<dyn EarlyUpload>>,
 ) -> Result<Image> {
     let architecture = architecture_of(binary)?;
     if let Some(b) = &base {
@@ -147,7 +148,7 @@ async fn assemble_with_base(
         let target = target.clone();
         let binary = binary.to_path_buf();
         tokio::task::spawn_blocking(move || {
-            make_layers(&target, &binary, base_fs.as_ref(), finished.as_ref())
+            make_layers(&target, &binary, base_fs.as_ref(), early_upload.as_deref())
         })
         .await
         .into_diagnostic()??
@@ -175,12 +176,12 @@ async fn assemble_with_base(
 }
 
 /// Our layers, in the order the image lists them (see the module doc). Each is announced to
-/// `finished` as soon as it is written, while the others may still be compressing.
+/// `early_upload` as soon as it is written, while the others may still be compressing.
 fn make_layers(
     target: &BuildSpec,
     binary: &Path,
     base: Option<&BaseFs>,
-    finished: Option<&LayerListener>,
+    early_upload: Option<&dyn EarlyUpload>,
 ) -> Result<Vec<Layer>> {
     let mut pending = Vec::new();
     if base.is_none() {
@@ -200,7 +201,7 @@ fn make_layers(
     );
     app.context = Some(format!("reading {}", binary.display()));
     pending.push(app);
-    finish_layers(pending, target.image.compression, finished)
+    finish_layers(pending, target.image.compression, early_upload)
 }
 
 /// A layer whose files are listed but not yet read, with what to say when one cannot be read.
@@ -320,7 +321,7 @@ fn binary_layer(target: &BuildSpec, binary: &Path, base: Option<&BaseFs>) -> Lay
 fn finish_layers(
     pending: Vec<PendingLayer>,
     codec: Codec,
-    finished: Option<&LayerListener>,
+    early_upload: Option<&dyn EarlyUpload>,
 ) -> Result<Vec<Layer>> {
     let results: Vec<(std::io::Result<Layer>, Option<String>)> = std::thread::scope(|scope| {
         let running: Vec<_> = pending
@@ -329,14 +330,14 @@ fn finish_layers(
                 let thread = scope.spawn(move || {
                     let description = p.builder.description().to_string();
                     let file_bytes = p.builder.file_bytes();
-                    let mut tapped = false;
+                    let mut streamed = false;
                     let layer = finish_layer(p.builder, &p.cache, codec, &mut || {
-                        let tap = finished?.compressing(&description, file_bytes);
-                        tapped = tap.is_some();
-                        tap
+                        let stream = early_upload?.compressing(&description, file_bytes);
+                        streamed = stream.is_some();
+                        stream
                     })?;
-                    if let Some(finished) = finished {
-                        finished.finished(&layer, tapped);
+                    if let Some(early_upload) = early_upload {
+                        early_upload.finished(&layer, streamed);
                     }
                     Ok(layer)
                 });
@@ -365,17 +366,18 @@ fn finish_layers(
 }
 
 /// Finishes a layer with a progress bar (on a terminal) while it is tarred and compressed;
-/// `tap` may take a copy of the compressed bytes (see [`LayerBuilder::finish_with_cache`]).
+/// `open_stream` may give a stream to copy the compressed bytes to (see
+/// [`LayerBuilder::finish_with_cache`]).
 fn finish_layer(
     builder: LayerBuilder,
     cache: &LayerCache,
     codec: Codec,
-    tap: &mut dyn FnMut() -> Option<Box<dyn LayerTap>>,
+    open_stream: &mut dyn FnMut() -> Option<Box<dyn EarlyUploadStream>>,
 ) -> std::io::Result<Layer> {
     let progress =
         output::Progress::working("Compressing", builder.description(), builder.file_bytes());
     let advance = progress.clone();
-    let layer = builder.finish_with_cache(cache, codec, &move |n| advance.advance(n), tap);
+    let layer = builder.finish_with_cache(cache, codec, &move |n| advance.advance(n), open_stream);
     progress.finish();
     let layer = layer?;
     if layer.origin == Origin::Unchanged {

@@ -280,18 +280,19 @@ impl LayerBuilder {
     }
 
     /// The layer from `cache` when its inputs are unchanged to `stat`; otherwise streams the tar
-    /// through the compressor into the cache. `progress` hears of every uncompressed byte; `tap`
-    /// is asked for a [`LayerTap`] to copy the compressed bytes to only once they are known to
-    /// be new: they differ from the blob this slot wrote last time (see [`Tapped`]). The layer
-    /// keeps this builder, to be written again if its cache file turns out damaged.
+    /// through the compressor into the cache. `progress` hears of every uncompressed byte;
+    /// `open_stream` is asked for an [`EarlyUploadStream`] to copy the compressed bytes to only
+    /// once they are known to be new: they differ from the blob this slot wrote last time (see
+    /// [`EarlyUploadTee`]). The layer keeps this builder, to be written again if its cache file
+    /// turns out damaged.
     pub fn finish_with_cache(
         self,
         cache: &LayerCache,
         codec: Codec,
         progress: &(dyn Fn(u64) + Sync),
-        tap: &mut dyn FnMut() -> Option<Box<dyn LayerTap>>,
+        open_stream: &mut dyn FnMut() -> Option<Box<dyn EarlyUploadStream>>,
     ) -> io::Result<Layer> {
-        make(&Arc::new(self), cache, codec, progress, tap)
+        make(&Arc::new(self), cache, codec, progress, open_stream)
     }
     /// What `stat` says of every input, with everything else that decides the tar's bytes.
     fn fingerprint(&self, codec: Codec) -> io::Result<(String, bool)> {
@@ -374,7 +375,7 @@ fn make(
     cache: &LayerCache,
     codec: Codec,
     progress: &(dyn Fn(u64) + Sync),
-    tap: &mut dyn FnMut() -> Option<Box<dyn LayerTap>>,
+    open_stream: &mut dyn FnMut() -> Option<Box<dyn EarlyUploadStream>>,
 ) -> io::Result<Layer> {
     let (fingerprint, mut racy) = builder.fingerprint(codec)?;
     let file = |path: PathBuf, digest: &Digest, held: File| {
@@ -400,18 +401,18 @@ fn make(
         });
     }
     // A file that changed while it was read makes a layer that is neither its old nor its
-    // new content: that attempt is thrown away (a tap it opened is dropped unfinished, so
+    // new content: that attempt is thrown away (a stream it opened is dropped unfinished, so
     // its upload is abandoned) and the layer is written once more; a second change fails.
     let WrittenBlob {
         file: scratch,
         diff_id,
         digest,
-        tap,
-    } = match write_blob(builder, cache, codec, progress, tap) {
+        stream,
+    } = match write_blob(builder, cache, codec, progress, open_stream) {
         Err(e) if changed_while_read(&e).is_some() => {
             // What `stat` said before the first read is not what was read.
             racy = true;
-            write_blob(builder, cache, codec, progress, tap).map_err(changed_again)?
+            write_blob(builder, cache, codec, progress, open_stream).map_err(changed_again)?
         }
         other => other?,
     };
@@ -435,8 +436,8 @@ fn make(
         origin: Origin::Written,
         codec,
     };
-    if let Some(tap) = tap {
-        tap.finish(&layer);
+    if let Some(stream) = stream {
+        stream.finish(&layer);
     }
     Ok(layer)
 }
@@ -447,14 +448,14 @@ fn write_blob(
     cache: &LayerCache,
     codec: Codec,
     progress: &(dyn Fn(u64) + Sync),
-    tap: &mut dyn FnMut() -> Option<Box<dyn LayerTap>>,
+    open_stream: &mut dyn FnMut() -> Option<Box<dyn EarlyUploadStream>>,
 ) -> io::Result<WrittenBlob> {
     let scratch = cache.temp_blob()?;
-    let (diff_id, digest, tap) = {
-        let file = Tapped::new(
+    let (diff_id, digest, stream) = {
+        let file = EarlyUploadTee::new(
             BufWriter::with_capacity(256 * 1024, scratch.as_file()),
             cache.previous_blob(),
-            tap,
+            open_stream,
         );
         let compressor =
             ParallelCompressor::with_codec(HashingWriter::new(file), codec, default_threads())?;
@@ -465,13 +466,13 @@ fn write_blob(
         let (compressor, diff_id) = tar.inner.finish();
         let (mut file, digest) = compressor.finish()?.finish();
         file.inner.flush()?;
-        (diff_id, digest, file.into_tap())
+        (diff_id, digest, file.into_stream())
     };
     Ok(WrittenBlob {
         file: scratch,
         diff_id,
         digest,
-        tap,
+        stream,
     })
 }
 
@@ -572,8 +573,8 @@ struct WrittenBlob {
     file: tempfile::NamedTempFile,
     diff_id: Digest,
     digest: Digest,
-    /// The tap, if the bytes turned out new (see [`Tapped`]).
-    tap: Option<Box<dyn LayerTap>>,
+    /// The early upload's stream, if the bytes turned out new (see [`EarlyUploadTee`]).
+    stream: Option<Box<dyn EarlyUploadStream>>,
 }
 
 /// Appends a host file's bytes as one tar entry. The file is opened without blocking (a FIFO
@@ -704,61 +705,62 @@ fn is_executable(meta: &std::fs::Metadata) -> bool {
     meta.permissions().mode() & 0o111 != 0
 }
 
-/// Gets a copy of a layer's compressed bytes while they are written to the layer cache (an
-/// upload that starts before the compression ends). Dropped without `finish` when the layer
-/// could not be made.
-pub trait LayerTap: Send {
-    /// The next compressed bytes. False: the tap takes no more (its upload failed) and is not
+/// Gets a copy of a layer's compressed bytes while they are written to the layer cache: the
+/// early upload of a layer that starts before its compression ends. Dropped without `finish`
+/// when the layer could not be made.
+pub trait EarlyUploadStream: Send {
+    /// The next compressed bytes. False: the stream takes no more (its upload failed) and is not
     /// given more; the layer is still written to the cache.
     fn write(&mut self, bytes: &[u8]) -> bool;
-    /// The layer is in the cache (whether or not the tap took every byte).
+    /// The layer is in the cache (whether or not the stream took every byte).
     fn finish(self: Box<Self>, layer: &Layer);
 }
 
-/// Writes to `inner`, and copies what was written to a tap once the bytes are known to be new.
+/// Writes to `inner`, and copies what was written to an early upload's stream once the bytes are
+/// known to be new.
 ///
 /// The slot's inputs changed on `stat`, but a touched file, a fresh checkout or a restored cache
 /// changes that too while the content stays the same. Output is deterministic, so the same
 /// content gives byte for byte the blob this slot wrote last time: while the new bytes equal
 /// that blob's, nothing is streamed (an unchanged layer is then checked with HEAD, never sent
-/// again). At the first difference the tap is opened and given the matching prefix, read back
-/// from the old blob, then everything after it. Without an old blob (a fresh layer cache) the
-/// content may well be in the registry already, so nothing is streamed either.
-struct Tapped<'t, W> {
+/// again). At the first difference the stream is opened and given the matching prefix, read
+/// back from the old blob, then everything after it. Without an old blob (a fresh layer cache)
+/// the content may well be in the registry already, so nothing is streamed either.
+struct EarlyUploadTee<'t, W> {
     inner: W,
-    state: TapState,
-    open: &'t mut dyn FnMut() -> Option<Box<dyn LayerTap>>,
+    state: TeeState,
+    open: &'t mut dyn FnMut() -> Option<Box<dyn EarlyUploadStream>>,
     /// Reused for reading the old blob while comparing.
     compare: Vec<u8>,
 }
 
-enum TapState {
+enum TeeState {
     /// Every byte so far equals the old blob's; `matched` of them.
     Matching {
         previous: File,
         matched: u64,
     },
-    Streaming(Box<dyn LayerTap>),
-    /// The tap took no more (its upload gave up); it still hears of the finished layer.
-    Refused(Box<dyn LayerTap>),
-    /// Not streamed: no old blob, or no tap given.
+    Streaming(Box<dyn EarlyUploadStream>),
+    /// The stream took no more (its upload gave up); it still hears of the finished layer.
+    Refused(Box<dyn EarlyUploadStream>),
+    /// Not streamed: no old blob, or no stream given.
     Off,
 }
 
-impl<'t, W: Write> Tapped<'t, W> {
+impl<'t, W: Write> EarlyUploadTee<'t, W> {
     fn new(
         inner: W,
         previous: Option<PathBuf>,
-        open: &'t mut dyn FnMut() -> Option<Box<dyn LayerTap>>,
+        open: &'t mut dyn FnMut() -> Option<Box<dyn EarlyUploadStream>>,
     ) -> Self {
         let state = match previous.and_then(|p| File::open(p).ok()) {
-            Some(previous) => TapState::Matching {
+            Some(previous) => TeeState::Matching {
                 previous,
                 matched: 0,
             },
-            None => TapState::Off,
+            None => TeeState::Off,
         };
-        Tapped {
+        EarlyUploadTee {
             inner,
             state,
             open,
@@ -766,19 +768,19 @@ impl<'t, W: Write> Tapped<'t, W> {
         }
     }
 
-    /// The tap, if the bytes turned out new (whether or not it took them all).
-    fn into_tap(self) -> Option<Box<dyn LayerTap>> {
+    /// The stream, if the bytes turned out new (whether or not it took them all).
+    fn into_stream(self) -> Option<Box<dyn EarlyUploadStream>> {
         match self.state {
-            TapState::Streaming(tap) | TapState::Refused(tap) => Some(tap),
-            TapState::Matching { .. } | TapState::Off => None,
+            TeeState::Streaming(stream) | TeeState::Refused(stream) => Some(stream),
+            TeeState::Matching { .. } | TeeState::Off => None,
         }
     }
 
-    fn give(mut tap: Box<dyn LayerTap>, bytes: &[u8]) -> TapState {
-        if tap.write(bytes) {
-            TapState::Streaming(tap)
+    fn give(mut stream: Box<dyn EarlyUploadStream>, bytes: &[u8]) -> TeeState {
+        if stream.write(bytes) {
+            TeeState::Streaming(stream)
         } else {
-            TapState::Refused(tap)
+            TeeState::Refused(stream)
         }
     }
 
@@ -788,50 +790,50 @@ impl<'t, W: Write> Tapped<'t, W> {
         previous.read_exact(compare).is_ok() && compare[..] == *bytes
     }
 
-    /// The new bytes part from the old blob's: opens the tap and gives it the common prefix.
-    fn diverged(&mut self, previous: &mut File, matched: u64) -> TapState {
-        let Some(mut tap) = (self.open)() else {
-            return TapState::Off;
+    /// The new bytes part from the old blob's: opens the stream and gives it the common prefix.
+    fn diverged(&mut self, previous: &mut File, matched: u64) -> TeeState {
+        let Some(mut stream) = (self.open)() else {
+            return TeeState::Off;
         };
         if previous.seek(SeekFrom::Start(0)).is_err() {
-            return TapState::Refused(tap);
+            return TeeState::Refused(stream);
         }
         let mut prefix = previous.take(matched);
         let mut piece = vec![0; 256 * 1024];
         loop {
             match prefix.read(&mut piece) {
-                Ok(0) => return TapState::Streaming(tap),
-                Ok(n) if tap.write(&piece[..n]) => {}
-                // The tap gave up, or the old blob cannot be read back: the stream is short
+                Ok(0) => return TeeState::Streaming(stream),
+                Ok(n) if stream.write(&piece[..n]) => {}
+                // The stream gave up, or the old blob cannot be read back: the stream is short
                 // of bytes, so the upload's digest check fails and it falls back.
-                Ok(_) | Err(_) => return TapState::Refused(tap),
+                Ok(_) | Err(_) => return TeeState::Refused(stream),
             }
         }
     }
 }
 
-impl<W: Write> Write for Tapped<'_, W> {
+impl<W: Write> Write for EarlyUploadTee<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         let written = &buf[..n];
-        self.state = match std::mem::replace(&mut self.state, TapState::Off) {
-            TapState::Matching {
+        self.state = match std::mem::replace(&mut self.state, TeeState::Off) {
+            TeeState::Matching {
                 mut previous,
                 matched,
             } => {
                 if Self::still_matching(&mut self.compare, &mut previous, written) {
-                    TapState::Matching {
+                    TeeState::Matching {
                         previous,
                         matched: matched + n as u64,
                     }
                 } else {
                     match self.diverged(&mut previous, matched) {
-                        TapState::Streaming(tap) => Self::give(tap, written),
+                        TeeState::Streaming(stream) => Self::give(stream, written),
                         other => other,
                     }
                 }
             }
-            TapState::Streaming(tap) => Self::give(tap, written),
+            TeeState::Streaming(stream) => Self::give(stream, written),
             other => other,
         };
         Ok(n)
@@ -1028,13 +1030,13 @@ mod tests {
             ]
         );
     }
-    /// Records what a tap was given; refuses more after `take` bytes.
+    /// Records what a stream was given; refuses more after `take` bytes.
     struct Recording {
         got: std::sync::Arc<std::sync::Mutex<(Vec<u8>, Option<Digest>)>>,
         take: usize,
     }
 
-    impl LayerTap for Recording {
+    impl EarlyUploadStream for Recording {
         fn write(&mut self, bytes: &[u8]) -> bool {
             let mut got = self.got.lock().unwrap();
             if got.0.len() >= self.take {
@@ -1050,13 +1052,13 @@ mod tests {
     }
 
     #[test]
-    fn a_tap_gets_the_cache_files_bytes_only_when_they_differ_from_the_slots_last_blob() {
+    fn a_stream_gets_the_cache_files_bytes_only_when_they_differ_from_the_slots_last_blob() {
         let (_dir, cache, file) = setup();
         let mut content = sample_text(3 << 20);
         std::fs::write(&file, &content).unwrap();
         set_mtime(&file, 1_700_000_000);
         let _later = pretend_later(Duration::from_secs(60));
-        let tapped = |take: usize| {
+        let streamed = |take: usize| {
             let got = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), None)));
             let mut b = LayerBuilder::new("t", 0);
             b.add_host_path("/data/f", &file).unwrap();
@@ -1064,51 +1066,51 @@ mod tests {
                 got: got.clone(),
                 take,
             };
-            let mut tap = Some(Box::new(recording) as Box<dyn LayerTap>);
+            let mut stream = Some(Box::new(recording) as Box<dyn EarlyUploadStream>);
             let mut asked = false;
             let layer = b
                 .finish_with_cache(&cache, Codec::Gzip, &|_| {}, &mut || {
                     asked = true;
-                    tap.take()
+                    stream.take()
                 })
                 .unwrap();
             let got = got.lock().unwrap().clone();
             (layer, asked, got)
         };
         // A fresh layer cache: the registry may have these bytes already, nothing is streamed.
-        let (first, asked, _) = tapped(usize::MAX);
+        let (first, asked, _) = streamed(usize::MAX);
         assert_eq!(first.origin, Origin::Written);
         assert!(!asked);
 
-        // Unchanged: the cache answers, no tap is asked for.
-        let (again, asked, _) = tapped(usize::MAX);
+        // Unchanged: the cache answers, no stream is asked for.
+        let (again, asked, _) = streamed(usize::MAX);
         assert_eq!(again.origin, Origin::Unchanged);
         assert!(!asked);
 
-        // Touched, same content: read again, but the bytes equal the last blob's, so no tap.
+        // Touched, same content: read again, but the bytes equal the last blob's, so no stream.
         set_mtime(&file, 1_700_000_100);
-        let (touched, asked, _) = tapped(usize::MAX);
+        let (touched, asked, _) = streamed(usize::MAX);
         assert_eq!(touched.origin, Origin::Written);
         assert_eq!(touched.digest, first.digest);
         assert!(!asked);
 
-        // Changed near the end: the tap gets every byte of the new blob, the common prefix
+        // Changed near the end: the stream gets every byte of the new blob, the common prefix
         // (read back from the old blob) included, and hears of the finished layer.
         let at = content.len() - 1000;
         content[at] ^= 0xff;
         std::fs::write(&file, &content).unwrap();
         set_mtime(&file, 1_700_000_200);
-        let (changed, asked, (bytes, finished)) = tapped(usize::MAX);
+        let (changed, asked, (bytes, finished)) = streamed(usize::MAX);
         assert!(asked);
         assert_ne!(changed.digest, first.digest);
         assert_eq!(bytes, std::fs::read(changed.file.path()).unwrap());
         assert_eq!(finished, Some(changed.digest.clone()));
 
-        // A tap that stops taking is still told of the finished layer, which is whole.
+        // A stream that stops taking is still told of the finished layer, which is whole.
         content[at] ^= 0xff;
         std::fs::write(&file, &content).unwrap();
         set_mtime(&file, 1_700_000_300);
-        let (third, asked, (bytes, finished)) = tapped(1);
+        let (third, asked, (bytes, finished)) = streamed(1);
         assert!(asked);
         assert!(!bytes.is_empty() && (bytes.len() as u64) < third.size);
         assert_eq!(third.digest, first.digest);

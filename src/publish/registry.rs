@@ -12,8 +12,8 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use miette::{Result, WrapErr};
 
 use super::Published;
-use crate::image::layer::{Layer, LayerTap};
-use crate::image::{Blob, BlobSource, Image, LayerEvents, LayerListener};
+use crate::image::layer::{EarlyUploadStream, Layer};
+use crate::image::{Blob, BlobSource, EarlyUpload, Image};
 use crate::output::{self, human_bytes};
 use crate::reference::{Digest, Repository};
 use crate::registry::pool::Clients;
@@ -53,7 +53,7 @@ impl<'a> RegistryPublisher<'a> {
     }
 
     pub async fn publish(&self, image: &Image, destination: &Destination) -> Result<Published> {
-        self.publish_after(image, destination, &EarlyBlobs::default())
+        self.publish_after(image, destination, &EarlyUploadOutcomes::default())
             .await
     }
 
@@ -63,7 +63,7 @@ impl<'a> RegistryPublisher<'a> {
         &self,
         image: &Image,
         destination: &Destination,
-        early: &EarlyBlobs,
+        early: &EarlyUploadOutcomes,
     ) -> Result<Published> {
         let unreachable = early
             .unreachable
@@ -99,7 +99,7 @@ impl<'a> RegistryPublisher<'a> {
         client: &Arc<RegistryClient>,
         repo: &Repository,
         image: &Image,
-        early: &EarlyBlobs,
+        early: &EarlyUploadOutcomes,
     ) -> Result<Vec<BlobOutcome>> {
         stream::iter(image.blobs())
             .map(|blob| async {
@@ -331,7 +331,7 @@ impl<'a> RegistryPublisher<'a> {
 
 /// Blobs sent to a destination while its image was still being built: what became of each.
 #[derive(Default)]
-pub struct EarlyBlobs {
+pub struct EarlyUploadOutcomes {
     /// What became of each early upload, with the full retry policy behind it: a failure is
     /// the push's failure, not something to try all over again.
     sent: std::sync::Mutex<HashMap<Digest, Result<BlobOutcome>>>,
@@ -340,7 +340,7 @@ pub struct EarlyBlobs {
     unreachable: std::sync::Mutex<Option<RegistryError>>,
 }
 
-impl EarlyBlobs {
+impl EarlyUploadOutcomes {
     /// The early upload's outcome for `digest`, if there was one (taken: each blob is
     /// published once per image).
     fn take(&self, digest: &Digest) -> Option<Result<BlobOutcome>> {
@@ -360,7 +360,7 @@ const STREAM_FROM: u64 = 16 << 20;
 
 /// A layer for [`upload_early`]: written to the layer cache, or still being compressed with its
 /// bytes streamed as they come.
-enum EarlyLayer {
+enum EarlyUploadLayer {
     Finished(Layer),
     Streaming(StreamingLayer),
 }
@@ -374,24 +374,28 @@ struct StreamingLayer {
 }
 
 /// The layers the builder hands to [`upload_early`].
-pub struct EarlyLayers {
-    layers: tokio::sync::mpsc::UnboundedReceiver<EarlyLayer>,
+pub struct EarlyUploadReceiver {
+    layers: tokio::sync::mpsc::UnboundedReceiver<EarlyUploadLayer>,
 }
 
-/// The builder's end of [`EarlyLayers`].
-struct EarlyListener {
-    layers: tokio::sync::mpsc::UnboundedSender<EarlyLayer>,
+/// The builder's end of [`EarlyUploadReceiver`].
+struct EarlyUploadSender {
+    layers: tokio::sync::mpsc::UnboundedSender<EarlyUploadLayer>,
 }
 
-/// A listener for the builder, and the layers it hears of for [`upload_early`].
-pub fn early_layers() -> (LayerListener, EarlyLayers) {
+/// The early upload for the builder, and the layers it hears of for [`upload_early`].
+pub fn early_upload_channel() -> (Arc<dyn EarlyUpload>, EarlyUploadReceiver) {
     let (sender, layers) = tokio::sync::mpsc::unbounded_channel();
-    let listener = EarlyListener { layers: sender };
-    (Arc::new(listener), EarlyLayers { layers })
+    let sender = EarlyUploadSender { layers: sender };
+    (Arc::new(sender), EarlyUploadReceiver { layers })
 }
 
-impl LayerEvents for EarlyListener {
-    fn compressing(&self, description: &str, file_bytes: u64) -> Option<Box<dyn LayerTap>> {
+impl EarlyUpload for EarlyUploadSender {
+    fn compressing(
+        &self,
+        description: &str,
+        file_bytes: u64,
+    ) -> Option<Box<dyn EarlyUploadStream>> {
         // A small layer is compressed in moments: it waits, and is checked with HEAD first.
         // (The builder asks only once a layer's bytes differ from its last blob's.)
         if file_bytes < STREAM_FROM {
@@ -405,29 +409,32 @@ impl LayerEvents for EarlyListener {
             done: finished,
         };
         // Fails when upload_early gave up (the registry could not be reached): no stream then.
-        self.layers.send(EarlyLayer::Streaming(streaming)).ok()?;
-        Some(Box::new(StreamTap {
+        self.layers
+            .send(EarlyUploadLayer::Streaming(streaming))
+            .ok()?;
+        Some(Box::new(StreamingLayerSender {
             chunks,
             done: Some(done),
         }))
     }
 
-    fn finished(&self, layer: &Layer, tapped: bool) {
-        // A streamed layer's upload hears of it through its tap.
-        if !tapped {
-            let _ = self.layers.send(EarlyLayer::Finished(layer.clone()));
+    fn finished(&self, layer: &Layer, streamed: bool) {
+        // A streamed layer's upload hears of it through its stream.
+        if !streamed {
+            let _ = self.layers.send(EarlyUploadLayer::Finished(layer.clone()));
         }
     }
 }
 
-/// Hands the compressor's output to a streamed upload, on the compressor's thread (never an
-/// async one): waits while the queue is full, so memory stays bounded.
-struct StreamTap {
+/// The compressor's end of a [`StreamingLayer`]: hands the compressor's output to the streamed
+/// upload, on the compressor's thread (never an async one), waiting while the queue is full, so
+/// memory stays bounded.
+struct StreamingLayerSender {
     chunks: tokio::sync::mpsc::Sender<Bytes>,
     done: Option<tokio::sync::oneshot::Sender<Layer>>,
 }
 
-impl LayerTap for StreamTap {
+impl EarlyUploadStream for StreamingLayerSender {
     fn write(&mut self, bytes: &[u8]) -> bool {
         // Fails once the upload gave up (its end of the queue is gone).
         self.chunks
@@ -454,9 +461,9 @@ impl LayerTap for StreamTap {
 pub async fn upload_early(
     clients: &Clients,
     destination: &Destination,
-    layers: EarlyLayers,
-) -> EarlyBlobs {
-    let mut early = EarlyBlobs::default();
+    layers: EarlyUploadReceiver,
+) -> EarlyUploadOutcomes {
+    let mut early = EarlyUploadOutcomes::default();
     let client = match clients.get(&destination.external).await {
         Ok(client) => client,
         // Dropping `layers` ends any stream begun meanwhile: its compressor goes on alone.
@@ -475,7 +482,7 @@ pub async fn upload_early(
             let (publisher, client) = (&publisher, &client);
             async move {
                 match layer {
-                    EarlyLayer::Finished(layer) => {
+                    EarlyUploadLayer::Finished(layer) => {
                         let blob = cached_blob(layer);
                         output::detail(&format!(
                             "sending {} while the image is being built",
@@ -484,7 +491,7 @@ pub async fn upload_early(
                         let outcome = publisher.push_blob(client, repo, &blob).await;
                         Some((blob.digest, outcome))
                     }
-                    EarlyLayer::Streaming(streaming) => {
+                    EarlyUploadLayer::Streaming(streaming) => {
                         publisher.stream_layer(client, repo, streaming).await
                     }
                 }
