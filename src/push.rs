@@ -19,7 +19,7 @@ use crate::output::{self, Pushed};
 use crate::plan::{Plan, Target};
 use crate::platform;
 use crate::publish::{
-    self, attach::KnownManifest, local::LocalImage, registry::EarlyUploadOutcomes,
+    self, attach::KnownManifest, early_upload::EarlyUploadOutcomes, local::LocalImage,
 };
 use crate::registry::ClientOptions;
 use crate::registry::pool::Clients;
@@ -499,11 +499,11 @@ async fn build_sending_layers(
     cargo_options: &CargoOptions,
     clients: &Clients,
 ) -> (Result<Built>, EarlyUploadOutcomes) {
-    let (early_upload, layers) = publish::registry::early_upload_channel();
+    let (early_upload, layers) = publish::early_upload::early_upload_channel();
     // The early upload (and so the sender) is dropped when the build ends, which ends the uploads.
     tokio::join!(
         builder::build(spec, cargo_options, clients, Some(early_upload)),
-        publish::registry::upload_early(clients, &target.destination, layers),
+        publish::early_upload::upload_early(clients, &target.destination, layers),
     )
 }
 

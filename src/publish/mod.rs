@@ -5,6 +5,7 @@
 
 pub mod attach;
 pub mod check_pull;
+pub mod early_upload;
 pub mod engine;
 pub mod index;
 pub mod layout;
