@@ -21,6 +21,9 @@ use super::input_cache::{Fingerprint, Recorded};
 use crate::reference::Digest;
 use crate::spec::Codec;
 
+#[cfg(test)]
+pub(crate) mod test_support;
+
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
@@ -264,19 +267,6 @@ impl LayerBuilder {
             self.entries.entry(parent.clone()).or_insert(DEFAULT_DIR);
         }
         self.entries.insert(path, entry);
-    }
-
-    /// Writes the tar into a scratch cache (tests only), one slot per call; slots are reused
-    /// across runs, so the directory keeps only the latest run's blobs.
-    #[cfg(test)]
-    pub fn finish(self) -> io::Result<Layer> {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static SLOT: AtomicUsize = AtomicUsize::new(0);
-        let cache = LayerCache {
-            dir: std::env::temp_dir().join("adapt-push-unit-test-layers"),
-            slot: format!("test-{}", SLOT.fetch_add(1, Ordering::Relaxed)),
-        };
-        self.finish_with_cache(&cache, Codec::Gzip, &|_| {}, &mut || None)
     }
 
     /// The layer from `cache` when its inputs are unchanged to `stat`; otherwise streams the tar
@@ -898,37 +888,11 @@ impl<W: Write> Write for HashingWriter<W> {
 
 #[cfg(test)]
 mod tests {
+    use super::test_support::{build, entries, set_mtime, setup, unpack};
     use super::*;
     use crate::image::input_cache::pretend_later;
     use std::io::Read;
-    use std::time::{Duration, SystemTime};
-
-    fn unpack(layer: &Layer) -> Vec<u8> {
-        let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(layer.file.path()).unwrap())
-            .read_to_end(&mut raw)
-            .unwrap();
-        raw
-    }
-
-    fn entries(layer: &Layer) -> Vec<(String, u32, u64, u64)> {
-        let raw = unpack(layer);
-        let mut archive = tar::Archive::new(&raw[..]);
-        archive
-            .entries()
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                let h = e.header();
-                (
-                    e.path().unwrap().to_string_lossy().into_owned(),
-                    h.mode().unwrap(),
-                    h.mtime().unwrap(),
-                    h.uid().unwrap(),
-                )
-            })
-            .collect()
-    }
+    use std::time::Duration;
 
     #[test]
     fn sorted_with_parents_and_fixed_metadata() {
@@ -1030,6 +994,7 @@ mod tests {
             ]
         );
     }
+
     /// Records what a stream was given; refuses more after `take` bytes.
     struct Recording {
         got: std::sync::Arc<std::sync::Mutex<(Vec<u8>, Option<Digest>)>>,
@@ -1121,35 +1086,6 @@ mod tests {
         (0..size)
             .map(|i| b"adapt-push tap "[i % 15] ^ (i / 7919) as u8)
             .collect()
-    }
-
-    /// A layer holding one host file, `data/f`, built against `cache`.
-    fn build(cache: &LayerCache, file: &Path) -> Layer {
-        let mut b = LayerBuilder::new("t", 0);
-        b.add_host_path("/data/f", file).unwrap();
-        b.finish_with_cache(cache, Codec::Gzip, &|_| {}, &mut || None)
-            .unwrap()
-    }
-
-    fn set_mtime(path: &Path, secs: u64) {
-        std::fs::File::options()
-            .write(true)
-            .open(path)
-            .unwrap()
-            .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-            .unwrap();
-    }
-
-    fn setup() -> (tempfile::TempDir, LayerCache, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = LayerCache {
-            dir: dir.path().join("cache"),
-            slot: "app-app-includes".into(),
-        };
-        let file = dir.path().join("f");
-        std::fs::write(&file, "aaaa").unwrap();
-        set_mtime(&file, 1_700_000_000);
-        (dir, cache, file)
     }
 
     #[test]
