@@ -6,7 +6,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::{LayerBuilder, LayerCache, make};
+use super::write::make;
+use super::{LayerBuilder, LayerCache};
 use crate::reference::Digest;
 use crate::spec::Codec;
 
