@@ -12,7 +12,8 @@ use miette::{IntoDiagnostic, Result};
 
 use crate::cargo::{self, CargoOptions};
 use crate::engine::EngineImage;
-use crate::image::{EarlyUpload, Image};
+use crate::image::Image;
+use crate::image::early_upload::EarlyUpload;
 use crate::output;
 use crate::registry::pool::Clients;
 use crate::spec::{BuildSpec, BuilderKind};

@@ -4,6 +4,7 @@
 
 pub mod base_fs;
 pub mod compress;
+pub mod early_upload;
 pub(crate) mod exact;
 pub mod input_cache;
 pub mod layer;
@@ -26,24 +27,6 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-
-/// The early upload as the builder sees it: told of each of our layers as soon as it is written
-/// to the layer cache, while later ones may still be compressing, and given a new large layer's
-/// bytes while they are compressed, so whoever publishes the image can start sending it. The
-/// builder does not know who listens.
-pub trait EarlyUpload: Send + Sync {
-    /// A layer being compressed turned out new (its bytes differ from the blob it had last
-    /// time): where to stream its compressed bytes, the common prefix first, if anywhere. The
-    /// cache file is written the same either way. `file_bytes`: what its files hold, uncompressed.
-    fn compressing(
-        &self,
-        description: &str,
-        file_bytes: u64,
-    ) -> Option<Box<dyn layer::EarlyUploadStream>>;
-    /// The layer is in the layer cache. `streamed`: its bytes also went to the stream
-    /// `compressing` gave for it, which was told of the finished layer.
-    fn finished(&self, layer: &Layer, streamed: bool);
-}
 
 /// Where a blob's bytes are.
 #[derive(Debug, Clone)]

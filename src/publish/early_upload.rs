@@ -15,8 +15,9 @@ use futures_util::{StreamExt, stream};
 use miette::Result;
 
 use super::registry::{BlobOutcome, PARALLEL_BLOBS, RegistryPublisher};
-use crate::image::layer::{EarlyUploadStream, Layer};
-use crate::image::{Blob, BlobSource, EarlyUpload};
+use crate::image::early_upload::{EarlyUpload, EarlyUploadStream};
+use crate::image::layer::Layer;
+use crate::image::{Blob, BlobSource};
 use crate::output::{self, human_bytes};
 use crate::reference::{Digest, Repository};
 use crate::registry::pool::Clients;

@@ -10,11 +10,9 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 
 use super::host_file::{append_host_file, changed_again, changed_while_read};
-use super::{
-    CacheFile, EarlyUploadStream, EarlyUploadTee, Entry, Layer, LayerBuilder, LayerCache, Origin,
-    Source,
-};
+use super::{CacheFile, Entry, Layer, LayerBuilder, LayerCache, Origin, Source};
 use crate::image::compress::{ParallelCompressor, default_threads};
+use crate::image::early_upload::{EarlyUploadStream, EarlyUploadTee};
 use crate::image::input_cache::{Fingerprint, Recorded};
 use crate::reference::Digest;
 use crate::spec::Codec;
@@ -199,7 +197,8 @@ fn write_blob(
         })?;
         let (compressor, diff_id) = tar.inner.finish();
         let (mut file, digest) = compressor.finish()?.finish();
-        file.inner.flush()?;
+        // Flushes the buffered cache file (the tee passes flush through).
+        file.flush()?;
         (diff_id, digest, file.into_stream())
     };
     Ok(WrittenBlob {
