@@ -324,3 +324,175 @@ pub fn pretend_later(by: Duration) -> impl Drop {
     LATER.with(|l| l.set(by));
     Reset
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::layer::Origin;
+    use crate::image::layer::test_support::{build, set_mtime, setup, unpack};
+
+    #[test]
+    fn unchanged_inputs_are_recognised_by_stat_alone() {
+        let (_dir, cache, file) = setup();
+        // The fingerprint is taken as if a minute had passed: nothing is racy.
+        let _later = pretend_later(Duration::from_secs(60));
+        let first = build(&cache, &file);
+        assert_eq!(first.origin, Origin::Written);
+        let second = build(&cache, &file);
+        assert_eq!(second.origin, Origin::Unchanged);
+        assert_eq!(
+            (
+                &second.digest,
+                &second.diff_id,
+                second.size,
+                second.file.path()
+            ),
+            (&first.digest, &first.diff_id, first.size, first.file.path())
+        );
+    }
+
+    #[test]
+    fn a_file_rewritten_with_the_same_size_and_mtime_is_read_again() {
+        let (_dir, cache, file) = setup();
+        let _later = pretend_later(Duration::from_secs(60));
+        let first = build(&cache, &file);
+        // Same second, same nanosecond, same size: only the content (and ctime) differ.
+        std::fs::write(&file, "bbbb").unwrap();
+        set_mtime(&file, 1_700_000_000);
+        let second = build(&cache, &file);
+        assert_eq!(second.origin, Origin::Written);
+        assert_ne!(second.digest, first.digest);
+        assert!(unpack(&second).windows(4).any(|w| w == b"bbbb"));
+    }
+
+    #[test]
+    fn a_file_replaced_through_a_rename_is_read_again() {
+        let (dir, cache, file) = setup();
+        let _later = pretend_later(Duration::from_secs(60));
+        let first = build(&cache, &file);
+        let replacement = dir.path().join("f.new");
+        std::fs::write(&replacement, "cccc").unwrap();
+        set_mtime(&replacement, 1_700_000_000);
+        std::fs::rename(&replacement, &file).unwrap();
+        let second = build(&cache, &file);
+        assert_eq!(second.origin, Origin::Written);
+        assert_ne!(second.digest, first.digest);
+        assert!(unpack(&second).windows(4).any(|w| w == b"cccc"));
+    }
+
+    #[test]
+    fn a_touched_but_unchanged_file_is_read_once_and_gives_the_same_layer() {
+        let (_dir, cache, file) = setup();
+        let _later = pretend_later(Duration::from_secs(60));
+        let first = build(&cache, &file);
+        set_mtime(&file, 1_700_000_100);
+        let touched = build(&cache, &file);
+        assert_eq!(touched.origin, Origin::Written);
+        assert_eq!(touched.digest, first.digest);
+        let again = build(&cache, &file);
+        assert_eq!(again.origin, Origin::Unchanged);
+        assert_eq!(again.digest, first.digest);
+    }
+
+    #[test]
+    fn inputs_changed_just_now_are_not_trusted_to_stat() {
+        let (_dir, cache, file) = setup();
+        // Fingerprints taken now: the file's ctime is within the racy window.
+        let first = build(&cache, &file);
+        let second = build(&cache, &file);
+        assert_eq!(second.origin, Origin::Written);
+        assert_eq!(second.digest, first.digest);
+        let _later = pretend_later(Duration::from_secs(60));
+        assert_eq!(build(&cache, &file).origin, Origin::Written);
+        assert_eq!(build(&cache, &file).origin, Origin::Unchanged);
+    }
+
+    #[test]
+    fn a_damaged_blob_is_written_again_and_the_cache_keeps_only_what_is_in_use() {
+        let (_dir, cache, file) = setup();
+        let _later = pretend_later(Duration::from_secs(60));
+        let first = build(&cache, &file);
+        std::fs::write(first.file.path(), b"junk").unwrap();
+        let again = build(&cache, &file);
+        assert_eq!(again.origin, Origin::Written);
+        assert_eq!(again.digest, first.digest);
+        assert_eq!(
+            again.digest,
+            Digest::sha256_of(&std::fs::read(again.file.path()).unwrap())
+        );
+        let old = again.file.path().to_path_buf();
+        drop(first);
+        // A new version replaces the old one in the slot; the old blob stays while it is held
+        // in use (`again`, as a run uploading it would)...
+        std::fs::write(&file, "changed").unwrap();
+        let other = build(&cache, &file);
+        assert_ne!(other.digest, again.digest);
+        assert!(other.file.path().exists() && old.exists());
+        // ...and goes at once when nobody holds it.
+        drop(again);
+        std::fs::write(&file, "changed again").unwrap();
+        let newest = build(&cache, &file);
+        assert!(newest.file.path().exists() && other.file.path().exists() && !old.exists());
+        let other_digest = other.digest.clone();
+        drop((other, newest));
+        std::fs::write(&file, "changed").unwrap();
+        let back = build(&cache, &file);
+        assert_eq!(back.digest, other_digest);
+        // The slot's latest layer, nothing else: the README's promise.
+        let blobs: Vec<_> = std::fs::read_dir(LayerCache::blobs_dir(&cache.dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(blobs, [back.file.path().file_name().unwrap()]);
+    }
+
+    /// Two runs of one package share a layer cache (a second terminal, CI jobs on one target
+    /// directory): a run replacing the slot's layer must not delete the blob the other found
+    /// unchanged and is about to upload; once that run is done, it goes.
+    #[test]
+    fn a_blob_another_run_uses_is_not_collected_until_it_is_done() {
+        let (_dir, cache, file) = setup();
+        let _later = pretend_later(Duration::from_secs(60));
+        drop(build(&cache, &file));
+        // Run A finds the layer unchanged: it will upload it.
+        let a = build(&cache, &file);
+        assert_eq!(a.origin, Origin::Unchanged);
+        // Run B, meanwhile, builds a changed input into the same slot.
+        std::fs::write(&file, "bbbb-changed").unwrap();
+        let b = build(&cache, &file);
+        assert_ne!(b.digest, a.digest);
+        assert!(
+            a.file.path().exists(),
+            "the blob run A is uploading was removed"
+        );
+        let used = a.file.path().to_path_buf();
+        drop(a);
+        std::fs::write(&file, "cccc-changed").unwrap();
+        drop(build(&cache, &file));
+        assert!(!used.exists(), "a blob nobody uses nor refers to was kept");
+    }
+
+    /// Temporary files of a killed run are removed when the cache is pruned; one a live writer
+    /// holds is not.
+    #[test]
+    fn temporary_files_nobody_writes_are_removed() {
+        let (_dir, cache, file) = setup();
+        let _later = pretend_later(Duration::from_secs(60));
+        drop(build(&cache, &file));
+        let blobs = LayerCache::blobs_dir(&cache.dir);
+        // As a killed run leaves them: no lock held (an older version's too).
+        let left = blobs.join(".layer-left");
+        std::fs::write(&left, vec![0; 4096]).unwrap();
+        let record_left = cache.dir.join(".app-app-includes.json.12345");
+        std::fs::write(&record_left, "{").unwrap();
+        let live = cache.temp_blob().unwrap();
+        // The next layer stored prunes (and the next run's first lookup does).
+        std::fs::write(&file, "changed").unwrap();
+        drop(build(&cache, &file));
+        assert!(!left.exists() && !record_left.exists());
+        assert!(
+            live.path().exists(),
+            "a temporary file being written was removed"
+        );
+    }
+}
