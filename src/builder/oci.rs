@@ -16,7 +16,7 @@ use super::base_check;
 use crate::cargo::CargoOptions;
 use crate::image::base_fs::BaseFs;
 use crate::image::early_upload::{EarlyUpload, EarlyUploadStream};
-use crate::image::layer::{Layer, LayerBuilder, LayerCache, Origin};
+use crate::image::layer::{Layer, LayerBuilder, LayerCache, LayerSlot, Origin};
 use crate::image::scratch;
 use crate::image::{self, BaseImage, Family, Image, RunConfig};
 use crate::output;
@@ -184,21 +184,26 @@ fn make_layers(
     base: Option<&BaseFs>,
     early_upload: Option<&dyn EarlyUpload>,
 ) -> Result<Vec<Layer>> {
+    // One handle for this image's layers: the first lookup prunes the cache directory.
+    let cache = LayerCache::new(target.layer_cache.clone());
     let mut pending = Vec::new();
     if base.is_none() {
         let runtime = runtime_layer(target, binary)?;
         if !runtime.is_empty() {
-            pending.push(PendingLayer::new(runtime, layer_cache(target, "runtime")));
+            pending.push(PendingLayer::new(
+                runtime,
+                layer_slot(&cache, target, "runtime"),
+            ));
         }
     }
     if let Some(includes) = includes_layer(target, base)? {
-        let mut includes = PendingLayer::new(includes, layer_cache(target, "includes"));
+        let mut includes = PendingLayer::new(includes, layer_slot(&cache, target, "includes"));
         includes.context = Some("reading the files of `include`".into());
         pending.push(includes);
     }
     let mut app = PendingLayer::new(
         binary_layer(target, binary, base),
-        layer_cache(target, "binary"),
+        layer_slot(&cache, target, "binary"),
     );
     app.context = Some(format!("reading {}", binary.display()));
     pending.push(app);
@@ -208,35 +213,32 @@ fn make_layers(
 /// A layer whose files are listed but not yet read, with what to say when one cannot be read.
 struct PendingLayer {
     builder: LayerBuilder,
-    cache: LayerCache,
+    slot: LayerSlot,
     context: Option<String>,
 }
 
 impl PendingLayer {
-    fn new(builder: LayerBuilder, cache: LayerCache) -> PendingLayer {
+    fn new(builder: LayerBuilder, slot: LayerSlot) -> PendingLayer {
         PendingLayer {
             builder,
-            cache,
+            slot,
             context: None,
         }
     }
 }
 
 /// The layer cache's slot for one kind of layer of this target.
-fn layer_cache(target: &BuildSpec, kind: &str) -> LayerCache {
-    LayerCache {
-        dir: target.layer_cache.clone(),
-        // One slot per platform, so building several platforms does not evict each other.
-        slot: match target.cross.as_ref().filter(|c| c.target.is_some()) {
-            Some(c) => format!(
-                "{}-{}-{}-{kind}",
-                target.package,
-                target.bin,
-                c.platform.architecture()
-            ),
-            None => format!("{}-{}-{kind}", target.package, target.bin),
-        },
-    }
+fn layer_slot(cache: &LayerCache, target: &BuildSpec, kind: &str) -> LayerSlot {
+    // One slot per platform, so building several platforms does not evict each other.
+    cache.slot(match target.cross.as_ref().filter(|c| c.target.is_some()) {
+        Some(c) => format!(
+            "{}-{}-{}-{kind}",
+            target.package,
+            target.bin,
+            c.platform.architecture()
+        ),
+        None => format!("{}-{}-{kind}", target.package, target.bin),
+    })
 }
 
 /// Scratch only: the system files and, for a dynamically linked binary, its runtime closure
@@ -332,7 +334,7 @@ fn finish_layers(
                     let description = p.builder.description().to_string();
                     let file_bytes = p.builder.file_bytes();
                     let mut streamed = false;
-                    let layer = finish_layer(p.builder, &p.cache, codec, &mut || {
+                    let layer = finish_layer(p.builder, &p.slot, codec, &mut || {
                         let stream = early_upload?.compressing(&description, file_bytes);
                         streamed = stream.is_some();
                         stream
@@ -371,14 +373,14 @@ fn finish_layers(
 /// [`LayerBuilder::finish_with_cache`]).
 fn finish_layer(
     builder: LayerBuilder,
-    cache: &LayerCache,
+    slot: &LayerSlot,
     codec: Codec,
     open_stream: &mut dyn FnMut() -> Option<Box<dyn EarlyUploadStream>>,
 ) -> std::io::Result<Layer> {
     let progress =
         output::Progress::working("Compressing", builder.description(), builder.file_bytes());
     let advance = progress.clone();
-    let layer = builder.finish_with_cache(cache, codec, &move |n| advance.advance(n), open_stream);
+    let layer = builder.finish_with_cache(slot, codec, &move |n| advance.advance(n), open_stream);
     progress.finish();
     let layer = layer?;
     if layer.origin == Origin::Unchanged {

@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn a_stream_gets_the_cache_files_bytes_only_when_they_differ_from_the_slots_last_blob() {
-        let (_dir, cache, file) = setup();
+        let (_dir, slot, file) = setup();
         let mut content = sample_text(3 << 20);
         std::fs::write(&file, &content).unwrap();
         set_mtime(&file, 1_700_000_000);
@@ -213,7 +213,7 @@ mod tests {
             let mut stream = Some(Box::new(recording) as Box<dyn EarlyUploadStream>);
             let mut asked = false;
             let layer = b
-                .finish_with_cache(&cache, Codec::Gzip, &|_| {}, &mut || {
+                .finish_with_cache(&slot, Codec::Gzip, &|_| {}, &mut || {
                     asked = true;
                     stream.take()
                 })

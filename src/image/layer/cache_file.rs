@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::write::make;
-use super::{LayerBuilder, LayerCache};
+use super::{LayerBuilder, LayerSlot};
 use crate::reference::Digest;
 use crate::spec::Codec;
 
@@ -22,7 +22,7 @@ struct CacheFileInner {
     digest: Digest,
     /// How the layer was made, to make it again.
     builder: Arc<LayerBuilder>,
-    cache: LayerCache,
+    slot: LayerSlot,
     codec: Codec,
     /// The blob, open: holds it in use. After a remake, the new one.
     held: Mutex<File>,
@@ -42,7 +42,7 @@ impl CacheFile {
         path: PathBuf,
         digest: &Digest,
         builder: &Arc<LayerBuilder>,
-        cache: &LayerCache,
+        slot: &LayerSlot,
         codec: Codec,
         held: File,
     ) -> CacheFile {
@@ -50,7 +50,7 @@ impl CacheFile {
             path,
             digest: digest.clone(),
             builder: builder.clone(),
-            cache: cache.clone(),
+            slot: slot.clone(),
             codec,
             held: Mutex::new(held),
             remade: Mutex::new(None),
@@ -63,7 +63,7 @@ impl CacheFile {
 
     /// The layer cache the file is in.
     pub fn cache_dir(&self) -> &Path {
-        &self.0.cache.dir
+        &self.0.slot.cache.dir
     }
 
     /// What the layer holds ("binary greeter").
@@ -91,10 +91,10 @@ impl CacheFile {
 
     fn remake_now(&self) -> io::Result<()> {
         let inner = &self.0;
-        inner.cache.evict(&inner.digest)?;
+        inner.slot.cache.evict(&inner.digest)?;
         let layer = make(
             &inner.builder,
-            &inner.cache,
+            &inner.slot,
             inner.codec,
             &|_| {},
             &mut || None,
@@ -135,10 +135,10 @@ mod tests {
     /// at lookup cannot see) has the layer written again, once however often it asks.
     #[test]
     fn a_damaged_cache_file_is_written_again_once_from_the_same_inputs() {
-        let (_dir, cache, file) = setup();
+        let (_dir, slot, file) = setup();
         let _later = pretend_later(Duration::from_secs(60));
-        drop(build(&cache, &file));
-        let layer = build(&cache, &file);
+        drop(build(&slot, &file));
+        let layer = build(&slot, &file);
         assert_eq!(layer.origin, Origin::Unchanged);
         let mut bytes = std::fs::read(layer.file.path()).unwrap();
         let middle = bytes.len() / 2;
@@ -152,7 +152,7 @@ mod tests {
             Digest::sha256_of(&std::fs::read(layer.file.path()).unwrap())
         );
         // Inputs changed since the image was built: the image's digest cannot be made again.
-        let other = build(&cache, &file);
+        let other = build(&slot, &file);
         std::fs::write(other.file.path(), b"xxxx").unwrap();
         std::fs::write(&file, "changed").unwrap();
         let error = other.file.remake().unwrap_err().to_string();

@@ -125,7 +125,7 @@ pub(super) fn at(path: &Path, e: io::Error) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{set_mtime, setup, unpack};
-    use super::super::{Layer, LayerBuilder, LayerCache};
+    use super::super::{Layer, LayerBuilder, LayerSlot};
     use crate::spec::Codec;
     use std::io::{self, Read};
     use std::path::Path;
@@ -233,7 +233,7 @@ mod tests {
     /// Builds the layer of `file` at /data/f; `during` runs on the reading thread each time
     /// the tar has grown, with the bytes written so far (so while the file is being read).
     fn build_while(
-        cache: &LayerCache,
+        slot: &LayerSlot,
         file: &Path,
         during: &(dyn Fn(u64) + Sync),
     ) -> io::Result<Layer> {
@@ -244,18 +244,18 @@ mod tests {
         };
         let mut b = LayerBuilder::new("t", 0);
         b.add_host_path("/data/f", file).unwrap();
-        b.finish_with_cache(cache, Codec::Gzip, &progress, &mut || None)
+        b.finish_with_cache(slot, Codec::Gzip, &progress, &mut || None)
     }
 
     #[test]
     fn a_file_rewritten_while_it_is_read_is_read_again_never_mixed() {
-        let (_dir, cache, file) = setup();
+        let (_dir, slot, file) = setup();
         big_file(&file, b'a', 1_700_000_000);
         let new = vec![b'b'; 4 << 20];
         let changed = std::sync::atomic::AtomicBool::new(false);
         // Once the first MiB is read, the whole file is rewritten: the old code went on
         // reading and made a layer half `a`, half `b`.
-        let layer = build_while(&cache, &file, &|written| {
+        let layer = build_while(&slot, &file, &|written| {
             if written > 1 << 20 && !changed.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 rewrite_in_place(&file, &new, 1_700_000_100);
             }
@@ -267,11 +267,11 @@ mod tests {
 
     #[test]
     fn a_file_that_shrinks_while_it_is_read_is_read_again() {
-        let (_dir, cache, file) = setup();
+        let (_dir, slot, file) = setup();
         big_file(&file, b'a', 1_700_000_000);
         let shorter = vec![b'c'; 1 << 20];
         let changed = std::sync::atomic::AtomicBool::new(false);
-        let layer = build_while(&cache, &file, &|written| {
+        let layer = build_while(&slot, &file, &|written| {
             if written > 2 << 20 && !changed.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 rewrite_in_place(&file, &shorter, 1_700_000_100);
             }
@@ -282,11 +282,11 @@ mod tests {
 
     #[test]
     fn a_file_that_keeps_changing_while_it_is_read_is_an_error_naming_it() {
-        let (_dir, cache, file) = setup();
+        let (_dir, slot, file) = setup();
         big_file(&file, b'a', 1_700_000_000);
         // Every MiB read, the file is rewritten with other bytes and another mtime.
         let rewrites = std::sync::atomic::AtomicU64::new(0);
-        let result = build_while(&cache, &file, &|written| {
+        let result = build_while(&slot, &file, &|written| {
             let due = written >> 20;
             let done = rewrites.load(std::sync::atomic::Ordering::SeqCst);
             if due > done {

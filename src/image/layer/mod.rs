@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-pub use super::input_cache::LayerCache;
+pub use super::input_cache::{LayerCache, LayerSlot};
 use crate::reference::Digest;
 use crate::spec::Codec;
 

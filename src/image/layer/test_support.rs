@@ -5,7 +5,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::{Layer, LayerBuilder, LayerCache};
+use super::{Layer, LayerBuilder, LayerCache, LayerSlot};
 use crate::spec::Codec;
 
 impl LayerBuilder {
@@ -13,12 +13,12 @@ impl LayerBuilder {
     /// across runs, so the directory keeps only the latest run's blobs.
     pub(crate) fn finish(self) -> io::Result<Layer> {
         use std::sync::atomic::{AtomicUsize, Ordering};
+        // Test builds only, and no run state: a counter that gives each call a slot name of
+        // its own in the tests' scratch cache (a run of the tests reuses the last run's names).
         static SLOT: AtomicUsize = AtomicUsize::new(0);
-        let cache = LayerCache {
-            dir: std::env::temp_dir().join("adapt-push-unit-test-layers"),
-            slot: format!("test-{}", SLOT.fetch_add(1, Ordering::Relaxed)),
-        };
-        self.finish_with_cache(&cache, Codec::Gzip, &|_| {}, &mut || None)
+        let slot = LayerCache::new(std::env::temp_dir().join("adapt-push-unit-test-layers"))
+            .slot(format!("test-{}", SLOT.fetch_add(1, Ordering::Relaxed)));
+        self.finish_with_cache(&slot, Codec::Gzip, &|_| {}, &mut || None)
     }
 }
 
@@ -50,10 +50,10 @@ pub(crate) fn entries(layer: &Layer) -> Vec<(String, u32, u64, u64)> {
 }
 
 /// A layer holding one host file, `data/f`, built against `cache`.
-pub(crate) fn build(cache: &LayerCache, file: &Path) -> Layer {
+pub(crate) fn build(slot: &LayerSlot, file: &Path) -> Layer {
     let mut b = LayerBuilder::new("t", 0);
     b.add_host_path("/data/f", file).unwrap();
-    b.finish_with_cache(cache, Codec::Gzip, &|_| {}, &mut || None)
+    b.finish_with_cache(slot, Codec::Gzip, &|_| {}, &mut || None)
         .unwrap()
 }
 
@@ -66,14 +66,11 @@ pub(crate) fn set_mtime(path: &Path, secs: u64) {
         .unwrap();
 }
 
-pub(crate) fn setup() -> (tempfile::TempDir, LayerCache, PathBuf) {
+pub(crate) fn setup() -> (tempfile::TempDir, LayerSlot, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let cache = LayerCache {
-        dir: dir.path().join("cache"),
-        slot: "app-app-includes".into(),
-    };
+    let slot = LayerCache::new(dir.path().join("cache")).slot("app-app-includes");
     let file = dir.path().join("f");
     std::fs::write(&file, "aaaa").unwrap();
     set_mtime(&file, 1_700_000_000);
-    (dir, cache, file)
+    (dir, slot, file)
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 
 use super::host_file::{append_host_file, changed_again, changed_while_read};
-use super::{CacheFile, Entry, Layer, LayerBuilder, LayerCache, Origin, Source};
+use super::{CacheFile, Entry, Layer, LayerBuilder, LayerSlot, Origin, Source};
 use crate::image::compress::{ParallelCompressor, default_threads};
 use crate::image::early_upload::{EarlyUploadStream, EarlyUploadTee};
 use crate::image::input_cache::{Fingerprint, Recorded};
@@ -18,20 +18,20 @@ use crate::reference::Digest;
 use crate::spec::Codec;
 
 impl LayerBuilder {
-    /// The layer from `cache` when its inputs are unchanged to `stat`; otherwise streams the tar
-    /// through the compressor into the cache. `progress` hears of every uncompressed byte;
+    /// The layer from `slot` when its inputs are unchanged to `stat`; otherwise streams the tar
+    /// through the compressor into the slot's cache. `progress` hears of every uncompressed byte;
     /// `open_stream` is asked for an [`EarlyUploadStream`] to copy the compressed bytes to only
     /// once they are known to be new: they differ from the blob this slot wrote last time (see
     /// [`EarlyUploadTee`]). The layer keeps this builder, to be written again if its cache file
     /// turns out damaged.
     pub fn finish_with_cache(
         self,
-        cache: &LayerCache,
+        slot: &LayerSlot,
         codec: Codec,
         progress: &(dyn Fn(u64) + Sync),
         open_stream: &mut dyn FnMut() -> Option<Box<dyn EarlyUploadStream>>,
     ) -> io::Result<Layer> {
-        make(&Arc::new(self), cache, codec, progress, open_stream)
+        make(&Arc::new(self), slot, codec, progress, open_stream)
     }
 
     /// What `stat` says of every input, with everything else that decides the tar's bytes.
@@ -112,16 +112,16 @@ impl LayerBuilder {
 /// [`LayerBuilder::finish_with_cache`], with the builder shared with the layer it makes.
 pub(super) fn make(
     builder: &Arc<LayerBuilder>,
-    cache: &LayerCache,
+    slot: &LayerSlot,
     codec: Codec,
     progress: &(dyn Fn(u64) + Sync),
     open_stream: &mut dyn FnMut() -> Option<Box<dyn EarlyUploadStream>>,
 ) -> io::Result<Layer> {
     let (fingerprint, mut racy) = builder.fingerprint(codec)?;
     let file = |path: PathBuf, digest: &Digest, held: File| {
-        CacheFile::new(path, digest, builder, cache, codec, held)
+        CacheFile::new(path, digest, builder, slot, codec, held)
     };
-    if let Some((recorded, diff_id, digest, path, held)) = cache.unchanged(&fingerprint) {
+    if let Some((recorded, diff_id, digest, path, held)) = slot.unchanged(&fingerprint) {
         return Ok(Layer {
             diff_id,
             size: recorded.size,
@@ -140,16 +140,16 @@ pub(super) fn make(
         diff_id,
         digest,
         stream,
-    } = match write_blob(builder, cache, codec, progress, open_stream) {
+    } = match write_blob(builder, slot, codec, progress, open_stream) {
         Err(e) if changed_while_read(&e).is_some() => {
             // What `stat` said before the first read is not what was read.
             racy = true;
-            write_blob(builder, cache, codec, progress, open_stream).map_err(changed_again)?
+            write_blob(builder, slot, codec, progress, open_stream).map_err(changed_again)?
         }
         other => other?,
     };
     let size = scratch.as_file().metadata()?.len();
-    let (path, held) = cache.store(
+    let (path, held) = slot.store(
         scratch,
         &Recorded {
             fingerprint: (!racy).then_some(fingerprint),
@@ -177,16 +177,16 @@ pub(super) fn make(
 /// Streams the tar through the compressor into a new temporary file of the cache's blobs.
 fn write_blob(
     builder: &LayerBuilder,
-    cache: &LayerCache,
+    slot: &LayerSlot,
     codec: Codec,
     progress: &(dyn Fn(u64) + Sync),
     open_stream: &mut dyn FnMut() -> Option<Box<dyn EarlyUploadStream>>,
 ) -> io::Result<WrittenBlob> {
-    let scratch = cache.temp_blob()?;
+    let scratch = slot.cache.temp_blob()?;
     let (diff_id, digest, stream) = {
         let file = EarlyUploadTee::new(
             BufWriter::with_capacity(256 * 1024, scratch.as_file()),
-            cache.previous_blob(),
+            slot.previous_blob(),
             open_stream,
         );
         let compressor =
