@@ -1,8 +1,14 @@
-//! Reproducible layers: sorted entries, uid/gid 0, fixed modes and mtimes, one gzip setting.
+//! Reproducible layers: sorted entries, uid/gid 0, fixed modes and mtimes, fixed compression
+//! settings (gzip or zstd).
 //!
 //! A layer is streamed, never held in memory: tar entries go through a hashing writer (the
 //! diff_id) into the parallel compressor, whose output is hashed (the digest) on its way to a
 //! file in the on-disk cache. The finished [`Layer`] is a descriptor and the path of that file.
+//!
+//! Here, the entries a [`LayerBuilder`] collects; `merge` places them onto a base image's files
+//! as `COPY` does; `write` streams the tar into the layer cache
+//! ([`LayerBuilder::finish_with_cache`]); `host_file` reads a host file into the tar;
+//! `cache_file` is the finished layer's file ([`CacheFile`]).
 
 use std::collections::BTreeMap;
 use std::io;
