@@ -1,4 +1,4 @@
-//! Fuzzes the registry address and image reference grammar (src/reference.rs): no input may
+//! Fuzzes the registry address and image reference grammar (src/reference/): no input may
 //! panic, and a reference that parses must print as something that parses to the same text
 //! (for registries that cannot be mistaken for a Docker Hub namespace).
 #![no_main]

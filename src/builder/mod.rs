@@ -6,12 +6,14 @@ pub mod docker;
 pub mod oci;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use miette::{IntoDiagnostic, Result};
 
 use crate::cargo::{self, CargoOptions};
 use crate::engine::EngineImage;
-use crate::image::{Image, LayerListener};
+use crate::image::Image;
+use crate::image::early_upload::EarlyUpload;
 use crate::registry::pool::Clients;
 use crate::shell::Shell;
 use crate::spec::{BuildSpec, BuilderKind};
@@ -34,19 +36,19 @@ impl Built {
     }
 }
 
-/// Builds the target's image with the builder the plan chose. `finished` hears of each layer
+/// Builds the target's image with the builder the plan chose. `early_upload` hears of each layer
 /// the daemonless builder writes, as soon as it is written (the engine's layers stay inside it).
 /// What the build does is told to `shell`.
 pub async fn build(
     spec: &BuildSpec,
     cargo_options: &CargoOptions,
     clients: &Clients,
-    finished: Option<LayerListener>,
+    early_upload: Option<Arc<dyn EarlyUpload>>,
     shell: &Shell,
 ) -> Result<Built> {
     Ok(match spec.builder {
         BuilderKind::Oci => {
-            Built::Oci(oci::build(spec, cargo_options, clients, finished, shell).await?)
+            Built::Oci(oci::build(spec, cargo_options, clients, early_upload, shell).await?)
         }
         BuilderKind::Docker => {
             Built::Engine(docker::build(spec, cargo_options, clients, shell).await?)

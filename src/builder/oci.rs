@@ -7,6 +7,7 @@
 //! 3. the binary.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use miette::{Diagnostic, IntoDiagnostic, Result, WrapErr};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
@@ -14,9 +15,10 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use super::base_check;
 use crate::cargo::CargoOptions;
 use crate::image::base_fs::BaseFs;
-use crate::image::layer::{Layer, LayerBuilder, LayerCache, LayerTap, Origin};
+use crate::image::early_upload::{EarlyUpload, EarlyUploadStream};
+use crate::image::layer::{Layer, LayerBuilder, LayerCache, LayerSlot, Origin};
 use crate::image::scratch;
-use crate::image::{self, BaseImage, Family, Image, LayerListener, RunConfig};
+use crate::image::{self, BaseImage, Family, Image, RunConfig};
 use crate::reference::{Digest, ImageRef};
 use crate::registry::pool::Clients;
 use crate::runtime_closure::{self, Linkage};
@@ -58,13 +60,13 @@ pub enum BuildError {
     },
 }
 
-/// Builds the binary with cargo and assembles its image; `finished` hears of each layer as
+/// Builds the binary with cargo and assembles its image; `early_upload` hears of each layer as
 /// soon as it is written.
 pub async fn build(
     target: &BuildSpec,
     cargo_options: &CargoOptions,
     clients: &Clients,
-    finished: Option<LayerListener>,
+    early_upload: Option<Arc<dyn EarlyUpload>>,
     shell: &Shell,
 ) -> Result<Image> {
     // Resolve the base first: a typo in `base` should not cost a compile.
@@ -74,7 +76,7 @@ pub async fn build(
     };
     let base = resolve_base(target, architecture, clients, shell).await?;
     let binary = super::build_binary(target, cargo_options, shell).await?;
-    assemble_with_base(target, &binary, base, clients, finished, shell).await
+    assemble_with_base(target, &binary, base, clients, early_upload, shell).await
 }
 
 /// Assembles the image for an already built binary.
@@ -114,7 +116,7 @@ async fn assemble_with_base(
     binary: &Path,
     base: Option<BaseImage>,
     clients: &Clients,
-    finished: Option<LayerListener>,
+    early_upload: Option<Arc<dyn EarlyUpload>>,
     shell: &Shell,
 ) -> Result<Image> {
     let architecture = architecture_of(binary)?;
@@ -156,7 +158,7 @@ async fn assemble_with_base(
                 &target,
                 &binary,
                 base_fs.as_ref(),
-                finished.as_ref(),
+                early_upload.as_deref(),
                 &shell,
             )
         })
@@ -186,72 +188,69 @@ async fn assemble_with_base(
 }
 
 /// Our layers, in the order the image lists them (see the module doc). Each is announced to
-/// `finished` as soon as it is written, while the others may still be compressing.
+/// `early_upload` as soon as it is written, while the others may still be compressing.
 fn make_layers(
     target: &BuildSpec,
     binary: &Path,
     base: Option<&BaseFs>,
-    finished: Option<&LayerListener>,
+    early_upload: Option<&dyn EarlyUpload>,
     shell: &Shell,
 ) -> Result<Vec<Layer>> {
+    // One handle for this image's layers: the first lookup prunes the cache directory.
+    let cache = LayerCache::new(target.layer_cache.clone(), shell.clone());
     let mut pending = Vec::new();
     if base.is_none() {
         let runtime = runtime_layer(target, binary, shell)?;
         if !runtime.is_empty() {
             pending.push(PendingLayer::new(
                 runtime,
-                layer_cache(target, "runtime", shell),
+                layer_slot(&cache, target, "runtime"),
             ));
         }
     }
     if let Some(includes) = includes_layer(target, base)? {
-        let mut includes = PendingLayer::new(includes, layer_cache(target, "includes", shell));
+        let mut includes = PendingLayer::new(includes, layer_slot(&cache, target, "includes"));
         includes.context = Some("reading the files of `include`".into());
         pending.push(includes);
     }
     let mut app = PendingLayer::new(
         binary_layer(target, binary, base),
-        layer_cache(target, "binary", shell),
+        layer_slot(&cache, target, "binary"),
     );
     app.context = Some(format!("reading {}", binary.display()));
     pending.push(app);
-    finish_layers(pending, target.image.compression, finished, shell)
+    finish_layers(pending, target.image.compression, early_upload, shell)
 }
 
 /// A layer whose files are listed but not yet read, with what to say when one cannot be read.
 struct PendingLayer {
     builder: LayerBuilder,
-    cache: LayerCache,
+    slot: LayerSlot,
     context: Option<String>,
 }
 
 impl PendingLayer {
-    fn new(builder: LayerBuilder, cache: LayerCache) -> PendingLayer {
+    fn new(builder: LayerBuilder, slot: LayerSlot) -> PendingLayer {
         PendingLayer {
             builder,
-            cache,
+            slot,
             context: None,
         }
     }
 }
 
-/// The layer cache's slot for one kind of layer of this target; a wait for its lock is told to
-/// `shell`.
-fn layer_cache(target: &BuildSpec, kind: &str, shell: &Shell) -> LayerCache {
-    LayerCache {
-        dir: target.layer_cache.clone(),
-        // One slot per platform, so building several platforms does not evict each other.
-        slot: match target.cross.as_ref().filter(|c| c.target.is_some()) {
-            Some(c) => format!(
-                "{}-{}-{}-{kind}",
-                target.package,
-                target.bin,
-                c.platform.architecture()
-            ),
-            None => format!("{}-{}-{kind}", target.package, target.bin),
-        },
-        shell: shell.clone(),
-    }
+/// The layer cache's slot for one kind of layer of this target.
+fn layer_slot(cache: &LayerCache, target: &BuildSpec, kind: &str) -> LayerSlot {
+    // One slot per platform, so building several platforms does not evict each other.
+    cache.slot(match target.cross.as_ref().filter(|c| c.target.is_some()) {
+        Some(c) => format!(
+            "{}-{}-{}-{kind}",
+            target.package,
+            target.bin,
+            c.platform.architecture()
+        ),
+        None => format!("{}-{}-{kind}", target.package, target.bin),
+    })
 }
 
 /// Scratch only: the system files and, for a dynamically linked binary, its runtime closure
@@ -337,7 +336,7 @@ fn binary_layer(target: &BuildSpec, binary: &Path, base: Option<&BaseFs>) -> Lay
 fn finish_layers(
     pending: Vec<PendingLayer>,
     codec: Codec,
-    finished: Option<&LayerListener>,
+    early_upload: Option<&dyn EarlyUpload>,
     shell: &Shell,
 ) -> Result<Vec<Layer>> {
     let results: Vec<(std::io::Result<Layer>, Option<String>)> = std::thread::scope(|scope| {
@@ -347,20 +346,20 @@ fn finish_layers(
                 let thread = scope.spawn(move || {
                     let description = p.builder.description().to_string();
                     let file_bytes = p.builder.file_bytes();
-                    let mut tapped = false;
+                    let mut streamed = false;
                     let layer = finish_layer(
                         p.builder,
-                        &p.cache,
+                        &p.slot,
                         codec,
                         &mut || {
-                            let tap = finished?.compressing(&description, file_bytes);
-                            tapped = tap.is_some();
-                            tap
+                            let stream = early_upload?.compressing(&description, file_bytes);
+                            streamed = stream.is_some();
+                            stream
                         },
                         shell,
                     )?;
-                    if let Some(finished) = finished {
-                        finished.finished(&layer, tapped);
+                    if let Some(early_upload) = early_upload {
+                        early_upload.finished(&layer, streamed);
                     }
                     Ok(layer)
                 });
@@ -389,17 +388,18 @@ fn finish_layers(
 }
 
 /// Finishes a layer with a progress bar (on a terminal) while it is tarred and compressed;
-/// `tap` may take a copy of the compressed bytes (see [`LayerBuilder::finish_with_cache`]).
+/// `open_stream` may give a stream to copy the compressed bytes to (see
+/// [`LayerBuilder::finish_with_cache`]).
 fn finish_layer(
     builder: LayerBuilder,
-    cache: &LayerCache,
+    slot: &LayerSlot,
     codec: Codec,
-    tap: &mut dyn FnMut() -> Option<Box<dyn LayerTap>>,
+    open_stream: &mut dyn FnMut() -> Option<Box<dyn EarlyUploadStream>>,
     shell: &Shell,
 ) -> std::io::Result<Layer> {
     let progress = shell.progress("Compressing", builder.description(), builder.file_bytes());
     let advance = progress.clone();
-    let layer = builder.finish_with_cache(cache, codec, &move |n| advance.advance(n), tap);
+    let layer = builder.finish_with_cache(slot, codec, &move |n| advance.advance(n), open_stream);
     progress.finish();
     let layer = layer?;
     if layer.origin == Origin::Unchanged {

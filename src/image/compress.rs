@@ -49,9 +49,10 @@ struct Job {
     reply: SyncSender<io::Result<Vec<u8>>>,
 }
 
-/// A writer that gzips what it is given on `threads` threads and writes the member to `inner`.
-/// Call [`finish`](Self::finish): dropping it without leaves the output incomplete.
-pub struct ParallelGzip<W: Write> {
+/// A writer that compresses what it is given (gzip or zstd) on `threads` threads and writes the
+/// result (one gzip member, or one zstd frame per block) to `inner`. Call
+/// [`finish`](Self::finish): dropping it without leaves the output incomplete.
+pub struct ParallelCompressor<W: Write> {
     codec: Codec,
     /// Taken out by `finish`.
     inner: Option<W>,
@@ -70,7 +71,7 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-impl<W: Write> ParallelGzip<W> {
+impl<W: Write> ParallelCompressor<W> {
     #[cfg(test)]
     pub fn with_threads(inner: W, threads: usize) -> io::Result<Self> {
         Self::with_codec(inner, Codec::Gzip, threads)
@@ -88,7 +89,7 @@ impl<W: Write> ParallelGzip<W> {
         for i in 0..threads {
             let queue = Arc::clone(&queue);
             let worker = std::thread::Builder::new()
-                .name(format!("gzip-{i}"))
+                .name(format!("compress-{i}"))
                 .spawn(move || {
                     loop {
                         // The lock is held only to take a job, not while compressing it.
@@ -106,7 +107,7 @@ impl<W: Write> ParallelGzip<W> {
                 })?;
             workers.push(worker);
         }
-        Ok(ParallelGzip {
+        Ok(ParallelCompressor {
             codec,
             inner: Some(inner),
             buf: Vec::with_capacity(BLOCK_SIZE),
@@ -180,13 +181,13 @@ impl<W: Write> ParallelGzip<W> {
     }
 }
 
-impl<W: Write> Drop for ParallelGzip<W> {
+impl<W: Write> Drop for ParallelCompressor<W> {
     fn drop(&mut self) {
         self.stop_workers();
     }
 }
 
-impl<W: Write> Write for ParallelGzip<W> {
+impl<W: Write> Write for ParallelCompressor<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if data.is_empty() {
             return Ok(0);
@@ -315,7 +316,7 @@ mod tests {
     }
 
     fn gzip(data: &[u8], threads: usize, piece: usize) -> Vec<u8> {
-        let mut w = ParallelGzip::with_threads(Vec::new(), threads).unwrap();
+        let mut w = ParallelCompressor::with_threads(Vec::new(), threads).unwrap();
         for chunk in data.chunks(piece) {
             w.write_all(chunk).unwrap();
         }
@@ -403,7 +404,8 @@ mod tests {
         for len in [0, 100, BLOCK_SIZE, 3 * BLOCK_SIZE + 12_345] {
             let data = sample(len);
             let z = |threads, piece: usize| {
-                let mut w = ParallelGzip::with_codec(Vec::new(), Codec::Zstd, threads).unwrap();
+                let mut w =
+                    ParallelCompressor::with_codec(Vec::new(), Codec::Zstd, threads).unwrap();
                 for chunk in data.chunks(piece.max(1)) {
                     w.write_all(chunk).unwrap();
                 }

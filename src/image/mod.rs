@@ -4,6 +4,7 @@
 
 pub mod base_fs;
 pub mod compress;
+pub mod early_upload;
 pub(crate) mod exact;
 pub mod input_cache;
 pub mod layer;
@@ -26,23 +27,6 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-
-/// Told of each of our layers as soon as it is written to the layer cache, while later ones may
-/// still be compressing, so whoever publishes the image can start sending it. The builder does
-/// not know who listens.
-pub type LayerListener = std::sync::Arc<dyn LayerEvents>;
-
-/// What a [`LayerListener`] hears.
-pub trait LayerEvents: Send + Sync {
-    /// A layer being compressed turned out new (its bytes differ from the blob it had last
-    /// time): where to copy its compressed bytes, the common prefix first, if anywhere. The cache file is written the
-    /// same either way.
-    /// `file_bytes`: what its files hold, uncompressed.
-    fn compressing(&self, description: &str, file_bytes: u64) -> Option<Box<dyn layer::LayerTap>>;
-    /// The layer is in the layer cache. `tapped`: its bytes also went to the tap `compressing`
-    /// gave for it, which was told of the finished layer.
-    fn finished(&self, layer: &Layer, tapped: bool);
-}
 
 /// Where a blob's bytes are.
 #[derive(Debug, Clone)]

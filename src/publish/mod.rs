@@ -1,13 +1,15 @@
 //! Publishers put a finished image somewhere and say what digest it got there. They never know
 //! how the image was made. `registry` pushes an in-process image over the distribution API;
-//! `engine` has a Docker engine push an image it holds.
+//! `engine` has a Docker engine push an image it holds; `load` (`--load`) hands a Docker engine
+//! the archive `tarball` writes.
 
 pub mod attach;
 pub mod check_pull;
-pub mod daemon;
+pub mod early_upload;
 pub mod engine;
 pub mod index;
 pub mod layout;
+pub mod load;
 pub mod local;
 pub mod registry;
 pub mod shell_events;

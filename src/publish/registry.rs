@@ -1,19 +1,18 @@
 //! Pushes an [`Image`] to the `external` side of a destination over the distribution API:
 //! HEAD each blob and skip those present, mount blobs that live in another repository of the
 //! same registry, upload the rest, and put the manifest last, once every blob is confirmed, so
-//! a tag never points at missing blobs. [`upload_early`] sends layers while the image is still
-//! being built; the publisher then takes their outcome as it is.
+//! a tag never points at missing blobs. Layers the early upload (`early_upload`) sent while the
+//! image was still being built are not checked again: the publisher takes their outcome as it
+//! is.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use miette::{Result, WrapErr};
 
 use super::Published;
-use crate::image::layer::{Layer, LayerTap};
-use crate::image::{Blob, BlobSource, Image, LayerEvents, LayerListener};
+use super::early_upload::EarlyUploadOutcomes;
+use crate::image::{Blob, BlobSource, Image};
 use crate::reference::{Digest, Repository};
 use crate::registry::pool::Clients;
 use crate::registry::{ClientOptions, Mount, RegistryClient, RegistryError, RetryPolicy};
@@ -32,17 +31,18 @@ impl From<&crate::spec::RegistryOptions> for ClientOptions {
 }
 
 /// How many blobs move at once.
-const PARALLEL_BLOBS: usize = 4;
+pub(super) const PARALLEL_BLOBS: usize = 4;
 /// Whole-copy attempts for blobs streamed from another registry (the stream cannot rewind).
 const STREAM_ATTEMPTS: u32 = 3;
 
 pub struct RegistryPublisher<'a> {
     clients: &'a Clients,
-    shell: &'a Shell,
+    /// Told what is pushed.
+    pub(super) shell: &'a Shell,
 }
 
 #[derive(Debug, Clone, Copy)]
-enum BlobOutcome {
+pub(super) enum BlobOutcome {
     Present,
     Mounted,
     Uploaded(u64),
@@ -55,7 +55,7 @@ impl<'a> RegistryPublisher<'a> {
     }
 
     pub async fn publish(&self, image: &Image, destination: &Destination) -> Result<Published> {
-        self.publish_after(image, destination, &EarlyBlobs::default())
+        self.publish_after(image, destination, &EarlyUploadOutcomes::default())
             .await
     }
 
@@ -65,14 +65,9 @@ impl<'a> RegistryPublisher<'a> {
         &self,
         image: &Image,
         destination: &Destination,
-        early: &EarlyBlobs,
+        early: &EarlyUploadOutcomes,
     ) -> Result<Published> {
-        let unreachable = early
-            .unreachable
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(e) = unreachable {
+        if let Some(e) = early.take_unreachable() {
             return Err(e.into());
         }
         let client = self.clients.get(&destination.external).await?;
@@ -101,7 +96,7 @@ impl<'a> RegistryPublisher<'a> {
         client: &Arc<RegistryClient>,
         repo: &Repository,
         image: &Image,
-        early: &EarlyBlobs,
+        early: &EarlyUploadOutcomes,
     ) -> Result<Vec<BlobOutcome>> {
         stream::iter(image.blobs())
             .map(|blob| async {
@@ -210,7 +205,7 @@ impl<'a> RegistryPublisher<'a> {
         }
     }
 
-    async fn push_blob(
+    pub(super) async fn push_blob(
         &self,
         client: &Arc<RegistryClient>,
         repo: &Repository,
@@ -331,260 +326,6 @@ impl<'a> RegistryPublisher<'a> {
             .await;
         progress.finish();
         result
-    }
-}
-
-/// Blobs sent to a destination while its image was still being built: what became of each.
-#[derive(Default)]
-pub struct EarlyBlobs {
-    /// What became of each early upload, with the full retry policy behind it: a failure is
-    /// the push's failure, not something to try all over again.
-    sent: std::sync::Mutex<HashMap<Digest, Result<BlobOutcome>>>,
-    /// The registry could not be reached (after the retry policy's attempts): the publisher
-    /// reports this rather than trying all over again.
-    unreachable: std::sync::Mutex<Option<RegistryError>>,
-}
-
-impl EarlyBlobs {
-    /// The early upload's outcome for `digest`, if there was one (taken: each blob is
-    /// published once per image).
-    fn take(&self, digest: &Digest) -> Option<Result<BlobOutcome>> {
-        self.sent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(digest)
-    }
-}
-
-/// How many pieces of compressed output (each at most a compression block, 512 KiB, plus its
-/// framing) wait for a streamed upload; beyond that the compressor waits for the network.
-const STREAM_QUEUE: usize = 4;
-
-/// Layers whose files hold less (uncompressed) are not streamed.
-const STREAM_FROM: u64 = 16 << 20;
-
-/// A layer for [`upload_early`]: written to the layer cache, or still being compressed with its
-/// bytes streamed as they come.
-enum EarlyLayer {
-    Finished(Layer),
-    Streaming(StreamingLayer),
-}
-
-/// A layer being compressed: its compressed bytes as they come, then the finished layer.
-struct StreamingLayer {
-    description: String,
-    chunks: tokio::sync::mpsc::Receiver<Bytes>,
-    /// Dropped unsent when the layer could not be made (the build says why).
-    done: tokio::sync::oneshot::Receiver<Layer>,
-}
-
-/// The layers the builder hands to [`upload_early`].
-pub struct EarlyLayers {
-    layers: tokio::sync::mpsc::UnboundedReceiver<EarlyLayer>,
-}
-
-/// The builder's end of [`EarlyLayers`].
-struct EarlyListener {
-    layers: tokio::sync::mpsc::UnboundedSender<EarlyLayer>,
-}
-
-/// A listener for the builder, and the layers it hears of for [`upload_early`].
-pub fn early_layers() -> (LayerListener, EarlyLayers) {
-    let (sender, layers) = tokio::sync::mpsc::unbounded_channel();
-    let listener = EarlyListener { layers: sender };
-    (Arc::new(listener), EarlyLayers { layers })
-}
-
-impl LayerEvents for EarlyListener {
-    fn compressing(&self, description: &str, file_bytes: u64) -> Option<Box<dyn LayerTap>> {
-        // A small layer is compressed in moments: it waits, and is checked with HEAD first.
-        // (The builder asks only once a layer's bytes differ from its last blob's.)
-        if file_bytes < STREAM_FROM {
-            return None;
-        }
-        let (chunks, receiver) = tokio::sync::mpsc::channel(STREAM_QUEUE);
-        let (done, finished) = tokio::sync::oneshot::channel();
-        let streaming = StreamingLayer {
-            description: description.to_string(),
-            chunks: receiver,
-            done: finished,
-        };
-        // Fails when upload_early gave up (the registry could not be reached): no stream then.
-        self.layers.send(EarlyLayer::Streaming(streaming)).ok()?;
-        Some(Box::new(StreamTap {
-            chunks,
-            done: Some(done),
-        }))
-    }
-
-    fn finished(&self, layer: &Layer, tapped: bool) {
-        // A streamed layer's upload hears of it through its tap.
-        if !tapped {
-            let _ = self.layers.send(EarlyLayer::Finished(layer.clone()));
-        }
-    }
-}
-
-/// Hands the compressor's output to a streamed upload, on the compressor's thread (never an
-/// async one): waits while the queue is full, so memory stays bounded.
-struct StreamTap {
-    chunks: tokio::sync::mpsc::Sender<Bytes>,
-    done: Option<tokio::sync::oneshot::Sender<Layer>>,
-}
-
-impl LayerTap for StreamTap {
-    fn write(&mut self, bytes: &[u8]) -> bool {
-        // Fails once the upload gave up (its end of the queue is gone).
-        self.chunks
-            .blocking_send(Bytes::copy_from_slice(bytes))
-            .is_ok()
-    }
-
-    fn finish(mut self: Box<Self>, layer: &Layer) {
-        // Sent before the queue closes (when `self` drops), so the upload has the digest at
-        // the end of its body.
-        if let Some(done) = self.done.take() {
-            let _ = done.send(layer.clone());
-        }
-    }
-}
-
-/// Sends each layer that arrives on `layers` to the destination's repository, several at
-/// once, until the builder drops its end: a finished layer checked with HEAD first, like any
-/// blob; a layer with new content streamed while it is compressed (see
-/// [`RegistryPublisher::stream_layer`]). Connects to the registry at once, so the ping and
-/// credential lookup overlap the compile. Nothing here fails the run by itself: each outcome,
-/// a failed upload (after the retry policy) or a failed connect included, is kept for the
-/// publisher to report after the build, which may fail first.
-pub async fn upload_early(
-    clients: &Clients,
-    destination: &Destination,
-    layers: EarlyLayers,
-    shell: &Shell,
-) -> EarlyBlobs {
-    let mut early = EarlyBlobs::default();
-    let client = match clients.get(&destination.external).await {
-        Ok(client) => client,
-        // Dropping `layers` ends any stream begun meanwhile: its compressor goes on alone.
-        Err(e) => {
-            early.unreachable = std::sync::Mutex::new(Some(e));
-            return early;
-        }
-    };
-    let publisher = RegistryPublisher::new(clients, shell);
-    let repo = &destination.repository;
-    let arriving = stream::unfold(layers.layers, |mut layers| async move {
-        layers.recv().await.map(|layer| (layer, layers))
-    });
-    let sent: Vec<Option<(Digest, Result<BlobOutcome>)>> = arriving
-        .map(|layer| {
-            let (publisher, client) = (&publisher, &client);
-            async move {
-                match layer {
-                    EarlyLayer::Finished(layer) => {
-                        let blob = cached_blob(layer);
-                        shell.detail(&format!(
-                            "sending {} while the image is being built",
-                            blob.description
-                        ));
-                        let outcome = publisher.push_blob(client, repo, &blob).await;
-                        Some((blob.digest, outcome))
-                    }
-                    EarlyLayer::Streaming(streaming) => {
-                        publisher.stream_layer(client, repo, streaming).await
-                    }
-                }
-            }
-        })
-        .buffer_unordered(PARALLEL_BLOBS)
-        .collect()
-        .await;
-    early.sent = std::sync::Mutex::new(sent.into_iter().flatten().collect());
-    early
-}
-
-/// A layer in the layer cache as a blob to upload.
-fn cached_blob(layer: Layer) -> Blob {
-    Blob {
-        digest: layer.digest,
-        size: layer.size,
-        // Not sent with a blob upload; the manifest names the type.
-        media_type: String::new(),
-        source: BlobSource::File(layer.file),
-        description: layer.description,
-    }
-}
-
-impl RegistryPublisher<'_> {
-    /// Uploads a layer while it is compressed: one session whose PATCH body follows the
-    /// compressor, closed with the digest once the layer is finished. Anything failing on the
-    /// way sends the finished layer from the layer cache instead, as if it had not been
-    /// streamed. `None`: the layer could not be made (the build reports why).
-    async fn stream_layer(
-        &self,
-        client: &Arc<RegistryClient>,
-        repo: &Repository,
-        streaming: StreamingLayer,
-    ) -> Option<(Digest, Result<BlobOutcome>)> {
-        let StreamingLayer {
-            description,
-            chunks,
-            done,
-        } = streaming;
-        self.shell.detail(&format!(
-            "streaming {description} to {} while it is compressed",
-            client.registry()
-        ));
-        let body = stream::unfold(chunks, |mut chunks| async move {
-            chunks
-                .recv()
-                .await
-                .map(|chunk| (Ok::<_, std::io::Error>(chunk), chunks))
-        });
-        // On failure the body is dropped, and with it the queue: the compressor goes on alone.
-        let sent = client.upload_streamed(repo, body).await;
-        let layer = done.await.ok()?;
-        let result = match sent {
-            Ok(upload) if upload.bytes == layer.size => {
-                client.finish_streamed(repo, upload, &layer.digest).await
-            }
-            Ok(upload) => Err(RegistryError::Protocol {
-                registry: client.registry().to_string(),
-                what: format!("the streamed upload of {description}"),
-                cause: format!("it carried {} of {} bytes", upload.bytes, layer.size),
-            }
-            .into()),
-            Err(failed) => Err(failed),
-        };
-        let blob = cached_blob(layer);
-        match result {
-            Ok(()) => {
-                self.shell.detail(&format!(
-                    "uploaded {description} ({}) while it was compressed",
-                    human_bytes(blob.size)
-                ));
-                Some((blob.digest, Ok(BlobOutcome::Uploaded(blob.size))))
-            }
-            Err(failed) => {
-                let e = failed.error;
-                // A registry that asked to wait (429, 503 with Retry-After) is given that time,
-                // as the normal upload would, within the retry policy's total time.
-                match failed.retry_after {
-                    Some(wait) if wait <= client.retry_policy().total => {
-                        self.shell.detail(&format!(
-                            "streaming {description}: {e}; sending it from the layer cache instead in {:.1}s as Retry-After asks",
-                            wait.as_secs_f32()
-                        ));
-                        tokio::time::sleep(wait).await;
-                    }
-                    _ => self.shell.detail(&format!(
-                        "streaming {description}: {e}; sending it from the layer cache instead"
-                    )),
-                }
-                let outcome = self.push_blob(client, repo, &blob).await;
-                Some((blob.digest, outcome))
-            }
-        }
     }
 }
 

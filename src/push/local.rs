@@ -65,10 +65,10 @@ pub(super) async fn write_local(
     if destinations.load {
         if !images.is_empty() {
             let engine = engine::Engine::connect(shell).await?;
-            publish::daemon::load(&engine, images).await?;
+            publish::load::load(&engine, images).await?;
         }
         for (image, target) in engine_images {
-            publish::daemon::tag_in_engine(image, &target.destination).await?;
+            publish::load::tag_in_engine(image, &target.destination).await?;
         }
     }
     Ok(())

@@ -10,7 +10,7 @@ use crate::builder::{self, Built};
 use crate::cargo::CargoOptions;
 use crate::plan::Target;
 use crate::platform;
-use crate::publish::{self, registry::EarlyBlobs};
+use crate::publish::{self, early_upload::EarlyUploadOutcomes};
 use crate::registry::pool::Clients;
 use crate::report::ImageReport;
 use crate::request::Destinations;
@@ -25,7 +25,7 @@ pub(super) struct PlatformImage {
     pub(super) image: Built,
     pub(super) facts: Option<supply_chain::BuildFacts>,
     /// Layers already sent to the destination while the image was built.
-    pub(super) early: EarlyBlobs,
+    pub(super) early: EarlyUploadOutcomes,
 }
 
 /// Builds each platform of `target`, with the facts its SBOM and provenance will state. With
@@ -49,7 +49,7 @@ pub(super) async fn build_platforms(
                 build_sending_layers(&spec, target, cargo_options, clients, shell).await
             } else {
                 let image = builder::build(&spec, cargo_options, clients, None, shell).await;
-                (image, EarlyBlobs::default())
+                (image, EarlyUploadOutcomes::default())
             }
         };
         let (image, early, facts) = if cargo_options.locked || cargo_options.frozen {
@@ -84,12 +84,12 @@ async fn build_sending_layers(
     cargo_options: &CargoOptions,
     clients: &Clients,
     shell: &Shell,
-) -> (Result<Built>, EarlyBlobs) {
-    let (listener, layers) = publish::registry::early_layers();
-    // The listener (and so the sender) is dropped when the build ends, which ends the uploads.
+) -> (Result<Built>, EarlyUploadOutcomes) {
+    let (early_upload, layers) = publish::early_upload::early_upload_channel();
+    // The early upload (and so the sender) is dropped when the build ends, which ends the uploads.
     tokio::join!(
-        builder::build(spec, cargo_options, clients, Some(listener), shell),
-        publish::registry::upload_early(clients, &target.destination, layers, shell),
+        builder::build(spec, cargo_options, clients, Some(early_upload), shell),
+        publish::early_upload::upload_early(clients, &target.destination, layers, shell),
     )
 }
 

@@ -309,3 +309,140 @@ pub(super) fn split_path_list(list: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime_closure::search::multiarch_triplet;
+    use crate::runtime_closure::test_support::{system_ls, write_file};
+    use crate::runtime_closure::{requirements, runtime_closure};
+    use std::fs;
+    use std::path::PathBuf;
+
+    fn host_libc() -> (PathBuf, HashSet<String>) {
+        let path = PathBuf::from(format!(
+            "/lib/{}/libc.so.6",
+            multiarch_triplet(elf::EM_X86_64).unwrap()
+        ));
+        let bytes = fs::read(&path).expect("the host's libc");
+        let defined = defined_versions(&path, &bytes).unwrap();
+        (path, defined)
+    }
+
+    #[test]
+    fn glibc_versions_of_real_files() {
+        let (libc, defined) = host_libc();
+        // glibc defines every version since the first of its architecture.
+        assert!(defined.contains("GLIBC_2.2.5"), "{libc:?}: {defined:?}");
+        assert!(defined.contains("GLIBC_2.34"), "{defined:?}");
+        assert!(!defined.iter().any(|v| v == "libc.so.6"), "{defined:?}");
+
+        let ls = system_ls();
+        let needs = requirements(&ls).unwrap();
+        let from_libc = needs.versions.get("libc.so.6").expect("ls uses libc");
+        assert!(
+            from_libc.iter().all(|v| v.starts_with("GLIBC_")),
+            "{from_libc:?}"
+        );
+        // The host's libc runs the host's ls.
+        assert_eq!(missing_versions(from_libc, &defined), Vec::<String>::new());
+        // An older libc, without the newest version ls needs, is caught.
+        let newest = from_libc
+            .iter()
+            .max_by_key(|v| {
+                v.trim_start_matches("GLIBC_")
+                    .split('.')
+                    .map(|p| p.parse::<u32>().unwrap_or(0))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap()
+            .clone();
+        let mut older = defined.clone();
+        older.remove(&newest);
+        assert_eq!(missing_versions(from_libc, &older), vec![newest]);
+        assert!(needs.interpreter.is_some());
+        assert!(needs.needed.contains(&"libc.so.6".to_string()));
+        // A library defines versions but needs none of its own from libc itself.
+        let libc_needs = needed_versions(&libc, &fs::read(&libc).unwrap()).unwrap();
+        assert!(!libc_needs.contains_key("libc.so.6"), "{libc_needs:?}");
+    }
+
+    #[test]
+    fn files_that_are_not_elf_are_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = write_file(dir.path(), "empty", b"");
+        let script = write_file(dir.path(), "script.sh", b"#!/bin/sh\necho hi\n");
+        for path in [empty, script] {
+            let error = runtime_closure(&path).expect_err("not ELF");
+            assert!(matches!(error, ClosureError::NotElf { .. }), "{error}");
+        }
+
+        let missing = dir.path().join("missing");
+        let error = runtime_closure(&missing).expect_err("missing file");
+        assert!(matches!(error, ClosureError::Io { .. }), "{error}");
+        assert!(error.to_string().contains("missing"), "{error}");
+    }
+
+    #[test]
+    fn garbage_after_elf_magic_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut garbage = elf::ELFMAG.to_vec();
+        garbage.extend([2, 1, 1]);
+        garbage.extend((0..200u32).map(|i| (i.wrapping_mul(37) ^ 0xa5) as u8));
+        let cases: [(&str, &[u8]); 4] = [
+            ("magic-only", &elf::ELFMAG),
+            ("garbage", &garbage),
+            ("32-bit", &[0x7f, b'E', b'L', b'F', 1, 1, 1, 0]),
+            ("big-endian", &[0x7f, b'E', b'L', b'F', 2, 2, 1, 0]),
+        ];
+        for (name, bytes) in cases {
+            let path = write_file(dir.path(), name, bytes);
+            let error = runtime_closure(&path).expect_err(name);
+            assert!(
+                matches!(
+                    error,
+                    ClosureError::Malformed { .. } | ClosureError::Unsupported { .. }
+                ),
+                "{name}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_or_corrupted_binaries_never_panic() {
+        let ls = fs::read(system_ls()).expect("read ls");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mangled");
+        let check = |bytes: &[u8]| {
+            fs::write(&path, bytes).expect("write");
+            // Either outcome is fine; only a panic fails the test.
+            let _ = runtime_closure(&path);
+        };
+
+        for length in (0..128).chain((128..ls.len()).step_by(4093)) {
+            check(&ls[..length]);
+        }
+        // Deterministic pseudo-random corruption of the first pages (headers,
+        // .dynstr) and of the dynamic section itself.
+        let header = parse_header(&path, &ls).expect("ls header");
+        let (dynamic_offset, dynamic_size) = header
+            .program_headers(LittleEndian, &ls[..])
+            .expect("ls program headers")
+            .iter()
+            .find(|segment| segment.p_type(LittleEndian) == elf::PT_DYNAMIC)
+            .expect("ls has PT_DYNAMIC")
+            .file_range(LittleEndian);
+        let regions = [(0, 8192), (dynamic_offset as usize, dynamic_size as usize)];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for round in 0..400 {
+            let (start, size) = regions[round % regions.len()];
+            let mut mangled = ls.clone();
+            for _ in 0..4 {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                let position = start + (seed >> 33) as usize % size;
+                mangled[position] = (seed >> 20) as u8;
+            }
+            check(&mangled);
+        }
+    }
+}

@@ -123,3 +123,46 @@ pub(super) fn wildcard_matches(pattern: &str, name: &str) -> bool {
     }
     pattern[p..].iter().all(|&c| c == '*')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime_closure::test_support::{canonical_tempdir, write_file};
+
+    #[test]
+    fn ld_so_conf_includes_are_followed_in_order() {
+        let (_dir, root) = canonical_tempdir();
+        let conf_d = root.join("conf.d");
+        fs::create_dir(&conf_d).expect("mkdir");
+        let conf = write_file(
+            &root,
+            "ld.so.conf",
+            b"# comment\ninclude conf.d/*.conf\n/opt/first # trailing\nhwcap 0 nosegneg\n\
+              /opt/legacy=libc6\nrelative/dir\ninclude ld.so.conf\n",
+        );
+        write_file(&conf_d, "b.conf", b"/opt/b\n/opt/first\n");
+        write_file(&conf_d, "a.conf", b"/opt/a/\n");
+        write_file(&conf_d, ".hidden.conf", b"/opt/hidden\n");
+        write_file(&conf_d, "c.txt", b"/opt/txt\n");
+
+        let dirs = ld_so_conf_dirs(&conf);
+        let expected: Vec<PathBuf> = ["/opt/a", "/opt/b", "/opt/first", "/opt/legacy"]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(dirs, expected);
+        assert!(ld_so_conf_dirs(&root.join("absent.conf")).is_empty());
+    }
+
+    #[test]
+    fn wildcards_match_like_glob() {
+        assert!(wildcard_matches("*.conf", "libc.conf"));
+        assert!(!wildcard_matches("*.conf", "libc.con"));
+        assert!(!wildcard_matches("*.conf", ".hidden.conf"));
+        assert!(wildcard_matches("a*b*c", "aXXbYc"));
+        assert!(wildcard_matches("*a", "aaa"));
+        assert!(wildcard_matches("lib?.conf", "libx.conf"));
+        assert!(!wildcard_matches("lib?.conf", "lib.conf"));
+        assert!(wildcard_matches("exact", "exact"));
+    }
+}

@@ -394,3 +394,239 @@ pub fn requirements(binary: &Path) -> Result<Requirements, ClosureError> {
         triplet: multiarch_triplet(header.e_machine(LittleEndian)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime_closure::test_support::{
+        assert_sorted_unique_regular_files, build_main_foo_bar, canonical_tempdir, cc, image_paths,
+        system_ls, write_file,
+    };
+    use crate::runtime_closure::{closure_with_ld_so_conf, runtime_closure, runtime_closure_for};
+
+    #[test]
+    fn search_dirs_put_rpath_first_and_skip_origin() {
+        let needs = Requirements {
+            search_path: vec!["/opt/lib".into(), "$ORIGIN/../lib".into()],
+            triplet: Some("x86_64-linux-gnu"),
+            ..Requirements::default()
+        };
+        let dirs = library_search_dirs(&needs, &["/usr/local/lib".to_string()]);
+        assert_eq!(dirs[0], "/opt/lib");
+        assert_eq!(dirs[1], "/usr/local/lib");
+        assert_eq!(dirs[2], "/lib/x86_64-linux-gnu");
+        assert!(!dirs.iter().any(|d| d.contains('$')));
+    }
+
+    #[test]
+    fn transitive_dependencies_are_resolved_once() {
+        // apt → libstdc++.so.6 → libm.so.6, and libgcc_s.so.1 is needed twice.
+        let apt = Path::new("/usr/bin/apt");
+        if !apt.is_file() {
+            eprintln!("skipped: /usr/bin/apt is not installed");
+            return;
+        }
+        let closure = runtime_closure(apt).expect("closure of apt");
+        assert_sorted_unique_regular_files(&closure);
+        let names: Vec<_> = closure
+            .files
+            .iter()
+            .filter_map(|file| file.image_path.file_name()?.to_str())
+            .collect();
+        for needed in ["libstdc++.so.6", "libm.so.6", "libgcc_s.so.1", "libc.so.6"] {
+            assert_eq!(
+                names.iter().filter(|name| **name == needed).count(),
+                1,
+                "{needed} in {names:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_library_names_library_needer_and_dirs() {
+        let mut ls = fs::read(system_ls()).expect("read ls");
+        // Same length, so the .dynstr offsets stay valid.
+        let (original, replacement) = (&b"\0libselinux.so.1\0"[..], &b"\0libnothere.so.1\0"[..]);
+        let Some(position) = ls
+            .windows(original.len())
+            .position(|window| window == original)
+        else {
+            eprintln!("skipped: ls does not need libselinux.so.1");
+            return;
+        };
+        ls[position..position + replacement.len()].copy_from_slice(replacement);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let patched = write_file(dir.path(), "ls-patched", &ls);
+
+        let error = runtime_closure(&patched).expect_err("missing library");
+        let ClosureError::LibraryNotFound {
+            library,
+            needed_by,
+            searched,
+        } = &error
+        else {
+            panic!("unexpected error: {error}");
+        };
+        assert_eq!(library, "libnothere.so.1");
+        assert_eq!(needed_by, &fs::canonicalize(&patched).expect("canonical"));
+        assert!(searched.contains(&PathBuf::from("/lib/x86_64-linux-gnu")));
+        let message = error.to_string();
+        assert!(message.contains("libnothere.so.1"), "{message}");
+        assert!(message.contains("ls-patched"), "{message}");
+        assert!(message.contains("/usr/lib/x86_64-linux-gnu"), "{message}");
+    }
+
+    #[test]
+    fn runpath_origin_is_expanded_and_normalized() {
+        let (_dir, root) = canonical_tempdir();
+        let Some(main) = build_main_foo_bar(
+            &root,
+            "--enable-new-dtags",
+            &["-Wl,--enable-new-dtags,-rpath,$ORIGIN"],
+        ) else {
+            return;
+        };
+        let closure = runtime_closure(&main).expect("closure");
+        assert_sorted_unique_regular_files(&closure);
+        let paths = image_paths(&closure);
+        for library in ["libfoo.so", "libbar.so"] {
+            let expected = root.join("lib").join(library).display().to_string();
+            assert!(paths.contains(&expected), "{expected} in {paths:?}");
+        }
+        assert!(paths.iter().all(|path| !path.contains("..")), "{paths:?}");
+    }
+
+    #[test]
+    fn origin_libraries_follow_the_binary_to_its_image_path() {
+        let (_dir, root) = canonical_tempdir();
+        let Some(main) = build_main_foo_bar(
+            &root,
+            "--enable-new-dtags",
+            &["-Wl,--enable-new-dtags,-rpath,$ORIGIN"],
+        ) else {
+            return;
+        };
+        let closure =
+            runtime_closure_for(&main, Path::new("/usr/local/bin/main")).expect("closure");
+        let paths = image_paths(&closure);
+        // main's RUNPATH is $ORIGIN/../lib: /usr/local/lib in the image; libfoo's own
+        // RUNPATH ($ORIGIN) then finds libbar beside it.
+        for library in ["/usr/local/lib/libfoo.so", "/usr/local/lib/libbar.so"] {
+            assert!(
+                paths.contains(&library.to_string()),
+                "{library} in {paths:?}"
+            );
+        }
+        let root_text = root.display().to_string();
+        assert!(
+            paths.iter().all(|p| !p.starts_with(&root_text)),
+            "no host path leaks into the image: {paths:?}"
+        );
+    }
+
+    #[test]
+    fn runpath_does_not_apply_to_indirect_dependencies() {
+        // glibc: libfoo has no RUNPATH of its own, and main's RUNPATH only
+        // serves main's own DT_NEEDED, so libbar.so is not found.
+        let (_dir, root) = canonical_tempdir();
+        let Some(main) = build_main_foo_bar(&root, "--enable-new-dtags", &[]) else {
+            return;
+        };
+        let error = runtime_closure(&main).expect_err("libbar.so unreachable");
+        let ClosureError::LibraryNotFound {
+            library, needed_by, ..
+        } = &error
+        else {
+            panic!("unexpected error: {error}");
+        };
+        assert_eq!(library, "libbar.so");
+        assert_eq!(needed_by, &root.join("bin/../lib/libfoo.so"));
+    }
+
+    #[test]
+    fn rpath_of_the_loading_chain_applies_to_indirect_dependencies() {
+        let (_dir, root) = canonical_tempdir();
+        let Some(main) = build_main_foo_bar(&root, "--disable-new-dtags", &[]) else {
+            return;
+        };
+        let closure = runtime_closure(&main).expect("closure");
+        let paths = image_paths(&closure);
+        let libbar = root.join("lib/libbar.so").display().to_string();
+        assert!(paths.contains(&libbar), "{libbar} in {paths:?}");
+    }
+
+    #[test]
+    fn libraries_found_only_through_ld_so_conf_go_next_to_the_interpreter() {
+        let (_dir, root) = canonical_tempdir();
+        let lib = root.join("extra-lib");
+        fs::create_dir(&lib).expect("mkdir");
+        write_file(&lib, "foo.c", b"int foo(void) { return 0; }\n");
+        write_file(
+            &root,
+            "main.c",
+            b"int foo(void);\nint main(void) { return foo(); }\n",
+        );
+        let (lib_dir, root_dir) = (lib.display(), root.display());
+        let built = cc(&[
+            "-shared".into(),
+            "-fPIC".into(),
+            format!("-o{lib_dir}/libfoo.so"),
+            format!("{lib_dir}/foo.c"),
+        ])
+        .and_then(|()| {
+            cc(&[
+                format!("-o{root_dir}/main"),
+                format!("{root_dir}/main.c"),
+                format!("-L{lib_dir}"),
+                "-lfoo".into(),
+            ])
+        });
+        if built.is_none() {
+            return;
+        }
+        let conf = write_file(&root, "ld.so.conf", format!("{lib_dir}\n").as_bytes());
+
+        let closure = closure_with_ld_so_conf(&root.join("main"), None, &conf).expect("closure");
+        let libfoo = closure
+            .files
+            .iter()
+            .find(|file| file.image_path.ends_with("libfoo.so"))
+            .expect("libfoo.so in the closure");
+        let interpreter_dir = fs::canonicalize("/lib64/ld-linux-x86-64.so.2")
+            .expect("interpreter")
+            .with_file_name("libfoo.so");
+        assert_eq!(libfoo.image_path, interpreter_dir);
+        assert_eq!(libfoo.host_path, lib.join("libfoo.so"));
+
+        let error = closure_with_ld_so_conf(&root.join("main"), None, &root.join("absent.conf"))
+            .expect_err("libfoo.so is not in a default dir");
+        assert!(error.to_string().contains("libfoo.so"), "{error}");
+    }
+
+    #[test]
+    fn origin_is_expanded_only_as_a_whole_word() {
+        let origin = Path::new("/opt/app/bin");
+        assert_eq!(
+            expand_origin("$ORIGIN/../lib", origin),
+            Path::new("/opt/app/bin/../lib")
+        );
+        assert_eq!(
+            expand_origin("${ORIGIN}/lib", origin),
+            Path::new("/opt/app/bin/lib")
+        );
+        assert_eq!(
+            expand_origin("/x/$ORIGINAL", origin),
+            Path::new("/x/$ORIGINAL")
+        );
+        assert_eq!(expand_origin("/x/$LIB", origin), Path::new("/x/$LIB"));
+    }
+
+    #[test]
+    fn paths_are_normalized_lexically() {
+        assert_eq!(
+            normalize_lexically(Path::new("/opt/app/bin/../lib/./libfoo.so")),
+            Path::new("/opt/app/lib/libfoo.so")
+        );
+        assert_eq!(normalize_lexically(Path::new("/../x")), Path::new("/x"));
+    }
+}
