@@ -4,17 +4,16 @@
 //! [`early_upload_channel`], and a new large layer's bytes while they are compressed;
 //! [`upload_early`] receives them and sends each one, a finished layer checked with HEAD first
 //! like any blob, a streamed one through a single upload session. What became of each
-//! ([`EarlyUploadOutcomes`]) goes to [`RegistryPublisher::publish_after`], which does not check
+//! ([`EarlyUploadOutcomes`](super::registry::EarlyUploadOutcomes)) goes to [`RegistryPublisher::publish_after`], which does not check
 //! those blobs again.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use miette::Result;
 
-use super::registry::{BlobOutcome, PARALLEL_BLOBS, RegistryPublisher};
+use super::registry::{BlobOutcome, EarlyUploadOutcomes, PARALLEL_BLOBS, RegistryPublisher};
 use crate::image::early_upload::{EarlyUpload, EarlyUploadStream};
 use crate::image::layer::Layer;
 use crate::image::{Blob, BlobSource};
@@ -23,37 +22,6 @@ use crate::registry::pool::Clients;
 use crate::registry::{RegistryClient, RegistryError};
 use crate::shell::{Shell, human_bytes};
 use crate::spec::Destination;
-
-/// Blobs sent to a destination while its image was still being built: what became of each.
-#[derive(Default)]
-pub struct EarlyUploadOutcomes {
-    /// What became of each early upload, with the full retry policy behind it: a failure is
-    /// the push's failure, not something to try all over again.
-    sent: std::sync::Mutex<HashMap<Digest, Result<BlobOutcome>>>,
-    /// The registry could not be reached (after the retry policy's attempts): the publisher
-    /// reports this rather than trying all over again.
-    unreachable: std::sync::Mutex<Option<RegistryError>>,
-}
-
-impl EarlyUploadOutcomes {
-    /// The early upload's outcome for `digest`, if there was one (taken: each blob is
-    /// published once per image).
-    pub(super) fn take(&self, digest: &Digest) -> Option<Result<BlobOutcome>> {
-        self.sent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(digest)
-    }
-
-    /// Why the early upload could not reach the registry, if it could not (taken: reported
-    /// once).
-    pub(super) fn take_unreachable(&self) -> Option<RegistryError> {
-        self.unreachable
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-    }
-}
 
 /// How many pieces of compressed output (each at most a compression block, 512 KiB, plus its
 /// framing) wait for a streamed upload; beyond that the compressor waits for the network.

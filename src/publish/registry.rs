@@ -5,13 +5,13 @@
 //! image was still being built are not checked again: the publisher takes their outcome as it
 //! is.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use miette::{Result, WrapErr};
 
 use super::Published;
-use super::early_upload::EarlyUploadOutcomes;
 use crate::image::{Blob, BlobSource, Image};
 use crate::reference::{Digest, Repository};
 use crate::registry::pool::Clients;
@@ -34,6 +34,37 @@ impl From<&crate::spec::RegistryOptions> for ClientOptions {
 pub(super) const PARALLEL_BLOBS: usize = 4;
 /// Whole-copy attempts for blobs streamed from another registry (the stream cannot rewind).
 const STREAM_ATTEMPTS: u32 = 3;
+
+/// Blobs sent to a destination while its image was still being built: what became of each.
+#[derive(Default)]
+pub struct EarlyUploadOutcomes {
+    /// What became of each early upload, with the full retry policy behind it: a failure is
+    /// the push's failure, not something to try all over again.
+    pub(super) sent: std::sync::Mutex<HashMap<Digest, Result<BlobOutcome>>>,
+    /// The registry could not be reached (after the retry policy's attempts): the publisher
+    /// reports this rather than trying all over again.
+    pub(super) unreachable: std::sync::Mutex<Option<RegistryError>>,
+}
+
+impl EarlyUploadOutcomes {
+    /// The early upload's outcome for `digest`, if there was one (taken: each blob is
+    /// published once per image).
+    pub(super) fn take(&self, digest: &Digest) -> Option<Result<BlobOutcome>> {
+        self.sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(digest)
+    }
+
+    /// Why the early upload could not reach the registry, if it could not (taken: reported
+    /// once).
+    pub(super) fn take_unreachable(&self) -> Option<RegistryError> {
+        self.unreachable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
 
 pub struct RegistryPublisher<'a> {
     clients: &'a Clients,

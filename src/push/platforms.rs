@@ -10,7 +10,7 @@ use crate::builder::{self, Built};
 use crate::cargo::CargoOptions;
 use crate::plan::Target;
 use crate::platform;
-use crate::publish::{self, early_upload::EarlyUploadOutcomes};
+use crate::publish::{self, registry::EarlyUploadOutcomes};
 use crate::registry::pool::Clients;
 use crate::report::ImageReport;
 use crate::request::Destinations;
