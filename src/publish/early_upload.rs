@@ -4,8 +4,8 @@
 //! [`early_upload_channel`], and a new large layer's bytes while they are compressed;
 //! [`upload_early`] receives them and sends each one, a finished layer checked with HEAD first
 //! like any blob, a streamed one through a single upload session. What became of each
-//! ([`EarlyUploadOutcomes`](super::registry::EarlyUploadOutcomes)) goes to [`RegistryPublisher::publish_after`], which does not check
-//! those blobs again.
+//! ([`EarlyUploadOutcomes`](super::registry::EarlyUploadOutcomes)) goes to
+//! [`RegistryPublisher::publish_after`], which does not check those blobs again.
 
 use std::sync::Arc;
 
