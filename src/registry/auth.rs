@@ -1,163 +1,21 @@
-//! Authentication: `WWW-Authenticate` challenges, Basic credentials, bearer tokens and their
-//! cache, and the per-origin state for upload hosts that challenge on their own.
+//! Authenticating requests: Basic credentials and bearer tokens as the registry's challenge asks,
+//! token requests and their answers, and upload hosts that challenge on their own.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
-use super::transport::{
-    SMALL_BLOB_LIMIT, error_detail, header_str, origin_of, redact_url, url_is_loopback,
-};
-use super::{RegistryClient, RegistryError, events};
+use super::bounded::{SMALL_BLOB_LIMIT, error_detail};
+use super::challenge::{AuthState, Challenge, ForeignAuth, Scope, Token, parse_challenge};
+use super::client::RegistryClient;
+use super::error::RegistryError;
+use super::events;
+use super::http::{authority_of, header_str, origin_of, redact_url, url_is_loopback};
+use super::plain_http::plain_http_allowed;
 use crate::credentials::{self, Credential};
 use crate::reference::{Registry, Repository};
-
-/// A parsed `WWW-Authenticate` challenge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Challenge {
-    Basic,
-    Bearer {
-        realm: String,
-        service: Option<String>,
-    },
-}
-
-#[derive(Clone)]
-pub(super) struct Token {
-    pub(super) value: String,
-    pub(super) expires: Instant,
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Token")
-            .field("value", &"<redacted>")
-            .field("expires", &self.expires)
-            .finish()
-    }
-}
-
-#[derive(Debug, Default)]
-pub(super) struct AuthState {
-    pub(super) challenge: Option<Challenge>,
-    /// Bearer tokens by origin and scope set.
-    pub(super) tokens: HashMap<String, Token>,
-    /// Other origins (upload hosts a `Location` points to), by `scheme://host:port`. The
-    /// registry's own credentials never go there.
-    pub(super) foreign: HashMap<String, ForeignAuth>,
-}
-
-/// What we know of an origin other than the registry's: the challenge it sent, and what the
-/// credential sources hold for that very host (looked up once, after its first challenge).
-#[derive(Debug, Default, Clone)]
-pub(super) struct ForeignAuth {
-    pub(super) challenge: Option<Challenge>,
-    pub(super) credential: Option<Credential>,
-    pub(super) looked_up: bool,
-}
-
-/// What a request needs access to, for bearer token scopes.
-#[derive(Debug, Clone)]
-pub struct Scope(Vec<String>);
-
-impl Scope {
-    pub fn pull(repo: &Repository) -> Scope {
-        Scope(vec![format!("repository:{repo}:pull")])
-    }
-
-    pub fn push(repo: &Repository) -> Scope {
-        Scope(vec![format!("repository:{repo}:pull,push")])
-    }
-
-    /// Push to `repo` and read `from`, for cross-repository mounts.
-    pub fn push_and_mount(repo: &Repository, from: &Repository) -> Scope {
-        Scope(vec![
-            format!("repository:{repo}:pull,push"),
-            format!("repository:{from}:pull"),
-        ])
-    }
-
-    pub(super) fn key(&self) -> String {
-        self.0.join(" ")
-    }
-
-    /// The repository the scope is mainly about, for error messages.
-    pub(super) fn repository(&self) -> String {
-        self.0
-            .first()
-            .and_then(|s| s.strip_prefix("repository:"))
-            .and_then(|s| s.rsplit_once(':'))
-            .map(|(repo, _)| repo.to_string())
-            .unwrap_or_default()
-    }
-}
-
-/// `host[:port]` of a URL, as an `insecure` entry names it.
-fn authority_of(url: &url::Url) -> String {
-    url.host_str().map_or(String::new(), |h| match url.port() {
-        Some(p) => format!("{h}:{p}"),
-        None => h.to_string(),
-    })
-}
-
-/// Parses `Bearer realm="…",service="…",scope="…"` or `Basic realm="…"`.
-pub(super) fn parse_challenge(header: &str) -> Option<Challenge> {
-    let (scheme, params) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
-    match scheme.to_ascii_lowercase().as_str() {
-        "basic" => Some(Challenge::Basic),
-        "bearer" => {
-            let params = parse_auth_params(params);
-            let realm = params.get("realm")?.clone();
-            Some(Challenge::Bearer {
-                realm,
-                service: params.get("service").cloned(),
-            })
-        }
-        _ => None,
-    }
-}
-
-pub(super) fn parse_auth_params(s: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut rest = s.trim();
-    while !rest.is_empty() {
-        let Some(eq) = rest.find('=') else { break };
-        let key = rest[..eq]
-            .trim()
-            .trim_start_matches(',')
-            .trim()
-            .to_ascii_lowercase();
-        rest = &rest[eq + 1..];
-        let value;
-        if let Some(stripped) = rest.strip_prefix('"') {
-            let mut end = None;
-            let mut escaped = false;
-            for (i, c) in stripped.char_indices() {
-                match c {
-                    '\\' if !escaped => escaped = true,
-                    '"' if !escaped => {
-                        end = Some(i);
-                        break;
-                    }
-                    _ => escaped = false,
-                }
-            }
-            let end = end.unwrap_or(stripped.len());
-            value = stripped[..end].replace("\\\"", "\"");
-            rest = stripped.get(end + 1..).unwrap_or("");
-        } else {
-            let end = rest.find(',').unwrap_or(rest.len());
-            value = rest[..end].trim().to_string();
-            rest = &rest[end..];
-        }
-        out.insert(key, value);
-        rest = rest.trim_start().trim_start_matches(',').trim_start();
-    }
-    out
-}
 
 impl RegistryClient {
     /// Records the challenge an upload host answered with and looks up what the credential
@@ -270,7 +128,7 @@ impl RegistryClient {
         if origin == self.origin {
             return self.authorize(Some(scope), request).await;
         }
-        if parsed.scheme() == "http" && !self.plain_http_allowed(&parsed) {
+        if parsed.scheme() == "http" && !plain_http_allowed(&parsed, &self.insecure) {
             return Err(RegistryError::PlainHttpRefused {
                 url: format!("{origin} (the upload location {} sent)", self.registry),
                 plain: authority_of(&parsed),
@@ -442,7 +300,7 @@ impl RegistryClient {
                 registry: self.registry.to_string(),
                 realm: redact_url(&realm_url),
             }),
-            "http" if self.plain_http_allowed(&realm_url) => Ok(()),
+            "http" if plain_http_allowed(&realm_url, &self.insecure) => Ok(()),
             "http" => Err(RegistryError::PlainHttpRefused {
                 url: format!(
                     "{} (the token service {} names)",
@@ -612,67 +470,7 @@ impl RegistryClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::tests::test_client;
-
-    #[test]
-    fn challenges() {
-        assert_eq!(
-            parse_challenge(
-                r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a:pull""#
-            ),
-            Some(Challenge::Bearer {
-                realm: "https://auth.example/token".into(),
-                service: Some("registry.example".into())
-            })
-        );
-        assert_eq!(
-            parse_challenge(r#"Basic realm="Registry Realm""#),
-            Some(Challenge::Basic)
-        );
-        assert_eq!(parse_challenge("Negotiate"), None);
-        assert_eq!(parse_challenge("Bearer service=x"), None);
-        assert_eq!(parse_challenge(""), None);
-        let p = parse_auth_params(r#"realm="a,b", service=plain , x="q\"uote""#);
-        assert_eq!(p["realm"], "a,b");
-        assert_eq!(p["service"], "plain");
-        assert_eq!(p["x"], "q\"uote");
-    }
-
-    #[test]
-    fn challenge_parser_survives_random_input() {
-        let alphabet: Vec<char> = "aB =,\"\\realmservicBEARERbasic\u{e9}\u{1F600}\t"
-            .chars()
-            .collect();
-        for _ in 0..5000 {
-            let len = rand::random::<u32>() % 40;
-            let s: String = (0..len)
-                .map(|_| alphabet[rand::random::<u32>() as usize % alphabet.len()])
-                .collect();
-            let _ = parse_challenge(&s);
-            let _ = parse_challenge(&format!("Bearer {s}"));
-            let _ = parse_auth_params(&s);
-        }
-    }
-
-    #[test]
-    fn scopes_name_their_repository() {
-        let repo = Repository::parse("team/app").unwrap();
-        let from = Repository::parse("base/img").unwrap();
-        assert_eq!(Scope::push(&repo).repository(), "team/app");
-        assert_eq!(
-            Scope::push_and_mount(&repo, &from).key(),
-            "repository:team/app:pull,push repository:base/img:pull"
-        );
-    }
-
-    #[test]
-    fn token_debug_is_redacted() {
-        let t = Token {
-            value: "secret-token-value".into(),
-            expires: Instant::now(),
-        };
-        assert!(!format!("{t:?}").contains("secret-token-value"));
-    }
+    use crate::registry::client::tests::test_client;
 
     #[tokio::test]
     async fn no_credentials_to_a_plain_http_token_realm_elsewhere() {

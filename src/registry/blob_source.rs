@@ -9,9 +9,9 @@ use bytes::Bytes;
 use futures_util::TryStreamExt;
 use tokio::io::AsyncReadExt;
 
-use super::RegistryError;
+use super::activity::{Activity, progress_body};
+use super::error::RegistryError;
 use super::events;
-use super::transport::{Activity, progress_body};
 use crate::reference::Digest;
 
 /// Bytes read from the file per piece of the request body.

@@ -9,11 +9,15 @@ use futures_util::Stream;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
+use super::activity::Activity;
 use super::blob_source::BlobSource;
-use super::transport::{
-    Activity, SMALL_BLOB_LIMIT, as_asked, header_str, is_retryable_status, origin_of, retry_after,
-};
-use super::{RegistryClient, RegistryError, Scope, events};
+use super::bounded::SMALL_BLOB_LIMIT;
+use super::challenge::Scope;
+use super::client::RegistryClient;
+use super::error::RegistryError;
+use super::events;
+use super::http::{header_str, origin_of};
+use super::retry::{as_asked, backoff, is_retryable_status, retry_after};
 use crate::reference::{Digest, Repository};
 
 /// Blobs up to this size go in one PUT; larger ones in one streamed PATCH then a closing PUT.
@@ -209,7 +213,7 @@ impl RegistryClient {
                 events::detail(&format!("{what}: {error}; but the blob arrived"));
                 return Ok(());
             }
-            let delay = retry_after.unwrap_or_else(|| self.backoff(attempt));
+            let delay = retry_after.unwrap_or_else(|| backoff(&self.retry, attempt));
             events::detail(&format!(
                 "{what}: {error}; starting the upload again in {:.1}s{} (attempt {}/{})",
                 delay.as_secs_f32(),
@@ -487,10 +491,10 @@ mod tests {
 
     use super::*;
     use crate::credentials::Credential;
-    use crate::registry::ClientOptions;
-    use crate::registry::auth::Challenge;
-    use crate::registry::tests::{recording_stub, test_client};
-    use crate::registry::transport::http_client;
+    use crate::registry::challenge::Challenge;
+    use crate::registry::client::tests::{recording_stub, test_client};
+    use crate::registry::http_client::http_client;
+    use crate::registry::options::ClientOptions;
 
     #[test]
     fn upload_urls() {

@@ -4,8 +4,10 @@
 use bytes::Bytes;
 use reqwest::header::CONTENT_TYPE;
 
-use super::transport::header_str;
-use super::{RegistryClient, RegistryError, Scope};
+use super::challenge::Scope;
+use super::client::RegistryClient;
+use super::error::RegistryError;
+use super::http::header_str;
 use crate::reference::{Digest, Repository};
 
 /// Manifest types we ask for when reading.

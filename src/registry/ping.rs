@@ -1,14 +1,14 @@
-//! The API check (`GET /v2/`) that learns the registry's challenge, and the plain-HTTP policy:
-//! plain HTTP only to loopback or to registries listed as insecure.
+//! The API check (`GET /v2/`) that learns how the registry asks for authentication.
 
 use reqwest::StatusCode;
 use reqwest::header::WWW_AUTHENTICATE;
 
-use super::auth::{Challenge, parse_challenge};
+use super::bounded::read_text;
+use super::challenge::{Challenge, parse_challenge};
+use super::client::RegistryClient;
+use super::error::RegistryError;
 use super::events;
-use super::transport::{header_str, read_text};
-use super::{RegistryClient, RegistryError};
-use crate::reference::{Registry, Scheme, is_loopback_host};
+use super::http::header_str;
 
 impl RegistryClient {
     /// Checks the registry answers its API, and learns how it asks for authentication.
@@ -70,38 +70,4 @@ impl RegistryClient {
             s => Err(self.status_error(None, what, s, response).await),
         }
     }
-
-    /// Whether plain HTTP may go to this URL's host: loopback, or listed in `insecure`.
-    pub(super) fn plain_http_allowed(&self, url: &url::Url) -> bool {
-        let Some(host) = url.host_str() else {
-            return false;
-        };
-        if is_loopback_host(host) {
-            return true;
-        }
-        let authority = match url.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.to_string(),
-        };
-        Registry::parse(&authority).is_ok_and(|r| self.insecure.contains(&r))
-    }
-}
-
-/// Plain HTTP goes only to loopback or to a registry listed in `insecure`: anything else is
-/// refused before a request is made.
-pub(super) fn check_plain_http_allowed(
-    registry: &Registry,
-    insecure: &[Registry],
-) -> Result<(), RegistryError> {
-    let plain = registry.without_scheme();
-    if registry.scheme() == Some(Scheme::Http)
-        && !registry.is_loopback()
-        && !insecure.contains(&plain)
-    {
-        return Err(RegistryError::PlainHttpRefused {
-            url: registry.to_string(),
-            plain: plain.to_string(),
-        });
-    }
-    Ok(())
 }

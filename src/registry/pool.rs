@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
 
-use super::{ClientOptions, RegistryClient, RegistryError};
+use super::client::RegistryClient;
+use super::error::RegistryError;
+use super::http_client::http_client;
+use super::options::ClientOptions;
 use crate::reference::{Registry, Scheme};
 
 /// A registry as connections see it: its API authority and the scheme it asked for, if any.
@@ -77,7 +80,7 @@ impl Clients {
         self.http
             .get_or_try_init(|| async {
                 let options = self.options.clone();
-                tokio::task::spawn_blocking(move || super::transport::http_client(&options))
+                tokio::task::spawn_blocking(move || http_client(&options))
                     .await
                     .map_err(|e| {
                         RegistryError::TlsSetup(format!("the TLS set-up did not finish: {e}"))
@@ -95,7 +98,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::registry::RetryPolicy;
+    use crate::registry::options::RetryPolicy;
 
     /// Accepts connections and never answers.
     fn silent() -> String {

@@ -12,7 +12,11 @@ use bytes::Bytes;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::{MANIFEST_LIMIT, RegistryClient, RegistryError, Scope, events};
+use super::challenge::Scope;
+use super::client::RegistryClient;
+use super::error::RegistryError;
+use super::events;
+use super::manifests::MANIFEST_LIMIT;
 use crate::image::{OCI_INDEX, canonical_json};
 use crate::reference::{Digest, Repository};
 
