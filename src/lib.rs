@@ -17,6 +17,7 @@ mod credentials;
 mod engine;
 mod file_lock;
 mod image;
+mod media_type;
 mod output;
 mod plan;
 mod platform;

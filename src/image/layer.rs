@@ -21,8 +21,7 @@ use super::input_cache::{Fingerprint, Recorded};
 use crate::reference::Digest;
 use crate::spec::Codec;
 
-pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+pub use crate::media_type::{OCI_LAYER_GZIP, OCI_LAYER_ZSTD};
 
 /// A finished, compressed layer, in the on-disk cache.
 #[derive(Debug, Clone)]

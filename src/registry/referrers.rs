@@ -17,7 +17,7 @@ use super::client::RegistryClient;
 use super::error::RegistryError;
 use super::events;
 use super::manifests::MANIFEST_LIMIT;
-use crate::image::{OCI_INDEX, canonical_json};
+use crate::media_type::OCI_INDEX;
 use crate::reference::{Digest, Repository};
 
 /// How the referrers of an image were found.
@@ -183,11 +183,14 @@ impl RegistryClient {
             "mediaType": OCI_INDEX,
             "manifests": manifests,
         });
-        let bytes: Bytes = canonical_json(&index).map_err(|e| RegistryError::Protocol {
+        // serde_json's Map is a BTreeMap (no preserve_order feature): the keys come out sorted,
+        // so the same list is the same bytes every time.
+        let bytes = serde_json::to_vec(&index).map_err(|e| RegistryError::Protocol {
             registry: self.registry.to_string(),
             what: "the referrers index".into(),
             cause: e.to_string(),
         })?;
+        let bytes = Bytes::from(bytes);
         let index_digest = Digest::sha256_of(&bytes);
         self.put_manifest(repo, tag, OCI_INDEX, &bytes, &index_digest)
             .await
