@@ -7,7 +7,7 @@ use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
-use super::bounded::{SMALL_BLOB_LIMIT, error_detail};
+use super::bounded::{SMALL_BLOB_LIMIT, read_error_body};
 use super::challenge::{AuthState, Challenge, ForeignAuth, Scope, Token, parse_challenge};
 use super::client::RegistryClient;
 use super::error::RegistryError;
@@ -375,11 +375,11 @@ impl RegistryClient {
             return Err(self.unauthorized(&scope.repository(), status));
         }
         if !status.is_success() {
-            let detail = error_detail(response, self.retry.stall).await;
+            let body = read_error_body(response, self.retry.stall).await;
             return Err(RegistryError::Protocol {
                 registry: self.registry.to_string(),
                 what: what.to_string(),
-                cause: format!("HTTP {status}{detail}"),
+                cause: format!("HTTP {status}{}", body.shown),
             });
         }
         let text = self.read_body(response, SMALL_BLOB_LIMIT, what).await?;

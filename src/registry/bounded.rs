@@ -1,10 +1,12 @@
 //! Reading answers within bounds: a body up to a size limit, each piece within the stall time,
-//! and the first part of an error answer for its message.
+//! and the first part of an error answer, parsed.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::Response;
+
+use super::api_error::ErrorBody;
 
 /// The most an image config or a token answer may weigh.
 pub(super) const SMALL_BLOB_LIMIT: usize = 8 * 1024 * 1024;
@@ -72,38 +74,7 @@ pub(super) async fn read_text(mut response: Response, limit: Duration) -> String
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The registry's own error message (`{"errors":[{"code","message"}]}`), shortened.
-pub(super) async fn error_detail(response: Response, limit: Duration) -> String {
-    let text = read_text(response, limit).await;
-    let parsed: Option<serde_json::Value> = serde_json::from_str(&text).ok();
-    let summary = parsed
-        .as_ref()
-        .and_then(|v| v.get("errors"))
-        .and_then(|e| e.as_array())
-        .map(|errors| {
-            errors
-                .iter()
-                .map(|e| {
-                    // `detail` is free-form JSON: often the reason itself ("unknown media type").
-                    let detail = match e.get("detail") {
-                        None | Some(serde_json::Value::Null) => String::new(),
-                        Some(serde_json::Value::String(s)) => format!(": {s}"),
-                        Some(other) => format!(": {other}"),
-                    };
-                    let text = format!(
-                        "{} {}{detail}",
-                        e.get("code").and_then(|c| c.as_str()).unwrap_or(""),
-                        e.get("message").and_then(|c| c.as_str()).unwrap_or("")
-                    );
-                    text.trim().chars().take(300).collect::<String>()
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-        .unwrap_or_else(|| text.chars().take(200).collect());
-    if summary.trim().is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", summary.trim())
-    }
+/// An error answer: its start read (bounded in time) and parsed once.
+pub(super) async fn read_error_body(response: Response, limit: Duration) -> ErrorBody {
+    ErrorBody::parse(&read_text(response, limit).await)
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
 
-use super::bounded::error_detail;
+use super::api_error::ErrorCode;
+use super::bounded::read_error_body;
 use super::client::RegistryClient;
 use super::error::RegistryError;
 use super::http::{is_certificate_problem, is_plain_http_answer, reqwest_chain, source_of};
@@ -40,14 +41,14 @@ impl RegistryClient {
             }
             StatusCode::FORBIDDEN => {
                 // 403 is "denied": permissions, or a full quota (said only in the body).
-                let detail = error_detail(response, self.retry.stall).await;
-                let lower = detail.to_ascii_lowercase();
-                if lower.contains("quota") || lower.contains("storage limit") {
+                let body = read_error_body(response, self.retry.stall).await;
+                if body.says("quota") || body.says("storage limit") {
                     RegistryError::Rejected {
                         registry,
                         what: what.to_string(),
                         status: status.as_u16(),
-                        detail,
+                        detail: body.shown,
+                        errors: body.errors,
                         hint: "the repository's storage quota is used up; free space (delete old tags) or raise the quota".into(),
                     }
                 } else {
@@ -62,17 +63,22 @@ impl RegistryClient {
                     self.base_url
                 ),
             },
-            StatusCode::PAYLOAD_TOO_LARGE => RegistryError::Rejected {
-                registry,
-                what: what.to_string(),
-                status: status.as_u16(),
-                detail: error_detail(response, self.retry.stall).await,
-                hint: "the blob is larger than the registry (or a proxy in front of it) accepts; raise its upload limit or use a smaller base".into(),
-            },
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                let body = read_error_body(response, self.retry.stall).await;
+                RegistryError::Rejected {
+                    registry,
+                    what: what.to_string(),
+                    status: status.as_u16(),
+                    detail: body.shown,
+                    errors: body.errors,
+                    hint: "the blob is larger than the registry (or a proxy in front of it) accepts; raise its upload limit or use a smaller base".into(),
+                }
+            }
             _ => {
-                let detail = error_detail(response, self.retry.stall).await;
-                let lower = detail.to_ascii_lowercase();
-                let hint = if lower.contains("denied") || lower.contains("quota") {
+                let body = read_error_body(response, self.retry.stall).await;
+                let denied =
+                    body.has(&ErrorCode::Denied) || body.says("denied") || body.says("quota");
+                let hint = if denied {
                     "the registry denied the request; check the repository's permissions and storage quota".to_string()
                 } else if status == StatusCode::TOO_MANY_REQUESTS {
                     "the registry is rate-limiting this client; wait, or allow more time with --retry-timeout".to_string()
@@ -88,7 +94,8 @@ impl RegistryClient {
                     registry,
                     what: what.to_string(),
                     status: status.as_u16(),
-                    detail,
+                    detail: body.shown,
+                    errors: body.errors,
                     hint,
                 }
             }

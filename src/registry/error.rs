@@ -3,6 +3,8 @@
 
 use miette::Diagnostic;
 
+use super::api_error::{ApiError, ErrorCode, has_code, says};
+
 /// Errors sorted by what the user can do about them.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum RegistryError {
@@ -69,7 +71,10 @@ pub enum RegistryError {
         registry: String,
         what: String,
         status: u16,
+        /// The registry's own message, as shown: ` (CODE message: detail)`, or empty.
         detail: String,
+        /// The entries of the registry's error answer (none when it was not the spec's).
+        errors: Vec<ApiError>,
         hint: String,
     },
 
@@ -145,31 +150,45 @@ impl RegistryError {
     /// A manifest or blob PUT lost a race with a concurrent push of the same blobs: the
     /// registry no longer sees a blob, or saw a half-written one.
     pub fn is_blob_race(&self) -> bool {
-        matches!(self, RegistryError::Rejected { detail, .. }
-            if ["BLOB_UNKNOWN", "DIGEST_INVALID", "BLOB_UPLOAD_UNKNOWN"]
-                .iter()
-                .any(|code| detail.contains(code)))
+        [
+            ErrorCode::BlobUnknown,
+            ErrorCode::ManifestBlobUnknown,
+            ErrorCode::DigestInvalid,
+            ErrorCode::BlobUploadUnknown,
+        ]
+        .iter()
+        .any(|code| self.has_code(code))
     }
 
     /// The registry found that the bytes it got do not have the digest they were sent as.
     pub fn is_digest_invalid(&self) -> bool {
-        matches!(self, RegistryError::Rejected { detail, .. } if detail.contains("DIGEST_INVALID"))
+        self.has_code(&ErrorCode::DigestInvalid)
     }
 
     /// A manifest PUT refused for its media type (older Quay, Artifactory and ECR setups answer
-    /// OCI manifests with `MANIFEST_INVALID` or 415).
+    /// OCI manifests with `MANIFEST_INVALID`, `UNSUPPORTED` or 415; some say only in words).
     pub fn refuses_media_type(&self) -> bool {
         match self {
-            RegistryError::Rejected { status, detail, .. } => {
-                let lower = detail.to_ascii_lowercase();
+            RegistryError::Rejected {
+                status,
+                detail,
+                errors,
+                ..
+            } => {
                 *status == 415
                     || (*status == 400
-                        && (lower.contains("manifest_invalid")
-                            || lower.contains("unsupported")
-                            || lower.contains("media type")))
+                        && (has_code(errors, &ErrorCode::ManifestInvalid)
+                            || has_code(errors, &ErrorCode::Unsupported)
+                            || says(errors, detail, "unsupported")
+                            || says(errors, detail, "media type")))
             }
             _ => false,
         }
+    }
+
+    /// Whether the registry's error answer has `code`.
+    pub fn has_code(&self, code: &ErrorCode) -> bool {
+        matches!(self, RegistryError::Rejected { errors, .. } if has_code(errors, code))
     }
 
     /// Whether this failure says the other scheme (HTTP vs HTTPS) is the one to use.
@@ -178,5 +197,54 @@ impl RegistryError {
             self,
             RegistryError::Tls { .. } | RegistryError::HttpsPort { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::api_error::ErrorBody;
+
+    fn rejected(status: u16, body: &str) -> RegistryError {
+        let body = ErrorBody::parse(body);
+        RegistryError::Rejected {
+            registry: "r.example".into(),
+            what: "manifest team/app:v1".into(),
+            status,
+            detail: body.shown,
+            errors: body.errors,
+            hint: String::new(),
+        }
+    }
+
+    fn envelope(code: &str, message: &str) -> String {
+        format!(r#"{{"errors":[{{"code":"{code}","message":"{message}"}}]}}"#)
+    }
+
+    #[test]
+    fn what_an_answer_means_is_read_from_its_codes() {
+        for code in [
+            "BLOB_UNKNOWN",
+            "MANIFEST_BLOB_UNKNOWN",
+            "DIGEST_INVALID",
+            "BLOB_UPLOAD_UNKNOWN",
+        ] {
+            assert!(rejected(400, &envelope(code, "m")).is_blob_race(), "{code}");
+        }
+        assert!(!rejected(400, &envelope("BLOB_UPLOAD_INVALID", "m")).is_blob_race());
+        assert!(rejected(400, &envelope("DIGEST_INVALID", "m")).is_digest_invalid());
+        assert!(!rejected(400, &envelope("SIZE_INVALID", "m")).is_digest_invalid());
+        // Words are not codes: a message naming one does not count.
+        assert!(!rejected(400, &envelope("UNKNOWN", "not a BLOB_UNKNOWN")).is_blob_race());
+
+        assert!(
+            rejected(400, &envelope("MANIFEST_INVALID", "manifest invalid")).refuses_media_type()
+        );
+        assert!(rejected(400, &envelope("UNSUPPORTED", "m")).refuses_media_type());
+        assert!(rejected(415, "").refuses_media_type());
+        assert!(rejected(400, "unsupported media type").refuses_media_type());
+        assert!(rejected(400, &envelope("NAME_INVALID", "bad media type")).refuses_media_type());
+        assert!(!rejected(400, &envelope("NAME_INVALID", "invalid name")).refuses_media_type());
+        assert!(!rejected(404, &envelope("MANIFEST_INVALID", "m")).refuses_media_type());
     }
 }

@@ -15,6 +15,7 @@
 //! `client`, never the other way round.
 
 mod activity;
+mod api_error;
 mod auth;
 mod blob_source;
 mod blobs;

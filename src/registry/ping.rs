@@ -53,6 +53,7 @@ impl RegistryClient {
                         what: what.into(),
                         status: 400,
                         detail: format!(" ({})", body.chars().take(200).collect::<String>().trim()),
+                        errors: Vec::new(),
                         hint: "is this address an OCI registry?".into(),
                     })
                 }
@@ -62,6 +63,7 @@ impl RegistryClient {
                 what: what.into(),
                 status: 404,
                 detail: String::new(),
+                errors: Vec::new(),
                 hint: format!(
                     "{} answers HTTP but has no registry API at /v2/: check the address and port",
                     self.base_url
