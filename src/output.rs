@@ -47,7 +47,6 @@ pub fn init(quiet: bool, verbose: u8) {
     let bars = (verbosity >= Verbosity::Normal && std::io::stderr().is_terminal())
         .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
     let _ = UI.set(Ui { verbosity, bars });
-    registry::events::set_sink(Box::new(Terminal));
     crate::file_lock::on_waiting(|dir| {
         status(
             "Waiting",
@@ -59,8 +58,9 @@ pub fn init(quiet: bool, verbose: u8) {
     });
 }
 
-/// The registry client's messages, shown on the terminal like everyone else's.
-struct Terminal;
+/// The registry client's messages, shown on the terminal like everyone else's (each client is
+/// made with it, see `publish::registry::hooks`).
+pub struct Terminal;
 
 impl registry::events::Sink for Terminal {
     fn event(&self, event: registry::events::Event) {

@@ -140,7 +140,10 @@ impl ClientPools {
             let pool = match pools.iter().position(|(o, _)| *o == options) {
                 Some(i) => i,
                 None => {
-                    pools.push((options.clone(), Clients::new(options)));
+                    pools.push((
+                        options.clone(),
+                        Clients::new(options, publish::registry::hooks()),
+                    ));
                     pools.len() - 1
                 }
             };

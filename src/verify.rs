@@ -57,11 +57,12 @@ pub async fn run(args: VerifyArgs) -> Result<bool> {
             Registry::parse(host).map_err(|e| miette::miette!("--insecure {host}: {}", e.0))?,
         );
     }
-    let clients = Clients::new(ClientOptions {
+    let options = ClientOptions {
         insecure,
         ca_cert: args.ca_cert.clone(),
         retry: RetryPolicy::default(),
-    });
+    };
+    let clients = Clients::new(options, crate::publish::registry::hooks());
     let client = clients.get(&reference.registry).await?;
     let repo = &reference.repository;
     let (media_type, bytes, digest) = client.get_manifest(repo, &reference.reference()).await?;

@@ -16,8 +16,9 @@ use crate::image::layer::{Layer, LayerTap};
 use crate::image::{Blob, BlobSource, Image, LayerEvents, LayerListener};
 use crate::output::{self, human_bytes};
 use crate::reference::{Digest, Repository};
+use crate::registry::events::Events;
 use crate::registry::pool::Clients;
-use crate::registry::{ClientOptions, Mount, RegistryClient, RegistryError, RetryPolicy};
+use crate::registry::{ClientOptions, Hooks, Mount, RegistryClient, RegistryError, RetryPolicy};
 use crate::spec::Destination;
 
 /// The plan's registry settings as the client's options (the registry knows nothing of the plan).
@@ -28,6 +29,13 @@ impl From<&crate::spec::RegistryOptions> for ClientOptions {
             ca_cert: o.ca_cert.clone(),
             retry: RetryPolicy::with_bounds(o.retry_attempts, o.retry_timeout),
         }
+    }
+}
+
+/// What the app plugs into its registry clients: the terminal for their messages.
+pub fn hooks() -> Hooks {
+    Hooks {
+        events: Events::to(Arc::new(output::Terminal)),
     }
 }
 

@@ -11,7 +11,6 @@ use super::bounded::{SMALL_BLOB_LIMIT, read_error_body};
 use super::challenge::{AuthState, Challenge, ForeignAuth, Scope, Token, parse_challenge};
 use super::client::RegistryClient;
 use super::error::RegistryError;
-use super::events;
 use super::http::{authority_of, header_str, origin_of, redact_url, url_is_loopback};
 use super::plain_http::plain_http_allowed;
 use crate::credentials::{self, Credential};
@@ -63,7 +62,7 @@ impl RegistryClient {
             None => None,
         };
         let useful = credential.is_some();
-        events::trace(&format!(
+        self.events.trace(&format!(
             "the upload host {origin} asks for credentials; {}",
             if useful {
                 "found some for that host"
@@ -334,7 +333,7 @@ impl RegistryClient {
         for s in &scope.0 {
             query.push(("scope", s));
         }
-        events::trace(&format!(
+        self.events.trace(&format!(
             "requesting a token from {realm} for {} ({})",
             scope.key(),
             match credential {

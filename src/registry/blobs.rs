@@ -63,7 +63,7 @@ impl RegistryClient {
                 let announced = header_str(response.headers(), CONTENT_LENGTH.as_str());
                 match announced.map(|v| v.trim().parse::<u64>()) {
                     Some(Ok(n)) if n != size => {
-                        events::warn(&format!(
+                        self.events.warn(&format!(
                             "{} says blob {digest} in {repo} is there with {n} bytes, but it has {size}; uploading it",
                             self.registry
                         ));
@@ -191,7 +191,8 @@ impl RegistryClient {
                         attempt -= 1;
                     }
                     reauthenticated = true;
-                    events::detail(&format!("{what}: unauthorized; authenticating again"));
+                    self.events
+                        .detail(&format!("{what}: unauthorized; authenticating again"));
                     self.auth_state().tokens.clear();
                     continue;
                 }
@@ -210,11 +211,12 @@ impl RegistryClient {
             }
             // The registry may have stored the blob before the connection broke.
             if let Ok(true) = self.blob_exists(repo, digest, source.size()).await {
-                events::detail(&format!("{what}: {error}; but the blob arrived"));
+                self.events
+                    .detail(&format!("{what}: {error}; but the blob arrived"));
                 return Ok(());
             }
             let delay = retry_after.unwrap_or_else(|| backoff(&self.retry, attempt));
-            events::detail(&format!(
+            self.events.detail(&format!(
                 "{what}: {error}; starting the upload again in {:.1}s{} (attempt {}/{})",
                 delay.as_secs_f32(),
                 as_asked(retry_after),
@@ -493,6 +495,7 @@ mod tests {
     use crate::credentials::Credential;
     use crate::registry::challenge::Challenge;
     use crate::registry::client::tests::{recording_stub, test_client};
+    use crate::registry::events::Events;
     use crate::registry::http_client::http_client;
     use crate::registry::options::ClientOptions;
 
@@ -527,7 +530,7 @@ mod tests {
                 password: "pw".into(),
             }),
         );
-        client.http = http_client(&ClientOptions::default()).unwrap();
+        client.http = http_client(&ClientOptions::default(), &Events::default()).unwrap();
         client.auth_state().challenge = Some(Challenge::Basic);
         let repo = Repository::parse("team/app").unwrap();
         let bytes = client

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use super::challenge::AuthState;
 use super::error::RegistryError;
-use super::events;
+use super::events::Events;
 use super::http::{is_localhost_name, origin_of};
-use super::options::{ClientOptions, RetryPolicy};
+use super::options::{ClientOptions, Hooks, RetryPolicy};
 use super::plain_http::check_plain_http_allowed;
 use crate::credentials::{self, Credential, Lookup};
 use crate::reference::{Registry, Scheme};
@@ -30,6 +30,8 @@ pub struct RegistryClient {
     pub(super) token_fetch: tokio::sync::Mutex<()>,
     pub(super) retry: RetryPolicy,
     pub(super) ca_cert: Option<PathBuf>,
+    /// Where this client's messages go.
+    pub(super) events: Events,
 }
 
 impl RegistryClient {
@@ -46,6 +48,7 @@ impl RegistryClient {
     pub async fn connect(
         registry: &Registry,
         options: &ClientOptions,
+        hooks: &Hooks,
         http: reqwest::Client,
         push_target: bool,
     ) -> Result<Arc<RegistryClient>, RegistryError> {
@@ -54,12 +57,13 @@ impl RegistryClient {
             tokio::task::spawn_blocking(move || credentials::lookup(&lookup_registry, push_target))
                 .await
                 .unwrap_or_default();
-        Self::connect_with(registry, options, http, lookup).await
+        Self::connect_with(registry, options, hooks, http, lookup).await
     }
 
     async fn connect_with(
         registry: &Registry,
         options: &ClientOptions,
+        hooks: &Hooks,
         http: reqwest::Client,
         mut lookup: Lookup,
     ) -> Result<Arc<RegistryClient>, RegistryError> {
@@ -67,8 +71,9 @@ impl RegistryClient {
         check_resolves_to_loopback(registry).await?;
         let schemes = schemes_to_try(registry, options);
         let authority = registry.api_authority();
+        let events = &hooks.events;
         for w in lookup.warnings.drain(..) {
-            events::warn(&w);
+            events.warn(&w);
         }
         let mut errors: Vec<RegistryError> = Vec::new();
         for (i, &scheme) in schemes.iter().enumerate() {
@@ -77,9 +82,9 @@ impl RegistryClient {
                 Scheme::Https => format!("https://{authority}"),
             };
             if i > 0 {
-                report_fallback(registry, scheme, &base_url);
+                report_fallback(events, registry, scheme, &base_url);
             }
-            let client = RegistryClient::at(registry, options, &http, &lookup, base_url);
+            let client = RegistryClient::at(registry, options, hooks, &http, &lookup, base_url);
             match client.ping().await {
                 Ok(()) => {
                     client.report_connected(&lookup);
@@ -87,7 +92,7 @@ impl RegistryClient {
                 }
                 Err(e) => {
                     let switch = e.suggests_other_scheme();
-                    events::detail(&e.to_string());
+                    events.detail(&e.to_string());
                     errors.push(e);
                     if !switch {
                         break;
@@ -103,13 +108,14 @@ impl RegistryClient {
     fn at(
         registry: &Registry,
         options: &ClientOptions,
+        hooks: &Hooks,
         http: &reqwest::Client,
         lookup: &Lookup,
         base_url: String,
     ) -> RegistryClient {
         let mut credential = lookup.credential.clone();
         if base_url.starts_with("http://") && !registry.is_loopback() && credential.is_some() {
-            events::warn(&format!(
+            hooks.events.warn(&format!(
                 "not sending the credentials from {} to {registry} over plain HTTP; pushing anonymously",
                 lookup.source.as_deref().unwrap_or("the environment")
             ));
@@ -127,12 +133,13 @@ impl RegistryClient {
             token_fetch: tokio::sync::Mutex::new(()),
             retry: options.retry,
             ca_cert: options.ca_cert.clone(),
+            events: hooks.events.clone(),
         }
     }
 
     /// Traces where the registry answered and with which credentials.
     fn report_connected(&self, lookup: &Lookup) {
-        events::trace(&format!(
+        self.events.trace(&format!(
             "{} answers at {} ({})",
             self.registry,
             self.base_url,
@@ -196,10 +203,10 @@ fn schemes_to_try(registry: &Registry, options: &ClientOptions) -> Vec<Scheme> {
 }
 
 /// Says that the next scheme is tried, warning when that means plain HTTP off loopback.
-fn report_fallback(registry: &Registry, scheme: Scheme, base_url: &str) {
-    events::detail(&format!("trying {base_url} instead"));
+fn report_fallback(events: &Events, registry: &Registry, scheme: Scheme, base_url: &str) {
+    events.detail(&format!("trying {base_url} instead"));
     if scheme == Scheme::Http && !registry.is_loopback() {
-        events::warn(&format!(
+        events.warn(&format!(
             "{registry} does not speak HTTPS; using plain HTTP because it is listed in `insecure`"
         ));
     }
@@ -251,6 +258,7 @@ pub(super) mod tests {
             token_fetch: tokio::sync::Mutex::new(()),
             retry: RetryPolicy::default(),
             ca_cert: None,
+            events: Events::default(),
         }
     }
 
@@ -394,10 +402,16 @@ pub(super) mod tests {
         // http:// written out, not listed in `insecure`: refused before any request, and the
         // message shows the line to add.
         let (registry, http, seen) = stub_registry("http://");
-        let err = RegistryClient::connect_with(&registry, &ClientOptions::default(), http, alice())
-            .await
-            .err()
-            .expect("plain HTTP to a non-loopback host without an `insecure` entry");
+        let err = RegistryClient::connect_with(
+            &registry,
+            &ClientOptions::default(),
+            &Hooks::default(),
+            http,
+            alice(),
+        )
+        .await
+        .err()
+        .expect("plain HTTP to a non-loopback host without an `insecure` entry");
         let text = format!(
             "{err} {}",
             err.help().map(|h| h.to_string()).unwrap_or_default()
@@ -422,9 +436,10 @@ pub(super) mod tests {
             insecure: vec![registry.without_scheme()],
             ..ClientOptions::default()
         };
-        let client = RegistryClient::connect_with(&registry, &options, http, alice())
-            .await
-            .expect("the stub answers /v2/ with 401, which is a registry");
+        let client =
+            RegistryClient::connect_with(&registry, &options, &Hooks::default(), http, alice())
+                .await
+                .expect("the stub answers /v2/ with 401, which is a registry");
         assert_no_credentials_sent(&client, &seen).await;
 
         // Listed in `insecure`: HTTPS fails (the stub speaks plain HTTP), then plain HTTP, still
@@ -434,9 +449,10 @@ pub(super) mod tests {
             insecure: vec![registry.clone()],
             ..ClientOptions::default()
         };
-        let client = RegistryClient::connect_with(&registry, &options, http, alice())
-            .await
-            .expect("falls back to plain HTTP for an insecure registry");
+        let client =
+            RegistryClient::connect_with(&registry, &options, &Hooks::default(), http, alice())
+                .await
+                .expect("falls back to plain HTTP for an insecure registry");
         assert!(client.base_url.starts_with("http://"));
         assert_no_credentials_sent(&client, &seen).await;
     }
@@ -444,10 +460,16 @@ pub(super) mod tests {
     #[tokio::test]
     async fn no_silent_fallback_to_plain_http_for_a_non_loopback_host() {
         let (registry, http, seen) = stub_registry("");
-        let err = RegistryClient::connect_with(&registry, &ClientOptions::default(), http, alice())
-            .await
-            .err()
-            .expect("a plain-HTTP server is not accepted as HTTPS");
+        let err = RegistryClient::connect_with(
+            &registry,
+            &ClientOptions::default(),
+            &Hooks::default(),
+            http,
+            alice(),
+        )
+        .await
+        .err()
+        .expect("a plain-HTTP server is not accepted as HTTPS");
         let text = format!("{err} {:?}", err);
         assert!(text.contains("HTTP response to an HTTPS client"), "{text}");
         assert!(text.contains("insecure"), "{text}");

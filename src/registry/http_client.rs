@@ -5,19 +5,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::RegistryError;
-use super::events;
+use super::events::Events;
 use super::http::{is_localhost_name, redact_url};
 use super::options::ClientOptions;
 
 /// One HTTP client for all registries: rustls with ring, the system's roots (or SSL_CERT_FILE /
 /// SSL_CERT_DIR) plus an extra CA. Blocking (it reads certificate files): call it off the async
 /// runtime, as the pool (`pool::Clients`) does.
-pub(super) fn http_client(options: &ClientOptions) -> Result<reqwest::Client, RegistryError> {
+pub(super) fn http_client(
+    options: &ClientOptions,
+    events: &Events,
+) -> Result<reqwest::Client, RegistryError> {
     let mut roots = rustls::RootCertStore::empty();
     // rustls-native-certs reads SSL_CERT_FILE / SSL_CERT_DIR instead of the system store when set.
     let native = rustls_native_certs::load_native_certs();
     for e in &native.errors {
-        events::detail(&format!("loading the system's CA certificates: {e}"));
+        events.detail(&format!("loading the system's CA certificates: {e}"));
     }
     for cert in native.certs {
         let _ = roots.add(cert);
@@ -201,7 +204,7 @@ mod tests {
             &format!("http://127.0.0.1:{port}"),
             None,
         );
-        client.http = http_client(&ClientOptions::default()).unwrap();
+        client.http = http_client(&ClientOptions::default(), &Events::default()).unwrap();
         let err = client.ping().await.expect_err("never ends");
         let text = err.to_string();
         assert!(matches!(err, RegistryError::Redirects { .. }), "{text}");

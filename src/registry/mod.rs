@@ -41,7 +41,7 @@ pub use blobs::Mount;
 pub use client::RegistryClient;
 pub use error::RegistryError;
 pub use http::error_chain;
-pub use options::{ClientOptions, RetryPolicy};
+pub use options::{ClientOptions, Hooks, RetryPolicy};
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,10 @@
-//! How the registry client is configured: trust, plain-HTTP exceptions and retry bounds.
+//! How the registry client is configured: trust, plain-HTTP exceptions and retry bounds, and the
+//! hooks the application plugs in.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::events::Events;
 use crate::reference::Registry;
 
 /// Retry bounds, per request (and per blob upload).
@@ -51,6 +53,14 @@ pub struct ClientOptions {
     pub insecure: Vec<Registry>,
     pub ca_cert: Option<PathBuf>,
     pub retry: RetryPolicy,
+}
+
+/// What the application plugs into its clients, apart from their settings. The default drops
+/// every event.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Where the clients' progress messages go.
+    pub events: Events,
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use super::bounded::read_text;
 use super::challenge::{Challenge, parse_challenge};
 use super::client::RegistryClient;
 use super::error::RegistryError;
-use super::events;
 use super::http::header_str;
 
 impl RegistryClient {
@@ -24,7 +23,7 @@ impl RegistryClient {
                 let challenge = header_str(response.headers(), WWW_AUTHENTICATE.as_str())
                     .as_deref()
                     .and_then(parse_challenge);
-                events::trace(&format!(
+                self.events.trace(&format!(
                     "{} asks for {}",
                     self.registry,
                     match &challenge {

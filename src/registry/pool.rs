@@ -9,7 +9,7 @@ use tokio::sync::OnceCell;
 use super::client::RegistryClient;
 use super::error::RegistryError;
 use super::http_client::http_client;
-use super::options::ClientOptions;
+use super::options::{ClientOptions, Hooks};
 use crate::reference::{Registry, Scheme};
 
 /// A registry as connections see it: its API authority and the scheme it asked for, if any.
@@ -17,6 +17,8 @@ type Key = (String, Option<Scheme>);
 
 pub struct Clients {
     options: ClientOptions,
+    /// Given to every client made here.
+    hooks: Hooks,
     /// Built on first use, off the async runtime (it reads the system's CA certificates).
     http: OnceCell<reqwest::Client>,
     /// One cell per registry. The map's lock is held only to find or add a cell, never across
@@ -30,9 +32,10 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub fn new(options: ClientOptions) -> Clients {
+    pub fn new(options: ClientOptions, hooks: Hooks) -> Clients {
         Clients {
             options,
+            hooks,
             http: OnceCell::new(),
             connected: Mutex::new(HashMap::new()),
             push_targets: Mutex::new(Default::default()),
@@ -69,7 +72,7 @@ impl Clients {
         cell.get_or_try_init(|| async {
             let http = self.http().await?;
             let push_target = self.is_push_target(registry);
-            RegistryClient::connect(registry, &self.options, http, push_target).await
+            RegistryClient::connect(registry, &self.options, &self.hooks, http, push_target).await
         })
         .await
         .cloned()
@@ -79,8 +82,8 @@ impl Clients {
     async fn http(&self) -> Result<reqwest::Client, RegistryError> {
         self.http
             .get_or_try_init(|| async {
-                let options = self.options.clone();
-                tokio::task::spawn_blocking(move || http_client(&options))
+                let (options, events) = (self.options.clone(), self.hooks.events.clone());
+                tokio::task::spawn_blocking(move || http_client(&options, &events))
                     .await
                     .map_err(|e| {
                         RegistryError::TlsSetup(format!("the TLS set-up did not finish: {e}"))
@@ -98,6 +101,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::registry::events::{Event, Events, Sink};
     use crate::registry::options::RetryPolicy;
 
     /// Accepts connections and never answers.
@@ -140,10 +144,13 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_registry_does_not_hold_up_the_others() {
-        let clients = Arc::new(Clients::new(ClientOptions {
-            retry: RetryPolicy::with_bounds(Some(1), Some(3)),
-            ..ClientOptions::default()
-        }));
+        let clients = Arc::new(Clients::new(
+            ClientOptions {
+                retry: RetryPolicy::with_bounds(Some(1), Some(3)),
+                ..ClientOptions::default()
+            },
+            Hooks::default(),
+        ));
         let slow = Registry::parse(&silent()).unwrap();
         let fast = Registry::parse(&open_registry()).unwrap();
 
@@ -166,6 +173,53 @@ mod tests {
         let again = clients.get(&fast).await.unwrap();
         assert!(Arc::ptr_eq(&client, &again));
         assert!(stuck.await.unwrap().is_err());
+    }
+
+    /// Keeps the text of every event it is sent.
+    #[derive(Default)]
+    struct Capture(Mutex<Vec<String>>);
+
+    impl Sink for Capture {
+        fn event(&self, event: Event) {
+            let (Event::Detail(text) | Event::Warn(text) | Event::Trace(text)) = event;
+            self.0.lock().unwrap().push(text);
+        }
+
+        fn tracing(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_pool_hears_only_its_own_clients() {
+        for _round in 0..5 {
+            let (a, b) = (open_registry(), open_registry());
+            let (heard_a, heard_b) = (Arc::new(Capture::default()), Arc::new(Capture::default()));
+            let pool = |sink: Arc<Capture>| {
+                Clients::new(
+                    ClientOptions::default(),
+                    Hooks {
+                        events: Events::to(sink),
+                    },
+                )
+            };
+            let (pool_a, pool_b) = (pool(heard_a.clone()), pool(heard_b.clone()));
+            let (registry_a, registry_b) =
+                (Registry::parse(&a).unwrap(), Registry::parse(&b).unwrap());
+            // Both connect at once, each tracing its requests.
+            let (client_a, client_b) =
+                tokio::join!(pool_a.get(&registry_a), pool_b.get(&registry_b));
+            client_a.unwrap();
+            client_b.unwrap();
+            for (heard, own, other) in [(&heard_a, &a, &b), (&heard_b, &b, &a)] {
+                let heard = heard.0.lock().unwrap().clone();
+                assert!(heard.iter().any(|e| e.contains(own.as_str())), "{heard:?}");
+                assert!(
+                    !heard.iter().any(|e| e.contains(other.as_str())),
+                    "{heard:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 use super::challenge::Scope;
 use super::client::RegistryClient;
 use super::error::RegistryError;
-use super::events;
 use super::manifests::MANIFEST_LIMIT;
 use crate::media_type::OCI_INDEX;
 use crate::reference::{Digest, Repository};
@@ -145,7 +144,7 @@ impl RegistryClient {
                 return Ok(ReferrersVia::FallbackTag);
             }
             if attempt > 1 {
-                events::detail(&format!(
+                self.events.detail(&format!(
                     "{repo}:{tag} lost {} of our referrers to another push; adding them again (write {attempt}/{REFERRERS_TAG_ATTEMPTS})",
                     missing.len()
                 ));

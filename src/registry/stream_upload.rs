@@ -16,7 +16,6 @@ use super::blobs::{Attempt, short};
 use super::challenge::Scope;
 use super::client::RegistryClient;
 use super::error::RegistryError;
-use super::events;
 use crate::reference::{Digest, Repository};
 
 /// Why a streamed upload failed, and how long the registry asked to wait (`Retry-After`) before
@@ -91,7 +90,7 @@ impl RegistryClient {
         upload: StreamedUpload,
         digest: &Digest,
     ) -> Result<(), StreamFailed> {
-        events::trace(&format!(
+        self.events.trace(&format!(
             "closing the streamed upload of blob {}",
             short(digest)
         ));

@@ -13,7 +13,6 @@ use super::challenge::{Scope, parse_challenge};
 use super::client::RegistryClient;
 use super::diagnose::{transport_error, unreachable_hint, with_tries};
 use super::error::RegistryError;
-use super::events;
 use super::http::{header_str, redact_url};
 use super::retry::{
     as_asked, backoff, is_retryable_status, is_retryable_transport, retry_after,
@@ -101,12 +100,12 @@ impl RegistryClient {
     ) -> Option<Duration> {
         let delay = backoff(&self.retry, attempt);
         if !worth_another_attempt(left, delay) {
-            events::detail(&format!(
+            self.events.detail(&format!(
                 "{what}: {error}; no time left in the retry budget for another attempt"
             ));
             return None;
         }
-        events::detail(&format!(
+        self.events.detail(&format!(
             "{what}: {error}; retrying in {:.1}s (attempt {}/{})",
             delay.as_secs_f32(),
             attempt + 1,
@@ -124,7 +123,8 @@ impl RegistryClient {
         let Some(challenge) = challenge else {
             return false;
         };
-        events::trace(&format!("{what}: 401; authenticating again"));
+        self.events
+            .trace(&format!("{what}: 401; authenticating again"));
         let mut state = self.auth_state();
         state.challenge = Some(challenge);
         state.tokens.clear();
@@ -144,7 +144,7 @@ impl RegistryClient {
         let retry_after = retry_after(response.headers(), SystemTime::now());
         let delay = retry_after.unwrap_or_else(|| backoff(&self.retry, attempt));
         if !worth_another_attempt(left, delay) {
-            events::detail(&match retry_after {
+            self.events.detail(&match retry_after {
                 Some(_) => format!(
                     "{what}: {} answered {status} and asks to wait {:.0}s, beyond the retry budget",
                     self.registry,
@@ -157,7 +157,7 @@ impl RegistryClient {
             });
             return None;
         }
-        events::detail(&format!(
+        self.events.detail(&format!(
             "{what}: {} answered {status}; retrying in {:.1}s{} (attempt {}/{})",
             self.registry,
             delay.as_secs_f32(),
@@ -180,7 +180,7 @@ impl RegistryClient {
             error: self.transport_error(&e),
             retryable: false,
         })?;
-        if events::tracing() {
+        if self.events.tracing() {
             let auth = request
                 .headers()
                 .get(AUTHORIZATION)
@@ -188,7 +188,7 @@ impl RegistryClient {
                 .and_then(|v| v.split(' ').next())
                 .map(|scheme| format!(" (Authorization: {scheme} <redacted>)"))
                 .unwrap_or_default();
-            events::trace(&format!(
+            self.events.trace(&format!(
                 "-> {} {}{auth}",
                 request.method(),
                 redact_url(request.url())
@@ -205,7 +205,7 @@ impl RegistryClient {
                 result = &mut send => {
                     return match result {
                         Ok(response) => {
-                            events::trace(&format!(
+                            self.events.trace(&format!(
                                 "<- {} for {label} after {} ms",
                                 response.status(),
                                 sent.elapsed().as_millis()
