@@ -9,46 +9,19 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::reference::Registry;
-
-/// A credential. `Debug` never shows the secret.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Credential {
-    Basic {
-        username: String,
-        password: String,
-    },
-    /// An OAuth2 refresh token (Docker's `identitytoken`), exchanged at the token endpoint.
-    IdentityToken(String),
-    /// A bearer token to send as is.
-    RegistryToken(String),
-}
-
-impl std::fmt::Debug for Credential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Credential::Basic { username, .. } => write!(f, "Basic({username}, <redacted>)"),
-            Credential::IdentityToken(_) => f.write_str("IdentityToken(<redacted>)"),
-            Credential::RegistryToken(_) => f.write_str("RegistryToken(<redacted>)"),
-        }
-    }
-}
-
-/// The result of a lookup: what was found, where, and where else was looked (for error messages).
-#[derive(Debug, Clone, Default)]
-pub struct Lookup {
-    pub credential: Option<Credential>,
-    /// Human description of where the credential came from.
-    pub source: Option<String>,
-    /// The credential came from our own environment variables (`ADAPT_PUSH_*`), not a file.
-    pub from_environment: bool,
-    /// Every place consulted, in order.
-    pub searched: Vec<String>,
-    /// Problems worth telling the user (a missing helper, an unreadable file).
-    pub warnings: Vec<String>,
-}
+use crate::registry::{Credential, Keychain, Lookup};
 
 /// How long a credential helper may take before we give up on it.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The app's keychain for the registry client: [`lookup`].
+pub struct DefaultKeychain;
+
+impl Keychain for DefaultKeychain {
+    fn lookup(&self, registry: &Registry, push_target: bool) -> Lookup {
+        lookup(registry, push_target)
+    }
+}
 
 /// Looks up credentials for `registry` in the documented order. Blocking (it may run helpers):
 /// call it off the async runtime.
@@ -469,16 +442,6 @@ mod tests {
         assert!(from_auths(&config, &hub, &mut Vec::new()).is_some());
         let config = json!({"auths": {"docker.io": {"username": "u", "password": "p"}}});
         assert!(from_auths(&config, &hub, &mut Vec::new()).is_some());
-    }
-
-    #[test]
-    fn debug_never_shows_secrets() {
-        let c = Credential::Basic {
-            username: "alice".into(),
-            password: "hunter2".into(),
-        };
-        assert!(!format!("{c:?}").contains("hunter2"));
-        assert!(!format!("{:?}", Credential::IdentityToken("tok123".into())).contains("tok123"));
     }
 
     #[test]

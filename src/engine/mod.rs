@@ -15,10 +15,10 @@ use bollard::auth::DockerCredentials;
 use bollard::{API_DEFAULT_VERSION, Docker};
 use miette::Diagnostic;
 
-use crate::credentials::{self, Credential};
+use crate::credentials;
 use crate::output;
 use crate::reference::{Registry, is_loopback_host};
-use crate::registry::error_chain;
+use crate::registry::{Credential, error_chain};
 
 /// The engine's address when `DOCKER_HOST` is unset.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";

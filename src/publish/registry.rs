@@ -12,6 +12,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use miette::{Result, WrapErr};
 
 use super::Published;
+use crate::credentials::DefaultKeychain;
 use crate::image::layer::{Layer, LayerTap};
 use crate::image::{Blob, BlobSource, Image, LayerEvents, LayerListener};
 use crate::output::{self, human_bytes};
@@ -32,9 +33,11 @@ impl From<&crate::spec::RegistryOptions> for ClientOptions {
     }
 }
 
-/// What the app plugs into its registry clients: the terminal for their messages.
+/// What the app plugs into its registry clients: its credential sources, and the terminal for
+/// their messages.
 pub fn hooks() -> Hooks {
     Hooks {
+        keychain: Arc::new(DefaultKeychain),
         events: Events::to(Arc::new(output::Terminal)),
     }
 }

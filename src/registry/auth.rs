@@ -12,13 +12,13 @@ use super::challenge::{AuthState, Challenge, ForeignAuth, Scope, Token, parse_ch
 use super::client::RegistryClient;
 use super::error::RegistryError;
 use super::http::{authority_of, header_str, origin_of, redact_url, url_is_loopback};
+use super::keychain::{Credential, look_up};
 use super::plain_http::plain_http_allowed;
-use crate::credentials::{self, Credential};
 use crate::reference::{Registry, Repository};
 
 impl RegistryClient {
-    /// Records the challenge an upload host answered with and looks up what the credential
-    /// sources (Docker/podman config and helpers, never `ADAPT_PUSH_*`) hold for that host.
+    /// Records the challenge an upload host answered with and looks up what the keychain holds
+    /// for that very host (asked as a registry not pushed to).
     /// `Ok(true)` when a next attempt can carry something new.
     pub(super) async fn learn_foreign_challenge(
         &self,
@@ -53,12 +53,7 @@ impl RegistryClient {
             })
             .and_then(|h| Registry::parse(&h).ok());
         let credential = match host {
-            Some(host) => {
-                let found = tokio::task::spawn_blocking(move || credentials::lookup(&host, false))
-                    .await
-                    .unwrap_or_default();
-                found.credential
-            }
+            Some(host) => look_up(&self.keychain, &host, false).await.credential,
             None => None,
         };
         let useful = credential.is_some();

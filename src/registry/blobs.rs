@@ -492,11 +492,11 @@ pub(super) fn short(digest: &Digest) -> String {
 mod tests {
 
     use super::*;
-    use crate::credentials::Credential;
     use crate::registry::challenge::Challenge;
     use crate::registry::client::tests::{recording_stub, test_client};
     use crate::registry::events::Events;
     use crate::registry::http_client::http_client;
+    use crate::registry::keychain::Credential;
     use crate::registry::options::ClientOptions;
 
     #[test]

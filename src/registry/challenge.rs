@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::credentials::Credential;
+use super::keychain::Credential;
+
 use crate::reference::Repository;
 
 /// A parsed `WWW-Authenticate` challenge.

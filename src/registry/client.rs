@@ -8,9 +8,9 @@ use super::challenge::AuthState;
 use super::error::RegistryError;
 use super::events::Events;
 use super::http::{is_localhost_name, origin_of};
+use super::keychain::{Credential, Keychain, Lookup, look_up};
 use super::options::{ClientOptions, Hooks, RetryPolicy};
 use super::plain_http::check_plain_http_allowed;
-use crate::credentials::{self, Credential, Lookup};
 use crate::reference::{Registry, Scheme};
 
 /// A connection to one registry.
@@ -24,6 +24,8 @@ pub struct RegistryClient {
     pub(super) insecure: Vec<Registry>,
     pub(super) credential: Option<Credential>,
     pub(super) lookup: Lookup,
+    /// Asked again for upload hosts that challenge on their own.
+    pub(super) keychain: Arc<dyn Keychain>,
     pub(super) auth: std::sync::Mutex<AuthState>,
     /// Held while fetching a token, so concurrent requests wait for one fetch instead of each
     /// asking the token service.
@@ -44,7 +46,7 @@ impl RegistryClient {
     ///
     /// `http` is the shared client from [`http_client`](super::http_client::http_client), which
     /// the pool (`pool::Clients`) builds once for all its registries.
-    /// `push_target`: this registry is pushed to, so `ADAPT_PUSH_*` credentials apply to it.
+    /// `push_target`: this registry is pushed to (the keychain is told, see [`Keychain`]).
     pub async fn connect(
         registry: &Registry,
         options: &ClientOptions,
@@ -52,11 +54,7 @@ impl RegistryClient {
         http: reqwest::Client,
         push_target: bool,
     ) -> Result<Arc<RegistryClient>, RegistryError> {
-        let lookup_registry = registry.clone();
-        let lookup =
-            tokio::task::spawn_blocking(move || credentials::lookup(&lookup_registry, push_target))
-                .await
-                .unwrap_or_default();
+        let lookup = look_up(&hooks.keychain, registry, push_target).await;
         Self::connect_with(registry, options, hooks, http, lookup).await
     }
 
@@ -129,6 +127,7 @@ impl RegistryClient {
             insecure: options.insecure.clone(),
             credential,
             lookup: lookup.clone(),
+            keychain: hooks.keychain.clone(),
             auth: std::sync::Mutex::new(AuthState::default()),
             token_fetch: tokio::sync::Mutex::new(()),
             retry: options.retry,
@@ -254,6 +253,7 @@ pub(super) mod tests {
             insecure: Vec::new(),
             credential,
             lookup: Lookup::default(),
+            keychain: Arc::new(crate::registry::keychain::Anonymous),
             auth: std::sync::Mutex::new(AuthState::default()),
             token_fetch: tokio::sync::Mutex::new(()),
             retry: RetryPolicy::default(),

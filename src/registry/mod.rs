@@ -27,6 +27,7 @@ mod error;
 pub mod events;
 mod http;
 mod http_client;
+mod keychain;
 mod manifests;
 mod options;
 mod ping;
@@ -41,26 +42,32 @@ pub use blobs::Mount;
 pub use client::RegistryClient;
 pub use error::RegistryError;
 pub use http::error_chain;
+pub use keychain::{Credential, Keychain, Lookup};
 pub use options::{ClientOptions, Hooks, RetryPolicy};
 
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
-    /// Each file's code (its tests left out) and the files of this folder it names through
-    /// `super::`.
-    fn imports() -> BTreeMap<String, BTreeSet<String>> {
+    /// Each file's code, its tests left out, by file name (`mod` included).
+    fn code_of_files() -> BTreeMap<String, String> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/registry");
         let mut files = BTreeMap::new();
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-            if name != "mod" {
-                let text = std::fs::read_to_string(&path).unwrap();
-                let code = text.split("#[cfg(test)]").next().unwrap_or("").to_string();
-                files.insert(name, code);
-            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or("").to_string();
+            files.insert(name, code);
         }
+        files
+    }
+
+    /// The files of this folder each file names through `super::` (mod.rs, which only declares
+    /// them, left out).
+    fn imports() -> BTreeMap<String, BTreeSet<String>> {
+        let mut files = code_of_files();
+        files.remove("mod");
         let mut graph = BTreeMap::new();
         for (name, code) in &files {
             assert!(
@@ -113,5 +120,24 @@ mod tests {
             cycle.is_empty(),
             "files in or above an import cycle: {cycle:?}"
         );
+    }
+
+    /// The client could be a crate of its own: of this crate it takes only the image reference
+    /// grammar and the media types.
+    #[test]
+    fn the_registry_imports_nothing_of_the_crate_but_references_and_media_types() {
+        for (name, code) in code_of_files() {
+            for (i, _) in code.match_indices("crate::") {
+                let rest = &code[i + "crate::".len()..];
+                let end = rest
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                let named = &rest[..end];
+                assert!(
+                    ["reference", "media_type"].contains(&named),
+                    "{name}.rs imports crate::{named}"
+                );
+            }
+        }
     }
 }

@@ -2,9 +2,11 @@
 //! hooks the application plugs in.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::events::Events;
+use super::keychain::{Anonymous, Keychain};
 use crate::reference::Registry;
 
 /// Retry bounds, per request (and per blob upload).
@@ -55,12 +57,23 @@ pub struct ClientOptions {
     pub retry: RetryPolicy,
 }
 
-/// What the application plugs into its clients, apart from their settings. The default drops
-/// every event.
-#[derive(Clone, Default)]
+/// What the application plugs into its clients, apart from their settings. The default has no
+/// credentials and drops every event.
+#[derive(Clone)]
 pub struct Hooks {
+    /// Where the clients' credentials come from.
+    pub keychain: Arc<dyn Keychain>,
     /// Where the clients' progress messages go.
     pub events: Events,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            keychain: Arc::new(Anonymous),
+            events: Events::default(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -25,9 +25,9 @@ pub struct Clients {
     /// a connect, so a slow registry does not hold up the others; callers asking for the same
     /// registry at once wait for the one connect in its cell.
     connected: Mutex<HashMap<Key, Arc<OnceCell<Arc<RegistryClient>>>>>,
-    /// The registries pushed to (`external` addresses, as `host[:port]`): the only ones that
-    /// get the `ADAPT_PUSH_*` credentials. Every other registry (a base image's) gets what the
-    /// Docker/podman configuration holds for it.
+    /// The registries pushed to (as `host[:port]`): the keychain is told, so it can keep
+    /// credentials meant for push targets (the app's `ADAPT_PUSH_*`) from every other registry
+    /// (a base image's).
     push_targets: Mutex<std::collections::HashSet<String>>,
 }
 
@@ -200,6 +200,7 @@ mod tests {
                     ClientOptions::default(),
                     Hooks {
                         events: Events::to(sink),
+                        ..Hooks::default()
                     },
                 )
             };
