@@ -9,6 +9,7 @@ mod context;
 mod ssh;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
@@ -18,7 +19,7 @@ use miette::Diagnostic;
 use crate::credentials;
 use crate::output;
 use crate::reference::{Registry, is_loopback_host};
-use crate::registry::{Credential, error_chain};
+use crate::registry::{Credential, Keychain, RegistryError, error_chain, look_up};
 
 /// The engine's address when `DOCKER_HOST` is unset.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -253,13 +254,15 @@ fn remote_host(address: &str) -> Option<String> {
 }
 
 /// Our credentials for `registry` (the same lookup the registry client uses), in the form the
-/// engine takes in `X-Registry-Auth` / `X-Registry-Config`. `None` means anonymous.
+/// engine takes in `X-Registry-Auth` / `X-Registry-Config`. `None` means anonymous; a lookup
+/// that fails (a credential helper that breaks) is an error, as for the registry client.
 /// `push_target`: `registry` is the one pushed to, the only one `ADAPT_PUSH_*` credentials go to.
-pub async fn credentials_for(registry: &Registry, push_target: bool) -> Option<DockerCredentials> {
-    let target = registry.clone();
-    let mut found = tokio::task::spawn_blocking(move || credentials::lookup(&target, push_target))
-        .await
-        .unwrap_or_default();
+pub async fn credentials_for(
+    registry: &Registry,
+    push_target: bool,
+) -> Result<Option<DockerCredentials>, RegistryError> {
+    let keychain: Arc<dyn Keychain> = Arc::new(credentials::DefaultKeychain);
+    let mut found = look_up(&keychain, registry, push_target).await?;
     for warning in found.warnings.drain(..) {
         output::warn(&warning);
     }
@@ -267,7 +270,10 @@ pub async fn credentials_for(registry: &Registry, push_target: bool) -> Option<D
         output::trace(&format!("credentials for {registry} from {source}"));
     }
     let serveraddress = Some(server_address(registry));
-    Some(match found.credential? {
+    let Some(credential) = found.credential else {
+        return Ok(None);
+    };
+    Ok(Some(match credential {
         Credential::Basic { username, password } => DockerCredentials {
             username: Some(username),
             password: Some(password),
@@ -284,7 +290,7 @@ pub async fn credentials_for(registry: &Registry, push_target: bool) -> Option<D
             serveraddress,
             ..DockerCredentials::default()
         },
-    })
+    }))
 }
 
 /// How the engine names a registry in credentials: Docker Hub has its historical key.

@@ -53,7 +53,7 @@ impl RegistryClient {
             })
             .and_then(|h| Registry::parse(&h).ok());
         let credential = match host {
-            Some(host) => look_up(&self.keychain, &host, false).await.credential,
+            Some(host) => look_up(&self.keychain, &host, false).await?.credential,
             None => None,
         };
         let useful = credential.is_some();

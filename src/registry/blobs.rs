@@ -284,8 +284,9 @@ impl RegistryClient {
         match response.status() {
             StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
             StatusCode::UNAUTHORIZED if !self.is_own(&url) => {
-                // Learn the upload host's challenge, so the caller's next copy can answer it.
-                let _ = self.learn_foreign_challenge(&url, &response).await;
+                // Learn the upload host's challenge, so the caller's next copy can answer it (a
+                // keychain that cannot tell what it holds for that host is the error to show).
+                self.learn_foreign_challenge(&url, &response).await?;
                 Err(self.foreign_unauthorized(repo, &url))
             }
             s => Err(self.status_error(Some(repo), &what, s, response).await),

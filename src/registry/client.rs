@@ -54,7 +54,7 @@ impl RegistryClient {
         http: reqwest::Client,
         push_target: bool,
     ) -> Result<Arc<RegistryClient>, RegistryError> {
-        let lookup = look_up(&hooks.keychain, registry, push_target).await;
+        let lookup = look_up(&hooks.keychain, registry, push_target).await?;
         Self::connect_with(registry, options, hooks, http, lookup).await
     }
 
@@ -455,6 +455,34 @@ pub(super) mod tests {
                 .expect("falls back to plain HTTP for an insecure registry");
         assert!(client.base_url.starts_with("http://"));
         assert_no_credentials_sent(&client, &seen).await;
+    }
+
+    /// A keychain that cannot tell what it holds stops the client before its first request:
+    /// nothing goes to the registry without the credentials meant for it.
+    #[tokio::test]
+    async fn a_broken_keychain_stops_the_client_before_any_request() {
+        let (port, seen) = recording_stub("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".into());
+        let registry = Registry::parse(&format!("127.0.0.1:{port}")).unwrap();
+        let hooks = Hooks {
+            keychain: Arc::new(crate::registry::keychain::tests::Panics),
+            ..Hooks::default()
+        };
+        let options = ClientOptions::default();
+        let err = RegistryClient::connect(&registry, &options, &hooks, plain_http(), true)
+            .await
+            .err()
+            .expect("the keychain panics");
+        assert!(matches!(err, RegistryError::Credentials { .. }), "{err}");
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "{:?}",
+            seen.lock().unwrap()
+        );
+        // The same registry with a keychain that answers is spoken to.
+        RegistryClient::connect(&registry, &options, &Hooks::default(), plain_http(), true)
+            .await
+            .expect("an open registry");
+        assert!(!seen.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -51,6 +51,16 @@ pub enum RegistryError {
         hint: String,
     },
 
+    /// The keychain cannot tell what it holds for the registry (a credential helper failed):
+    /// nothing is sent, rather than requests without the credentials meant for them.
+    #[error("cannot get credentials for {registry}: {cause}")]
+    #[diagnostic(help("{hint}"))]
+    Credentials {
+        registry: String,
+        cause: String,
+        hint: String,
+    },
+
     #[error("{registry}: the token service {realm} is plain HTTP; not sending credentials there")]
     #[diagnostic(help(
         "credentials are only sent over HTTPS, or plain HTTP to a loopback address; configure the registry's token realm with https://"

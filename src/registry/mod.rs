@@ -42,7 +42,7 @@ pub use blobs::Mount;
 pub use client::RegistryClient;
 pub use error::RegistryError;
 pub use http::error_chain;
-pub use keychain::{Credential, Keychain, Lookup};
+pub use keychain::{Credential, Keychain, KeychainError, Lookup, look_up};
 pub use options::{ClientOptions, Hooks, RetryPolicy};
 
 #[cfg(test)]

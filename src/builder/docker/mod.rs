@@ -101,7 +101,7 @@ pub async fn build(
 async fn run_build(engine: &Engine, target: &BuildSpec, context: &BuildContext) -> Result<String> {
     let listing = list_for_sending(context).await?;
     announce(engine, target, context, &listing);
-    let credentials = build_credentials(&context.from_images).await;
+    let credentials = build_credentials(&context.from_images).await?;
     let options = build_options(target, context);
     let progress = output::Progress::bytes("build context", listing.tar_bytes);
     let (body, writer) = send_context(listing, progress.clone());
@@ -497,17 +497,19 @@ async fn run_network(engine: &Engine) -> Option<&'static str> {
 }
 
 /// Credentials for the registries the build pulls from, as `X-Registry-Config`.
-async fn build_credentials(images: &[ImageRef]) -> Option<HashMap<String, DockerCredentials>> {
+async fn build_credentials(
+    images: &[ImageRef],
+) -> Result<Option<HashMap<String, DockerCredentials>>> {
     let mut all = HashMap::new();
     for image in images {
         let key = engine::server_address(&image.registry);
         if !all.contains_key(&key)
-            && let Some(c) = engine::credentials_for(&image.registry, false).await
+            && let Some(c) = engine::credentials_for(&image.registry, false).await?
         {
             all.insert(key, c);
         }
     }
-    (!all.is_empty()).then_some(all)
+    Ok((!all.is_empty()).then_some(all))
 }
 
 #[cfg(test)]
