@@ -25,6 +25,7 @@ mod publish;
 mod push;
 pub mod reference;
 mod registry;
+mod registry_hints;
 mod resolve;
 mod runtime_closure;
 mod spec;

@@ -20,6 +20,7 @@ use crate::reference::{Digest, Repository};
 use crate::registry::events::Events;
 use crate::registry::pool::Clients;
 use crate::registry::{ClientOptions, Hooks, Mount, RegistryClient, RegistryError, RetryPolicy};
+use crate::registry_hints::AppHints;
 use crate::spec::Destination;
 
 /// The plan's registry settings as the client's options (the registry knows nothing of the plan).
@@ -33,11 +34,12 @@ impl From<&crate::spec::RegistryOptions> for ClientOptions {
     }
 }
 
-/// What the app plugs into its registry clients: its credential sources, and the terminal for
-/// their messages.
+/// What the app plugs into its registry clients: its credential sources, its hints, and the
+/// terminal for their messages.
 pub fn hooks() -> Hooks {
     Hooks {
         keychain: Arc::new(DefaultKeychain),
+        hints: Arc::new(AppHints),
         events: Events::to(Arc::new(output::Terminal)),
     }
 }

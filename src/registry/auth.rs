@@ -11,6 +11,7 @@ use super::bounded::{SMALL_BLOB_LIMIT, read_error_body};
 use super::challenge::{AuthState, Challenge, ForeignAuth, Scope, Token, parse_challenge};
 use super::client::RegistryClient;
 use super::error::RegistryError;
+use super::hints::Problem;
 use super::http::{authority_of, header_str, origin_of, redact_url, url_is_loopback};
 use super::keychain::{Credential, look_up};
 use super::plain_http::plain_http_allowed;
@@ -86,10 +87,21 @@ impl RegistryClient {
                 self.registry
             ),
             status: 401,
-            hint: format!(
-                "credentials of {} are never sent to another host; log in to {origin} itself (`docker login`) if it really needs credentials",
-                self.registry
-            ),
+            hint: self.hints.hint(&Problem::UploadHostCredentials {
+                registry: &self.registry,
+                origin: &origin,
+            }),
+        }
+    }
+
+    /// Plain HTTP to `url` refused: `plain` (`host[:port]`) is neither loopback nor insecure.
+    fn plain_http_refused(&self, url: String, plain: String) -> RegistryError {
+        RegistryError::PlainHttpRefused {
+            url,
+            hint: self
+                .hints
+                .hint(&Problem::PlainHttpRefused { authority: &plain }),
+            plain,
         }
     }
 
@@ -123,10 +135,10 @@ impl RegistryClient {
             return self.authorize(Some(scope), request).await;
         }
         if parsed.scheme() == "http" && !plain_http_allowed(&parsed, &self.insecure) {
-            return Err(RegistryError::PlainHttpRefused {
-                url: format!("{origin} (the upload location {} sent)", self.registry),
-                plain: authority_of(&parsed),
-            });
+            return Err(self.plain_http_refused(
+                format!("{origin} (the upload location {} sent)", self.registry),
+                authority_of(&parsed),
+            ));
         }
         let Some(foreign) = self.auth_state().foreign.get(&origin).cloned() else {
             return Ok(request);
@@ -295,14 +307,14 @@ impl RegistryClient {
                 realm: redact_url(&realm_url),
             }),
             "http" if plain_http_allowed(&realm_url, &self.insecure) => Ok(()),
-            "http" => Err(RegistryError::PlainHttpRefused {
-                url: format!(
+            "http" => Err(self.plain_http_refused(
+                format!(
                     "{} (the token service {} names)",
                     redact_url(&realm_url),
                     self.registry
                 ),
-                plain: authority_of(&realm_url),
-            }),
+                authority_of(&realm_url),
+            )),
             other => Err(RegistryError::Protocol {
                 registry: self.registry.to_string(),
                 what: "the authentication challenge".into(),
@@ -423,18 +435,12 @@ impl RegistryClient {
                     "credentials came from {source}; that account may not push to this repository"
                 ),
             ),
-            (Some(_), Some(source), _) if self.lookup.from_environment => (
+            (Some(_), Some(_), _) => (
                 "the credentials were refused for".to_string(),
-                format!(
-                    "the credentials came from {source}: check them (they take precedence over `docker login`; unset them to use the Docker config's instead)"
-                ),
-            ),
-            (Some(_), Some(source), _) => (
-                "the credentials were refused for".to_string(),
-                format!(
-                    "credentials came from {source} (looked in: {searched}); check the username and password or token, log in again with `docker login {}`, or set ADAPT_PUSH_USERNAME and ADAPT_PUSH_PASSWORD",
-                    self.registry
-                ),
+                self.hints.hint(&Problem::CredentialsRefused {
+                    registry: &self.registry,
+                    lookup: &self.lookup,
+                }),
             ),
             (None, Some(source), _) => (
                 "credentials are required for".to_string(),
@@ -445,10 +451,10 @@ impl RegistryClient {
             ),
             _ => (
                 "credentials are required for".to_string(),
-                format!(
-                    "no credentials were found for {} (looked in: {searched}); log in with `docker login {}`, or set ADAPT_PUSH_USERNAME and ADAPT_PUSH_PASSWORD",
-                    self.registry, self.registry
-                ),
+                self.hints.hint(&Problem::NoCredentials {
+                    registry: &self.registry,
+                    lookup: &self.lookup,
+                }),
             ),
         };
         RegistryError::Unauthorized {
@@ -525,12 +531,12 @@ mod tests {
             .unwrap_err();
         let help = miette::Diagnostic::help(&err).map(|h| h.to_string());
         assert!(
-            matches!(err, RegistryError::PlainHttpRefused { .. }),
+            matches!(&err, RegistryError::PlainHttpRefused { plain, .. } if plain == "auth.example.test:8080"),
             "{err}"
         );
         assert!(err.to_string().contains("the token service"), "{err}");
         assert!(
-            help.is_some_and(|h| h.contains("insecure = [\"auth.example.test:8080\"]")),
+            help.is_some_and(|h| h.contains("if auth.example.test:8080 really serves plain HTTP")),
             "{err}"
         );
     }

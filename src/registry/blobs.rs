@@ -170,7 +170,7 @@ impl RegistryClient {
             };
             progress.reset();
             let activity = Activity::new();
-            let body = source.body(progress, &activity)?;
+            let body = source.body(progress, &activity, &*self.hints)?;
             let result = self
                 .transfer(repo, &location, digest, body, source.size(), &activity)
                 .await;
@@ -201,7 +201,7 @@ impl RegistryClient {
             // What the registry got has another digest: a race with another push, or a file
             // that no longer holds the blob, which no retry would mend.
             if error.is_digest_invalid() {
-                source.check(digest).await?;
+                source.check(digest, &*self.hints).await?;
             }
             if activity.bytes() > 0 {
                 budget_from = Instant::now();

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::challenge::AuthState;
 use super::error::RegistryError;
 use super::events::Events;
+use super::hints::Hints;
 use super::http::{is_localhost_name, origin_of};
 use super::keychain::{Credential, Keychain, Lookup, look_up};
 use super::options::{ClientOptions, Hooks, RetryPolicy};
@@ -32,6 +33,8 @@ pub struct RegistryClient {
     pub(super) token_fetch: tokio::sync::Mutex<()>,
     pub(super) retry: RetryPolicy,
     pub(super) ca_cert: Option<PathBuf>,
+    /// Words the hints of this client's errors.
+    pub(super) hints: Arc<dyn Hints>,
     /// Where this client's messages go.
     pub(super) events: Events,
 }
@@ -65,7 +68,7 @@ impl RegistryClient {
         http: reqwest::Client,
         mut lookup: Lookup,
     ) -> Result<Arc<RegistryClient>, RegistryError> {
-        check_plain_http_allowed(registry, &options.insecure)?;
+        check_plain_http_allowed(registry, &options.insecure, &*hooks.hints)?;
         check_resolves_to_loopback(registry).await?;
         let schemes = schemes_to_try(registry, options);
         let authority = registry.api_authority();
@@ -132,6 +135,7 @@ impl RegistryClient {
             token_fetch: tokio::sync::Mutex::new(()),
             retry: options.retry,
             ca_cert: options.ca_cert.clone(),
+            hints: hooks.hints.clone(),
             events: hooks.events.clone(),
         }
     }
@@ -258,6 +262,7 @@ pub(super) mod tests {
             token_fetch: tokio::sync::Mutex::new(()),
             retry: RetryPolicy::default(),
             ca_cert: None,
+            hints: Arc::new(crate::registry::hints::DefaultHints),
             events: Events::default(),
         }
     }
@@ -416,12 +421,15 @@ pub(super) mod tests {
             "{err} {}",
             err.help().map(|h| h.to_string()).unwrap_or_default()
         );
+        // The error names the host to allow; the hint (here the client's own wording; the
+        // app's shows the `insecure` line, see registry_hints) says how.
+        let authority = registry.without_scheme().to_string();
         assert!(
-            matches!(err, RegistryError::PlainHttpRefused { .. }),
+            matches!(&err, RegistryError::PlainHttpRefused { plain, .. } if *plain == authority),
             "{text}"
         );
         assert!(
-            text.contains(&format!("insecure = [\"{}\"]", registry.without_scheme())),
+            text.contains(&format!("if {authority} really serves plain HTTP")),
             "{text}"
         );
         assert!(

@@ -9,6 +9,7 @@ use super::api_error::ErrorCode;
 use super::bounded::read_error_body;
 use super::client::RegistryClient;
 use super::error::RegistryError;
+use super::hints::{Hints, Problem};
 use super::http::{is_certificate_problem, is_plain_http_answer, reqwest_chain, source_of};
 use super::http_client::RedirectTrouble;
 use crate::reference::{Registry, Repository};
@@ -81,12 +82,11 @@ impl RegistryClient {
                 let hint = if denied {
                     "the registry denied the request; check the repository's permissions and storage quota".to_string()
                 } else if status == StatusCode::TOO_MANY_REQUESTS {
-                    "the registry is rate-limiting this client; wait, or allow more time with --retry-timeout".to_string()
+                    self.hints.hint(&Problem::RateLimited)
                 } else if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
-                    format!(
-                        "the registry kept failing through {} attempts; check its health, or allow more with --retry-attempts / --retry-timeout",
-                        self.retry.attempts
-                    )
+                    self.hints.hint(&Problem::KeptFailing {
+                        attempts: self.retry.attempts,
+                    })
                 } else {
                     String::new()
                 };
@@ -101,12 +101,6 @@ impl RegistryClient {
             }
         }
     }
-}
-
-pub(super) fn unreachable_hint(registry: &Registry) -> String {
-    format!(
-        "check that the registry runs and that {registry} is its address as seen from here (the `external` side of a split registry)"
-    )
 }
 
 /// Adds how often and how long we tried to an unreachable error.
@@ -132,6 +126,7 @@ pub(super) fn transport_error(
     base_url: &str,
     registry: &Registry,
     ca_cert: Option<&std::path::Path>,
+    hints: &dyn Hints,
     e: &reqwest::Error,
 ) -> RegistryError {
     if let Some(trouble) = source_of::<RedirectTrouble>(e) {
@@ -145,34 +140,18 @@ pub(super) fn transport_error(
     let lower = chain.to_ascii_lowercase();
     let https = base_url.starts_with("https://");
     if https && is_plain_http_answer(&lower) {
-        let plain = registry.without_scheme();
         return RegistryError::Tls {
             url: base_url.to_string(),
             cause: "the server sent an HTTP response to an HTTPS client (it speaks plain HTTP)"
                 .into(),
-            hint: if registry.is_loopback() {
-                format!(
-                    "{plain} serves plain HTTP: write it as http://{plain}, or without a scheme (loopback addresses may use plain HTTP)"
-                )
-            } else {
-                format!(
-                    "if {plain} really serves plain HTTP, list it in `insecure = [\"{plain}\"]` in [package.metadata.cluster] (credentials are never sent over plain HTTP)"
-                )
-            },
+            hint: hints.hint(&Problem::PlainHttpServer { registry }),
         };
     }
     if https && is_certificate_problem(&lower) {
         return RegistryError::Tls {
             url: base_url.to_string(),
             cause: format!("the registry's certificate was not accepted: {chain}"),
-            hint: match ca_cert {
-                Some(path) => format!(
-                    "the certificate does not verify against the system's roots plus {}: check that it is the CA that signed the registry's certificate, and that the certificate names {}",
-                    path.display(),
-                    registry.without_scheme()
-                ),
-                None => "trust the registry's CA with `ca-cert = \"path/to/ca.pem\"` in [package.metadata.cluster], --ca-cert FILE, or SSL_CERT_FILE".into(),
-            },
+            hint: hints.hint(&Problem::UntrustedCertificate { registry, ca_cert }),
         };
     }
     if https && (lower.contains("tls") || lower.contains("handshake")) {
@@ -186,7 +165,7 @@ pub(super) fn transport_error(
         url: base_url.to_string(),
         tried: String::new(),
         cause: chain,
-        hint: unreachable_hint(registry),
+        hint: hints.hint(&Problem::Unreachable { registry }),
     }
 }
 
@@ -210,7 +189,13 @@ mod tests {
             "reqwest shows the URL: {e}"
         );
         let registry = Registry::parse(&format!("127.0.0.1:{port}")).unwrap();
-        let err = transport_error(&format!("http://127.0.0.1:{port}"), &registry, None, &e);
+        let err = transport_error(
+            &format!("http://127.0.0.1:{port}"),
+            &registry,
+            None,
+            &crate::registry::hints::DefaultHints,
+            &e,
+        );
         let text = format!("{err} {err:?}");
         assert!(!text.contains("c2VjcmV0Cg"), "{text}");
         assert!(text.contains("_state=…"), "{text}");

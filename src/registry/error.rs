@@ -122,10 +122,13 @@ pub enum RegistryError {
     /// Plain HTTP to a host that is neither loopback nor listed in `insecure`: refused before
     /// any request is made.
     #[error("{url} is plain HTTP to a host that is not loopback; refusing to talk to it")]
-    #[diagnostic(help(
-        "if {plain} really serves plain HTTP, add `insecure = [\"{plain}\"]` to [package.metadata.cluster] (credentials are never sent over plain HTTP); otherwise use https://"
-    ))]
-    PlainHttpRefused { url: String, plain: String },
+    #[diagnostic(help("{hint}"))]
+    PlainHttpRefused {
+        url: String,
+        /// The host (`host[:port]`) plain HTTP would have gone to.
+        plain: String,
+        hint: String,
+    },
 
     /// A `*.localhost` name that resolves to something other than loopback addresses.
     #[error("{host} resolves to {addresses}, which are not loopback addresses")]
@@ -142,8 +145,12 @@ pub enum RegistryError {
         limit: String,
     },
     #[error("reading the blob to upload from {path}: {cause}")]
-    #[diagnostic(help("it is in the layer cache under target/adapt-push; run the push again"))]
-    LocalBlob { path: String, cause: String },
+    #[diagnostic(help("{hint}"))]
+    LocalBlob {
+        path: String,
+        cause: String,
+        hint: String,
+    },
 
     /// A file uploaded as a blob does not hold it (found after the registry answered
     /// `DIGEST_INVALID`): sending it again cannot help.

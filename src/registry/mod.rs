@@ -25,6 +25,7 @@ mod client;
 mod diagnose;
 mod error;
 pub mod events;
+mod hints;
 mod http;
 mod http_client;
 mod keychain;
@@ -41,6 +42,7 @@ mod transport;
 pub use blobs::Mount;
 pub use client::RegistryClient;
 pub use error::RegistryError;
+pub use hints::{DefaultHints, Hints, Problem};
 pub use http::error_chain;
 pub use keychain::{Credential, Keychain, KeychainError, Lookup, look_up};
 pub use options::{ClientOptions, Hooks, RetryPolicy};
@@ -57,7 +59,12 @@ mod tests {
             let path = entry.unwrap().path();
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
             let text = std::fs::read_to_string(&path).unwrap();
-            let code = text.split("#[cfg(test)]").next().unwrap_or("").to_string();
+            // The tests module is left out (a `#[cfg(test)]` item elsewhere stays in).
+            let end = text
+                .find("#[cfg(test)]\nmod tests")
+                .or_else(|| text.find("#[cfg(test)]\npub(super) mod tests"))
+                .unwrap_or(text.len());
+            let code = text[..end].to_string();
             files.insert(name, code);
         }
         files

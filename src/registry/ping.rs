@@ -7,6 +7,7 @@ use super::bounded::read_text;
 use super::challenge::{Challenge, parse_challenge};
 use super::client::RegistryClient;
 use super::error::RegistryError;
+use super::hints::Problem;
 use super::http::header_str;
 
 impl RegistryClient {
@@ -41,10 +42,9 @@ impl RegistryClient {
                 if body.to_ascii_lowercase().contains("https") {
                     Err(RegistryError::HttpsPort {
                         url: self.base_url.clone(),
-                        hint: format!(
-                            "write the registry as https://{} (and trust its CA with `ca-cert` or --ca-cert if it is private)",
-                            self.registry
-                        ),
+                        hint: self.hints.hint(&Problem::HttpsPort {
+                            registry: &self.registry,
+                        }),
                     })
                 } else {
                     Err(RegistryError::Rejected {

@@ -1,6 +1,7 @@
 //! The plain-HTTP policy: plain HTTP goes only to loopback, or to registries listed as insecure.
 
 use super::error::RegistryError;
+use super::hints::{Hints, Problem};
 use crate::reference::{Registry, Scheme, is_loopback_host};
 
 /// Whether plain HTTP may go to this URL's host: loopback, or listed in `insecure`.
@@ -23,15 +24,18 @@ pub(super) fn plain_http_allowed(url: &url::Url, insecure: &[Registry]) -> bool 
 pub(super) fn check_plain_http_allowed(
     registry: &Registry,
     insecure: &[Registry],
+    hints: &dyn Hints,
 ) -> Result<(), RegistryError> {
     let plain = registry.without_scheme();
     if registry.scheme() == Some(Scheme::Http)
         && !registry.is_loopback()
         && !insecure.contains(&plain)
     {
+        let plain = plain.to_string();
         return Err(RegistryError::PlainHttpRefused {
             url: registry.to_string(),
-            plain: plain.to_string(),
+            hint: hints.hint(&Problem::PlainHttpRefused { authority: &plain }),
+            plain,
         });
     }
     Ok(())

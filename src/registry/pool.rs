@@ -26,7 +26,7 @@ pub struct Clients {
     /// registry at once wait for the one connect in its cell.
     connected: Mutex<HashMap<Key, Arc<OnceCell<Arc<RegistryClient>>>>>,
     /// The registries pushed to (as `host[:port]`): the keychain is told, so it can keep
-    /// credentials meant for push targets (the app's `ADAPT_PUSH_*`) from every other registry
+    /// credentials meant for push targets (a CI job's push token) from every other registry
     /// (a base image's).
     push_targets: Mutex<std::collections::HashSet<String>>,
 }

@@ -11,8 +11,9 @@ use super::activity::Activity;
 use super::bounded::{BodyError, human_size, read_limited};
 use super::challenge::{Scope, parse_challenge};
 use super::client::RegistryClient;
-use super::diagnose::{transport_error, unreachable_hint, with_tries};
+use super::diagnose::{transport_error, with_tries};
 use super::error::RegistryError;
+use super::hints::Problem;
 use super::http::{header_str, redact_url};
 use super::retry::{
     as_asked, backoff, is_retryable_status, is_retryable_transport, retry_after,
@@ -267,11 +268,19 @@ impl RegistryClient {
     }
 
     pub(super) fn transport_error(&self, e: &reqwest::Error) -> RegistryError {
-        transport_error(&self.base_url, &self.registry, self.ca_cert.as_deref(), e)
+        transport_error(
+            &self.base_url,
+            &self.registry,
+            self.ca_cert.as_deref(),
+            &*self.hints,
+            e,
+        )
     }
 
     pub(super) fn unreachable_hint(&self) -> String {
-        unreachable_hint(&self.registry)
+        self.hints.hint(&Problem::Unreachable {
+            registry: &self.registry,
+        })
     }
 }
 
