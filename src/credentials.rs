@@ -1,5 +1,6 @@
 //! Where credentials for a registry come from: CI environment variables, then the Docker config
-//! (`credHelpers`, `auths`, `credsStore`), then containers' `auth.json`.
+//! (`credHelpers`, `auths`, `credsStore`), then containers' `auth.json`. The registry client and
+//! the engine ask through [`DefaultKeychain`], the app's `registry::Keychain`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

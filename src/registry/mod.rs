@@ -8,11 +8,17 @@
 //! session when a transfer breaks, and count as stalled only when no byte has moved for
 //! [`RetryPolicy::stall`], so a slow link is not mistaken for a dead one.
 //!
+//! The application plugs in, through [`Hooks`]: a [`Keychain`] (where credentials come from;
+//! a lookup that fails is an error, never an anonymous request), [`Hints`] (the advice in its
+//! own words for each [`Problem`]) and an event sink ([`events`]). Of the crate, the client
+//! takes only `reference` and `media_type`, so it could be a crate of its own.
+//!
 //! The files import one another only downwards (this one only declares them and re-exports):
-//! the leaves (`http`, `bounded`, `retry`, `activity`, `challenge`, `options`, `events`,
-//! `error`) know nothing of the client; `client` defines [`RegistryClient`] and connecting;
-//! the files that add its methods (`transport`, `auth`, `ping`, `diagnose`, `blobs`, …) import
-//! `client`, never the other way round.
+//! the leaves (`http`, `bounded`, `retry`, `activity`, `api_error`, `challenge`, `keychain`,
+//! `hints`, `options`, `events`, `error`, `plain_http`, `http_client`) know nothing of the
+//! client; `client` defines [`RegistryClient`] and connecting; the files that add its methods
+//! (`transport`, `auth`, `ping`, `diagnose`, `blobs`, …) import `client`, never the other way
+//! round. The tests below check both.
 
 mod activity;
 mod api_error;
