@@ -1,5 +1,6 @@
 //! Where credentials for a registry come from: CI environment variables, then the Docker config
-//! (`credHelpers`, `auths`, `credsStore`), then containers' `auth.json`.
+//! (`credHelpers`, `auths`, `credsStore`), then containers' `auth.json`. The registry client and
+//! the engine ask through [`DefaultKeychain`], the app's `registry::Keychain`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -9,64 +10,38 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::reference::Registry;
-
-/// A credential. `Debug` never shows the secret.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Credential {
-    Basic {
-        username: String,
-        password: String,
-    },
-    /// An OAuth2 refresh token (Docker's `identitytoken`), exchanged at the token endpoint.
-    IdentityToken(String),
-    /// A bearer token to send as is.
-    RegistryToken(String),
-}
-
-impl std::fmt::Debug for Credential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Credential::Basic { username, .. } => write!(f, "Basic({username}, <redacted>)"),
-            Credential::IdentityToken(_) => f.write_str("IdentityToken(<redacted>)"),
-            Credential::RegistryToken(_) => f.write_str("RegistryToken(<redacted>)"),
-        }
-    }
-}
-
-/// The result of a lookup: what was found, where, and where else was looked (for error messages).
-#[derive(Debug, Clone, Default)]
-pub struct Lookup {
-    pub credential: Option<Credential>,
-    /// Human description of where the credential came from.
-    pub source: Option<String>,
-    /// The credential came from our own environment variables (`ADAPT_PUSH_*`), not a file.
-    pub from_environment: bool,
-    /// Every place consulted, in order.
-    pub searched: Vec<String>,
-    /// Problems worth telling the user (a missing helper, an unreadable file).
-    pub warnings: Vec<String>,
-}
+use crate::registry::{Credential, Keychain, KeychainError, Lookup};
 
 /// How long a credential helper may take before we give up on it.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The app's keychain, for the registry client and the engine: [`lookup`].
+pub struct DefaultKeychain;
+
+impl Keychain for DefaultKeychain {
+    fn lookup(&self, registry: &Registry, push_target: bool) -> Result<Lookup, KeychainError> {
+        lookup(registry, push_target)
+    }
+}
+
 /// Looks up credentials for `registry` in the documented order. Blocking (it may run helpers):
-/// call it off the async runtime.
+/// call it off the async runtime. A helper that answers "not found", or is not installed (a
+/// warning), means no credentials; a helper that fails otherwise is an error.
 ///
 /// `push_target`: the registry is the one being pushed to (the `external` address). Only then
 /// are `ADAPT_PUSH_TOKEN` / `ADAPT_PUSH_USERNAME` / `ADAPT_PUSH_PASSWORD` consulted: a base
 /// image's registry, or an upload host a registry points to, gets what the Docker/podman
 /// configuration and helpers hold for that very host, never the push credentials.
-pub fn lookup(registry: &Registry, push_target: bool) -> Lookup {
+fn lookup(registry: &Registry, push_target: bool) -> Result<Lookup, KeychainError> {
     let mut found = Lookup::default();
     if push_target {
         from_environment(&mut found);
         if found.credential.is_some() {
-            return found;
+            return Ok(found);
         }
     }
-    from_files(registry, &mut found);
-    found
+    from_files(registry, &mut found)?;
+    Ok(found)
 }
 
 /// `ADAPT_PUSH_TOKEN`, or `ADAPT_PUSH_USERNAME` with `ADAPT_PUSH_PASSWORD`.
@@ -99,16 +74,16 @@ fn from_environment(found: &mut Lookup) {
 }
 
 /// The Docker config (helpers included), then containers' auth files.
-fn from_files(registry: &Registry, found: &mut Lookup) {
+fn from_files(registry: &Registry, found: &mut Lookup) -> Result<(), KeychainError> {
     let docker_config = docker_config_path();
     found.searched.push(docker_config.display().to_string());
     if let Some(config) = read_json(&docker_config, &mut found.warnings)
         && let Some((credential, source)) =
-            from_docker_config(&config, registry, &mut found.warnings)
+            from_docker_config(&config, &docker_config, registry, &mut found.warnings)?
     {
         found.credential = Some(credential);
         found.source = Some(format!("{} ({source})", docker_config.display()));
-        return;
+        return Ok(());
     }
 
     for path in containers_auth_paths() {
@@ -118,9 +93,10 @@ fn from_files(registry: &Registry, found: &mut Lookup) {
         {
             found.credential = Some(credential);
             found.source = Some(format!("{} (auths)", path.display()));
-            return;
+            return Ok(());
         }
     }
+    Ok(())
 }
 
 fn docker_config_path() -> PathBuf {
@@ -205,33 +181,61 @@ fn matches(key: &str, registry: &Registry) -> bool {
         .any(|k| normalize_key(k) == normalized)
 }
 
+/// What the Docker config at `path` holds for `registry`: from its helper (`credHelpers`), its
+/// `auths`, or its store (`credsStore`), with where it came from.
 fn from_docker_config(
     config: &Value,
+    path: &Path,
     registry: &Registry,
     warnings: &mut Vec<String>,
-) -> Option<(Credential, String)> {
+) -> Result<Option<(Credential, String)>, KeychainError> {
     if let Some(helpers) = config.get("credHelpers").and_then(Value::as_object) {
         for (key, helper) in helpers {
             if matches(key, registry)
                 && let Some(helper) = helper.as_str()
             {
-                return run_helper(helper, registry, warnings)
-                    .map(|c| (c, format!("credHelpers: docker-credential-{helper}")));
+                return Ok(run_helper(helper, registry, warnings)
+                    .map_err(|cause| helper_failed(cause, path, "credHelpers", helper, registry))?
+                    .map(|c| (c, format!("credHelpers: docker-credential-{helper}"))));
             }
         }
     }
     if let Some(c) = from_auths(config, registry, warnings) {
-        return Some((c, "auths".into()));
+        return Ok(Some((c, "auths".into())));
     }
     if let Some(store) = config
         .get("credsStore")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
     {
-        return run_helper(store, registry, warnings)
-            .map(|c| (c, format!("credsStore: docker-credential-{store}")));
+        return Ok(run_helper(store, registry, warnings)
+            .map_err(|cause| helper_failed(cause, path, "credsStore", store, registry))?
+            .map(|c| (c, format!("credsStore: docker-credential-{store}"))));
     }
-    None
+    Ok(None)
+}
+
+/// A helper that failed, named with where it is configured (`key` of the Docker config at
+/// `path`) and what to do: mend it, or take it out of the config to go without credentials.
+fn helper_failed(
+    cause: String,
+    path: &Path,
+    key: &str,
+    helper: &str,
+    registry: &Registry,
+) -> KeychainError {
+    let server = helper_server_url(registry);
+    let entry = match key {
+        "credHelpers" => format!("the `credHelpers` entry for {server}"),
+        _ => format!("the `{key}` entry"),
+    };
+    KeychainError {
+        cause,
+        hint: format!(
+            "{} names the credential helper `{helper}` ({key}): check that `echo {server} | docker-credential-{helper} get` works (log in again if its login ran out), or remove {entry} to go on without credentials",
+            path.display()
+        ),
+    }
 }
 
 fn from_auths(
@@ -291,17 +295,24 @@ fn from_auths(
     }
 }
 
-/// Runs `docker-credential-<helper> get`. "Not found" (non-zero exit) means anonymous.
-fn run_helper(helper: &str, registry: &Registry, warnings: &mut Vec<String>) -> Option<Credential> {
+/// Runs `docker-credential-<helper> get`: `None` when it answers "not found" (or is not
+/// installed, with a warning); why it failed when it does otherwise.
+fn run_helper(
+    helper: &str,
+    registry: &Registry,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Credential>, String> {
     let program = format!("docker-credential-{helper}");
     let server = helper_server_url(registry);
-    let mut child = spawn_helper(helper, &program, &server, warnings)?;
+    let Some(mut child) = spawn_helper(helper, &program, &server, warnings)? else {
+        return Ok(None);
+    };
     if let Some(mut stdin) = child.stdin.take() {
         use std::io::Write;
         let _ = stdin.write_all(server.as_bytes());
     }
-    let out = read_helper_answer(&mut child, &program, warnings)?;
-    parse_helper_answer(&out, &program, &server, warnings)
+    let out = read_helper_answer(&mut child, &program)?;
+    parse_helper_answer(&out, &program)
 }
 
 /// The server URL a credential helper is asked about: Docker Hub's historical key, else the
@@ -314,12 +325,14 @@ fn helper_server_url(registry: &Registry) -> String {
     }
 }
 
+/// Starts the helper; `None` when it is not installed (a warning: the config names a helper
+/// this machine does not have, as a config copied from elsewhere does).
 fn spawn_helper(
     helper: &str,
     program: &str,
     server: &str,
     warnings: &mut Vec<String>,
-) -> Option<std::process::Child> {
+) -> Result<Option<std::process::Child>, String> {
     let child = Command::new(program)
         .arg("get")
         .stdin(Stdio::piped())
@@ -327,17 +340,14 @@ fn spawn_helper(
         .stderr(Stdio::null())
         .spawn();
     match child {
-        Ok(c) => Some(c),
+        Ok(c) => Ok(Some(c)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             warnings.push(format!(
                 "the Docker config names the credential helper `{helper}`, but `{program}` is not on PATH; continuing without credentials for {server}"
             ));
-            None
+            Ok(None)
         }
-        Err(e) => {
-            warnings.push(format!("could not run {program}: {e}"));
-            None
-        }
+        Err(e) => Err(format!("could not run {program}: {e}")),
     }
 }
 
@@ -345,8 +355,7 @@ fn spawn_helper(
 fn read_helper_answer(
     child: &mut std::process::Child,
     program: &str,
-    warnings: &mut Vec<String>,
-) -> Option<(std::process::ExitStatus, Vec<u8>)> {
+) -> Result<(std::process::ExitStatus, Vec<u8>), String> {
     // Read stdout on a thread so a hung helper can be killed at the deadline.
     let stdout = child.stdout.take();
     let reader = std::thread::spawn(move || {
@@ -360,58 +369,50 @@ fn read_helper_answer(
     let deadline = std::time::Instant::now() + HELPER_TIMEOUT;
     let status = loop {
         match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
+            Ok(Some(status)) => break status,
             Ok(None) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20))
             }
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                warnings.push(format!(
-                    "{program} did not answer within {}s; continuing without credentials",
+                return Err(format!(
+                    "{program} did not answer within {}s",
                     HELPER_TIMEOUT.as_secs()
                 ));
-                break None;
             }
-            Err(e) => {
-                warnings.push(format!("waiting for {program}: {e}"));
-                break None;
-            }
+            Err(e) => return Err(format!("waiting for {program}: {e}")),
         }
-    }?;
-    Some((status, reader.join().unwrap_or_default()))
+    };
+    Ok((status, reader.join().unwrap_or_default()))
 }
 
-/// Reads `{"Username": .., "Secret": ..}`; a failed `get` that says "not found" is anonymous.
+/// Reads `{"Username": .., "Secret": ..}`; a failed `get` that says "not found" means no
+/// credentials, any other failure is why the helper failed.
 fn parse_helper_answer(
     (status, out): &(std::process::ExitStatus, Vec<u8>),
     program: &str,
-    server: &str,
-    warnings: &mut Vec<String>,
-) -> Option<Credential> {
+) -> Result<Option<Credential>, String> {
     if !status.success() {
-        // "credentials not found" means anonymous; anything else is worth a warning. A
-        // helper's error output is its message, never the secret.
+        // "credentials not found" is the protocol's answer for none. A helper's error output
+        // is its message, never the secret.
         let message = String::from_utf8_lossy(&out[..out.len().min(300)])
             .trim()
             .to_string();
-        if !message.to_ascii_lowercase().contains("not found") {
-            warnings.push(format!(
-                "{program} get failed ({status}{}); continuing without credentials for {server}",
-                if message.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {message}")
-                }
-            ));
+        if message.to_ascii_lowercase().contains("not found") {
+            return Ok(None);
         }
-        return None;
+        return Err(format!(
+            "{program} get failed ({status}{})",
+            if message.is_empty() {
+                String::new()
+            } else {
+                format!(": {message}")
+            }
+        ));
     }
     let Ok(value) = serde_json::from_slice::<Value>(out) else {
-        warnings.push(format!(
-            "{program} get did not answer with JSON; continuing without credentials for {server}"
-        ));
-        return None;
+        return Err(format!("{program} get did not answer with JSON"));
     };
     let username = value
         .get("Username")
@@ -422,17 +423,17 @@ fn parse_helper_answer(
         .and_then(Value::as_str)
         .unwrap_or_default();
     if secret.is_empty() {
-        return None;
+        return Ok(None);
     }
     // Docker's convention: the username `<token>` marks an identity token.
-    if username == "<token>" {
-        Some(Credential::IdentityToken(secret.into()))
+    Ok(Some(if username == "<token>" {
+        Credential::IdentityToken(secret.into())
     } else {
-        Some(Credential::Basic {
+        Credential::Basic {
             username: username.into(),
             password: secret.into(),
-        })
-    }
+        }
+    }))
 }
 
 #[cfg(test)]
@@ -471,14 +472,50 @@ mod tests {
         assert!(from_auths(&config, &hub, &mut Vec::new()).is_some());
     }
 
+    fn exit(code: i32) -> std::process::ExitStatus {
+        std::os::unix::process::ExitStatusExt::from_raw(code << 8)
+    }
+
     #[test]
-    fn debug_never_shows_secrets() {
-        let c = Credential::Basic {
-            username: "alice".into(),
-            password: "hunter2".into(),
-        };
-        assert!(!format!("{c:?}").contains("hunter2"));
-        assert!(!format!("{:?}", Credential::IdentityToken("tok123".into())).contains("tok123"));
+    fn a_helper_that_fails_is_not_taken_for_no_credentials() {
+        let program = "docker-credential-x";
+        let answer = |code: i32, out: &str| parse_helper_answer(&(exit(code), out.into()), program);
+        // The protocol's "none": no credentials, no error.
+        assert_eq!(
+            answer(1, "credentials not found in native keychain\n"),
+            Ok(None)
+        );
+        assert_eq!(answer(0, r#"{"Username":"u","Secret":""}"#), Ok(None));
+        assert_eq!(
+            answer(0, r#"{"Username":"<token>","Secret":"refresh"}"#),
+            Ok(Some(Credential::IdentityToken("refresh".into())))
+        );
+        // Anything else is why it failed.
+        assert_eq!(
+            answer(3, "the keychain is locked\n"),
+            Err("docker-credential-x get failed (exit status: 3: the keychain is locked)".into())
+        );
+        assert_eq!(
+            answer(0, "not JSON"),
+            Err("docker-credential-x get did not answer with JSON".into())
+        );
+        let killed = std::os::unix::process::ExitStatusExt::from_raw(9);
+        assert!(parse_helper_answer(&(killed, Vec::new()), program).is_err());
+
+        let r = Registry::parse("localhost:5001").unwrap();
+        let path = Path::new("/home/u/.docker/config.json");
+        let e = helper_failed("it broke".into(), path, "credHelpers", "x", &r);
+        assert_eq!(e.cause, "it broke");
+        assert!(
+            e.hint
+                .contains("/home/u/.docker/config.json names the credential helper `x`")
+                && e.hint
+                    .contains("`echo localhost:5001 | docker-credential-x get`")
+                && e.hint
+                    .contains("remove the `credHelpers` entry for localhost:5001"),
+            "{}",
+            e.hint
+        );
     }
 
     #[test]
@@ -486,7 +523,12 @@ mod tests {
         let r = Registry::parse("localhost:5001").unwrap();
         let mut warnings = Vec::new();
         let config = json!({"credHelpers": {"localhost:5001": "definitely-not-installed-xyz"}});
-        assert!(from_docker_config(&config, &r, &mut warnings).is_none());
+        let path = Path::new("/nowhere/config.json");
+        assert!(
+            from_docker_config(&config, path, &r, &mut warnings)
+                .unwrap()
+                .is_none()
+        );
         assert!(
             warnings[0].contains("docker-credential-definitely-not-installed-xyz"),
             "{warnings:?}"

@@ -18,12 +18,14 @@ mod credentials;
 mod engine;
 mod file_lock;
 mod image;
+mod media_type;
 mod plan;
 mod platform;
 mod publish;
 mod push;
 pub mod reference;
 mod registry;
+mod registry_hints;
 mod report;
 pub mod request;
 mod resolve;
@@ -55,7 +57,6 @@ pub fn run(command: Command) -> ExitCode {
     let (quiet, verbose) = command.verbosity();
     // This run's own: nothing of an earlier run in the same process carries over.
     let shell = Shell::new(quiet, verbose);
-    registry::events::set_sink(Box::new(publish::shell_events::ShellEvents(shell.clone())));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -70,7 +71,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Push(request) => runtime.block_on(push::run(&request, &shell)),
         // verify's own exit codes: 0 verified, 1 a check failed, 2 the image could not be read.
         Command::Verify(request) => {
-            return match runtime.block_on(verify::run(request)) {
+            return match runtime.block_on(verify::run(request, &shell)) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(report) => {

@@ -17,6 +17,7 @@ use crate::registry::pool::Clients;
 use crate::registry::{ClientOptions, RegistryClient, RetryPolicy};
 use crate::request::Format;
 use crate::request::VerifyRequest;
+use crate::shell::Shell;
 use crate::supply_chain::{CYCLONEDX_JSON, IN_TOTO_JSON, SPDX_JSON, provenance};
 
 /// One checked image (the index, or one platform image).
@@ -42,7 +43,7 @@ struct Report {
 }
 
 /// Runs the verification; `Ok(false)` when a check failed (the report says which).
-pub async fn run(args: VerifyRequest) -> Result<bool> {
+pub async fn run(args: VerifyRequest, shell: &Shell) -> Result<bool> {
     let reference = ImageRef::parse(&args.reference).map_err(|e| {
         miette::miette!(
             help = "give it as host[:port]/repository@sha256:… (what `cargo adapt-push` printed)",
@@ -57,11 +58,12 @@ pub async fn run(args: VerifyRequest) -> Result<bool> {
             Registry::parse(host).map_err(|e| miette::miette!("--insecure {host}: {}", e.0))?,
         );
     }
-    let clients = Clients::new(ClientOptions {
+    let options = ClientOptions {
         insecure,
         ca_cert: args.ca_cert.clone(),
         retry: RetryPolicy::default(),
-    });
+    };
+    let clients = Clients::new(options, crate::publish::registry::hooks(shell));
     let client = clients.get(&reference.registry).await?;
     let repo = &reference.repository;
     let (media_type, bytes, digest) = client.get_manifest(repo, &reference.reference()).await?;

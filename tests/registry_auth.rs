@@ -236,6 +236,72 @@ fn a_helper_saying_not_found_means_anonymous() {
     assert!(!run.stderr.contains("warning:"), "{}", run.stderr);
 }
 
+/// A credential helper that fails (in any way but the protocol's "credentials not found") stops
+/// the push with an error naming the registry, the helper and what to do: a failure is never
+/// taken for "no credentials", which would push anonymously. The registry here needs no
+/// credentials, so an anonymous push would have succeeded.
+#[test]
+fn a_failing_credential_helper_stops_the_push_instead_of_going_anonymous() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    // (helper, what `get` does after reading the server, how the config names it)
+    let failures = [
+        (
+            "locked",
+            "echo 'the keychain is locked'; exit 3",
+            "credHelpers",
+        ),
+        ("garbage", "echo 'this is not JSON'", "credHelpers"),
+        ("killed", "kill -9 $$", "credsStore"),
+    ];
+    for (name, answer, kind) in failures {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&bin).unwrap();
+        let helper = bin.join(format!("docker-credential-{name}"));
+        std::fs::write(
+            &helper,
+            format!("#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread server\n{answer}\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let case = dir.path().join(name);
+        let config = match kind {
+            "credHelpers" => json!({"credHelpers": {registry.addr(): name}}),
+            _ => json!({"credsStore": name}),
+        };
+        let config = docker_config(&case, &config);
+        let repo = format!("team/{name}");
+        let manifest = crate_for(&case, &registry.addr(), &repo, "", name);
+        let path = path_with(&bin);
+        let run = push(
+            &manifest,
+            &[],
+            &[("DOCKER_CONFIG", config.to_str().unwrap()), ("PATH", &path)],
+        );
+        run.assert_failed();
+        assert!(run.stdout.is_empty(), "{name}: {}", run.stdout);
+        let said = run.stderr.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            said.contains(&format!("cannot get credentials for {}", registry.addr())),
+            "{name}: {said}"
+        );
+        assert!(
+            said.contains(&format!("docker-credential-{name}")),
+            "{name}: {said}"
+        );
+        assert!(
+            said.contains(kind),
+            "{name}: names where it is configured: {said}"
+        );
+        assert!(
+            said.contains(&format!("remove the `{kind}` entry")),
+            "{name}: says what to do: {said}"
+        );
+        assert!(registry.tags(&repo).is_empty(), "{name}: pushed anyway");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Token auth
 // ---------------------------------------------------------------------------------------------

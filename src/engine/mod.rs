@@ -9,15 +9,16 @@ mod context;
 mod ssh;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
 use bollard::{API_DEFAULT_VERSION, Docker};
 use miette::Diagnostic;
 
-use crate::credentials::{self, Credential};
+use crate::credentials;
 use crate::reference::{Registry, is_loopback_host};
-use crate::registry::error_chain;
+use crate::registry::{Credential, Keychain, RegistryError, error_chain, look_up};
 use crate::shell::Shell;
 
 /// The engine's address when `DOCKER_HOST` is unset.
@@ -263,18 +264,17 @@ fn remote_host(address: &str) -> Option<String> {
 }
 
 /// Our credentials for `registry` (the same lookup the registry client uses), in the form the
-/// engine takes in `X-Registry-Auth` / `X-Registry-Config`. `None` means anonymous.
+/// engine takes in `X-Registry-Auth` / `X-Registry-Config`. `None` means anonymous; a lookup
+/// that fails (a credential helper that breaks) is an error, as for the registry client.
 /// `push_target`: `registry` is the one pushed to, the only one `ADAPT_PUSH_*` credentials go to.
-/// The lookup's warnings go to `shell`.
+/// The lookup's warnings go to `shell`; a lookup that fails is an error, not anonymous.
 pub async fn credentials_for(
     registry: &Registry,
     push_target: bool,
     shell: &Shell,
-) -> Option<DockerCredentials> {
-    let target = registry.clone();
-    let mut found = tokio::task::spawn_blocking(move || credentials::lookup(&target, push_target))
-        .await
-        .unwrap_or_default();
+) -> Result<Option<DockerCredentials>, RegistryError> {
+    let keychain: Arc<dyn Keychain> = Arc::new(credentials::DefaultKeychain);
+    let mut found = look_up(&keychain, registry, push_target).await?;
     for warning in found.warnings.drain(..) {
         shell.warn(&warning);
     }
@@ -282,7 +282,10 @@ pub async fn credentials_for(
         shell.trace(&format!("credentials for {registry} from {source}"));
     }
     let serveraddress = Some(server_address(registry));
-    Some(match found.credential? {
+    let Some(credential) = found.credential else {
+        return Ok(None);
+    };
+    Ok(Some(match credential {
         Credential::Basic { username, password } => DockerCredentials {
             username: Some(username),
             password: Some(password),
@@ -299,7 +302,7 @@ pub async fn credentials_for(
             serveraddress,
             ..DockerCredentials::default()
         },
-    })
+    }))
 }
 
 /// How the engine names a registry in credentials: Docker Hub has its historical key.

@@ -104,7 +104,7 @@ impl<'a> EnginePublisher<'a> {
             ));
         }
         let split_view = split_view(image, destination, &address);
-        let credentials = engine::credentials_for(&destination.external, true, shell).await;
+        let credentials = engine::credentials_for(&destination.external, true, shell).await?;
         // Podman verifies TLS unless told otherwise per push; where we ourselves speak plain
         // HTTP to the registry (loopback, `insecure`), so may it.
         if image.engine.is_podman()

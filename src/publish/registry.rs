@@ -12,10 +12,14 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use miette::{Result, WrapErr};
 
 use super::Published;
+use super::shell_events::ShellEvents;
+use crate::credentials::DefaultKeychain;
 use crate::image::{Blob, BlobSource, Image};
 use crate::reference::{Digest, Repository};
+use crate::registry::events::Events;
 use crate::registry::pool::Clients;
-use crate::registry::{ClientOptions, Mount, RegistryClient, RegistryError, RetryPolicy};
+use crate::registry::{ClientOptions, Hooks, Mount, RegistryClient, RegistryError, RetryPolicy};
+use crate::registry_hints::AppHints;
 use crate::shell::{Progress, Shell, human_bytes};
 use crate::spec::Destination;
 
@@ -27,6 +31,16 @@ impl From<&crate::spec::RegistryOptions> for ClientOptions {
             ca_cert: o.ca_cert.clone(),
             retry: RetryPolicy::with_bounds(o.retry_attempts, o.retry_timeout),
         }
+    }
+}
+
+/// What the app plugs into its registry clients: its credential sources, its hints, and the
+/// terminal for their messages.
+pub fn hooks(shell: &Shell) -> Hooks {
+    Hooks {
+        keychain: Arc::new(DefaultKeychain),
+        hints: Arc::new(AppHints),
+        events: Events::to(Arc::new(ShellEvents(shell.clone()))),
     }
 }
 

@@ -127,7 +127,7 @@ pub async fn push_all(
     shell: &Shell,
 ) -> Result<Outcome> {
     check_local_destinations(plan, destinations)?;
-    let pools = ClientPools::for_plan(plan);
+    let pools = ClientPools::for_plan(plan, shell);
     let cross_builds = cross_builds_for_all(plan, batch)?;
     let built = build_all(
         plan,
@@ -176,7 +176,8 @@ struct ClientPools {
 }
 
 impl ClientPools {
-    fn for_plan(plan: &Plan) -> ClientPools {
+    /// Each pool's clients report to `shell`.
+    fn for_plan(plan: &Plan, shell: &Shell) -> ClientPools {
         let mut pools: Vec<(ClientOptions, Clients)> = Vec::new();
         let mut of_target = Vec::new();
         for target in &plan.targets {
@@ -184,7 +185,10 @@ impl ClientPools {
             let pool = match pools.iter().position(|(o, _)| *o == options) {
                 Some(i) => i,
                 None => {
-                    pools.push((options.clone(), Clients::new(options)));
+                    pools.push((
+                        options.clone(),
+                        Clients::new(options, publish::registry::hooks(shell)),
+                    ));
                     pools.len() - 1
                 }
             };

@@ -1,167 +1,25 @@
-//! Authentication: `WWW-Authenticate` challenges, Basic credentials, bearer tokens and their
-//! cache, and the per-origin state for upload hosts that challenge on their own.
+//! Authenticating requests: Basic credentials and bearer tokens as the registry's challenge asks,
+//! token requests and their answers, and upload hosts that challenge on their own.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
-use super::transport::{
-    SMALL_BLOB_LIMIT, error_detail, header_str, origin_of, redact_url, url_is_loopback,
-};
-use super::{RegistryClient, RegistryError, events};
-use crate::credentials::{self, Credential};
+use super::bounded::{SMALL_BLOB_LIMIT, read_error_body};
+use super::challenge::{AuthState, Challenge, ForeignAuth, Scope, Token, parse_challenge};
+use super::client::RegistryClient;
+use super::error::RegistryError;
+use super::hints::Problem;
+use super::http::{authority_of, header_str, origin_of, redact_url, url_is_loopback};
+use super::keychain::{Credential, look_up};
+use super::plain_http::plain_http_allowed;
 use crate::reference::{Registry, Repository};
 
-/// A parsed `WWW-Authenticate` challenge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Challenge {
-    Basic,
-    Bearer {
-        realm: String,
-        service: Option<String>,
-    },
-}
-
-#[derive(Clone)]
-pub(super) struct Token {
-    pub(super) value: String,
-    pub(super) expires: Instant,
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Token")
-            .field("value", &"<redacted>")
-            .field("expires", &self.expires)
-            .finish()
-    }
-}
-
-#[derive(Debug, Default)]
-pub(super) struct AuthState {
-    pub(super) challenge: Option<Challenge>,
-    /// Bearer tokens by origin and scope set.
-    pub(super) tokens: HashMap<String, Token>,
-    /// Other origins (upload hosts a `Location` points to), by `scheme://host:port`. The
-    /// registry's own credentials never go there.
-    pub(super) foreign: HashMap<String, ForeignAuth>,
-}
-
-/// What we know of an origin other than the registry's: the challenge it sent, and what the
-/// credential sources hold for that very host (looked up once, after its first challenge).
-#[derive(Debug, Default, Clone)]
-pub(super) struct ForeignAuth {
-    pub(super) challenge: Option<Challenge>,
-    pub(super) credential: Option<Credential>,
-    pub(super) looked_up: bool,
-}
-
-/// What a request needs access to, for bearer token scopes.
-#[derive(Debug, Clone)]
-pub struct Scope(Vec<String>);
-
-impl Scope {
-    pub fn pull(repo: &Repository) -> Scope {
-        Scope(vec![format!("repository:{repo}:pull")])
-    }
-
-    pub fn push(repo: &Repository) -> Scope {
-        Scope(vec![format!("repository:{repo}:pull,push")])
-    }
-
-    /// Push to `repo` and read `from`, for cross-repository mounts.
-    pub fn push_and_mount(repo: &Repository, from: &Repository) -> Scope {
-        Scope(vec![
-            format!("repository:{repo}:pull,push"),
-            format!("repository:{from}:pull"),
-        ])
-    }
-
-    pub(super) fn key(&self) -> String {
-        self.0.join(" ")
-    }
-
-    /// The repository the scope is mainly about, for error messages.
-    pub(super) fn repository(&self) -> String {
-        self.0
-            .first()
-            .and_then(|s| s.strip_prefix("repository:"))
-            .and_then(|s| s.rsplit_once(':'))
-            .map(|(repo, _)| repo.to_string())
-            .unwrap_or_default()
-    }
-}
-
-/// `host[:port]` of a URL, as an `insecure` entry names it.
-fn authority_of(url: &url::Url) -> String {
-    url.host_str().map_or(String::new(), |h| match url.port() {
-        Some(p) => format!("{h}:{p}"),
-        None => h.to_string(),
-    })
-}
-
-/// Parses `Bearer realm="…",service="…",scope="…"` or `Basic realm="…"`.
-pub(super) fn parse_challenge(header: &str) -> Option<Challenge> {
-    let (scheme, params) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
-    match scheme.to_ascii_lowercase().as_str() {
-        "basic" => Some(Challenge::Basic),
-        "bearer" => {
-            let params = parse_auth_params(params);
-            let realm = params.get("realm")?.clone();
-            Some(Challenge::Bearer {
-                realm,
-                service: params.get("service").cloned(),
-            })
-        }
-        _ => None,
-    }
-}
-
-pub(super) fn parse_auth_params(s: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut rest = s.trim();
-    while !rest.is_empty() {
-        let Some(eq) = rest.find('=') else { break };
-        let key = rest[..eq]
-            .trim()
-            .trim_start_matches(',')
-            .trim()
-            .to_ascii_lowercase();
-        rest = &rest[eq + 1..];
-        let value;
-        if let Some(stripped) = rest.strip_prefix('"') {
-            let mut end = None;
-            let mut escaped = false;
-            for (i, c) in stripped.char_indices() {
-                match c {
-                    '\\' if !escaped => escaped = true,
-                    '"' if !escaped => {
-                        end = Some(i);
-                        break;
-                    }
-                    _ => escaped = false,
-                }
-            }
-            let end = end.unwrap_or(stripped.len());
-            value = stripped[..end].replace("\\\"", "\"");
-            rest = stripped.get(end + 1..).unwrap_or("");
-        } else {
-            let end = rest.find(',').unwrap_or(rest.len());
-            value = rest[..end].trim().to_string();
-            rest = &rest[end..];
-        }
-        out.insert(key, value);
-        rest = rest.trim_start().trim_start_matches(',').trim_start();
-    }
-    out
-}
-
 impl RegistryClient {
-    /// Records the challenge an upload host answered with and looks up what the credential
-    /// sources (Docker/podman config and helpers, never `ADAPT_PUSH_*`) hold for that host.
+    /// Records the challenge an upload host answered with and looks up what the keychain holds
+    /// for that very host (asked as a registry not pushed to).
     /// `Ok(true)` when a next attempt can carry something new.
     pub(super) async fn learn_foreign_challenge(
         &self,
@@ -196,16 +54,11 @@ impl RegistryClient {
             })
             .and_then(|h| Registry::parse(&h).ok());
         let credential = match host {
-            Some(host) => {
-                let found = tokio::task::spawn_blocking(move || credentials::lookup(&host, false))
-                    .await
-                    .unwrap_or_default();
-                found.credential
-            }
+            Some(host) => look_up(&self.keychain, &host, false).await?.credential,
             None => None,
         };
         let useful = credential.is_some();
-        events::trace(&format!(
+        self.events.trace(&format!(
             "the upload host {origin} asks for credentials; {}",
             if useful {
                 "found some for that host"
@@ -234,10 +87,21 @@ impl RegistryClient {
                 self.registry
             ),
             status: 401,
-            hint: format!(
-                "credentials of {} are never sent to another host; log in to {origin} itself (`docker login`) if it really needs credentials",
-                self.registry
-            ),
+            hint: self.hints.hint(&Problem::UploadHostCredentials {
+                registry: &self.registry,
+                origin: &origin,
+            }),
+        }
+    }
+
+    /// Plain HTTP to `url` refused: `plain` (`host[:port]`) is neither loopback nor insecure.
+    fn plain_http_refused(&self, url: String, plain: String) -> RegistryError {
+        RegistryError::PlainHttpRefused {
+            url,
+            hint: self
+                .hints
+                .hint(&Problem::PlainHttpRefused { authority: &plain }),
+            plain,
         }
     }
 
@@ -270,11 +134,11 @@ impl RegistryClient {
         if origin == self.origin {
             return self.authorize(Some(scope), request).await;
         }
-        if parsed.scheme() == "http" && !self.plain_http_allowed(&parsed) {
-            return Err(RegistryError::PlainHttpRefused {
-                url: format!("{origin} (the upload location {} sent)", self.registry),
-                plain: authority_of(&parsed),
-            });
+        if parsed.scheme() == "http" && !plain_http_allowed(&parsed, &self.insecure) {
+            return Err(self.plain_http_refused(
+                format!("{origin} (the upload location {} sent)", self.registry),
+                authority_of(&parsed),
+            ));
         }
         let Some(foreign) = self.auth_state().foreign.get(&origin).cloned() else {
             return Ok(request);
@@ -442,15 +306,15 @@ impl RegistryClient {
                 registry: self.registry.to_string(),
                 realm: redact_url(&realm_url),
             }),
-            "http" if self.plain_http_allowed(&realm_url) => Ok(()),
-            "http" => Err(RegistryError::PlainHttpRefused {
-                url: format!(
+            "http" if plain_http_allowed(&realm_url, &self.insecure) => Ok(()),
+            "http" => Err(self.plain_http_refused(
+                format!(
                     "{} (the token service {} names)",
                     redact_url(&realm_url),
                     self.registry
                 ),
-                plain: authority_of(&realm_url),
-            }),
+                authority_of(&realm_url),
+            )),
             other => Err(RegistryError::Protocol {
                 registry: self.registry.to_string(),
                 what: "the authentication challenge".into(),
@@ -476,7 +340,7 @@ impl RegistryClient {
         for s in &scope.0 {
             query.push(("scope", s));
         }
-        events::trace(&format!(
+        self.events.trace(&format!(
             "requesting a token from {realm} for {} ({})",
             scope.key(),
             match credential {
@@ -517,11 +381,11 @@ impl RegistryClient {
             return Err(self.unauthorized(&scope.repository(), status));
         }
         if !status.is_success() {
-            let detail = error_detail(response, self.retry.stall).await;
+            let body = read_error_body(response, self.retry.stall).await;
             return Err(RegistryError::Protocol {
                 registry: self.registry.to_string(),
                 what: what.to_string(),
-                cause: format!("HTTP {status}{detail}"),
+                cause: format!("HTTP {status}{}", body.shown),
             });
         }
         let text = self.read_body(response, SMALL_BLOB_LIMIT, what).await?;
@@ -571,18 +435,12 @@ impl RegistryClient {
                     "credentials came from {source}; that account may not push to this repository"
                 ),
             ),
-            (Some(_), Some(source), _) if self.lookup.from_environment => (
+            (Some(_), Some(_), _) => (
                 "the credentials were refused for".to_string(),
-                format!(
-                    "the credentials came from {source}: check them (they take precedence over `docker login`; unset them to use the Docker config's instead)"
-                ),
-            ),
-            (Some(_), Some(source), _) => (
-                "the credentials were refused for".to_string(),
-                format!(
-                    "credentials came from {source} (looked in: {searched}); check the username and password or token, log in again with `docker login {}`, or set ADAPT_PUSH_USERNAME and ADAPT_PUSH_PASSWORD",
-                    self.registry
-                ),
+                self.hints.hint(&Problem::CredentialsRefused {
+                    registry: &self.registry,
+                    lookup: &self.lookup,
+                }),
             ),
             (None, Some(source), _) => (
                 "credentials are required for".to_string(),
@@ -593,10 +451,10 @@ impl RegistryClient {
             ),
             _ => (
                 "credentials are required for".to_string(),
-                format!(
-                    "no credentials were found for {} (looked in: {searched}); log in with `docker login {}`, or set ADAPT_PUSH_USERNAME and ADAPT_PUSH_PASSWORD",
-                    self.registry, self.registry
-                ),
+                self.hints.hint(&Problem::NoCredentials {
+                    registry: &self.registry,
+                    lookup: &self.lookup,
+                }),
             ),
         };
         RegistryError::Unauthorized {
@@ -612,67 +470,7 @@ impl RegistryClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::tests::test_client;
-
-    #[test]
-    fn challenges() {
-        assert_eq!(
-            parse_challenge(
-                r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a:pull""#
-            ),
-            Some(Challenge::Bearer {
-                realm: "https://auth.example/token".into(),
-                service: Some("registry.example".into())
-            })
-        );
-        assert_eq!(
-            parse_challenge(r#"Basic realm="Registry Realm""#),
-            Some(Challenge::Basic)
-        );
-        assert_eq!(parse_challenge("Negotiate"), None);
-        assert_eq!(parse_challenge("Bearer service=x"), None);
-        assert_eq!(parse_challenge(""), None);
-        let p = parse_auth_params(r#"realm="a,b", service=plain , x="q\"uote""#);
-        assert_eq!(p["realm"], "a,b");
-        assert_eq!(p["service"], "plain");
-        assert_eq!(p["x"], "q\"uote");
-    }
-
-    #[test]
-    fn challenge_parser_survives_random_input() {
-        let alphabet: Vec<char> = "aB =,\"\\realmservicBEARERbasic\u{e9}\u{1F600}\t"
-            .chars()
-            .collect();
-        for _ in 0..5000 {
-            let len = rand::random::<u32>() % 40;
-            let s: String = (0..len)
-                .map(|_| alphabet[rand::random::<u32>() as usize % alphabet.len()])
-                .collect();
-            let _ = parse_challenge(&s);
-            let _ = parse_challenge(&format!("Bearer {s}"));
-            let _ = parse_auth_params(&s);
-        }
-    }
-
-    #[test]
-    fn scopes_name_their_repository() {
-        let repo = Repository::parse("team/app").unwrap();
-        let from = Repository::parse("base/img").unwrap();
-        assert_eq!(Scope::push(&repo).repository(), "team/app");
-        assert_eq!(
-            Scope::push_and_mount(&repo, &from).key(),
-            "repository:team/app:pull,push repository:base/img:pull"
-        );
-    }
-
-    #[test]
-    fn token_debug_is_redacted() {
-        let t = Token {
-            value: "secret-token-value".into(),
-            expires: Instant::now(),
-        };
-        assert!(!format!("{t:?}").contains("secret-token-value"));
-    }
+    use crate::registry::client::tests::test_client;
 
     #[tokio::test]
     async fn no_credentials_to_a_plain_http_token_realm_elsewhere() {
@@ -733,12 +531,12 @@ mod tests {
             .unwrap_err();
         let help = miette::Diagnostic::help(&err).map(|h| h.to_string());
         assert!(
-            matches!(err, RegistryError::PlainHttpRefused { .. }),
+            matches!(&err, RegistryError::PlainHttpRefused { plain, .. } if plain == "auth.example.test:8080"),
             "{err}"
         );
         assert!(err.to_string().contains("the token service"), "{err}");
         assert!(
-            help.is_some_and(|h| h.contains("insecure = [\"auth.example.test:8080\"]")),
+            help.is_some_and(|h| h.contains("if auth.example.test:8080 really serves plain HTTP")),
             "{err}"
         );
     }

@@ -9,9 +9,10 @@ use bytes::Bytes;
 use futures_util::TryStreamExt;
 use tokio::io::AsyncReadExt;
 
-use super::RegistryError;
+use super::activity::{Activity, progress_body};
+use super::error::RegistryError;
 use super::events;
-use super::transport::{Activity, progress_body};
+use super::hints::{Hints, Problem};
 use crate::reference::Digest;
 
 /// Bytes read from the file per piece of the request body.
@@ -36,7 +37,11 @@ impl BlobSource<'_> {
 
     /// Fails when a file does not hold the blob `digest` (any more): read again and hashed, when
     /// the registry said what it got has another digest. Bytes in memory are taken as given.
-    pub(super) async fn check(&self, digest: &Digest) -> Result<(), RegistryError> {
+    pub(super) async fn check(
+        &self,
+        digest: &Digest,
+        hints: &dyn Hints,
+    ) -> Result<(), RegistryError> {
         let BlobSource::File { path, size } = self else {
             return Ok(());
         };
@@ -48,11 +53,7 @@ impl BlobSource<'_> {
             .await
             .map_err(std::io::Error::other)
             .and_then(|r| r);
-        let local = |cause: String| RegistryError::LocalBlob {
-            path: path.display().to_string(),
-            cause,
-        };
-        let actual = hashed.map_err(|e| local(e.to_string()))?;
+        let actual = hashed.map_err(|e| unreadable(path, e, hints))?;
         if actual == *digest {
             return Ok(());
         }
@@ -68,6 +69,7 @@ impl BlobSource<'_> {
         &self,
         progress: &dyn events::Progress,
         activity: &Activity,
+        hints: &dyn Hints,
     ) -> Result<reqwest::Body, RegistryError> {
         match self {
             BlobSource::Bytes(bytes) => Ok(progress_body(
@@ -75,8 +77,17 @@ impl BlobSource<'_> {
                 progress.share(),
                 activity.clone(),
             )),
-            BlobSource::File { path, size } => file_body(path, *size, progress, activity),
+            BlobSource::File { path, size } => file_body(path, *size, progress, activity, hints),
         }
+    }
+}
+
+/// The file at `path` could not be read.
+fn unreadable(path: &Path, error: std::io::Error, hints: &dyn Hints) -> RegistryError {
+    RegistryError::LocalBlob {
+        path: path.display().to_string(),
+        cause: error.to_string(),
+        hint: hints.hint(&Problem::UnreadableBlobFile),
     }
 }
 
@@ -103,11 +114,9 @@ fn file_body(
     size: u64,
     progress: &dyn events::Progress,
     activity: &Activity,
+    hints: &dyn Hints,
 ) -> Result<reqwest::Body, RegistryError> {
-    let file = std::fs::File::open(path).map_err(|e| RegistryError::LocalBlob {
-        path: path.display().to_string(),
-        cause: e.to_string(),
-    })?;
+    let file = std::fs::File::open(path).map_err(|e| unreadable(path, e, hints))?;
     let reader = tokio::fs::File::from_std(file).take(size);
     let (progress, activity) = (progress.share(), activity.clone());
     let stream = futures_util::stream::try_unfold(reader, |mut reader| async move {

@@ -9,11 +9,15 @@ use futures_util::Stream;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
+use super::activity::Activity;
 use super::blob_source::BlobSource;
-use super::transport::{
-    Activity, SMALL_BLOB_LIMIT, as_asked, header_str, is_retryable_status, origin_of, retry_after,
-};
-use super::{RegistryClient, RegistryError, Scope, events};
+use super::bounded::SMALL_BLOB_LIMIT;
+use super::challenge::Scope;
+use super::client::RegistryClient;
+use super::error::RegistryError;
+use super::events;
+use super::http::{header_str, origin_of};
+use super::retry::{as_asked, backoff, is_retryable_status, retry_after};
 use crate::reference::{Digest, Repository};
 
 /// Blobs up to this size go in one PUT; larger ones in one streamed PATCH then a closing PUT.
@@ -59,7 +63,7 @@ impl RegistryClient {
                 let announced = header_str(response.headers(), CONTENT_LENGTH.as_str());
                 match announced.map(|v| v.trim().parse::<u64>()) {
                     Some(Ok(n)) if n != size => {
-                        events::warn(&format!(
+                        self.events.warn(&format!(
                             "{} says blob {digest} in {repo} is there with {n} bytes, but it has {size}; uploading it",
                             self.registry
                         ));
@@ -166,7 +170,7 @@ impl RegistryClient {
             };
             progress.reset();
             let activity = Activity::new();
-            let body = source.body(progress, &activity)?;
+            let body = source.body(progress, &activity, &*self.hints)?;
             let result = self
                 .transfer(repo, &location, digest, body, source.size(), &activity)
                 .await;
@@ -187,7 +191,8 @@ impl RegistryClient {
                         attempt -= 1;
                     }
                     reauthenticated = true;
-                    events::detail(&format!("{what}: unauthorized; authenticating again"));
+                    self.events
+                        .detail(&format!("{what}: unauthorized; authenticating again"));
                     self.auth_state().tokens.clear();
                     continue;
                 }
@@ -196,7 +201,7 @@ impl RegistryClient {
             // What the registry got has another digest: a race with another push, or a file
             // that no longer holds the blob, which no retry would mend.
             if error.is_digest_invalid() {
-                source.check(digest).await?;
+                source.check(digest, &*self.hints).await?;
             }
             if activity.bytes() > 0 {
                 budget_from = Instant::now();
@@ -206,11 +211,12 @@ impl RegistryClient {
             }
             // The registry may have stored the blob before the connection broke.
             if let Ok(true) = self.blob_exists(repo, digest, source.size()).await {
-                events::detail(&format!("{what}: {error}; but the blob arrived"));
+                self.events
+                    .detail(&format!("{what}: {error}; but the blob arrived"));
                 return Ok(());
             }
-            let delay = retry_after.unwrap_or_else(|| self.backoff(attempt));
-            events::detail(&format!(
+            let delay = retry_after.unwrap_or_else(|| backoff(&self.retry, attempt));
+            self.events.detail(&format!(
                 "{what}: {error}; starting the upload again in {:.1}s{} (attempt {}/{})",
                 delay.as_secs_f32(),
                 as_asked(retry_after),
@@ -278,8 +284,9 @@ impl RegistryClient {
         match response.status() {
             StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
             StatusCode::UNAUTHORIZED if !self.is_own(&url) => {
-                // Learn the upload host's challenge, so the caller's next copy can answer it.
-                let _ = self.learn_foreign_challenge(&url, &response).await;
+                // Learn the upload host's challenge, so the caller's next copy can answer it (a
+                // keychain that cannot tell what it holds for that host is the error to show).
+                self.learn_foreign_challenge(&url, &response).await?;
                 Err(self.foreign_unauthorized(repo, &url))
             }
             s => Err(self.status_error(Some(repo), &what, s, response).await),
@@ -486,11 +493,12 @@ pub(super) fn short(digest: &Digest) -> String {
 mod tests {
 
     use super::*;
-    use crate::credentials::Credential;
-    use crate::registry::ClientOptions;
-    use crate::registry::auth::Challenge;
-    use crate::registry::tests::{recording_stub, test_client};
-    use crate::registry::transport::http_client;
+    use crate::registry::challenge::Challenge;
+    use crate::registry::client::tests::{recording_stub, test_client};
+    use crate::registry::events::Events;
+    use crate::registry::http_client::http_client;
+    use crate::registry::keychain::Credential;
+    use crate::registry::options::ClientOptions;
 
     #[test]
     fn upload_urls() {
@@ -523,7 +531,7 @@ mod tests {
                 password: "pw".into(),
             }),
         );
-        client.http = http_client(&ClientOptions::default()).unwrap();
+        client.http = http_client(&ClientOptions::default(), &Events::default()).unwrap();
         client.auth_state().challenge = Some(Challenge::Basic);
         let repo = Repository::parse("team/app").unwrap();
         let bytes = client

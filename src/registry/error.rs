@@ -1,14 +1,9 @@
 //! What can go wrong talking to a registry, sorted by what the user can do about it, with hints
 //! that name the registry and the next step.
 
-use std::time::Duration;
-
 use miette::Diagnostic;
-use reqwest::{Response, StatusCode};
 
-use super::RegistryClient;
-use super::transport::{RedirectTrouble, error_detail, redact_url};
-use crate::reference::{Registry, Repository};
+use super::api_error::{ApiError, ErrorCode, has_code, says};
 
 /// Errors sorted by what the user can do about them.
 #[derive(Debug, thiserror::Error, Diagnostic)]
@@ -56,6 +51,16 @@ pub enum RegistryError {
         hint: String,
     },
 
+    /// The keychain cannot tell what it holds for the registry (a credential helper failed):
+    /// nothing is sent, rather than requests without the credentials meant for them.
+    #[error("cannot get credentials for {registry}: {cause}")]
+    #[diagnostic(help("{hint}"))]
+    Credentials {
+        registry: String,
+        cause: String,
+        hint: String,
+    },
+
     #[error("{registry}: the token service {realm} is plain HTTP; not sending credentials there")]
     #[diagnostic(help(
         "credentials are only sent over HTTPS, or plain HTTP to a loopback address; configure the registry's token realm with https://"
@@ -76,7 +81,10 @@ pub enum RegistryError {
         registry: String,
         what: String,
         status: u16,
+        /// The registry's own message, as shown: ` (CODE message: detail)`, or empty.
         detail: String,
+        /// The entries of the registry's error answer (none when it was not the spec's).
+        errors: Vec<ApiError>,
         hint: String,
     },
 
@@ -114,10 +122,13 @@ pub enum RegistryError {
     /// Plain HTTP to a host that is neither loopback nor listed in `insecure`: refused before
     /// any request is made.
     #[error("{url} is plain HTTP to a host that is not loopback; refusing to talk to it")]
-    #[diagnostic(help(
-        "if {plain} really serves plain HTTP, add `insecure = [\"{plain}\"]` to [package.metadata.cluster] (credentials are never sent over plain HTTP); otherwise use https://"
-    ))]
-    PlainHttpRefused { url: String, plain: String },
+    #[diagnostic(help("{hint}"))]
+    PlainHttpRefused {
+        url: String,
+        /// The host (`host[:port]`) plain HTTP would have gone to.
+        plain: String,
+        hint: String,
+    },
 
     /// A `*.localhost` name that resolves to something other than loopback addresses.
     #[error("{host} resolves to {addresses}, which are not loopback addresses")]
@@ -134,8 +145,12 @@ pub enum RegistryError {
         limit: String,
     },
     #[error("reading the blob to upload from {path}: {cause}")]
-    #[diagnostic(help("it is in the layer cache under target/adapt-push; run the push again"))]
-    LocalBlob { path: String, cause: String },
+    #[diagnostic(help("{hint}"))]
+    LocalBlob {
+        path: String,
+        cause: String,
+        hint: String,
+    },
 
     /// A file uploaded as a blob does not hold it (found after the registry answered
     /// `DIGEST_INVALID`): sending it again cannot help.
@@ -152,31 +167,45 @@ impl RegistryError {
     /// A manifest or blob PUT lost a race with a concurrent push of the same blobs: the
     /// registry no longer sees a blob, or saw a half-written one.
     pub fn is_blob_race(&self) -> bool {
-        matches!(self, RegistryError::Rejected { detail, .. }
-            if ["BLOB_UNKNOWN", "DIGEST_INVALID", "BLOB_UPLOAD_UNKNOWN"]
-                .iter()
-                .any(|code| detail.contains(code)))
+        [
+            ErrorCode::BlobUnknown,
+            ErrorCode::ManifestBlobUnknown,
+            ErrorCode::DigestInvalid,
+            ErrorCode::BlobUploadUnknown,
+        ]
+        .iter()
+        .any(|code| self.has_code(code))
     }
 
     /// The registry found that the bytes it got do not have the digest they were sent as.
     pub fn is_digest_invalid(&self) -> bool {
-        matches!(self, RegistryError::Rejected { detail, .. } if detail.contains("DIGEST_INVALID"))
+        self.has_code(&ErrorCode::DigestInvalid)
     }
 
     /// A manifest PUT refused for its media type (older Quay, Artifactory and ECR setups answer
-    /// OCI manifests with `MANIFEST_INVALID` or 415).
+    /// OCI manifests with `MANIFEST_INVALID`, `UNSUPPORTED` or 415; some say only in words).
     pub fn refuses_media_type(&self) -> bool {
         match self {
-            RegistryError::Rejected { status, detail, .. } => {
-                let lower = detail.to_ascii_lowercase();
+            RegistryError::Rejected {
+                status,
+                detail,
+                errors,
+                ..
+            } => {
                 *status == 415
                     || (*status == 400
-                        && (lower.contains("manifest_invalid")
-                            || lower.contains("unsupported")
-                            || lower.contains("media type")))
+                        && (has_code(errors, &ErrorCode::ManifestInvalid)
+                            || has_code(errors, &ErrorCode::Unsupported)
+                            || says(errors, detail, "unsupported")
+                            || says(errors, detail, "media type")))
             }
             _ => false,
         }
+    }
+
+    /// Whether the registry's error answer has `code`.
+    pub fn has_code(&self, code: &ErrorCode) -> bool {
+        matches!(self, RegistryError::Rejected { errors, .. } if has_code(errors, code))
     }
 
     /// Whether this failure says the other scheme (HTTP vs HTTPS) is the one to use.
@@ -188,250 +217,51 @@ impl RegistryError {
     }
 }
 
-impl RegistryClient {
-    /// The error an answer with an unexpected `status` stands for, with the registry's own
-    /// message (read bounded) and a hint for what to do next.
-    pub(super) async fn status_error(
-        &self,
-        repo: Option<&Repository>,
-        what: &str,
-        status: StatusCode,
-        response: Response,
-    ) -> RegistryError {
-        let registry = self.registry.to_string();
-        match status {
-            // The token service accepted our credentials and issued a fresh token, and the
-            // registry still said 401: the credentials were not what was refused.
-            StatusCode::UNAUTHORIZED if self.uses_tokens() && self.credential.is_some() => {
-                RegistryError::Unauthorized {
-                    registry,
-                    repository: repo.map(|r| r.to_string()).unwrap_or_else(|| "/v2/".into()),
-                    problem: "fresh tokens from the token service were not accepted for".into(),
-                    status: status.as_u16(),
-                    hint: "the token service granted a token, but the registry refuses it: check that the registry and its token service agree (service name, issuer, certificate) and that the clocks are right".into(),
-                }
-            }
-            StatusCode::UNAUTHORIZED => {
-                self.unauthorized(repo.map(|r| r.as_str()).unwrap_or("/v2/"), status)
-            }
-            StatusCode::FORBIDDEN => {
-                // 403 is "denied": permissions, or a full quota (said only in the body).
-                let detail = error_detail(response, self.retry.stall).await;
-                let lower = detail.to_ascii_lowercase();
-                if lower.contains("quota") || lower.contains("storage limit") {
-                    RegistryError::Rejected {
-                        registry,
-                        what: what.to_string(),
-                        status: status.as_u16(),
-                        detail,
-                        hint: "the repository's storage quota is used up; free space (delete old tags) or raise the quota".into(),
-                    }
-                } else {
-                    self.unauthorized(repo.map(|r| r.as_str()).unwrap_or("/v2/"), status)
-                }
-            }
-            StatusCode::NOT_FOUND => RegistryError::NotFound {
-                registry,
-                what: what.to_string(),
-                hint: format!(
-                    "check the name and tag; the registry was asked at {}",
-                    self.base_url
-                ),
-            },
-            StatusCode::PAYLOAD_TOO_LARGE => RegistryError::Rejected {
-                registry,
-                what: what.to_string(),
-                status: status.as_u16(),
-                detail: error_detail(response, self.retry.stall).await,
-                hint: "the blob is larger than the registry (or a proxy in front of it) accepts; raise its upload limit or use a smaller base".into(),
-            },
-            _ => {
-                let detail = error_detail(response, self.retry.stall).await;
-                let lower = detail.to_ascii_lowercase();
-                let hint = if lower.contains("denied") || lower.contains("quota") {
-                    "the registry denied the request; check the repository's permissions and storage quota".to_string()
-                } else if status == StatusCode::TOO_MANY_REQUESTS {
-                    "the registry is rate-limiting this client; wait, or allow more time with --retry-timeout".to_string()
-                } else if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
-                    format!(
-                        "the registry kept failing through {} attempts; check its health, or allow more with --retry-attempts / --retry-timeout",
-                        self.retry.attempts
-                    )
-                } else {
-                    String::new()
-                };
-                RegistryError::Rejected {
-                    registry,
-                    what: what.to_string(),
-                    status: status.as_u16(),
-                    detail,
-                    hint,
-                }
-            }
-        }
-    }
-}
-
-pub(super) fn unreachable_hint(registry: &Registry) -> String {
-    format!(
-        "check that the registry runs and that {registry} is its address as seen from here (the `external` side of a split registry)"
-    )
-}
-
-/// Adds how often and how long we tried to an unreachable error.
-pub(super) fn with_tries(error: RegistryError, attempts: u32, elapsed: Duration) -> RegistryError {
-    match error {
-        RegistryError::Unreachable {
-            url, cause, hint, ..
-        } => RegistryError::Unreachable {
-            url,
-            tried: if attempts == 1 {
-                format!(" (1 attempt, {:.1}s)", elapsed.as_secs_f32())
-            } else {
-                format!(" ({attempts} attempts over {:.1}s)", elapsed.as_secs_f32())
-            },
-            cause,
-            hint,
-        },
-        other => other,
-    }
-}
-
-pub(super) fn transport_error(
-    base_url: &str,
-    registry: &Registry,
-    ca_cert: Option<&std::path::Path>,
-    e: &reqwest::Error,
-) -> RegistryError {
-    if let Some(trouble) = source_of::<RedirectTrouble>(e) {
-        return RegistryError::Redirects {
-            registry: registry.to_string(),
-            trouble: trouble.to_string(),
-            chain: trouble.chain.join(" → "),
-        };
-    }
-    let chain = reqwest_chain(e);
-    let lower = chain.to_ascii_lowercase();
-    let https = base_url.starts_with("https://");
-    if https && is_plain_http_answer(&lower) {
-        let plain = registry.without_scheme();
-        return RegistryError::Tls {
-            url: base_url.to_string(),
-            cause: "the server sent an HTTP response to an HTTPS client (it speaks plain HTTP)"
-                .into(),
-            hint: if registry.is_loopback() {
-                format!(
-                    "{plain} serves plain HTTP: write it as http://{plain}, or without a scheme (loopback addresses may use plain HTTP)"
-                )
-            } else {
-                format!(
-                    "if {plain} really serves plain HTTP, list it in `insecure = [\"{plain}\"]` in [package.metadata.cluster] (credentials are never sent over plain HTTP)"
-                )
-            },
-        };
-    }
-    if https && is_certificate_problem(&lower) {
-        return RegistryError::Tls {
-            url: base_url.to_string(),
-            cause: format!("the registry's certificate was not accepted: {chain}"),
-            hint: match ca_cert {
-                Some(path) => format!(
-                    "the certificate does not verify against the system's roots plus {}: check that it is the CA that signed the registry's certificate, and that the certificate names {}",
-                    path.display(),
-                    registry.without_scheme()
-                ),
-                None => "trust the registry's CA with `ca-cert = \"path/to/ca.pem\"` in [package.metadata.cluster], --ca-cert FILE, or SSL_CERT_FILE".into(),
-            },
-        };
-    }
-    if https && (lower.contains("tls") || lower.contains("handshake")) {
-        return RegistryError::Tls {
-            url: base_url.to_string(),
-            cause: chain,
-            hint: "the TLS handshake failed; check that the port speaks HTTPS".into(),
-        };
-    }
-    RegistryError::Unreachable {
-        url: base_url.to_string(),
-        tried: String::new(),
-        cause: chain,
-        hint: unreachable_hint(registry),
-    }
-}
-
-/// The first error of type `T` in `e`'s chain of sources.
-fn source_of<'a, T: std::error::Error + 'static>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
-    let mut current = Some(e);
-    while let Some(err) = current {
-        if let Some(found) = err.downcast_ref::<T>() {
-            return Some(found);
-        }
-        current = err.source();
-    }
-    None
-}
-
-pub(super) fn is_plain_http_answer(lower_chain: &str) -> bool {
-    lower_chain.contains("invalidcontenttype")
-        || lower_chain.contains("corrupt message")
-        || lower_chain.contains("http response to an https")
-}
-
-pub(super) fn is_certificate_problem(lower_chain: &str) -> bool {
-    lower_chain.contains("certificate")
-        || lower_chain.contains("unknownissuer")
-        || lower_chain.contains("notvalidforname")
-}
-
-/// An error and its sources, without repeats: "client error (Connect): Connection refused".
-/// Shared by everything that reports a library's error (registry, engine, publishing).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = current {
-        let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = err.source();
-    }
-    parts.join(": ")
-}
-
-/// A reqwest error's chain with the request URL's query values hidden (see [`redact_url`]).
-pub(super) fn reqwest_chain(e: &reqwest::Error) -> String {
-    let chain = error_chain(e);
-    match e.url() {
-        Some(url) => chain.replace(url.as_str(), &redact_url(url)),
-        _ => chain,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::tests::plain_http;
+    use crate::registry::api_error::ErrorBody;
 
-    #[tokio::test]
-    async fn transport_errors_hide_the_upload_session() {
-        // Nothing listens on this port: the connection is refused.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("http://127.0.0.1:{port}/v2/a/blobs/uploads/1?_state=c2VjcmV0Cg");
-        let e = plain_http().put(&url).send().await.unwrap_err();
+    fn rejected(status: u16, body: &str) -> RegistryError {
+        let body = ErrorBody::parse(body);
+        RegistryError::Rejected {
+            registry: "r.example".into(),
+            what: "manifest team/app:v1".into(),
+            status,
+            detail: body.shown,
+            errors: body.errors,
+            hint: String::new(),
+        }
+    }
+
+    fn envelope(code: &str, message: &str) -> String {
+        format!(r#"{{"errors":[{{"code":"{code}","message":"{message}"}}]}}"#)
+    }
+
+    #[test]
+    fn what_an_answer_means_is_read_from_its_codes() {
+        for code in [
+            "BLOB_UNKNOWN",
+            "MANIFEST_BLOB_UNKNOWN",
+            "DIGEST_INVALID",
+            "BLOB_UPLOAD_UNKNOWN",
+        ] {
+            assert!(rejected(400, &envelope(code, "m")).is_blob_race(), "{code}");
+        }
+        assert!(!rejected(400, &envelope("BLOB_UPLOAD_INVALID", "m")).is_blob_race());
+        assert!(rejected(400, &envelope("DIGEST_INVALID", "m")).is_digest_invalid());
+        assert!(!rejected(400, &envelope("SIZE_INVALID", "m")).is_digest_invalid());
+        // Words are not codes: a message naming one does not count.
+        assert!(!rejected(400, &envelope("UNKNOWN", "not a BLOB_UNKNOWN")).is_blob_race());
+
         assert!(
-            e.to_string().contains("c2VjcmV0Cg"),
-            "reqwest shows the URL: {e}"
+            rejected(400, &envelope("MANIFEST_INVALID", "manifest invalid")).refuses_media_type()
         );
-        let registry = Registry::parse(&format!("127.0.0.1:{port}")).unwrap();
-        let err = transport_error(&format!("http://127.0.0.1:{port}"), &registry, None, &e);
-        let text = format!("{err} {err:?}");
-        assert!(!text.contains("c2VjcmV0Cg"), "{text}");
-        assert!(text.contains("_state=…"), "{text}");
+        assert!(rejected(400, &envelope("UNSUPPORTED", "m")).refuses_media_type());
+        assert!(rejected(415, "").refuses_media_type());
+        assert!(rejected(400, "unsupported media type").refuses_media_type());
+        assert!(rejected(400, &envelope("NAME_INVALID", "bad media type")).refuses_media_type());
+        assert!(!rejected(400, &envelope("NAME_INVALID", "invalid name")).refuses_media_type());
+        assert!(!rejected(404, &envelope("MANIFEST_INVALID", "m")).refuses_media_type());
     }
 }

@@ -1,7 +1,8 @@
 //! What the registry client tells the world, without knowing who listens: transfer progress and
-//! messages (detail, warnings, protocol trace). `output` implements both for the terminal.
+//! messages (detail, warnings, protocol trace). Each client sends its messages to the sink it was
+//! made with; `output` implements both for the terminal.
 
-use std::sync::OnceLock;
+use std::sync::Arc;
 
 /// Progress of one transfer in bytes. The registry resets it when an upload starts over.
 pub trait Progress: Send + Sync {
@@ -28,31 +29,45 @@ pub trait Sink: Send + Sync {
     fn tracing(&self) -> bool;
 }
 
-static SINK: OnceLock<Box<dyn Sink>> = OnceLock::new();
+/// Where one client's events go: a sink the application passed in, or nowhere.
+#[derive(Clone)]
+pub struct Events(Arc<dyn Sink>);
 
-/// Installs the process's sink (once; later calls are ignored). Without one, events are dropped.
-pub fn set_sink(sink: Box<dyn Sink>) {
-    let _ = SINK.set(sink);
-}
-
-fn emit(event: Event) {
-    if let Some(sink) = SINK.get() {
-        sink.event(event);
+impl Default for Events {
+    /// Events dropped.
+    fn default() -> Self {
+        Events(Arc::new(Discard))
     }
 }
 
-pub(crate) fn detail(text: &str) {
-    emit(Event::Detail(text.to_string()));
+impl Events {
+    pub fn to(sink: Arc<dyn Sink>) -> Events {
+        Events(sink)
+    }
+
+    pub(super) fn detail(&self, text: &str) {
+        self.0.event(Event::Detail(text.to_string()));
+    }
+
+    pub(super) fn warn(&self, text: &str) {
+        self.0.event(Event::Warn(text.to_string()));
+    }
+
+    pub(super) fn trace(&self, text: &str) {
+        self.0.event(Event::Trace(text.to_string()));
+    }
+
+    pub(super) fn tracing(&self) -> bool {
+        self.0.tracing()
+    }
 }
 
-pub(crate) fn warn(text: &str) {
-    emit(Event::Warn(text.to_string()));
-}
+struct Discard;
 
-pub(crate) fn trace(text: &str) {
-    emit(Event::Trace(text.to_string()));
-}
+impl Sink for Discard {
+    fn event(&self, _: Event) {}
 
-pub(crate) fn tracing() -> bool {
-    SINK.get().is_some_and(|sink| sink.tracing())
+    fn tracing(&self) -> bool {
+        false
+    }
 }

@@ -4,12 +4,20 @@
 use bytes::Bytes;
 use reqwest::header::CONTENT_TYPE;
 
-use super::transport::header_str;
-use super::{RegistryClient, RegistryError, Scope};
+use super::challenge::Scope;
+use super::client::RegistryClient;
+use super::error::RegistryError;
+use super::http::header_str;
+use crate::media_type::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
 use crate::reference::{Digest, Repository};
 
-/// Manifest types we ask for when reading.
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+/// Manifest types we ask for when reading (the `Accept` header lists them in this order).
+const MANIFEST_TYPES: [&str; 4] = [
+    OCI_MANIFEST,
+    OCI_INDEX,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+];
 
 /// The most a manifest may weigh: what the distribution spec asks registries to accept.
 pub const MANIFEST_LIMIT: usize = 4 * 1024 * 1024;
@@ -23,9 +31,10 @@ impl RegistryClient {
     ) -> Result<(String, Bytes, Digest), RegistryError> {
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.base_url);
         let what = format!("manifest {repo}:{reference}");
+        let accept = MANIFEST_TYPES.join(", ");
         let response = self
             .send_with_retry(Some(&Scope::pull(repo)), &what, || {
-                self.http.get(&url).header("Accept", MANIFEST_ACCEPT)
+                self.http.get(&url).header("Accept", &accept)
             })
             .await?;
         if !response.status().is_success() {
@@ -53,7 +62,7 @@ impl RegistryClient {
                         .and_then(|m| m.as_str())
                         .map(String::from)
                 })
-                .unwrap_or_else(|| crate::image::OCI_MANIFEST.to_string()),
+                .unwrap_or_else(|| OCI_MANIFEST.to_string()),
         };
         Ok((media_type, bytes, digest))
     }

@@ -7,473 +7,150 @@
 //! dead or silent registry is given up on in time. Blob uploads restart with a fresh upload
 //! session when a transfer breaks, and count as stalled only when no byte has moved for
 //! [`RetryPolicy::stall`], so a slow link is not mistaken for a dead one.
+//!
+//! The application plugs in, through [`Hooks`]: a [`Keychain`] (where credentials come from;
+//! a lookup that fails is an error, never an anonymous request), [`Hints`] (the advice in its
+//! own words for each [`Problem`]) and an event sink ([`events`]). Of the crate, the client
+//! takes only `reference` and `media_type`, so it could be a crate of its own.
+//!
+//! The files import one another only downwards (this one only declares them and re-exports):
+//! the leaves (`http`, `bounded`, `retry`, `activity`, `api_error`, `challenge`, `keychain`,
+//! `hints`, `options`, `events`, `error`, `plain_http`, `http_client`) know nothing of the
+//! client; `client` defines [`RegistryClient`] and connecting; the files that add its methods
+//! (`transport`, `auth`, `ping`, `diagnose`, `blobs`, …) import `client`, never the other way
+//! round. The tests below check both.
 
+mod activity;
+mod api_error;
 mod auth;
 mod blob_source;
 mod blobs;
+mod bounded;
+mod challenge;
+mod client;
+mod diagnose;
 mod error;
 pub mod events;
+mod hints;
+mod http;
+mod http_client;
+mod keychain;
 mod manifests;
 mod options;
 mod ping;
+mod plain_http;
 pub mod pool;
 pub mod referrers;
+mod retry;
 mod stream_upload;
 mod transport;
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use crate::credentials::{self, Credential, Lookup};
-use crate::reference::{Registry, Scheme};
-use auth::AuthState;
-pub use auth::Scope;
 pub use blobs::Mount;
-pub use error::{RegistryError, error_chain};
-pub use manifests::MANIFEST_LIMIT;
-pub use options::{ClientOptions, RetryPolicy};
-use ping::check_plain_http_allowed;
-use transport::{is_localhost_name, origin_of};
-
-/// A connection to one registry.
-pub struct RegistryClient {
-    http: reqwest::Client,
-    registry: Registry,
-    base_url: String,
-    /// `scheme://host[:port]` of `base_url`: the one origin the registry's credentials go to.
-    origin: String,
-    /// Hosts that may be spoken to over plain HTTP besides loopback.
-    insecure: Vec<Registry>,
-    credential: Option<Credential>,
-    lookup: Lookup,
-    auth: std::sync::Mutex<AuthState>,
-    /// Held while fetching a token, so concurrent requests wait for one fetch instead of each
-    /// asking the token service.
-    token_fetch: tokio::sync::Mutex<()>,
-    retry: RetryPolicy,
-    ca_cert: Option<PathBuf>,
-}
-
-impl RegistryClient {
-    /// Picks the scheme, finds credentials, and checks the registry answers `/v2/`.
-    ///
-    /// Without an explicit scheme: loopback hosts are tried over plain HTTP, then HTTPS if the
-    /// port turns out to speak TLS; hosts listed in `insecure` over HTTPS, then plain HTTP if
-    /// TLS fails; every other host over HTTPS only. The second scheme is tried only when the
-    /// first failed in a way that points at it, never for an unreachable address.
-    ///
-    /// `http` is the shared client from [`transport::http_client`] (see [`pool::Clients`]).
-    /// `push_target`: this registry is pushed to, so `ADAPT_PUSH_*` credentials apply to it.
-    pub async fn connect(
-        registry: &Registry,
-        options: &ClientOptions,
-        http: reqwest::Client,
-        push_target: bool,
-    ) -> Result<Arc<RegistryClient>, RegistryError> {
-        let lookup_registry = registry.clone();
-        let lookup =
-            tokio::task::spawn_blocking(move || credentials::lookup(&lookup_registry, push_target))
-                .await
-                .unwrap_or_default();
-        Self::connect_with(registry, options, http, lookup).await
-    }
-
-    async fn connect_with(
-        registry: &Registry,
-        options: &ClientOptions,
-        http: reqwest::Client,
-        mut lookup: Lookup,
-    ) -> Result<Arc<RegistryClient>, RegistryError> {
-        check_plain_http_allowed(registry, &options.insecure)?;
-        check_resolves_to_loopback(registry).await?;
-        let schemes = schemes_to_try(registry, options);
-        let authority = registry.api_authority();
-        for w in lookup.warnings.drain(..) {
-            events::warn(&w);
-        }
-        let mut errors: Vec<RegistryError> = Vec::new();
-        for (i, &scheme) in schemes.iter().enumerate() {
-            let base_url = match scheme {
-                Scheme::Http => format!("http://{authority}"),
-                Scheme::Https => format!("https://{authority}"),
-            };
-            if i > 0 {
-                report_fallback(registry, scheme, &base_url);
-            }
-            let client = RegistryClient::at(registry, options, &http, &lookup, base_url);
-            match client.ping().await {
-                Ok(()) => {
-                    client.report_connected(&lookup);
-                    return Ok(Arc::new(client));
-                }
-                Err(e) => {
-                    let switch = e.suggests_other_scheme();
-                    events::detail(&e.to_string());
-                    errors.push(e);
-                    if !switch {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(most_telling(registry, errors))
-    }
-
-    /// A client for `registry` at `base_url`, not yet checked. The credentials found are left
-    /// out over plain HTTP off loopback (with a warning).
-    fn at(
-        registry: &Registry,
-        options: &ClientOptions,
-        http: &reqwest::Client,
-        lookup: &Lookup,
-        base_url: String,
-    ) -> RegistryClient {
-        let mut credential = lookup.credential.clone();
-        if base_url.starts_with("http://") && !registry.is_loopback() && credential.is_some() {
-            events::warn(&format!(
-                "not sending the credentials from {} to {registry} over plain HTTP; pushing anonymously",
-                lookup.source.as_deref().unwrap_or("the environment")
-            ));
-            credential = None;
-        }
-        RegistryClient {
-            http: http.clone(),
-            registry: registry.clone(),
-            origin: origin_of(&base_url),
-            base_url,
-            insecure: options.insecure.clone(),
-            credential,
-            lookup: lookup.clone(),
-            auth: std::sync::Mutex::new(AuthState::default()),
-            token_fetch: tokio::sync::Mutex::new(()),
-            retry: options.retry,
-            ca_cert: options.ca_cert.clone(),
-        }
-    }
-
-    /// Traces where the registry answered and with which credentials.
-    fn report_connected(&self, lookup: &Lookup) {
-        events::trace(&format!(
-            "{} answers at {} ({})",
-            self.registry,
-            self.base_url,
-            match &lookup.source {
-                Some(s) if self.credential.is_some() => format!("credentials from {s}"),
-                _ => "anonymous".into(),
-            }
-        ));
-    }
-
-    pub fn retry_policy(&self) -> &RetryPolicy {
-        &self.retry
-    }
-
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    /// Whether this client speaks plain HTTP: only where that is allowed (loopback, `insecure`).
-    pub fn speaks_plain_http(&self) -> bool {
-        self.base_url.starts_with("http://")
-    }
-}
-
-/// A `localhost` or `*.localhost` name counts as loopback only when it resolves to loopback
-/// addresses (the client's resolver, [`transport::LoopbackNames`], then connects only to those).
-async fn check_resolves_to_loopback(registry: &Registry) -> Result<(), RegistryError> {
-    let host = registry.host();
-    if !is_localhost_name(host) {
-        return Ok(());
-    }
-    let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, 0))
-        .await
-        .map(|a| a.collect())
-        .unwrap_or_default();
-    if addresses.is_empty() || addresses.iter().all(|a| a.ip().is_loopback()) {
-        // Nothing resolved: the connection fails with the resolver's own error.
-        return Ok(());
-    }
-    Err(RegistryError::NotLoopback {
-        host: host.to_string(),
-        addresses: addresses
-            .iter()
-            .map(|a| a.ip().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-    })
-}
-
-/// The schemes to try, in order (see [`RegistryClient::connect`]).
-fn schemes_to_try(registry: &Registry, options: &ClientOptions) -> Vec<Scheme> {
-    match registry.scheme() {
-        Some(s) => vec![s],
-        None if registry.is_loopback() => vec![Scheme::Http, Scheme::Https],
-        None if options.insecure.contains(&registry.without_scheme()) => {
-            vec![Scheme::Https, Scheme::Http]
-        }
-        None => vec![Scheme::Https],
-    }
-}
-
-/// Says that the next scheme is tried, warning when that means plain HTTP off loopback.
-fn report_fallback(registry: &Registry, scheme: Scheme, base_url: &str) {
-    events::detail(&format!("trying {base_url} instead"));
-    if scheme == Scheme::Http && !registry.is_loopback() {
-        events::warn(&format!(
-            "{registry} does not speak HTTPS; using plain HTTP because it is listed in `insecure`"
-        ));
-    }
-}
-
-/// The error to report when no scheme worked. The last error is the most telling, unless it
-/// only says "wrong scheme" about a scheme that was a fallback: then the first one is.
-fn most_telling(registry: &Registry, mut errors: Vec<RegistryError>) -> RegistryError {
-    let last = errors.pop();
-    let first = errors.into_iter().next();
-    match (first, last) {
-        (Some(first), Some(last))
-            if last.suggests_other_scheme() && !first.suggests_other_scheme() =>
-        {
-            first
-        }
-        (Some(first), Some(RegistryError::HttpsPort { .. })) => first,
-        (_, Some(last)) => last,
-        (first, None) => first.unwrap_or_else(|| RegistryError::Unreachable {
-            url: registry.to_string(),
-            tried: String::new(),
-            cause: "no scheme to try".into(),
-            hint: String::new(),
-        }),
-    }
-}
+pub use client::RegistryClient;
+pub use error::RegistryError;
+pub use hints::{DefaultHints, Hints, Problem};
+pub use http::error_chain;
+pub use keychain::{Credential, Keychain, KeychainError, Lookup, look_up};
+pub use options::{ClientOptions, Hooks, RetryPolicy};
 
 #[cfg(test)]
 mod tests {
-    use miette::Diagnostic;
+    use std::collections::{BTreeMap, BTreeSet};
 
-    use super::*;
-    use crate::reference::{Digest, Repository};
-
-    pub(super) fn test_client(
-        registry: &str,
-        base_url: &str,
-        credential: Option<Credential>,
-    ) -> RegistryClient {
-        RegistryClient {
-            http: plain_http(),
-            registry: Registry::parse(registry).unwrap(),
-            origin: origin_of(base_url),
-            base_url: base_url.into(),
-            insecure: Vec::new(),
-            credential,
-            lookup: Lookup::default(),
-            auth: std::sync::Mutex::new(AuthState::default()),
-            token_fetch: tokio::sync::Mutex::new(()),
-            retry: RetryPolicy::default(),
-            ca_cert: None,
+    /// Each file's code, its tests left out, by file name (`mod` included).
+    fn code_of_files() -> BTreeMap<String, String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/registry");
+        let mut files = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&path).unwrap();
+            // The tests module is left out (a `#[cfg(test)]` item elsewhere stays in).
+            let end = text
+                .find("#[cfg(test)]\nmod tests")
+                .or_else(|| text.find("#[cfg(test)]\npub(super) mod tests"))
+                .unwrap_or(text.len());
+            let code = text[..end].to_string();
+            files.insert(name, code);
         }
+        files
     }
 
-    /// A stub server's read of one request head (without its body); `None` when the client
-    /// closed the connection.
-    fn read_request_head(reader: &mut impl std::io::BufRead) -> Option<String> {
-        let mut head = String::new();
+    /// The files of this folder each file names through `super::` (mod.rs, which only declares
+    /// them, left out).
+    fn imports() -> BTreeMap<String, BTreeSet<String>> {
+        let mut files = code_of_files();
+        files.remove("mod");
+        let mut graph = BTreeMap::new();
+        for (name, code) in &files {
+            assert!(
+                !code.contains("super::{") && !code.contains("crate::registry::"),
+                "{name}.rs: name each file of registry/ as `super::file::Item`, so this test sees the import"
+            );
+            let mut names = BTreeSet::new();
+            for (i, _) in code.match_indices("super::") {
+                let rest = &code[i + "super::".len()..];
+                let end = rest
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                let named = &rest[..end];
+                assert!(
+                    files.contains_key(named),
+                    "{name}.rs names `super::{named}`, which is not a file of registry/ (a re-export of mod.rs would make mod.rs part of a cycle)"
+                );
+                names.insert(named.to_string());
+            }
+            graph.insert(name.clone(), names);
+        }
+        graph
+    }
+
+    /// The files of registry/ import one another without a cycle, so each can be read (and
+    /// changed) knowing only the files below it.
+    #[test]
+    fn no_file_of_the_registry_imports_in_a_cycle() {
+        let graph = imports();
+        // Kahn's algorithm: take files whose imports are all taken, until none is left.
+        let mut taken: BTreeSet<String> = BTreeSet::new();
         loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return None;
+            let ready: Vec<String> = graph
+                .iter()
+                .filter(|(name, uses)| {
+                    !taken.contains(*name) && uses.iter().all(|u| taken.contains(u) || u == *name)
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            if ready.is_empty() {
+                break;
             }
-            if line == "\r\n" {
-                return Some(head);
+            taken.extend(ready);
+        }
+        let cycle: BTreeMap<_, _> = graph
+            .iter()
+            .filter(|(name, _)| !taken.contains(*name))
+            .collect();
+        assert!(
+            cycle.is_empty(),
+            "files in or above an import cycle: {cycle:?}"
+        );
+    }
+
+    /// The client could be a crate of its own: of this crate it takes only the image reference
+    /// grammar and the media types.
+    #[test]
+    fn the_registry_imports_nothing_of_the_crate_but_references_and_media_types() {
+        for (name, code) in code_of_files() {
+            for (i, _) in code.match_indices("crate::") {
+                let rest = &code[i + "crate::".len()..];
+                let end = rest
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                let named = &rest[..end];
+                assert!(
+                    ["reference", "media_type"].contains(&named),
+                    "{name}.rs imports crate::{named}"
+                );
             }
-            head.push_str(&line);
         }
-    }
-
-    pub(super) fn plain_http() -> reqwest::Client {
-        client_builder().build().unwrap()
-    }
-
-    fn client_builder() -> reqwest::ClientBuilder {
-        reqwest::Client::builder().tls_backend_preconfigured(
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-        )
-    }
-
-    /// A stub HTTP server standing in for a registry at a non-loopback name (no real registry
-    /// can be reached under such a name on this machine; the client's resolver is pointed at
-    /// 127.0.0.1 instead). It challenges with Basic auth and records every request's headers.
-    fn basic_challenge_stub() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
-        recording_stub(
-            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"stub\"\r\nContent-Length: 0\r\n\r\n"
-                .into(),
-        )
-    }
-
-    /// A plain-HTTP stub answering every request with `answer` and recording each request
-    /// head; a TLS ClientHello gets the 400 a plain-HTTP server gives. For protocol corners no
-    /// real registry here produces (each test says which).
-    pub(super) fn recording_stub(answer: String) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
-        use std::io::{BufRead, BufReader, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log = seen.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                let (log, answer) = (log.clone(), answer.clone());
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let mut writer = stream;
-                    if reader
-                        .fill_buf()
-                        .map(|b| b.first() == Some(&0x16))
-                        .unwrap_or(false)
-                    {
-                        let _ = writer.write_all(
-                            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                        );
-                        return;
-                    }
-                    while let Some(head) = read_request_head(&mut reader) {
-                        log.lock().unwrap().push(head);
-                        let _ = writer.write_all(answer.as_bytes());
-                    }
-                });
-            }
-        });
-        (port, seen)
-    }
-
-    fn alice() -> Lookup {
-        Lookup {
-            credential: Some(Credential::Basic {
-                username: "alice".into(),
-                password: "hunter2-secret".into(),
-            }),
-            source: Some("the test".into()),
-            from_environment: false,
-            searched: vec!["the test".into()],
-            warnings: Vec::new(),
-        }
-    }
-
-    /// `registry.example.test:PORT` resolving to the stub on 127.0.0.1.
-    fn stub_registry(
-        scheme: &str,
-    ) -> (
-        Registry,
-        reqwest::Client,
-        Arc<std::sync::Mutex<Vec<String>>>,
-    ) {
-        let (port, seen) = basic_challenge_stub();
-        let host = "registry.example.test";
-        let registry = Registry::parse(&format!("{scheme}{host}:{port}")).unwrap();
-        assert!(!registry.is_loopback());
-        let http = client_builder()
-            .resolve(host, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
-            .build()
-            .unwrap();
-        (registry, http, seen)
-    }
-
-    async fn assert_no_credentials_sent(
-        client: &RegistryClient,
-        seen: &std::sync::Mutex<Vec<String>>,
-    ) {
-        assert!(client.credential.is_none());
-        let repo = Repository::parse("team/app").unwrap();
-        let err = client
-            .blob_exists(&repo, &Digest::sha256_of(b"x"), 1)
-            .await
-            .expect_err("the stub never accepts");
-        let text = format!("{err} {:?}", err);
-        assert!(text.contains("credentials are required"), "{text}");
-        assert!(
-            text.contains("not sent") && text.contains("plain HTTP"),
-            "{text}"
-        );
-        let requests = seen.lock().unwrap().clone();
-        assert!(requests.len() >= 2, "{requests:?}");
-        for r in &requests {
-            assert!(!r.to_ascii_lowercase().contains("authorization"), "{r}");
-        }
-    }
-
-    #[tokio::test]
-    async fn credentials_never_go_over_plain_http_to_a_non_loopback_host() {
-        // http:// written out, not listed in `insecure`: refused before any request, and the
-        // message shows the line to add.
-        let (registry, http, seen) = stub_registry("http://");
-        let err = RegistryClient::connect_with(&registry, &ClientOptions::default(), http, alice())
-            .await
-            .err()
-            .expect("plain HTTP to a non-loopback host without an `insecure` entry");
-        let text = format!(
-            "{err} {}",
-            err.help().map(|h| h.to_string()).unwrap_or_default()
-        );
-        assert!(
-            matches!(err, RegistryError::PlainHttpRefused { .. }),
-            "{text}"
-        );
-        assert!(
-            text.contains(&format!("insecure = [\"{}\"]", registry.without_scheme())),
-            "{text}"
-        );
-        assert!(
-            seen.lock().unwrap().is_empty(),
-            "{:?}",
-            seen.lock().unwrap()
-        );
-
-        // http:// written out and listed in `insecure`: spoken to, without the credentials.
-        let (registry, http, seen) = stub_registry("http://");
-        let options = ClientOptions {
-            insecure: vec![registry.without_scheme()],
-            ..ClientOptions::default()
-        };
-        let client = RegistryClient::connect_with(&registry, &options, http, alice())
-            .await
-            .expect("the stub answers /v2/ with 401, which is a registry");
-        assert_no_credentials_sent(&client, &seen).await;
-
-        // Listed in `insecure`: HTTPS fails (the stub speaks plain HTTP), then plain HTTP, still
-        // without the credentials.
-        let (registry, http, seen) = stub_registry("");
-        let options = ClientOptions {
-            insecure: vec![registry.clone()],
-            ..ClientOptions::default()
-        };
-        let client = RegistryClient::connect_with(&registry, &options, http, alice())
-            .await
-            .expect("falls back to plain HTTP for an insecure registry");
-        assert!(client.base_url.starts_with("http://"));
-        assert_no_credentials_sent(&client, &seen).await;
-    }
-
-    #[tokio::test]
-    async fn no_silent_fallback_to_plain_http_for_a_non_loopback_host() {
-        let (registry, http, seen) = stub_registry("");
-        let err = RegistryClient::connect_with(&registry, &ClientOptions::default(), http, alice())
-            .await
-            .err()
-            .expect("a plain-HTTP server is not accepted as HTTPS");
-        let text = format!("{err} {:?}", err);
-        assert!(text.contains("HTTP response to an HTTPS client"), "{text}");
-        assert!(text.contains("insecure"), "{text}");
-        // Only a TLS handshake reached it: no HTTP request at all.
-        assert!(
-            seen.lock().unwrap().is_empty(),
-            "{:?}",
-            seen.lock().unwrap()
-        );
     }
 }

@@ -1,8 +1,13 @@
-//! How the registry client is configured: trust, plain-HTTP exceptions and retry bounds.
+//! How the registry client is configured: trust, plain-HTTP exceptions and retry bounds, and the
+//! hooks the application plugs in.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::events::Events;
+use super::hints::{DefaultHints, Hints};
+use super::keychain::{Anonymous, Keychain};
 use crate::reference::Registry;
 
 /// Retry bounds, per request (and per blob upload).
@@ -32,7 +37,7 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The defaults with the user's bounds (`--retry-attempts`, `--retry-timeout` in seconds).
+    /// The defaults with the user's bounds: attempts, and the total time in seconds.
     pub fn with_bounds(attempts: Option<u32>, total_secs: Option<u64>) -> RetryPolicy {
         let mut policy = RetryPolicy::default();
         if let Some(a) = attempts {
@@ -51,6 +56,28 @@ pub struct ClientOptions {
     pub insecure: Vec<Registry>,
     pub ca_cert: Option<PathBuf>,
     pub retry: RetryPolicy,
+}
+
+/// What the application plugs into its clients, apart from their settings. The default has no
+/// credentials, words hints in the client's terms and drops every event.
+#[derive(Clone)]
+pub struct Hooks {
+    /// Where the clients' credentials come from.
+    pub keychain: Arc<dyn Keychain>,
+    /// How their errors' hints are worded.
+    pub hints: Arc<dyn Hints>,
+    /// Where the clients' progress messages go.
+    pub events: Events,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            keychain: Arc::new(Anonymous),
+            hints: Arc::new(DefaultHints),
+            events: Events::default(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,14 @@
-//! The API check (`GET /v2/`) that learns the registry's challenge, and the plain-HTTP policy:
-//! plain HTTP only to loopback or to registries listed as insecure.
+//! The API check (`GET /v2/`) that learns how the registry asks for authentication.
 
 use reqwest::StatusCode;
 use reqwest::header::WWW_AUTHENTICATE;
 
-use super::auth::{Challenge, parse_challenge};
-use super::events;
-use super::transport::{header_str, read_text};
-use super::{RegistryClient, RegistryError};
-use crate::reference::{Registry, Scheme, is_loopback_host};
+use super::bounded::read_text;
+use super::challenge::{Challenge, parse_challenge};
+use super::client::RegistryClient;
+use super::error::RegistryError;
+use super::hints::Problem;
+use super::http::header_str;
 
 impl RegistryClient {
     /// Checks the registry answers its API, and learns how it asks for authentication.
@@ -24,7 +24,7 @@ impl RegistryClient {
                 let challenge = header_str(response.headers(), WWW_AUTHENTICATE.as_str())
                     .as_deref()
                     .and_then(parse_challenge);
-                events::trace(&format!(
+                self.events.trace(&format!(
                     "{} asks for {}",
                     self.registry,
                     match &challenge {
@@ -42,10 +42,9 @@ impl RegistryClient {
                 if body.to_ascii_lowercase().contains("https") {
                     Err(RegistryError::HttpsPort {
                         url: self.base_url.clone(),
-                        hint: format!(
-                            "write the registry as https://{} (and trust its CA with `ca-cert` or --ca-cert if it is private)",
-                            self.registry
-                        ),
+                        hint: self.hints.hint(&Problem::HttpsPort {
+                            registry: &self.registry,
+                        }),
                     })
                 } else {
                     Err(RegistryError::Rejected {
@@ -53,6 +52,7 @@ impl RegistryClient {
                         what: what.into(),
                         status: 400,
                         detail: format!(" ({})", body.chars().take(200).collect::<String>().trim()),
+                        errors: Vec::new(),
                         hint: "is this address an OCI registry?".into(),
                     })
                 }
@@ -62,6 +62,7 @@ impl RegistryClient {
                 what: what.into(),
                 status: 404,
                 detail: String::new(),
+                errors: Vec::new(),
                 hint: format!(
                     "{} answers HTTP but has no registry API at /v2/: check the address and port",
                     self.base_url
@@ -70,38 +71,4 @@ impl RegistryClient {
             s => Err(self.status_error(None, what, s, response).await),
         }
     }
-
-    /// Whether plain HTTP may go to this URL's host: loopback, or listed in `insecure`.
-    pub(super) fn plain_http_allowed(&self, url: &url::Url) -> bool {
-        let Some(host) = url.host_str() else {
-            return false;
-        };
-        if is_loopback_host(host) {
-            return true;
-        }
-        let authority = match url.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.to_string(),
-        };
-        Registry::parse(&authority).is_ok_and(|r| self.insecure.contains(&r))
-    }
-}
-
-/// Plain HTTP goes only to loopback or to a registry listed in `insecure`: anything else is
-/// refused before a request is made.
-pub(super) fn check_plain_http_allowed(
-    registry: &Registry,
-    insecure: &[Registry],
-) -> Result<(), RegistryError> {
-    let plain = registry.without_scheme();
-    if registry.scheme() == Some(Scheme::Http)
-        && !registry.is_loopback()
-        && !insecure.contains(&plain)
-    {
-        return Err(RegistryError::PlainHttpRefused {
-            url: registry.to_string(),
-            plain: plain.to_string(),
-        });
-    }
-    Ok(())
 }

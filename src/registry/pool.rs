@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
 
-use super::{ClientOptions, RegistryClient, RegistryError};
+use super::client::RegistryClient;
+use super::error::RegistryError;
+use super::http_client::http_client;
+use super::options::{ClientOptions, Hooks};
 use crate::reference::{Registry, Scheme};
 
 /// A registry as connections see it: its API authority and the scheme it asked for, if any.
@@ -14,22 +17,25 @@ type Key = (String, Option<Scheme>);
 
 pub struct Clients {
     options: ClientOptions,
+    /// Given to every client made here.
+    hooks: Hooks,
     /// Built on first use, off the async runtime (it reads the system's CA certificates).
     http: OnceCell<reqwest::Client>,
     /// One cell per registry. The map's lock is held only to find or add a cell, never across
     /// a connect, so a slow registry does not hold up the others; callers asking for the same
     /// registry at once wait for the one connect in its cell.
     connected: Mutex<HashMap<Key, Arc<OnceCell<Arc<RegistryClient>>>>>,
-    /// The registries pushed to (`external` addresses, as `host[:port]`): the only ones that
-    /// get the `ADAPT_PUSH_*` credentials. Every other registry (a base image's) gets what the
-    /// Docker/podman configuration holds for it.
+    /// The registries pushed to (as `host[:port]`): the keychain is told, so it can keep
+    /// credentials meant for push targets (a CI job's push token) from every other registry
+    /// (a base image's).
     push_targets: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Clients {
-    pub fn new(options: ClientOptions) -> Clients {
+    pub fn new(options: ClientOptions, hooks: Hooks) -> Clients {
         Clients {
             options,
+            hooks,
             http: OnceCell::new(),
             connected: Mutex::new(HashMap::new()),
             push_targets: Mutex::new(Default::default()),
@@ -66,7 +72,7 @@ impl Clients {
         cell.get_or_try_init(|| async {
             let http = self.http().await?;
             let push_target = self.is_push_target(registry);
-            RegistryClient::connect(registry, &self.options, http, push_target).await
+            RegistryClient::connect(registry, &self.options, &self.hooks, http, push_target).await
         })
         .await
         .cloned()
@@ -76,8 +82,8 @@ impl Clients {
     async fn http(&self) -> Result<reqwest::Client, RegistryError> {
         self.http
             .get_or_try_init(|| async {
-                let options = self.options.clone();
-                tokio::task::spawn_blocking(move || super::transport::http_client(&options))
+                let (options, events) = (self.options.clone(), self.hooks.events.clone());
+                tokio::task::spawn_blocking(move || http_client(&options, &events))
                     .await
                     .map_err(|e| {
                         RegistryError::TlsSetup(format!("the TLS set-up did not finish: {e}"))
@@ -95,7 +101,8 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::registry::RetryPolicy;
+    use crate::registry::events::{Event, Events, Sink};
+    use crate::registry::options::RetryPolicy;
 
     /// Accepts connections and never answers.
     fn silent() -> String {
@@ -137,10 +144,13 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_registry_does_not_hold_up_the_others() {
-        let clients = Arc::new(Clients::new(ClientOptions {
-            retry: RetryPolicy::with_bounds(Some(1), Some(3)),
-            ..ClientOptions::default()
-        }));
+        let clients = Arc::new(Clients::new(
+            ClientOptions {
+                retry: RetryPolicy::with_bounds(Some(1), Some(3)),
+                ..ClientOptions::default()
+            },
+            Hooks::default(),
+        ));
         let slow = Registry::parse(&silent()).unwrap();
         let fast = Registry::parse(&open_registry()).unwrap();
 
@@ -163,6 +173,54 @@ mod tests {
         let again = clients.get(&fast).await.unwrap();
         assert!(Arc::ptr_eq(&client, &again));
         assert!(stuck.await.unwrap().is_err());
+    }
+
+    /// Keeps the text of every event it is sent.
+    #[derive(Default)]
+    struct Capture(Mutex<Vec<String>>);
+
+    impl Sink for Capture {
+        fn event(&self, event: Event) {
+            let (Event::Detail(text) | Event::Warn(text) | Event::Trace(text)) = event;
+            self.0.lock().unwrap().push(text);
+        }
+
+        fn tracing(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_pool_hears_only_its_own_clients() {
+        for _round in 0..5 {
+            let (a, b) = (open_registry(), open_registry());
+            let (heard_a, heard_b) = (Arc::new(Capture::default()), Arc::new(Capture::default()));
+            let pool = |sink: Arc<Capture>| {
+                Clients::new(
+                    ClientOptions::default(),
+                    Hooks {
+                        events: Events::to(sink),
+                        ..Hooks::default()
+                    },
+                )
+            };
+            let (pool_a, pool_b) = (pool(heard_a.clone()), pool(heard_b.clone()));
+            let (registry_a, registry_b) =
+                (Registry::parse(&a).unwrap(), Registry::parse(&b).unwrap());
+            // Both connect at once, each tracing its requests.
+            let (client_a, client_b) =
+                tokio::join!(pool_a.get(&registry_a), pool_b.get(&registry_b));
+            client_a.unwrap();
+            client_b.unwrap();
+            for (heard, own, other) in [(&heard_a, &a, &b), (&heard_b, &b, &a)] {
+                let heard = heard.0.lock().unwrap().clone();
+                assert!(heard.iter().any(|e| e.contains(own.as_str())), "{heard:?}");
+                assert!(
+                    !heard.iter().any(|e| e.contains(other.as_str())),
+                    "{heard:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -12,8 +12,11 @@ use bytes::Bytes;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::{MANIFEST_LIMIT, RegistryClient, RegistryError, Scope, events};
-use crate::image::{OCI_INDEX, canonical_json};
+use super::challenge::Scope;
+use super::client::RegistryClient;
+use super::error::RegistryError;
+use super::manifests::MANIFEST_LIMIT;
+use crate::media_type::OCI_INDEX;
 use crate::reference::{Digest, Repository};
 
 /// How the referrers of an image were found.
@@ -141,7 +144,7 @@ impl RegistryClient {
                 return Ok(ReferrersVia::FallbackTag);
             }
             if attempt > 1 {
-                events::detail(&format!(
+                self.events.detail(&format!(
                     "{repo}:{tag} lost {} of our referrers to another push; adding them again (write {attempt}/{REFERRERS_TAG_ATTEMPTS})",
                     missing.len()
                 ));
@@ -179,11 +182,14 @@ impl RegistryClient {
             "mediaType": OCI_INDEX,
             "manifests": manifests,
         });
-        let bytes: Bytes = canonical_json(&index).map_err(|e| RegistryError::Protocol {
+        // serde_json's Map is a BTreeMap (no preserve_order feature): the keys come out sorted,
+        // so the same list is the same bytes every time.
+        let bytes = serde_json::to_vec(&index).map_err(|e| RegistryError::Protocol {
             registry: self.registry.to_string(),
             what: "the referrers index".into(),
             cause: e.to_string(),
         })?;
+        let bytes = Bytes::from(bytes);
         let index_digest = Digest::sha256_of(&bytes);
         self.put_manifest(repo, tag, OCI_INDEX, &bytes, &index_digest)
             .await

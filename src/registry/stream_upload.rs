@@ -11,9 +11,11 @@ use futures_util::Stream;
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 
+use super::activity::Activity;
 use super::blobs::{Attempt, short};
-use super::transport::Activity;
-use super::{RegistryClient, RegistryError, Scope};
+use super::challenge::Scope;
+use super::client::RegistryClient;
+use super::error::RegistryError;
 use crate::reference::{Digest, Repository};
 
 /// Why a streamed upload failed, and how long the registry asked to wait (`Retry-After`) before
@@ -88,7 +90,7 @@ impl RegistryClient {
         upload: StreamedUpload,
         digest: &Digest,
     ) -> Result<(), StreamFailed> {
-        crate::registry::events::trace(&format!(
+        self.events.trace(&format!(
             "closing the streamed upload of blob {}",
             short(digest)
         ));

@@ -105,7 +105,7 @@ async fn run_build(engine: &Engine, target: &BuildSpec, context: &BuildContext) 
     let shell = engine.shell();
     let listing = list_for_sending(context, shell).await?;
     announce(engine, target, context, &listing);
-    let credentials = build_credentials(&context.from_images, shell).await;
+    let credentials = build_credentials(&context.from_images, shell).await?;
     let options = build_options(target, context);
     let progress = shell.upload_progress("build context", listing.tar_bytes);
     let (body, writer) = send_context(listing, progress.clone(), shell);
@@ -514,17 +514,17 @@ async fn run_network(engine: &Engine) -> Option<&'static str> {
 async fn build_credentials(
     images: &[ImageRef],
     shell: &Shell,
-) -> Option<HashMap<String, DockerCredentials>> {
+) -> Result<Option<HashMap<String, DockerCredentials>>> {
     let mut all = HashMap::new();
     for image in images {
         let key = engine::server_address(&image.registry);
         if !all.contains_key(&key)
-            && let Some(c) = engine::credentials_for(&image.registry, false, shell).await
+            && let Some(c) = engine::credentials_for(&image.registry, false, shell).await?
         {
             all.insert(key, c);
         }
     }
-    (!all.is_empty()).then_some(all)
+    Ok((!all.is_empty()).then_some(all))
 }
 
 #[cfg(test)]

@@ -31,8 +31,7 @@ pub use cache_file::CacheFile;
 pub(crate) use host_file::special_kind;
 use host_file::{at, regular_file};
 
-pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+pub use crate::media_type::{OCI_LAYER_GZIP, OCI_LAYER_ZSTD};
 
 /// A finished, compressed layer, in the on-disk cache.
 #[derive(Debug, Clone)]
