@@ -2,11 +2,9 @@
 //! stdout still carries only the reference. stderr goes to a real pseudo-terminal (`script`,
 //! from util-linux), stdout to a file.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn a_terminal_shows_compression_and_upload_bars_and_stdout_only_the_reference() {

@@ -3,9 +3,7 @@
 //! log, not in timings: the registry's answer to a layer's upload is logged before another
 //! layer's "compressed" line, and before the image is assembled.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn a_finished_layer_is_uploaded_while_a_larger_one_is_still_compressing() {

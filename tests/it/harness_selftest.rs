@@ -1,7 +1,6 @@
-//! Checks the shared test harness itself (tests/common): real registry, proxy, HTTP client.
-mod common;
+//! Checks the shared test harness itself (tests/it/common): real registry, proxy, HTTP client.
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn registry_starts_and_answers_v2() {

@@ -1,11 +1,9 @@
 //! `--workspace` against the real registry (one member that does not compile), and the CI
 //! integration: GITHUB_OUTPUT step outputs, `::error` annotations, shell completions.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 /// A workspace at `root` whose members are (name, main.rs or None for a library).
 fn workspace(root: &Path, cluster: &str, members: &[(&str, Option<&str>, &str)]) {

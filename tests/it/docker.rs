@@ -1,14 +1,13 @@
 //! The Docker engine builder against a real engine (the one `scripts/test` starts; tests that
 //! need it skip without it, and fail under CI): Dockerfile builds with `.dockerignore`, generated
 //! images, a remote engine over TLS, an engine that is down, and a failing build step.
-mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// The one line of stdout, which must be `{prefix}@sha256:<64 hex>`.
 fn single_reference(o: &Output, prefix: &str) -> String {

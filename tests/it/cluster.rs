@@ -6,15 +6,13 @@
 //! a `Status` with reason NotFound for a missing one). It stands in for a protocol corner only:
 //! the push and the pull through the internal address are real.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::*;
+use crate::common::*;
 
 const CM_PATH: &str = "/api/v1/namespaces/kube-public/configmaps/local-registry-hosting";
 

@@ -2,15 +2,13 @@
 //! push is involved): `--oci-layout` written by several runs at once, a damaged layer cache
 //! file, temporary files of killed runs, and the modes and symlinks of the files users keep.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::*;
+use crate::common::*;
 use sha2::Digest as _;
 
 /// Only a name here: nothing in these tests contacts it unless a test starts a registry.

@@ -1,12 +1,10 @@
 //! The core path against a real registry (Debian's docker-registry): split push, workspace
 //! inheritance, config errors, reproducibility, tags, JSON and --image-refs, base images.
 
-mod common;
-
 use std::path::Path;
 use std::process::Output;
 
-use common::*;
+use crate::common::*;
 
 fn split_config(external: &str, internal: &str, extra: &str) -> String {
     format!(

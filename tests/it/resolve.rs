@@ -1,11 +1,9 @@
 //! `resolve -f`: a three-service workspace resolved from a directory of multi-document YAML with
 //! comments, against the real registry; references pull through the internal address.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn member(root: &Path, name: &str, extra: &str, bins: &[&str]) {
     let d = root.join(name);

@@ -3,15 +3,13 @@
 //! the workspace) are refused before anything is built, links inside an included directory are
 //! copied as links, and FIFOs and sockets are errors naming them.
 
-mod common;
-
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// The crate `inc` in `dir`, pushing to `registry` as `team/inc:v1` with `include` = `entries`
 /// (TOML array items).

@@ -4,12 +4,10 @@
 //! token reuse and the identity-token (refresh) flow; and TLS with a private CA. No secret may
 //! appear in any output, even with -vv.
 
-mod common;
-
 use serde_json::json;
 
-use common::faults::{HttpFaultProxy, HttpFaults};
-use common::*;
+use crate::common::faults::{HttpFaultProxy, HttpFaults};
+use crate::common::*;
 
 const USER: &str = "alice";
 const PASSWORD: &str = "pa55-W0rd-never-printed";

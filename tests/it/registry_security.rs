@@ -7,16 +7,14 @@
 //! (`HttpFaultProxy`) and the stub server below are stand-ins for those corners, and each test
 //! says which one it uses.
 
-mod common;
-
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use common::faults::{Fault, FaultProxy, HttpFaultProxy, HttpFaults, TcpFaults};
-use common::*;
+use crate::common::faults::{Fault, FaultProxy, HttpFaultProxy, HttpFaults, TcpFaults};
+use crate::common::*;
 
 const USER: &str = "alice";
 const PASSWORD: &str = "pa55-W0rd-for-the-push-only";

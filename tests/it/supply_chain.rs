@@ -1,12 +1,10 @@
 //! SBOM and provenance attached as OCI 1.1 referrers, read back from a real registry
 //! (Debian's docker-registry, distribution 2.8: no referrers API, so through the fallback tag).
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const MAIN: &str = r#"fn main() {
@@ -294,7 +292,7 @@ fn concurrent_pushes_of_one_image_keep_every_referrer_in_the_fallback_tag() {
 /// was attached.
 #[test]
 fn a_fallback_tag_that_keeps_losing_our_entries_fails_the_push() {
-    use common::faults::{Fault, HttpFaultProxy, HttpFaults};
+    use crate::common::faults::{Fault, HttpFaultProxy, HttpFaults};
     let registry = TestRegistry::start();
     let proxy = HttpFaultProxy::start(
         &registry.addr(),

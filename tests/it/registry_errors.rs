@@ -4,10 +4,8 @@
 //! with a body size limit or a registry with quotas (Harbor, GitLab) answers them. Each exits
 //! non-zero without a panic, says what happened and what to do, and tags nothing.
 
-mod common;
-
-use common::faults::{Fault, HttpFaultProxy, HttpFaults};
-use common::*;
+use crate::common::faults::{Fault, HttpFaultProxy, HttpFaults};
+use crate::common::*;
 
 #[test]
 fn a_base_image_that_does_not_exist_is_named() {

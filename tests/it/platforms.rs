@@ -4,12 +4,10 @@
 //! aarch64-unknown-linux-musl`, Debian's gcc-aarch64-linux-gnu and qemu-user-static, and for
 //! the zig test cargo-zigbuild and PyPI's ziglang.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const MAIN: &str = r#"fn main() {

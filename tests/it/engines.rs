@@ -1,14 +1,12 @@
 //! Engines beyond a local socket: an `ssh://` engine on a non-default port, through a real sshd
 //! (Debian's openssh-server) on loopback with a generated key, in front of the test engine.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const HELLO_OVER_SSH: &str = "fn main() { println!(\"hello over ssh\"); }\n";
 

@@ -1,5 +1,5 @@
 //! Fault-injecting proxies in front of a registry, std only. Used by the registry fault tests
-//! (`tests/common`, `mod faults`) and by `examples/fault-proxy` for `scripts/bench-faults`.
+//! (`tests/it/common`, `mod faults`) and by `examples/fault-proxy` for `scripts/bench-faults`.
 //!
 //! * [`FaultProxy`]: TCP level. Resets every Nth connection (after its first bytes arrive),
 //!   cuts the first K connections that carry more than B bytes towards the registry (an upload

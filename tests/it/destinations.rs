@@ -2,12 +2,10 @@
 //! `docker load` and run, `--oci-layout` read by `skopeo inspect`, `--load` then `docker run`,
 //! `--no-push`; and the same digest whatever the destination.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn push_output(manifest: &Path, args: &[&str], docker_host: Option<&str>) -> std::process::Output {
     let mut cmd = adapt_push(manifest);

@@ -1,5 +1,5 @@
-//! The harness of the integration tests: every test file says `mod common;` and
-//! `use common::*;` (the fault proxies stay under [`faults`]).
+//! The harness of the integration tests: every test module says `use crate::common::*;` (the
+//! fault proxies stay under [`faults`]).
 //!
 //! * [`registry`]: [`TestRegistry`], a real CNCF distribution registry (`docker-registry`) on a
 //!   free loopback port, plain HTTP, htpasswd or TLS.
@@ -16,9 +16,6 @@
 //! * [`assert`]: a consistent registry afterwards, no secret in the output.
 //!
 //! Everything listens on and connects to 127.0.0.1 only.
-// Each test file uses a part of the harness; the rest is dead code there.
-#![allow(dead_code, unused_imports)]
-
 pub mod assert;
 pub mod crates;
 pub mod engine;

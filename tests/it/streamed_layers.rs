@@ -5,10 +5,8 @@
 //! Observed in the order of the -vv log, not in timings. A failed stream falls back to the
 //! upload from the layer cache, so it never fails a push.
 
-mod common;
-
-use common::faults::{FaultProxy, TcpFaults};
-use common::*;
+use crate::common::faults::{FaultProxy, TcpFaults};
+use crate::common::*;
 
 /// A crate whose image has a `size`-byte include (runtime, includes, binary layers).
 fn crate_with_include(dir: &std::path::Path, name: &str, registry: &str, size: usize) {

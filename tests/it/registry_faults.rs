@@ -1,15 +1,14 @@
 //! Faults between the tool and the real registry (Debian's docker-registry), injected by proxies
-//! written for these tests (tests/common/faults.rs, shared with examples/fault-proxy): connection resets,
-//! an upload cut midway, 503 and 429 bursts, a dead address, a silent one, and a push killed
-//! with SIGKILL. Whole pushes must succeed where retrying can make them, fail within the retry
-//! bound naming the address where it cannot, and no tag may ever point at a missing blob.
-
-mod common;
+//! written for these tests (tests/it/common/faults.rs, shared with examples/fault-proxy):
+//! connection resets, an upload cut midway, 503 and 429 bursts, a dead address, a silent one,
+//! and a push killed with SIGKILL. Whole pushes must succeed where retrying can make them, fail
+//! within the retry bound naming the address where it cannot, and no tag may ever point at a
+//! missing blob.
 
 use std::time::{Duration, Instant};
 
-use common::faults::{Fault, FaultProxy, HttpFaultProxy, HttpFaults, TcpFaults};
-use common::*;
+use crate::common::faults::{Fault, FaultProxy, HttpFaultProxy, HttpFaults, TcpFaults};
+use crate::common::*;
 
 #[test]
 fn resets_and_a_cut_upload_are_survived() {

@@ -20,7 +20,6 @@ use std::time::Duration;
 /// Stops (and cuts open connections) on drop.
 pub struct CountingProxy {
     pub port: u16,
-    target: String,
     connections: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     open: OpenConnections,
@@ -67,7 +66,6 @@ impl CountingProxy {
 
         CountingProxy {
             port,
-            target: target.to_string(),
             connections,
             stop,
             open,
@@ -78,11 +76,6 @@ impl CountingProxy {
     /// `127.0.0.1:PORT`, the address that stands in for the cluster's registry address.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Where connections are forwarded to.
-    pub fn target(&self) -> &str {
-        &self.target
     }
 
     /// How many connections were accepted so far.
