@@ -89,15 +89,6 @@ fn kubeconfig(dir: &Path, contexts: &[(&str, &str)], current: &str) -> std::path
     path
 }
 
-fn run(manifest: &Path, args: &[&str], env: &[(&str, &Path)]) -> std::process::Output {
-    let mut cmd = adapt_push(manifest);
-    cmd.args(args).env_remove("KUBECONFIG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
 fn check_pulls_through(internal: &CountingProxy, reference: &str) {
     let (name, digest) = reference.split_once('@').unwrap();
     let (host, repo) = name.split_once('/').unwrap();
@@ -125,9 +116,9 @@ fn the_registry_comes_from_a_configmap_file() {
     let cm = dir.path().join("deploy/registry.yaml");
     std::fs::write(&cm, kind_configmap(&registry.addr(), &internal.addr())).unwrap();
 
-    let out = run(&manifest, &[], &[]);
-    assert_success(&out);
-    let reference = stdout(&out).trim().to_string();
+    let out = adapt_push(&manifest).run();
+    out.assert_ok();
+    let reference = out.stdout.trim().to_string();
     assert_eq!(internal.connections(), 0, "pushed through host only");
     assert_eq!(registry.tags("svc"), vec!["latest"]);
     check_pulls_through(&internal, &reference);
@@ -144,10 +135,9 @@ fn the_registry_comes_from_a_configmap_file() {
         .arg(&manifest)
         .arg("-f")
         .arg(&manifests)
-        .output()
-        .unwrap();
-    assert_success(&out);
-    assert_eq!(stdout(&out), yaml.replace("adapt://svc", &reference));
+        .run();
+    out.assert_ok();
+    assert_eq!(out.stdout, yaml.replace("adapt://svc", &reference));
     assert_eq!(
         internal.connections(),
         before,
@@ -156,16 +146,16 @@ fn the_registry_comes_from_a_configmap_file() {
 
     // Malformed, missing: errors name the file.
     std::fs::write(&cm, "data:\n  localRegistryHosting.v1: \"help: nothing\"\n").unwrap();
-    let out = run(&manifest, &[], &[]);
+    let out = adapt_push(&manifest).run();
     assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = &out.stderr;
     assert!(
         err.contains("registry.yaml") && err.contains("has no `host`"),
         "{err}"
     );
     std::fs::remove_file(&cm).unwrap();
-    let out = run(&manifest, &[], &[]);
-    let err = stderr(&out);
+    let out = adapt_push(&manifest).run();
+    let err = &out.stderr;
     assert!(!out.status.success());
     assert!(err.contains("deploy/registry.yaml"), "{err}");
     assert!(err.contains("local-registry-hosting"), "{err}");
@@ -198,14 +188,13 @@ fn the_registry_comes_from_the_cluster_of_a_kubeconfig_context() {
     );
     let env: [(&str, &Path); 2] = [("KUBECONFIG", &config), ("HOME", dir.path())];
 
-    let out = run(
-        &manifest,
-        &["--registry-from-cluster", "--kube-context", "kind-dev"],
-        &env,
-    );
-    assert_success(&out);
+    let out = adapt_push(&manifest)
+        .args(["--registry-from-cluster", "--kube-context", "kind-dev"])
+        .envs(env)
+        .run();
+    out.assert_ok();
     assert!(api.requests.load(Ordering::SeqCst) > 0);
-    let reference = stdout(&out).trim().to_string();
+    let reference = out.stdout.trim().to_string();
     assert_eq!(internal.connections(), 0);
     check_pulls_through(&internal, &reference);
 
@@ -216,13 +205,19 @@ fn the_registry_comes_from_the_cluster_of_a_kubeconfig_context() {
         "\n[package.metadata.cluster]\nregistry = { local-registry-hosting = \"cluster\" }\n",
         HELLO,
     );
-    let out = run(&cluster_manifest, &["--kube-context", "kind-dev"], &env);
-    assert_success(&out);
-    check_pulls_through(&internal, stdout(&out).trim());
+    let out = adapt_push(&cluster_manifest)
+        .args(["--kube-context", "kind-dev"])
+        .envs(env)
+        .run();
+    out.assert_ok();
+    check_pulls_through(&internal, out.stdout.trim());
 
     // The current context's cluster has no ConfigMap.
-    let out = run(&manifest, &["--registry-from-cluster"], &env);
-    let err = stderr(&out);
+    let out = adapt_push(&manifest)
+        .arg("--registry-from-cluster")
+        .envs(env)
+        .run();
+    let err = &out.stderr;
     assert!(!out.status.success());
     assert!(
         err.contains("context bare") && err.contains(&empty_api.server()),
@@ -234,12 +229,11 @@ fn the_registry_comes_from_the_cluster_of_a_kubeconfig_context() {
     );
 
     // An API server that does not answer is named.
-    let out = run(
-        &manifest,
-        &["--registry-from-cluster", "--kube-context", "gone"],
-        &env,
-    );
-    let err = stderr(&out);
+    let out = adapt_push(&manifest)
+        .args(["--registry-from-cluster", "--kube-context", "gone"])
+        .envs(env)
+        .run();
+    let err = &out.stderr;
     assert!(!out.status.success());
     assert!(
         err.contains("cannot reach the Kubernetes API server") && err.contains(&closed),
@@ -247,12 +241,11 @@ fn the_registry_comes_from_the_cluster_of_a_kubeconfig_context() {
     );
 
     // A context that is not in the kubeconfig.
-    let out = run(
-        &manifest,
-        &["--registry-from-cluster", "--kube-context", "nope"],
-        &env,
-    );
-    let err = stderr(&out);
+    let out = adapt_push(&manifest)
+        .args(["--registry-from-cluster", "--kube-context", "nope"])
+        .envs(env)
+        .run();
+    let err = &out.stderr;
     assert!(
         err.contains("context nope") && err.contains("kind-dev"),
         "{err}"
@@ -260,12 +253,12 @@ fn the_registry_comes_from_the_cluster_of_a_kubeconfig_context() {
 
     // No kubeconfig at all.
     let missing = dir.path().join("no-such-kubeconfig");
-    let out = run(
-        &manifest,
-        &["--registry-from-cluster"],
-        &[("KUBECONFIG", &missing), ("HOME", dir.path())],
-    );
-    let err = stderr(&out);
+    let out = adapt_push(&manifest)
+        .arg("--registry-from-cluster")
+        .env("KUBECONFIG", &missing)
+        .env("HOME", dir.path())
+        .run();
+    let err = &out.stderr;
     assert!(!out.status.success());
     assert!(
         err.contains("no kubeconfig") && err.contains("no-such-kubeconfig"),

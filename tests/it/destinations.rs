@@ -7,15 +7,6 @@ use std::process::Command;
 
 use crate::common::*;
 
-fn push_output(manifest: &Path, args: &[&str], docker_host: Option<&str>) -> std::process::Output {
-    let mut cmd = adapt_push(manifest);
-    cmd.args(args);
-    if let Some(host) = docker_host {
-        cmd.env("DOCKER_HOST", host);
-    }
-    cmd.output().expect("run cargo-adapt-push")
-}
-
 fn crate_with_split(dir: &Path, registry: &str, internal: &str) -> std::path::PathBuf {
     write_crate(
         dir,
@@ -47,17 +38,17 @@ fn one_image_same_digest_in_the_registry_a_tarball_a_layout_and_the_engine() {
     );
 
     // The registry push: the reference digest.
-    let out = push_output(&manifest, &[], None);
-    assert_success(&out);
-    let pull_ref = stdout(&out).trim().to_string();
+    let out = adapt_push(&manifest).run();
+    out.assert_ok();
+    let pull_ref = out.stdout.trim().to_string();
     let (_, digest) = pull_ref.split_once('@').unwrap();
 
     // --no-push: built, nothing pushed, the digest printed.
     let before = registry.log().matches("PUT /v2/").count();
     assert!(before > 0, "the registry's log shows the first push's PUTs");
-    let out = push_output(&manifest, &["--no-push"], None);
-    assert_success(&out);
-    assert_eq!(stdout(&out).trim(), digest, "--no-push prints the digest");
+    let out = adapt_push(&manifest).arg("--no-push").run();
+    out.assert_ok();
+    assert_eq!(out.stdout.trim(), digest, "--no-push prints the digest");
     assert_eq!(
         registry.log().matches("PUT /v2/").count(),
         before,
@@ -67,18 +58,16 @@ fn one_image_same_digest_in_the_registry_a_tarball_a_layout_and_the_engine() {
     // --tarball and --oci-layout at once; neither touches a registry.
     let tarball = dir.path().join("greeter.tar");
     let layout = dir.path().join("layout");
-    let out = push_output(
-        &manifest,
-        &[
+    let out = adapt_push(&manifest)
+        .args([
             "--tarball",
             tarball.to_str().unwrap(),
             "--oci-layout",
             layout.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert_success(&out);
-    assert_eq!(stdout(&out).trim(), digest, "same digest as the registry's");
+        ])
+        .run();
+    out.assert_ok();
+    assert_eq!(out.stdout.trim(), digest, "same digest as the registry's");
     assert_eq!(registry.log().matches("PUT /v2/").count(), before);
     assert_eq!(internal.connections(), 0);
 
@@ -111,12 +100,10 @@ fn one_image_same_digest_in_the_registry_a_tarball_a_layout_and_the_engine() {
     assert_eq!(inspected["Architecture"], "amd64");
 
     // Added to, not replaced: a second image (another tag) joins the first.
-    let out = push_output(
-        &manifest,
-        &["--oci-layout", layout.to_str().unwrap(), "--tag", "v2"],
-        None,
-    );
-    assert_success(&out);
+    let out = adapt_push(&manifest)
+        .args(["--oci-layout", layout.to_str().unwrap(), "--tag", "v2"])
+        .run();
+    out.assert_ok();
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     assert_eq!(index["manifests"].as_array().unwrap().len(), 3);
@@ -149,9 +136,12 @@ fn one_image_same_digest_in_the_registry_a_tarball_a_layout_and_the_engine() {
     let _ = docker(&host, &["rmi", "-f", &format!("{name}:0.1.0")]);
 
     // --load: into the engine, every tag; then run it.
-    let out = push_output(&manifest, &["--load"], Some(&host));
-    assert_success(&out);
-    assert_eq!(stdout(&out).trim(), digest);
+    let out = adapt_push(&manifest)
+        .arg("--load")
+        .env("DOCKER_HOST", &host)
+        .run();
+    out.assert_ok();
+    assert_eq!(out.stdout.trim(), digest);
     assert_eq!(
         docker_ok(&host, &["run", "--rm", &format!("{name}:latest"), "--once"]),
         "hello from greeter 0.1.0"
@@ -188,14 +178,16 @@ fn without_a_registry_setting_a_tarball_is_named_as_docker_names_an_unqualified_
         HELLO_ONCE,
     );
     // A push still needs a registry.
-    let out = push_output(&manifest, &[], None);
+    let out = adapt_push(&manifest).run();
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("no registry to push to"));
+    assert!(out.stderr.contains("no registry to push to"));
 
     let tarball = dir.path().join("solo.tar");
-    let out = push_output(&manifest, &["--tarball", tarball.to_str().unwrap()], None);
-    assert_success(&out);
-    let digest = stdout(&out).trim().to_string();
+    let out = adapt_push(&manifest)
+        .args(["--tarball", tarball.to_str().unwrap()])
+        .run();
+    out.assert_ok();
+    let digest = out.stdout.trim().to_string();
     assert!(digest.starts_with("sha256:"), "{digest}");
     let Some(host) = docker_host() else { return };
     let loaded = docker_ok(&host, &["load", "-i", tarball.to_str().unwrap()]);
@@ -209,7 +201,7 @@ fn without_a_registry_setting_a_tarball_is_named_as_docker_names_an_unqualified_
 
 /// The tool's peak resident memory (VmHWM) while it runs, sampled from /proc, with its output.
 /// The high-water mark only grows, so the last sample read is the peak up to that moment.
-fn push_measuring_peak_rss(manifest: &Path, args: &[&str]) -> (std::process::Output, u64) {
+fn push_measuring_peak_rss(manifest: &Path, args: &[&str]) -> (Run, u64) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let child = adapt_push(manifest)
@@ -242,7 +234,7 @@ fn push_measuring_peak_rss(manifest: &Path, args: &[&str]) -> (std::process::Out
     sampler.join().unwrap();
     let peak = peak_kib.load(Ordering::Relaxed) * 1024;
     assert!(peak > 0, "no VmHWM sample of the tool was read");
-    (out, peak)
+    (Run::from(out), peak)
 }
 
 /// `count` bytes no compressor can shrink (xorshift), so the layer is as large as the file.
@@ -326,8 +318,8 @@ fn a_large_layer_goes_to_a_tarball_and_a_layout_without_being_held_in_memory() {
             layout.to_str().unwrap(),
         ],
     );
-    assert_success(&out);
-    let digest = stdout(&out).trim().to_string();
+    out.assert_ok();
+    let digest = out.stdout.trim().to_string();
     eprintln!("peak RSS, --tarball and --oci-layout of a 300 MiB layer: {peak} bytes");
     assert!(
         peak < PEAK_RSS_LIMIT,
@@ -349,9 +341,9 @@ fn a_large_layer_goes_to_a_tarball_and_a_layout_without_being_held_in_memory() {
     assert_eq!(index["manifests"][0]["digest"], digest.as_str());
 
     // A base image's layer comes from a registry: downloaded to a file in pieces, then written.
-    let out = push_output(&manifest, &[], None);
-    assert_success(&out);
-    let base = stdout(&out).trim().to_string();
+    let out = adapt_push(&manifest).run();
+    out.assert_ok();
+    let base = out.stdout.trim().to_string();
     let on_base = write_crate(
         &dir.path().join("on-big"),
         "onbig",
@@ -372,7 +364,7 @@ fn a_large_layer_goes_to_a_tarball_and_a_layout_without_being_held_in_memory() {
             on_base_layout.to_str().unwrap(),
         ],
     );
-    assert_success(&out);
+    out.assert_ok();
     eprintln!("peak RSS, the same over a base image with the 300 MiB layer: {peak} bytes");
     assert!(
         peak < PEAK_RSS_LIMIT,

@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 /// The one line of stdout, which must be `{prefix}@sha256:<64 hex>`.
-fn single_reference(o: &Output, prefix: &str) -> String {
-    let out = stdout(o);
+fn single_reference(run: &Run, prefix: &str) -> String {
+    let out = &run.stdout;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines.len(),
         1,
         "stdout must be exactly one line:\n{out}\n--- stderr ---\n{}",
-        stderr(o)
+        run.stderr
     );
     let reference = lines[0].to_string();
     let digest = reference
@@ -179,18 +179,15 @@ fn dockerfile_build_honours_dockerignore_and_the_reference_runs_through_internal
         fs::write(p, content).unwrap();
     }
 
-    let out = adapt_push(&manifest)
-        .env("DOCKER_HOST", &host)
-        .output()
-        .unwrap();
-    assert_success(&out);
+    let out = adapt_push(&manifest).env("DOCKER_HOST", &host).run();
+    out.assert_ok();
     let reference = single_reference(&out, &format!("{}/team/dockerapp", internal.addr()));
     assert_eq!(
         internal.connections(),
         0,
         "the push contacted the internal address"
     );
-    let err = stderr(&out);
+    let err = &out.stderr;
     assert!(
         err.contains("Step 3/"),
         "the build output goes to stderr:\n{err}"
@@ -360,15 +357,18 @@ fn dockerignore_sends_what_the_docker_cli_sends() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(out.status.success(), "docker build: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let out = tool()
         .arg("--manifest-path")
         .arg(&manifest)
         .env("DOCKER_HOST", &host)
-        .output()
-        .unwrap();
-    assert_success(&out);
+        .run();
+    out.assert_ok();
     let reference = single_reference(&out, &format!("{}/team/ignorecheck", registry.addr()));
 
     let ours = context_listing(&host, &reference);
@@ -409,9 +409,8 @@ fn generated_mode_builds_the_daemonless_image_in_the_engine() {
             "CARGO_TARGET_DIR",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker-generated-target"),
         )
-        .output()
-        .unwrap();
-    assert_success(&out);
+        .run();
+    out.assert_ok();
     let reference = single_reference(&out, &format!("{}/demo/greeter", internal.addr()));
     assert_eq!(internal.connections(), 0);
     assert_eq!(registry.tags("demo/greeter"), ["gen"]);
@@ -511,13 +510,12 @@ fn generated_mode_builds_through_buildkit_too() {
             "CARGO_TARGET_DIR",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker-generated-target"),
         )
-        .output()
-        .unwrap();
-    assert_success(&out);
+        .run();
+    out.assert_ok();
     assert!(
-        stderr(&out).contains("building with BuildKit"),
+        out.stderr.contains("building with BuildKit"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
     let reference = single_reference(&out, &format!("{}/demo/greeter", registry.addr()));
     pull_fresh(
@@ -556,14 +554,13 @@ fn an_engine_that_does_not_answer_names_its_address_and_suggests_oci() {
             .arg("--manifest-path")
             .arg(&manifest)
             .env("DOCKER_HOST", address)
-            .output()
-            .unwrap();
+            .run();
         assert!(
             !out.status.success(),
             "{address}: succeeded without an engine"
         );
-        assert_eq!(stdout(&out), "", "{address}");
-        let err = stderr(&out);
+        assert_eq!(out.stdout, "", "{address}");
+        let err = &out.stderr;
         assert!(err.contains(address), "{address} not named:\n{err}");
         assert!(
             err.contains("--builder oci"),
@@ -604,15 +601,14 @@ fn assert_failing_step_pushes_nothing(buildkit: bool, dockerfile_tail: &str, eng
         .arg("--manifest-path")
         .arg(&manifest)
         .env("DOCKER_HOST", &host)
-        .output()
-        .unwrap();
+        .run();
     assert!(
         !out.status.success(),
         "the build succeeded:\n{}",
-        stderr(&out)
+        out.stderr
     );
-    assert_eq!(stdout(&out), "");
-    let err = stderr(&out);
+    assert_eq!(out.stdout, "");
+    let err = &out.stderr;
     assert!(
         err.contains("this step fails on purpose"),
         "the step's output is missing:\n{err}"
@@ -685,13 +681,8 @@ fn buildkit_cache_mounts_build_push_and_persist_between_builds() {
             .arg("--manifest-path")
             .arg(&manifest)
             .env("DOCKER_HOST", &host)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "build {run} failed:\n{}",
-            stderr(&out)
-        );
+            .run();
+        assert!(out.status.success(), "build {run} failed:\n{}", out.stderr);
         let reference = single_reference(&out, &format!("{}/team/cached", registry.addr()));
         assert!(registry.tags("team/cached").contains(&run.to_string()));
         pull_fresh(
@@ -893,19 +884,18 @@ fn a_remote_engine_over_tcp_with_tls() {
         .env("DOCKER_HOST", engine.address())
         .env("DOCKER_TLS_VERIFY", "1")
         .env("DOCKER_CERT_PATH", engine.dir.path())
-        .output()
-        .unwrap();
-    assert_success(&out);
+        .run();
+    out.assert_ok();
     let reference = single_reference(&out, &format!("{}/team/remote", registry.addr()));
     assert_eq!(registry.tags("team/remote"), ["latest"]);
     let (status, _, _) = registry.manifest("team/remote", reference.split('@').nth(1).unwrap());
     assert_eq!(status, 200);
     // The image was built by the TLS engine, not the other one.
     let images = engine.cli(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let images = String::from_utf8_lossy(&images.stdout);
     assert!(
-        stdout(&images).contains(&format!("{}/team/remote:latest", registry.addr())),
-        "{}",
-        stdout(&images)
+        images.contains(&format!("{}/team/remote:latest", registry.addr())),
+        "{images}"
     );
 
     // Without the client certificate the engine refuses us: a clear error, nothing printed.
@@ -921,11 +911,10 @@ fn a_remote_engine_over_tcp_with_tls() {
         .env("DOCKER_HOST", engine.address())
         .env("DOCKER_TLS_VERIFY", "1")
         .env("DOCKER_CERT_PATH", empty.path())
-        .output()
-        .unwrap();
+        .run();
     assert!(!out.status.success());
-    assert_eq!(stdout(&out), "");
-    assert!(stderr(&out).contains("cert.pem"), "{}", stderr(&out));
+    assert_eq!(out.stdout, "");
+    assert!(out.stderr.contains("cert.pem"), "{}", out.stderr);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -999,9 +988,8 @@ fn includes_merge_with_a_usr_merged_base_like_copy() {
             "CARGO_TARGET_DIR",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker-merge-target"),
         )
-        .output()
-        .unwrap();
-    assert_success(&out);
+        .run();
+    out.assert_ok();
     let reference = single_reference(&out, &format!("{}/merged", registry.addr()));
     pull_fresh(
         &host,
@@ -1074,9 +1062,8 @@ fn a_scratch_image_runs_as_nonroot_with_a_writable_temp_dir() {
             "CARGO_TARGET_DIR",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker-scratch-target"),
         )
-        .output()
-        .unwrap();
-    assert_success(&out);
+        .run();
+    out.assert_ok();
     let reference = single_reference(&out, &format!("{}/tmpwriter", registry.addr()));
     assert_eq!(
         docker_pull_run(&host, &reference, &[]),
@@ -1126,9 +1113,8 @@ fn a_scratch_image_trusts_the_ca_bundle_through_openssl_default_paths() {
             "CARGO_TARGET_DIR",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker-tls-verify-target"),
         )
-        .output()
-        .unwrap();
-    assert_success(&out);
+        .run();
+    out.assert_ok();
     let reference = single_reference(&out, &format!("{}/tls-verify", registry.addr()));
     let seen = docker_pull_run(&host, &reference, &[]);
     let lines: Vec<&str> = seen.lines().collect();

@@ -111,10 +111,9 @@ fn the_engine_builder_works_through_ssh_on_another_port() {
     let out = adapt_push(&manifest)
         .env("DOCKER_HOST", &address)
         .env("PATH", &path)
-        .output()
-        .unwrap();
-    assert_success(&out);
-    let reference = stdout(&out).trim().to_string();
+        .run();
+    out.assert_ok();
+    let reference = out.stdout.trim().to_string();
     assert!(reference.starts_with(&format!("{}/svc@sha256:", registry.addr())));
     assert_eq!(docker_pull_run(&engine, &reference, &[]), "hello over ssh");
 
@@ -125,10 +124,9 @@ fn the_engine_builder_works_through_ssh_on_another_port() {
             format!("ssh://root@127.0.0.1:{}", free_port()),
         )
         .env("PATH", &path)
-        .output()
-        .unwrap();
+        .run();
     assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = &out.stderr;
     assert!(
         err.contains("cannot reach the Docker engine at ssh://root@127.0.0.1:"),
         "{err}"
@@ -205,11 +203,10 @@ fn the_engine_builder_works_through_podmans_service_and_pushes_to_a_plain_http_r
         .args(["adapt-push", "-v", "--manifest-path"])
         .arg(&manifest)
         .env("DOCKER_HOST", format!("unix://{}", podman.socket.display()))
-        .output()
-        .unwrap();
-    assert_success(&out);
-    assert!(stderr(&out).contains("Podman service"), "{}", stderr(&out));
-    let reference = stdout(&out).trim().to_string();
+        .run();
+    out.assert_ok();
+    assert!(out.stderr.contains("Podman service"), "{}", out.stderr);
+    let reference = out.stdout.trim().to_string();
     assert!(reference.starts_with(&format!("{}/svc@sha256:", registry.addr())));
     assert_eq!(docker_pull_run(&engine, &reference, &[]), "hello over ssh");
 }

@@ -4,10 +4,9 @@
 //! copied as links, and FIFOs and sockets are errors naming them.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -23,42 +22,6 @@ fn crate_including(dir: &Path, registry: &str, entries: &str) -> PathBuf {
         ),
         HELLO,
     )
-}
-
-/// Runs `cmd`, killing it and failing the test if it takes longer than `limit` (a hang).
-fn output_within(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run cargo-adapt-push");
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = pipe.read_to_end(&mut text);
-            text
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
-            panic!("still running after {limit:?} (hung), killed:\n{err}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
 }
 
 /// Every entry of every layer of `repo@digest`: path, type, and link target for links.
@@ -119,7 +82,7 @@ fn sources_outside_the_package_are_refused_before_anything_is_built() {
         );
         // Quiet, as in the issue: the error is said all the same. (The crate's own target
         // directory, to see below that nothing was compiled.)
-        let run = Run::from(adapt_push(&manifest).arg("-q").output().unwrap());
+        let run = adapt_push(&manifest).arg("-q").run();
         run.assert_failed();
         let said = &run.stderr;
         assert!(
@@ -172,7 +135,9 @@ fn a_workspace_member_includes_from_the_workspace_but_not_beyond() {
         manifest
     };
 
-    let run = push(&member("../../beside.toml"), &[], &[]);
+    let run = adapt_push(member("../../beside.toml"))
+        .shared_target_dir()
+        .run();
     run.assert_failed();
     assert!(
         run.stderr.contains(&format!(
@@ -185,7 +150,9 @@ fn a_workspace_member_includes_from_the_workspace_but_not_beyond() {
         run.stderr
     );
 
-    let run = push(&member("../shared/app.toml"), &[], &[]);
+    let run = adapt_push(member("../shared/app.toml"))
+        .shared_target_dir()
+        .run();
     run.assert_ok();
     let reference = run.pull_ref();
     let digest = reference.split_once('@').unwrap().1;
@@ -207,12 +174,11 @@ fn fifos_and_sockets_in_an_included_directory_are_errors_naming_them() {
     let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success());
     let manifest = crate_including(&root, &registry.addr(), "\"assets\"");
-    let out = output_within(
-        &mut push_command(&manifest, &[], &[]),
-        Duration::from_secs(120),
-    );
+    let out = adapt_push(&manifest)
+        .shared_target_dir()
+        .run_within(Duration::from_secs(120));
     assert!(!out.status.success());
-    let said = stderr(&out);
+    let said = &out.stderr;
     assert!(
         said.contains("`include` entry `assets`")
             && said.contains(&format!("{} is a FIFO", fifo.display())),
@@ -223,12 +189,11 @@ fn fifos_and_sockets_in_an_included_directory_are_errors_naming_them() {
     // A socket (a server's, left in the tree): it was a bare "os error 6".
     let socket = assets.join("run/app.sock");
     let _listening = std::os::unix::net::UnixListener::bind(&socket).unwrap();
-    let out = output_within(
-        &mut push_command(&manifest, &[], &[]),
-        Duration::from_secs(120),
-    );
+    let out = adapt_push(&manifest)
+        .shared_target_dir()
+        .run_within(Duration::from_secs(120));
     assert!(!out.status.success());
-    let said = stderr(&out);
+    let said = &out.stderr;
     assert!(
         said.contains("`include` entry `assets`")
             && said.contains(&format!("{} is a socket", socket.display())),
@@ -262,7 +227,7 @@ fn symlinks_inside_an_included_directory_are_copied_as_links() {
         &registry.addr(),
         "{ from = \"assets\", to = \"/srv/assets\" }",
     );
-    let run = push(&manifest, &[], &[]);
+    let run = adapt_push(&manifest).shared_target_dir().run();
     run.assert_ok();
     let reference = run.pull_ref();
     let digest = reference.split_once('@').unwrap().1;

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use crate::common::*;
 use sha2::Digest as _;
@@ -23,13 +23,6 @@ fn greeter(dir: &Path, registry: &str) -> PathBuf {
         ),
         HELLO_ONCE,
     )
-}
-
-fn run(manifest: &Path, args: &[&str]) -> Output {
-    adapt_push(manifest)
-        .args(args)
-        .output()
-        .expect("run cargo-adapt-push")
 }
 
 fn layer_cache(manifest: &Path) -> PathBuf {
@@ -121,7 +114,7 @@ fn four_runs_writing_one_layout_at_once_lose_no_image() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = greeter(dir.path(), NAMED);
     // Built once: the rounds race on the layout, not on cargo.
-    assert_success(&run(&manifest, &["--no-push"]));
+    adapt_push(&manifest).arg("--no-push").run().assert_ok();
     for round in 0..6 {
         let layout = dir.path().join(format!("layout-{round}"));
         let layout_arg = layout.to_str().unwrap().to_string();
@@ -137,8 +130,7 @@ fn four_runs_writing_one_layout_at_once_lose_no_image() {
             })
             .collect();
         for child in children {
-            let out = child.wait_with_output().unwrap();
-            assert_success(&out);
+            Run::from(child.wait_with_output().unwrap()).assert_ok();
         }
         let expected: BTreeSet<String> = (0..4)
             .map(|i| format!("{NAMED}/team/greeter:r{round}-{i}"))
@@ -155,7 +147,7 @@ fn four_runs_writing_one_layout_at_once_lose_no_image() {
 fn a_run_waits_for_the_lock_on_a_layout_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = greeter(dir.path(), NAMED);
-    assert_success(&run(&manifest, &["--no-push"]));
+    adapt_push(&manifest).arg("--no-push").run().assert_ok();
     let layout = dir.path().join("layout");
     std::fs::create_dir(&layout).unwrap();
     // Held as another run holds it: an exclusive flock on the lock file inside the layout.
@@ -255,12 +247,12 @@ fn a_damaged_layer_in_the_cache_is_written_again_for_a_registry_push() {
     let registry = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
     let manifest = greeter(dir.path(), &registry.addr());
-    assert_success(&run(&manifest, &["--no-push"]));
+    adapt_push(&manifest).arg("--no-push").run().assert_ok();
     let hex = damage_cached_runtime_layer(&manifest);
 
-    let out = run(&manifest, &[]);
-    assert_success(&out);
-    let err = stderr(&out);
+    let out = adapt_push(&manifest).run();
+    out.assert_ok();
+    let err = &out.stderr;
     assert_eq!(err.matches("was damaged").count(), 1, "{err}");
     assert!(err.contains("wrote the layer again"), "{err}");
     let sent = registry.blob("team/greeter", &format!("sha256:{hex}"));
@@ -269,9 +261,9 @@ fn a_damaged_layer_in_the_cache_is_written_again_for_a_registry_push() {
     assert_eq!(sha256_hex(std::fs::File::open(cached).unwrap()), hex);
 
     // Healed: the next push has nothing to say about it.
-    let out = run(&manifest, &["--tag", "v2"]);
-    assert_success(&out);
-    assert!(!stderr(&out).contains("damaged"), "{}", stderr(&out));
+    let out = adapt_push(&manifest).args(["--tag", "v2"]).run();
+    out.assert_ok();
+    assert!(!out.stderr.contains("damaged"), "{}", out.stderr);
 }
 
 /// `--tarball` and `--oci-layout` with a damaged cached layer: the copy is hashed as it is
@@ -281,25 +273,24 @@ fn a_damaged_layer_in_the_cache_is_written_again_for_a_registry_push() {
 fn a_damaged_layer_in_the_cache_is_written_again_for_a_tarball_and_a_layout() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = greeter(dir.path(), NAMED);
-    assert_success(&run(&manifest, &["--no-push"]));
+    adapt_push(&manifest).arg("--no-push").run().assert_ok();
     let hex = damage_cached_runtime_layer(&manifest);
 
     let tarball = dir.path().join("greeter.tar");
     let layout = dir.path().join("layout");
-    let out = run(
-        &manifest,
-        &[
+    let out = adapt_push(&manifest)
+        .args([
             "--tarball",
             tarball.to_str().unwrap(),
             "--oci-layout",
             layout.to_str().unwrap(),
-        ],
-    );
-    assert_success(&out);
+        ])
+        .run();
+    out.assert_ok();
     assert!(assert_tarball_blobs_verify(&tarball) >= 3);
     assert!(assert_layout_blobs_verify(&layout) >= 3);
     assert!(layout.join("blobs/sha256").join(&hex).exists());
-    let err = stderr(&out);
+    let err = &out.stderr;
     assert_eq!(err.matches("was damaged").count(), 1, "{err}");
 }
 
@@ -316,7 +307,7 @@ fn the_layer_cache_keeps_only_each_layers_latest_version() {
             format!("version {version}\n").repeat(1000),
         )
         .unwrap();
-        assert_success(&run(&manifest, &["--no-push"]));
+        adapt_push(&manifest).arg("--no-push").run().assert_ok();
         let recorded: BTreeSet<String> = std::fs::read_dir(&cache)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -361,7 +352,7 @@ fn temporary_files_of_killed_runs_are_removed_and_those_being_written_are_not() 
         "--oci-layout",
         layout.to_str().unwrap(),
     ];
-    assert_success(&run(&manifest, &args));
+    adapt_push(&manifest).args(args).run().assert_ok();
     let layout_blobs = layout.join("blobs/sha256");
     let cache_blobs = layer_cache(&manifest).join("blobs/sha256");
 
@@ -383,7 +374,7 @@ fn temporary_files_of_killed_runs_are_removed_and_those_being_written_are_not() 
     let users = out_dir.join(".notes.tmp");
     std::fs::write(&users, "the user's").unwrap();
 
-    assert_success(&run(&manifest, &args));
+    adapt_push(&manifest).args(args).run().assert_ok();
     for path in &left {
         assert!(!path.exists(), "{} was left", path.display());
     }
@@ -416,7 +407,7 @@ fn a_run_killed_while_writing_a_tarball_leaves_nothing_the_next_run_keeps() {
     )
     .unwrap();
     // The layers go to the cache first, so the next run spends its time on the tarball.
-    assert_success(&run(&manifest, &["--no-push"]));
+    adapt_push(&manifest).arg("--no-push").run().assert_ok();
 
     let out_dir = dir.path().join("out");
     std::fs::create_dir(&out_dir).unwrap();
@@ -445,7 +436,10 @@ fn a_run_killed_while_writing_a_tarball_leaves_nothing_the_next_run_keeps() {
     let left = dot_files(&out_dir);
     assert_eq!(left.len(), 1, "the killed run's temporary file: {left:?}");
 
-    assert_success(&run(&manifest, &["--tarball", tarball.to_str().unwrap()]));
+    adapt_push(&manifest)
+        .args(["--tarball", tarball.to_str().unwrap()])
+        .run()
+        .assert_ok();
     assert_eq!(dot_files(&out_dir), Vec::<String>::new());
     assert!(std::fs::metadata(&tarball).unwrap().len() > 128 << 20);
 }
@@ -483,8 +477,7 @@ fn outputs_follow_the_umask_keep_their_mode_and_write_through_symlinks() {
     let write = |args: &[&str], umask: &str| {
         let mut cmd = adapt_push(&manifest);
         cmd.args(args);
-        let out = with_umask(&cmd, umask).output().unwrap();
-        assert_success(&out);
+        with_umask(&cmd, umask).run().assert_ok();
     };
     write(
         &[

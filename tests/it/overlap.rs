@@ -16,10 +16,9 @@ fn a_finished_layer_is_uploaded_while_a_larger_one_is_still_compressing() {
 
     let out = adapt_push(&manifest)
         .args(["-vv", "--sbom", "none", "--provenance", "false"])
-        .output()
-        .unwrap();
-    assert_success(&out);
-    let log = stderr(&out);
+        .run();
+    out.assert_ok();
+    let log = &out.stderr;
 
     let (status, _, body) = registry.manifest("team/overlap", "v1");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
@@ -31,19 +30,19 @@ fn a_finished_layer_is_uploaded_while_a_larger_one_is_still_compressing() {
     // The runtime layer's upload is finished (the registry's 201 to the PUT ?digest= is
     // logged) before the includes layer is done compressing, and before the image is put
     // together from all its layers.
-    let put = line_with(&log, &[&format!("digest={runtime}")]);
+    let put = line_with(log, &[&format!("digest={runtime}")]);
     let created = put
         + log
             .lines()
             .skip(put)
             .position(|l| l.contains("<- 201 Created for PUT") && l.contains("/blobs/uploads/"))
             .unwrap_or_else(|| panic!("no 201 for the runtime layer's PUT in:\n{log}"));
-    let assembled = line_with(&log, &["(3 layers)"]);
+    let assembled = line_with(log, &["(3 layers)"]);
     assert!(
         created < assembled,
         "the runtime layer was uploaded only after the image was assembled (lines {created}, {assembled}):\n{log}"
     );
-    let includes_done = line_with(&log, &["included files: compressed"]);
+    let includes_done = line_with(log, &["included files: compressed"]);
     assert!(
         created < includes_done,
         "the runtime layer was uploaded only after the includes layer was compressed (lines {created}, {includes_done}):\n{log}"

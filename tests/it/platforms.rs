@@ -98,7 +98,10 @@ fn amd64_and_arm64_make_an_index_whose_images_run() {
         &registry.addr(),
         "platforms = [\"linux/amd64\", \"linux/arm64\"]\n",
     );
-    let json = json_of(&push_json_command(&manifest, &[]).output().unwrap());
+    let json = adapt_push(&manifest)
+        .args(["--format", "json"])
+        .run()
+        .json();
     let image = &json["images"][0];
     let digest = image["digest"].as_str().unwrap();
 
@@ -143,10 +146,9 @@ fn amd64_and_arm64_make_an_index_whose_images_run() {
     }
     let out = tool()
         .args(["adapt-push", "verify", image["push_ref"].as_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_success(&out);
-    let text = stdout(&out);
+        .run();
+    out.assert_ok();
+    let text = &out.stdout;
     assert!(text.contains("(linux/arm64/v8)"), "{text}");
     assert!(text.contains("(linux/amd64)"), "{text}");
 
@@ -209,24 +211,25 @@ fn a_missing_rust_target_names_rustup_target_add() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = fixture(dir.path(), "riscv", &registry.addr(), "");
     // A linker is "configured", so the missing piece is the Rust target itself.
-    let out = toolchain_env(&mut push_json_command(
-        &manifest,
-        &["--platform", "linux/riscv64"],
-    ))
+    let out = toolchain_env(adapt_push(&manifest).args([
+        "--format",
+        "json",
+        "--platform",
+        "linux/riscv64",
+    ]))
     .env(
         "CARGO_TARGET_RISCV64GC_UNKNOWN_LINUX_GNU_LINKER",
         "/bin/false",
     )
-    .output()
-    .unwrap();
+    .run();
     assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = &out.stderr;
     assert!(
         err.contains("rustup target add riscv64gc-unknown-linux-gnu"),
         "{err}"
     );
     assert!(err.contains("linux/riscv64"), "{err}");
-    assert!(stdout(&out).is_empty());
+    assert!(out.stdout.is_empty());
     assert!(registry.tags("riscv").is_empty(), "nothing is pushed");
 }
 
@@ -237,16 +240,17 @@ fn a_missing_linker_names_the_package_the_setting_and_zig() {
     let manifest = fixture(dir.path(), "nolinker", &registry.addr(), "");
     // Neither aarch64-linux-gnu-gcc nor cargo-zigbuild on PATH.
     let path = path_with_only(dir.path(), &[]);
-    let out = toolchain_env(&mut push_json_command(
-        &manifest,
-        &["--platform", "linux/arm64"],
-    ))
+    let out = toolchain_env(adapt_push(&manifest).args([
+        "--format",
+        "json",
+        "--platform",
+        "linux/arm64",
+    ]))
     .env("PATH", path)
     .env_remove("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER")
-    .output()
-    .unwrap();
+    .run();
     assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = &out.stderr;
     assert!(err.contains("aarch64-linux-gnu-gcc"), "{err}");
     assert!(
         err.contains("apt-get install gcc-aarch64-linux-gnu"),
@@ -283,16 +287,16 @@ fn zig_links_arm64_when_there_is_no_cross_gcc() {
             ("python3", python),
         ],
     );
-    let json = json_of(
-        &toolchain_env(&mut push_json_command(
-            &manifest,
-            &["--platform", "linux/arm64"],
-        ))
-        .env("PATH", path)
-        .env_remove("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER")
-        .output()
-        .unwrap(),
-    );
+    let json = toolchain_env(adapt_push(&manifest).args([
+        "--format",
+        "json",
+        "--platform",
+        "linux/arm64",
+    ]))
+    .env("PATH", path)
+    .env_remove("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER")
+    .run()
+    .json();
     let image = &json["images"][0];
     let digest = image["digest"].as_str().unwrap();
     // One platform: an image, not an index.
@@ -326,11 +330,17 @@ fn each_platform_image_stands_on_the_matching_image_of_a_base_index() {
         &registry.addr(),
         both,
     );
-    let base = json_of(
-        &push_json_command(&base_manifest, &["--sbom", "none", "--provenance", "false"])
-            .output()
-            .unwrap(),
-    );
+    let base = adapt_push(&base_manifest)
+        .args([
+            "--format",
+            "json",
+            "--sbom",
+            "none",
+            "--provenance",
+            "false",
+        ])
+        .run()
+        .json();
     let base_platforms = base["images"][0]["platforms"].as_array().unwrap().clone();
     let base_layers = |platform: &str| -> Vec<String> {
         let digest = base_platforms
@@ -359,11 +369,17 @@ fn each_platform_image_stands_on_the_matching_image_of_a_base_index() {
         &registry.addr(),
         &format!("{both}base = \"{}/basecrate:latest\"\n", registry.addr()),
     );
-    let json = json_of(
-        &push_json_command(&app, &["--sbom", "none", "--provenance", "false"])
-            .output()
-            .unwrap(),
-    );
+    let json = adapt_push(&app)
+        .args([
+            "--format",
+            "json",
+            "--sbom",
+            "none",
+            "--provenance",
+            "false",
+        ])
+        .run()
+        .json();
     for p in json["images"][0]["platforms"].as_array().unwrap() {
         let platform = p["platform"].as_str().unwrap();
         let m = get_json(

@@ -2,7 +2,6 @@
 //! inheritance, config errors, reproducibility, tags, JSON and --image-refs, base images.
 
 use std::path::Path;
-use std::process::Output;
 
 use crate::common::*;
 
@@ -12,19 +11,11 @@ fn split_config(external: &str, internal: &str, extra: &str) -> String {
     )
 }
 
-fn run(cmd: &mut std::process::Command) -> Output {
-    cmd.output().expect("run cargo-adapt-push")
-}
-
 /// Splits `host/repo@sha256:hex` into (host, repo, digest).
 fn split_ref(reference: &str) -> (String, String, String) {
     let (name, digest) = reference.split_once('@').expect("digest-pinned reference");
     let (host, repo) = name.split_once('/').expect("host/repo");
     (host.to_string(), repo.to_string(), digest.to_string())
-}
-
-fn push_output(manifest: &Path, extra_args: &[&str]) -> Output {
-    run(adapt_push(manifest).args(extra_args))
 }
 
 #[test]
@@ -43,9 +34,9 @@ fn split_push_never_contacts_internal_and_the_reference_pulls_through_it() {
         HELLO_ONCE,
     );
 
-    let out = push_output(&manifest, &[]);
-    assert_success(&out);
-    let text = stdout(&out);
+    let out = adapt_push(&manifest).run();
+    out.assert_ok();
+    let text = &out.stdout;
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines.len(),
@@ -133,9 +124,9 @@ fn split_with_different_paths_pulls_through_the_rewriting_address_and_check_pull
     );
 
     // Without --check-pull the internal address is never contacted.
-    let out = push_output(&manifest, &[]);
-    assert_success(&out);
-    let reference = stdout(&out).trim().to_string();
+    let out = adapt_push(&manifest).run();
+    out.assert_ok();
+    let reference = out.stdout.trim().to_string();
     let (host, repo, digest) = split_ref(&reference);
     assert_eq!(host, cache.addr());
     assert_eq!(repo, "proxy/team/greeter");
@@ -156,19 +147,21 @@ fn split_with_different_paths_pulls_through_the_rewriting_address_and_check_pull
 
     // --check-pull asks the internal address for the manifest by digest.
     let before = cache.requests();
-    let out = push_output(&manifest, &["--check-pull"]);
-    assert_success(&out);
-    assert_eq!(stdout(&out).trim(), reference);
+    let out = adapt_push(&manifest).arg("--check-pull").run();
+    out.assert_ok();
+    assert_eq!(out.stdout.trim(), reference);
     assert!(cache.requests() > before, "--check-pull contacted internal");
 
     // A wrong internal path is caught here, not as ImagePullBackOff in the cluster.
     let wrong = format!("{}/elsewhere", cache.addr());
-    let out = push_output(&manifest, &["--check-pull", "--registry-internal", &wrong]);
+    let out = adapt_push(&manifest)
+        .args(["--check-pull", "--registry-internal", &wrong])
+        .run();
     assert!(
         !out.status.success(),
         "a wrong internal must fail the check"
     );
-    let err = stderr(&out);
+    let err = &out.stderr;
     assert!(err.contains("--check-pull"), "{err}");
     assert!(err.contains(&format!("{wrong}/greeter@{digest}")), "{err}");
 
@@ -186,11 +179,12 @@ fn example_project_pushes_with_env_overrides_and_runs() {
     let internal = CountingProxy::start(&registry.addr());
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&example_project(), dir.path());
-    let out = run(adapt_push(dir.path().join("Cargo.toml"))
+    let out = adapt_push(dir.path().join("Cargo.toml"))
         .env("ADAPT_PUSH_REGISTRY_EXTERNAL", registry.addr())
-        .env("ADAPT_PUSH_REGISTRY_INTERNAL", internal.addr()));
-    assert_success(&out);
-    let reference = stdout(&out).trim().to_string();
+        .env("ADAPT_PUSH_REGISTRY_INTERNAL", internal.addr())
+        .run();
+    out.assert_ok();
+    let reference = out.stdout.trim().to_string();
     assert!(
         reference.starts_with(&format!("{}/demo/greeter@sha256:", internal.addr())),
         "{reference}"
@@ -215,9 +209,8 @@ fn json_output_and_image_refs_file() {
         HELLO_ONCE,
     );
     let refs = dir.path().join("refs.txt");
-    let out = push_output(
-        &manifest,
-        &[
+    let out = adapt_push(&manifest)
+        .args([
             "--format",
             "json",
             "--image-refs",
@@ -226,11 +219,11 @@ fn json_output_and_image_refs_file() {
             "v1",
             "--tag",
             "v2",
-        ],
-    );
-    assert_success(&out);
+        ])
+        .run();
+    out.assert_ok();
     let json: serde_json::Value =
-        serde_json::from_str(&stdout(&out)).expect("stdout is one JSON document");
+        serde_json::from_str(&out.stdout).expect("stdout is one JSON document");
     let image = &json["images"][0];
     let digest = image["digest"].as_str().unwrap();
     assert_eq!(image["package"], "svc");
@@ -261,12 +254,12 @@ fn reproducible_across_cargo_clean_and_source_date_epoch_changes_only_time() {
         &split_config(&registry.addr(), &registry.addr(), ""),
         HELLO_ONCE,
     );
-    let first = push_output(&manifest, &["-q"]);
-    assert_success(&first);
+    let first = adapt_push(&manifest).arg("-q").run();
+    first.assert_ok();
     assert!(
-        stderr(&first).is_empty(),
+        first.stderr.is_empty(),
         "-q leaves stderr silent: {}",
-        stderr(&first)
+        first.stderr
     );
     let status = std::process::Command::new("cargo")
         .arg("clean")
@@ -275,15 +268,14 @@ fn reproducible_across_cargo_clean_and_source_date_epoch_changes_only_time() {
         .status()
         .unwrap();
     assert!(status.success());
-    let second = push_output(&manifest, &["-q"]);
-    assert_success(&second);
+    let second = adapt_push(&manifest).arg("-q").run();
+    second.assert_ok();
     assert_eq!(
-        stdout(&first),
-        stdout(&second),
+        first.stdout, second.stdout,
         "same source, same digest, also after cargo clean"
     );
 
-    let (_, repo, digest) = split_ref(stdout(&first).trim());
+    let (_, repo, digest) = split_ref(first.stdout.trim());
     let (_, _, body) = registry.manifest(&repo, &digest);
     let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let config_digest = m["config"]["digest"].as_str().unwrap();
@@ -303,13 +295,13 @@ fn reproducible_across_cargo_clean_and_source_date_epoch_changes_only_time() {
         "0.1.0"
     );
 
-    let dated = run(adapt_push(&manifest)
+    let dated = adapt_push(&manifest)
         .arg("-q")
-        .env("SOURCE_DATE_EPOCH", "1700000000"));
-    assert_success(&dated);
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .run();
+    dated.assert_ok();
     assert_ne!(
-        stdout(&dated),
-        stdout(&first),
+        dated.stdout, first.stdout,
         "SOURCE_DATE_EPOCH changes the timestamps"
     );
 }
@@ -330,21 +322,21 @@ fn a_code_change_uploads_only_the_binary_layer() {
         ),
         HELLO_ONCE,
     );
-    let first = push_output(&manifest, &[]);
-    assert_success(&first);
+    let first = adapt_push(&manifest).run();
+    first.assert_ok();
     std::fs::write(
         dir.path().join("src/main.rs"),
         HELLO_ONCE.replace("hello from", "hi from"),
     )
     .unwrap();
-    let second = push_output(&manifest, &[]);
-    assert_success(&second);
-    assert_ne!(stdout(&first), stdout(&second));
+    let second = adapt_push(&manifest).run();
+    second.assert_ok();
+    assert_ne!(first.stdout, second.stdout);
     // Binary layer and config are new; runtime closure and includes are already there.
     assert!(
-        stderr(&second).contains("(2 uploaded") && stderr(&second).contains("2 already there"),
+        second.stderr.contains("(2 uploaded") && second.stderr.contains("2 already there"),
         "{}",
-        stderr(&second)
+        second.stderr
     );
 }
 
@@ -381,8 +373,8 @@ fn tags_render_templates() {
     git(&["add", "."]);
     git(&["commit", "-qm", "init"]);
     let sha = git(&["rev-parse", "HEAD"]);
-    let out = push_output(&manifest, &[]);
-    assert_success(&out);
+    let out = adapt_push(&manifest).run();
+    out.assert_ok();
     let mut tags = registry.tags("tagged");
     tags.sort();
     let mut expected = vec![
@@ -430,10 +422,10 @@ fn workspace_defaults_and_package_selection() {
     member("tools", "tools", "");
 
     // At the virtual root without -p: an error that lists the packages with settings.
-    let out = push_output(&root.join("Cargo.toml"), &[]);
+    let out = adapt_push(root.join("Cargo.toml")).run();
     assert!(!out.status.success());
-    assert!(stdout(&out).is_empty());
-    let err = stderr(&out);
+    assert!(out.stdout.is_empty());
+    let err = &out.stderr;
     assert!(
         err.contains("virtual workspace") && err.contains("alpha") && err.contains("beta"),
         "{err}"
@@ -441,12 +433,11 @@ fn workspace_defaults_and_package_selection() {
     assert!(registry.tags("a/svc").is_empty());
 
     // -p picks a member; workspace tags and env are inherited; package keys win.
-    let out = push_output(
-        &root.join("Cargo.toml"),
-        &["-p", "alpha", "--format", "json"],
-    );
-    assert_success(&out);
-    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let out = adapt_push(root.join("Cargo.toml"))
+        .args(["-p", "alpha", "--format", "json"])
+        .run();
+    out.assert_ok();
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert!(
         json["images"][0]["pull_ref"]
             .as_str()
@@ -471,12 +462,15 @@ fn workspace_defaults_and_package_selection() {
     );
 
     // From inside a member's directory, that member (image defaults to the package name).
-    let out = run(tool().arg("adapt-push").current_dir(root.join("b/svc")));
-    assert_success(&out);
+    let out = tool()
+        .arg("adapt-push")
+        .current_dir(root.join("b/svc"))
+        .run();
+    out.assert_ok();
     assert!(
-        stdout(&out).starts_with("registry:5000/beta@sha256:"),
+        out.stdout.starts_with("registry:5000/beta@sha256:"),
         "{}",
-        stdout(&out)
+        out.stdout
     );
     assert_eq!(registry.tags("beta"), vec!["ws-0.2.0"]);
 }
@@ -491,9 +485,9 @@ fn dry_run_pushes_nothing() {
         &split_config(&registry.addr(), "registry:5000", ""),
         HELLO_ONCE,
     );
-    let out = push_output(&manifest, &["--dry-run"]);
-    assert_success(&out);
-    let text = stdout(&out);
+    let out = adapt_push(&manifest).arg("--dry-run").run();
+    out.assert_ok();
+    let text = &out.stdout;
     assert!(
         text.contains(&format!("{}/planned", registry.addr()))
             && text.contains("registry:5000/planned"),
@@ -605,13 +599,13 @@ fn config_errors_name_key_file_and_line() {
             &format!("\n[package.metadata.cluster]\n{body}\n"),
             HELLO_ONCE,
         );
-        let out = push_output(&manifest, &[]);
-        let err = stderr(&out);
+        let out = adapt_push(&manifest).run();
+        let err = &out.stderr;
         assert!(!out.status.success(), "case {i} ({body}) should fail");
         assert!(
-            stdout(&out).is_empty(),
+            out.stdout.is_empty(),
             "case {i}: stdout must stay empty: {}",
-            stdout(&out)
+            out.stdout
         );
         assert!(!err.contains("panicked"), "case {i}: {err}");
         for fragment in expected {
@@ -655,12 +649,12 @@ fn base_image_layers_are_mounted_in_the_same_registry_and_copied_across_registri
         ),
         HELLO_ONCE,
     );
-    assert_success(&push_output(&base_manifest, &[]));
+    adapt_push(&base_manifest).run().assert_ok();
     // And the same base in the destination registry, under another repository.
-    assert_success(&push_output(
-        &base_manifest,
-        &["--registry", &registry.addr()],
-    ));
+    adapt_push(&base_manifest)
+        .args(["--registry", &registry.addr()])
+        .run()
+        .assert_ok();
 
     let app = |base: String| {
         let d = tempfile::tempdir().unwrap();
@@ -674,21 +668,21 @@ fn base_image_layers_are_mounted_in_the_same_registry_and_copied_across_registri
             ),
             HELLO_ONCE,
         );
-        let out = push_output(&manifest, &["-v"]);
-        assert_success(&out);
+        let out = adapt_push(&manifest).arg("-v").run();
+        out.assert_ok();
         (d, out)
     };
     let (_d1, same) = app(format!("{}/base:1", registry.addr()));
     assert!(
-        stderr(&same).contains("mounted base layer 1/2 from base"),
+        same.stderr.contains("mounted base layer 1/2 from base"),
         "{}",
-        stderr(&same)
+        same.stderr
     );
     let (_d2, across) = app(format!("{}/base:1", other.addr()));
-    assert!(stdout(&across).starts_with("registry:5000/app@sha256:"));
+    assert!(across.stdout.starts_with("registry:5000/app@sha256:"));
 
     // Every blob of the final manifest exists in the destination registry.
-    let (_, _, digest) = split_ref(stdout(&across).trim());
+    let (_, _, digest) = split_ref(across.stdout.trim());
     let (status, _, body) = registry.manifest("app", &digest);
     assert_eq!(status, 200);
     let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -720,10 +714,12 @@ fn an_unreachable_registry_fails_with_its_address() {
         &split_config(&addr, "registry:5000", ""),
         HELLO_ONCE,
     );
-    let out = run(adapt_push(&manifest).env("ADAPT_PUSH_RETRY_TIMEOUT", "3"));
+    let out = adapt_push(&manifest)
+        .env("ADAPT_PUSH_RETRY_TIMEOUT", "3")
+        .run();
     assert!(!out.status.success());
-    assert!(stdout(&out).is_empty());
-    let err = stderr(&out);
+    assert!(out.stdout.is_empty());
+    let err = &out.stderr;
     assert!(err.contains(&addr) && err.contains("cannot reach"), "{err}");
 }
 
@@ -737,16 +733,13 @@ fn a_static_binary_goes_in_alone_and_runs_from_scratch() {
         &split_config(&registry.addr(), &registry.addr(), ""),
         HELLO_ONCE,
     );
-    let out = run(adapt_push(&manifest)
+    let out = adapt_push(&manifest)
         .arg("-v")
-        .env("RUSTFLAGS", "-C target-feature=+crt-static"));
-    assert_success(&out);
-    assert!(
-        stderr(&out).contains("statically linked"),
-        "{}",
-        stderr(&out)
-    );
-    let (_, repo, digest) = split_ref(stdout(&out).trim());
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .run();
+    out.assert_ok();
+    assert!(out.stderr.contains("statically linked"), "{}", out.stderr);
+    let (_, repo, digest) = split_ref(out.stdout.trim());
     // Every file in the image: the system files a scratch image carries (users, name service
     // settings), the CA bundle and the binary (plus their directories); no libraries.
     let files = image_files(&registry, &repo, &digest);
@@ -768,7 +761,7 @@ fn a_static_binary_goes_in_alone_and_runs_from_scratch() {
     };
     assert_eq!(files, expected);
     if let Some(host) = docker_host() {
-        let reference = stdout(&out).trim().to_string();
+        let reference = out.stdout.trim().to_string();
         assert_eq!(
             docker_pull_run(&host, &reference, &["--once"]),
             "hello from lone 0.1.0"
@@ -803,13 +796,16 @@ fn a_compile_error_in_one_package_pushes_nothing_at_all() {
         .unwrap();
         std::fs::write(d.join("src/main.rs"), main).unwrap();
     }
-    let out = push_output(&root.join("Cargo.toml"), &["-p", "api", "-p", "worker"]);
+    let out = adapt_push(root.join("Cargo.toml"))
+        .args(["-p", "api", "-p", "worker"])
+        .run();
     assert!(!out.status.success());
-    assert!(stdout(&out).is_empty());
+    assert!(out.stdout.is_empty());
     assert!(
-        stderr(&out).contains("`cargo build` failed for package `worker`"),
+        out.stderr
+            .contains("`cargo build` failed for package `worker`"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
     assert!(
         registry.tags("api").is_empty(),
@@ -831,15 +827,17 @@ fn empty_environment_settings_mean_unset_and_several_binaries_get_their_own_repo
         HELLO_ONCE,
     );
     for bin in ["one", "two"] {
-        let out = run(adapt_push(&manifest)
+        let out = adapt_push(&manifest)
             .args(["--bin", bin])
             .env("ADAPT_PUSH_TAGS", "")
-            .env("ADAPT_PUSH_FORMAT", ""));
-        assert_success(&out);
+            .env("ADAPT_PUSH_FORMAT", "")
+            .run();
+        out.assert_ok();
         assert!(
-            stdout(&out).starts_with(&format!("{}/multi-{bin}@sha256:", registry.addr())),
+            out.stdout
+                .starts_with(&format!("{}/multi-{bin}@sha256:", registry.addr())),
             "{}",
-            stdout(&out)
+            out.stdout
         );
         assert_eq!(
             registry.tags(&format!("multi-{bin}")),
@@ -868,9 +866,9 @@ fn includes_behave_like_copy() {
         ),
         HELLO_ONCE,
     );
-    let out = push_output(&manifest, &[]);
-    assert_success(&out);
-    let (_, repo, digest) = split_ref(stdout(&out).trim());
+    let out = adapt_push(&manifest).run();
+    out.assert_ok();
+    let (_, repo, digest) = split_ref(out.stdout.trim());
     let files = image_files(&registry, &repo, &digest);
     assert!(
         files.contains(&"srv/data/data.txt".to_string()),
@@ -897,9 +895,10 @@ fn a_dynamic_binary_on_a_base_without_its_c_library_is_refused_before_any_push()
         ),
         HELLO_ONCE,
     );
-    assert_success(&run(
-        adapt_push(&base_manifest).env("RUSTFLAGS", "-C target-feature=+crt-static")
-    ));
+    adapt_push(&base_manifest)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .run()
+        .assert_ok();
 
     let app = |extra: &str| {
         write_crate(
@@ -916,10 +915,10 @@ fn a_dynamic_binary_on_a_base_without_its_c_library_is_refused_before_any_push()
             HELLO_ONCE,
         )
     };
-    let out = push_output(&app(""), &[]);
-    assert!(!out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).is_empty());
-    let err = stderr(&out);
+    let out = adapt_push(app("")).run();
+    assert!(!out.status.success(), "{}", out.stderr);
+    assert!(out.stdout.is_empty());
+    let err = &out.stderr;
     // What is missing, and the ways out.
     assert!(err.contains("cannot start"), "{err}");
     assert!(err.contains("ld-linux"), "the loader is named: {err}");
@@ -933,8 +932,8 @@ fn a_dynamic_binary_on_a_base_without_its_c_library_is_refused_before_any_push()
     );
 
     // Turned off, the same push goes through (the user knows better about an exotic base).
-    let out = push_output(&app("check-base = false\n"), &[]);
-    assert_success(&out);
+    let out = adapt_push(app("check-base = false\n")).run();
+    out.assert_ok();
     assert_eq!(registry.tags("dynapp"), ["v1"]);
 }
 
@@ -952,9 +951,11 @@ fn a_scratch_image_can_carry_the_hosts_time_zones() {
         ),
         HELLO_ONCE,
     );
-    let out = run(adapt_push(&manifest).env("RUSTFLAGS", "-C target-feature=+crt-static"));
-    assert_success(&out);
-    let (_, repo, digest) = split_ref(stdout(&out).trim());
+    let out = adapt_push(&manifest)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .run();
+    out.assert_ok();
+    let (_, repo, digest) = split_ref(out.stdout.trim());
     let files = image_files(&registry, &repo, &digest);
     for zone in ["usr/share/zoneinfo/Europe/Paris", "etc/passwd", "etc/group"] {
         assert!(files.iter().any(|f| f == zone), "{zone} missing: {files:?}");
@@ -1008,9 +1009,10 @@ fn the_base_check_follows_the_bases_ld_so_conf() {
             ),
             HELLO_ONCE,
         );
-        assert_success(&run(
-            adapt_push(&manifest).env("RUSTFLAGS", "-C target-feature=+crt-static")
-        ));
+        adapt_push(&manifest)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .run()
+            .assert_ok();
         format!("{}/{name}:1", registry.addr())
     };
     let with_conf = make_base("confbase", true);
@@ -1027,13 +1029,13 @@ fn the_base_check_follows_the_bases_ld_so_conf() {
             ),
             HELLO_ONCE,
         );
-        push_output(&manifest, &["-v"])
+        adapt_push(&manifest).arg("-v").run()
     };
     let out = app(&with_conf, "onconf");
-    assert_success(&out);
+    out.assert_ok();
     let out = app(&without_conf, "onbare");
     assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = &out.stderr;
     assert!(err.contains("it has no libc.so.6"), "{err}");
     assert!(
         !err.contains("program interpreter"),
@@ -1075,9 +1077,9 @@ fn a_large_layer_streams_from_the_cache_and_round_trips() {
         ),
         HELLO_ONCE,
     );
-    let out = push_output(&manifest, &[]);
-    assert_success(&out);
-    let (_, repo, digest) = split_ref(stdout(&out).trim());
+    let out = adapt_push(&manifest).run();
+    out.assert_ok();
+    let (_, repo, digest) = split_ref(out.stdout.trim());
     let (status, _, body) = registry.manifest(&repo, &digest);
     assert_eq!(status, 200);
     let image: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -1118,9 +1120,9 @@ fn zstd_layers_when_asked() {
         ),
         HELLO_ONCE,
     );
-    let out = push_output(&manifest, &[]);
-    assert_success(&out);
-    let (_, repo, digest) = split_ref(stdout(&out).trim());
+    let out = adapt_push(&manifest).run();
+    out.assert_ok();
+    let (_, repo, digest) = split_ref(out.stdout.trim());
     let (status, _, body) = registry.manifest(&repo, &digest);
     assert_eq!(status, 200);
     let image: serde_json::Value = serde_json::from_slice(&body).unwrap();

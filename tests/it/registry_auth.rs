@@ -21,11 +21,11 @@ fn basic_auth_from_docker_config_auths_pushes_and_never_shows_the_password() {
         &json!({"auths": {registry.addr(): {"auth": basic_auth_b64(USER, PASSWORD)}}}),
     );
     let manifest = crate_for(dir.path(), &registry.addr(), "team/basic", "", "basic");
-    let run = push(
-        &manifest,
-        &["-vv"],
-        &[("DOCKER_CONFIG", config.to_str().unwrap())],
-    );
+    let run = adapt_push(&manifest)
+        .arg("-vv")
+        .shared_target_dir()
+        .env("DOCKER_CONFIG", config.to_str().unwrap())
+        .run();
     run.assert_ok();
     assert!(
         run.pull_ref()
@@ -52,14 +52,12 @@ fn basic_auth_from_the_environment() {
     let registry = TestRegistry::start_with_htpasswd(USER, PASSWORD);
     let dir = tempfile::tempdir().unwrap();
     let manifest = crate_for(dir.path(), &registry.addr(), "team/env", "", "env");
-    let run = push(
-        &manifest,
-        &["-vv"],
-        &[
-            ("ADAPT_PUSH_USERNAME", USER),
-            ("ADAPT_PUSH_PASSWORD", PASSWORD),
-        ],
-    );
+    let run = adapt_push(&manifest)
+        .arg("-vv")
+        .shared_target_dir()
+        .env("ADAPT_PUSH_USERNAME", USER)
+        .env("ADAPT_PUSH_PASSWORD", PASSWORD)
+        .run();
     run.assert_ok();
     run.assert_no_secret(
         &secret_forms(USER, PASSWORD)
@@ -85,11 +83,11 @@ fn a_wrong_password_fails_clearly_without_showing_it() {
     );
     let manifest = crate_for(dir.path(), &registry.addr(), "team/wrong", "", "wrong");
     for verbosity in [&[][..], &["-vv"][..]] {
-        let run = push(
-            &manifest,
-            verbosity,
-            &[("DOCKER_CONFIG", config.to_str().unwrap())],
-        );
+        let run = adapt_push(&manifest)
+            .args(verbosity)
+            .shared_target_dir()
+            .env("DOCKER_CONFIG", config.to_str().unwrap())
+            .run();
         run.assert_failed();
         assert!(run.stdout.is_empty(), "{}", run.stdout);
         let err = &run.stderr;
@@ -121,7 +119,7 @@ fn no_credentials_at_all_says_where_it_looked() {
     let registry = TestRegistry::start_with_htpasswd(USER, PASSWORD);
     let dir = tempfile::tempdir().unwrap();
     let manifest = crate_for(dir.path(), &registry.addr(), "team/anon", "", "anon");
-    let run = push(&manifest, &[], &[]);
+    let run = adapt_push(&manifest).shared_target_dir().run();
     run.assert_failed();
     assert!(
         run.stderr.contains("credentials are required"),
@@ -168,11 +166,12 @@ fn credential_helper_from_cred_helpers() {
     );
     let manifest = crate_for(dir.path(), &registry.addr(), "team/helper", "", "helper");
     let path = path_with(&bin);
-    let run = push(
-        &manifest,
-        &["-vv"],
-        &[("DOCKER_CONFIG", config.to_str().unwrap()), ("PATH", &path)],
-    );
+    let run = adapt_push(&manifest)
+        .arg("-vv")
+        .shared_target_dir()
+        .env("DOCKER_CONFIG", config.to_str().unwrap())
+        .env("PATH", &path)
+        .run();
     run.assert_ok();
     assert!(
         run.stderr.contains("docker-credential-test"),
@@ -196,11 +195,10 @@ fn a_configured_but_missing_helper_is_a_warning() {
         &json!({"credHelpers": {registry.addr(): "adapt-push-missing"}}),
     );
     let manifest = crate_for(dir.path(), &registry.addr(), "team/missing", "", "missing");
-    let run = push(
-        &manifest,
-        &[],
-        &[("DOCKER_CONFIG", config.to_str().unwrap())],
-    );
+    let run = adapt_push(&manifest)
+        .shared_target_dir()
+        .env("DOCKER_CONFIG", config.to_str().unwrap())
+        .run();
     run.assert_failed();
     assert!(
         run.stderr.contains("warning:")
@@ -225,11 +223,11 @@ fn a_helper_saying_not_found_means_anonymous() {
     let config = docker_config(dir.path(), &json!({"credsStore": "store"}));
     let manifest = crate_for(dir.path(), &registry.addr(), "team/store", "", "store");
     let path = path_with(&bin);
-    let run = push(
-        &manifest,
-        &[],
-        &[("DOCKER_CONFIG", config.to_str().unwrap()), ("PATH", &path)],
-    );
+    let run = adapt_push(&manifest)
+        .shared_target_dir()
+        .env("DOCKER_CONFIG", config.to_str().unwrap())
+        .env("PATH", &path)
+        .run();
     run.assert_ok();
     assert!(!run.stderr.contains("warning:"), "{}", run.stderr);
 }
@@ -262,14 +260,12 @@ fn token_auth_pushes_and_reuses_tokens() {
         "tags = [\"v1\", \"v2\", \"latest\"]",
         "token",
     );
-    let run = push(
-        &manifest,
-        &["-vv"],
-        &[
-            ("ADAPT_PUSH_USERNAME", USER),
-            ("ADAPT_PUSH_PASSWORD", PASSWORD),
-        ],
-    );
+    let run = adapt_push(&manifest)
+        .arg("-vv")
+        .shared_target_dir()
+        .env("ADAPT_PUSH_USERNAME", USER)
+        .env("ADAPT_PUSH_PASSWORD", PASSWORD)
+        .run();
     run.assert_ok();
     run.assert_no_secret(
         &secret_forms(USER, PASSWORD)
@@ -325,14 +321,12 @@ fn token_auth_with_a_wrong_password_fails_clearly() {
     let (registry, issuer) = token_registry(dir.path());
     let manifest = crate_for(dir.path(), &registry.addr(), "team/denied", "", "denied");
     let wrong = "n0t-the-Password";
-    let run = push(
-        &manifest,
-        &["-vv"],
-        &[
-            ("ADAPT_PUSH_USERNAME", USER),
-            ("ADAPT_PUSH_PASSWORD", wrong),
-        ],
-    );
+    let run = adapt_push(&manifest)
+        .arg("-vv")
+        .shared_target_dir()
+        .env("ADAPT_PUSH_USERNAME", USER)
+        .env("ADAPT_PUSH_PASSWORD", wrong)
+        .run();
     run.assert_failed();
     assert!(run.stderr.contains(&registry.addr()), "{}", run.stderr);
     assert!(run.stderr.contains("team/denied"), "{}", run.stderr);
@@ -373,11 +367,11 @@ fn identity_token_is_exchanged_as_a_refresh_token() {
         "",
         "identity",
     );
-    let run = push(
-        &manifest,
-        &["-vv"],
-        &[("DOCKER_CONFIG", config.to_str().unwrap())],
-    );
+    let run = adapt_push(&manifest)
+        .arg("-vv")
+        .shared_target_dir()
+        .env("DOCKER_CONFIG", config.to_str().unwrap())
+        .run();
     run.assert_ok();
     run.assert_no_secret(&[REFRESH]);
     let tokens = issuer.requests();
@@ -427,7 +421,10 @@ fn tls_with_a_private_ca_from_the_flag_the_config_and_ssl_cert_file() {
         "",
         "flag",
     );
-    let run = push(&manifest, &["--ca-cert", &ca], &[]);
+    let run = adapt_push(&manifest)
+        .args(["--ca-cert", &ca])
+        .shared_target_dir()
+        .run();
     run.assert_ok();
     let digest = run.pull_ref().split_once('@').unwrap().1.to_string();
     curl_manifest(&pki.cert, registry.port, "tls/flag", &digest);
@@ -443,7 +440,7 @@ fn tls_with_a_private_ca_from_the_flag_the_config_and_ssl_cert_file() {
         "ca-cert = \"registry-ca.pem\"",
         "config",
     );
-    push(&manifest, &[], &[]).assert_ok();
+    adapt_push(&manifest).shared_target_dir().run().assert_ok();
 
     // … and SSL_CERT_FILE.
     let manifest = crate_for(
@@ -453,7 +450,11 @@ fn tls_with_a_private_ca_from_the_flag_the_config_and_ssl_cert_file() {
         "",
         "env",
     );
-    push(&manifest, &[], &[("SSL_CERT_FILE", &ca)]).assert_ok();
+    adapt_push(&manifest)
+        .shared_target_dir()
+        .env("SSL_CERT_FILE", &ca)
+        .run()
+        .assert_ok();
 }
 
 #[test]
@@ -462,7 +463,7 @@ fn tls_without_the_ca_fails_clearly() {
     let (registry, _pki) = start_tls_registry(&dir.path().join("pki"));
     let manifest = crate_for(dir.path(), &registry.addr(), "tls/none", "", "none");
     let started = std::time::Instant::now();
-    let run = push(&manifest, &[], &[]);
+    let run = adapt_push(&manifest).shared_target_dir().run();
     run.assert_failed();
     let err = &run.stderr;
     assert!(err.contains("TLS"), "{err}");
@@ -484,7 +485,7 @@ fn https_against_a_plain_http_registry_explains_itself() {
         "",
         "plain",
     );
-    let run = push(&manifest, &[], &[]);
+    let run = adapt_push(&manifest).shared_target_dir().run();
     run.assert_failed();
     assert!(
         run.stderr.contains("HTTP response to an HTTPS client"),

@@ -19,7 +19,7 @@ fn a_base_image_that_does_not_exist_is_named() {
         &format!("base = \"{base}\""),
         "base",
     );
-    let run = push(&manifest, &[], &[]);
+    let run = adapt_push(&manifest).shared_target_dir().run();
     run.assert_failed();
     assert!(run.stderr.contains("nope/base:1.0"), "{}", run.stderr);
     assert!(run.stderr.contains("not found"), "{}", run.stderr);
@@ -51,7 +51,7 @@ fn a_blob_too_large_says_so() {
     );
     let dir = tempfile::tempdir().unwrap();
     let manifest = crate_for(dir.path(), &proxy.addr(), "errors/large", "", "large");
-    let run = push(&manifest, &[], &[]);
+    let run = adapt_push(&manifest).shared_target_dir().run();
     run.assert_failed();
     assert!(run.stderr.contains("413"), "{}", run.stderr);
     assert!(
@@ -79,7 +79,7 @@ fn a_full_quota_says_so() {
     );
     let dir = tempfile::tempdir().unwrap();
     let manifest = crate_for(dir.path(), &proxy.addr(), "errors/quota", "", "quota");
-    let run = push(&manifest, &[], &[]);
+    let run = adapt_push(&manifest).shared_target_dir().run();
     run.assert_failed();
     assert!(run.stderr.contains("quota"), "{}", run.stderr);
     assert!(run.stderr.contains("403"), "{}", run.stderr);
@@ -117,7 +117,7 @@ fn a_registry_refusing_oci_manifests_gets_docker_schema_2() {
         "tags = [\"v1\", \"latest\"]",
         "mediatypes",
     );
-    let run = push(&manifest, &[], &[]);
+    let run = adapt_push(&manifest).shared_target_dir().run();
     run.assert_ok();
     // The warning says what happened (with the registry's own detail) and how to choose.
     assert!(run.stderr.contains("MANIFEST_INVALID"), "{}", run.stderr);
@@ -167,18 +167,17 @@ fn a_registry_refusing_oci_manifests_gets_docker_schema_2() {
 
     // Asked for directly, the same image goes up as Docker schema 2 without a refusal.
     // (Without the SBOM and provenance, whose OCI artifact manifests this registry refuses.)
-    let run = push(
-        &manifest,
-        &[
+    let run = adapt_push(&manifest)
+        .args([
             "--media-types",
             "docker",
             "--sbom",
             "none",
             "--provenance",
             "false",
-        ],
-        &[],
-    );
+        ])
+        .shared_target_dir()
+        .run();
     run.assert_ok();
     assert!(!run.stderr.contains("MANIFEST_INVALID"), "{}", run.stderr);
     assert!(run.stdout.trim().ends_with(&digest), "{}", run.stdout);
@@ -211,7 +210,7 @@ fn a_redirect_loop_says_so_and_shows_the_addresses() {
     );
     let dir = tempfile::tempdir().unwrap();
     let manifest = crate_for(dir.path(), &proxy.addr(), "errors/loop", "", "loop");
-    let run = push(&manifest, &["-vv"], &[]);
+    let run = adapt_push(&manifest).arg("-vv").shared_target_dir().run();
     run.assert_failed();
     let said = run.stderr.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(

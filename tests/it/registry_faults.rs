@@ -5,6 +5,7 @@
 //! within the retry bound naming the address where it cannot, and no tag may ever point at a
 //! missing blob.
 
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::faults::{Fault, FaultProxy, HttpFaultProxy, HttpFaults, TcpFaults};
@@ -35,7 +36,7 @@ fn resets_and_a_cut_upload_are_survived() {
         );
         // -vv: traces and the retried failures name upload URLs, which must not show the
         // upload session's state (a signed token on some registries).
-        let run = push(&manifest, &["-vv"], &[]);
+        let run = adapt_push(&manifest).arg("-vv").shared_target_dir().run();
         run.assert_ok();
         assert!(
             run.pull_ref()
@@ -85,7 +86,7 @@ fn bursts_of_503_and_429_are_waited_out_honouring_retry_after() {
         "tags = [\"a\", \"b\"]",
         "http",
     );
-    let run = push(&manifest, &["-v"], &[]);
+    let run = adapt_push(&manifest).arg("-v").shared_target_dir().run();
     run.assert_ok();
     assert_eq!(assert_consistent(&registry.addr(), None), 2);
 
@@ -143,7 +144,10 @@ fn a_blob_whose_head_size_disagrees_is_uploaded() {
     );
     let dir = tempfile::tempdir().unwrap();
     let manifest = crate_for(dir.path(), &proxy.addr(), "faults/size", "", "size");
-    let run = push(&manifest, &["--retry-attempts", "2"], &[]);
+    let run = adapt_push(&manifest)
+        .args(["--retry-attempts", "2"])
+        .shared_target_dir()
+        .run();
     run.assert_ok();
     assert!(
         run.stderr.contains("is there with 7 bytes"),
@@ -187,11 +191,10 @@ fn a_registry_that_keeps_failing_is_given_up_on_with_the_status() {
     );
     let manifest = crate_for(dir.path(), &proxy.addr(), "faults/down", "", "down");
     let started = Instant::now();
-    let run = push(
-        &manifest,
-        &["--retry-attempts", "3", "--retry-timeout", "10"],
-        &[],
-    );
+    let run = adapt_push(&manifest)
+        .args(["--retry-attempts", "3", "--retry-timeout", "10"])
+        .shared_target_dir()
+        .run();
     run.assert_failed();
     assert!(started.elapsed() < Duration::from_secs(60));
     assert!(run.stderr.contains("503"), "{}", run.stderr);
@@ -207,7 +210,7 @@ fn a_dead_address_fails_within_the_bound_naming_it() {
     let manifest = crate_for(dir.path(), &addr, "faults/dead", "", "dead");
     // The elapsed time includes building the crate.
     let started = Instant::now();
-    let run = push(&manifest, &[], &[]);
+    let run = adapt_push(&manifest).shared_target_dir().run();
     let elapsed = started.elapsed();
     run.assert_failed();
     assert!(
@@ -230,7 +233,10 @@ fn a_refused_port_reports_the_refusal_when_the_budget_runs_out() {
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let manifest = crate_for(dir.path(), &addr, "faults/refused", "", "refused");
-    let run = push(&manifest, &["--retry-timeout", "3"], &[]);
+    let run = adapt_push(&manifest)
+        .args(["--retry-timeout", "3"])
+        .shared_target_dir()
+        .run();
     run.assert_failed();
     let err = &run.stderr;
     assert!(err.contains(&addr), "{err}");
@@ -251,7 +257,10 @@ fn a_name_that_does_not_resolve_reports_the_lookup_failure() {
         "",
         "dns",
     );
-    let run = push(&manifest, &["--retry-timeout", "3"], &[]);
+    let run = adapt_push(&manifest)
+        .args(["--retry-timeout", "3"])
+        .shared_target_dir()
+        .run();
     run.assert_failed();
     let err = &run.stderr;
     assert!(err.contains("nonexistent.invalid"), "{err}");
@@ -279,7 +288,7 @@ fn a_silent_address_fails_within_the_bound_naming_it() {
 
     // The default bound (30 s).
     let started = Instant::now();
-    let run = push(&manifest, &[], &[]);
+    let run = adapt_push(&manifest).shared_target_dir().run();
     let elapsed = started.elapsed();
     run.assert_failed();
     assert!(run.stderr.contains(&addr), "{}", run.stderr);
@@ -288,7 +297,10 @@ fn a_silent_address_fails_within_the_bound_naming_it() {
 
     // A shorter one, from the environment.
     let started = Instant::now();
-    let run = push(&manifest, &[], &[("ADAPT_PUSH_RETRY_TIMEOUT", "3")]);
+    let run = adapt_push(&manifest)
+        .shared_target_dir()
+        .env("ADAPT_PUSH_RETRY_TIMEOUT", "3")
+        .run();
     let elapsed = started.elapsed();
     run.assert_failed();
     assert!(run.stderr.contains(&addr), "{}", run.stderr);
@@ -314,7 +326,10 @@ fn a_push_killed_midway_leaves_no_broken_tag_and_the_next_one_succeeds() {
         "tags = [\"v1\", \"latest\"]",
         "killed",
     );
-    let mut child = push_command(&manifest, &[], &[])
+    let mut child = adapt_push(&manifest)
+        .shared_target_dir()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start the tool");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -347,7 +362,7 @@ fn a_push_killed_midway_leaves_no_broken_tag_and_the_next_one_succeeds() {
     assert!(registry.tags("faults/killed").is_empty());
 
     // Run again, through the same slow link: it succeeds and every tag resolves.
-    let run = push(&manifest, &[], &[]);
+    let run = adapt_push(&manifest).shared_target_dir().run();
     run.assert_ok();
     assert_eq!(assert_consistent(&registry.addr(), None), 2);
     let digest = run.pull_ref().split_once('@').unwrap().1.to_string();

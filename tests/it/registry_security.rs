@@ -10,6 +10,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -51,7 +52,11 @@ fn an_upload_on_another_host_gets_no_credentials() {
 
     let dir = tempfile::tempdir().unwrap();
     let manifest = crate_for(dir.path(), &front.addr(), "team/elsewhere", "", "elsewhere");
-    let run = push(&manifest, &["-vv"], &push_env());
+    let run = adapt_push(&manifest)
+        .arg("-vv")
+        .shared_target_dir()
+        .envs(push_env())
+        .run();
     run.assert_ok();
     assert_no_push_secret(&run);
 
@@ -85,7 +90,11 @@ fn an_upload_host_that_challenges_gets_only_its_own_credentials() {
     );
     let mut env = push_env();
     env.push(("DOCKER_CONFIG", config.to_str().unwrap()));
-    let run = push(&manifest, &["-vv"], &env);
+    let run = adapt_push(&manifest)
+        .arg("-vv")
+        .shared_target_dir()
+        .envs(env.iter().copied())
+        .run();
     // The upload host accepts only bob: had alice's credentials gone there, the push failed.
     run.assert_ok();
     assert_no_push_secret(&run);
@@ -120,7 +129,11 @@ fn an_upload_location_on_a_plain_http_host_elsewhere_is_refused() {
     );
     let dir = tempfile::tempdir().unwrap();
     let manifest = crate_for(dir.path(), &front.addr(), "team/cleartext", "", "cleartext");
-    let run = push(&manifest, &["-vv"], &push_env());
+    let run = adapt_push(&manifest)
+        .arg("-vv")
+        .shared_target_dir()
+        .envs(push_env())
+        .run();
     run.assert_failed();
     assert_no_push_secret(&run);
     assert!(
@@ -140,7 +153,7 @@ fn an_upload_location_on_a_plain_http_host_elsewhere_is_refused() {
 /// Pushes a small image into `registry` (open) and returns `repo@digest` there.
 fn push_base(registry: &TestRegistry, dir: &std::path::Path) -> String {
     let manifest = crate_for(dir, &registry.addr(), "base/img", "", "base-image");
-    let run = push(&manifest, &[], &[]);
+    let run = adapt_push(&manifest).shared_target_dir().run();
     run.assert_ok();
     run.pull_ref()
         .strip_prefix(&format!("{}/", registry.addr()))
@@ -176,7 +189,11 @@ fn a_base_registry_never_gets_the_push_credentials() {
         &format!("base = \"{}/{base}\"", base_front.addr()),
         "on-base",
     );
-    let run = push(&manifest, &["-vv"], &push_env());
+    let run = adapt_push(&manifest)
+        .arg("-vv")
+        .shared_target_dir()
+        .envs(push_env())
+        .run();
     run.assert_ok();
     assert_no_push_secret(&run);
     let exchanges = base_front.exchanges();
@@ -264,7 +281,12 @@ fn hostile_registry(mode: Huge) -> (String, Arc<AtomicU64>) {
 /// Runs the push and returns it with the peak resident memory of the tool's process (VmHWM,
 /// sampled from /proc while it runs), in KiB.
 fn push_measuring_memory(manifest: &std::path::Path) -> (Run, u64) {
-    let child = push_command(manifest, &[], &[]).spawn().unwrap();
+    let child = adapt_push(manifest)
+        .shared_target_dir()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = child.id();
     let peak = Arc::new(AtomicU64::new(0));
     let seen = peak.clone();
@@ -346,7 +368,7 @@ fn retry_after_is_honoured_on_an_upload_patch() {
         "include = [{ from = \"noise.bin\", to = \"/srv/noise.bin\" }]",
         "patched",
     );
-    let run = push(&manifest, &["-v"], &[]);
+    let run = adapt_push(&manifest).arg("-v").shared_target_dir().run();
     run.assert_ok();
     assert!(run.stderr.contains("as Retry-After asks"), "{}", run.stderr);
     let patches: Vec<_> = front
@@ -392,7 +414,11 @@ fn a_token_that_expires_after_one_second_during_a_slow_upload() {
         "include = [{ from = \"noise.bin\", to = \"/srv/noise.bin\" }]",
         "short-tokens",
     );
-    let run = push(&manifest, &["-vv"], &push_env());
+    let run = adapt_push(&manifest)
+        .arg("-vv")
+        .shared_target_dir()
+        .envs(push_env())
+        .run();
     run.assert_ok();
     assert_no_push_secret(&run);
     assert!(!run.stderr.contains("refused"), "{}", run.stderr);
@@ -418,25 +444,22 @@ fn six_concurrent_pushes_of_one_image_into_one_new_repository_all_succeed() {
     let manifest = crate_for(dir.path(), &registry.addr(), "race/app", "", "race");
     let target = dir.path().join("target");
     // Built once, so the rounds race on the registry and not on cargo's lock.
-    let first = push_command(
-        &manifest,
-        &["--registry", &format!("{}/warmup", registry.addr())],
-        &[("CARGO_TARGET_DIR", target.to_str().unwrap())],
-    )
-    .output()
-    .unwrap();
-    assert_success(&first);
+    let first = adapt_push(&manifest)
+        .args(["--registry", &format!("{}/warmup", registry.addr())])
+        .env("CARGO_TARGET_DIR", target.to_str().unwrap())
+        .run();
+    first.assert_ok();
     for round in 0..5 {
         let repo = format!("{}/round{round}", registry.addr());
         let children: Vec<_> = (0..6)
             .map(|_| {
-                push_command(
-                    &manifest,
-                    &["-v", "--registry", &repo],
-                    &[("CARGO_TARGET_DIR", target.to_str().unwrap())],
-                )
-                .spawn()
-                .unwrap()
+                adapt_push(&manifest)
+                    .args(["-v", "--registry", &repo])
+                    .env("CARGO_TARGET_DIR", target.to_str().unwrap())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
             })
             .collect();
         for child in children {
@@ -493,7 +516,7 @@ fn the_registrys_race_errors_are_settled_by_checking_blobs_and_retrying() {
         "",
         "settled",
     );
-    let run = push(&manifest, &["-v"], &[]);
+    let run = adapt_push(&manifest).arg("-v").shared_target_dir().run();
     run.assert_ok();
     assert!(blob_race.exchanges().iter().any(|e| e.injected));
     assert!(manifest_race.exchanges().iter().any(|e| e.injected));
@@ -510,7 +533,10 @@ fn plain_http_to_a_host_elsewhere_is_refused_before_anything_happens() {
         "",
         "plain-http",
     );
-    let run = push(&manifest, &[], &push_env());
+    let run = adapt_push(&manifest)
+        .shared_target_dir()
+        .envs(push_env())
+        .run();
     run.assert_failed();
     assert_no_push_secret(&run);
     let said = run.stderr.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -545,7 +571,10 @@ fn an_anonymous_token_request_to_a_plain_http_realm_elsewhere_is_refused() {
         format!("{}{auth}", TestRegistry::default_http(port))
     });
     let manifest = crate_for(dir.path(), &registry.addr(), "team/realm", "", "realm");
-    let run = push(&manifest, &["--retry-timeout", "5"], &[]);
+    let run = adapt_push(&manifest)
+        .args(["--retry-timeout", "5"])
+        .shared_target_dir()
+        .run();
     run.assert_failed();
     let said = run.stderr.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(
@@ -764,7 +793,7 @@ fn no_piece_of_a_password_in_any_address_setting_is_ever_shown() {
                 cmd.env("GITHUB_ACTIONS", "true")
                     .env("GITHUB_OUTPUT", &outputs);
             }
-            let run = Run::from(cmd.output().expect("run cargo-adapt-push"));
+            let run = cmd.run();
             let what = format!("{} ({mode})", case.name);
             assert!(
                 !run.status.success(),
@@ -806,7 +835,7 @@ fn included_files_other_users_cannot_read_are_warned_about() {
         "include = [{ from = \"host-secret.txt\", to = \"/etc/app/secret.txt\" }]",
         "includes",
     );
-    let run = push(&manifest, &[], &[]);
+    let run = adapt_push(&manifest).shared_target_dir().run();
     run.assert_ok();
     let shown = secret.canonicalize().unwrap().display().to_string();
     assert!(

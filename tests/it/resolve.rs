@@ -104,10 +104,9 @@ fn a_directory_of_manifests_resolves_to_references_that_pull_through_internal() 
         .arg(root.join("Cargo.toml"))
         .arg("-f")
         .arg(&manifests)
-        .output()
-        .unwrap();
-    assert_success(&out);
-    let text = stdout(&out);
+        .run();
+    out.assert_ok();
+    let text = &out.stdout;
     assert_eq!(
         internal.connections(),
         0,
@@ -137,12 +136,12 @@ fn a_directory_of_manifests_resolves_to_references_that_pull_through_internal() 
         .replace("adapt://worker/cron", &cron)
         .replace("adapt://api", &api);
     // Every other byte as written, the files joined as one stream.
-    assert_eq!(text, format!("{expected_deploy}{expected_cron}"));
+    assert_eq!(*text, format!("{expected_deploy}{expected_cron}"));
     assert_eq!(
-        stderr(&out).matches("Pushing").count(),
+        out.stderr.matches("Pushing").count(),
         4,
         "four images, each pushed once:\n{}",
-        stderr(&out)
+        out.stderr
     );
 
     // The references resolve through the internal address.
@@ -191,11 +190,10 @@ fn an_unknown_package_or_one_without_settings_is_an_error_with_file_and_line_and
             .arg("-f")
             .arg("-")
             .stdin(std::fs::File::open(&file).unwrap())
-            .output()
-            .unwrap();
+            .run();
         assert!(!out.status.success(), "{yaml}");
-        assert!(stdout(&out).is_empty());
-        let err = stderr(&out);
+        assert!(out.stdout.is_empty());
+        let err = &out.stderr;
         assert!(err.contains("<stdin>"), "{err}");
         for e in expected {
             assert!(err.contains(e), "{yaml}: lacks {e:?}:\n{err}");
@@ -265,9 +263,8 @@ fn stdout_redirected_to_an_input_is_refused_before_anything_is_pushed() {
         .arg("-f")
         .arg(&a)
         .stdout(std::fs::File::create(&a).unwrap())
-        .output()
-        .unwrap();
-    let err = stderr(&out);
+        .run();
+    let err = &out.stderr;
     assert_eq!(out.status.code(), Some(1), "{err}");
     for needle in ["a.yaml", "emptied", "version control", "--in-place"] {
         assert!(err.contains(needle), "lacks {needle:?}:\n{err}");
@@ -278,13 +275,8 @@ fn stdout_redirected_to_an_input_is_refused_before_anything_is_pushed() {
     std::fs::write(&a, yaml).unwrap();
     let b = k8s.join("b.yaml");
     std::fs::write(&b, yaml).unwrap();
-    let out = resolve()
-        .arg("-f")
-        .arg(&k8s)
-        .stdout(append(&b))
-        .output()
-        .unwrap();
-    let err = stderr(&out);
+    let out = resolve().arg("-f").arg(&k8s).stdout(append(&b)).run();
+    let err = &out.stderr;
     assert_eq!(out.status.code(), Some(1), "{err}");
     for needle in ["b.yaml", "while it is read", "--in-place"] {
         assert!(err.contains(needle), "lacks {needle:?}:\n{err}");
@@ -302,9 +294,8 @@ fn stdout_redirected_to_an_input_is_refused_before_anything_is_pushed() {
         .args(["-f", "-"])
         .stdin(std::fs::File::open(&link).unwrap())
         .stdout(append(&b))
-        .output()
-        .unwrap();
-    let err = stderr(&out);
+        .run();
+    let err = &out.stderr;
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("<stdin>"), "{err}");
     assert_eq!(
@@ -362,11 +353,10 @@ fn in_place_rewrites_each_file_atomically_keeping_its_mode_and_symlinks() {
         .arg(root.join("Cargo.toml"))
         .arg("-f")
         .arg(&k8s)
-        .output()
-        .unwrap();
-    assert_success(&out);
-    assert_eq!(stdout(&out), "", "no YAML on stdout");
-    let err = stderr(&out);
+        .run();
+    out.assert_ok();
+    assert_eq!(out.stdout, "", "no YAML on stdout");
+    let err = &out.stderr;
     assert!(
         err.contains("Rewrote") && err.contains("a.yaml (3 placeholders)"),
         "{err}"
@@ -428,9 +418,8 @@ fn in_place_rewrites_each_file_atomically_keeping_its_mode_and_symlinks() {
         .args(["adapt-push", "resolve", "--in-place", "--manifest-path"])
         .arg(root.join("Cargo.toml"))
         .args(["-f", "-"])
-        .output()
-        .unwrap();
-    let err = stderr(&out);
+        .run();
+    let err = &out.stderr;
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot rewrite stdin (-f -)"), "{err}");
 }
@@ -455,9 +444,8 @@ fn in_place_rewrites_no_file_when_an_image_is_not_pushed() {
         .arg("-f")
         .arg(&k8s)
         .args(["--retry-attempts", "1", "--retry-timeout", "5"])
-        .output()
-        .unwrap();
-    let err = stderr(&out);
+        .run();
+    let err = &out.stderr;
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(&down), "the push to {down} failed:\n{err}");
     assert!(!err.contains("Rewrote"), "{err}");
@@ -489,15 +477,14 @@ fn bytes_that_are_not_utf8_are_an_error_naming_the_file_and_line() {
         .arg(root.join("Cargo.toml"))
         .arg("-f")
         .arg(&k8s)
-        .output()
-        .unwrap();
-    let err = stderr(&out);
+        .run();
+    let err = &out.stderr;
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("latin1.yaml:3:12: not UTF-8 text (byte 0xe9)"),
         "{err}"
     );
-    assert!(stdout(&out).is_empty());
+    assert!(out.stdout.is_empty());
 }
 
 /// Runs `cmd` to its end with stdout going to `stdout`; gives its exit status, its stderr and

@@ -22,12 +22,11 @@ fn with_an_older_includes_layer(dir: &std::path::Path, target: &std::path::Path,
     older[size / 2] ^= 1;
     std::fs::write(dir.join("big.txt"), older).unwrap();
     let layout = dir.join("older-layout");
-    push(
-        &dir.join("Cargo.toml"),
-        &["--oci-layout", layout.to_str().unwrap()],
-        &[("CARGO_TARGET_DIR", target.to_str().unwrap())],
-    )
-    .assert_ok();
+    adapt_push(dir.join("Cargo.toml"))
+        .args(["--oci-layout", layout.to_str().unwrap()])
+        .env("CARGO_TARGET_DIR", target.to_str().unwrap())
+        .run()
+        .assert_ok();
     std::fs::write(dir.join("big.txt"), compressible_text(size)).unwrap();
 }
 
@@ -54,11 +53,10 @@ fn a_large_layer_is_uploaded_while_it_is_compressed_and_the_digest_does_not_chan
     let manifest = dir.path().join("Cargo.toml");
 
     with_an_older_includes_layer(dir.path(), &target, 24 << 20);
-    let run = push(
-        &manifest,
-        &["-vv", "--sbom", "none", "--provenance", "false"],
-        &[("CARGO_TARGET_DIR", target_env)],
-    );
+    let run = adapt_push(&manifest)
+        .args(["-vv", "--sbom", "none", "--provenance", "false"])
+        .env("CARGO_TARGET_DIR", target_env)
+        .run();
     run.assert_ok();
     let log = &run.stderr;
 
@@ -95,11 +93,10 @@ fn a_large_layer_is_uploaded_while_it_is_compressed_and_the_digest_does_not_chan
     let layers_cache = target.join("adapt-push").join("layers");
     std::fs::remove_dir_all(&layers_cache).unwrap();
     let layout = dir.path().join("layout");
-    let local = push(
-        &manifest,
-        &["--oci-layout", layout.to_str().unwrap(), "-vv"],
-        &[("CARGO_TARGET_DIR", target_env)],
-    );
+    let local = adapt_push(&manifest)
+        .args(["--oci-layout", layout.to_str().unwrap(), "-vv"])
+        .env("CARGO_TARGET_DIR", target_env)
+        .run();
     local.assert_ok();
     assert!(!local.stderr.contains("streaming"), "{}", local.stderr);
     let index: serde_json::Value =
@@ -113,7 +110,10 @@ fn a_large_layer_is_uploaded_while_it_is_compressed_and_the_digest_does_not_chan
 
     // Pushed again unchanged: the layer cache hits, nothing is streamed, all already there.
     let unchanged = ["-vv", "--sbom", "none", "--provenance", "false"];
-    let again = push(&manifest, &unchanged, &[("CARGO_TARGET_DIR", target_env)]);
+    let again = adapt_push(&manifest)
+        .args(unchanged)
+        .env("CARGO_TARGET_DIR", target_env)
+        .run();
     again.assert_ok();
     assert!(!again.stderr.contains("-> PATCH"), "{}", again.stderr);
     assert!(!again.stderr.contains("streaming"), "{}", again.stderr);
@@ -122,7 +122,10 @@ fn a_large_layer_is_uploaded_while_it_is_compressed_and_the_digest_does_not_chan
     // runner): the includes layer is read again, but its bytes are the ones the registry has,
     // so nothing is streamed or uploaded.
     let touched = filetime_now(&dir.path().join("big.txt"));
-    let after_touch = push(&manifest, &unchanged, &[("CARGO_TARGET_DIR", target_env)]);
+    let after_touch = adapt_push(&manifest)
+        .args(unchanged)
+        .env("CARGO_TARGET_DIR", target_env)
+        .run();
     after_touch.assert_ok();
     assert!(
         after_touch.stderr.contains("included files: compressed"),
@@ -135,7 +138,10 @@ fn a_large_layer_is_uploaded_while_it_is_compressed_and_the_digest_does_not_chan
         after_touch.stderr
     );
     std::fs::remove_dir_all(&layers_cache).unwrap();
-    let fresh = push(&manifest, &unchanged, &[("CARGO_TARGET_DIR", target_env)]);
+    let fresh = adapt_push(&manifest)
+        .args(unchanged)
+        .env("CARGO_TARGET_DIR", target_env)
+        .run();
     fresh.assert_ok();
     assert!(!fresh.stderr.contains("-> PATCH"), "{}", fresh.stderr);
     assert!(!fresh.stderr.contains("streaming"), "{}", fresh.stderr);
@@ -171,11 +177,10 @@ fn a_streamed_upload_cut_midway_falls_back_to_the_layer_cache() {
     let target = dir.path().join("target");
     crate_with_include(dir.path(), "streamcut", &proxy.addr(), 32 << 20);
     with_an_older_includes_layer(dir.path(), &target, 32 << 20);
-    let run = push(
-        &dir.path().join("Cargo.toml"),
-        &["-vv", "--sbom", "none", "--provenance", "false"],
-        &[("CARGO_TARGET_DIR", target.to_str().unwrap())],
-    );
+    let run = adapt_push(dir.path().join("Cargo.toml"))
+        .args(["-vv", "--sbom", "none", "--provenance", "false"])
+        .env("CARGO_TARGET_DIR", target.to_str().unwrap())
+        .run();
     run.assert_ok();
     let log = &run.stderr;
     let fallback = line_with(
@@ -210,15 +215,12 @@ fn a_streamed_upload_on_another_host_gets_no_credentials() {
     let target = dir.path().join("target");
     crate_with_include(dir.path(), "streamaway", &front.addr(), 20 << 20);
     with_an_older_includes_layer(dir.path(), &target, 20 << 20);
-    let run = push(
-        &dir.path().join("Cargo.toml"),
-        &["-vv", "--sbom", "none", "--provenance", "false"],
-        &[
-            ("CARGO_TARGET_DIR", target.to_str().unwrap()),
-            ("ADAPT_PUSH_USERNAME", USER),
-            ("ADAPT_PUSH_PASSWORD", PASSWORD),
-        ],
-    );
+    let run = adapt_push(dir.path().join("Cargo.toml"))
+        .args(["-vv", "--sbom", "none", "--provenance", "false"])
+        .env("CARGO_TARGET_DIR", target.to_str().unwrap())
+        .env("ADAPT_PUSH_USERNAME", USER)
+        .env("ADAPT_PUSH_PASSWORD", PASSWORD)
+        .run();
     run.assert_ok();
     run.assert_no_secret(&[PASSWORD]);
     assert!(

@@ -2,7 +2,7 @@
 //! (Debian's docker-registry, distribution 2.8: no referrers API, so through the fallback tag).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use crate::common::*;
 use serde_json::Value;
@@ -69,7 +69,10 @@ fn sbom_lists_the_real_dependencies_and_is_found_through_the_fallback_tag() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = crate_with_dependencies(dir.path(), "depsapp", &registry.addr());
 
-    let json = json_of(&push_json(&manifest, &[]));
+    let json = adapt_push(&manifest)
+        .args(["--format", "json"])
+        .run()
+        .json();
     let image = &json["images"][0];
     let digest = image["digest"].as_str().unwrap();
     let sbom = image["sbom"]["digest"]
@@ -162,8 +165,14 @@ fn referrers_accumulate_in_the_fallback_tag_without_duplicates() {
     );
 
     // The same image (reproducible) pushed with each SBOM format: both SBOMs stay listed.
-    let first = json_of(&push_json(&manifest, &[]));
-    let second = json_of(&push_json(&manifest, &["--sbom", "cyclonedx"]));
+    let first = adapt_push(&manifest)
+        .args(["--format", "json"])
+        .run()
+        .json();
+    let second = adapt_push(&manifest)
+        .args(["--format", "json", "--sbom", "cyclonedx"])
+        .run()
+        .json();
     let digest = first["images"][0]["digest"].as_str().unwrap();
     assert_eq!(second["images"][0]["digest"], digest);
     let spdx = first["images"][0]["sbom"]["digest"].as_str().unwrap();
@@ -181,7 +190,10 @@ fn referrers_accumulate_in_the_fallback_tag_without_duplicates() {
     assert_eq!(cdx_doc["specVersion"], "1.5");
 
     // The first push again: nothing is listed twice.
-    json_of(&push_json(&manifest, &[]));
+    adapt_push(&manifest)
+        .args(["--format", "json"])
+        .run()
+        .json();
     assert_eq!(fallback_referrers(&registry, "acc", digest).len(), 3);
 
     // A different image in the same repository gets its own list; the first keeps its own.
@@ -190,7 +202,10 @@ fn referrers_accumulate_in_the_fallback_tag_without_duplicates() {
         "fn main() { println!(); }\n",
     )
     .unwrap();
-    let other = json_of(&push_json(&manifest, &[]));
+    let other = adapt_push(&manifest)
+        .args(["--format", "json"])
+        .run()
+        .json();
     let other_digest = other["images"][0]["digest"].as_str().unwrap();
     assert_ne!(other_digest, digest);
     assert_eq!(fallback_referrers(&registry, "acc", other_digest).len(), 2);
@@ -209,10 +224,17 @@ fn referrers_accumulate_in_the_fallback_tag_without_duplicates() {
     assert_eq!(referrer_tags, expected);
 
     // Turned off: nothing attached, nothing reported.
-    let none = json_of(&push_json(
-        &manifest,
-        &["--sbom", "none", "--provenance", "false"],
-    ));
+    let none = adapt_push(&manifest)
+        .args([
+            "--format",
+            "json",
+            "--sbom",
+            "none",
+            "--provenance",
+            "false",
+        ])
+        .run()
+        .json();
     assert!(none["images"][0].get("sbom").is_none());
     assert!(none["images"][0].get("provenance").is_none());
 }
@@ -237,16 +259,16 @@ fn concurrent_pushes_of_one_image_keep_every_referrer_in_the_fallback_tag() {
         )
     };
     // Built once first, so both pushes of a round find the build done and push at once.
-    assert_success(
-        &push_json_command(&crate_as("race/warm"), &["--no-push"])
-            .output()
-            .unwrap(),
-    );
+    adapt_push(crate_as("race/warm"))
+        .args(["--format", "json", "--no-push"])
+        .run()
+        .assert_ok();
     for round in 1..=5 {
         let repo = format!("race/r{round}");
         let manifest = crate_as(&repo);
         let start = |sbom: &str| {
-            push_json_command(&manifest, &["--sbom", sbom, "-v"])
+            adapt_push(&manifest)
+                .args(["--format", "json", "--sbom", sbom, "-v"])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -254,11 +276,11 @@ fn concurrent_pushes_of_one_image_keep_every_referrer_in_the_fallback_tag() {
         };
         let (spdx, cdx) = (start("spdx"), start("cyclonedx"));
         let (spdx, cdx) = (
-            spdx.wait_with_output().unwrap(),
-            cdx.wait_with_output().unwrap(),
+            Run::from(spdx.wait_with_output().unwrap()),
+            Run::from(cdx.wait_with_output().unwrap()),
         );
-        let log = format!("{}\n{}", stderr(&spdx), stderr(&cdx));
-        let (spdx, cdx) = (json_of(&spdx), json_of(&cdx));
+        let log = format!("{}\n{}", spdx.stderr, cdx.stderr);
+        let (spdx, cdx) = (spdx.json(), cdx.json());
         let digest = spdx["images"][0]["digest"].as_str().unwrap();
         assert_eq!(cdx["images"][0]["digest"], digest, "one image");
         let listed: Vec<String> = fallback_referrers(&registry, &repo, digest)
@@ -315,7 +337,7 @@ fn a_fallback_tag_that_keeps_losing_our_entries_fails_the_push() {
         ),
         EMPTY_MAIN,
     );
-    let run = push(&manifest, &[], &[]);
+    let run = adapt_push(&manifest).shared_target_dir().run();
     run.assert_failed();
     assert!(!run.stderr.contains("Attached"), "{}", run.stderr);
     let said = run.stderr.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -364,7 +386,10 @@ fn provenance_names_the_git_commit_and_the_build() {
     git(dir.path(), &["commit", "-q", "-m", "fixture"]);
     let commit = git(dir.path(), &["rev-parse", "HEAD"]);
 
-    let json = json_of(&push_json(&manifest, &["--sbom", "none"]));
+    let json = adapt_push(&manifest)
+        .args(["--format", "json", "--sbom", "none"])
+        .run()
+        .json();
     let image = &json["images"][0];
     let digest = image["digest"].as_str().unwrap();
     assert!(image.get("sbom").is_none());
@@ -404,7 +429,10 @@ fn provenance_names_the_git_commit_and_the_build() {
 
     // A change not committed: the next provenance says the tree was dirty.
     std::fs::write(dir.path().join("src/main.rs"), "fn main() { }\n").unwrap();
-    let json = json_of(&push_json(&manifest, &["--sbom", "none"]));
+    let json = adapt_push(&manifest)
+        .args(["--format", "json", "--sbom", "none"])
+        .run()
+        .json();
     let image = &json["images"][0];
     let statement = referred_document(
         &registry,
@@ -417,12 +445,11 @@ fn provenance_names_the_git_commit_and_the_build() {
     assert_eq!(source["annotations"]["dirty"], true);
 }
 
-fn verify(reference: &str, args: &[&str]) -> Output {
-    tool()
-        .args(["adapt-push", "verify", reference])
-        .args(args)
-        .output()
-        .expect("run cargo-adapt-push verify")
+/// `cargo adapt-push verify REFERENCE`, for the caller to add arguments to and run.
+fn verify(reference: &str) -> Command {
+    let mut cmd = tool();
+    cmd.args(["adapt-push", "verify", reference]);
+    cmd
 }
 
 #[test]
@@ -438,21 +465,24 @@ fn verify_finds_the_documents_and_fails_without_them() {
         ),
         EMPTY_MAIN,
     );
-    let json = json_of(&push_json(&manifest, &[]));
+    let json = adapt_push(&manifest)
+        .args(["--format", "json"])
+        .run()
+        .json();
     let image = &json["images"][0];
     let push_ref = image["push_ref"].as_str().unwrap();
 
-    let out = verify(push_ref, &[]);
-    assert_success(&out);
-    let text = stdout(&out);
+    let out = verify(push_ref).run();
+    out.assert_ok();
+    let text = &out.stdout;
     assert!(text.contains(&format!("verified {push_ref}")), "{text}");
     assert!(
         text.contains(image["sbom"]["digest"].as_str().unwrap()),
         "{text}"
     );
-    let out = verify(push_ref, &["--format", "json"]);
-    assert_success(&out);
-    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let out = verify(push_ref).args(["--format", "json"]).run();
+    out.assert_ok();
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(report["ok"], true);
     assert_eq!(report["images"][0]["referrers_via"], "the referrers tag");
     assert_eq!(
@@ -460,7 +490,9 @@ fn verify_finds_the_documents_and_fails_without_them() {
         image["provenance"]["digest"]
     );
     // By tag too.
-    assert_success(&verify(&format!("{}/ver:latest", registry.addr()), &[]));
+    verify(&format!("{}/ver:latest", registry.addr()))
+        .run()
+        .assert_ok();
 
     // A different image without documents fails, and says what is missing.
     std::fs::write(
@@ -468,22 +500,31 @@ fn verify_finds_the_documents_and_fails_without_them() {
         "fn main() { println!(); }\n",
     )
     .unwrap();
-    let bare = json_of(&push_json(
-        &manifest,
-        &["--sbom", "none", "--provenance", "false", "--tag", "bare"],
-    ));
+    let bare = adapt_push(&manifest)
+        .args([
+            "--format",
+            "json",
+            "--sbom",
+            "none",
+            "--provenance",
+            "false",
+            "--tag",
+            "bare",
+        ])
+        .run()
+        .json();
     let bare_ref = bare["images"][0]["push_ref"].as_str().unwrap();
-    let out = verify(bare_ref, &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    let text = stdout(&out);
+    let out = verify(bare_ref).run();
+    assert_eq!(out.status.code(), Some(1), "{}", out.stdout);
+    let text = &out.stdout;
     assert!(text.contains("no SBOM is attached"), "{text}");
     assert!(text.contains("no provenance is attached"), "{text}");
     assert!(text.contains("verification FAILED"), "{text}");
 
     // Nothing there at all: an error naming the image, exit code 2.
     let missing = format!("{}/ver@sha256:{}", registry.addr(), "0".repeat(64));
-    let out = verify(&missing, &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = verify(&missing).run();
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
 }
 
 #[test]
@@ -507,9 +548,11 @@ fn bad_sbom_and_platform_settings_name_the_key_and_the_file() {
             ),
             EMPTY_MAIN,
         );
-        let out = push_json(&manifest, &["--dry-run"]);
+        let out = adapt_push(&manifest)
+            .args(["--format", "json", "--dry-run"])
+            .run();
         assert!(!out.status.success(), "{setting} was accepted");
-        let err = stderr(&out);
+        let err = &out.stderr;
         assert!(err.contains("Cargo.toml"), "{setting}: {err}");
         for fragment in expected {
             assert!(
@@ -517,7 +560,7 @@ fn bad_sbom_and_platform_settings_name_the_key_and_the_file() {
                 "{setting}: no `{fragment}` in {err}"
             );
         }
-        assert!(stdout(&out).is_empty());
+        assert!(out.stdout.is_empty());
     }
 }
 
@@ -680,7 +723,10 @@ fn with_a_referrers_api_no_fallback_tag_is_written() {
         ),
         EMPTY_MAIN,
     );
-    let json = json_of(&push_json(&manifest, &[]));
+    let json = adapt_push(&manifest)
+        .args(["--format", "json"])
+        .run()
+        .json();
     let image = &json["images"][0];
     let digest = image["digest"].as_str().unwrap();
     assert_eq!(image["sbom"]["listed_via"], "the referrers API", "{image}");
@@ -716,9 +762,11 @@ fn with_a_referrers_api_no_fallback_tag_is_written() {
         digests.contains(&image["provenance"]["digest"].as_str().unwrap()),
         "{listed}"
     );
-    let out = verify(image["push_ref"].as_str().unwrap(), &["--format", "json"]);
-    assert_success(&out);
-    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let out = verify(image["push_ref"].as_str().unwrap())
+        .args(["--format", "json"])
+        .run();
+    out.assert_ok();
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(report["images"][0]["referrers_via"], "the referrers API");
     assert_eq!(report["ok"], true);
 }

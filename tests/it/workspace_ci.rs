@@ -33,15 +33,6 @@ fn workspace(root: &Path, cluster: &str, members: &[(&str, Option<&str>, &str)])
     }
 }
 
-fn run(root: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = adapt_push(root.join("Cargo.toml"));
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run cargo-adapt-push")
-}
-
 #[test]
 fn workspace_pushes_every_member_and_one_failing_build_does_not_hide_the_others() {
     let registry = TestRegistry::start();
@@ -61,19 +52,18 @@ fn workspace_pushes_every_member_and_one_failing_build_does_not_hide_the_others(
         ],
     );
     let outputs = root.join("github_output");
-    let out = run(
-        root,
-        &["--workspace"],
-        &[("GITHUB_OUTPUT", outputs.to_str().unwrap())],
-    );
-    let err = stderr(&out);
+    let out = adapt_push(root.join("Cargo.toml"))
+        .arg("--workspace")
+        .env("GITHUB_OUTPUT", outputs.to_str().unwrap())
+        .run();
+    let err = &out.stderr;
     assert_eq!(
         out.status.code(),
         Some(3),
         "partial failure exits 3:\n{err}"
     );
     // Package order; the library has no binary and is not an image.
-    let lines: Vec<String> = stdout(&out).lines().map(String::from).collect();
+    let lines: Vec<String> = out.stdout.lines().map(String::from).collect();
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines[0].starts_with(&format!("{}/shop/api@sha256:", registry.addr())));
     assert!(lines[1].starts_with(&format!("{}/shop/web@sha256:", registry.addr())));
@@ -102,9 +92,9 @@ fn workspace_pushes_every_member_and_one_failing_build_does_not_hide_the_others(
 
     // Without the broken member: exit 0.
     std::fs::write(root.join("broken/src/main.rs"), HELLO).unwrap();
-    let out = run(root, &["--workspace"], &[]);
-    assert_success(&out);
-    assert_eq!(stdout(&out).lines().count(), 3);
+    let out = adapt_push(root.join("Cargo.toml")).arg("--workspace").run();
+    out.assert_ok();
+    assert_eq!(out.stdout.lines().count(), 3);
 }
 
 #[test]
@@ -122,13 +112,12 @@ fn workspace_takes_only_members_with_cluster_settings_when_the_root_has_none() {
         &[("svc", Some(HELLO), &cluster), ("script", Some(HELLO), "")],
     );
     let outputs = root.join("github_output");
-    let out = run(
-        root,
-        &["--workspace"],
-        &[("GITHUB_OUTPUT", outputs.to_str().unwrap())],
-    );
-    assert_success(&out);
-    let reference = stdout(&out).trim().to_string();
+    let out = adapt_push(root.join("Cargo.toml"))
+        .arg("--workspace")
+        .env("GITHUB_OUTPUT", outputs.to_str().unwrap())
+        .run();
+    out.assert_ok();
+    let reference = out.stdout.trim().to_string();
     assert!(reference.starts_with(&format!("{}/svc@sha256:", registry.addr())));
     // One image: plain keys.
     let text = std::fs::read_to_string(&outputs).unwrap();
@@ -145,18 +134,15 @@ fn config_errors_become_github_annotations_with_file_and_line() {
         "\n[package.metadata.cluster]\nregistry = \"localhost:5000\"\ntags = [\"{nope}\"]\n",
         HELLO,
     );
-    let out = adapt_push(&manifest)
-        .env("GITHUB_ACTIONS", "true")
-        .output()
-        .unwrap();
+    let out = adapt_push(&manifest).env("GITHUB_ACTIONS", "true").run();
     assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
+    let err = &out.stderr;
     let expected = format!("::error file={},line=8::", manifest.display());
     assert!(err.contains(&expected), "lacks {expected}:\n{err}");
     assert!(err.contains("unknown placeholder"), "{err}");
     // Not under Actions: no annotation.
-    let out = adapt_push(&manifest).output().unwrap();
-    assert!(!stderr(&out).contains("::error"));
+    let out = adapt_push(&manifest).run();
+    assert!(!out.stderr.contains("::error"));
 }
 
 #[test]
@@ -166,12 +152,9 @@ fn completions_for_each_shell() {
         ("zsh", "#compdef"),
         ("fish", "complete -c"),
     ] {
-        let out = tool()
-            .args(["adapt-push", "completions", shell])
-            .output()
-            .unwrap();
-        assert_success(&out);
-        let text = stdout(&out);
+        let out = tool().args(["adapt-push", "completions", shell]).run();
+        out.assert_ok();
+        let text = &out.stdout;
         assert!(text.contains(marker), "{shell}: {text}");
         assert!(text.contains("registry-external"), "{shell}");
         assert!(text.contains("resolve"), "{shell}");
@@ -213,10 +196,9 @@ fn the_engine_comes_from_docker_context_or_the_current_context() {
         .arg(&manifest)
         .env("DOCKER_CONFIG", &config_dir)
         .env("DOCKER_CONTEXT", "missing")
-        .output()
-        .unwrap();
+        .run();
     assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = &out.stderr;
     assert!(
         err.contains("docker context `missing`") && err.contains("no such context"),
         "{err}"
@@ -233,8 +215,7 @@ fn the_engine_comes_from_docker_context_or_the_current_context() {
         if let Some(c) = context_env {
             cmd.env("DOCKER_CONTEXT", c);
         }
-        let out = cmd.output().unwrap();
-        assert_success(&out);
+        cmd.run().assert_ok();
         assert_eq!(
             docker_ok(&host, &["run", "--rm", name]),
             "hello",

@@ -11,7 +11,8 @@
 //! * [`pki`]: a private CA and the certificates it signs (openssl CLI).
 //! * [`http`]: a tiny std-only HTTP/1.1 client for looking into registries.
 //! * [`engine`]: the Docker engine `scripts/test` starts, and the docker CLI against it.
-//! * [`tool`]: the built `cargo-adapt-push` binary with a hermetic environment, [`Run`].
+//! * [`tool`]: the built `cargo-adapt-push` binary with a hermetic environment ([`tool()`],
+//!   [`adapt_push`]), the one way to run it ([`ToolCommand::run`]) and what it printed ([`Run`]).
 //! * [`crates`]: crates to push (the example project, fixtures, generated crates).
 //! * [`assert`]: a consistent registry afterwards, no secret in the output.
 //!

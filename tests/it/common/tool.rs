@@ -1,10 +1,12 @@
-//! The tool under test: the built `cargo-adapt-push` binary with a hermetic environment, ways
-//! to run it, and reading what it printed.
+//! The tool under test: the built `cargo-adapt-push` binary with a hermetic environment, the one
+//! way to run it ([`ToolCommand::run`]), and what it printed ([`Run`]).
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// An empty directory for DOCKER_CONFIG, one per test process (under cargo's
 /// `target/tmp`, so nothing piles up in /tmp), so the user's credentials and credential
@@ -20,13 +22,14 @@ pub fn empty_docker_config() -> &'static Path {
     })
 }
 
-/// The built `cargo-adapt-push` binary, with a hermetic environment: no SOURCE_DATE_EPOCH, an
-/// empty DOCKER_CONFIG, and none of the caller's DOCKER_HOST/DOCKER_CONTEXT/DOCKER_TLS_* or
-/// ADAPT_PUSH_* (other than ADAPT_PUSH_TEST_*) settings. Tests set what they need, e.g.
-/// `.env("DOCKER_HOST", host)`.
+/// The built `cargo-adapt-push` binary, with a hermetic environment: no SOURCE_DATE_EPOCH, no
+/// KUBECONFIG, an empty DOCKER_CONFIG, and none of the caller's
+/// DOCKER_HOST/DOCKER_CONTEXT/DOCKER_TLS_* or ADAPT_PUSH_* (other than ADAPT_PUSH_TEST_*)
+/// settings. Tests set what they need, e.g. `.env("DOCKER_HOST", host)`.
 pub fn tool() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cargo-adapt-push"));
     cmd.env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("KUBECONFIG")
         .env("DOCKER_CONFIG", empty_docker_config())
         .stdin(Stdio::null());
     for (key, _) in std::env::vars_os() {
@@ -43,31 +46,10 @@ pub fn tool() -> Command {
     cmd
 }
 
-/// Runs the tool on `manifest` with `args` and an optional environment, with a shared target
-/// dir so the crate builds once per test binary.
-pub fn push(manifest: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    Run::from(
-        push_command(manifest, args, env)
-            .output()
-            .expect("run cargo-adapt-push"),
-    )
-}
-
-pub fn push_command(manifest: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = adapt_push(manifest);
-    cmd.args(args)
-        .env("CARGO_TARGET_DIR", shared_target_dir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
 /// `cargo adapt-push --manifest-path MANIFEST` with the hermetic environment of [`tool`], for
-/// the caller to add arguments and settings to (its own target dir: see [`push_command`] for
-/// the shared one).
+/// the caller to add arguments and settings to, then [`ToolCommand::run`]. Cargo builds the
+/// crate in its own `target/` (beside the manifest) unless the test asks for
+/// [`ToolCommand::shared_target_dir`].
 pub fn adapt_push(manifest: impl AsRef<Path>) -> Command {
     let mut cmd = tool();
     cmd.arg("adapt-push")
@@ -76,22 +58,70 @@ pub fn adapt_push(manifest: impl AsRef<Path>) -> Command {
     cmd
 }
 
-/// [`adapt_push`] with `--format json` and then `args`.
-pub fn push_json_command(manifest: &Path, args: &[&str]) -> Command {
-    let mut cmd = adapt_push(manifest);
-    cmd.args(["--format", "json"]).args(args);
-    cmd
+/// The one way the tests run the tool: std's `Command` (from [`tool`] or [`adapt_push`]) is the
+/// builder, and these finish it. A test that must watch or kill the process spawns the command
+/// itself and reads the result with [`Run::from`].
+pub trait ToolCommand {
+    /// Builds crates in one target dir shared by the tests that ask for it, so a dependency or
+    /// an identical crate builds once per suite instead of once per test.
+    fn shared_target_dir(&mut self) -> &mut Command;
+    /// Runs the command to completion and captures both streams.
+    fn run(&mut self) -> Run;
+    /// [`ToolCommand::run`], but a run that takes longer than `limit` is a hang: the process is
+    /// killed and the test fails with what it printed on stderr.
+    fn run_within(&mut self, limit: Duration) -> Run;
 }
 
-/// Runs [`push_json_command`]; read the result with [`json_of`].
-pub fn push_json(manifest: &Path, args: &[&str]) -> Output {
-    push_json_command(manifest, args)
-        .output()
-        .expect("run cargo-adapt-push")
-}
+impl ToolCommand for Command {
+    fn shared_target_dir(&mut self) -> &mut Command {
+        self.env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("registry-tests-target"),
+        )
+    }
 
-fn shared_target_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("registry-tests-target")
+    fn run(&mut self) -> Run {
+        let output = self
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", self.get_program()));
+        Run::from(output)
+    }
+
+    fn run_within(&mut self, limit: Duration) -> Run {
+        let mut child = self
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", self.get_program()));
+        // Both pipes are drained while waiting, so a chatty process cannot block on a full one.
+        let drain = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut text = Vec::new();
+                let _ = pipe.read_to_end(&mut text);
+                text
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+        let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("poll the tool") {
+                break status;
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+                panic!("still running after {limit:?} (hung), killed:\n{stderr}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        Run::from(Output {
+            status,
+            stdout: stdout.join().unwrap(),
+            stderr: stderr.join().unwrap(),
+        })
+    }
 }
 
 /// A Docker config dir holding `config` as config.json.
@@ -106,7 +136,7 @@ pub fn docker_config(dir: &Path, config: &serde_json::Value) -> PathBuf {
     d
 }
 
-/// Output of one run, both streams as text.
+/// What one run of the tool did: its exit status and both streams as text.
 pub struct Run {
     pub status: std::process::ExitStatus,
     pub stdout: String,
@@ -122,6 +152,7 @@ impl Run {
         }
     }
 
+    /// Panics with both streams unless the run succeeded.
     pub fn assert_ok(&self) -> &Run {
         assert!(
             self.status.success(),
@@ -133,6 +164,7 @@ impl Run {
         self
     }
 
+    /// Panics unless the run failed with an exit code: not killed by a signal, no panic.
     pub fn assert_failed(&self) -> &Run {
         assert!(
             !self.status.success(),
@@ -154,6 +186,12 @@ impl Run {
         self
     }
 
+    /// The one JSON document a successful run printed on stdout (`--format json`).
+    pub fn json(&self) -> serde_json::Value {
+        self.assert_ok();
+        serde_json::from_str(&self.stdout).expect("stdout is one JSON document")
+    }
+
     /// The one pull reference on stdout.
     pub fn pull_ref(&self) -> String {
         let lines: Vec<&str> = self.stdout.lines().collect();
@@ -173,29 +211,4 @@ impl Run {
             );
         }
     }
-}
-
-pub fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The one JSON document a successful run printed on stdout (`--format json`).
-pub fn json_of(o: &Output) -> serde_json::Value {
-    assert_success(o);
-    serde_json::from_str(&stdout(o)).expect("stdout is one JSON document")
-}
-
-/// Panics with both streams when the tool failed.
-pub fn assert_success(o: &Output) {
-    assert!(
-        o.status.success(),
-        "tool failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        stdout(o),
-        stderr(o)
-    );
 }
