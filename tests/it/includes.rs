@@ -249,3 +249,36 @@ fn symlinks_inside_an_included_directory_are_copied_as_links() {
     // Nothing under the linked directory was walked into.
     assert!(!entries.iter().any(|e| e.0.starts_with("srv/assets/etc/")));
 }
+
+#[test]
+fn includes_behave_like_copy() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::write(real.join("data.txt"), "data\n").unwrap();
+    std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+    std::fs::write(dir.path().join("app.toml"), "x = 1\n").unwrap();
+    let manifest = write_crate(
+        dir.path(),
+        "inc",
+        &split_config(
+            &registry.addr(),
+            &registry.addr(),
+            "include = [{ from = \"link\", to = \"/srv/data\" }, { from = \"app.toml\", to = \"/etc/inc/\" }]\n",
+        ),
+        HELLO_ONCE,
+    );
+    let out = adapt_push(&manifest).run();
+    out.assert_ok();
+    let (_, repo, digest) = split_ref(out.stdout.trim());
+    let files = image_files(&registry, &repo, &digest);
+    assert!(
+        files.contains(&"srv/data/data.txt".to_string()),
+        "a linked directory is followed: {files:?}"
+    );
+    assert!(
+        files.contains(&"etc/inc/app.toml".to_string()),
+        "`to` ending in / is a directory: {files:?}"
+    );
+}

@@ -369,3 +369,23 @@ fn a_push_killed_midway_leaves_no_broken_tag_and_the_next_one_succeeds() {
     let (status, _, _) = registry.manifest("faults/killed", &digest);
     assert_eq!(status, 200);
 }
+
+#[test]
+fn an_unreachable_registry_fails_with_its_address() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let manifest = write_crate(
+        dir.path(),
+        "lonely",
+        &split_config(&addr, "registry:5000", ""),
+        HELLO_ONCE,
+    );
+    let out = adapt_push(&manifest)
+        .env("ADAPT_PUSH_RETRY_TIMEOUT", "3")
+        .run();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = &out.stderr;
+    assert!(err.contains(&addr) && err.contains("cannot reach"), "{err}");
+}

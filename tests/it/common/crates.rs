@@ -115,3 +115,11 @@ pub fn compressible_text(size: usize) -> Vec<u8> {
 pub fn incompressible_bytes(size: usize, seed: u64) -> Vec<u8> {
     xorshift(seed).take(size).map(|x| x as u8).collect()
 }
+
+/// The `[package.metadata.cluster]` table of a split registry (pushed to `external`, pulled
+/// through `internal`), then the `extra` keys.
+pub fn split_config(external: &str, internal: &str, extra: &str) -> String {
+    format!(
+        "\n[package.metadata.cluster]\nregistry = {{ external = \"{external}\", internal = \"{internal}\" }}\n{extra}"
+    )
+}

@@ -212,3 +212,10 @@ impl Run {
         }
     }
 }
+
+/// Splits a printed pull reference `host/repo@sha256:hex` into (host, repo, digest).
+pub fn split_ref(reference: &str) -> (String, String, String) {
+    let (name, digest) = reference.split_once('@').expect("digest-pinned reference");
+    let (host, repo) = name.split_once('/').expect("host/repo");
+    (host.to_string(), repo.to_string(), digest.to_string())
+}
