@@ -818,7 +818,7 @@ fn no_piece_of_a_password_in_any_address_setting_is_ever_shown() {
     }
 }
 
-/// Sources outside the package are refused (see tests/includes.rs); a file inside it that other
+/// Sources outside the package are refused (see `includes`); a file inside it that other
 /// users of the host cannot read goes in, with a warning: in the image it is world-readable.
 #[test]
 fn included_files_other_users_cannot_read_are_warned_about() {
