@@ -1,7 +1,8 @@
 //! `include` takes files the way Docker's `COPY` takes them from its context, against the real
 //! registry (Debian's docker-registry): sources outside the package (or, for a workspace member,
 //! the workspace) are refused before anything is built, links inside an included directory are
-//! copied as links, and FIFOs and sockets are errors naming them.
+//! copied as links, FIFOs and sockets are errors naming them, and a file other users of the host
+//! cannot read is warned about (it becomes world-readable in the image).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -280,5 +281,34 @@ fn includes_behave_like_copy() {
     assert!(
         files.contains(&"etc/inc/app.toml".to_string()),
         "`to` ending in / is a directory: {files:?}"
+    );
+}
+
+/// A file inside the package that other users of the host cannot read goes in, with a warning:
+/// in the image it is world-readable.
+#[test]
+fn included_files_other_users_cannot_read_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("host-secret.txt");
+    fs::write(&secret, "not for the image").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let manifest = crate_for(
+        dir.path(),
+        &registry.addr(),
+        "team/includes",
+        "include = [{ from = \"host-secret.txt\", to = \"/etc/app/secret.txt\" }]",
+        "includes",
+    );
+    let run = adapt_push(&manifest).shared_target_dir().run();
+    run.assert_ok();
+    let shown = secret.canonicalize().unwrap().display().to_string();
+    assert!(
+        run.stderr.contains(&format!(
+            "`include` entry `host-secret.txt`: {shown} is not readable by every user on this host, but becomes world-readable in the image"
+        )),
+        "{}",
+        run.stderr
     );
 }
