@@ -7,6 +7,7 @@
 
 mod common;
 
+mod architecture;
 mod base_images;
 mod cluster;
 mod config;

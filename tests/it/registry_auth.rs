@@ -270,11 +270,11 @@ fn a_failing_credential_helper_stops_the_push_instead_of_going_anonymous() {
         let repo = format!("team/{name}");
         let manifest = crate_for(&case, &registry.addr(), &repo, "", name);
         let path = path_with(&bin);
-        let run = push(
-            &manifest,
-            &[],
-            &[("DOCKER_CONFIG", config.to_str().unwrap()), ("PATH", &path)],
-        );
+        let run = adapt_push(&manifest)
+            .shared_target_dir()
+            .env("DOCKER_CONFIG", config.to_str().unwrap())
+            .env("PATH", &path)
+            .run();
         run.assert_failed();
         assert!(run.stdout.is_empty(), "{name}: {}", run.stdout);
         let said = run.stderr.split_whitespace().collect::<Vec<_>>().join(" ");
