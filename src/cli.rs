@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::cargo::CargoOptions;
 use crate::request::{
-    Batch, Command as Run, Destinations, Format as OutputFormat, PushRequest, ResolveRequest,
+    Batch, Command as Run, Format as OutputFormat, Outputs, PushRequest, ResolveRequest,
     VerifyRequest,
 };
 use crate::{plan, spec};
@@ -407,9 +407,9 @@ pub struct PushArgs {
 
 impl PushArgs {
     /// The plain request these arguments make. Whether the registry is pushed to is decided
-    /// once, in `Destinations::from_flags`; the plan hears it from there.
+    /// once, in `Outputs::from_flags`; the plan hears it from there.
     fn into_request(self) -> PushRequest {
-        let destinations = Destinations::from_flags(
+        let outputs = Outputs::from_flags(
             self.push,
             self.no_push,
             self.tarball.clone(),
@@ -419,14 +419,14 @@ impl PushArgs {
         );
         PushRequest {
             manifest_path: self.manifest_path.clone(),
-            plan: self.plan_request(!destinations.registry),
+            plan: self.plan_request(!outputs.registry),
             cargo: self.cargo_options(),
             batch: if self.workspace {
                 Batch::Independent
             } else {
                 Batch::Sequential
             },
-            destinations,
+            outputs,
             format: self.format,
             image_refs: self.image_refs,
             dry_run: self.dry_run,

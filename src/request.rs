@@ -29,7 +29,7 @@ impl Command {
     }
 }
 
-/// Build images and send them to their destinations.
+/// Build images and send them to their outputs.
 #[derive(Debug, Clone, Default)]
 pub struct PushRequest {
     /// `--manifest-path`; `None`: the nearest Cargo.toml upward from the current directory.
@@ -37,7 +37,7 @@ pub struct PushRequest {
     /// What to build and where to push it, as the plan takes it.
     pub plan: plan::Request,
     pub cargo: CargoOptions,
-    pub destinations: Destinations,
+    pub outputs: Outputs,
     /// `--workspace`: each image stands alone (one failing stops no other).
     pub batch: Batch,
     /// `--format`: what stdout carries.
@@ -50,11 +50,12 @@ pub struct PushRequest {
     pub verbose: u8,
 }
 
-/// Where images go. Whether the registry is among them is decided here, once: the plan reads
-/// it too (a registry-less run needs no registry configured).
+/// Where a run's images go (`--help` lists these flags under "Destinations"; one registry
+/// destination of an image is a `spec::Destination`). Whether the registry is among them is
+/// decided here, once: the plan reads it too (a registry-less run needs no registry configured).
 #[derive(Debug, Clone, Default)]
-pub struct Destinations {
-    /// Push to the registry: unless `--no-push`, or registry-less destinations without `--push`.
+pub struct Outputs {
+    /// Push to the registry: unless `--no-push`, or registry-less outputs without `--push`.
     pub registry: bool,
     /// `--tarball`: a `docker load` tar.
     pub tarball: Option<PathBuf>,
@@ -66,7 +67,7 @@ pub struct Destinations {
     pub check_pull: bool,
 }
 
-impl Destinations {
+impl Outputs {
     /// From the command line's destination flags (`--push` and `--no-push` exclude each other).
     pub fn from_flags(
         push: bool,
@@ -75,9 +76,9 @@ impl Destinations {
         oci_layout: Option<PathBuf>,
         load: bool,
         check_pull: bool,
-    ) -> Destinations {
+    ) -> Outputs {
         let local = tarball.is_some() || oci_layout.is_some() || load;
-        Destinations {
+        Outputs {
             registry: !no_push && (push || !local),
             tarball,
             oci_layout,

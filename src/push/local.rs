@@ -7,20 +7,20 @@ use crate::engine::{self, EngineImage};
 use crate::plan::Target;
 use crate::publish::{self, local::LocalImage};
 use crate::report::ImageReport;
-use crate::request::Destinations;
+use crate::request::Outputs;
 use crate::shell::Shell;
 
-/// What the registry-less destinations need of one image.
+/// What the registry-less outputs need of one image.
 pub(super) enum Local {
     Oci(LocalImage),
     Engine(EngineImage),
 }
 
-/// The registry-less destinations take every image at once (one tarball, one layout); if
+/// The registry-less outputs take every image at once (one tarball, one layout); if
 /// writing them fails, every image counts as failed.
 pub(super) async fn write_local_destinations(
     published: Vec<(Target, Result<ImageReport>, Option<Local>)>,
-    destinations: &Destinations,
+    outputs: &Outputs,
     shell: &Shell,
 ) -> Vec<(Target, Result<ImageReport>)> {
     let mut results = Vec::new();
@@ -34,7 +34,7 @@ pub(super) async fn write_local_destinations(
         }
         results.push((target, result));
     }
-    if let Err(e) = write_local(destinations, &local_images, &engine_images, shell).await {
+    if let Err(e) = write_local(outputs, &local_images, &engine_images, shell).await {
         for (_, r) in results.iter_mut() {
             if r.is_ok() {
                 *r = Err(miette::miette!("{e:?}"));
@@ -45,24 +45,24 @@ pub(super) async fn write_local_destinations(
 }
 
 pub(super) async fn write_local(
-    destinations: &Destinations,
+    outputs: &Outputs,
     images: &[LocalImage],
     engine_images: &[(EngineImage, Target)],
     shell: &Shell,
 ) -> Result<()> {
-    if let Some(path) = &destinations.tarball
+    if let Some(path) = &outputs.tarball
         && !images.is_empty()
     {
         publish::tarball::write_tarball(path, images, shell)?;
         shell.status("Wrote", &format!("{} (docker load -i)", path.display()));
     }
-    if let Some(dir) = &destinations.oci_layout
+    if let Some(dir) = &outputs.oci_layout
         && !images.is_empty()
     {
         publish::layout::write_layout(dir, images, shell)?;
         shell.status("Wrote", &format!("the OCI layout {}", dir.display()));
     }
-    if destinations.load {
+    if outputs.load {
         if !images.is_empty() {
             let engine = engine::Engine::connect(shell).await?;
             publish::load::load(&engine, images).await?;

@@ -27,7 +27,7 @@ use crate::publish;
 use crate::registry::ClientOptions;
 use crate::registry::pool::Clients;
 use crate::report::ImageReport;
-use crate::request::{Batch, Destinations, PushRequest};
+use crate::request::{Batch, Outputs, PushRequest};
 use crate::shell::Shell;
 use crate::spec::BuilderKind;
 use attachments::{attach_documents, known_manifest};
@@ -64,7 +64,7 @@ async fn push_planned(request: &PushRequest, shell: &Shell) -> Result<Option<Out
     let outcome = push_all(
         &plan,
         &request.cargo,
-        &request.destinations,
+        &request.outputs,
         request.batch,
         shell,
     )
@@ -122,11 +122,11 @@ impl Outcome {
 pub async fn push_all(
     plan: &Plan,
     cargo_options: &CargoOptions,
-    destinations: &Destinations,
+    outputs: &Outputs,
     batch: Batch,
     shell: &Shell,
 ) -> Result<Outcome> {
-    check_local_destinations(plan, destinations)?;
+    check_local_destinations(plan, outputs)?;
     let pools = ClientPools::for_plan(plan, shell);
     let cross_builds = cross_builds_for_all(plan, batch)?;
     let built = build_all(
@@ -134,13 +134,13 @@ pub async fn push_all(
         cross_builds,
         &pools,
         cargo_options,
-        destinations,
+        outputs,
         batch,
         shell,
     )
     .await?;
-    let published = publish_all(built, &pools, destinations, batch, shell).await;
-    let results = write_local_destinations(published, destinations, shell).await;
+    let published = publish_all(built, &pools, outputs, batch, shell).await;
+    let results = write_local_destinations(published, outputs, shell).await;
     Ok(Outcome {
         results,
         planned: plan.targets.len(),
@@ -149,8 +149,8 @@ pub async fn push_all(
 }
 
 /// `--tarball` and `--oci-layout` take only images built in-process.
-fn check_local_destinations(plan: &Plan, destinations: &Destinations) -> Result<()> {
-    if destinations.tarball.is_none() && destinations.oci_layout.is_none() {
+fn check_local_destinations(plan: &Plan, outputs: &Outputs) -> Result<()> {
+    if outputs.tarball.is_none() && outputs.oci_layout.is_none() {
         return Ok(());
     }
     match plan
@@ -235,7 +235,7 @@ async fn build_all(
     cross_builds: Vec<Result<Vec<Option<platform::CrossBuild>>>>,
     pools: &ClientPools,
     cargo_options: &CargoOptions,
-    destinations: &Destinations,
+    outputs: &Outputs,
     batch: Batch,
     shell: &Shell,
 ) -> Result<Vec<BuiltTarget>> {
@@ -252,7 +252,7 @@ async fn build_all(
         let result = match crosses {
             Ok(crosses) => {
                 let early =
-                    i == last && destinations.registry && target.build.builder == BuilderKind::Oci;
+                    i == last && outputs.registry && target.build.builder == BuilderKind::Oci;
                 build_platforms(target, crosses, cargo_options, clients, early, shell).await
             }
             Err(e) => Err(e),
@@ -277,7 +277,7 @@ async fn build_all(
 async fn publish_all(
     built: Vec<BuiltTarget>,
     pools: &ClientPools,
-    destinations: &Destinations,
+    outputs: &Outputs,
     batch: Batch,
     shell: &Shell,
 ) -> Vec<(Target, Result<ImageReport>, Option<Local>)> {
@@ -289,7 +289,7 @@ async fn publish_all(
                     Ok(image) => {
                         let clients = pools.get(pool);
                         let (r, l) =
-                            publish_with_local(&target, clients, &image, destinations, shell).await;
+                            publish_with_local(&target, clients, &image, outputs, shell).await;
                         (target, r, l)
                     }
                     Err(e) => (target, Err(e), None),
@@ -309,7 +309,7 @@ async fn publish_all(
             }
         };
         let (result, local) =
-            publish_with_local(&target, pools.get(pool), &image, destinations, shell).await;
+            publish_with_local(&target, pools.get(pool), &image, outputs, shell).await;
         let failed = result.is_err();
         published.push((target, result, local));
         if failed && !batch.keeps_going() {
@@ -322,31 +322,31 @@ async fn publish_all(
 /// How many images are published at once when that is allowed.
 const PARALLEL_IMAGES: usize = 4;
 
-/// One image to the registry (when asked), then made ready for the registry-less destinations.
+/// One image to the registry (when asked), then made ready for the registry-less outputs.
 async fn publish_with_local(
     target: &Target,
     clients: &Clients,
     images: &[PlatformImage],
-    destinations: &Destinations,
+    outputs: &Outputs,
     shell: &Shell,
 ) -> (Result<ImageReport>, Option<Local>) {
     let image = match images {
         [one] => one,
         several => {
-            let result = if destinations.local() || !destinations.registry {
+            let result = if outputs.local() || !outputs.registry {
                 Err(miette::miette!(
                     help = "push it to a registry, or build one platform (--platform) for these destinations",
                     "{}: an image of several platforms (an index) goes only to a registry; --tarball, --oci-layout, --load and --no-push take one platform",
                     target.build.package
                 ))
             } else {
-                publish_platforms(target, clients, several, destinations, shell).await
+                publish_platforms(target, clients, several, outputs, shell).await
             };
             return (result, None);
         }
     };
-    let result = publish_one(target, clients, image, destinations, shell).await;
-    if result.is_err() || !destinations.local() {
+    let result = publish_one(target, clients, image, outputs, shell).await;
+    if result.is_err() || !outputs.local() {
         return (result, None);
     }
     match &image.image {
@@ -364,12 +364,12 @@ async fn publish_one(
     target: &Target,
     clients: &Clients,
     image: &PlatformImage,
-    destinations: &Destinations,
+    outputs: &Outputs,
     shell: &Shell,
 ) -> Result<ImageReport> {
     let d = &target.destination;
     let mut attached = Vec::new();
-    let digest = if destinations.registry {
+    let digest = if outputs.registry {
         let published = match &image.image {
             Built::Oci(i) => {
                 publish::registry::RegistryPublisher::new(clients, shell)
@@ -378,7 +378,7 @@ async fn publish_one(
             }
             engine => publish::publish(clients, engine, d, shell).await?,
         };
-        if destinations.check_pull {
+        if outputs.check_pull {
             publish::check_pull::check_pull(clients, d, &published.digest, shell).await?;
         }
         if let Some(facts) = &image.facts {
@@ -393,7 +393,7 @@ async fn publish_one(
     Ok(image_report(
         target,
         digest,
-        destinations.registry,
+        outputs.registry,
         &attached,
         Vec::new(),
     ))

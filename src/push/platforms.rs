@@ -13,7 +13,7 @@ use crate::platform;
 use crate::publish::{self, registry::EarlyUploadOutcomes};
 use crate::registry::pool::Clients;
 use crate::report::ImageReport;
-use crate::request::Destinations;
+use crate::request::Outputs;
 use crate::shell::Shell;
 use crate::spec::BuildSpec;
 use crate::supply_chain;
@@ -129,7 +129,7 @@ pub(super) async fn publish_platforms(
     target: &Target,
     clients: &Clients,
     images: &[PlatformImage],
-    destinations: &Destinations,
+    outputs: &Outputs,
     shell: &Shell,
 ) -> Result<ImageReport> {
     let mut list = Vec::new();
@@ -145,7 +145,7 @@ pub(super) async fn publish_platforms(
     }
     let d = &target.destination;
     let (published, per_platform) = publish::index::publish_index(clients, &list, d, shell).await?;
-    if destinations.check_pull {
+    if outputs.check_pull {
         publish::check_pull::check_pull(clients, d, &published.digest, shell).await?;
     }
     let mut platforms = Vec::new();

@@ -14,7 +14,7 @@ use std::path::Path;
 use miette::{Diagnostic, Result, WrapErr};
 
 use crate::plan::Plan;
-use crate::request::{Batch, Destinations, PushRequest, ResolveRequest};
+use crate::request::{Batch, Outputs, PushRequest, ResolveRequest};
 use crate::shell::Shell;
 
 mod input;
@@ -95,7 +95,7 @@ pub async fn run(args: ResolveRequest, shell: &Shell) -> Result<()> {
     let references = push_images(
         &images.plan,
         &args.push.cargo,
-        args.push.destinations.check_pull,
+        args.push.outputs.check_pull,
         shell,
     )
     .await?;
@@ -239,19 +239,13 @@ async fn push_images(
     if plan.targets.is_empty() {
         return Ok(references);
     }
-    let destinations = Destinations {
+    let outputs = Outputs {
         registry: true,
         check_pull,
         ..Default::default()
     };
-    let outcome = crate::push::push_all(
-        plan,
-        cargo_options,
-        &destinations,
-        Batch::AllOrNothing,
-        shell,
-    )
-    .await?;
+    let outcome =
+        crate::push::push_all(plan, cargo_options, &outputs, Batch::AllOrNothing, shell).await?;
     for (i, (_, result)) in outcome.results.into_iter().enumerate() {
         let pushed = result?;
         references[i] = pushed.pull_ref.clone();
