@@ -13,7 +13,7 @@
 //! whenever they change. Runs until killed.
 
 // The fault proxies are the test harness's own, so the tests and this tool break links alike.
-#[path = "../../tests/it/common/faults.rs"]
+#[path = "../../tests/it/common/faults/mod.rs"]
 mod faults;
 
 use std::io::Write;
