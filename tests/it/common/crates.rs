@@ -79,11 +79,24 @@ pub fn crate_with_data_file(dir: &Path, name: &str, registry: &str, file: &str) 
 }
 
 /// A crate in `dir` pushing to `registry` (any string form) as `image`, plus `extra` lines for
-/// the cluster table. `salt` goes into the binary so each crate's layers differ.
+/// the cluster table. `salt` goes into the binary so each crate's layers differ, and into the
+/// package name: these crates build in one shared target dir while other tests of the same
+/// process do, and cargo copies every binary to `target/<profile>/<name>`, so a common name
+/// would let one test's build replace another's binary between its build and its read.
 pub fn crate_for(dir: &Path, registry: &str, image: &str, extra: &str, salt: &str) -> PathBuf {
+    let name: String = salt
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
     write_crate(
         dir,
-        "faulty",
+        &format!("faulty-{name}"),
         &format!(
             "\n[package.metadata.cluster]\nregistry = \"{registry}\"\nimage = \"{image}\"\n{extra}"
         ),
