@@ -62,6 +62,7 @@ pub async fn run(args: VerifyRequest, shell: &Shell) -> Result<bool> {
         insecure,
         ca_cert: args.ca_cert.clone(),
         retry: RetryPolicy::default(),
+        identity: crate::publish::registry::identity(),
     };
     let clients = Clients::new(options, crate::publish::registry::hooks(shell));
     let client = clients.get(&reference.registry).await?;

@@ -18,7 +18,9 @@ use crate::image::{Blob, BlobSource, Image};
 use crate::reference::{Digest, Repository};
 use crate::registry::events::Events;
 use crate::registry::pool::Clients;
-use crate::registry::{ClientOptions, Hooks, Mount, RegistryClient, RegistryError, RetryPolicy};
+use crate::registry::{
+    ClientIdentity, ClientOptions, Hooks, Mount, RegistryClient, RegistryError, RetryPolicy,
+};
 use crate::registry_hints::AppHints;
 use crate::shell::{Progress, Shell, human_bytes};
 use crate::spec::Destination;
@@ -30,7 +32,16 @@ impl From<&crate::spec::RegistryOptions> for ClientOptions {
             insecure: o.insecure.clone(),
             ca_cert: o.ca_cert.clone(),
             retry: RetryPolicy::with_bounds(o.retry_attempts, o.retry_timeout),
+            identity: identity(),
         }
+    }
+}
+
+/// How the registry client names this tool to registries and token services.
+pub fn identity() -> ClientIdentity {
+    ClientIdentity {
+        user_agent: concat!("cargo-adapt-push/", env!("CARGO_PKG_VERSION")).into(),
+        client_id: "cargo-adapt-push".into(),
     }
 }
 

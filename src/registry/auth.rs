@@ -354,7 +354,7 @@ impl RegistryClient {
                 let mut form: Vec<(&str, &str)> = vec![
                     ("grant_type", "refresh_token"),
                     ("refresh_token", refresh),
-                    ("client_id", "cargo-adapt-push"),
+                    ("client_id", self.client_id.as_str()),
                 ];
                 form.extend(query.iter().cloned());
                 self.http.post(realm).form(&form)

@@ -33,6 +33,8 @@ pub struct RegistryClient {
     pub(super) token_fetch: tokio::sync::Mutex<()>,
     pub(super) retry: RetryPolicy,
     pub(super) ca_cert: Option<PathBuf>,
+    /// The OAuth2 `client_id` this client gives a token service.
+    pub(super) client_id: String,
     /// Words the hints of this client's errors.
     pub(super) hints: Arc<dyn Hints>,
     /// Where this client's messages go.
@@ -135,6 +137,7 @@ impl RegistryClient {
             token_fetch: tokio::sync::Mutex::new(()),
             retry: options.retry,
             ca_cert: options.ca_cert.clone(),
+            client_id: options.identity.client_id.clone(),
             hints: hooks.hints.clone(),
             events: hooks.events.clone(),
         }
@@ -262,6 +265,7 @@ pub(super) mod tests {
             token_fetch: tokio::sync::Mutex::new(()),
             retry: RetryPolicy::default(),
             ca_cert: None,
+            client_id: "oci-registry-client".into(),
             hints: Arc::new(crate::registry::hints::DefaultHints),
             events: Events::default(),
         }

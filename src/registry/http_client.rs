@@ -54,7 +54,7 @@ pub(super) fn http_client(
     // uploads. Stalls are detected per request instead (see `send_watched`).
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
-        .user_agent(concat!("cargo-adapt-push/", env!("CARGO_PKG_VERSION")))
+        .user_agent(options.identity.user_agent.as_str())
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(30))
         .dns_resolver(Arc::new(LoopbackNames))

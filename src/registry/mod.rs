@@ -51,7 +51,7 @@ pub use error::RegistryError;
 pub use hints::{DefaultHints, Hints, Problem};
 pub use http::error_chain;
 pub use keychain::{Credential, Keychain, KeychainError, Lookup, look_up};
-pub use options::{ClientOptions, Hooks, RetryPolicy};
+pub use options::{ClientIdentity, ClientOptions, Hooks, RetryPolicy};
 
 #[cfg(test)]
 mod tests {

@@ -56,6 +56,27 @@ pub struct ClientOptions {
     pub insecure: Vec<Registry>,
     pub ca_cert: Option<PathBuf>,
     pub retry: RetryPolicy,
+    /// Who is asking: the application's name and version, as the `User-Agent` says it, and its
+    /// name as the OAuth2 `client_id` of a refresh-token exchange.
+    pub identity: ClientIdentity,
+}
+
+/// How the client names the application it works for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// `User-Agent`, e.g. `my-tool/1.2.3`.
+    pub user_agent: String,
+    /// OAuth2 `client_id` (the distribution token spec asks clients to name themselves).
+    pub client_id: String,
+}
+
+impl Default for ClientIdentity {
+    fn default() -> Self {
+        ClientIdentity {
+            user_agent: "oci-registry-client".into(),
+            client_id: "oci-registry-client".into(),
+        }
+    }
 }
 
 /// What the application plugs into its clients, apart from their settings. The default has no

@@ -389,3 +389,26 @@ fn an_unreachable_registry_fails_with_its_address() {
     let err = &out.stderr;
     assert!(err.contains(&addr) && err.contains("cannot reach"), "{err}");
 }
+
+/// The registry client is a library that names the application it works for: every request of
+/// a push (the API check, blobs, manifests, referrers) says `cargo-adapt-push/<version>`. The
+/// HTTP proxy forwards everything unchanged and logs each request's User-Agent.
+#[test]
+fn every_request_names_the_tool_and_its_version() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = HttpFaultProxy::start(&registry.addr(), HttpFaults::default());
+    let manifest = crate_for(dir.path(), &proxy.addr(), "faults/agent", "", "agent");
+    let run = adapt_push(&manifest).shared_target_dir().run();
+    run.assert_ok();
+    let log = proxy.exchanges();
+    assert!(log.len() > 3, "{log:?}");
+    let expected = format!("cargo-adapt-push/{}", env!("CARGO_PKG_VERSION"));
+    for exchange in &log {
+        assert_eq!(
+            exchange.user_agent.as_deref(),
+            Some(expected.as_str()),
+            "{exchange:?}"
+        );
+    }
+}

@@ -106,6 +106,8 @@ pub struct Exchange {
     pub injected: bool,
     /// Whether the request carried an Authorization header (never its value).
     pub authorized: bool,
+    /// The request's User-Agent.
+    pub user_agent: Option<String>,
 }
 
 /// An HTTP/1.1 proxy to `target` that injects statuses as [`HttpFaults`] says.
@@ -297,6 +299,7 @@ fn handle_http(
         let method = parts.next().unwrap_or("").to_string();
         let path = parts.next().unwrap_or("").to_string();
         let authorized = request.get("authorization").is_some();
+        let user_agent = request.get("user-agent").map(str::to_string);
         let content_type = request.get("content-type").unwrap_or("").to_string();
         let fault = if faults.matches(&method, &path, &content_type) {
             faults.pick(counter.fetch_add(1, Ordering::SeqCst))
@@ -342,6 +345,7 @@ fn handle_http(
                 status,
                 injected: true,
                 authorized,
+                user_agent,
             });
             continue;
         }
@@ -401,6 +405,7 @@ fn handle_http(
             status,
             injected: false,
             authorized,
+            user_agent,
         });
         let close = response
             .get("connection")
