@@ -3,8 +3,12 @@
 
 use std::path::PathBuf;
 
-use crate::cargo::CargoOptions;
 use crate::plan;
+
+// The types a request holds, nameable by an embedder from here.
+pub use crate::cargo::CargoOptions;
+pub use crate::plan::{BuilderChoice, Request as PlanRequest};
+pub use crate::spec::{MediaTypes, SbomFormat};
 
 /// One command to run.
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@ mod cluster;
 mod config;
 mod destinations;
 mod docker;
+mod embedding;
 mod engines;
 mod harness_selftest;
 mod includes;
