@@ -14,10 +14,11 @@ use serde_json::Value;
 use crate::image::{DOCKER_MANIFEST_LIST, OCI_INDEX};
 use crate::reference::{Digest, ImageRef, Registry, Repository};
 use crate::registry::pool::Clients;
-use crate::registry::{ClientOptions, RegistryClient, RetryPolicy};
+use crate::registry::{ClientOptions, RegistryClient};
 use crate::request::Format;
 use crate::request::VerifyRequest;
 use crate::shell::Shell;
+use crate::spec::RegistryOptions;
 use crate::supply_chain::{CYCLONEDX_JSON, IN_TOTO_JSON, SPDX_JSON, provenance};
 
 /// One checked image (the index, or one platform image).
@@ -58,12 +59,12 @@ pub async fn run(args: VerifyRequest, shell: &Shell) -> Result<bool> {
             Registry::parse(host).map_err(|e| miette::miette!("--insecure {host}: {}", e.0))?,
         );
     }
-    let options = ClientOptions {
+    // The same translation as a push's, so both name the tool and retry alike.
+    let options = ClientOptions::from(&RegistryOptions {
         insecure,
         ca_cert: args.ca_cert.clone(),
-        retry: RetryPolicy::default(),
-        identity: crate::publish::registry::identity(),
-    };
+        ..RegistryOptions::default()
+    });
     let clients = Clients::new(options, crate::publish::registry::hooks(shell));
     let client = clients.get(&reference.registry).await?;
     let repo = &reference.repository;

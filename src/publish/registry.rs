@@ -38,7 +38,7 @@ impl From<&crate::spec::RegistryOptions> for ClientOptions {
 }
 
 /// How the registry client names this tool to registries and token services.
-pub fn identity() -> ClientIdentity {
+fn identity() -> ClientIdentity {
     ClientIdentity {
         user_agent: concat!("cargo-adapt-push/", env!("CARGO_PKG_VERSION")).into(),
         client_id: "cargo-adapt-push".into(),
