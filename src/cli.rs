@@ -409,6 +409,7 @@ impl PushArgs {
     /// The plain request these arguments make. Whether the registry is pushed to is decided
     /// once, in `Outputs::from_flags`; the plan hears it from there.
     fn into_request(self) -> PushRequest {
+        let cargo = self.cargo_options();
         let outputs = Outputs::from_flags(
             self.push,
             self.no_push,
@@ -418,9 +419,9 @@ impl PushArgs {
             self.check_pull,
         );
         PushRequest {
-            manifest_path: self.manifest_path.clone(),
             plan: self.plan_request(!outputs.registry),
-            cargo: self.cargo_options(),
+            manifest_path: self.manifest_path,
+            cargo,
             batch: if self.workspace {
                 Batch::Independent
             } else {

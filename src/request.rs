@@ -81,14 +81,15 @@ impl Outputs {
         load: bool,
         check_pull: bool,
     ) -> Outputs {
-        let local = tarball.is_some() || oci_layout.is_some() || load;
-        Outputs {
-            registry: !no_push && (push || !local),
+        let mut outputs = Outputs {
+            registry: false,
             tarball,
             oci_layout,
             load,
             check_pull,
-        }
+        };
+        outputs.registry = !no_push && (push || !outputs.local());
+        outputs
     }
 
     /// Any registry-less destination (`--tarball`, `--oci-layout`, `--load`).
