@@ -39,6 +39,37 @@ impl CargoOptions {
     }
 }
 
+/// One unit cargo compiled (or found fresh) in a build, from its `compiler-artifact` message:
+/// which package, which kind of target, with which features. Cargo's messages carry no edges
+/// and no host/target flag; the SBOM rebuilds the linked closure from these and the resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(dead_code)] // read by the SBOM's dependency graph (issue 17, landing in steps)
+pub struct CompiledUnit {
+    pub package_id: cargo_metadata::PackageId,
+    pub target_kinds: Vec<cargo_metadata::TargetKind>,
+    /// Every feature the unit was compiled with (cargo's fully expanded set).
+    pub features: Vec<String>,
+    /// The files it wrote: in a `--target` build, target units are under `target/<triple>/`,
+    /// host units (build scripts, proc-macros and their dependencies) are not.
+    pub filenames: Vec<PathBuf>,
+}
+
+#[allow(dead_code)] // called by the one-invocation build (issue 17, landing in steps)
+impl CompiledUnit {
+    pub fn from_artifact(artifact: &cargo_metadata::Artifact) -> CompiledUnit {
+        CompiledUnit {
+            package_id: artifact.package_id.clone(),
+            target_kinds: artifact.target.kind.clone(),
+            features: artifact.features.clone(),
+            filenames: artifact
+                .filenames
+                .iter()
+                .map(|f| f.clone().into_std_path_buf())
+                .collect(),
+        }
+    }
+}
+
 /// The Cargo.toml to start from (`--manifest-path`, else found upward) and `cargo metadata`
 /// (without dependencies) for its workspace.
 pub fn workspace_metadata(
