@@ -9,7 +9,8 @@ use miette::{IntoDiagnostic, Result, WrapErr};
 use crate::report::ImageReport;
 
 /// Appends `pull-ref` and `digest` (one image) or `<package>-pull-ref` / `<package>-digest`
-/// (several) to the file `GITHUB_OUTPUT` names, when it is set.
+/// (several; `<package>-<bin>-…` for a package with several images) to the file
+/// `GITHUB_OUTPUT` names, when it is set.
 pub fn write_github_output(images: &[ImageReport]) -> Result<()> {
     let Some(path) = std::env::var_os("GITHUB_OUTPUT").filter(|p| !p.is_empty()) else {
         return Ok(());
@@ -31,8 +32,12 @@ fn github_output(images: &[ImageReport]) -> String {
     let mut text = String::new();
     let single = images.len() == 1;
     for image in images {
+        // A package with several images (one per binary) names each by its binary too.
+        let shared = images.iter().filter(|i| i.package == image.package).count() > 1;
         let prefix = if single {
             String::new()
+        } else if shared {
+            format!("{}-{}-", image.package, image.bin)
         } else {
             format!("{}-", image.package)
         };
@@ -98,9 +103,13 @@ mod tests {
     use super::*;
 
     fn pushed(package: &str, pull_ref: Option<&str>) -> ImageReport {
+        pushed_bin(package, package, pull_ref)
+    }
+
+    fn pushed_bin(package: &str, bin: &str, pull_ref: Option<&str>) -> ImageReport {
         ImageReport {
             package: package.into(),
-            bin: package.into(),
+            bin: bin.into(),
             push_ref: pull_ref.map(String::from),
             pull_ref: pull_ref.map(String::from),
             digest: "sha256:ab".into(),
@@ -121,6 +130,15 @@ mod tests {
         assert_eq!(
             github_output(&[pushed("api", Some("x")), pushed("web", None)]),
             "api-pull-ref=x\napi-digest=sha256:ab\nweb-digest=sha256:ab\n"
+        );
+        // Two binaries of one package: their keys do not collide.
+        assert_eq!(
+            github_output(&[
+                pushed_bin("app", "server", Some("s")),
+                pushed_bin("app", "cli", Some("c")),
+                pushed("web", None),
+            ]),
+            "app-server-pull-ref=s\napp-server-digest=sha256:ab\napp-cli-pull-ref=c\napp-cli-digest=sha256:ab\nweb-digest=sha256:ab\n"
         );
     }
 

@@ -230,12 +230,12 @@ pub struct PushArgs {
 
     /// Every workspace member with cluster settings (its own or the workspace's) and a binary
     /// target; one member failing does not stop the others
-    #[arg(long, conflicts_with_all = ["packages", "bin"], help_heading = "Package Selection")]
+    #[arg(long, conflicts_with_all = ["packages", "bins"], help_heading = "Package Selection")]
     pub workspace: bool,
 
-    /// Binary target to put in the image
-    #[arg(long, value_name = "NAME", help_heading = "Package Selection")]
-    pub bin: Option<String>,
+    /// Binary target to put in an image (repeat for several: one image each)
+    #[arg(long = "bin", value_name = "NAME", help_heading = "Package Selection")]
+    pub bins: Vec<String>,
 
     /// Features to activate (space or comma separated)
     #[arg(
@@ -441,7 +441,7 @@ impl PushArgs {
         plan::Request {
             workspace: self.workspace,
             packages: self.packages.clone(),
-            bin: self.bin.clone(),
+            bins: self.bins.clone(),
             builder: self.builder.map(Into::into),
             media_types: self.media_types.map(Into::into),
             registry: self.registry.clone(),

@@ -147,6 +147,8 @@ cluster_keys! {
     "image" => image: Option<Sourced<String>> = string;
     "tags" => tags: Option<Sourced<Vec<String>>> = string_list;
     "bin" => bin: Option<Sourced<String>> = string;
+    /// Several binaries, one image each; `bin` and `bins` exclude each other.
+    "bins" => bins: Option<Sourced<Vec<String>>> = string_list;
     "base" => base: Option<Sourced<String>> = string;
     "builder" => builder: Option<Sourced<String>> = string;
     "env" => env: BTreeMap<String, Sourced<String>> = string_table;
@@ -214,6 +216,12 @@ impl ClusterConfig {
             if !config.read_key(&reader, key, value)? {
                 return Err(reader.unknown_key(&[], key, KNOWN_KEYS));
             }
+        }
+        if let (Some(_), Some(bins)) = (&config.bin, &config.bins) {
+            return Err(bins.error(
+                "`bin` and `bins` are both set; they name the same thing",
+                Some("keep one: `bins = [\"a\", \"b\"]` for an image per binary, or `bin = \"a\"` for one".into()),
+            ));
         }
         Ok(config)
     }

@@ -21,9 +21,9 @@ use crate::config::{ClusterConfig, ConfigError, Origin};
 use crate::spec::{BuildSpec, Destination, MediaTypes, RegistryOptions};
 pub use facts::{Facts, HostFacts};
 use select::select_packages;
-use target::plan_target;
+use target::plan_targets;
 
-/// Everything needed to build and push, per package.
+/// Everything needed to build and push: one target per image (per binary of each package).
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub targets: Vec<Target>,
@@ -53,7 +53,8 @@ pub struct Request {
     pub workspace: bool,
     /// `-p`: package names or specs.
     pub packages: Vec<String>,
-    pub bin: Option<String>,
+    /// `--bin`, repeatable: these binaries of the chosen packages (cargo's rule).
+    pub bins: Vec<String>,
     pub builder: Option<BuilderChoice>,
     pub media_types: Option<MediaTypes>,
     /// `--registry`, `--registry-external`, `--registry-internal`.
@@ -101,6 +102,7 @@ pub fn make_plan(
         &Origin::workspace(&workspace_manifest),
     )?;
     let epoch = source_date_epoch(facts.source_date_epoch())?;
+    let several_packages = packages.len() > 1;
     let mut targets = Vec::new();
     for package in packages {
         let manifest_path = package.manifest_path.clone().into_std_path_buf();
@@ -108,16 +110,24 @@ pub fn make_plan(
             &package.metadata["cluster"],
             &Origin::package(&manifest_path),
         )?;
-        let config = package_config.merged_over(workspace_config.clone());
+        // `bin`/`bins` name a package's own binaries: a package that sets either ignores both
+        // of the workspace's.
+        let mut workspace_config = workspace_config.clone();
+        if package_config.bin.is_some() || package_config.bins.is_some() {
+            workspace_config.bin = None;
+            workspace_config.bins = None;
+        }
+        let config = package_config.merged_over(workspace_config);
         let layer_cache = metadata
             .target_directory
             .join("adapt-push")
             .join("layers")
             .into_std_path_buf();
-        targets.push(plan_target(
+        targets.extend(plan_targets(
             request,
             package,
             &config,
+            several_packages,
             epoch,
             layer_cache,
             metadata.workspace_root.as_std_path(),

@@ -71,13 +71,37 @@ fn named_packages<'m>(
             }
         }
     }
-    if chosen.len() > 1 && request.bin.is_some() {
-        return Err(ConfigError::plain(
-            "--bin names one binary, but several packages were chosen with -p",
-            Some("push one package at a time with --bin, or set `bin` in each package's [package.metadata.cluster]".into()),
-        ));
+    if chosen.len() > 1 && !request.bins.is_empty() {
+        return with_requested_bins(&request.bins, chosen);
     }
     Ok(chosen)
+}
+
+/// `-p a -p b --bin x`, as cargo reads it: bin `x` of whichever chosen packages have it; a
+/// package with none of the binaries is left out, a binary none of them has is an error.
+fn with_requested_bins<'m>(
+    bins: &[String],
+    chosen: Vec<&'m Package>,
+) -> Result<Vec<&'m Package>, ConfigError> {
+    let has = |p: &Package, bin: &str| {
+        p.targets
+            .iter()
+            .any(|t| t.kind.contains(&TargetKind::Bin) && t.name == bin)
+    };
+    if let Some(missing) = bins.iter().find(|b| !chosen.iter().any(|p| has(p, b))) {
+        let names: Vec<&str> = chosen.iter().map(|p| p.name.as_str()).collect();
+        return Err(ConfigError::plain(
+            format!(
+                "--bin {missing}: none of the packages chosen with -p ({}) has a binary named `{missing}`",
+                names.join(", ")
+            ),
+            Some("`cargo metadata --no-deps` lists each package's targets".into()),
+        ));
+    }
+    Ok(chosen
+        .into_iter()
+        .filter(|p| bins.iter().any(|b| has(p, b)))
+        .collect())
 }
 
 /// A virtual workspace root: make the user choose, showing the packages that are set up.
@@ -136,12 +160,16 @@ pub(super) fn workspace_members(metadata: &Metadata) -> Result<Vec<&Package>, Co
     Ok(chosen)
 }
 
-pub(super) fn select_bin(
+/// The binaries that get an image: `--bin`s over `bins`/`bin`, else the only binary or
+/// `default-run`. `several_packages`: the `--bin`s were checked across packages (cargo's rule),
+/// so this package takes those it has.
+pub(super) fn select_bins(
     request: &Request,
     package: &Package,
     config: &ClusterConfig,
     origin: &Origin,
-) -> Result<String, ConfigError> {
+    several_packages: bool,
+) -> Result<Vec<String>, ConfigError> {
     let bins: Vec<&str> = package
         .targets
         .iter()
@@ -159,45 +187,69 @@ pub(super) fn select_bin(
             Some("add src/main.rs or a [[bin]] target".into()),
         ));
     }
-    let requested = match (&request.bin, &config.bin) {
-        (Some(b), _) => Some((b.clone(), None)),
-        (None, Some(b)) => Some((b.value.clone(), Some(b))),
-        (None, None) => None,
+    let missing = |name: &str| {
+        format!(
+            "package `{}` has no binary named `{name}`; it has: {}",
+            package.name,
+            bins.join(", ")
+        )
     };
-    match requested {
-        Some((name, sourced)) => {
+    let mut chosen: Vec<String> = Vec::new();
+    let mut choose = |name: &str| {
+        if !chosen.iter().any(|c| c == name) {
+            chosen.push(name.to_string());
+        }
+    };
+    if !request.bins.is_empty() {
+        for name in &request.bins {
             if bins.contains(&name.as_str()) {
-                Ok(name)
-            } else {
-                let message = format!(
-                    "package `{}` has no binary named `{name}`; it has: {}",
-                    package.name,
-                    bins.join(", ")
-                );
-                Err(match sourced {
-                    Some(s) => s.error(message, None),
-                    None => ConfigError::plain(format!("--bin: {message}"), None),
-                })
+                choose(name);
+            } else if !several_packages {
+                return Err(ConfigError::plain(
+                    format!("--bin: {}", missing(name)),
+                    None,
+                ));
             }
         }
-        None if bins.len() == 1 => Ok(bins[0].to_string()),
-        None => match &package.default_run {
-            Some(d) => Ok(d.clone()),
-            None => Err(ConfigError::at(
-                origin,
-                &[],
-                format!(
-                    "package `{}` has several binaries ({}); say which one goes in the image",
-                    package.name,
-                    bins.join(", ")
-                ),
-                Some(format!(
-                    "set bin = \"{}\" in [package.metadata.cluster], or pass --bin",
-                    bins[0]
-                )),
+    } else if let Some(b) = &config.bin {
+        if !bins.contains(&b.value.as_str()) {
+            return Err(b.error(missing(&b.value), None));
+        }
+        choose(&b.value);
+    } else if let Some(list) = &config.bins {
+        if list.value.is_empty() {
+            return Err(list.error(
+                "`bins` is empty; it names the binaries that get an image",
+                Some(format!("bins = [\"{}\"]", bins.join("\", \""))),
+            ));
+        }
+        for name in &list.value {
+            if !bins.contains(&name.as_str()) {
+                return Err(list.error(missing(name), None));
+            }
+            choose(name);
+        }
+    } else if bins.len() == 1 {
+        choose(bins[0]);
+    } else if let Some(d) = &package.default_run {
+        choose(d);
+    } else {
+        return Err(ConfigError::at(
+            origin,
+            &[],
+            format!(
+                "package `{}` has several binaries ({}); say which go in images",
+                package.name,
+                bins.join(", ")
+            ),
+            Some(format!(
+                "set bin = \"{}\" or bins = [\"{}\"] in [package.metadata.cluster], or pass --bin (once per binary)",
+                bins[0],
+                bins.join("\", \"")
             )),
-        },
+        ));
     }
+    Ok(chosen)
 }
 
 #[cfg(test)]
@@ -279,20 +331,25 @@ mod tests {
                 ws.root.display()
             )
         );
-        let one_bin_for_two = Request {
-            bin: Some("api".into()),
-            ..packages(&["api", "tool"])
+        // cargo's rule: `--bin` takes the binary of whichever chosen package has it.
+        let bins = |bins: &[&str], specs: &[&str]| Request {
+            bins: bins.iter().map(|b| b.to_string()).collect(),
+            ..packages(specs)
         };
-        assert!(
-            select(&ws, &one_bin_for_two, manifest)
-                .unwrap_err()
-                .starts_with("--bin names one binary, but several packages were chosen with -p")
+        assert_eq!(
+            select(&ws, &bins(&["tool"], &["api", "tool"]), manifest).unwrap(),
+            ["tool"]
         );
-        // The same package twice is one package: --bin is fine.
-        let twice = Request {
-            bin: Some("api".into()),
-            ..packages(&["api", "api@1.2.3"])
-        };
+        assert_eq!(
+            select(&ws, &bins(&["tool", "api"], &["api", "tool"]), manifest).unwrap(),
+            ["api", "tool"]
+        );
+        assert_eq!(
+            select(&ws, &bins(&["api", "gui"], &["api", "tool"]), manifest).unwrap_err(),
+            "--bin gui: none of the packages chosen with -p (api, tool) has a binary named `gui` | help: `cargo metadata --no-deps` lists each package's targets"
+        );
+        // The same package twice is one package: --bin is checked against it alone (later).
+        let twice = bins(&["api"], &["api", "api@1.2.3"]);
         assert_eq!(select(&ws, &twice, manifest).unwrap(), ["api"]);
     }
 
@@ -334,19 +391,27 @@ mod tests {
         );
     }
 
-    fn bin(ws: &Workspace, bin: Option<&str>) -> Result<String, String> {
+    fn bins(ws: &Workspace, bins: &[&str]) -> Result<Vec<String>, String> {
         let request = Request {
-            bin: bin.map(String::from),
+            bins: bins.iter().map(|b| b.to_string()).collect(),
             ..Request::default()
         };
         let name = ws.metadata.packages[0].name.to_string();
-        select_bin(
+        select_bins(
             &request,
             ws.package(&name),
             &ws.config(&name),
             &ws.origin(&name),
+            false,
         )
         .map_err(|e| said(&e))
+    }
+
+    fn bin(ws: &Workspace, bin: Option<&str>) -> Result<String, String> {
+        bins(ws, bin.as_slice()).map(|chosen| {
+            assert_eq!(chosen.len(), 1, "{chosen:?}");
+            chosen[0].clone()
+        })
     }
 
     #[test]
@@ -358,9 +423,9 @@ mod tests {
         let said = bin(&several, None).unwrap_err();
         assert!(
             said.contains(
-                "package `app` has several binaries (server, cli); say which one goes in the image"
+                "package `app` has several binaries (server, cli); say which go in images"
             ) && said.ends_with(
-                "help: set bin = \"server\" in [package.metadata.cluster], or pass --bin"
+                "help: set bin = \"server\" or bins = [\"server\", \"cli\"] in [package.metadata.cluster], or pass --bin (once per binary)"
             ),
             "{said}"
         );
@@ -397,6 +462,44 @@ mod tests {
         assert!(
             said.contains("package `app` has no binary target to put in an image")
                 && said.ends_with("help: add src/main.rs or a [[bin]] target"),
+            "{said}"
+        );
+    }
+
+    #[test]
+    fn several_binaries_come_from_repeated_flags_or_bins_and_bins_is_checked() {
+        let two = || member("app", json!({})).bins(&["server", "cli", "admin"]);
+        let ws = Workspace::single(two());
+        assert_eq!(
+            bins(&ws, &["cli", "server", "cli"]).unwrap(),
+            ["cli", "server"]
+        );
+        assert_eq!(
+            bins(&ws, &["cli", "gui"]).unwrap_err(),
+            "--bin: package `app` has no binary named `gui`; it has: server, cli, admin"
+        );
+
+        let set = Workspace::single(
+            member("app", json!({ "bins": ["server", "cli"] })).bins(&["server", "cli", "admin"]),
+        );
+        assert_eq!(bins(&set, &[]).unwrap(), ["server", "cli"]);
+        // The flags are over the setting.
+        assert_eq!(bins(&set, &["admin"]).unwrap(), ["admin"]);
+
+        let wrong = Workspace::single(
+            member("app", json!({ "bins": ["server", "gui"] })).bins(&["server"]),
+        );
+        let said = bins(&wrong, &[]).unwrap_err();
+        assert!(
+            said.contains(
+                "[package.metadata.cluster] `bins`: package `app` has no binary named `gui`; it has: server"
+            ),
+            "{said}"
+        );
+        let empty = Workspace::single(member("app", json!({ "bins": [] })).bins(&["server"]));
+        let said = bins(&empty, &[]).unwrap_err();
+        assert!(
+            said.contains("`bins` is empty") && said.ends_with("help: bins = [\"server\"]"),
             "{said}"
         );
     }

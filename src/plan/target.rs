@@ -12,16 +12,70 @@ use super::platforms::plan_platforms;
 use super::supply_chain::plan_supply_chain;
 use super::{
     Request, Target, builder::choose_builder, builder::docker_spec, registry::registry_split,
-    select::select_bin, tags::render_tags,
+    select::select_bins, tags::render_tags,
 };
 use crate::config::{ClusterConfig, ConfigError, Origin, Sourced};
 use crate::reference::{ImageRef, Registry, RegistryLocation, Repository};
 use crate::spec::{Base, BuildSpec, Destination, ImageSpec, MediaTypes, RegistryOptions};
 
-pub(super) fn plan_target(
+/// One package's targets: one per binary it puts in an image. `several_packages`: the run chose
+/// more than one package, so `--bin`s missing from this one belong to another.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn plan_targets(
     request: &Request,
     package: &Package,
     config: &ClusterConfig,
+    several_packages: bool,
+    epoch: u64,
+    layer_cache: PathBuf,
+    workspace_root: &Path,
+    facts: &dyn Facts,
+) -> Result<Vec<Target>, ConfigError> {
+    let manifest_path = package.manifest_path.clone().into_std_path_buf();
+    let origin = Origin::package(&manifest_path);
+    let bins = select_bins(request, package, config, &origin, several_packages)?;
+    // Several images under one fixed name would overwrite each other's tags.
+    if let Some(image) = &config.image
+        && bins.len() > 1
+        && !image.value.contains("{bin}")
+    {
+        return Err(image.error(
+            format!(
+                "\"{}\" is one name for the {} binaries of package `{}` ({}); each needs its own image",
+                image.value,
+                bins.len(),
+                package.name,
+                bins.join(", ")
+            ),
+            Some(format!(
+                "put {{bin}} in it, e.g. image = \"{}-{{bin}}\", or choose one binary with --bin",
+                image.value
+            )),
+        ));
+    }
+    bins.iter()
+        .map(|bin| {
+            plan_target(
+                request,
+                package,
+                config,
+                bin,
+                epoch,
+                layer_cache.clone(),
+                workspace_root,
+                facts,
+            )
+        })
+        .collect()
+}
+
+/// The target of one binary of `package`.
+#[allow(clippy::too_many_arguments)]
+fn plan_target(
+    request: &Request,
+    package: &Package,
+    config: &ClusterConfig,
+    bin: &str,
     epoch: u64,
     layer_cache: PathBuf,
     workspace_root: &Path,
@@ -34,7 +88,7 @@ pub(super) fn plan_target(
         .to_path_buf();
     let origin = Origin::package(&manifest_path);
 
-    let bin = select_bin(request, package, config, &origin)?;
+    let bin = bin.to_string();
     let (external, internal) = registry_split(request, config, &origin, facts)?;
     let (repository, pull_repository) =
         repositories(package, config, &bin, &origin, &external, &internal)?;
@@ -47,7 +101,7 @@ pub(super) fn plan_target(
     let env = plan_env(config)?;
     let annotations = annotations(package, &git);
     let labels = labels(config, &annotations)?;
-    let user = config.user.as_ref().map(|u| u.value.clone());
+    let user = plan_user(config, &base);
     let mut warnings = Vec::new();
     let includes = plan_includes(config, &[&package_dir, workspace_root], &mut warnings)?;
     let registry_options = plan_registry_options(request, config, &external.registry)?;
@@ -94,8 +148,8 @@ pub(super) fn plan_target(
     })
 }
 
-/// The image's repository under the external address and under the internal one: `image`, else
-/// the package's name (with the binary's when the package has several).
+/// The image's repository under the external address and under the internal one: `image` (with
+/// `{package}` and `{bin}` filled in), else [`default_image_name`].
 fn repositories(
     package: &Package,
     config: &ClusterConfig,
@@ -105,15 +159,13 @@ fn repositories(
     internal: &RegistryLocation,
 ) -> Result<(Repository, Repository), ConfigError> {
     let image_name = match &config.image {
-        Some(image) => image.clone(),
-        // One binary: the package's name. Several: one repository per binary, so images of
-        // different binaries never overwrite each other's tags.
+        Some(image) => Sourced {
+            value: render_image(&image.value, package.name.as_str(), bin)
+                .map_err(|message| image.error(message, None))?,
+            ..image.clone()
+        },
         None => Sourced {
-            value: if package.targets.iter().filter(|t| t.is_bin()).count() > 1 {
-                format!("{}-{}", package.name, bin).to_ascii_lowercase()
-            } else {
-                package.name.to_ascii_lowercase()
-            },
+            value: default_image_name(package, bin),
             origin: origin.clone(),
             key: vec!["image".into()],
         },
@@ -147,6 +199,48 @@ fn repositories(
     Ok((repository, pull_repository))
 }
 
+/// The image name when `image` is not set. A package with one binary: the package's name. With
+/// several, one repository per binary (so their tags never overwrite each other's): the
+/// binary's name when it is the package's or starts with `<package>-` (mini-redis's
+/// `mini-redis-server`), else `<package>-<binary>`. Lowercased, as repositories must be.
+pub(super) fn default_image_name(package: &Package, bin: &str) -> String {
+    let package_name = package.name.as_str();
+    let several = package.targets.iter().filter(|t| t.is_bin()).count() > 1;
+    let name = if !several {
+        package_name.to_string()
+    } else if bin == package_name || bin.starts_with(&format!("{package_name}-")) {
+        bin.to_string()
+    } else {
+        format!("{package_name}-{bin}")
+    };
+    name.to_ascii_lowercase()
+}
+
+/// `image` with `{package}` and `{bin}` replaced by the (lowercased) names.
+fn render_image(template: &str, package: &str, bin: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("`{template}` has a `{{` that is never closed"));
+        };
+        match &after[..end] {
+            "package" => out.push_str(&package.to_ascii_lowercase()),
+            "bin" => out.push_str(&bin.to_ascii_lowercase()),
+            other => {
+                return Err(format!(
+                    "unknown placeholder `{{{other}}}` in `{template}`; `image` knows {{package}} and {{bin}}"
+                ));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 /// `base`: scratch, or an image read through the external address.
 fn plan_base(
     config: &ClusterConfig,
@@ -172,6 +266,21 @@ fn plan_base(
     };
     Ok(base)
 }
+
+/// The image's user: `user`; unset on scratch, nonroot by number (Kubernetes' `runAsNonRoot`
+/// can only verify a numeric user); unset on a base, the base's. `user = "root"` on scratch is
+/// no user at all, the image earlier releases made by default.
+fn plan_user(config: &ClusterConfig, base: &Base) -> Option<String> {
+    match (&config.user, base) {
+        (Some(u), Base::Scratch) if u.value == "root" => None,
+        (Some(u), _) => Some(u.value.clone()),
+        (None, Base::Scratch) => Some(DEFAULT_SCRATCH_USER.to_string()),
+        (None, Base::Image(_)) => None,
+    }
+}
+
+/// nonroot in the scratch image's /etc/passwd, as ko's and distroless' images run.
+const DEFAULT_SCRATCH_USER: &str = "65532:65532";
 
 /// `user` is one word; on scratch, one the scratch image's /etc/passwd knows.
 fn check_user(config: &ClusterConfig, base: &Base) -> Result<(), ConfigError> {
@@ -451,6 +560,31 @@ mod tests {
             .unwrap(),
             "team/app-server"
         );
+        // Several binaries: the binary's name when it is the package's or starts with
+        // `<package>-`, else `<package>-<bin>`.
+        let several = |bin: &'static str| {
+            repository(
+                member("mini-redis", registry())
+                    .bins(&[
+                        "mini-redis-server",
+                        "mini-redis-cli",
+                        "mini-redis",
+                        "tool",
+                        "mini-redisx",
+                    ])
+                    .default_run(bin),
+            )
+            .unwrap()
+        };
+        assert_eq!(several("mini-redis-server"), "team/mini-redis-server");
+        assert_eq!(several("mini-redis"), "team/mini-redis");
+        assert_eq!(several("tool"), "team/mini-redis-tool");
+        assert_eq!(several("mini-redisx"), "team/mini-redis-mini-redisx");
+        // One binary: the package's name, whatever the binary is called.
+        assert_eq!(
+            repository(member("app", registry()).bins(&["server"])).unwrap(),
+            "team/app"
+        );
         let named = json!({ "registry": "localhost:5000/team", "image": "platform/greeter" });
         assert_eq!(
             repository(member("app", named)).unwrap(),
@@ -462,6 +596,108 @@ mod tests {
                 && said.ends_with("help: set `image` to a lowercase path like \"team/service\""),
             "{said}"
         );
+    }
+
+    #[test]
+    fn several_binaries_are_one_target_each_and_a_fixed_image_name_is_refused() {
+        let plan = |cluster: Value, request: Request| {
+            Workspace::single(member("app", cluster).bins(&["server", "cli", "admin"]))
+                .plan(&request, &FakeFacts::default())
+                .map(|p| {
+                    p.targets
+                        .iter()
+                        .map(|t| format!("{} {}", t.build.bin, t.destination.repository))
+                        .collect::<Vec<_>>()
+                })
+                .map_err(|e| super::super::testing::said(&e))
+        };
+        let flags = |bins: &[&str]| Request {
+            bins: bins.iter().map(|b| b.to_string()).collect(),
+            ..Request::default()
+        };
+        let registry = json!({ "registry": "localhost:5000" });
+        assert_eq!(
+            plan(registry.clone(), flags(&["server", "cli"])).unwrap(),
+            ["server app-server", "cli app-cli"]
+        );
+        assert_eq!(
+            plan(
+                json!({ "registry": "localhost:5000", "bins": ["admin", "cli"] }),
+                Request::default()
+            )
+            .unwrap(),
+            ["admin app-admin", "cli app-cli"]
+        );
+        // `image` with {bin} (and {package}) names each binary's image.
+        assert_eq!(
+            plan(
+                json!({ "registry": "localhost:5000", "image": "team/{package}/{bin}" }),
+                flags(&["server", "cli"])
+            )
+            .unwrap(),
+            ["server team/app/server", "cli team/app/cli"]
+        );
+        // Without it, one name for several images is refused, naming the key.
+        let said = plan(
+            json!({ "registry": "localhost:5000", "image": "team/app" }),
+            flags(&["server", "cli"]),
+        )
+        .unwrap_err();
+        assert!(
+            said.contains("[package.metadata.cluster] `image`: \"team/app\" is one name for the 2 binaries of package `app` (server, cli); each needs its own image")
+                && said.ends_with("help: put {bin} in it, e.g. image = \"team/app-{bin}\", or choose one binary with --bin"),
+            "{said}"
+        );
+        // One binary: a fixed name is fine.
+        assert_eq!(
+            plan(
+                json!({ "registry": "localhost:5000", "image": "team/app" }),
+                flags(&["cli"])
+            )
+            .unwrap(),
+            ["cli team/app"]
+        );
+        let said = plan(
+            json!({ "registry": "localhost:5000", "image": "team/{version}" }),
+            flags(&["cli"]),
+        )
+        .unwrap_err();
+        assert!(
+            said.contains("[package.metadata.cluster]: unknown placeholder `{version}` in `team/{version}`; `image` knows {package} and {bin}"),
+            "{said}"
+        );
+        // `bin` and `bins` in one table: an error naming both.
+        let said = plan(
+            json!({ "registry": "localhost:5000", "bin": "cli", "bins": ["cli"] }),
+            Request::default(),
+        )
+        .unwrap_err();
+        assert!(
+            said.contains("[package.metadata.cluster]: `bin` and `bins` are both set; they name the same thing"),
+            "{said}"
+        );
+    }
+
+    #[test]
+    fn a_member_s_bin_replaces_the_workspace_s_bins() {
+        let ws = Workspace::members(
+            json!({ "registry": "localhost:5000", "bins": ["server", "cli"] }),
+            vec![
+                member("api", json!({ "bin": "cli" })).bins(&["server", "cli"]),
+                member("web", json!({})).bins(&["server", "cli"]),
+            ],
+        );
+        let request = Request {
+            workspace: true,
+            ..Request::default()
+        };
+        let plan = ws.plan(&request, &FakeFacts::default()).unwrap();
+        let images: Vec<String> = plan
+            .targets
+            .iter()
+            .map(|t| t.destination.repository.to_string())
+            .collect();
+        assert_eq!(images, ["api-cli", "web-server", "web-cli"]);
     }
 
     #[test]
@@ -512,9 +748,28 @@ mod tests {
     }
 
     #[test]
+    fn on_scratch_the_user_is_nonroot_by_number_unless_set_and_root_is_no_user() {
+        let user = |cluster: Value| target(cluster).map(|t| t.build.image.user);
+        assert_eq!(user(json!({})), Ok(Some("65532:65532".into())));
+        assert_eq!(
+            user(json!({ "base": "scratch" })),
+            Ok(Some("65532:65532".into()))
+        );
+        // "root": the config earlier releases wrote by default, with no User.
+        assert_eq!(user(json!({ "user": "root" })), Ok(None));
+        // A base keeps its own user unless `user` says otherwise; there "root" is written.
+        let base = "localhost:5000/debian:12";
+        assert_eq!(user(json!({ "base": base })), Ok(None));
+        assert_eq!(
+            user(json!({ "base": base, "user": "root" })),
+            Ok(Some("root".into()))
+        );
+    }
+
+    #[test]
     fn on_scratch_the_user_is_one_its_passwd_knows() {
         let user = |cluster: Value| target(cluster).map(|t| t.build.image.user);
-        for known in ["nonroot", "65532", "65532:65532", "nobody:nobody", "root"] {
+        for known in ["nonroot", "65532", "65532:65532", "nobody:nobody", "0"] {
             assert_eq!(user(json!({ "user": known })), Ok(Some(known.to_string())));
         }
         let said = user(json!({ "user": "app" })).unwrap_err();

@@ -168,12 +168,32 @@ impl<'a> Images<'a> {
         let mut request = self.args.plan.clone();
         request.packages = vec![p.package.clone()];
         request.workspace = false;
-        if p.bin.is_some() {
-            request.bin = p.bin.clone();
+        if let Some(bin) = &p.bin {
+            request.bins = vec![bin.clone()];
         }
         let single = crate::plan::make_plan(&request, self.metadata, self.manifest, &self.facts)
             .map_err(miette::Report::new)
             .wrap_err_with(|| format!("{}:{}: for `{}`", input.name, p.line, p.text))?;
+        // One placeholder is one reference: with `bins` (or several --bin) it must say which.
+        if single.targets.len() > 1 {
+            let bins: Vec<&str> = single
+                .targets
+                .iter()
+                .map(|t| t.build.bin.as_str())
+                .collect();
+            return Err(ResolveError::Placeholder {
+                file: input.name.clone(),
+                line: p.line,
+                placeholder: p.text.clone(),
+                reason: format!(
+                    "package `{}` puts several binaries in images ({}); a placeholder names one",
+                    p.package,
+                    bins.join(", ")
+                ),
+                help: format!("write {SCHEME}{}/{}", p.package, bins[0]),
+            }
+            .into());
+        }
         for target in single.targets {
             // `adapt://api` and `adapt://api/api` may name the same image: build it once.
             let same = self.plan.targets.iter().position(|t| {
