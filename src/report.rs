@@ -121,6 +121,12 @@ struct PlannedImage<'a> {
     bin: &'a str,
     builder: &'a str,
     base: String,
+    /// The config's User as we set it; `null`: none of ours (the base's, the Dockerfile's, or
+    /// none at all, which runs as root).
+    user: Option<&'a str>,
+    /// The engine builds the user's own Dockerfile, which says who the image runs as.
+    #[serde(skip)]
+    own_dockerfile: bool,
     push_name: String,
     pull_name: String,
     tags: Vec<String>,
@@ -142,25 +148,31 @@ pub fn print_plan(plan: &Plan, format: Format) -> std::io::Result<()> {
     let images: Vec<PlannedImage> = plan
         .targets
         .iter()
-        .map(|t| PlannedImage {
-            package: &t.build.package,
-            version: &t.build.version,
-            bin: &t.build.bin,
-            builder: t.build.builder.name(),
-            base: match &t.build.image.base {
-                crate::spec::Base::Scratch => "scratch".to_string(),
-                crate::spec::Base::Image(r) => r.to_string(),
-            },
-            push_name: t.destination.push_name(),
-            pull_name: t.destination.pull_name(),
-            tags: t.destination.tags.iter().map(|t| t.to_string()).collect(),
-            platforms: t.platforms.iter().map(|p| p.to_string()).collect(),
-            sbom: match t.supply_chain.sbom {
-                crate::spec::SbomFormat::Spdx => "spdx",
-                crate::spec::SbomFormat::Cyclonedx => "cyclonedx",
-                crate::spec::SbomFormat::None => "none",
-            },
-            provenance: t.supply_chain.provenance,
+        .map(|t| {
+            let own_dockerfile = t.build.builder == crate::spec::BuilderKind::Docker
+                && t.build.docker.dockerfile.is_some();
+            PlannedImage {
+                package: &t.build.package,
+                version: &t.build.version,
+                bin: &t.build.bin,
+                builder: t.build.builder.name(),
+                base: match &t.build.image.base {
+                    crate::spec::Base::Scratch => "scratch".to_string(),
+                    crate::spec::Base::Image(r) => r.to_string(),
+                },
+                own_dockerfile,
+                user: t.build.image.user.as_deref().filter(|_| !own_dockerfile),
+                push_name: t.destination.push_name(),
+                pull_name: t.destination.pull_name(),
+                tags: t.destination.tags.iter().map(|t| t.to_string()).collect(),
+                platforms: t.platforms.iter().map(|p| p.to_string()).collect(),
+                sbom: match t.supply_chain.sbom {
+                    crate::spec::SbomFormat::Spdx => "spdx",
+                    crate::spec::SbomFormat::Cyclonedx => "cyclonedx",
+                    crate::spec::SbomFormat::None => "none",
+                },
+                provenance: t.supply_chain.provenance,
+            }
         })
         .collect();
     let mut out = std::io::stdout().lock();
@@ -174,6 +186,13 @@ pub fn print_plan(plan: &Plan, format: Format) -> std::io::Result<()> {
                 writeln!(out, "{} {} (bin {})", i.package, i.version, i.bin)?;
                 writeln!(out, "  builder   {}", i.builder)?;
                 writeln!(out, "  base      {}", i.base)?;
+                let user = match i.user {
+                    Some(u) => u,
+                    None if i.own_dockerfile => "the Dockerfile's",
+                    None if i.base == "scratch" => "none (root)",
+                    None => "the base's",
+                };
+                writeln!(out, "  user      {user}")?;
                 writeln!(
                     out,
                     "  push to   {} (tags: {})",

@@ -9,6 +9,7 @@ mod common;
 
 mod architecture;
 mod base_images;
+mod binaries;
 mod cluster;
 mod config;
 mod destinations;

@@ -37,7 +37,8 @@ resolver = \"2\"
     };
     member(root, "api", &cluster("shop/api"), &[]);
     member(root, "web", &cluster("shop/web"), &[]);
-    // Two binaries: `adapt://worker/cron` picks one; the image names say which.
+    // Two binaries: `adapt://worker/cron` picks one; the image names say which (`worker`, the
+    // package's own name, and `worker-cron`).
     member(
         root,
         "worker",
@@ -127,7 +128,7 @@ fn a_directory_of_manifests_resolves_to_references_that_pull_through_internal() 
     let (api, web, worker, cron) = (
         reference("shop/api"),
         reference("shop/web"),
-        reference("worker-worker"),
+        reference("worker"),
         reference("worker-cron"),
     );
     let expected_deploy = DEPLOY
