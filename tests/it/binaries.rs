@@ -283,3 +283,44 @@ fn a_scratch_image_runs_as_65532_by_default_and_user_root_gives_the_old_config()
         "{config}"
     );
 }
+
+#[test]
+fn a_resolve_placeholder_names_one_binary_of_a_package_with_bins() {
+    let registry = TestRegistry::start();
+    let addr = registry.addr();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = kv(
+        dir.path(),
+        &format!("registry = \"{addr}\"\nbins = [\"kv\", \"admin\"]"),
+    );
+    let resolve = |yaml: &str| {
+        let file = dir.path().join("deploy.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        tool()
+            .args(["adapt-push", "resolve", "--manifest-path"])
+            .arg(&manifest)
+            .arg("-f")
+            .arg(&file)
+            .run()
+    };
+    let out = resolve("image: adapt://kv\n");
+    out.assert_failed();
+    assert!(
+        out.stderr.contains(
+            "package `kv` puts several binaries in images (kv, admin); a placeholder names one"
+        ) && out.stderr.contains("write adapt://kv/kv"),
+        "{}",
+        out.stderr
+    );
+    assert!(registry.tags("kv").is_empty(), "nothing pushed");
+
+    let out = resolve("image: adapt://kv/admin\n");
+    out.assert_ok();
+    assert!(
+        out.stdout
+            .starts_with(&format!("image: {addr}/kv-admin@sha256:")),
+        "{}",
+        out.stdout
+    );
+    assert!(registry.tags("kv").is_empty(), "only the named binary");
+}

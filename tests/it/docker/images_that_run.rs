@@ -126,7 +126,8 @@ fn a_scratch_image_runs_as_nonroot_with_a_writable_temp_dir() {
         dir.path(),
         "tmpwriter",
         &format!(
-            "\n[package.metadata.cluster]\nregistry = \"{}\"\nuser = \"nonroot\"\n",
+            // No `user`: nonroot (65532) is the default on scratch.
+            "\n[package.metadata.cluster]\nregistry = \"{}\"\n",
             registry.addr()
         ),
         r#"fn main() {
@@ -150,6 +151,29 @@ fn a_scratch_image_runs_as_nonroot_with_a_writable_temp_dir() {
         .run();
     out.assert_ok();
     let reference = single_reference(&out, &format!("{}/tmpwriter", registry.addr()));
+    assert_eq!(
+        docker_pull_run(&host, &reference, &[]),
+        "uid 65532 wrote /tmp/written-by-me ok"
+    );
+    // The engine building the generated Dockerfile gives the same user.
+    let out = adapt_push(&manifest)
+        .args(["--builder", "docker"])
+        .env("DOCKER_HOST", &host)
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker-scratch-target"),
+        )
+        .run();
+    out.assert_ok();
+    let reference = single_reference(&out, &format!("{}/tmpwriter", registry.addr()));
+    docker_ok(&host, &["pull", &reference]);
+    assert_eq!(
+        docker_ok(
+            &host,
+            &["inspect", "--format", "{{.Config.User}}", &reference]
+        ),
+        "65532:65532"
+    );
     assert_eq!(
         docker_pull_run(&host, &reference, &[]),
         "uid 65532 wrote /tmp/written-by-me ok"
