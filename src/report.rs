@@ -14,8 +14,13 @@ use crate::shell::Shell;
 /// The plan's warnings (settings that are allowed but worth knowing about), once per target,
 /// on `shell`.
 pub fn plan_warnings(plan: &Plan, shell: &Shell) {
+    // The images of a package's several binaries share its settings, and so their warnings.
+    let mut said: Vec<&String> = Vec::new();
     for warning in plan.targets.iter().flat_map(|t| &t.warnings) {
-        shell.warn(warning);
+        if !said.contains(&warning) {
+            shell.warn(warning);
+            said.push(warning);
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Several binaries of one package in one run (`--bin a --bin b`, `bins = [...]`), each its own
 //! image with its own name, and the user a scratch image runs as, against a real registry.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::common::*;
@@ -59,9 +60,14 @@ fn several_binaries_in_one_run_are_an_image_each_named_after_the_binary() {
     assert_eq!(std::fs::read_to_string(&refs_file).unwrap(), out.stdout);
 
     // `bins` as a setting: `kv` is the package's own name.
+    let private = dir.path().join("private.txt");
+    std::fs::write(&private, "x").unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
     let manifest = kv(
         dir.path(),
-        &format!("registry = \"{addr}\"\nbins = [\"kv\", \"kv-server\"]"),
+        &format!(
+            "registry = \"{addr}\"\nbins = [\"kv\", \"kv-server\"]\ninclude = [\"private.txt\"]"
+        ),
     );
     let plan = adapt_push(&manifest)
         .args(["--dry-run", "--format", "json"])
@@ -89,6 +95,15 @@ fn several_binaries_in_one_run_are_an_image_each_named_after_the_binary() {
     );
     let text = adapt_push(&manifest).arg("--dry-run").run();
     text.assert_ok();
+    // The package's settings are both images': their warning is said once.
+    assert_eq!(
+        text.stderr
+            .matches("`include` entry `private.txt`: ")
+            .count(),
+        1,
+        "{}",
+        text.stderr
+    );
     assert!(
         text.stdout.contains("kv 0.1.0 (bin kv)\n")
             && text.stdout.contains("kv 0.1.0 (bin kv-server)\n")
@@ -111,9 +126,6 @@ fn several_binaries_in_one_run_are_an_image_each_named_after_the_binary() {
     );
     assert_eq!(binaries_in(&registry, refs[0]), ["kv"]);
     assert_eq!(binaries_in(&registry, refs[1]), ["kv-server"]);
-    // The same binary in the same repository as the first run: the same image.
-    let first_server = std::fs::read_to_string(&refs_file).unwrap();
-    assert_eq!(first_server.lines().next(), Some(refs[1]));
 }
 
 #[test]
