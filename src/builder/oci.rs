@@ -6,6 +6,7 @@
 //! 2. includes: files from `include`;
 //! 3. the binary.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use super::base_check;
 use crate::cargo::CargoOptions;
 use crate::image::base_fs::BaseFs;
+use crate::image::contents::{BaseRecord, ContentFile, Contents, FileOrigin, HostPackages};
 use crate::image::early_upload::{EarlyUpload, EarlyUploadStream};
 use crate::image::layer::{Layer, LayerBuilder, LayerCache, LayerSlot, Origin};
 use crate::image::scratch;
@@ -149,7 +151,7 @@ async fn assemble_with_base(
             fs
         }
     };
-    let layers = {
+    let (layers, mut contents) = {
         let target = target.clone();
         let binary = binary.to_path_buf();
         let shell = shell.clone();
@@ -178,7 +180,14 @@ async fn assemble_with_base(
             MediaTypes::Docker => Family::Docker,
         }),
     };
-    let image = image::assemble(base.as_ref(), layers, &run).into_diagnostic()?;
+    let mut image = image::assemble(base.as_ref(), layers, &run).into_diagnostic()?;
+    if let (Some(b), Base::Image(reference)) = (&base, &target.image.base) {
+        contents.base = Some(BaseRecord {
+            reference: reference.to_string(),
+            digest: b.digest.clone(),
+        });
+    }
+    image.contents = contents;
     shell.detail(&format!(
         "image {} ({} layers)",
         image.digest,
@@ -187,20 +196,23 @@ async fn assemble_with_base(
     Ok(image)
 }
 
-/// Our layers, in the order the image lists them (see the module doc). Each is announced to
-/// `early_upload` as soon as it is written, while the others may still be compressing.
+/// Our layers, in the order the image lists them (see the module doc), and what they hold
+/// besides the binary. Each is announced to `early_upload` as soon as it is written, while the
+/// others may still be compressing.
 fn make_layers(
     target: &BuildSpec,
     binary: &Path,
     base: Option<&BaseFs>,
     early_upload: Option<&dyn EarlyUpload>,
     shell: &Shell,
-) -> Result<Vec<Layer>> {
+) -> Result<(Vec<Layer>, Contents)> {
     // One handle for this image's layers: the first lookup prunes the cache directory.
     let cache = LayerCache::new(target.layer_cache.clone(), shell.clone());
     let mut pending = Vec::new();
+    let mut record = RuntimeRecord::default();
     if base.is_none() {
-        let runtime = runtime_layer(target, binary, shell)?;
+        let (runtime, r) = runtime_layer(target, binary, shell)?;
+        record = r;
         if !runtime.is_empty() {
             pending.push(PendingLayer::new(
                 runtime,
@@ -208,18 +220,80 @@ fn make_layers(
             ));
         }
     }
-    if let Some(includes) = includes_layer(target, base)? {
-        let mut includes = PendingLayer::new(includes, layer_slot(&cache, target, "includes"));
-        includes.context = Some("reading the files of `include`".into());
-        pending.push(includes);
-    }
+    let has_includes = match includes_layer(target, base)? {
+        Some(includes) => {
+            let mut includes =
+                PendingLayer::new(includes, layer_slot(&cache, target, "includes"));
+            includes.context = Some("reading the files of `include`".into());
+            pending.push(includes);
+            true
+        }
+        None => false,
+    };
     let mut app = PendingLayer::new(
         binary_layer(target, binary, base),
         layer_slot(&cache, target, "binary"),
     );
     app.context = Some(format!("reading {}", binary.display()));
     pending.push(app);
-    finish_layers(pending, target.image.compression, early_upload, shell)
+    let layers = finish_layers(pending, target.image.compression, early_upload, shell)?;
+    let contents = contents_of(&layers, has_includes, record);
+    Ok((layers, contents))
+}
+
+/// What the runtime layer's files are, known while it is listed.
+#[derive(Default)]
+struct RuntimeRecord {
+    /// By image path; files not named here were written by us ([`FileOrigin::System`]).
+    origins: HashMap<String, FileOrigin>,
+    /// By host path, the key of the package it belongs to.
+    owners: BTreeMap<PathBuf, String>,
+    packages: Vec<crate::dpkg::Package>,
+    host_packages: HostPackages,
+}
+
+/// The files of our layers but the last (the binary's), with where each came from.
+fn contents_of(layers: &[Layer], has_includes: bool, record: RuntimeRecord) -> Contents {
+    let others = &layers[..layers.len().saturating_sub(1)];
+    let mut files = Vec::new();
+    for (i, layer) in others.iter().enumerate() {
+        let includes = has_includes && i + 1 == others.len();
+        for f in &layer.files {
+            let origin = if includes {
+                match &f.host_path {
+                    Some(host_path) => FileOrigin::Included {
+                        host_path: host_path.clone(),
+                    },
+                    None => FileOrigin::System,
+                }
+            } else {
+                record
+                    .origins
+                    .get(&f.path)
+                    .cloned()
+                    .unwrap_or(FileOrigin::System)
+            };
+            let package = match (&origin, &f.host_path) {
+                (FileOrigin::Included { .. }, _) | (_, None) => None,
+                (_, Some(host)) => record.owners.get(host).cloned(),
+            };
+            files.push(ContentFile {
+                path: f.path.clone(),
+                sha256: f.sha256.clone(),
+                sha1: f.sha1.clone(),
+                size: f.size,
+                origin,
+                package,
+            });
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Contents {
+        base: None,
+        files,
+        packages: record.packages,
+        host_packages: record.host_packages,
+    }
 }
 
 /// A layer whose files are listed but not yet read, with what to say when one cannot be read.
@@ -254,8 +328,12 @@ fn layer_slot(cache: &LayerCache, target: &BuildSpec, kind: &str) -> LayerSlot {
 }
 
 /// Scratch only: the system files and, for a dynamically linked binary, its runtime closure
-/// from the host.
-fn runtime_layer(target: &BuildSpec, binary: &Path, shell: &Shell) -> Result<LayerBuilder> {
+/// from the host; then the records of the host packages those files came from.
+fn runtime_layer(
+    target: &BuildSpec,
+    binary: &Path,
+    shell: &Shell,
+) -> Result<(LayerBuilder, RuntimeRecord)> {
     let mut runtime = LayerBuilder::new("system files and runtime libraries", target.image.epoch);
     let in_image = binary_path_in_image(&target.bin);
     let closure =
@@ -295,7 +373,84 @@ fn runtime_layer(target: &BuildSpec, binary: &Path, shell: &Shell) -> Result<Lay
     scratch::add_system_files(&mut runtime, target.image.tzdata)
         .into_diagnostic()
         .wrap_err("adding the scratch image's system files")?;
-    Ok(runtime)
+    let record = host_records(&mut runtime, &closure, shell);
+    Ok((runtime, record))
+}
+
+/// Names where each host file of the runtime layer came from, attributes them to the host's
+/// dpkg packages, and adds those packages' records to the layer.
+fn host_records(
+    runtime: &mut LayerBuilder,
+    closure: &runtime_closure::RuntimeClosure,
+    shell: &Shell,
+) -> RuntimeRecord {
+    let mut record = RuntimeRecord::default();
+    let interpreter = match &closure.linkage {
+        Linkage::Dynamic { interpreter } => Some(interpreter.as_path()),
+        Linkage::Static => None,
+    };
+    let host = runtime.host_files();
+    for (image_path, host_path) in &host {
+        let host_path = host_path.clone();
+        let origin = if let Some(f) = closure
+            .files
+            .iter()
+            .find(|f| f.image_path.as_os_str() == image_path.as_str())
+        {
+            if Some(f.image_path.as_path()) == interpreter {
+                FileOrigin::Loader { host_path }
+            } else {
+                FileOrigin::Library { host_path }
+            }
+        } else if image_path == scratch::CA_BUNDLE {
+            FileOrigin::CaBundle { host_path }
+        } else if image_path.starts_with("/usr/share/zoneinfo/") {
+            FileOrigin::Tzdata { host_path }
+        } else {
+            FileOrigin::System
+        };
+        record.origins.insert(image_path.clone(), origin);
+    }
+    if host.is_empty() {
+        return record;
+    }
+    let paths: Vec<PathBuf> = host.into_iter().map(|(_, h)| h).collect();
+    record.host_packages = match crate::dpkg::attribute(Path::new(crate::dpkg::ADMIN_DIR), &paths)
+    {
+        Ok(Some(attribution)) => {
+            let os =
+                crate::dpkg::OsRelease::read(Path::new(crate::dpkg::OS_RELEASE)).unwrap_or_default();
+            record.owners = attribution.owners;
+            record.packages = attribution.packages.into_values().collect();
+            scratch::add_package_records(runtime, &record.packages, &os);
+            shell.detail(&format!(
+                "host files from {} dpkg packages: {}",
+                record.packages.len(),
+                record
+                    .packages
+                    .iter()
+                    .map(|p| format!("{} {}", p.key(), p.version))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            HostPackages::Dpkg { os }
+        }
+        Ok(None) => HostPackages::Unavailable {
+            reason: format!(
+                "this host has no dpkg database ({}): the files copied from it are listed by digest, not by package",
+                crate::dpkg::ADMIN_DIR
+            ),
+        },
+        Err(e) => {
+            shell.warn(&format!(
+                "the host's packages could not be read, so the SBOM lists the host files by digest only: {e}"
+            ));
+            HostPackages::Unavailable {
+                reason: format!("the dpkg database could not be read: {e}"),
+            }
+        }
+    };
+    record
 }
 
 /// The files of `include`, merged onto the base like `COPY`; `None` when there are none.
@@ -514,6 +669,7 @@ pub async fn fetch_base(
     Ok(BaseImage {
         registry: reference.registry.clone(),
         repository: reference.repository.clone(),
+        digest: Digest::sha256_of(&bytes),
         manifest,
         manifest_media_type: media_type,
         config,

@@ -724,6 +724,7 @@ mod tests {
             digest: config.digest.clone(),
             config,
             layers: Vec::new(),
+            contents: Default::default(),
         }
     }
 
