@@ -70,7 +70,7 @@ impl Package {
 }
 
 /// Percent-encodes everything but the purl spec's unreserved characters.
-fn percent(s: &str) -> String {
+pub fn percent(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~') {
@@ -146,7 +146,11 @@ impl OsRelease {
 
     /// `debian-12`: the purl's `distro` qualifier.
     pub fn distro(&self) -> Option<String> {
-        Some(format!("{}-{}", self.id.as_ref()?, self.version_id.as_ref()?))
+        Some(format!(
+            "{}-{}",
+            self.id.as_ref()?,
+            self.version_id.as_ref()?
+        ))
     }
 
     /// The image's `/etc/os-release`: the host's identifying fields, quoted.
@@ -241,7 +245,9 @@ pub fn attribute(admin_dir: &Path, files: &[PathBuf]) -> io::Result<Option<Attri
                 for file in asked {
                     // Several packages may list one path (diversions aside, rare): the first
                     // in name order is kept, so the answer does not depend on read_dir's order.
-                    owners.entry((*file).clone()).or_insert_with(|| owner.clone());
+                    owners
+                        .entry((*file).clone())
+                        .or_insert_with(|| owner.clone());
                 }
             }
         }
@@ -286,7 +292,8 @@ pub fn parse_status(text: &str) -> Vec<Package> {
                 .find(|(key, _)| key.eq_ignore_ascii_case(k))
                 .map(|(_, v)| v.trim().to_string())
         };
-        let installed = get("Status").is_some_and(|s| s.split_whitespace().last() == Some("installed"));
+        let installed =
+            get("Status").is_some_and(|s| s.split_whitespace().last() == Some("installed"));
         let (Some(name), Some(version), Some(architecture)) =
             (get("Package"), get("Version"), get("Architecture"))
         else {
@@ -311,7 +318,8 @@ pub fn parse_status(text: &str) -> Vec<Package> {
         let kept: Vec<&str> = stanza_lines(stanza)
             .into_iter()
             .filter(|(key, _)| {
-                !key.eq_ignore_ascii_case("Conffiles") && !key.eq_ignore_ascii_case("Config-Version")
+                !key.eq_ignore_ascii_case("Conffiles")
+                    && !key.eq_ignore_ascii_case("Config-Version")
             })
             .map(|(_, text)| text)
             .collect();
@@ -501,7 +509,11 @@ Version: 2.36-8cross1
         assert_eq!(owner(0), Some("libc6:amd64"));
         assert_eq!(owner(1), Some("libssl3:amd64"));
         assert_eq!(owner(2), Some("libc6:i386"));
-        assert_eq!(owner(3), Some("libc6-arm64-cross"), "what dpkg says, not libc6:arm64");
+        assert_eq!(
+            owner(3),
+            Some("libc6-arm64-cross"),
+            "what dpkg says, not libc6:arm64"
+        );
         assert_eq!(owner(4), None, "no package lists it");
         let ssl = &a.packages["libssl3:amd64"];
         assert_eq!(ssl.version, "3.0.15-1~deb12u1");
@@ -511,8 +523,14 @@ Version: 2.36-8cross1
         assert_eq!(libc.source, "glibc");
         assert_eq!(libc.source_version, None);
         assert!(!libc.stanza.contains("Conffiles") && !libc.stanza.contains("d4e7a7b8"));
-        assert!(libc.stanza.contains("Description: GNU C Library: Shared libraries\n Contains"));
-        assert!(libc.stanza.starts_with("Package: libc6\nStatus: install ok installed\n"));
+        assert!(
+            libc.stanza
+                .contains("Description: GNU C Library: Shared libraries\n Contains")
+        );
+        assert!(
+            libc.stanza
+                .starts_with("Package: libc6\nStatus: install ok installed\n")
+        );
         assert_eq!(a.packages["libc6-arm64-cross"].architecture, "all");
     }
 

@@ -184,6 +184,7 @@ async fn assemble_with_base(
     if let (Some(b), Base::Image(reference)) = (&base, &target.image.base) {
         contents.base = Some(BaseRecord {
             reference: reference.to_string(),
+            repository: format!("{}/{}", reference.registry, reference.repository),
             digest: b.digest.clone(),
         });
     }
@@ -222,8 +223,7 @@ fn make_layers(
     }
     let has_includes = match includes_layer(target, base)? {
         Some(includes) => {
-            let mut includes =
-                PendingLayer::new(includes, layer_slot(&cache, target, "includes"));
+            let mut includes = PendingLayer::new(includes, layer_slot(&cache, target, "includes"));
             includes.context = Some("reading the files of `include`".into());
             pending.push(includes);
             true
@@ -415,11 +415,10 @@ fn host_records(
         return record;
     }
     let paths: Vec<PathBuf> = host.into_iter().map(|(_, h)| h).collect();
-    record.host_packages = match crate::dpkg::attribute(Path::new(crate::dpkg::ADMIN_DIR), &paths)
-    {
+    record.host_packages = match crate::dpkg::attribute(Path::new(crate::dpkg::ADMIN_DIR), &paths) {
         Ok(Some(attribution)) => {
-            let os =
-                crate::dpkg::OsRelease::read(Path::new(crate::dpkg::OS_RELEASE)).unwrap_or_default();
+            let os = crate::dpkg::OsRelease::read(Path::new(crate::dpkg::OS_RELEASE))
+                .unwrap_or_default();
             record.owners = attribution.owners;
             record.packages = attribution.packages.into_values().collect();
             scratch::add_package_records(runtime, &record.packages, &os);

@@ -24,7 +24,11 @@ pub struct Contents {
 /// The base image: as the settings name it, and the manifest our image was built on.
 #[derive(Debug, Clone)]
 pub struct BaseRecord {
+    /// As the settings name it (`registry/repository:tag`).
     pub reference: String,
+    /// `registry/repository`: where it is pulled from.
+    pub repository: String,
+    /// The manifest's digest (the platform's, when the reference names an index).
     pub digest: Digest,
 }
 
