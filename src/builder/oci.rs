@@ -252,10 +252,13 @@ struct RuntimeRecord {
     host_packages: HostPackages,
 }
 
-/// The files of our layers but the last (the binary's), with where each came from.
+/// The files of our layers but the last (the binary's), with where each came from. A path two
+/// layers hold is the later layer's in the image, and so in the list.
 fn contents_of(layers: &[Layer], has_includes: bool, record: RuntimeRecord) -> Contents {
-    let others = &layers[..layers.len().saturating_sub(1)];
-    let mut files = Vec::new();
+    let Some((binary, others)) = layers.split_last() else {
+        return Contents::default();
+    };
+    let mut files = BTreeMap::new();
     for (i, layer) in others.iter().enumerate() {
         let includes = has_includes && i + 1 == others.len();
         for f in &layer.files {
@@ -277,21 +280,34 @@ fn contents_of(layers: &[Layer], has_includes: bool, record: RuntimeRecord) -> C
                 (FileOrigin::Included { .. }, _) | (_, None) => None,
                 (_, Some(host)) => record.owners.get(host).cloned(),
             };
-            files.push(ContentFile {
+            let file = ContentFile {
                 path: f.path.clone(),
                 sha256: f.sha256.clone(),
                 sha1: f.sha1.clone(),
                 size: f.size,
                 origin,
                 package,
-            });
+            };
+            files.insert(f.path.clone(), file);
         }
     }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
+    for f in &binary.files {
+        files.remove(&f.path);
+    }
+    let files: Vec<ContentFile> = files.into_values().collect();
+    // A package whose files were all replaced by later layers is not in the image.
+    let packages = record
+        .packages
+        .into_iter()
+        .filter(|p| {
+            let key = p.key();
+            files.iter().any(|f| f.package.as_ref() == Some(&key))
+        })
+        .collect();
     Contents {
         base: None,
         files,
-        packages: record.packages,
+        packages,
         host_packages: record.host_packages,
     }
 }
@@ -673,4 +689,39 @@ pub async fn fetch_base(
         manifest_media_type: media_type,
         config,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn layer(files: &[(&str, &'static str)]) -> Layer {
+        let mut b = LayerBuilder::new("t", 0);
+        for (path, content) in files {
+            b.add_bytes(path, Bytes::from_static(content.as_bytes()), 0o644);
+        }
+        b.finish().unwrap()
+    }
+
+    #[test]
+    fn a_path_a_later_layer_replaces_is_listed_once_as_the_later_layers() {
+        let layers = [
+            layer(&[("/etc/passwd", "ours"), ("/etc/group", "g")]),
+            layer(&[("/etc/passwd", "included"), ("/usr/local/bin/app", "x")]),
+            layer(&[("/usr/local/bin/app", "binary")]),
+        ];
+        let contents = contents_of(&layers, true, RuntimeRecord::default());
+        let paths: Vec<&str> = contents.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["/etc/group", "/etc/passwd"],
+            "the binary is not listed"
+        );
+        let passwd = &contents.files[1];
+        assert_eq!(
+            passwd.sha256,
+            crate::reference::Digest::sha256_of(b"included").hex()
+        );
+    }
 }
