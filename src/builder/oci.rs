@@ -389,15 +389,24 @@ fn runtime_layer(
     scratch::add_system_files(&mut runtime, target.image.tzdata)
         .into_diagnostic()
         .wrap_err("adding the scratch image's system files")?;
-    let record = host_records(&mut runtime, &closure, shell);
+    let record = host_records(
+        &mut runtime,
+        &closure,
+        Path::new(crate::dpkg::ADMIN_DIR),
+        Path::new(crate::dpkg::OS_RELEASE),
+        shell,
+    );
     Ok((runtime, record))
 }
 
 /// Names where each host file of the runtime layer came from, attributes them to the host's
-/// dpkg packages, and adds those packages' records to the layer.
+/// dpkg packages (the database at `admin_dir`, the distribution from `os_release`), and adds
+/// those packages' records to the layer.
 fn host_records(
     runtime: &mut LayerBuilder,
     closure: &runtime_closure::RuntimeClosure,
+    admin_dir: &Path,
+    os_release: &Path,
     shell: &Shell,
 ) -> RuntimeRecord {
     let mut record = RuntimeRecord::default();
@@ -431,13 +440,13 @@ fn host_records(
         return record;
     }
     let paths: Vec<PathBuf> = host.into_iter().map(|(_, h)| h).collect();
-    record.host_packages = match crate::dpkg::attribute(Path::new(crate::dpkg::ADMIN_DIR), &paths) {
+    record.host_packages = match crate::dpkg::attribute(admin_dir, &paths) {
         Ok(Some(attribution)) => {
-            let os = crate::dpkg::OsRelease::read(Path::new(crate::dpkg::OS_RELEASE))
-                .unwrap_or_default();
+            let os = crate::dpkg::OsRelease::read(os_release).unwrap_or_default();
             record.owners = attribution.owners;
             record.packages = attribution.packages.into_values().collect();
-            scratch::add_package_records(runtime, &record.packages, &os);
+            let etc = os_release.parent().unwrap_or(Path::new("/etc"));
+            scratch::add_package_records(runtime, &record.packages, &os, etc);
             shell.detail(&format!(
                 "host files from {} dpkg packages: {}",
                 record.packages.len(),
@@ -453,7 +462,7 @@ fn host_records(
         Ok(None) => HostPackages::Unavailable {
             reason: format!(
                 "this host has no dpkg database ({}): the files copied from it are listed by digest, not by package",
-                crate::dpkg::ADMIN_DIR
+                admin_dir.display()
             ),
         },
         Err(e) => {
@@ -695,6 +704,114 @@ pub async fn fetch_base(
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    /// A host with `lib/libz.so.1` (dpkg: zlib1g) and `lib/libmine.so` (no package); `dpkg`:
+    /// whether it has a dpkg database. Returns the closure of a binary loading both.
+    fn host(root: &Path, dpkg: bool) -> runtime_closure::RuntimeClosure {
+        std::fs::create_dir_all(root.join("lib")).unwrap();
+        std::fs::write(root.join("lib/libz.so.1"), "z").unwrap();
+        std::fs::write(root.join("lib/libmine.so"), "m").unwrap();
+        std::fs::write(root.join("os-release"), "ID=debian\nVERSION_ID=\"12\"\n").unwrap();
+        std::fs::write(root.join("debian_version"), "12.11\n").unwrap();
+        if dpkg {
+            std::fs::create_dir_all(root.join("dpkg/info")).unwrap();
+            std::fs::write(
+                root.join("dpkg/status"),
+                "Package: zlib1g\nStatus: install ok installed\nArchitecture: amd64\n\
+                 Source: zlib\nVersion: 1:1.2.13.dfsg-1\n",
+            )
+            .unwrap();
+            std::fs::write(
+                root.join("dpkg/info/zlib1g:amd64.list"),
+                format!("/.\n{}/lib/libz.so.1\n", root.display()),
+            )
+            .unwrap();
+        }
+        let file = |name: &str| runtime_closure::RuntimeFile {
+            image_path: PathBuf::from(format!("/lib/{name}")),
+            host_path: root.join("lib").join(name),
+        };
+        runtime_closure::RuntimeClosure {
+            linkage: Linkage::Dynamic {
+                interpreter: "/lib64/ld-linux-x86-64.so.2".into(),
+            },
+            files: vec![file("libmine.so"), file("libz.so.1")],
+        }
+    }
+
+    fn records(dpkg: bool) -> (RuntimeRecord, Vec<Layer>) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let closure = host(&root, dpkg);
+        let mut runtime = LayerBuilder::new("runtime", 0);
+        for f in &closure.files {
+            runtime
+                .add_host_file(&f.image_path.to_string_lossy(), &f.host_path)
+                .unwrap();
+        }
+        let shell = Shell::capture(crate::shell::Verbosity::Normal);
+        let record = host_records(
+            &mut runtime,
+            &closure,
+            &root.join("dpkg"),
+            &root.join("os-release"),
+            &shell,
+        );
+        let layers = vec![runtime.finish().unwrap(), layer(&[("/app", "binary")])];
+        (record, layers)
+    }
+
+    #[test]
+    fn host_files_are_attributed_and_their_packages_recorded_in_the_image() {
+        let (record, layers) = records(true);
+        let written: Vec<&str> = layers[0].files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            written,
+            [
+                "/etc/debian_version",
+                "/etc/os-release",
+                "/lib/libmine.so",
+                "/lib/libz.so.1",
+                "/var/lib/dpkg/status.d/zlib1g"
+            ]
+        );
+        let contents = contents_of(&layers, false, record);
+        assert!(matches!(contents.host_packages, HostPackages::Dpkg { .. }));
+        assert_eq!(contents.packages.len(), 1);
+        let by_path = |p: &str| contents.files.iter().find(|f| f.path == p).unwrap();
+        assert_eq!(
+            by_path("/lib/libz.so.1").package.as_deref(),
+            Some("zlib1g:amd64")
+        );
+        assert!(matches!(
+            by_path("/lib/libz.so.1").origin,
+            FileOrigin::Library { .. }
+        ));
+        assert_eq!(by_path("/lib/libmine.so").package, None);
+        assert_eq!(
+            by_path("/var/lib/dpkg/status.d/zlib1g").origin,
+            FileOrigin::System
+        );
+    }
+
+    #[test]
+    fn without_dpkg_the_files_are_kept_and_the_gap_is_recorded() {
+        let (record, layers) = records(false);
+        let written: Vec<&str> = layers[0].files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            written,
+            ["/lib/libmine.so", "/lib/libz.so.1"],
+            "no package records"
+        );
+        let contents = contents_of(&layers, false, record);
+        assert!(
+            matches!(&contents.host_packages, HostPackages::Unavailable { reason } if reason.contains("no dpkg database")),
+            "{:?}",
+            contents.host_packages
+        );
+        assert_eq!(contents.files.len(), 2);
+        assert!(contents.files.iter().all(|f| f.package.is_none()));
+    }
 
     fn layer(files: &[(&str, &'static str)]) -> Layer {
         let mut b = LayerBuilder::new("t", 0);

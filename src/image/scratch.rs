@@ -68,11 +68,12 @@ pub const STATUS_D: &str = "/var/lib/dpkg/status.d";
 /// `status.d/<package>` stanza each (read by Trivy, Grype and Syft), and the distribution they
 /// came from: `/etc/os-release` (what Grype and Syft read; Trivy too for most distributions)
 /// plus the file Trivy identifies Debian (`/etc/debian_version`) or Ubuntu (`/etc/lsb-release`)
-/// by, copied from the host. Returns the image paths written.
+/// by, copied from the host's `etc` directory. Returns the image paths written.
 pub fn add_package_records(
     layer: &mut LayerBuilder,
     packages: &[Package],
     os: &OsRelease,
+    etc: &Path,
 ) -> Vec<String> {
     let mut written = Vec::new();
     let mut add = |layer: &mut LayerBuilder, path: String, text: String| {
@@ -95,15 +96,15 @@ pub fn add_package_records(
     }
     add(layer, "/etc/os-release".into(), os.render());
     let identity = match os.id.as_deref() {
-        Some("debian") => Some("/etc/debian_version"),
-        Some("ubuntu") => Some("/etc/lsb-release"),
+        Some("debian") => Some("debian_version"),
+        Some("ubuntu") => Some("lsb-release"),
         _ => None,
     };
-    if let Some(path) = identity
-        && let Ok(text) = std::fs::read_to_string(path)
+    if let Some(name) = identity
+        && let Ok(text) = std::fs::read_to_string(etc.join(name))
         && text.len() < 4096
     {
-        add(layer, path.into(), text);
+        add(layer, format!("/etc/{name}"), text);
     }
     written
 }

@@ -219,7 +219,7 @@ fn contents_note(contents: &Contents) -> String {
     }
     if let Some(base) = &contents.base {
         note.push_str(&format!(
-            ". Built on the base image {}@{}, whose own files are not listed",
+            ". Built on the base image {} (manifest {}), whose own files are not listed",
             base.reference, base.digest
         ));
     }
