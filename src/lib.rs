@@ -15,6 +15,7 @@ mod cli;
 mod cluster;
 pub mod config;
 mod credentials;
+mod dpkg;
 mod engine;
 mod file_lock;
 mod image;

@@ -13,6 +13,7 @@ use miette::{IntoDiagnostic, Result};
 use crate::cargo::{self, CargoOptions};
 use crate::engine::EngineImage;
 use crate::image::Image;
+use crate::image::contents::Contents;
 use crate::image::early_upload::EarlyUpload;
 use crate::registry::pool::Clients;
 use crate::shell::Shell;
@@ -32,6 +33,14 @@ impl Built {
         match self {
             Built::Oci(image) => image.digest.to_string(),
             Built::Engine(image) => image.id.clone(),
+        }
+    }
+
+    /// What the image holds besides the binary, when we made its layers.
+    pub fn contents(&self) -> Option<&Contents> {
+        match self {
+            Built::Oci(image) => Some(&image.contents),
+            Built::Engine(image) => image.contents.as_ref(),
         }
     }
 }

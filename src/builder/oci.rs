@@ -6,6 +6,7 @@
 //! 2. includes: files from `include`;
 //! 3. the binary.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use super::base_check;
 use crate::cargo::CargoOptions;
 use crate::image::base_fs::BaseFs;
+use crate::image::contents::{BaseRecord, ContentFile, Contents, FileOrigin, HostPackages};
 use crate::image::early_upload::{EarlyUpload, EarlyUploadStream};
 use crate::image::layer::{Layer, LayerBuilder, LayerCache, LayerSlot, Origin};
 use crate::image::scratch;
@@ -149,7 +151,7 @@ async fn assemble_with_base(
             fs
         }
     };
-    let layers = {
+    let (layers, mut contents) = {
         let target = target.clone();
         let binary = binary.to_path_buf();
         let shell = shell.clone();
@@ -178,7 +180,15 @@ async fn assemble_with_base(
             MediaTypes::Docker => Family::Docker,
         }),
     };
-    let image = image::assemble(base.as_ref(), layers, &run).into_diagnostic()?;
+    let mut image = image::assemble(base.as_ref(), layers, &run).into_diagnostic()?;
+    if let (Some(b), Base::Image(reference)) = (&base, &target.image.base) {
+        contents.base = Some(BaseRecord {
+            reference: reference.to_string(),
+            repository: format!("{}/{}", reference.registry, reference.repository),
+            digest: b.digest.clone(),
+        });
+    }
+    image.contents = contents;
     shell.detail(&format!(
         "image {} ({} layers)",
         image.digest,
@@ -187,20 +197,23 @@ async fn assemble_with_base(
     Ok(image)
 }
 
-/// Our layers, in the order the image lists them (see the module doc). Each is announced to
-/// `early_upload` as soon as it is written, while the others may still be compressing.
+/// Our layers, in the order the image lists them (see the module doc), and what they hold
+/// besides the binary. Each is announced to `early_upload` as soon as it is written, while the
+/// others may still be compressing.
 fn make_layers(
     target: &BuildSpec,
     binary: &Path,
     base: Option<&BaseFs>,
     early_upload: Option<&dyn EarlyUpload>,
     shell: &Shell,
-) -> Result<Vec<Layer>> {
+) -> Result<(Vec<Layer>, Contents)> {
     // One handle for this image's layers: the first lookup prunes the cache directory.
     let cache = LayerCache::new(target.layer_cache.clone(), shell.clone());
     let mut pending = Vec::new();
+    let mut record = RuntimeRecord::default();
     if base.is_none() {
-        let runtime = runtime_layer(target, binary, shell)?;
+        let (runtime, r) = runtime_layer(target, binary, shell)?;
+        record = r;
         if !runtime.is_empty() {
             pending.push(PendingLayer::new(
                 runtime,
@@ -208,18 +221,95 @@ fn make_layers(
             ));
         }
     }
-    if let Some(includes) = includes_layer(target, base)? {
-        let mut includes = PendingLayer::new(includes, layer_slot(&cache, target, "includes"));
-        includes.context = Some("reading the files of `include`".into());
-        pending.push(includes);
-    }
+    let has_includes = match includes_layer(target, base)? {
+        Some(includes) => {
+            let mut includes = PendingLayer::new(includes, layer_slot(&cache, target, "includes"));
+            includes.context = Some("reading the files of `include`".into());
+            pending.push(includes);
+            true
+        }
+        None => false,
+    };
     let mut app = PendingLayer::new(
         binary_layer(target, binary, base),
         layer_slot(&cache, target, "binary"),
     );
     app.context = Some(format!("reading {}", binary.display()));
     pending.push(app);
-    finish_layers(pending, target.image.compression, early_upload, shell)
+    let layers = finish_layers(pending, target.image.compression, early_upload, shell)?;
+    let contents = contents_of(&layers, has_includes, record);
+    Ok((layers, contents))
+}
+
+/// What the runtime layer's files are, known while it is listed.
+#[derive(Default)]
+struct RuntimeRecord {
+    /// By image path; files not named here were written by us ([`FileOrigin::System`]).
+    origins: HashMap<String, FileOrigin>,
+    /// By host path, the key of the package it belongs to.
+    owners: BTreeMap<PathBuf, String>,
+    packages: Vec<crate::dpkg::Package>,
+    host_packages: HostPackages,
+}
+
+/// The files of our layers but the last (the binary's), with where each came from. A path two
+/// layers hold is the later layer's in the image, and so in the list.
+fn contents_of(layers: &[Layer], has_includes: bool, record: RuntimeRecord) -> Contents {
+    let Some((binary, others)) = layers.split_last() else {
+        return Contents::default();
+    };
+    let mut files = BTreeMap::new();
+    for (i, layer) in others.iter().enumerate() {
+        let includes = has_includes && i + 1 == others.len();
+        for f in &layer.files {
+            let origin = if includes {
+                match &f.host_path {
+                    Some(host_path) => FileOrigin::Included {
+                        host_path: host_path.clone(),
+                    },
+                    None => FileOrigin::System,
+                }
+            } else {
+                record
+                    .origins
+                    .get(&f.path)
+                    .cloned()
+                    .unwrap_or(FileOrigin::System)
+            };
+            let package = match (&origin, &f.host_path) {
+                (FileOrigin::Included { .. }, _) | (_, None) => None,
+                (_, Some(host)) => record.owners.get(host).cloned(),
+            };
+            let file = ContentFile {
+                path: f.path.clone(),
+                sha256: f.sha256.clone(),
+                sha1: f.sha1.clone(),
+                size: f.size,
+                origin,
+                package,
+            };
+            files.insert(f.path.clone(), file);
+        }
+    }
+    for f in &binary.files {
+        files.remove(&f.path);
+    }
+    let files: Vec<ContentFile> = files.into_values().collect();
+    // A package whose files were all replaced by later layers is not in the image.
+    let packages = record
+        .packages
+        .into_iter()
+        .filter(|p| {
+            let key = p.key();
+            files.iter().any(|f| f.package.as_ref() == Some(&key))
+        })
+        .collect();
+    Contents {
+        base: None,
+        files,
+        packages,
+        host_packages: record.host_packages,
+    }
 }
 
 /// A layer whose files are listed but not yet read, with what to say when one cannot be read.
@@ -254,8 +344,12 @@ fn layer_slot(cache: &LayerCache, target: &BuildSpec, kind: &str) -> LayerSlot {
 }
 
 /// Scratch only: the system files and, for a dynamically linked binary, its runtime closure
-/// from the host.
-fn runtime_layer(target: &BuildSpec, binary: &Path, shell: &Shell) -> Result<LayerBuilder> {
+/// from the host; then the records of the host packages those files came from.
+fn runtime_layer(
+    target: &BuildSpec,
+    binary: &Path,
+    shell: &Shell,
+) -> Result<(LayerBuilder, RuntimeRecord)> {
     let mut runtime = LayerBuilder::new("system files and runtime libraries", target.image.epoch);
     let in_image = binary_path_in_image(&target.bin);
     let closure =
@@ -295,7 +389,92 @@ fn runtime_layer(target: &BuildSpec, binary: &Path, shell: &Shell) -> Result<Lay
     scratch::add_system_files(&mut runtime, target.image.tzdata)
         .into_diagnostic()
         .wrap_err("adding the scratch image's system files")?;
-    Ok(runtime)
+    let record = host_records(
+        &mut runtime,
+        &closure,
+        Path::new(crate::dpkg::ADMIN_DIR),
+        Path::new(crate::dpkg::OS_RELEASE),
+        shell,
+    );
+    Ok((runtime, record))
+}
+
+/// Names where each host file of the runtime layer came from, attributes them to the host's
+/// dpkg packages (the database at `admin_dir`, the distribution from `os_release`), and adds
+/// those packages' records to the layer.
+fn host_records(
+    runtime: &mut LayerBuilder,
+    closure: &runtime_closure::RuntimeClosure,
+    admin_dir: &Path,
+    os_release: &Path,
+    shell: &Shell,
+) -> RuntimeRecord {
+    let mut record = RuntimeRecord::default();
+    let interpreter = match &closure.linkage {
+        Linkage::Dynamic { interpreter } => Some(interpreter.as_path()),
+        Linkage::Static => None,
+    };
+    let host = runtime.host_files();
+    for (image_path, host_path) in &host {
+        let host_path = host_path.clone();
+        let origin = if let Some(f) = closure
+            .files
+            .iter()
+            .find(|f| f.image_path.as_os_str() == image_path.as_str())
+        {
+            if Some(f.image_path.as_path()) == interpreter {
+                FileOrigin::Loader { host_path }
+            } else {
+                FileOrigin::Library { host_path }
+            }
+        } else if image_path == scratch::CA_BUNDLE {
+            FileOrigin::CaBundle { host_path }
+        } else if image_path.starts_with("/usr/share/zoneinfo/") {
+            FileOrigin::Tzdata { host_path }
+        } else {
+            FileOrigin::System
+        };
+        record.origins.insert(image_path.clone(), origin);
+    }
+    if host.is_empty() {
+        return record;
+    }
+    let paths: Vec<PathBuf> = host.into_iter().map(|(_, h)| h).collect();
+    record.host_packages = match crate::dpkg::attribute(admin_dir, &paths) {
+        Ok(Some(attribution)) => {
+            let os = crate::dpkg::OsRelease::read(os_release).unwrap_or_default();
+            record.owners = attribution.owners;
+            record.packages = attribution.packages.into_values().collect();
+            let etc = os_release.parent().unwrap_or(Path::new("/etc"));
+            scratch::add_package_records(runtime, &record.packages, &os, etc);
+            shell.detail(&format!(
+                "host files from {} dpkg packages: {}",
+                record.packages.len(),
+                record
+                    .packages
+                    .iter()
+                    .map(|p| format!("{} {}", p.key(), p.version))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            HostPackages::Dpkg { os }
+        }
+        Ok(None) => HostPackages::Unavailable {
+            reason: format!(
+                "this host has no dpkg database ({}): the files copied from it are listed by digest, not by package",
+                admin_dir.display()
+            ),
+        },
+        Err(e) => {
+            shell.warn(&format!(
+                "the host's packages could not be read, so the SBOM lists the host files by digest only: {e}"
+            ));
+            HostPackages::Unavailable {
+                reason: format!("the dpkg database could not be read: {e}"),
+            }
+        }
+    };
+    record
 }
 
 /// The files of `include`, merged onto the base like `COPY`; `None` when there are none.
@@ -514,8 +693,152 @@ pub async fn fetch_base(
     Ok(BaseImage {
         registry: reference.registry.clone(),
         repository: reference.repository.clone(),
+        digest: Digest::sha256_of(&bytes),
         manifest,
         manifest_media_type: media_type,
         config,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// A host with `lib/libz.so.1` (dpkg: zlib1g) and `lib/libmine.so` (no package); `dpkg`:
+    /// whether it has a dpkg database. Returns the closure of a binary loading both.
+    fn host(root: &Path, dpkg: bool) -> runtime_closure::RuntimeClosure {
+        std::fs::create_dir_all(root.join("lib")).unwrap();
+        std::fs::write(root.join("lib/libz.so.1"), "z").unwrap();
+        std::fs::write(root.join("lib/libmine.so"), "m").unwrap();
+        std::fs::write(root.join("os-release"), "ID=debian\nVERSION_ID=\"12\"\n").unwrap();
+        std::fs::write(root.join("debian_version"), "12.11\n").unwrap();
+        if dpkg {
+            std::fs::create_dir_all(root.join("dpkg/info")).unwrap();
+            std::fs::write(
+                root.join("dpkg/status"),
+                "Package: zlib1g\nStatus: install ok installed\nArchitecture: amd64\n\
+                 Source: zlib\nVersion: 1:1.2.13.dfsg-1\n",
+            )
+            .unwrap();
+            std::fs::write(
+                root.join("dpkg/info/zlib1g:amd64.list"),
+                format!("/.\n{}/lib/libz.so.1\n", root.display()),
+            )
+            .unwrap();
+        }
+        let file = |name: &str| runtime_closure::RuntimeFile {
+            image_path: PathBuf::from(format!("/lib/{name}")),
+            host_path: root.join("lib").join(name),
+        };
+        runtime_closure::RuntimeClosure {
+            linkage: Linkage::Dynamic {
+                interpreter: "/lib64/ld-linux-x86-64.so.2".into(),
+            },
+            files: vec![file("libmine.so"), file("libz.so.1")],
+        }
+    }
+
+    fn records(dpkg: bool) -> (RuntimeRecord, Vec<Layer>) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let closure = host(&root, dpkg);
+        let mut runtime = LayerBuilder::new("runtime", 0);
+        for f in &closure.files {
+            runtime
+                .add_host_file(&f.image_path.to_string_lossy(), &f.host_path)
+                .unwrap();
+        }
+        let shell = Shell::capture(crate::shell::Verbosity::Normal);
+        let record = host_records(
+            &mut runtime,
+            &closure,
+            &root.join("dpkg"),
+            &root.join("os-release"),
+            &shell,
+        );
+        let layers = vec![runtime.finish().unwrap(), layer(&[("/app", "binary")])];
+        (record, layers)
+    }
+
+    #[test]
+    fn host_files_are_attributed_and_their_packages_recorded_in_the_image() {
+        let (record, layers) = records(true);
+        let written: Vec<&str> = layers[0].files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            written,
+            [
+                "/etc/debian_version",
+                "/etc/os-release",
+                "/lib/libmine.so",
+                "/lib/libz.so.1",
+                "/var/lib/dpkg/status.d/zlib1g"
+            ]
+        );
+        let contents = contents_of(&layers, false, record);
+        assert!(matches!(contents.host_packages, HostPackages::Dpkg { .. }));
+        assert_eq!(contents.packages.len(), 1);
+        let by_path = |p: &str| contents.files.iter().find(|f| f.path == p).unwrap();
+        assert_eq!(
+            by_path("/lib/libz.so.1").package.as_deref(),
+            Some("zlib1g:amd64")
+        );
+        assert!(matches!(
+            by_path("/lib/libz.so.1").origin,
+            FileOrigin::Library { .. }
+        ));
+        assert_eq!(by_path("/lib/libmine.so").package, None);
+        assert_eq!(
+            by_path("/var/lib/dpkg/status.d/zlib1g").origin,
+            FileOrigin::System
+        );
+    }
+
+    #[test]
+    fn without_dpkg_the_files_are_kept_and_the_gap_is_recorded() {
+        let (record, layers) = records(false);
+        let written: Vec<&str> = layers[0].files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            written,
+            ["/lib/libmine.so", "/lib/libz.so.1"],
+            "no package records"
+        );
+        let contents = contents_of(&layers, false, record);
+        assert!(
+            matches!(&contents.host_packages, HostPackages::Unavailable { reason } if reason.contains("no dpkg database")),
+            "{:?}",
+            contents.host_packages
+        );
+        assert_eq!(contents.files.len(), 2);
+        assert!(contents.files.iter().all(|f| f.package.is_none()));
+    }
+
+    fn layer(files: &[(&str, &'static str)]) -> Layer {
+        let mut b = LayerBuilder::new("t", 0);
+        for (path, content) in files {
+            b.add_bytes(path, Bytes::from_static(content.as_bytes()), 0o644);
+        }
+        b.finish().unwrap()
+    }
+
+    #[test]
+    fn a_path_a_later_layer_replaces_is_listed_once_as_the_later_layers() {
+        let layers = [
+            layer(&[("/etc/passwd", "ours"), ("/etc/group", "g")]),
+            layer(&[("/etc/passwd", "included"), ("/usr/local/bin/app", "x")]),
+            layer(&[("/usr/local/bin/app", "binary")]),
+        ];
+        let contents = contents_of(&layers, true, RuntimeRecord::default());
+        let paths: Vec<&str> = contents.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["/etc/group", "/etc/passwd"],
+            "the binary is not listed"
+        );
+        let passwd = &contents.files[1];
+        assert_eq!(
+            passwd.sha256,
+            crate::reference::Digest::sha256_of(b"included").hex()
+        );
+    }
 }

@@ -55,6 +55,9 @@ type PlainHttp = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 pub struct EngineImage {
     pub id: String,
     pub engine: Engine,
+    /// What the image holds besides the binary, when our code made its layers (the generated
+    /// Dockerfile); `None` for a user's Dockerfile, whose contents we do not know.
+    pub contents: Option<crate::image::contents::Contents>,
 }
 
 #[derive(Debug, thiserror::Error, Diagnostic)]

@@ -73,6 +73,9 @@ pub struct Recorded {
     pub diff_id: String,
     pub digest: String,
     pub size: u64,
+    /// The layer's regular files and their digests (an older record without them is not
+    /// reused: the SBOM needs them).
+    pub files: Vec<crate::image::layer::LayerFile>,
 }
 
 impl LayerCache {
@@ -383,6 +386,18 @@ mod tests {
             ),
             (&first.digest, &first.diff_id, first.size, first.file.path())
         );
+        // The files' digests (for the SBOM) come back with the cached layer, unread.
+        let content = std::fs::read(&file).unwrap();
+        let expected = vec![crate::image::layer::LayerFile {
+            path: "/data/f".into(),
+            sha256: Digest::sha256_of(&content).hex().to_string(),
+            // sha1sum of "aaaa".
+            sha1: "70c881d4a26984ddce795f6f71817c9cf4480e79".into(),
+            size: content.len() as u64,
+            host_path: Some(file.clone()),
+        }];
+        assert_eq!(first.files, expected);
+        assert_eq!(second.files, expected);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod base_fs;
 pub mod compress;
+pub mod contents;
 pub mod early_upload;
 pub(crate) mod exact;
 pub mod input_cache;
@@ -58,6 +59,8 @@ pub struct Image {
     pub digest: Digest,
     pub config: Blob,
     pub layers: Vec<Blob>,
+    /// What the image holds besides the binary (for the SBOM; publishers ignore it).
+    pub contents: contents::Contents,
 }
 
 /// A base layer's media type in our manifest's family (gzip'd tars only; others kept).
@@ -111,6 +114,7 @@ impl Image {
             manifest_media_type: DOCKER_MANIFEST.to_string(),
             config,
             layers,
+            contents: self.contents.clone(),
         })
     }
 
@@ -126,6 +130,8 @@ pub struct BaseImage {
     pub registry: Registry,
     pub repository: Repository,
     pub manifest: ImageManifest,
+    /// The digest of `manifest`'s bytes (the platform's, when the base is an index).
+    pub digest: Digest,
     /// Docker schema 2 or OCI; our manifest keeps the same family.
     pub manifest_media_type: String,
     pub config: ImageConfiguration,
@@ -241,6 +247,7 @@ pub fn assemble(
         manifest_media_type: types.manifest.to_string(),
         config: config_blob,
         layers: blobs,
+        contents: contents::Contents::default(),
     })
 }
 

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 
+use crate::dpkg::{OsRelease, Package};
 use crate::image::layer::LayerBuilder;
 
 /// The CA bundle Debian-family hosts keep; copied so TLS clients in the image work.
@@ -58,4 +59,52 @@ pub fn add_system_files(layer: &mut LayerBuilder, tzdata: bool) -> std::io::Resu
         layer.add_host_path("/usr/share/zoneinfo", zoneinfo)?;
     }
     Ok(())
+}
+
+/// Where scanners read a distroless image's packages: one dpkg status stanza per file.
+pub const STATUS_D: &str = "/var/lib/dpkg/status.d";
+
+/// Records the host packages whose files the image carries, as distroless images do: a
+/// `status.d/<package>` stanza each (read by Trivy, Grype and Syft), and the distribution they
+/// came from: `/etc/os-release` (what Grype and Syft read; Trivy too for most distributions)
+/// plus the file Trivy identifies Debian (`/etc/debian_version`) or Ubuntu (`/etc/lsb-release`)
+/// by, copied from the host's `etc` directory. Returns the image paths written.
+pub fn add_package_records(
+    layer: &mut LayerBuilder,
+    packages: &[Package],
+    os: &OsRelease,
+    etc: &Path,
+) -> Vec<String> {
+    let mut written = Vec::new();
+    let mut add = |layer: &mut LayerBuilder, path: String, text: String| {
+        layer.add_bytes(&path, Bytes::from(text), 0o644);
+        written.push(path);
+    };
+    let mut names = std::collections::BTreeSet::new();
+    for p in packages {
+        // One file per package name, as distroless; a second architecture of the same name
+        // (multi-arch) gets its `name:arch`.
+        let file = if names.insert(p.name.clone()) {
+            p.name.clone()
+        } else {
+            p.key()
+        };
+        add(layer, format!("{STATUS_D}/{file}"), p.stanza.clone());
+    }
+    if packages.is_empty() || os.id.is_none() {
+        return written;
+    }
+    add(layer, "/etc/os-release".into(), os.render());
+    let identity = match os.id.as_deref() {
+        Some("debian") => Some("debian_version"),
+        Some("ubuntu") => Some("lsb-release"),
+        _ => None,
+    };
+    if let Some(name) = identity
+        && let Ok(text) = std::fs::read_to_string(etc.join(name))
+        && text.len() < 4096
+    {
+        add(layer, format!("/etc/{name}"), text);
+    }
+    written
 }

@@ -4,6 +4,7 @@ use miette::{IntoDiagnostic, Result, WrapErr};
 
 use crate::builder::Built;
 use crate::cargo::CargoOptions;
+use crate::image::contents::Contents;
 use crate::plan::Target;
 use crate::publish::{self, attach::KnownManifest};
 use crate::registry::pool::Clients;
@@ -61,12 +62,16 @@ pub(super) fn known_manifest(
         })
 }
 
+/// Attaches the documents about the pushed image `digest`; `contents` is what the builder says
+/// the image holds besides the binary.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn attach_documents(
     target: &Target,
     clients: &Clients,
     digest: &crate::reference::Digest,
     known: Option<KnownManifest>,
     facts: &supply_chain::BuildFacts,
+    contents: Option<&Contents>,
     shell: &Shell,
 ) -> Result<Vec<publish::attach::Attached>> {
     let d = &target.destination;
@@ -74,7 +79,7 @@ pub(super) async fn attach_documents(
         name: d.pull_name(),
         digest: digest.clone(),
     };
-    let documents = supply_chain::documents(&target.supply_chain, facts, &subject)
+    let documents = supply_chain::documents(&target.supply_chain, facts, &subject, contents)
         .map_err(|e| miette::miette!("could not write the SBOM or provenance: {e}"))?;
     let client = clients.get(&d.external).await?;
     // The image itself is already pushed: say so, so its reference is not lost.

@@ -383,8 +383,16 @@ async fn publish_one(
         }
         if let Some(facts) = &image.facts {
             let known = known_manifest(&image.image, &published.digest);
-            attached =
-                attach_documents(target, clients, &published.digest, known, facts, shell).await?;
+            attached = attach_documents(
+                target,
+                clients,
+                &published.digest,
+                known,
+                facts,
+                image.image.contents(),
+                shell,
+            )
+            .await?;
         }
         published.digest.to_string()
     } else {

@@ -153,7 +153,16 @@ pub(super) async fn publish_platforms(
         let attached = match &p.facts {
             Some(facts) => {
                 let known = known_manifest(&p.image, &pushed.digest);
-                attach_documents(target, clients, &pushed.digest, known, facts, shell).await?
+                attach_documents(
+                    target,
+                    clients,
+                    &pushed.digest,
+                    known,
+                    facts,
+                    p.image.contents(),
+                    shell,
+                )
+                .await?
             }
             None => Vec::new(),
         };

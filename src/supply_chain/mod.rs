@@ -15,6 +15,7 @@ pub use facts::{BuildFacts, collect_facts};
 
 use bytes::Bytes;
 
+use crate::image::contents::Contents;
 use crate::reference::Digest;
 use crate::spec::{SbomFormat, SupplyChainSpec};
 
@@ -46,23 +47,25 @@ pub struct Subject {
     pub digest: Digest,
 }
 
-/// Every document the spec asks for, about `subject`.
+/// Every document the spec asks for, about `subject`; `contents`: what the image holds besides
+/// the binary, when the builder knows it (for the SBOM).
 pub fn documents(
     spec: &SupplyChainSpec,
     facts: &BuildFacts,
     subject: &Subject,
+    contents: Option<&Contents>,
 ) -> Result<Vec<Document>, serde_json::Error> {
     let mut docs = Vec::new();
     match spec.sbom {
         SbomFormat::Spdx => docs.push(Document {
             kind: DocumentKind::Sbom,
             media_type: SPDX_JSON,
-            bytes: sbom::spdx(facts, subject)?,
+            bytes: sbom::spdx(facts, subject, contents)?,
         }),
         SbomFormat::Cyclonedx => docs.push(Document {
             kind: DocumentKind::Sbom,
             media_type: CYCLONEDX_JSON,
-            bytes: sbom::cyclonedx(facts, subject)?,
+            bytes: sbom::cyclonedx(facts, subject, contents)?,
         }),
         SbomFormat::None => {}
     }

@@ -6,19 +6,21 @@ use miette::{IntoDiagnostic, Result, WrapErr};
 use super::{DockerBuildError, context::BuildContext, dockerignore::DockerIgnore};
 use crate::builder::oci;
 use crate::cargo::CargoOptions;
+use crate::image::contents::Contents;
 use crate::image::{BlobSource, Image};
 use crate::registry::pool::Clients;
 use crate::shell::Shell;
 use crate::spec::{Base, BuildSpec};
 
 /// Generated mode: cargo builds the binary on the host, the daemonless builder's code makes its
-/// layers, and a Dockerfile has the engine put them on the base with the same config.
+/// layers, and a Dockerfile has the engine put them on the base with the same config. Also
+/// returns what those layers hold besides the binary (for the SBOM).
 pub(super) async fn generate_context(
     target: &BuildSpec,
     cargo_options: &CargoOptions,
     clients: &Clients,
     shell: &Shell,
-) -> Result<BuildContext> {
+) -> Result<(BuildContext, Contents)> {
     let binary = crate::builder::build_binary(target, cargo_options, shell).await?;
     // The whole daemonless image is assembled (the base's manifest and config fetched) though only
     // its layers and config are used: `oci` has no public way to make the layers alone.
@@ -59,7 +61,7 @@ pub(super) async fn generate_context(
 
     let mut ignore = DockerIgnore::default();
     ignore.add("!Dockerfile").ok();
-    Ok(BuildContext {
+    let context = BuildContext {
         root: dir.path().to_path_buf(),
         ignore,
         dockerfile_name: "Dockerfile".into(),
@@ -67,7 +69,8 @@ pub(super) async fn generate_context(
         from_images,
         generated: true,
         _dir: Some(dir),
-    })
+    };
+    Ok((context, image.contents))
 }
 
 /// A Dockerfile that rebuilds the daemonless builder's image: its layers `ADD`ed as the tars they

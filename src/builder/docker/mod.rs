@@ -83,18 +83,27 @@ pub async fn build(
 ) -> Result<EngineImage> {
     // Ask the engine first: a missing engine should not cost a cargo build.
     let engine = Engine::connect(shell).await?;
-    let context = match &target.docker.dockerfile {
-        Some(dockerfile) => {
-            BuildContext::from_dockerfile(&target.docker.context, dockerfile, shell)?
+    let (context, contents) = match &target.docker.dockerfile {
+        Some(dockerfile) => (
+            BuildContext::from_dockerfile(&target.docker.context, dockerfile, shell)?,
+            None,
+        ),
+        None => {
+            let (context, contents) =
+                generate_context(target, cargo_options, clients, shell).await?;
+            (context, Some(contents))
         }
-        None => generate_context(target, cargo_options, clients, shell).await?,
     };
     let id = run_build(&engine, target, &context).await?;
     shell.detail(&format!(
         "built image {id} in the engine at {}",
         engine.address()
     ));
-    Ok(EngineImage { id, engine })
+    Ok(EngineImage {
+        id,
+        engine,
+        contents,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -724,6 +733,7 @@ mod tests {
             digest: config.digest.clone(),
             config,
             layers: Vec::new(),
+            contents: Default::default(),
         }
     }
 

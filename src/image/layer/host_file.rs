@@ -5,18 +5,22 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use sha1::Sha1;
+use sha2::{Digest as _, Sha256};
+
 use crate::image::exact::ExactReader;
 
 /// Appends a host file's bytes as one tar entry. The file is opened without blocking (a FIFO
 /// put in its place since it was listed must not hang the build) and must still be a regular
 /// file. If its size, mtime or ctime moved while it was read, the entry may hold old and new
 /// bytes alike: that is a [`ChangedWhileRead`] error, and the caller throws the tar away.
+/// Returns the sha256 and sha1 of the bytes appended, and their number.
 pub(super) fn append_host_file<W: Write>(
     tar: &mut tar::Builder<W>,
     header: &mut tar::Header,
     path: &str,
     host: &Path,
-) -> io::Result<()> {
+) -> io::Result<(String, String, u64)> {
     use std::os::unix::fs::OpenOptionsExt;
     // Checked by path first: opening a socket fails with a bare "No such device or address".
     regular_file(host, &std::fs::metadata(host).map_err(|e| at(host, e))?)?;
@@ -31,12 +35,38 @@ pub(super) fn append_host_file<W: Write>(
     header.set_size(size);
     // The header's size is final: a file that changes meanwhile must not corrupt the archive
     // (one that shrank fails here, one that grew is cut; both are then seen as changed).
-    let appended = tar.append_data(header, path, ExactReader::new(&file, size, host));
+    let mut reader = HashingReader {
+        inner: ExactReader::new(&file, size, host),
+        sha256: Sha256::new(),
+        sha1: Sha1::new(),
+    };
+    let appended = tar.append_data(header, path, &mut reader);
     let after = file.metadata().map_err(|e| at(host, e))?;
     if stat_moved(&before, &after) {
         return Err(io::Error::other(ChangedWhileRead(host.to_path_buf())));
     }
-    appended
+    appended?;
+    Ok((
+        hex::encode(reader.sha256.finalize()),
+        hex::encode(reader.sha1.finalize()),
+        size,
+    ))
+}
+
+/// Hashes what is read through it.
+struct HashingReader<R> {
+    inner: R,
+    sha256: Sha256,
+    sha1: Sha1,
+}
+
+impl<R: io::Read> io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha256.update(&buf[..n]);
+        self.sha1.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// Size, mtime or ctime differ: the file was written to (or its times set) in between.

@@ -49,6 +49,23 @@ pub struct Layer {
     pub codec: Codec,
     /// The compressed bytes, in the cache's `blobs/sha256/`; uploads read them from here.
     pub file: CacheFile,
+    /// Its regular files, sorted by path, with the digests of the bytes the tar holds (for the
+    /// SBOM: hashed as they were written, or remembered with the cached layer).
+    pub files: Vec<LayerFile>,
+}
+
+/// One regular file of a layer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LayerFile {
+    /// Absolute path in the image (`/etc/passwd`).
+    pub path: String,
+    /// sha256 of its content, 64 lowercase hex digits.
+    pub sha256: String,
+    /// sha1 of its content, 40 lowercase hex digits (SPDX requires it of every file).
+    pub sha1: String,
+    pub size: u64,
+    /// The host file it was read from; `None` for generated content.
+    pub host_path: Option<PathBuf>,
 }
 
 /// How a layer was obtained.
@@ -118,6 +135,20 @@ impl LayerBuilder {
                 _ => 0,
             })
             .sum()
+    }
+
+    /// The host files listed so far: image path (absolute) and host path.
+    pub fn host_files(&self) -> Vec<(String, PathBuf)> {
+        self.entries
+            .iter()
+            .filter_map(|(path, e)| match e {
+                Entry::File {
+                    source: Source::Host(p),
+                    ..
+                } => Some((format!("/{path}"), p.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Adds a host file at `image_path`, keeping only whether it is executable. Anything but

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 
 use super::host_file::{append_host_file, changed_again, changed_while_read};
-use super::{CacheFile, Entry, Layer, LayerBuilder, LayerSlot, Origin, Source};
+use super::{CacheFile, Entry, Layer, LayerBuilder, LayerFile, LayerSlot, Origin, Source};
 use crate::image::compress::{ParallelCompressor, default_threads};
 use crate::image::early_upload::{EarlyUploadStream, EarlyUploadTee};
 use crate::image::input_cache::{Fingerprint, Recorded};
@@ -69,9 +69,10 @@ impl LayerBuilder {
         Ok(fp.finish())
     }
 
-    /// Writes the uncompressed tar to `out`.
-    fn write_tar<W: Write>(&self, out: W) -> io::Result<W> {
+    /// Writes the uncompressed tar to `out`; returns it with the regular files written.
+    fn write_tar<W: Write>(&self, out: W) -> io::Result<(W, Vec<LayerFile>)> {
         let mut tar = tar::Builder::new(out);
+        let mut files = Vec::new();
         for (path, entry) in &self.entries {
             let mut header = tar::Header::new_gnu();
             header.set_mtime(self.mtime);
@@ -95,17 +96,34 @@ impl LayerBuilder {
                 Entry::File { source, mode } => {
                     header.set_entry_type(tar::EntryType::Regular);
                     header.set_mode(*mode);
-                    match source {
+                    let (sha256, sha1, size, host_path) = match source {
                         Source::Bytes(b) => {
                             header.set_size(b.len() as u64);
                             tar.append_data(&mut header, path, &b[..])?;
+                            (
+                                hex::encode(Sha256::digest(b)),
+                                hex::encode(sha1::Sha1::digest(b)),
+                                b.len() as u64,
+                                None,
+                            )
                         }
-                        Source::Host(p) => append_host_file(&mut tar, &mut header, path, p)?,
-                    }
+                        Source::Host(p) => {
+                            let (sha256, sha1, size) =
+                                append_host_file(&mut tar, &mut header, path, p)?;
+                            (sha256, sha1, size, Some(p.clone()))
+                        }
+                    };
+                    files.push(LayerFile {
+                        path: format!("/{path}"),
+                        sha256,
+                        sha1,
+                        size,
+                        host_path,
+                    });
                 }
             }
         }
-        tar.into_inner()
+        Ok((tar.into_inner()?, files))
     }
 }
 
@@ -130,6 +148,7 @@ pub(super) fn make(
             description: builder.description.clone(),
             origin: Origin::Unchanged,
             codec,
+            files: recorded.files,
         });
     }
     // A file that changed while it was read makes a layer that is neither its old nor its
@@ -140,6 +159,7 @@ pub(super) fn make(
         diff_id,
         digest,
         stream,
+        files,
     } = match write_blob(builder, slot, codec, progress, open_stream) {
         Err(e) if changed_while_read(&e).is_some() => {
             // What `stat` said before the first read is not what was read.
@@ -156,6 +176,7 @@ pub(super) fn make(
             diff_id: diff_id.to_string(),
             digest: digest.to_string(),
             size,
+            files: files.clone(),
         },
         &digest,
     )?;
@@ -167,6 +188,7 @@ pub(super) fn make(
         description: builder.description.clone(),
         origin: Origin::Written,
         codec,
+        files,
     };
     if let Some(stream) = stream {
         stream.finish(&layer);
@@ -183,7 +205,7 @@ fn write_blob(
     open_stream: &mut dyn FnMut() -> Option<Box<dyn EarlyUploadStream>>,
 ) -> io::Result<WrittenBlob> {
     let scratch = slot.cache.temp_blob()?;
-    let (diff_id, digest, stream) = {
+    let (diff_id, digest, stream, files) = {
         let file = EarlyUploadTee::new(
             BufWriter::with_capacity(256 * 1024, scratch.as_file()),
             slot.previous_blob(),
@@ -191,7 +213,7 @@ fn write_blob(
         );
         let compressor =
             ParallelCompressor::with_codec(HashingWriter::new(file), codec, default_threads())?;
-        let tar = builder.write_tar(Counting {
+        let (tar, files) = builder.write_tar(Counting {
             inner: HashingWriter::new(compressor),
             progress,
         })?;
@@ -199,13 +221,14 @@ fn write_blob(
         let (mut file, digest) = compressor.finish()?.finish();
         // Flushes the buffered cache file (the tee passes flush through).
         file.flush()?;
-        (diff_id, digest, file.into_stream())
+        (diff_id, digest, file.into_stream(), files)
     };
     Ok(WrittenBlob {
         file: scratch,
         diff_id,
         digest,
         stream,
+        files,
     })
 }
 
@@ -216,6 +239,7 @@ struct WrittenBlob {
     digest: Digest,
     /// The early upload's stream, if the bytes turned out new (see [`EarlyUploadTee`]).
     stream: Option<Box<dyn EarlyUploadStream>>,
+    files: Vec<LayerFile>,
 }
 
 /// Passes bytes through while telling `progress` how many went by.

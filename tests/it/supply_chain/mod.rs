@@ -2,6 +2,7 @@
 //! (Debian's docker-registry, distribution 2.8: no referrers API, so through the fallback tag).
 
 mod documents;
+mod os_files;
 mod referrers;
 
 use std::path::Path;
