@@ -277,14 +277,36 @@ pub struct Compiled {
     pub succeeded: bool,
 }
 
+/// What became of one binary in a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executable<'a> {
+    Found(&'a Path),
+    /// A bin of the same name of another package went to the same file (cargo warns of the
+    /// collision), so which of them the file holds now is unknown: build it alone.
+    Collided,
+    /// Not built: it failed to compile, or (when cargo succeeded) it is not a bin cargo built.
+    Missing,
+}
+
 impl Compiled {
     /// The executable of bin `bin` of the package `package_id` (two packages may have bins of
     /// the same name).
-    pub fn executable(&self, package_id: &cargo_metadata::PackageId, bin: &str) -> Option<&Path> {
-        self.executables
+    pub fn executable(&self, package_id: &cargo_metadata::PackageId, bin: &str) -> Executable<'_> {
+        let Some((_, _, path)) = self
+            .executables
             .iter()
             .find(|(id, name, _)| id == package_id && name == bin)
-            .map(|(_, _, path)| path.as_path())
+        else {
+            return Executable::Missing;
+        };
+        if self
+            .executables
+            .iter()
+            .any(|(id, _, other)| other == path && id != package_id)
+        {
+            return Executable::Collided;
+        }
+        Executable::Found(path)
     }
 
     fn record(&mut self, artifact: &cargo_metadata::Artifact) {

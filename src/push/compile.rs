@@ -11,17 +11,20 @@
 //! compile, and exactly the images whose executable is missing fail. Otherwise a compile error
 //! fails the run before anything is published.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use miette::{IntoDiagnostic, Result};
+use miette::{IntoDiagnostic, Result, WrapErr};
 
 use super::platforms::PlatformBuild;
-use crate::cargo::{self, CargoError, CargoOptions, CompiledUnit, Invocation, Packages};
+use crate::cargo::{
+    self, CargoError, CargoOptions, CompiledUnit, Executable, Invocation, Packages,
+};
 use crate::plan::{Plan, Target};
 use crate::platform::CrossBuild;
 use crate::request::Batch;
 use crate::shell::Shell;
+use crate::spec::BuildSpec;
 
 /// The binary compiled for one platform image, and every unit of the `cargo build` that made
 /// it (what the SBOM's crates are taken from).
@@ -52,44 +55,62 @@ pub(super) async fn compile_all(
         .map(|n| (0..n).map(|_| None).collect())
         .collect();
     let mut failures: Vec<Option<miette::Report>> = prepared.iter().map(|_| None).collect();
+    let mut fail = |t: usize, error: CargoError| -> Result<()> {
+        if failures[t].is_none() {
+            failures[t] = Some(super::target_failed(
+                &plan.targets[t],
+                error.into(),
+                batch,
+                shell,
+            )?);
+        }
+        Ok(())
+    };
     for (cross, members) in platform_groups(&prepared) {
         let invocation = invocation(plan, &prepared, &cross, &members, batch);
         let compiled = run(&invocation, cargo_options, shell).await?;
-        let command = invocation.describe(cargo_options);
         if !compiled.succeeded && !batch.keeps_going() {
-            return Err(CargoError::Failed { command }.into());
+            return Err(CargoError::Failed {
+                command: invocation.describe(cargo_options),
+            }
+            .into());
         }
         let units: Arc<[CompiledUnit]> = compiled.units.clone().into();
+        let mut collided = Vec::new();
         for (t, p) in members {
             let spec = &plan.targets[t].build;
-            if let Some(path) = compiled.executable(&spec.package_id, &spec.bin) {
-                binaries[t][p] = Some(Binary {
-                    path: path.to_path_buf(),
-                    units: units.clone(),
-                });
-                continue;
+            match compiled.executable(&spec.package_id, &spec.bin) {
+                Executable::Found(path) => {
+                    binaries[t][p] = Some(Binary {
+                        path: path.to_path_buf(),
+                        units: units.clone(),
+                    })
+                }
+                Executable::Collided => collided.push((t, p)),
+                Executable::Missing => {
+                    fail(t, missing(&invocation, &compiled, spec, cargo_options))?
+                }
             }
-            let (command, package, bin) = (command.clone(), spec.package.clone(), spec.bin.clone());
-            let error = if compiled.succeeded {
-                CargoError::NoArtifact {
-                    command,
-                    package,
-                    bin,
-                }
-            } else {
-                CargoError::NotCompiled {
-                    command,
-                    package,
-                    bin,
-                }
+        }
+        // Bins of one name in several packages share one file in cargo's target directory: each
+        // is built alone, as cargo's collision warning advises, and taken before the next.
+        for (t, p) in collided {
+            let spec = &plan.targets[t].build;
+            let alone = Invocation {
+                packages: Packages::Named(vec![format!("{}@{}", spec.package, spec.version)]),
+                bins: vec![spec.bin.clone()],
+                keep_going: false,
+                ..invocation.clone()
             };
-            if failures[t].is_none() {
-                failures[t] = Some(super::target_failed(
-                    &plan.targets[t],
-                    error.into(),
-                    batch,
-                    shell,
-                )?);
+            let compiled = run(&alone, cargo_options, shell).await?;
+            match compiled.executable(&spec.package_id, &spec.bin) {
+                Executable::Found(path) if compiled.succeeded => {
+                    binaries[t][p] = Some(Binary {
+                        path: set_apart(path, spec, &cargo_options.profile)?,
+                        units: compiled.units.into(),
+                    })
+                }
+                _ => fail(t, missing(&alone, &compiled, spec, cargo_options))?,
             }
         }
     }
@@ -211,4 +232,73 @@ fn not_compiled_for(plan: &Plan, prepared: &Prepared, cross: &Option<CrossBuild>
         }
     }
     exclude
+}
+
+/// Why a binary the build should have made is not there.
+fn missing(
+    invocation: &Invocation,
+    compiled: &cargo::Compiled,
+    spec: &BuildSpec,
+    options: &CargoOptions,
+) -> CargoError {
+    let (command, package, bin) = (
+        invocation.describe(options),
+        spec.package.clone(),
+        spec.bin.clone(),
+    );
+    if compiled.succeeded {
+        CargoError::NoArtifact {
+            command,
+            package,
+            bin,
+        }
+    } else {
+        CargoError::NotCompiled {
+            command,
+            package,
+            bin,
+        }
+    }
+}
+
+/// Keeps a binary built alone out of the way of the next package's bin of the same name, which
+/// cargo writes to the same file: a hard link (a copy across file systems) at a path of its own,
+/// `target/adapt-push/bins/<target>/<profile>/<package>-<version>/<bin>`, kept across runs so
+/// the layer cache knows it (an unchanged binary is the same file, not linked again).
+fn set_apart(executable: &Path, spec: &BuildSpec, profile: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let target = spec
+        .cross
+        .as_ref()
+        .and_then(|c| c.target.as_deref())
+        .unwrap_or("host");
+    let dir = spec
+        .layer_cache
+        .parent()
+        .unwrap_or(&spec.layer_cache)
+        .join("bins")
+        .join(target)
+        .join(profile)
+        .join(format!("{}-{}", spec.package, spec.version));
+    let kept = dir.join(&spec.bin);
+    let same_file = |a: &Path, b: &Path| match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    };
+    if same_file(executable, &kept) {
+        return Ok(kept);
+    }
+    let context = || format!("keeping {} as {}", executable.display(), kept.display());
+    std::fs::create_dir_all(&dir)
+        .into_diagnostic()
+        .wrap_err_with(context)?;
+    // Linked beside it, then renamed over it: another run reading it sees one file or the other.
+    let fresh = dir.join(format!(".{}.{}", spec.bin, std::process::id()));
+    let _ = std::fs::remove_file(&fresh);
+    std::fs::hard_link(executable, &fresh)
+        .or_else(|_| std::fs::copy(executable, &fresh).map(|_| ()))
+        .and_then(|()| std::fs::rename(&fresh, &kept))
+        .into_diagnostic()
+        .wrap_err_with(context)?;
+    Ok(kept)
 }

@@ -10,6 +10,7 @@ mod common;
 mod architecture;
 mod base_images;
 mod cluster;
+mod compile;
 mod config;
 mod destinations;
 mod docker;
