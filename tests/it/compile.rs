@@ -237,3 +237,42 @@ fn bins_of_the_same_name_in_two_packages_each_reach_their_own_image() {
         assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), name);
     }
 }
+
+#[test]
+fn a_typo_in_a_base_or_a_missing_engine_costs_no_compile() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = workspace(dir.path(), &registry.addr());
+    let worker = dir.path().join("worker/Cargo.toml");
+    let plain = std::fs::read_to_string(&worker).unwrap();
+    // `api` comes first and is fine; `worker` cannot be built, which is known before any compile.
+    for (setting, says) in [
+        (
+            format!("base = \"{}/no-such-base:1\"", registry.addr()),
+            "no-such-base",
+        ),
+        (
+            "builder = \"docker\"".to_string(),
+            "unix:///nonexistent.sock",
+        ),
+    ] {
+        std::fs::write(
+            &worker,
+            format!("{plain}\n[package.metadata.cluster]\n{setting}\n"),
+        )
+        .unwrap();
+        let out = adapt_push(&manifest)
+            .args(["-p", "api", "-p", "worker"])
+            .env("DOCKER_HOST", "unix:///nonexistent.sock")
+            .run();
+        assert!(!out.status.success(), "{setting}:\n{}", out.stderr);
+        assert!(out.stderr.contains(says), "{setting}:\n{}", out.stderr);
+        assert_eq!(
+            compiling(&out.stderr),
+            Vec::<&str>::new(),
+            "{setting}:\n{}",
+            out.stderr
+        );
+        assert!(registry.tags("api").is_empty(), "{setting}");
+    }
+}
