@@ -413,4 +413,37 @@ mod tests {
         );
         assert!(!args(&named, &options).contains(&"--keep-going".to_string()));
     }
+
+    #[test]
+    fn a_binary_is_found_by_package_and_name_and_a_shared_file_is_no_one_s() {
+        let id = |p: &str| cargo_metadata::PackageId {
+            repr: format!("path+file:///w/{p}#0.1.0"),
+        };
+        let exe = |p: &str, bin: &str, path: &str| (id(p), bin.to_string(), PathBuf::from(path));
+        let compiled = Compiled {
+            units: Vec::new(),
+            executables: vec![
+                exe("api", "api", "/t/release/api"),
+                exe("alpha", "serve", "/t/release/serve"),
+                exe("beta", "serve", "/t/release/serve"),
+            ],
+            succeeded: true,
+        };
+        assert_eq!(
+            compiled.executable(&id("api"), "api"),
+            Executable::Found(Path::new("/t/release/api"))
+        );
+        assert_eq!(
+            compiled.executable(&id("api"), "serve"),
+            Executable::Missing
+        );
+        assert_eq!(
+            compiled.executable(&id("gamma"), "api"),
+            Executable::Missing
+        );
+        assert_eq!(
+            compiled.executable(&id("beta"), "serve"),
+            Executable::Collided
+        );
+    }
 }
