@@ -38,14 +38,15 @@ impl Built {
 /// What a builder checks and fetches before anything is compiled, so that a typo in `base` or
 /// a missing engine costs no compile: the base image (daemonless), the engine connection.
 pub enum Prepared {
-    Oci(Option<BaseImage>),
+    /// Boxed: a base is large, and a run holds one per platform image until it is assembled.
+    Oci(Box<Option<BaseImage>>),
     Engine(Engine),
 }
 
 /// Prepares the build of `spec` (for the platform its `cross` names).
 pub async fn prepare(spec: &BuildSpec, clients: &Clients, shell: &Shell) -> Result<Prepared> {
     Ok(match spec.builder {
-        BuilderKind::Oci => Prepared::Oci(oci::prepare(spec, clients, shell).await?),
+        BuilderKind::Oci => Prepared::Oci(Box::new(oci::prepare(spec, clients, shell).await?)),
         // Ask the engine first: a missing engine should not cost a cargo build.
         BuilderKind::Docker => Prepared::Engine(Engine::connect(shell).await?),
     })
@@ -66,7 +67,7 @@ pub async fn build(
     Ok(match prepared {
         Prepared::Oci(base) => {
             let binary = binary.ok_or_else(|| no_binary(spec))?;
-            Built::Oci(oci::build(spec, base, binary, clients, early_upload, shell).await?)
+            Built::Oci(oci::build(spec, *base, binary, clients, early_upload, shell).await?)
         }
         Prepared::Engine(engine) => {
             Built::Engine(docker::build(spec, engine, binary, clients, shell).await?)

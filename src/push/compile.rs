@@ -68,14 +68,14 @@ pub(super) async fn compile_all(
     };
     for (cross, members) in platform_groups(&prepared) {
         let invocation = invocation(plan, &prepared, &cross, &members, batch);
-        let compiled = run(&invocation, cargo_options, shell).await?;
+        let mut compiled = run(&invocation, cargo_options, shell).await?;
         if !compiled.succeeded && !batch.keeps_going() {
             return Err(CargoError::Failed {
                 command: invocation.describe(cargo_options),
             }
             .into());
         }
-        let units: Arc<[CompiledUnit]> = compiled.units.clone().into();
+        let units: Arc<[CompiledUnit]> = std::mem::take(&mut compiled.units).into();
         let mut collided = Vec::new();
         for (t, p) in members {
             let spec = &plan.targets[t].build;
@@ -127,10 +127,14 @@ pub(super) async fn compile_all(
         .collect())
 }
 
-/// Which (target, platform) pairs each platform's invocation compiles for: every prepared
-/// platform whose binary is compiled on the host, grouped by platform in the plan's order.
-fn platform_groups(prepared: &Prepared) -> Vec<(Option<CrossBuild>, Vec<(usize, usize)>)> {
-    let mut groups: Vec<(Option<CrossBuild>, Vec<(usize, usize)>)> = Vec::new();
+/// One platform (`None`: the host's, as a plain `cargo build`) and the (target, platform index)
+/// pairs its invocation compiles for.
+type PlatformGroup = (Option<CrossBuild>, Vec<(usize, usize)>);
+
+/// Every prepared platform whose binary is compiled on the host, grouped by platform in the
+/// plan's order.
+fn platform_groups(prepared: &Prepared) -> Vec<PlatformGroup> {
+    let mut groups: Vec<PlatformGroup> = Vec::new();
     for (t, platforms) in prepared.iter().enumerate() {
         let Ok(platforms) = platforms else { continue };
         for (p, build) in platforms.iter().enumerate() {
@@ -195,7 +199,7 @@ async fn run(
     options: &CargoOptions,
     shell: &Shell,
 ) -> Result<cargo::Compiled> {
-    shell.status("Building", &invocation.describe(options));
+    shell.status("Running", &format!("`{}`", invocation.describe(options)));
     let invocation = invocation.clone();
     let options = options.clone();
     let shell = shell.clone();
