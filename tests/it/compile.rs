@@ -276,3 +276,37 @@ fn a_typo_in_a_base_or_a_missing_engine_costs_no_compile() {
         assert!(registry.tags("api").is_empty(), "{setting}");
     }
 }
+
+#[test]
+fn a_member_built_by_its_own_dockerfile_is_left_out_of_the_workspace_build() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = workspace(dir.path(), &registry.addr());
+    // `worker` compiles only inside its image (here: not at all), so the host must not try.
+    let worker = dir.path().join("worker");
+    std::fs::write(
+        worker.join("src/main.rs"),
+        "fn main() { this is not rust }\n",
+    )
+    .unwrap();
+    std::fs::write(worker.join("Dockerfile"), "FROM scratch\n").unwrap();
+    let out = adapt_push(&manifest)
+        .args(["--workspace", "-vv"])
+        // No engine: `worker` fails on its own, `api` goes on.
+        .env("DOCKER_HOST", "unix:///nonexistent.sock")
+        .run();
+    assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
+    assert_eq!(registry.tags("api"), ["latest"]);
+    let runs = cargo_invocations(&out.stderr);
+    assert_eq!(runs.len(), 1, "{}", out.stderr);
+    assert!(
+        runs[0].contains(r#""--workspace" "--exclude" "worker""#),
+        "{}",
+        runs[0]
+    );
+    assert!(
+        !out.stderr.contains("could not compile `worker`"),
+        "{}",
+        out.stderr
+    );
+}
