@@ -10,6 +10,9 @@ use crate::reference::{ImageRef, Registry, Repository, Tag};
 /// A builder's whole input. It says nothing about where the image will be pushed.
 #[derive(Debug, Clone)]
 pub struct BuildSpec {
+    /// Cargo's id of the package: what the compile's executables are matched by (two packages
+    /// may have bins of the same name).
+    pub package_id: cargo_metadata::PackageId,
     pub package: String,
     pub version: String,
     pub manifest_path: PathBuf,
@@ -21,6 +24,14 @@ pub struct BuildSpec {
     pub layer_cache: PathBuf,
     /// Building for another platform than the host's: set per platform before building.
     pub cross: Option<crate::platform::CrossBuild>,
+}
+
+impl BuildSpec {
+    /// Whether cargo compiles the binary on this machine: always, except when the engine
+    /// builds the package's own Dockerfile (which compiles inside the engine, if at all).
+    pub fn compiled_on_host(&self) -> bool {
+        self.builder == BuilderKind::Oci || self.docker.dockerfile.is_none()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,16 +5,15 @@ pub mod base_check;
 pub mod docker;
 pub mod oci;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
-use miette::{IntoDiagnostic, Result};
+use miette::Result;
 
-use crate::cargo::{self, CargoOptions};
-use crate::engine::EngineImage;
-use crate::image::Image;
+use crate::engine::{Engine, EngineImage};
 use crate::image::contents::Contents;
 use crate::image::early_upload::EarlyUpload;
+use crate::image::{BaseImage, Image};
 use crate::registry::pool::Clients;
 use crate::shell::Shell;
 use crate::spec::{BuildSpec, BuilderKind};
@@ -45,46 +44,52 @@ impl Built {
     }
 }
 
-/// Builds the target's image with the builder the plan chose. `early_upload` hears of each layer
-/// the daemonless builder writes, as soon as it is written (the engine's layers stay inside it).
-/// What the build does is told to `shell`.
+/// What a builder checks and fetches before anything is compiled, so that a typo in `base` or
+/// a missing engine costs no compile: the base image (daemonless), the engine connection.
+pub enum Prepared {
+    /// Boxed: a base is large, and a run holds one per platform image until it is assembled.
+    Oci(Box<Option<BaseImage>>),
+    Engine(Engine),
+}
+
+/// Prepares the build of `spec` (for the platform its `cross` names).
+pub async fn prepare(spec: &BuildSpec, clients: &Clients, shell: &Shell) -> Result<Prepared> {
+    Ok(match spec.builder {
+        BuilderKind::Oci => Prepared::Oci(Box::new(oci::prepare(spec, clients, shell).await?)),
+        // Ask the engine first: a missing engine should not cost a cargo build.
+        BuilderKind::Docker => Prepared::Engine(Engine::connect(shell).await?),
+    })
+}
+
+/// Builds the target's image from its compiled `binary` (`None` only when the engine builds the
+/// package's own Dockerfile: see `BuildSpec::compiled_on_host`). `early_upload` hears of each
+/// layer the daemonless builder writes, as soon as it is written (the engine's layers stay
+/// inside it). What the build does is told to `shell`.
 pub async fn build(
     spec: &BuildSpec,
-    cargo_options: &CargoOptions,
+    prepared: Prepared,
+    binary: Option<&Path>,
     clients: &Clients,
     early_upload: Option<Arc<dyn EarlyUpload>>,
     shell: &Shell,
 ) -> Result<Built> {
-    Ok(match spec.builder {
-        BuilderKind::Oci => {
-            Built::Oci(oci::build(spec, cargo_options, clients, early_upload, shell).await?)
+    Ok(match prepared {
+        Prepared::Oci(base) => {
+            let binary = binary.ok_or_else(|| no_binary(spec))?;
+            Built::Oci(oci::build(spec, *base, binary, clients, early_upload, shell).await?)
         }
-        BuilderKind::Docker => {
-            Built::Engine(docker::build(spec, cargo_options, clients, shell).await?)
+        Prepared::Engine(engine) => {
+            Built::Engine(docker::build(spec, engine, binary, clients, shell).await?)
         }
     })
 }
 
-/// `cargo build` of the target's binary, off the async runtime; cargo's output goes to stderr.
-pub async fn build_binary(
-    target: &BuildSpec,
-    options: &CargoOptions,
-    shell: &Shell,
-) -> Result<PathBuf> {
-    shell.status(
-        "Building",
-        &format!(
-            "{} v{} (bin {}, profile {})",
-            target.package, target.version, target.bin, options.profile
-        ),
-    );
-    let target = target.clone();
-    let options = options.clone();
-    let shell = shell.clone();
-    let binary = tokio::task::spawn_blocking(move || {
-        shell.suspend(|| cargo::build_binary(&target, &options, &shell))
-    })
-    .await
-    .into_diagnostic()??;
-    Ok(binary)
+/// A builder that needs the compiled binary was not given one: a bug in the run, not the
+/// user's doing.
+fn no_binary(spec: &BuildSpec) -> miette::Report {
+    miette::miette!(
+        "internal error: bin `{}` of `{}` reached the builder without a compiled binary",
+        spec.bin,
+        spec.package
+    )
 }

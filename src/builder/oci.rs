@@ -1,4 +1,4 @@
-//! The daemonless builder: `cargo build`, then layers assembled in-process.
+//! The daemonless builder: the compiled binary's image, its layers assembled in-process.
 //!
 //! Layers are split by how often they change, so a code change re-uploads only the last one:
 //! 1. runtime (scratch only): system files (users, /tmp, CA bundle; see `scratch`) and the
@@ -14,7 +14,6 @@ use miette::{Diagnostic, IntoDiagnostic, Result, WrapErr};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 use super::base_check;
-use crate::cargo::CargoOptions;
 use crate::image::base_fs::BaseFs;
 use crate::image::contents::{BaseRecord, ContentFile, Contents, FileOrigin, HostPackages};
 use crate::image::early_upload::{EarlyUpload, EarlyUploadStream};
@@ -62,23 +61,31 @@ pub enum BuildError {
     },
 }
 
-/// Builds the binary with cargo and assembles its image; `early_upload` hears of each layer as
-/// soon as it is written.
-pub async fn build(
+/// Resolves the base for the platform `target.cross` names (the host's by default), before
+/// anything is compiled: a typo in `base` should not cost a compile.
+pub async fn prepare(
     target: &BuildSpec,
-    cargo_options: &CargoOptions,
     clients: &Clients,
-    early_upload: Option<Arc<dyn EarlyUpload>>,
     shell: &Shell,
-) -> Result<Image> {
-    // Resolve the base first: a typo in `base` should not cost a compile.
+) -> Result<Option<BaseImage>> {
     let architecture = match &target.cross {
         Some(cross) => cross.platform.architecture(),
         None => host_architecture(),
     };
-    let base = resolve_base(target, architecture, clients, shell).await?;
-    let binary = super::build_binary(target, cargo_options, shell).await?;
-    assemble_with_base(target, &binary, base, clients, early_upload, shell).await
+    resolve_base(target, architecture, clients, shell).await
+}
+
+/// Assembles the image of the compiled `binary` on the prepared base; `early_upload` hears of
+/// each layer as soon as it is written.
+pub async fn build(
+    target: &BuildSpec,
+    base: Option<BaseImage>,
+    binary: &Path,
+    clients: &Clients,
+    early_upload: Option<Arc<dyn EarlyUpload>>,
+    shell: &Shell,
+) -> Result<Image> {
+    assemble_with_base(target, binary, base, clients, early_upload, shell).await
 }
 
 /// Assembles the image for an already built binary.

@@ -27,6 +27,29 @@ use target::plan_targets;
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub targets: Vec<Target>,
+    /// How the user chose them: the run's `cargo build` repeats it.
+    pub selection: Selection,
+}
+
+/// How the packages and binaries were chosen. The run's one `cargo build` per platform repeats
+/// it, so that it is the build the user would run themselves, and reuses one they ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Selection {
+    /// `--workspace`: `cargo build --workspace` (features unified over every member). Else `-p`
+    /// for each package of the plan (the ones named, or the one whose manifest was found).
+    pub workspace: bool,
+    /// Binaries named (`--bin`): `--bin` for each of the plan's. Else every binary of the
+    /// packages, as `cargo build` builds them.
+    pub bins: bool,
+}
+
+impl Selection {
+    fn of(request: &Request) -> Selection {
+        Selection {
+            workspace: request.workspace,
+            bins: !request.bins.is_empty(),
+        }
+    }
 }
 
 /// One image to build and push.
@@ -134,7 +157,10 @@ pub fn make_plan(
             facts,
         )?);
     }
-    Ok(Plan { targets })
+    Ok(Plan {
+        targets,
+        selection: Selection::of(request),
+    })
 }
 
 /// `SOURCE_DATE_EPOCH` (reproducible-builds.org), else the Unix epoch.

@@ -112,6 +112,7 @@ fn plan_target(
 
     Ok(Target {
         build: BuildSpec {
+            package_id: package.id.clone(),
             package: package.name.to_string(),
             version: package.version.to_string(),
             manifest_path,

@@ -3,7 +3,7 @@
 use miette::{IntoDiagnostic, Result, WrapErr};
 
 use crate::builder::Built;
-use crate::cargo::CargoOptions;
+use crate::cargo::{CargoOptions, CompiledUnit};
 use crate::image::contents::Contents;
 use crate::plan::Target;
 use crate::publish::{self, attach::KnownManifest};
@@ -12,12 +12,14 @@ use crate::shell::Shell;
 use crate::spec::{BuildSpec, BuilderKind};
 use crate::supply_chain;
 
-/// The facts the SBOM and provenance state, when the target wants either. A user's Dockerfile
+/// The facts the SBOM and provenance state, when the target wants either; `units` are those of
+/// the `cargo build` that compiled the binary. A user's Dockerfile
 /// compiles inside the engine, out of our sight: no documents are claimed for it.
 pub(super) async fn build_facts(
     target: &Target,
     build: &BuildSpec,
     cargo_options: &CargoOptions,
+    units: &[CompiledUnit],
     shell: &Shell,
 ) -> Result<Option<supply_chain::BuildFacts>> {
     let spec = target.supply_chain;
@@ -33,9 +35,10 @@ pub(super) async fn build_facts(
     }
     let build = build.clone();
     let options = cargo_options.clone();
+    let units = units.to_vec();
     let facts = tokio::task::spawn_blocking(move || {
         let triple = build.cross.as_ref().and_then(|c| c.target.clone());
-        supply_chain::collect_facts(&build, &options, triple.as_deref())
+        supply_chain::collect_facts(&build, &options, triple.as_deref(), &units)
     })
     .await
     .into_diagnostic()??;

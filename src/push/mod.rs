@@ -1,16 +1,19 @@
-//! One run: plan → build every image → publish each to its destinations → report.
+//! One run: plan → prepare every build → compile every binary (one `cargo build` per platform)
+//! → assemble every image → publish each to its destinations → report.
 //!
 //! Destinations: the registry (the default), and the registry-less ones (`--tarball`,
 //! `--oci-layout`, `--load`), which replace the registry push unless `--push` is given too.
 //! `--no-push` builds only. Publishers are handed finished images; none knows how one was built.
 //! The one overlap: the last image's layers go to the registry as soon as each is written, a
-//! large new one even while it is compressed (see `platforms::build_sending_layers`), since no
-//! compile is left to fail after it.
+//! large new one even while it is compressed (see `platforms::build_sending_layers`), since
+//! every binary is compiled by then and no other image is left to fail after it.
 //!
-//! `platforms`: one build per platform and the image index; `attachments`: the SBOM and
-//! provenance; `local`: the registry-less destinations; `report`: what the run reports.
+//! `compile`: the run's `cargo build`s; `platforms`: one build per platform and the image
+//! index; `attachments`: the SBOM and provenance; `local`: the registry-less destinations;
+//! `report`: what the run reports.
 
 mod attachments;
+mod compile;
 mod local;
 mod platforms;
 mod report;
@@ -32,7 +35,9 @@ use crate::shell::Shell;
 use crate::spec::BuilderKind;
 use attachments::{attach_documents, known_manifest};
 use local::{Local, write_local_destinations};
-use platforms::{PlatformImage, build_platforms, cross_builds_for, publish_platforms};
+use platforms::{
+    PlatformImage, build_platforms, cross_builds_for, prepare_platforms, publish_platforms,
+};
 use report::{finish, image_report};
 
 /// A push, and whether some images were done while others failed (exit status 3). What it does
@@ -116,8 +121,10 @@ impl Outcome {
     }
 }
 
-/// Builds and publishes every target of `plan`. With `Batch::Independent` (`--workspace`), one
-/// image failing does not stop the others; otherwise a failed build publishes nothing at all, and
+/// Builds and publishes every target of `plan`: each build prepared (bases resolved, the engine
+/// connected), then every binary compiled (one `cargo build` per platform), then each image
+/// assembled, then published. With `Batch::Independent` (`--workspace`), one image failing does
+/// not stop the others; otherwise a failed build publishes nothing at all, and
 /// (`Batch::Sequential`) a failed push stops the ones after it.
 pub async fn push_all(
     plan: &Plan,
@@ -129,16 +136,9 @@ pub async fn push_all(
     check_local_destinations(plan, outputs)?;
     let pools = ClientPools::for_plan(plan, shell);
     let cross_builds = cross_builds_for_all(plan, batch)?;
-    let built = build_all(
-        plan,
-        cross_builds,
-        &pools,
-        cargo_options,
-        outputs,
-        batch,
-        shell,
-    )
-    .await?;
+    let prepared = prepare_all(plan, cross_builds, &pools, batch, shell).await?;
+    let compiled = compile::compile_all(plan, prepared, cargo_options, batch, shell).await?;
+    let built = build_all(plan, compiled, &pools, cargo_options, outputs, batch, shell).await?;
     let published = publish_all(built, &pools, outputs, batch, shell).await;
     let results = write_local_destinations(published, outputs, shell).await;
     Ok(Outcome {
@@ -146,6 +146,24 @@ pub async fn push_all(
         planned: plan.targets.len(),
         batch,
     })
+}
+
+/// A target that failed at some step: the run's error, unless images stand alone
+/// (`Batch::Independent`), where the others go on.
+fn target_failed(
+    target: &Target,
+    error: miette::Report,
+    batch: Batch,
+    shell: &Shell,
+) -> Result<miette::Report> {
+    if !batch.keeps_going() {
+        return Err(error);
+    }
+    shell.warn(&format!(
+        "{} failed to build; the other packages go on",
+        target.build.package
+    ));
+    Ok(error)
 }
 
 /// `--tarball` and `--oci-layout` take only images built in-process.
@@ -224,15 +242,38 @@ fn cross_builds_for_all(
     Ok(cross_builds)
 }
 
+/// Prepares every target's builds before anything is compiled, so a typo in a `base` or a
+/// missing engine costs no compile.
+async fn prepare_all(
+    plan: &Plan,
+    cross_builds: Vec<Result<Vec<Option<platform::CrossBuild>>>>,
+    pools: &ClientPools,
+    batch: Batch,
+    shell: &Shell,
+) -> Result<compile::Prepared> {
+    let mut prepared = Vec::new();
+    for ((target, crosses), &pool) in plan.targets.iter().zip(cross_builds).zip(&pools.of_target) {
+        let result = match crosses {
+            Ok(crosses) => prepare_platforms(target, crosses, pools.get(pool), shell).await,
+            Err(e) => Err(e),
+        };
+        prepared.push(match result {
+            Err(e) => Err(target_failed(target, e, batch, shell)?),
+            ok => ok,
+        });
+    }
+    Ok(prepared)
+}
+
 /// A target's build: the target, its client pool, and each platform's image.
 type BuiltTarget = (Target, usize, Result<Vec<PlatformImage>>);
 
-/// Builds every image before publishing any, so a compile error leaves the registry untouched.
-/// Only the last image's layers may go to the registry while it is built (no compile is left
-/// to fail after it).
+/// Assembles every image before publishing any, so a failed build leaves the registry
+/// untouched. Only the last image's layers may go to the registry while it is built (no build
+/// is left to fail after it).
 async fn build_all(
     plan: &Plan,
-    cross_builds: Vec<Result<Vec<Option<platform::CrossBuild>>>>,
+    compiled: compile::Compiled,
     pools: &ClientPools,
     cargo_options: &CargoOptions,
     outputs: &Outputs,
@@ -241,32 +282,25 @@ async fn build_all(
 ) -> Result<Vec<BuiltTarget>> {
     let mut built = Vec::new();
     let last = plan.targets.len().saturating_sub(1);
-    for (i, ((target, crosses), &pool)) in plan
+    for (i, ((target, builds), &pool)) in plan
         .targets
         .iter()
-        .zip(cross_builds)
+        .zip(compiled)
         .zip(&pools.of_target)
         .enumerate()
     {
         let clients = pools.get(pool);
-        let result = match crosses {
-            Ok(crosses) => {
-                let early =
-                    i == last && outputs.registry && target.build.builder == BuilderKind::Oci;
-                build_platforms(target, crosses, cargo_options, clients, early, shell).await
+        let early = i == last && outputs.registry && target.build.builder == BuilderKind::Oci;
+        let result = match builds {
+            Ok(builds) => {
+                match build_platforms(target, builds, cargo_options, clients, early, shell).await {
+                    Ok(images) => Ok(images),
+                    Err(e) => Err(target_failed(target, e, batch, shell)?),
+                }
             }
+            // Told when it failed.
             Err(e) => Err(e),
         };
-        let result = match result {
-            Err(e) if !batch.keeps_going() => return Err(e),
-            other => other,
-        };
-        if result.is_err() {
-            shell.warn(&format!(
-                "{} failed to build; the other packages go on",
-                target.build.package
-            ));
-        }
         built.push((target.clone(), pool, result));
     }
     Ok(built)

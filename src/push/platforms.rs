@@ -1,10 +1,12 @@
-//! Platforms: one build per platform a target asks for, an image index on top.
+//! Platforms: one build per platform a target asks for (prepared, then assembled from the
+//! binary compiled for it), an image index on top.
 
 use std::path::Path;
 
 use miette::Result;
 
 use super::attachments::{attach_documents, build_facts, known_manifest};
+use super::compile::Binary;
 use super::report::{image_report, platform_report};
 use crate::builder::{self, Built};
 use crate::cargo::CargoOptions;
@@ -18,6 +20,14 @@ use crate::shell::Shell;
 use crate::spec::BuildSpec;
 use crate::supply_chain;
 
+/// One platform's build of a target, prepared (its base resolved, or the engine connected)
+/// before anything is compiled.
+pub(super) struct PlatformBuild {
+    /// The target's spec with this platform's `cross` set.
+    pub(super) spec: BuildSpec,
+    pub(super) prepared: builder::Prepared,
+}
+
 /// One platform's build of a target.
 pub(super) struct PlatformImage {
     /// `None`: the host's platform, chosen by default.
@@ -28,45 +38,54 @@ pub(super) struct PlatformImage {
     pub(super) early: EarlyUploadOutcomes,
 }
 
-/// Builds each platform of `target`, with the facts its SBOM and provenance will state. With
-/// `send_early` (and one platform), each layer goes to the registry as soon as it is written,
-/// while the later ones are still compressing.
-pub(super) async fn build_platforms(
+/// Prepares each platform's build of `target`: what its builder must check before any compile.
+pub(super) async fn prepare_platforms(
     target: &Target,
     crosses: Vec<Option<platform::CrossBuild>>,
+    clients: &Clients,
+    shell: &Shell,
+) -> Result<Vec<PlatformBuild>> {
+    let mut builds = Vec::new();
+    for cross in crosses {
+        let mut spec = target.build.clone();
+        spec.cross = cross;
+        let prepared = builder::prepare(&spec, clients, shell).await?;
+        builds.push(PlatformBuild { spec, prepared });
+    }
+    Ok(builds)
+}
+
+/// Builds each platform's image of `target` from its compiled binary, with the facts its SBOM
+/// and provenance will state. With `send_early` (and one platform), each layer goes to the
+/// registry as soon as it is written, while the later ones are still compressing.
+pub(super) async fn build_platforms(
+    target: &Target,
+    builds: Vec<(PlatformBuild, Option<Binary>)>,
     cargo_options: &CargoOptions,
     clients: &Clients,
     send_early: bool,
     shell: &Shell,
 ) -> Result<Vec<PlatformImage>> {
-    let send_early = send_early && crosses.len() == 1;
+    let send_early = send_early && builds.len() == 1;
     let mut images = Vec::new();
-    for cross in crosses {
-        let mut spec = target.build.clone();
-        spec.cross = cross;
+    for (PlatformBuild { spec, prepared }, binary) in builds {
+        let path = binary.as_ref().map(|b| b.path.as_path());
         let building = async {
             if send_early {
-                build_sending_layers(&spec, target, cargo_options, clients, shell).await
+                build_sending_layers(&spec, prepared, path, target, clients, shell).await
             } else {
-                let image = builder::build(&spec, cargo_options, clients, None, shell).await;
+                let image = builder::build(&spec, prepared, path, clients, None, shell).await;
                 (image, EarlyUploadOutcomes::default())
             }
         };
-        let (image, early, facts) = if cargo_options.locked || cargo_options.frozen {
-            // The build cannot change Cargo.lock: read the facts (rustc -vV, cargo metadata,
-            // git) while it runs. A build error still comes first.
-            let ((image, early), facts) =
-                tokio::join!(building, build_facts(target, &spec, cargo_options, shell));
-            (image?, early, facts?)
-        } else {
-            let (image, early) = building.await;
-            let image = image?;
-            (
-                image,
-                early,
-                build_facts(target, &spec, cargo_options, shell).await?,
-            )
-        };
+        // The compile has settled Cargo.lock: the facts (rustc -vV, cargo metadata, git) are
+        // read while the image is assembled. An image error still comes first.
+        let units = binary.as_ref().map(|b| &b.units[..]).unwrap_or_default();
+        let ((image, early), facts) = tokio::join!(
+            building,
+            build_facts(target, &spec, cargo_options, units, shell)
+        );
+        let (image, facts) = (image?, facts?);
         images.push(PlatformImage {
             platform: spec.cross.as_ref().map(|c| c.platform),
             image,
@@ -80,15 +99,16 @@ pub(super) async fn build_platforms(
 /// Builds one image while its layers go to the destination as they are written.
 async fn build_sending_layers(
     spec: &BuildSpec,
+    prepared: builder::Prepared,
+    binary: Option<&Path>,
     target: &Target,
-    cargo_options: &CargoOptions,
     clients: &Clients,
     shell: &Shell,
 ) -> (Result<Built>, EarlyUploadOutcomes) {
     let (early_upload, layers) = publish::early_upload::early_upload_channel();
     // The early upload (and so the sender) is dropped when the build ends, which ends the uploads.
     tokio::join!(
-        builder::build(spec, cargo_options, clients, Some(early_upload), shell),
+        builder::build(spec, prepared, binary, clients, Some(early_upload), shell),
         publish::early_upload::upload_early(clients, &target.destination, layers, shell),
     )
 }

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use miette::{Diagnostic, Result, WrapErr};
 
-use crate::plan::Plan;
+use crate::plan::{Plan, Selection};
 use crate::request::{Batch, Outputs, PushRequest, ResolveRequest};
 use crate::shell::Shell;
 
@@ -154,6 +154,11 @@ impl<'a> Images<'a> {
             keys: BTreeMap::new(),
             plan: Plan {
                 targets: Vec::new(),
+                // Each placeholder names a package and so a binary: exactly those are compiled.
+                selection: Selection {
+                    workspace: false,
+                    bins: true,
+                },
             },
         }
     }

@@ -65,6 +65,7 @@ pub fn collect_facts(
     build: &BuildSpec,
     options: &CargoOptions,
     target: Option<&str>,
+    _units: &[crate::cargo::CompiledUnit],
 ) -> Result<BuildFacts, FactsError> {
     let package_dir = build
         .manifest_path

@@ -11,6 +11,7 @@ mod architecture;
 mod base_images;
 mod binaries;
 mod cluster;
+mod compile;
 mod config;
 mod destinations;
 mod docker;

@@ -125,9 +125,12 @@ fn a_compile_error_in_one_package_pushes_nothing_at_all() {
         .run();
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
+    // One `cargo build` for both: cargo names the package, we name the command.
     assert!(
-        out.stderr
-            .contains("`cargo build` failed for package `worker`"),
+        out.stderr.contains("could not compile `worker`")
+            && out.stderr.contains(
+                "`cargo build -p api@0.1.0 -p worker@0.1.0 --profile release` failed (cargo's errors are above); nothing was pushed"
+            ),
         "{}",
         out.stderr
     );

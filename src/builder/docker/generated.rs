@@ -1,34 +1,34 @@
-//! Generated mode: with no Dockerfile, the binary is built on the host, the daemonless builder's
+//! Generated mode: with no Dockerfile, the binary is compiled on the host, the daemonless builder's
 //! code makes its layers, and a generated Dockerfile `ADD`s them on the base with the same config.
+
+use std::path::Path;
 
 use miette::{IntoDiagnostic, Result, WrapErr};
 
 use super::{DockerBuildError, context::BuildContext, dockerignore::DockerIgnore};
 use crate::builder::oci;
-use crate::cargo::CargoOptions;
 use crate::image::contents::Contents;
 use crate::image::{BlobSource, Image};
 use crate::registry::pool::Clients;
 use crate::shell::Shell;
 use crate::spec::{Base, BuildSpec};
 
-/// Generated mode: cargo builds the binary on the host, the daemonless builder's code makes its
+/// Generated mode: for the binary cargo compiled on the host, the daemonless builder's code makes its
 /// layers, and a Dockerfile has the engine put them on the base with the same config. Also
 /// returns what those layers hold besides the binary (for the SBOM).
 pub(super) async fn generate_context(
     target: &BuildSpec,
-    cargo_options: &CargoOptions,
+    binary: &Path,
     clients: &Clients,
     shell: &Shell,
 ) -> Result<(BuildContext, Contents)> {
-    let binary = crate::builder::build_binary(target, cargo_options, shell).await?;
     // The whole daemonless image is assembled (the base's manifest and config fetched) though only
     // its layers and config are used: `oci` has no public way to make the layers alone.
     // `ADD` unpacks gzip tars, not zstd ones: the engine gets gzip layers whatever `compression`
     // says (it compresses the layers it pushes itself).
     let mut gzip_target = target.clone();
     gzip_target.image.compression = crate::spec::Codec::Gzip;
-    let image = oci::assemble_for_binary(&gzip_target, &binary, clients, shell).await?;
+    let image = oci::assemble_for_binary(&gzip_target, binary, clients, shell).await?;
 
     let dir = tempfile::Builder::new()
         .prefix("adapt-push-context-")

@@ -2,7 +2,7 @@
 //!
 //! * the package's Dockerfile, with its build context streamed as a tar that honours
 //!   `.dockerignore` by Docker's rules (see [`dockerignore`]); or
-//! * a generated context, when there is no Dockerfile: the binary is built on the host and put in
+//! * a generated context, when there is no Dockerfile: the binary compiled on the host is put in
 //!   the very layers the daemonless builder makes (runtime closure, includes, binary), which a
 //!   generated Dockerfile `ADD`s on `scratch` or the configured base, with the same entrypoint,
 //!   environment, user and labels.
@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use bollard::auth::DockerCredentials;
@@ -27,7 +27,6 @@ mod dockerignore;
 mod generated;
 mod log;
 
-use crate::cargo::CargoOptions;
 use crate::engine::{self, Engine, EngineImage};
 use crate::reference::ImageRef;
 use crate::registry::error_chain;
@@ -74,25 +73,25 @@ pub enum DockerBuildError {
     Inexpressible { what: String },
 }
 
-/// Builds the target's image in the engine `DOCKER_HOST` names.
+/// Builds the target's image in `engine` (connected before anything was compiled): from the
+/// package's Dockerfile, or around the `binary` compiled on the host.
 pub async fn build(
     target: &BuildSpec,
-    cargo_options: &CargoOptions,
+    engine: Engine,
+    binary: Option<&Path>,
     clients: &Clients,
     shell: &Shell,
 ) -> Result<EngineImage> {
-    // Ask the engine first: a missing engine should not cost a cargo build.
-    let engine = Engine::connect(shell).await?;
-    let (context, contents) = match &target.docker.dockerfile {
-        Some(dockerfile) => (
+    let (context, contents) = match (&target.docker.dockerfile, binary) {
+        (Some(dockerfile), _) => (
             BuildContext::from_dockerfile(&target.docker.context, dockerfile, shell)?,
             None,
         ),
-        None => {
-            let (context, contents) =
-                generate_context(target, cargo_options, clients, shell).await?;
+        (None, Some(binary)) => {
+            let (context, contents) = generate_context(target, binary, clients, shell).await?;
             (context, Some(contents))
         }
+        (None, None) => return Err(super::no_binary(target)),
     };
     let id = run_build(&engine, target, &context).await?;
     shell.detail(&format!(
